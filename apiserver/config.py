@@ -1,0 +1,289 @@
+"""config.ini: ApisCP-style sections, read once, validated, with defaults.
+
+Every key is declared here (or by a plugin through ``apiserver_config_sections``) with a type,
+a default and help text.  A bad value stops start-up with :class:`ConfigError` naming the
+section and key.  Values that the server can apply at run time (``[soap] enabled``,
+``[anvil]``, ``[frontend] https_only``, ``[auth]`` limits) are read from the live
+:class:`Config` on every use, so ``Config.set`` (the ``cp.config`` scope) takes effect at once.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import ipaddress
+import os
+from typing import Any, Callable, Iterable, Optional
+
+ENV_VAR = "APISERVER_CONFIG"
+DEFAULT_PATH = os.path.join("conf", "config.ini")
+
+
+class ConfigError(Exception):
+    """A config value is invalid; the message names ``[section] key``."""
+
+    def __init__(self, section: str, key: str, reason: str):
+        super().__init__(f"[{section}] {key}: {reason}")
+        self.section, self.key, self.reason = section, key, reason
+
+
+# --- value types ----------------------------------------------------------------------------
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def int_range(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if low is not None and value < low:
+            raise ValueError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise ValueError(f"must be at most {high}, got {value}")
+        return value
+
+    parse.type_name = "int"
+    return parse
+
+
+def parse_str(raw: str) -> str:
+    return raw.strip()
+
+
+def parse_networks(raw: str) -> tuple:
+    """Comma/space separated addresses or CIDR networks -> tuple of ip_network."""
+    nets = []
+    for word in raw.replace(",", " ").split():
+        try:
+            nets.append(ipaddress.ip_network(word, strict=False))
+        except ValueError:
+            raise ValueError(f"{word!r} is not an IP address or CIDR network") from None
+    return tuple(nets)
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    parse.type_name = "|".join(options)
+    return parse
+
+
+parse_bool.type_name = "bool"
+parse_str.type_name = "string"
+parse_networks.type_name = "networks"
+port = int_range(0, 65535)
+port.type_name = "port"
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One config key: its name, parser (raw str -> value, ValueError if bad), default, help."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+    runtime: bool = False  # applied at once when changed while running
+    secret: bool = False   # masked in scope output and logs
+
+    @property
+    def type_name(self) -> str:
+        return getattr(self.parse, "type_name", "string")
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    name: str
+    help: str
+    keys: tuple  # tuple[Key, ...]
+
+
+K = Key
+BUILTIN_SECTIONS = (
+    Section("soap", "The SOAP and XML-RPC API.", (
+        K("enabled", parse_bool, "true", "Serve the API; false answers every API URL with 403 (scope cp.api).", runtime=True),
+        K("max_body_size", int_range(1024, 64 << 20), "1048576", "Largest request body in bytes; larger gets 413 before it is stored."),
+    )),
+    Section("anvil", "Brute-force throttle for every authentication gate.", (
+        K("limit", int_range(1, 100000), "20", "Failed authentications from one address within ttl that block it.", runtime=True),
+        K("ttl", int_range(1, 86400 * 7), "900", "Seconds a failure is remembered and a block lasts.", runtime=True),
+        K("min_attempts", int_range(0, 100000), "3", "Failures before answers to that address are delayed.", runtime=True),
+        K("whitelist", parse_networks, "127.0.0.1", "Addresses or networks never counted (comma separated).", runtime=True),
+        K("base_delay", int_range(0, 60000), "250", "Milliseconds of delay at the first delayed attempt; doubles towards limit.", runtime=True),
+        K("max_delay", int_range(0, 120000), "8000", "Cap of the delay in milliseconds.", runtime=True),
+        K("ipv6_prefix", int_range(1, 128), "64", "IPv6 clients are counted per network of this prefix length.", runtime=True),
+        K("max_tracked", int_range(100, 10_000_000), "200000", "Most addresses tracked at once; the oldest are pruned first."),
+        K("backend", choice("memory", "redis"), "memory", "Where counters live: memory (one node) or redis (shared)."),
+        K("redis_url", parse_str, "redis://127.0.0.1:6379/0", "Redis URL when backend=redis."),
+    )),
+    Section("auth", "Accounts, passwords, API keys and IP restrictions.", (
+        K("retain_ui_password", parse_bool, "true", "Keep the UI password in the session, AES-256-GCM encrypted with secret."),
+        K("secret", parse_str, "", "Key for encrypting API keys and session passwords; empty: generated into state_dir on init.", secret=True),
+        K("min_pw_length", int_range(1, 1024), "7", "Shortest password accepted.", runtime=True),
+        K("ip_restriction_limit", int_range(0, 100000), "50", "Most IP restrictions one account may have.", runtime=True),
+        K("pbkdf2_iterations", int_range(1000, 10_000_000), "210000", "PBKDF2-HMAC-SHA512 iterations for new password hashes."),
+        K("hash_threads", int_range(1, 256), "4", "Threads for password hashing (hashing releases the GIL)."),
+        K("key_cache_ttl", int_range(0, 3600), "60", "Seconds a verified API key is trusted without a database look-up (0: always look up)."),
+    )),
+    Section("frontend", "HTTP and HTTPS listeners.", (
+        K("bind", parse_str, "127.0.0.1", "Address the listeners bind to (0.0.0.0 or :: for all)."),
+        K("http_port", port, "2082", "HTTP port; 0 disables the HTTP listener."),
+        K("https_port", port, "2083", "HTTPS port; 0 disables the HTTPS listener."),
+        K("https_only", parse_bool, "false", "Refuse remote HTTP (loopback HTTP keeps working).", runtime=True),
+        K("tls_certificate", parse_str, "", "PEM certificate (chain) for HTTPS; empty: a self-signed one in state_dir."),
+        K("tls_key", parse_str, "", "PEM private key for tls_certificate."),
+        K("public_url", parse_str, "", "HTTPS URL named in https_only refusals; empty: derived from the request's host."),
+    )),
+    Section("core", "Process-wide settings.", (
+        K("state_dir", parse_str, "../state", "Database, secret and certificate; relative to this file."),
+        K("http_trusted_forward", parse_networks, "", "Proxies whose X-Forwarded-For is believed (comma separated).", runtime=True),
+        K("db_threads", int_range(1, 256), "8", "Threads for database calls and blocking module functions."),
+        K("access_log", parse_bool, "false", "Log one line per HTTP request (never bodies or keys)."),
+        K("log_format", choice("text", "json"), "text", "Log as text lines or one JSON object per line."),
+        K("debug", parse_bool, "false", "Debug logging (scope cp.debug).", runtime=True),
+        K("cli_socket", parse_str, "apiserver.sock", "UNIX socket for cpcmd as root; relative to state_dir."),
+    )),
+    Section("session", "Sessions (esprit_id cookie).", (
+        K("ttl", int_range(1, 86400 * 30), "900", "Seconds of inactivity after which a session ends.", runtime=True),
+        K("backend", choice("memory", "redis", "db"), "memory", "Where sessions live: memory (one node), redis or db (shared)."),
+    )),
+    Section("db", "Storage.", (
+        K("url", parse_str, "", "SQLAlchemy URL; empty: SQLite file apiserver.db in state_dir.", secret=True),
+    )),
+    Section("mail", "Notices of password changes and resets.", (
+        K("enabled", parse_bool, "true", "Send notices by mail."),
+        K("smtp_host", parse_str, "127.0.0.1", "SMTP relay host."),
+        K("smtp_port", port, "25", "SMTP relay port."),
+        K("sender", parse_str, "apiserver@localhost", "From address of notices."),
+        K("starttls", parse_bool, "false", "Use STARTTLS with the relay."),
+        K("username", parse_str, "", "SMTP login; empty: none."),
+        K("password", parse_str, "", "SMTP password.", secret=True),
+    )),
+    Section("geoip", "Geolocation of login notices.", (
+        K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir."),
+    )),
+)
+
+
+class Config:
+    """The validated configuration, live: ``get`` reads the current value, ``set`` changes it."""
+
+    def __init__(self, sections: Iterable[Section], raw: dict, path: Optional[str]):
+        self.path = os.path.abspath(path) if path else None
+        self.sections = {s.name: s for s in sections}
+        self._keys = {(s.name, k.name): k for s in self.sections.values() for k in s.keys}
+        self._raw: dict = {}
+        self._values: dict = {}
+        self._observers: list = []
+        for (section, name), key in self._keys.items():
+            value = raw.get(section, {}).get(name, key.default)
+            self._store(section, name, key, value)
+
+    # reading -------------------------------------------------------------------------------
+    def get(self, section: str, key: str) -> Any:
+        return self._values[section, key]
+
+    def raw(self, section: str, key: str) -> str:
+        return self._raw[section, key]
+
+    def key(self, section: str, key: str) -> Key:
+        try:
+            return self._keys[section, key]
+        except KeyError:
+            raise ConfigError(section, key, "no such key") from None
+
+    def items(self):
+        """((section, key), value) for every key, in declaration order."""
+        return self._values.items()
+
+    @property
+    def base_dir(self) -> str:
+        return os.path.dirname(self.path) if self.path else os.getcwd()
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.normpath(os.path.join(self.base_dir, self.get("core", "state_dir")))
+
+    def state_path(self, name: str) -> str:
+        """A path relative to ``state_dir`` (absolute paths are kept)."""
+        return os.path.join(self.state_dir, name)
+
+    # changing ------------------------------------------------------------------------------
+    def validate(self, section: str, key: str, raw: str) -> Any:
+        """Parse ``raw`` for ``[section] key`` or raise ConfigError; changes nothing."""
+        spec = self.key(section, key)
+        try:
+            return spec.parse(str(raw))
+        except ValueError as exc:
+            raise ConfigError(section, key, str(exc)) from None
+
+    def set(self, section: str, key: str, raw: str) -> Any:
+        """Validate and apply a value in memory; observers are told.  Returns the parsed value."""
+        spec = self.key(section, key)
+        old = self._values[section, key]
+        value = self._store(section, key, spec, raw)
+        for observer in list(self._observers):
+            observer(section, key, old, value)
+        return value
+
+    def observe(self, callback: Callable[[str, str, Any, Any], None]) -> None:
+        """Call ``callback(section, key, old, new)`` after every ``set``."""
+        self._observers.append(callback)
+
+    def _store(self, section: str, name: str, key: Key, raw: str) -> Any:
+        try:
+            value = key.parse(str(raw))
+        except ValueError as exc:
+            raise ConfigError(section, name, str(exc)) from None
+        self._raw[section, name] = str(raw)
+        self._values[section, name] = value
+        return value
+
+
+def config_path(explicit: Optional[str] = None) -> str:
+    """The config file: ``--config``, else ``$APISERVER_CONFIG``, else ``conf/config.ini``."""
+    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load_config(path: Optional[str], extra_sections: Iterable[Section] = ()) -> Config:
+    """Read and validate ``path`` (a missing file means all defaults only when ``path`` is None).
+
+    Unknown sections or keys are refused too: a typo must not silently leave a default in force.
+    """
+    sections = list(BUILTIN_SECTIONS) + list(extra_sections)
+    known = {s.name: {k.name for k in s.keys} for s in sections}
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.optionxform = str  # keys are case-sensitive, as in ApisCP
+    if path is not None:
+        if not os.path.exists(path):
+            raise ConfigError("-", "-", f"config file {path} does not exist")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                parser.read_file(fh)
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise ConfigError("-", "-", f"{path} is not a valid ini file: {exc}") from None
+    raw: dict = {}
+    for section in parser.sections():
+        if section not in known:
+            raise ConfigError(section, "-", f"unknown section in {path}")
+        for name, value in parser.items(section):
+            if name not in known[section]:
+                raise ConfigError(section, name, f"unknown key in {path}")
+            raw.setdefault(section, {})[name] = value
+    return Config(sections, raw, path)

@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="apiserver",
+    version="0.1.0",
+    description="ApisCP-compatible SOAP/XML-RPC API server with a pluggy plugin framework",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["apiserver", "apiserver.*"]) + ["twisted.plugins"],
+    package_data={"apiserver": ["data/*"]},
+    include_package_data=True,
+    install_requires=[
+        "spyne>=2.14",
+        "lxml>=5",
+        "twisted[tls]>=24.3",
+        "cryptography>=42",
+        "pluggy>=1.5",
+        "geoip2>=4.8",
+        "SQLAlchemy>=2.0",
+        "PyYAML>=6",
+    ],
+    extras_require={
+        "redis": ["redis>=5"],
+        "mysql": ["PyMySQL>=1.1"],
+        "postgresql": ["psycopg[binary]>=3.1"],
+        "test": [
+            "pytest>=8", "zeep>=4.2", "redis>=5", "PyMySQL>=1.1", "psycopg[binary]>=3.1",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "apiserver = apiserver.cli.main:main",
+            "cpcmd = apiserver.cli.cpcmd:main",
+        ],
+    },
+)
