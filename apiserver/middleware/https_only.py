@@ -1,0 +1,65 @@
+"""``[frontend] https_only``: remote clients must use HTTPS; loopback HTTP keeps working.
+
+The seed: "scope:set cp.config frontend https_only true will disable remote HTTP ports ...
+Unencrypted HTTP traffic over loopback is still permitted such as with cp-proxy."  The
+setting is read from the live config on every request, so the ``cp.config`` scope switches
+it at once.  The refusal names the HTTPS URL so that a client knows where to go.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Optional
+
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (``::ffff:127.0.0.1``)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False  # a UNIX socket peer or garbage: not an address we can vouch for
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+class HttpsOnly:
+    """Decides whether a plain-HTTP request must be refused because of ``https_only``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def refusal(self, request) -> Optional[str]:
+        """The reason to refuse ``request`` (a ``twisted.web`` request), or None to let it pass."""
+        config = self.app.config
+        if not config.get("frontend", "https_only") or request.isSecure():
+            return None
+        if is_loopback(self.app.gatekeeper.client_address(request)):
+            return None
+        target = self.https_url(request)
+        if target is None:
+            return "plain HTTP is refused for remote clients ([frontend] https_only); use HTTPS"
+        return f"plain HTTP is refused for remote clients ([frontend] https_only); use {target}"
+
+    def https_url(self, request) -> Optional[str]:
+        """Where the client should go: ``[frontend] public_url``, else the request's host on the HTTPS port.
+
+        The query string is left out on purpose: it may carry an API key.
+        """
+        path = request.path.decode("latin-1") if isinstance(request.path, bytes) else str(request.path)
+        public = self.app.config.get("frontend", "public_url")
+        if public:
+            return public.rstrip("/") + path
+        https_port = self.app.config.get("frontend", "https_port")
+        if not https_port:
+            return None
+        host = request.getRequestHostname()
+        host = host.decode("latin-1") if isinstance(host, bytes) else str(host)
+        if not _HOST.fullmatch(host):  # the Host header is the client's word: echo only a plausible name
+            host = request.getHost().host
+        if ":" in host and not host.startswith("["):  # a bare IPv6 literal
+            host = f"[{host}]"
+        port = "" if https_port == 443 else f":{https_port}"
+        return f"https://{host}{port}{path}"
