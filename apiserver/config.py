@@ -287,3 +287,26 @@ def load_config(path: Optional[str], extra_sections: Iterable[Section] = ()) -> 
                 raise ConfigError(section, name, f"unknown key in {path}")
             raw.setdefault(section, {})[name] = value
     return Config(sections, raw, path)
+
+
+def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS) -> str:
+    """The shipped ``conf/config.ini``: every key with its help as a comment and its default.
+
+    ``tests/test_config.py`` fails when the committed file drifts from this.
+    """
+    lines = [
+        "; apiserver configuration (ApisCP-style sections).",
+        "; Every key is optional; the value shown is the default. A bad value stops start-up",
+        "; with an error naming the section and key. Keys marked (run time) can also be changed",
+        "; while the server runs: cpcmd scope:set cp.config SECTION KEY VALUE",
+        "",
+    ]
+    for section in sections:
+        lines.append(f"; {section.help}")
+        lines.append(f"[{section.name}]")
+        for key in section.keys:
+            note = " (run time)" if key.runtime else ""
+            lines.append(f"; {key.help}{note} [{key.type_name}]")
+            lines.append(f"{key.name} = {key.default}")
+        lines.append("")
+    return "\n".join(lines)

@@ -46,7 +46,7 @@ def apiserver_add_modules(app):
 def apiserver_add_scopes(app):
     """Called once at start-up to collect scopes for ``scope:get``/``scope:set``.
 
-    Returns a list of :class:`apiserver.scopes.Scope` instances.  Two scopes with the same
+    ``app`` is the application.  Returns a list of :class:`apiserver.scopes.Scope` instances.  Two scopes with the same
     name stop start-up.
     """
 
@@ -64,7 +64,7 @@ def apiserver_startup(app):
 def apiserver_shutdown(app):
     """Called once when the server stops (SIGTERM/SIGINT), before storage is closed.
 
-    Returns nothing; may return a Deferred that the shutdown waits for.
+    ``app`` is the application.  Returns nothing; may return a Deferred that the shutdown waits for.
     """
 
 
@@ -74,7 +74,7 @@ def apiserver_shutdown(app):
 def apiserver_authenticate(app, username, site, password, gate, address):
     """Called on the thread pool for each password login, before the built-in account check.
 
-    ``username`` and ``site`` (None for the appliance administrator) name the account,
+    ``app`` is the application; ``username`` and ``site`` (None for the appliance administrator) name the account,
     ``password`` is the clear text, ``gate`` the :class:`apiserver.context.Gate`, ``address``
     the client address.  Return an :class:`apiserver.context.Identity` to accept the login,
     ``False`` to refuse it outright, or None to let the next source (finally the built-in
@@ -103,7 +103,7 @@ def apiserver_call(ctx, function, args):
 def apiserver_validate_password(app, identity, password):
     """Called on the thread pool before a new password is stored (change, add, reset).
 
-    ``identity`` is the account whose password is set, ``password`` the clear text.  Return a
+    ``app`` is the application, ``identity`` the account whose password is set, ``password`` the clear text.  Return a
     reason (str) to refuse it; the caller gets ``Client.InvalidArgument`` with that reason.
     Return None to accept.  ``[auth] min_pw_length`` is checked before this hook.
     """
@@ -115,7 +115,7 @@ def apiserver_validate_password(app, identity, password):
 def apiserver_password_changed(app, target, actor, reset):
     """Called after a password was stored.
 
-    ``target`` is the :class:`apiserver.context.Identity` whose password changed, ``actor``
+    ``app`` is the application, ``target`` the :class:`apiserver.context.Identity` whose password changed, ``actor``
     who changed it (the same identity for a change of one's own password), ``reset`` True
     when the server generated the password (``auth_reset_password``).  Used by the built-in
     notifications plugin to mail the notices of the seed's table.
@@ -126,44 +126,57 @@ def apiserver_password_changed(app, target, actor, reset):
 def apiserver_api_key_created(app, owner, actor, comment):
     """Called after an API key was created.
 
-    ``owner`` is the identity the key acts as, ``actor`` who created it, ``comment`` its
+    ``app`` is the application, ``owner`` the identity the key acts as, ``actor`` who created it, ``comment`` its
     comment.  The key itself is never passed to hooks.
     """
 
 
 @hookspec
 def apiserver_api_key_deleted(app, owner, actor):
-    """Called after an API key was deleted; ``owner`` the identity it acted as, ``actor`` who deleted it."""
+    """Called after an API key was deleted.
+
+    ``app`` is the application, ``owner`` the identity the key acted as, ``actor`` who deleted it.
+    """
 
 
 @hookspec
 def apiserver_login_failed(app, address, gate, reason):
     """Called after an authentication failed (bad key, password or session, refused address).
 
-    ``address`` is the client address, ``gate`` the gate, ``reason`` a short word
+    ``app`` is the application, ``address`` the client address, ``gate`` the gate, ``reason`` a short word
     (``key``, ``password``, ``session``, ``ip``).  Anvil has already counted it.
     """
 
 
 @hookspec
 def apiserver_login_blocked(app, address, until):
-    """Called once when Anvil starts refusing ``address``; ``until`` is the clock time it ends."""
+    """Called once when Anvil starts refusing an address.
+
+    ``app`` is the application, ``address`` the refused client address (or its IPv6 network),
+    ``until`` the clock time (``app.clock.seconds()``) when the block ends.
+    """
 
 
 @hookspec
 def apiserver_scope_changed(app, name, old, new, actor):
     """Called after a scope's value changed.
 
-    ``name`` is the scope name, ``old``/``new`` its values (secrets already masked), ``actor``
+    ``app`` is the application, ``name`` the scope name, ``old`` and ``new`` its values (secrets already masked), ``actor``
     the identity that set it.  Plugins regenerate a service's configuration here.
     """
 
 
 @hookspec
 def apiserver_site_added(app, site, actor):
-    """Called after a site was created; ``site`` is its domain, ``actor`` the administrator."""
+    """Called after a site was created.
+
+    ``app`` is the application, ``site`` the new domain, ``actor`` the administrator who added it.
+    """
 
 
 @hookspec
 def apiserver_site_deleted(app, site, actor):
-    """Called after a site and all its users and keys were deleted; ``site`` is its domain."""
+    """Called after a site and all its users and keys were deleted.
+
+    ``app`` is the application, ``site`` the deleted domain, ``actor`` who deleted it.
+    """

@@ -1,0 +1,106 @@
+"""The ``apiserver`` command: ``init``, ``serve`` and ``wsdl``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+from apiserver.config import ConfigError, config_path, load_config
+
+USAGE_EPILOG = """\
+first start:   apiserver init    (creates the database, secret, certificate and the
+                                  appliance administrator; prints its API key last)
+run:           apiserver serve   (foreground; stop with Ctrl-C or SIGTERM)
+config file:   --config FILE, else $APISERVER_CONFIG, else conf/config.ini
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apiserver", description="ApisCP-compatible SOAP/XML-RPC API server.",
+        epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", help="config file (default: $APISERVER_CONFIG or conf/config.ini)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser("init", help="create the state a first start needs and print the administrator's API key")
+    sub.add_parser("serve", help="run the server in the foreground until SIGTERM/SIGINT")
+    wsdl = sub.add_parser("wsdl", help="print the WSDL")
+    wsdl.add_argument("--style", choices=("rpc", "document"), default="rpc",
+                      help="rpc: what ApisCP's clients use (default); document: document/literal wrapped")
+    wsdl.add_argument("--location", default="http://localhost:2082/soap", help="soap:address location to write")
+    return parser
+
+
+def _load(path: Optional[str]):
+    from apiserver.plugins import make_plugin_manager
+
+    pm = make_plugin_manager()
+    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
+    return pm, load_config(config_path(path), extra)
+
+
+def cmd_init(args) -> int:
+    from apiserver.accounts import initialize_state
+
+    _pm, config = _load(args.config)
+    result = initialize_state(config)
+    lines = list(result.lines)
+    if config.get("frontend", "https_port"):
+        from apiserver.transport.tls import ensure_certificate
+
+        cert, _key = ensure_certificate(config)
+        lines.append(f"TLS certificate: {cert}")
+    for line in lines:
+        print(line)
+    if result.admin_key:
+        print("Appliance administrator API key (shown once; keep it safe):")
+        print(result.admin_key)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import sqlalchemy
+    from twisted.internet import reactor
+
+    from apiserver.app import create_application
+    from apiserver.server import start, start_logging
+
+    pm, config = _load(args.config)
+    start_logging(config)
+    app = create_application(config, reactor=reactor, plugin_manager=pm)
+    if not sqlalchemy.inspect(app.storage.engine).has_table("schema_version"):
+        print(f"apiserver: no database in {config.state_dir}: run 'apiserver --config {config.path} init' first",
+              file=sys.stderr)
+        return 1
+    app.storage.migrate()  # before the reactor runs: nothing else is waiting yet
+    try:
+        start(app, reactor)
+    except Exception as exc:  # a port in use, an unreadable certificate: say so, no traceback
+        print(f"apiserver: cannot start: {exc}", file=sys.stderr)
+        return 1
+    reactor.run()
+    return 0
+
+
+def cmd_wsdl(args) -> int:
+    from apiserver.app import create_application
+    from apiserver.transport.wsdl import generate_wsdl
+
+    pm, config = _load(args.config)
+    app = create_application(config, plugin_manager=pm)
+    sys.stdout.buffer.write(generate_wsdl(app.registry, args.style, args.location))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"init": cmd_init, "serve": cmd_serve, "wsdl": cmd_wsdl}[args.command](args)
+    except ConfigError as exc:
+        print(f"apiserver: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install apiserver into .venv and start it on the embedded default (SQLite, in-process state).
+# The first run prints the appliance administrator's API key; later runs keep the state.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${APISERVER_VENV:-$PWD/.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip >/dev/null
+"$VENV/bin/pip" install -q -e .
+"$VENV/bin/apiserver" --config conf/config.ini init
+exec "$VENV/bin/apiserver" --config conf/config.ini serve

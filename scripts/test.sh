@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine and run all tests.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${APISERVER_VENV:-$ROOT/.venv}
+
+say() { printf '==> %s\n' "$*"; }
+
+# Debian packages: real SOAP/XML-RPC clients (PHP, Perl), openssl for the TLS checks.
+need_pkgs=()
+command -v php >/dev/null 2>&1 && php -m 2>/dev/null | grep -qx soap || need_pkgs+=(php-cli php-soap)
+php -m 2>/dev/null | grep -qx xmlrpc || need_pkgs+=(php-xmlrpc)
+perl -MSOAP::Lite -e1 2>/dev/null || need_pkgs+=(libsoap-lite-perl)
+perl -MXMLRPC::Lite -e1 2>/dev/null || need_pkgs+=(libxmlrpc-lite-perl)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing Debian packages: ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    say "missing Debian packages (run as root to install): ${need_pkgs[*]}"
+  fi
+fi
+
+# Scale-out tests use the real PostgreSQL, MariaDB and Redis on loopback; start any that is down.
+if [ "$(id -u)" = 0 ]; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+    say "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  if command -v redis-server >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+    say "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+  fi
+  if command -v mariadbd >/dev/null 2>&1 && ! mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
+    say "starting MariaDB"
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  fi
+  for _ in $(seq 1 30); do
+    { ! command -v mariadbd >/dev/null 2>&1 || mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1; } && break
+    sleep 1
+  done
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+say "installing apiserver and test dependencies"
+"$VENV/bin/pip" install -q --upgrade pip >/dev/null
+"$VENV/bin/pip" install -q -e ".[test]" -e plugins/apiserver-example
+
+say "running tests"
+set +e
+"$VENV/bin/python" -m pytest tests plugins/apiserver-example/tests "$@"
+status=$?
+set -e
+# pytest exits 5 when it collected nothing: that is a broken suite here, not a pass.
+exit $status

@@ -1,0 +1,207 @@
+"""Shared fixtures: a real apiserver process on free loopback ports, started like a user would."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APISERVER = [sys.executable, "-m", "apiserver.cli.main"]
+
+#: Config every test server starts from: fast enough hashing, no real mail relay, and the
+#: local test process treated as a trusted proxy so tests can act as remote clients with
+#: ``X-Forwarded-For: 192.0.2.x`` (documentation addresses, never contacted).
+BASE_CONFIG = {
+    "frontend": {"bind": "127.0.0.1"},
+    "core": {"http_trusted_forward": "127.0.0.1", "log_format": "text"},
+    "auth": {"pbkdf2_iterations": "20000"},
+    "mail": {"enabled": "false"},
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: str, sections: dict) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for section, keys in sections.items():
+            fh.write(f"[{section}]\n")
+            for key, value in keys.items():
+                fh.write(f"{key} = {value}\n")
+            fh.write("\n")
+
+
+def merge(base: dict, overrides: Optional[dict]) -> dict:
+    out = {s: dict(k) for s, k in base.items()}
+    for section, keys in (overrides or {}).items():
+        out.setdefault(section, {}).update(keys)
+    return out
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A started ``apiserver serve`` process and how to reach it."""
+
+    url: str                 # http://127.0.0.1:PORT (no trailing slash)
+    https_url: Optional[str]
+    admin_key: str
+    config_path: str
+    state_dir: str
+    socket_path: str
+    log_path: str
+    process: subprocess.Popen
+    env: dict
+
+    @property
+    def soap_url(self) -> str:
+        return f"{self.url}/soap?authkey={self.admin_key}"
+
+    @property
+    def wsdl_url(self) -> str:
+        return f"{self.url}/apnscp.wsdl"
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def restart(self) -> None:
+        """Stop and start the same server again (same config, state and ports)."""
+        self.stop()
+        self.process = _spawn_serve(self.config_path, self.log_path, self.env)
+        _wait_listening(self)
+
+
+def _spawn_serve(config_path: str, log_path: str, env: dict) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen(APISERVER + ["--config", config_path, "serve"], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, cwd=ROOT)
+
+
+def _wait_listening(server: RunningServer, timeout: float = 30.0) -> None:
+    host, port = server.url.rsplit("/", 1)[-1].split(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"apiserver serve exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5):
+                pass
+            if os.path.exists(server.socket_path):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)  # readiness polling of a child process, not test timing logic
+    raise RuntimeError(f"apiserver did not start listening within {timeout}s:\n{server.log()}")
+
+
+def start_server(tmp_dir: str, overrides: Optional[dict] = None, https: bool = False) -> RunningServer:
+    """``apiserver init`` then ``apiserver serve`` in ``tmp_dir`` with ``overrides`` to the config."""
+    http_port = free_port()
+    https_port = free_port() if https else 0
+    state_dir = os.path.join(tmp_dir, "state")
+    config = merge(BASE_CONFIG, {"frontend": {"http_port": str(http_port), "https_port": str(https_port)},
+                                 "core": {"state_dir": state_dir}})
+    config = merge(config, overrides)
+    config_path = os.path.join(tmp_dir, "config.ini")
+    write_config(config_path, config)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("APISERVER_CONFIG", None)
+    init = subprocess.run(APISERVER + ["--config", config_path, "init"], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+    if init.returncode != 0:
+        raise RuntimeError(f"apiserver init failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
+    admin_key = init.stdout.strip().splitlines()[-1].strip()
+    log_path = os.path.join(tmp_dir, "server.log")
+    server = RunningServer(
+        url=f"http://127.0.0.1:{http_port}",
+        https_url=f"https://127.0.0.1:{https_port}" if https else None,
+        admin_key=admin_key, config_path=config_path, state_dir=state_dir,
+        socket_path=os.path.join(state_dir, "apiserver.sock"), log_path=log_path,
+        process=_spawn_serve(config_path, log_path, env), env=env,
+    )
+    try:
+        _wait_listening(server)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Start servers with config overrides: ``server_factory({"anvil": {"limit": "5"}}, https=True)``."""
+    started = []
+
+    def factory(overrides: Optional[dict] = None, https: bool = False) -> RunningServer:
+        directory = tmp_path / f"server{len(started)}"
+        directory.mkdir()
+        server = start_server(str(directory), overrides, https=https)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def running_server(tmp_path_factory):
+    """One server per test module on the default test config (HTTP and HTTPS)."""
+    directory = tmp_path_factory.mktemp("apiserver")
+    server = start_server(str(directory), https=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def php():
+    """The PHP CLI with the soap extension, installed from Debian when missing."""
+    return require_debian_tool("php", ["php-cli", "php-soap", "php-xmlrpc"], check=["php", "-m"], expect="soap")
+
+
+@pytest.fixture(scope="session")
+def perl_soap_lite():
+    """Perl with SOAP::Lite and XMLRPC::Lite, installed from Debian when missing."""
+    return require_debian_tool("perl", ["libsoap-lite-perl", "libxmlrpc-lite-perl"],
+                               check=["perl", "-MSOAP::Lite", "-MXMLRPC::Lite", "-e", "print 'ok'"], expect="ok")
+
+
+def require_debian_tool(binary: str, packages: list, check: list, expect: str) -> str:
+    """Return the tool's path, installing ``packages`` with apt-get when running as root."""
+
+    def present() -> bool:
+        try:
+            out = subprocess.run(check, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return out.returncode == 0 and expect in out.stdout
+
+    if not present() and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env, capture_output=True, timeout=900)
+    if not present():
+        pytest.fail(f"{binary} with {', '.join(packages)} is required for this test and could not be installed")
+    return shutil.which(binary)
