@@ -1,0 +1,541 @@
+"""The XML-RPC gate: ``POST /xmlrpc?authkey=KEY`` (or the ``esprit_id`` cookie).
+
+Every exported function is served as ``<module>_<function>`` and ``<module>.<function>``,
+with the introspection methods ``system.listMethods``, ``system.methodSignature``,
+``system.methodHelp`` and ``system.multicall``.  Requests go through the same middle as SOAP
+(gate ``SOAP``): the HTTP checks, ``app.admit`` (toggle, Anvil, authentication, IP
+restrictions), then ``app.call``.
+
+The parser is expat driven by a strict state machine: a DOCTYPE (and with it every entity
+declaration and DTD) is refused before anything is expanded, unknown elements and stray text
+are refused, nesting is capped.  Errors are faults whose ``faultString`` is
+``"<api.md code>: <message>"`` and whose ``faultCode`` is the error's ``xmlrpc_code``.
+
+Types both ways: string, int (``int``/``i4``/``i8``, also ``i1``/``i2``), boolean, double,
+nil (``<nil/>`` and ``<ex:nil/>``), array, struct, ``dateTime.iso8601`` and base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime
+import enum
+import re
+from typing import Any, Callable
+from xml.parsers import expat
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from apiserver.context import AuthRequest, Credentials, Gate
+from apiserver.errors import ApiError, InvalidArgument, Malformed, ServerError, Throttled, UnknownMethod
+from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT
+
+log = Logger(namespace="apiserver.transport.xmlrpc")
+
+#: Deepest element nesting accepted in a request (a methodCall with a few nested structs is ~12).
+MAX_DEPTH = 64
+
+_INT32 = (-(1 << 31), (1 << 31) - 1)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+class _Element:
+    """An element being read: its tag, decoded children ``(tag, value)`` and text pieces."""
+
+    __slots__ = ("tag", "children", "text")
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.children: list = []
+        self.text: list = []
+
+
+def _text(el: _Element) -> str:
+    return "".join(el.text)
+
+
+def _only_text(el: _Element) -> str:
+    if el.children:
+        raise Malformed(f"<{el.tag}> may contain only text, found <{el.children[0][0]}>")
+    return _text(el)
+
+
+def _no_text(el: _Element) -> None:
+    for piece in el.text:
+        if not piece.isspace():
+            raise Malformed(f"<{el.tag}> may not contain text ({piece.strip()[:40]!r})")
+
+
+def _children_named(el: _Element, allowed: str) -> list:
+    _no_text(el)
+    for tag, _ in el.children:
+        if tag != allowed:
+            raise Malformed(f"<{el.tag}> may contain only <{allowed}>, found <{tag}>")
+    return [value for _, value in el.children]
+
+
+def _decode_int(el: _Element) -> int:
+    text = _only_text(el).strip()
+    try:
+        return int(text)
+    except ValueError:
+        raise Malformed(f"<{el.tag}> needs a whole number, got {text[:40]!r}") from None
+
+
+def _decode_boolean(el: _Element) -> bool:
+    text = _only_text(el).strip().lower()
+    if text in ("1", "true"):
+        return True
+    if text in ("0", "false"):
+        return False
+    raise Malformed(f"<boolean> needs 0 or 1, got {text[:40]!r}")
+
+
+def _decode_double(el: _Element) -> float:
+    text = _only_text(el).strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise Malformed(f"<{el.tag}> needs a number, got {text[:40]!r}") from None
+
+
+def _decode_datetime(el: _Element) -> datetime.datetime:
+    text = _only_text(el).strip()
+    try:
+        # fromisoformat takes the XML-RPC form 20261128T18:19:14 as well as extended ISO 8601
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise Malformed(f"<dateTime.iso8601> needs a date like 20261128T18:19:14, got {text[:40]!r}") from None
+
+
+def _decode_base64(el: _Element) -> Any:
+    try:
+        raw = base64.b64decode(_only_text(el), validate=False)
+    except (binascii.Error, ValueError):
+        raise Malformed("<base64> holds invalid base64") from None
+    # Perl's XMLRPC::Lite sends every non-ASCII string as base64; no module type takes bytes,
+    # so text comes back as text and only real binary stays bytes.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def _decode_nil(el: _Element) -> None:
+    if el.children or _text(el).strip():
+        raise Malformed("<nil/> must be empty")
+    return None
+
+
+def _decode_value(el: _Element) -> Any:
+    if not el.children:
+        return _text(el)  # an untyped <value> is a string, whitespace kept
+    _no_text(el)
+    if len(el.children) != 1:
+        raise Malformed("<value> holds more than one value")
+    tag, value = el.children[0]
+    if tag not in _TYPED:
+        raise Malformed(f"<value> may not contain <{tag}>")
+    return value
+
+
+def _decode_array(el: _Element) -> list:
+    data = _children_named(el, "data")
+    if len(data) != 1:
+        raise Malformed("<array> needs exactly one <data>")
+    return data[0]
+
+
+def _decode_member(el: _Element) -> tuple:
+    _no_text(el)
+    tags = [tag for tag, _ in el.children]
+    if sorted(tags) != ["name", "value"]:
+        raise Malformed("<member> needs one <name> and one <value>")
+    found = dict(el.children)
+    return found["name"], found["value"]
+
+
+def _decode_struct(el: _Element) -> dict:
+    return dict(_children_named(el, "member"))
+
+
+def _decode_param(el: _Element) -> Any:
+    values = _children_named(el, "value")
+    if len(values) != 1:
+        raise Malformed("<param> needs exactly one <value>")
+    return values[0]
+
+
+def _decode_call(el: _Element) -> tuple:
+    _no_text(el)
+    name, params = None, []
+    for tag, value in el.children:
+        if tag == "methodName" and name is None:
+            name = value
+        elif tag == "params":
+            params = value
+        else:
+            raise Malformed(f"<methodCall> may contain one <methodName> and one <params>, found <{tag}>")
+    if not name:
+        raise Malformed("<methodCall> has no <methodName>")
+    return name.strip(), params
+
+
+_SCALARS: dict[str, Callable[[_Element], Any]] = {
+    "string": _only_text, "int": _decode_int, "i4": _decode_int, "i8": _decode_int,
+    "i1": _decode_int, "i2": _decode_int, "boolean": _decode_boolean, "double": _decode_double,
+    "dateTime.iso8601": _decode_datetime, "base64": _decode_base64, "nil": _decode_nil,
+}
+_TYPED = frozenset(_SCALARS) | {"array", "struct"}
+_DECODERS: dict[str, Callable[[_Element], Any]] = dict(
+    _SCALARS, value=_decode_value, array=_decode_array, data=lambda el: _children_named(el, "value"),
+    struct=_decode_struct, member=_decode_member, name=_only_text, param=_decode_param,
+    params=lambda el: _children_named(el, "param"), methodName=_only_text, methodCall=_decode_call,
+)
+
+
+class _CallReader:
+    """One expat pass over a request body, decoding elements as they close."""
+
+    def __init__(self):
+        self.stack = [_Element("")]
+        parser = expat.ParserCreate()
+        parser.buffer_text = True
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        parser.StartDoctypeDeclHandler = self.refuse_doctype
+        parser.EntityDeclHandler = self.refuse_entity
+        parser.ExternalEntityRefHandler = self.refuse_entity
+        parser.StartElementHandler = self.start
+        parser.EndElementHandler = self.end
+        parser.CharacterDataHandler = self.text
+        self.parser = parser
+
+    def refuse_doctype(self, *_):
+        raise Malformed("a DOCTYPE is not allowed in XML-RPC requests")
+
+    def refuse_entity(self, *_):
+        raise Malformed("entity declarations are not allowed in XML-RPC requests")
+
+    def start(self, tag, _attrs):
+        if ":" in tag:  # <ex:nil/> and other prefixed spellings of known elements
+            tag = tag.rpartition(":")[2]
+        if tag not in _DECODERS:
+            raise Malformed(f"unknown element <{tag[:60]}>")
+        if len(self.stack) > MAX_DEPTH:
+            raise Malformed(f"elements nested deeper than {MAX_DEPTH}")
+        self.stack.append(_Element(tag))
+
+    def end(self, _tag):
+        el = self.stack.pop()
+        self.stack[-1].children.append((el.tag, _DECODERS[el.tag](el)))
+
+    def text(self, data):
+        self.stack[-1].text.append(data)
+
+    def read(self, body: bytes) -> tuple:
+        try:
+            self.parser.Parse(body, True)
+        except expat.ExpatError as exc:
+            raise Malformed(f"not well-formed XML: {expat.ErrorString(exc.code)} at line {exc.lineno}, column {exc.offset}") from None
+        root = self.stack[0]
+        if len(root.children) != 1 or root.children[0][0] != "methodCall":
+            raise Malformed("the document is not an XML-RPC <methodCall>")
+        return root.children[0][1]
+
+
+def parse_call(body: bytes) -> tuple[str, list]:
+    """Decode an XML-RPC ``methodCall``: ``(method name, [params])``; Malformed if it is not one."""
+    if not body:
+        raise Malformed("empty request body: expected an XML-RPC <methodCall>")
+    try:
+        return _CallReader().read(body)
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps this away
+        raise Malformed(f"elements nested deeper than {MAX_DEPTH}") from None
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escape(text: str) -> str:
+    if _NOT_XML.search(text):
+        raise ServerError("the result holds characters that XML cannot carry (control characters)")
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _enc_str(value, out):
+    out.append("<value><string>")
+    out.append(_escape(value))
+    out.append("</string></value>")
+
+
+def _enc_int(value, out):
+    if _INT32[0] <= value <= _INT32[1]:
+        out.append(f"<value><int>{value}</int></value>")
+    elif _INT64[0] <= value <= _INT64[1]:
+        out.append(f"<value><i8>{value}</i8></value>")
+    else:
+        raise ServerError(f"the result holds an integer too large for XML-RPC ({str(value)[:30]}...)")
+
+
+def _enc_bool(value, out):
+    out.append("<value><boolean>1</boolean></value>" if value else "<value><boolean>0</boolean></value>")
+
+
+def _enc_float(value, out):
+    out.append(f"<value><double>{value!r}</double></value>")
+
+
+def _enc_none(_value, out):
+    out.append("<value><nil/></value>")
+
+
+def _enc_datetime(value, out):
+    if value.tzinfo is not None:  # XML-RPC dates carry no zone: send UTC
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    out.append(f"<value><dateTime.iso8601>{value.strftime('%Y%m%dT%H:%M:%S')}</dateTime.iso8601></value>")
+
+
+def _enc_date(value, out):
+    out.append(f"<value><dateTime.iso8601>{value.strftime('%Y%m%dT00:00:00')}</dateTime.iso8601></value>")
+
+
+def _enc_bytes(value, out):
+    out.append("<value><base64>")
+    out.append(base64.b64encode(bytes(value)).decode("ascii"))
+    out.append("</base64></value>")
+
+
+def _enc_list(value, out):
+    out.append("<value><array><data>")
+    for item in value:
+        _encode(item, out)
+    out.append("</data></array></value>")
+
+
+def _enc_dict(value, out):
+    out.append("<value><struct>")
+    for key, item in value.items():
+        out.append("<member><name>")
+        out.append(_escape(str(key)))
+        out.append("</name>")
+        _encode(item, out)
+        out.append("</member>")
+    out.append("</struct></value>")
+
+
+_ENCODERS: dict[type, Callable] = {
+    str: _enc_str, int: _enc_int, bool: _enc_bool, float: _enc_float, type(None): _enc_none,
+    datetime.datetime: _enc_datetime, datetime.date: _enc_date, bytes: _enc_bytes,
+    bytearray: _enc_bytes, list: _enc_list, tuple: _enc_list, dict: _enc_dict,
+}
+
+
+def _encode(value, out: list) -> None:
+    encoder = _ENCODERS.get(type(value))
+    if encoder is not None:
+        encoder(value, out)
+    elif isinstance(value, enum.Enum):
+        _encode(value.value, out)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _enc_dict({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, out)
+    else:
+        for base, encoder in _ENCODERS.items():  # subclasses of the plain types
+            if isinstance(value, base):
+                encoder(value, out)
+                return
+        raise ServerError(f"the result holds a value XML-RPC cannot carry ({type(value).__name__})")
+
+
+_RESPONSE_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<methodResponse><params><param>'
+_RESPONSE_TAIL = "</param></params></methodResponse>\n"
+
+
+def encode_response(value: Any) -> bytes:
+    """A ``methodResponse`` carrying ``value``; ServerError if a part of it cannot be encoded."""
+    out = [_RESPONSE_HEAD]
+    _encode(value, out)
+    out.append(_RESPONSE_TAIL)
+    return "".join(out).encode("utf-8")
+
+
+def encode_fault(code: int, message: str) -> bytes:
+    """A ``methodResponse`` carrying the fault ``{faultCode: code, faultString: message}``."""
+    text = _NOT_XML.sub("\ufffd", message)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<methodResponse><fault><value><struct>'
+        f"<member><name>faultCode</name><value><int>{int(code)}</int></value></member>"
+        f"<member><name>faultString</name><value><string>{text}</string></value></member>"
+        "</struct></value></fault></methodResponse>\n"
+    ).encode("utf-8")
+
+
+def fault_for(error: ApiError) -> bytes:
+    """The fault for an ApiError: ``faultString`` ``"<code>: <message>"``, ``faultCode`` its xmlrpc_code."""
+    return encode_fault(error.xmlrpc_code, f"{error.code}: {error.message}")
+
+
+# --- introspection --------------------------------------------------------------------------
+
+_XMLRPC_TYPES = {
+    STRING: "string", INT: "int", BOOLEAN: "boolean", FLOAT: "double", DATETIME: "dateTime.iso8601",
+    ARRAY: "array", STRUCT: "struct", MAP: "struct", ANY: "undef",
+}
+
+
+def method_signatures(spec) -> list[list[str]]:
+    """``system.methodSignature``: one ``[return, param...]`` list per accepted argument count."""
+    returns = _XMLRPC_TYPES[spec.returns.kind]
+    types = [_XMLRPC_TYPES[p.spec.kind] for p in spec.params]
+    required = sum(1 for p in spec.params if p.required)
+    return [[returns] + types[:count] for count in range(required, len(types) + 1)]
+
+
+def method_help(spec) -> str:
+    """``system.methodHelp``: the signature line and the docstring."""
+    return f"{spec.signature()}\n\n{spec.doc}".rstrip()
+
+
+# --- the resource ---------------------------------------------------------------------------
+
+_CONTENT_TYPE = b"text/xml; charset=utf-8"
+
+
+class XmlRpcResource(resource.Resource):
+    """``/xmlrpc``: POST an XML-RPC ``methodCall``; credentials in ``?authkey=`` or ``esprit_id``."""
+
+    isLeaf = True
+
+    def __init__(self, app):
+        super().__init__()
+        self.app = app
+        self._introspection = {
+            "system.listMethods": self._list_methods,
+            "system.methodSignature": self._method_signature,
+            "system.methodHelp": self._method_help,
+        }
+
+    def render_POST(self, request):
+        refusal = self.app.gatekeeper.check_http(request)
+        if refusal is not None:
+            request.setResponseCode(refusal.status)
+            for name, value in refusal.headers.items():
+                request.setHeader(name, value)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return refusal.message.encode("utf-8") + b"\n"
+        request.setHeader(b"content-type", _CONTENT_TYPE)
+        try:
+            name, params = parse_call(request.content.read())
+            introspect = self._introspection.get(name)
+            if introspect is not None:
+                return encode_response(introspect(params))
+            if name != "system.multicall":
+                self.app.registry.lookup(name)  # an unknown name is refused before authenticating
+        except ApiError as error:
+            return fault_for(error)
+        except Exception:
+            log.failure("XML-RPC request failed")
+            return fault_for(ServerError())
+        gone: list = []
+        request.notifyFinish().addErrback(gone.append)
+        d = self.app.admit(self._auth_request(request))
+        if name == "system.multicall":
+            d.addCallback(self._multicall, params)
+        else:
+            d.addCallback(self.app.call, name, params)
+        d.addCallbacks(encode_response, self._failed, errbackArgs=(request,))
+        d.addErrback(self._failed, request)  # the result could not be encoded
+        d.addCallback(self._write, request, gone)
+        return server.NOT_DONE_YET
+
+    def _auth_request(self, request) -> AuthRequest:
+        keys = request.args.get(b"authkey")
+        sid = request.getCookie(b"esprit_id")
+        credentials = Credentials(
+            api_key=keys[0].decode("utf-8", "replace") if keys else None,
+            session_id=sid.decode("utf-8", "replace") if sid is not None else None,
+        )
+        return AuthRequest(
+            gate=Gate.SOAP, address=self.app.gatekeeper.client_address(request),
+            credentials=credentials, secure=request.isSecure(),
+        )
+
+    def _failed(self, failure, request) -> bytes:
+        error = failure.value
+        if not isinstance(error, ApiError):
+            log.failure("XML-RPC call failed", failure)
+            error = ServerError()
+        elif isinstance(error, Throttled) and error.retry_after:
+            request.setHeader(b"retry-after", str(int(error.retry_after)).encode("ascii"))
+        return fault_for(error)
+
+    @staticmethod
+    def _write(body: bytes, request, gone: list) -> None:
+        if gone:  # the client went away while the call ran
+            return
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    # --- system.* ---------------------------------------------------------------------------
+    def _list_methods(self, params) -> list:
+        if params:
+            raise InvalidArgument("system.listMethods takes no arguments")
+        names = []
+        for spec in self.app.registry.functions():
+            names += [spec.operation, f"{spec.module}.{spec.name}"]
+        return sorted(names + list(self._introspection) + ["system.multicall"])
+
+    def _named_spec(self, method: str, params):
+        if len(params) != 1 or not isinstance(params[0], str):
+            raise InvalidArgument(f"{method} takes one argument: the method name")
+        return self.app.registry.lookup(params[0]).spec
+
+    def _method_signature(self, params) -> list:
+        return method_signatures(self._named_spec("system.methodSignature", params))
+
+    def _method_help(self, params) -> str:
+        return method_help(self._named_spec("system.methodHelp", params))
+
+    async def _run_one(self, ctx, call) -> list:
+        if not isinstance(call, dict) or not isinstance(call.get("methodName"), str):
+            raise InvalidArgument("each system.multicall entry is a struct {methodName, params}")
+        name, params = call["methodName"], call.get("params", [])
+        if not isinstance(params, list):
+            raise InvalidArgument(f"system.multicall: params of {name[:60]!r} must be an array")
+        if name == "system.multicall":
+            raise InvalidArgument("system.multicall cannot be nested")
+        introspect = self._introspection.get(name)
+        if introspect is not None:
+            return [introspect(params)]
+        return [await self.app.call(ctx, name, params)]
+
+    def _multicall(self, ctx, params) -> defer.Deferred:
+        """Run each call in turn as the admitted identity; a failed call becomes its fault struct."""
+        if len(params) != 1 or not isinstance(params[0], list):
+            raise InvalidArgument("system.multicall takes one argument: an array of {methodName, params}")
+
+        async def run_all():
+            results = []
+            for call in params[0]:
+                try:
+                    results.append(await self._run_one(ctx, call))
+                except ApiError as error:
+                    results.append({"faultCode": error.xmlrpc_code, "faultString": f"{error.code}: {error.message}"})
+            return results
+
+        return defer.ensureDeferred(run_all())
