@@ -61,7 +61,7 @@ class Registry:
         """Find a function by any spelling, or raise UnknownMethod suggesting the closest names."""
         entry = self._aliases.get(name)
         if entry is None and isinstance(name, str):
-            entry = self._aliases.get(name.replace("-", "_"))
+            entry = self._aliases.get(name.replace("-", "_").replace(":", "_").replace(".", "_", 1))
         if entry is None:
             close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""

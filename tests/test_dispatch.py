@@ -1,0 +1,156 @@
+"""Dispatch: names in every spelling, argument binding, role checks, the around-call hook."""
+
+import pluggy
+import pytest
+from twisted.internet import defer
+
+from apiserver import dispatch, hookspecs
+from apiserver.context import CallContext, Gate, Identity
+from apiserver.dispatch import Registry, bind_arguments
+from apiserver.errors import Denied, InvalidArgument, ServerError, UnknownMethod
+from apiserver.hookspecs import hookimpl
+from apiserver.module import Module, Role, export
+
+
+class Greeter(Module):
+    """A module for dispatch tests."""
+
+    name = "greeter"
+
+    @export(Role.ALL, blocking=False)
+    def say_hello(self, ctx, who: str, times: int = 1) -> list[str]:
+        """Greet."""
+        return [f"hello {who}"] * times
+
+    @export(Role.ADMIN, blocking=False)
+    def secret(self, ctx) -> str:
+        """Admin only."""
+        return "s"
+
+    @export(Role.ALL, blocking=False)
+    def broken(self, ctx) -> str:
+        """Raises a non-API error."""
+        raise KeyError("internal detail /etc/shadow")
+
+    @export(Role.ALL)
+    def on_pool(self, ctx, n: int) -> int:
+        """Runs where blocking functions run."""
+        return n * 2
+
+
+class FakeApp:
+    """Just what Registry.call needs: hooks and a place to run blocking functions."""
+
+    def __init__(self, *plugins):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.pm.register(dispatch)
+        for plugin in plugins:
+            self.pm.register(plugin)
+        self.hook = self.pm.hook
+        self.registry = Registry([Greeter(self)])
+        self.blocking_calls = 0
+
+    def run_blocking(self, fn, *args, **kwargs):
+        self.blocking_calls += 1
+        return defer.maybeDeferred(fn, *args, **kwargs)
+
+
+def ctx_for(app, role):
+    return CallContext(app=app, identity=Identity(role=role, user_id=1, username="u", site_id=1, site="example.com"),
+                       gate=Gate.SOAP, client_address="127.0.0.1")
+
+
+def result_of(d):
+    out = []
+    d.addBoth(out.append)
+    assert out, "Deferred did not fire"
+    if hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
+
+
+def test_every_spelling_finds_the_function():
+    """SOAP, XML-RPC and cpcmd names resolve to the same function."""
+    registry = FakeApp().registry
+    names = ["greeter_say_hello", "greeter.say_hello", "greeter:say-hello", "greeter:say_hello"]
+    assert {registry.lookup(n).spec.operation for n in names} == {"greeter_say_hello"}
+
+
+def test_unknown_name_suggests_closest():
+    """An unknown function gives UnknownMethod with the closest names."""
+    with pytest.raises(UnknownMethod, match="greeter_say_hello"):
+        FakeApp().registry.lookup("greeter_say_helo")
+
+
+def test_bind_positional_named_and_defaults():
+    """Positional and named values bind to parameters; omitted or null optionals take defaults."""
+    spec = FakeApp().registry.lookup("greeter_say_hello").spec
+    assert bind_arguments(spec, ["bob"]) == {"who": "bob", "times": 1}
+    assert bind_arguments(spec, ["bob", "3"]) == {"who": "bob", "times": 3}
+    assert bind_arguments(spec, [], {"who": "al", "times": None}) == {"who": "al", "times": 1}
+
+
+@pytest.mark.parametrize("positional, named, message", [
+    ([], {}, "missing argument 'who'"),
+    (["a", 1, 2], {}, "at most 2"),
+    (["a"], {"nope": 1}, "unknown argument 'nope'"),
+    (["a"], {"who": "b"}, "given twice"),
+    (["a", "many"], {}, "argument 'times'"),
+])
+def test_bind_errors_name_the_argument(positional, named, message):
+    """Binding mistakes raise InvalidArgument that names the argument."""
+    spec = FakeApp().registry.lookup("greeter_say_hello").spec
+    with pytest.raises(InvalidArgument, match=message):
+        bind_arguments(spec, positional, named)
+
+
+def test_role_check_denies():
+    """A role the declaration does not allow gets Client.Denied, and the function never runs."""
+    app = FakeApp()
+    entry = app.registry.lookup("greeter_secret")
+    with pytest.raises(Denied, match="appliance"):
+        result_of(app.registry.call(app, ctx_for(app, Role.SITE), entry, {}))
+    assert result_of(app.registry.call(app, ctx_for(app, Role.ADMIN), entry, {})) == "s"
+
+
+def test_internal_errors_are_hidden():
+    """A non-API exception becomes Server.Internal without the exception's text."""
+    app = FakeApp()
+    with pytest.raises(ServerError) as info:
+        result_of(app.registry.call(app, ctx_for(app, Role.USER), app.registry.lookup("greeter_broken"), {}))
+    assert "shadow" not in str(info.value)
+
+
+def test_blocking_functions_go_to_the_pool():
+    """Functions declared blocking run through app.run_blocking; non-blocking ones do not."""
+    app = FakeApp()
+    assert result_of(app.registry.call(app, ctx_for(app, Role.USER), app.registry.lookup("greeter_on_pool"), {"n": 4})) == 8
+    result_of(app.registry.call(app, ctx_for(app, Role.USER), app.registry.lookup("greeter_say_hello"),
+                                {"who": "x", "times": 1}))
+    assert app.blocking_calls == 1
+
+
+def test_wrapper_hook_sees_and_changes_calls():
+    """An around-call wrapper can rewrite arguments and see the result Deferred."""
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def apiserver_call(self, ctx, function, args):
+            args["times"] = 2
+            result = yield
+            result.addCallback(lambda value: seen.append(value) or value)
+            return result
+
+    app = FakeApp(Wrapper())
+    entry = app.registry.lookup("greeter_say_hello")
+    assert result_of(app.registry.call(app, ctx_for(app, Role.USER), entry, {"who": "a", "times": 1})) == ["hello a"] * 2
+    assert seen == [["hello a", "hello a"]]
+
+
+def test_duplicate_module_names_refused():
+    """Two modules with one name stop start-up."""
+    app = FakeApp()
+    with pytest.raises(ValueError, match="greeter"):
+        Registry([Greeter(app), Greeter(app)])
