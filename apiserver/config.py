@@ -177,6 +177,8 @@ BUILTIN_SECTIONS = (
     )),
     Section("geoip", "Geolocation of login notices.", (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir."),
+        K("account_id", int_range(0, 2**31 - 1), "0", "MaxMind GeoIP2 web service account id; 0: not used (scope auth.geoip-key).", runtime=True),
+        K("license_key", parse_str, "", "MaxMind GeoIP2 web service licence key (scope auth.geoip-key).", runtime=True, secret=True),
     )),
 )
 
