@@ -1,0 +1,268 @@
+"""Shared machinery of the benchmarks: servers pinned to one core, wrk pinned to the other.
+
+Every benchmark measures the apiserver and its baseline in the same run, with the same
+request body, the same wrk settings and the same core layout, and prints figures and ratios.
+Nothing here asserts a target: a slow machine gives low figures, not a failure.
+All traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from typing import Iterator, Optional, Sequence
+
+HOST = "127.0.0.1"
+CONNECTIONS = 16
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYTHON = sys.executable
+#: ``apiserver`` console script of the interpreter running the benchmark (the venv's).
+APISERVER = shutil.which("apiserver", path=os.path.dirname(PYTHON)) or "apiserver"
+
+SOAP_NS = "urn:net.apnscp.soap"
+
+
+def soap_envelope(operation: str) -> str:
+    """A document/literal wrapped SOAP 1.1 request for an operation without arguments."""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+        f' xmlns:tns="{SOAP_NS}"><soapenv:Body><tns:{operation}/></soapenv:Body></soapenv:Envelope>'
+    )
+
+
+def xmlrpc_call(method: str) -> str:
+    """An XML-RPC request for a method without arguments."""
+    return f'<?xml version="1.0"?><methodCall><methodName>{method}</methodName><params/></methodCall>'
+
+
+SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
+XMLRPC_HEADERS = {"Content-Type": "text/xml"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until ``port`` accepts connections; raise if ``proc`` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def pinned_server(argv: Sequence[str], port: int, log_path: str, env: Optional[dict] = None) -> Iterator[subprocess.Popen]:
+    """Run ``argv`` on the server core until the block ends; its output goes to ``log_path``."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    try:
+        try:
+            wait_for_port(port, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; server output:\n{tail(log_path)}") from None
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def tail(path: str, lines: int = 30) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return "".join(fh.readlines()[-lines:])
+
+
+def post(url: str, body: str, headers: dict, timeout: float = 30.0) -> tuple[int, str]:
+    """One POST; returns (status, body text) whatever the status."""
+    request = urllib.request.Request(url, data=body.encode("utf-8"), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+
+
+def check_answer(url: str, body: str, headers: dict, expect: str) -> str:
+    """POST once and make sure the answer is a 200 containing ``expect`` before measuring it."""
+    status, text = post(url, body, headers)
+    if status != 200 or expect not in text:
+        raise RuntimeError(f"{url.split('?')[0]} answered {status} without {expect!r}:\n{text[:800]}")
+    return text
+
+
+# --- wrk ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class WrkResult:
+    """What one wrk run measured."""
+
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx answers plus socket errors
+
+    def row(self, label: str) -> str:
+        return (f"{label:<34} {self.rps:>9.0f} req/s   p50 {self.p50_ms:>7.2f} ms   "
+                f"p99 {self.p99_ms:>7.2f} ms   errors {self.errors}")
+
+
+def lua_script(body: str, headers: dict) -> str:
+    """A wrk script that POSTs ``body`` with ``headers`` on every request."""
+    lines = ['wrk.method = "POST"', f"wrk.body = [==[{body}]==]"]
+    lines += [f'wrk.headers["{name}"] = [==[{value}]==]' for name, value in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(f"cannot read wrk duration {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Read requests/s, p50/p99 latency and error counts from ``wrk --latency`` output."""
+    def need(pattern: str) -> re.Match:
+        match = re.search(pattern, output)
+        if not match:
+            raise ValueError(f"wrk output lacks {pattern!r}:\n{output}")
+        return match
+
+    done = need(r"(\d+) requests in ([\d.]+)(us|ms|s|m)")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    return WrkResult(
+        requests=int(done.group(1)),
+        seconds=_duration_ms(done.group(2) + done.group(3)) / 1000.0,
+        rps=float(need(r"Requests/sec:\s+([\d.]+)").group(1)),
+        p50_ms=_duration_ms(need(r"\s50%\s+(\S+)").group(1)),
+        p99_ms=_duration_ms(need(r"\s99%\s+(\S+)").group(1)),
+        errors=errors,
+    )
+
+
+def run_wrk(url: str, body: str, headers: dict, duration: int, workdir: str) -> WrkResult:
+    """POST ``body`` to ``url`` from the client core with 16 connections for ``duration`` s."""
+    script = os.path.join(workdir, "post.lua")
+    with open(script, "w", encoding="utf-8") as fh:
+        fh.write(lua_script(body, headers))
+    argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s",
+            "--timeout", "10s", "--latency", "-s", script, url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return parse_wrk(done.stdout)
+
+
+def measure(url: str, body: str, headers: dict, duration: int, warmup: int, workdir: str) -> WrkResult:
+    """Warm the server up (caches, thread pools), then measure it."""
+    if warmup:
+        run_wrk(url, body, headers, warmup, workdir)
+    return run_wrk(url, body, headers, duration, workdir)
+
+
+# --- the apiserver under test -----------------------------------------------------------------
+
+@dataclasses.dataclass
+class ApiserverSetup:
+    """A config file and state dir made by ``apiserver init``, and the admin key it printed."""
+
+    workdir: str
+    config_path: str
+    port: int
+    admin_key: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def serve_argv(self) -> list[str]:
+        return [APISERVER, "--config", self.config_path, "serve"]
+
+
+def write_config(path: str, port: int, state_dir: str, extra: dict) -> None:
+    """An ini file for a loopback-only HTTP server; ``extra`` maps section -> {key: value}."""
+    sections = {
+        "frontend": {"bind": HOST, "http_port": str(port), "https_port": "0"},
+        "core": {"state_dir": state_dir, "access_log": "false"},
+    }
+    for section, keys in extra.items():
+        sections.setdefault(section, {}).update(keys)
+    with open(path, "w", encoding="utf-8") as fh:
+        for section, keys in sections.items():
+            fh.write(f"[{section}]\n")
+            for key, value in keys.items():
+                fh.write(f"{key} = {value}\n")
+            fh.write("\n")
+
+
+def init_apiserver(workdir: str, extra_config: Optional[dict] = None) -> ApiserverSetup:
+    """Write a config into ``workdir`` and run ``apiserver init``; the key is its last line."""
+    port = free_port()
+    config_path = os.path.join(workdir, "config.ini")
+    write_config(config_path, port, os.path.join(workdir, "state"), extra_config or {})
+    done = subprocess.run([APISERVER, "--config", config_path, "init"], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"apiserver init failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    lines = done.stdout.strip().splitlines()
+    if not lines or not re.fullmatch(r"[0-9a-f]{64}", lines[-1].strip()):
+        raise RuntimeError(f"apiserver init did not print an API key last:\n{done.stdout}")
+    return ApiserverSetup(workdir, config_path, port, lines[-1].strip())
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else float("nan")
+
+
+def header(title: str, duration: int) -> None:
+    print(title)
+    print(textwrap.dedent(f"""\
+        wrk: {CONNECTIONS} connections, 1 thread, {duration}s per run, on CPU {CLIENT_CPU};
+        server process on CPU {SERVER_CPU} (taskset); host {HOST}
+    """))
