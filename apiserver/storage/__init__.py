@@ -1,0 +1,155 @@
+"""Storage: one SQLAlchemy engine and the versioned schema.
+
+SQLite in ``[core] state_dir`` by default (WAL, foreign keys on); any SQLAlchemy URL in
+``[db] url`` (PostgreSQL and MariaDB/MySQL are tested).  Every method blocks: call it through
+``app.run_blocking``, never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from typing import Iterator
+
+import sqlalchemy as sa
+
+from apiserver.storage import schema
+from apiserver.storage.migrations import MIGRATIONS, Migration
+
+__all__ = ["Storage", "SchemaError", "DEFAULT_SQLITE_FILE", "utcnow"]
+
+DEFAULT_SQLITE_FILE = "apiserver.db"
+
+
+class SchemaError(Exception):
+    """The database's schema is missing or newer than this code."""
+
+
+def utcnow(clock) -> datetime.datetime:
+    """``clock.seconds()`` as a naive UTC datetime, the form every timestamp column holds."""
+    return datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc).replace(tzinfo=None)
+
+
+class Storage:
+    """The database: ``engine``, ``metadata``, ``tables`` and schema versioning."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.metadata = schema.metadata
+        self.tables = schema.Tables
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def from_config(cls, config) -> "Storage":
+        """``[db] url``, or the SQLite file ``apiserver.db`` in ``state_dir``; connects lazily."""
+        url = config.get("db", "url") or "sqlite:///" + config.state_path(DEFAULT_SQLITE_FILE)
+        return cls.from_url(url, pool_size=config.get("core", "db_threads"))
+
+    @classmethod
+    def from_url(cls, url: str, pool_size: int = 8) -> "Storage":
+        """An engine for ``url`` tuned for its backend (the pool matches the blocking threads)."""
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+            _configure_sqlite(engine)
+        else:
+            engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=pool_size,
+                                      pool_pre_ping=True, pool_recycle=3600)
+        return cls(engine)
+
+    # --- transactions -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A transaction that will write: committed on success, rolled back on error.
+
+        On SQLite it starts with ``BEGIN IMMEDIATE`` so two writers queue on the busy timeout
+        instead of one failing when it upgrades a read lock.
+        """
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A connection for reading."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    # --- schema -----------------------------------------------------------------------------
+    def version(self) -> int:
+        """The schema version the database carries (0: no schema)."""
+        with self.read() as conn:
+            if not sa.inspect(conn).has_table(schema.schema_version.name):
+                return 0
+            return conn.execute(sa.select(sa.func.max(schema.schema_version.c.version))).scalar() or 0
+
+    @property
+    def latest_version(self) -> int:
+        return MIGRATIONS[-1].version
+
+    def create_schema(self) -> bool:
+        """Create the schema when the database has none; True if it did, False if it existed.
+
+        An existing schema is brought up to date with :meth:`migrate`.
+        """
+        created = self.version() == 0
+        self.migrate()
+        return created
+
+    def migrate(self) -> list:
+        """Apply every pending migration in order; returns the versions applied.
+
+        Raises :class:`SchemaError` when the database is newer than this code.
+        """
+        current = self.version()
+        if current > self.latest_version:
+            raise SchemaError(f"the database has schema version {current}, newer than this apiserver "
+                              f"({self.latest_version}); upgrade apiserver")
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version > current:
+                self._apply(migration)
+                applied.append(migration.version)
+        return applied
+
+    def check(self) -> None:
+        """Raise :class:`SchemaError` unless the schema exists and is current."""
+        current = self.version()
+        if current == 0:
+            raise SchemaError("the database has no schema: run 'apiserver init'")
+        if current != self.latest_version:
+            raise SchemaError(f"the database has schema version {current}, this apiserver needs "
+                              f"{self.latest_version}: run 'apiserver init' to migrate")
+
+    def _apply(self, migration: Migration) -> None:
+        with self.write() as conn:
+            schema.schema_version.create(conn, checkfirst=True)
+            migration.apply(conn)
+            conn.execute(schema.schema_version.insert().values(
+                version=migration.version, description=migration.description,
+                applied_at=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    """WAL, foreign keys and explicit BEGINs (pysqlite's own transaction handling is off)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        if engine.url.database and engine.url.database != ":memory:":
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+

@@ -1,0 +1,33 @@
+"""The ordered schema migrations.  Version N is applied once, in order, and recorded in
+``schema_version``.  Add a migration by appending to :data:`MIGRATIONS`; never edit one that
+has shipped (databases already carry it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import sqlalchemy as sa
+
+from apiserver.storage import schema
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    """One step: ``apply(connection)`` runs inside the migration's transaction."""
+
+    version: int
+    description: str
+    apply: Callable[[sa.Connection], None]
+
+
+def _v1_create_tables(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn, tables=[
+        schema.sites, schema.users, schema.api_keys, schema.ip_restrictions, schema.login_history,
+        schema.scope_changes, schema.sessions,
+    ])
+
+
+MIGRATIONS = (
+    Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
+)

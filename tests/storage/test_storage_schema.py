@@ -1,0 +1,224 @@
+"""Schema creation, migration and round-trips on a real SQLite file, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from apiserver.config import BUILTIN_SECTIONS, Config
+from apiserver.storage import SchemaError, Storage
+from apiserver.storage.migrations import MIGRATIONS
+
+SERVERS = {
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1/test",
+    "mariadb": "mysql+pymysql://root@127.0.0.1/test",
+}
+
+
+def _scratch_database(kind: str):
+    """Create a uniquely named database on the server so parallel runs never collide."""
+    admin = sa.create_engine(SERVERS[kind], isolation_level="AUTOCOMMIT")
+    name = f"h1_storage_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"{kind} server at {SERVERS[kind]} is unreachable: {exc.orig}")
+    url = sa.make_url(SERVERS[kind]).set(database=name)
+
+    def drop():
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name}" + (" WITH (FORCE)" if kind == "postgresql" else ""))
+        admin.dispose()
+
+    return url.render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def storage(request, tmp_path):
+    """An empty database of each backend, removed afterwards."""
+    if request.param == "sqlite":
+        url, drop = f"sqlite:///{tmp_path / 'apiserver.db'}", lambda: None
+    else:
+        url, drop = _scratch_database(request.param)
+    store = Storage.from_url(url, pool_size=4)
+    yield store
+    store.dispose()
+    drop()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime(2026, 11, 28, 18, 30, 15, 123456)
+
+
+def _add_site(conn, t, domain="example.com") -> int:
+    return conn.execute(t.sites.insert().values(domain=domain, created_at=_now())).inserted_primary_key[0]
+
+
+def _add_user(conn, t, site_id, username, role="user") -> int:
+    return conn.execute(t.users.insert().values(
+        site_id=site_id, username=username, role=role, password_hash="$pbkdf2-sha512$1000$x$y",
+        email=f"{username}@example.com", created_at=_now())).inserted_primary_key[0]
+
+
+def test_create_schema_creates_every_table_once(storage):
+    """create_schema builds all tables, reports True the first time and False after."""
+    assert storage.version() == 0
+    assert storage.create_schema() is True
+    names = set(sa.inspect(storage.engine).get_table_names())
+    assert {"schema_version", "sites", "users", "api_keys", "ip_restrictions", "login_history",
+            "scope_changes", "sessions"} <= names
+    assert storage.create_schema() is False
+    assert storage.version() == MIGRATIONS[-1].version
+    assert storage.migrate() == []
+    storage.check()
+
+
+def test_check_refuses_missing_and_newer_schema(storage):
+    """check() names the missing schema; a database newer than the code is refused by migrate()."""
+    with pytest.raises(SchemaError, match="apiserver init"):
+        storage.check()
+    storage.create_schema()
+    with storage.write() as conn:
+        conn.execute(storage.tables.schema_version.insert().values(
+            version=storage.latest_version + 1, description="from the future", applied_at=_now()))
+    with pytest.raises(SchemaError, match="newer"):
+        storage.migrate()
+
+
+def test_rows_round_trip(storage):
+    """Every table stores and returns its values, timestamps to the microsecond."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:
+        site = _add_site(conn, t)
+        admin = _add_user(conn, t, None, "admin", role="admin")
+        bob = _add_user(conn, t, site, "bob")
+        conn.execute(t.api_keys.insert().values(user_id=bob, lookup_hash="a" * 64, key_encrypted="b" * 80,
+                                                comment="ci", created_at=_now(), last_used=_now()))
+        conn.execute(t.ip_restrictions.insert().values(user_id=bob, network="2001:db8::/32", gate=None))
+        conn.execute(t.ip_restrictions.insert().values(user_id=bob, network="192.0.2.0/24", gate="SOAP"))
+        conn.execute(t.login_history.insert().values(user_id=bob, at=_now(), address="192.0.2.1", gate="SOAP",
+                                                     method="key", success=True))
+        conn.execute(t.scope_changes.insert().values(name="cp.api", actor="appliance admin", changed_at=_now(),
+                                                     old_value="true", new_value="false"))
+        conn.execute(t.sessions.insert().values(id_hash="c" * 64, user_id=bob, impersonator_id=admin, gate=None,
+                                                created=1.5, last_seen=1234567890.25))
+    with storage.read() as conn:
+        user = conn.execute(sa.select(t.users).where(t.users.c.id == bob)).one()
+        assert (user.site_id, user.username, user.role, user.email) == (site, "bob", "user", "bob@example.com")
+        assert user.created_at == _now()
+        key = conn.execute(sa.select(t.api_keys)).one()
+        assert (key.lookup_hash, key.comment, key.last_used) == ("a" * 64, "ci", _now())
+        nets = conn.execute(sa.select(t.ip_restrictions.c.network, t.ip_restrictions.c.gate)
+                            .order_by(t.ip_restrictions.c.id)).all()
+        assert [tuple(r) for r in nets] == [("2001:db8::/32", None), ("192.0.2.0/24", "SOAP")]
+        login = conn.execute(sa.select(t.login_history)).one()
+        assert login.success is True and login.at == _now()
+        change = conn.execute(sa.select(t.scope_changes)).one()
+        assert (change.name, change.old_value, change.new_value) == ("cp.api", "true", "false")
+        session = conn.execute(sa.select(t.sessions)).one()
+        assert (session.impersonator_id, session.last_seen) == (admin, 1234567890.25)
+
+
+def test_unique_constraints_hold(storage):
+    """Domains, usernames within a site and key look-up hashes are unique; roles are checked."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:
+        site = _add_site(conn, t)
+        user = _add_user(conn, t, site, "bob")
+        conn.execute(t.api_keys.insert().values(user_id=user, lookup_hash="d" * 64, key_encrypted="x",
+                                                created_at=_now()))
+    attempts = [
+        lambda conn: _add_site(conn, t),
+        lambda conn: _add_user(conn, t, site, "bob"),
+        lambda conn: conn.execute(t.api_keys.insert().values(user_id=user, lookup_hash="d" * 64,
+                                                             key_encrypted="y", created_at=_now())),
+        lambda conn: conn.execute(t.users.insert().values(site_id=site, username="eve", role="root",
+                                                          created_at=_now())),
+    ]
+    for attempt in attempts:
+        # MariaDB reports a failed CHECK as an OperationalError (4025), the others as IntegrityError.
+        with pytest.raises((sa.exc.IntegrityError, sa.exc.OperationalError)):
+            with storage.write() as conn:
+                attempt(conn)
+    with storage.write() as conn:  # the same name in another site is fine
+        _add_user(conn, t, _add_site(conn, t, "example.org"), "bob")
+
+
+def test_deleting_a_site_cascades(storage):
+    """A site's users, keys, restrictions, sessions and history go with it; others stay."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:
+        site = _add_site(conn, t)
+        other = _add_site(conn, t, "example.net")
+        for site_id, name in ((site, "bob"), (other, "carol")):
+            uid = _add_user(conn, t, site_id, name)
+            conn.execute(t.api_keys.insert().values(user_id=uid, lookup_hash=name.ljust(64, "0"),
+                                                    key_encrypted="x", created_at=_now()))
+            conn.execute(t.ip_restrictions.insert().values(user_id=uid, network="192.0.2.1/32"))
+            conn.execute(t.sessions.insert().values(id_hash=name.ljust(64, "1"), user_id=uid, created=0, last_seen=0))
+            conn.execute(t.login_history.insert().values(user_id=uid, at=_now(), address="::1", gate="UI",
+                                                         method="password", success=False))
+    with storage.write() as conn:
+        conn.execute(t.sites.delete().where(t.sites.c.id == site))
+    with storage.read() as conn:
+        for table in (t.users, t.api_keys, t.ip_restrictions, t.sessions, t.login_history):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 1, table.name
+
+
+def test_sqlite_file_uses_wal_and_foreign_keys(tmp_path):
+    """The default SQLite file runs in WAL mode with foreign keys enforced."""
+    store = Storage.from_url(f"sqlite:///{tmp_path / 'apiserver.db'}")
+    store.create_schema()
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with pytest.raises(sa.exc.IntegrityError):
+        with store.write() as conn:
+            conn.execute(store.tables.api_keys.insert().values(user_id=999, lookup_hash="e" * 64,
+                                                               key_encrypted="x", created_at=_now()))
+    store.dispose()
+
+
+def test_sqlite_concurrent_writers_all_succeed(tmp_path):
+    """Writers on several threads queue on the SQLite lock instead of failing with 'database is locked'."""
+    store = Storage.from_url(f"sqlite:///{tmp_path / 'apiserver.db'}")
+    store.create_schema()
+    t = store.tables
+    errors = []
+
+    def writer(n: int):
+        try:
+            for i in range(25):
+                with store.write() as conn:
+                    count = conn.execute(sa.select(sa.func.count()).select_from(t.sites)).scalar()
+                    conn.execute(t.sites.insert().values(domain=f"w{n}-{i}-{count}.example", created_at=_now()))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.sites)).scalar() == 200
+    store.dispose()
+
+
+def test_from_config_defaults_to_sqlite_in_state_dir(tmp_path):
+    """Without [db] url the database is apiserver.db in state_dir; with it, the URL is used."""
+    config = Config(BUILTIN_SECTIONS, {"core": {"state_dir": str(tmp_path)}}, None)
+    store = Storage.from_config(config)
+    assert store.engine.url.database == str(tmp_path / "apiserver.db")
+    other = Config(BUILTIN_SECTIONS, {"db": {"url": f"sqlite:///{tmp_path / 'other.db'}"}}, None)
+    assert Storage.from_config(other).engine.url.database == str(tmp_path / "other.db")
