@@ -1,0 +1,207 @@
+"""The CLI gate: a local UNIX socket that ``cpcmd`` run as root talks to, without a key.
+
+One JSON object per line each way::
+
+    -> {"function": "auth:restrict-ip", "args": ["10.1.2.3", "UI"], "kwargs": {},
+        "site": "domain.com", "user": null}
+    <- {"result": true}
+    <- {"fault": {"code": "Client.NotFound", "message": "..."}}
+
+The server authenticates the peer by its uid (``SO_PEERCRED``): root, or the uid the server
+runs as, is the appliance administrator; anyone else is refused.  The socket is created
+owner-only (0600) in ``state_dir`` (itself 0700).  ``site``/``user`` make the call as that
+site's administrator or user (what ``cpcmd -d/-u`` does); only the appliance administrator
+may.  Requests on one connection are answered in order; a bad line gets a fault and the
+connection stays open.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import enum
+import json
+import os
+import socket
+import stat
+import struct
+from typing import Any, Optional
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+from apiserver.context import AuthRequest, CallContext, Credentials, Gate
+from apiserver.errors import ApiError, AuthenticationFailed, Denied, InvalidArgument, Malformed, ServerError
+from apiserver.module import Role
+from apiserver.types import to_plain
+
+log = Logger(namespace="apiserver.transport.cli_socket")
+
+#: The address a local caller has for Anvil and IP restrictions.
+LOCAL_ADDRESS = "127.0.0.1"
+
+_PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+
+
+def peer_uid(sock: socket.socket) -> Optional[int]:
+    """The uid of the process at the other end of a UNIX socket, or None if unknown."""
+    try:
+        _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    except (OSError, AttributeError, struct.error):
+        return None
+    return uid
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} cannot be sent as JSON")
+
+
+def encode_line(message: dict) -> bytes:
+    """One response line."""
+    return json.dumps(message, default=_json_default, ensure_ascii=False).encode("utf-8")
+
+
+def fault(error: ApiError) -> dict:
+    return {"fault": {"code": error.code, "message": error.message}}
+
+
+def _request_fields(line: bytes) -> tuple:
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Malformed(f"the request is not JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise Malformed("the request must be a JSON object {function, args, kwargs, site, user}")
+    unknown = set(request) - {"function", "args", "kwargs", "site", "user"}
+    if unknown:
+        raise Malformed(f"unknown request field(s): {', '.join(sorted(unknown))[:200]}")
+    function = request.get("function")
+    args = request.get("args") or []
+    kwargs = request.get("kwargs") or {}
+    site, user = request.get("site"), request.get("user")
+    if not isinstance(function, str) or not function:
+        raise Malformed("the request has no \"function\" (for example \"common:whoami\")")
+    if not isinstance(args, list):
+        raise Malformed("\"args\" must be a JSON array")
+    if not isinstance(kwargs, dict):
+        raise Malformed("\"kwargs\" must be a JSON object")
+    for name, value in (("site", site), ("user", user)):
+        if value is not None and not isinstance(value, str):
+            raise Malformed(f"\"{name}\" must be a string or null")
+    return function, args, kwargs, site or None, user or None
+
+
+class CliProtocol(LineOnlyReceiver):
+    """One cpcmd connection: each line a call, answered in order."""
+
+    delimiter = b"\n"
+
+    def __init__(self, app):
+        self.app = app
+        self.MAX_LENGTH = app.config.get("soap", "max_body_size")
+        self._queue: defer.Deferred = defer.succeed(None)
+        self._uid: Optional[int] = None
+
+    def connectionMade(self):
+        self._uid = peer_uid(self.transport.getHandle())
+
+    def lineReceived(self, line: bytes):
+        if not line.strip():
+            return
+        self._queue.addCallback(lambda _: defer.ensureDeferred(self._answer(line)))
+        self._queue.addCallback(self._send)
+
+    def lineLengthExceeded(self, line):
+        # The rest of the oversized line cannot be told apart from the next request: close.
+        self.transport.write(encode_line(fault(Malformed(f"request line longer than {self.MAX_LENGTH} bytes"))) + b"\n")
+        self.transport.loseConnection()
+
+    def _send(self, message: dict) -> None:
+        try:
+            data = encode_line(message)
+        except (TypeError, ValueError) as exc:
+            log.error("cannot encode a CLI answer: {error}", error=exc)
+            data = encode_line(fault(ServerError("the result cannot be sent as JSON; the error was logged")))
+        if self.transport is not None and self.connected:
+            self.transport.write(data + b"\n")
+
+    async def _answer(self, line: bytes) -> dict:
+        try:
+            function, args, kwargs, site, user = _request_fields(line)
+            ctx = await self._admit()
+            if site is not None or user is not None:
+                ctx = await self._act_as(ctx, site, user)
+            result = await self.app.call(ctx, function, args, kwargs)
+        except ApiError as error:
+            return fault(error)
+        except Exception:
+            log.failure("CLI request failed")
+            return fault(ServerError())
+        return {"result": to_plain(result)}
+
+    async def _admit(self) -> CallContext:
+        uid = self._uid
+        if uid is None or uid not in (0, os.getuid()):
+            raise AuthenticationFailed("uid", "only root (or the server's own user) may use the cpcmd socket; "
+                                       "use cpcmd --url URL --key KEY")
+        return await self.app.admit(AuthRequest(
+            gate=Gate.CLI, address=LOCAL_ADDRESS, credentials=Credentials(peer_uid=uid), secure=True))
+
+    async def _act_as(self, ctx: CallContext, site: Optional[str], user: Optional[str]) -> CallContext:
+        if ctx.identity.role is not Role.ADMIN:
+            raise Denied("only the appliance administrator may act as a site or user (-d/-u)")
+        target = await self.app.run_blocking(self.app.accounts.identity_for, site, user)
+        if target.impersonator is None:
+            target = dataclasses.replace(target, impersonator=ctx.identity)
+        return CallContext(app=self.app, identity=target, gate=Gate.CLI, client_address=LOCAL_ADDRESS)
+
+
+class CliFactory(protocol.Factory):
+    """Makes a :class:`CliProtocol` per cpcmd connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def buildProtocol(self, addr):
+        proto = CliProtocol(self.app)
+        proto.factory = self
+        return proto
+
+
+def remove_stale_socket(path: str) -> None:
+    """Remove a socket left by a server that is gone; refuse if a server still answers on it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path} exists and is not a socket; remove it or set [core] cli_socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise OSError(f"another server is listening on {path}")
+
+
+def listen_cli_socket(app, reactor, path: str):
+    """Listen for cpcmd on the UNIX socket ``path`` (0600, stale socket removed); the port."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    remove_stale_socket(path)
+    return reactor.listenUNIX(path, CliFactory(app), mode=0o600, wantPID=False)
