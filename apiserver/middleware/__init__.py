@@ -1,0 +1,97 @@
+"""The security middleware every gate shares, composed in one place: :class:`GateKeeper`.
+
+Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
+
+    client address     address.request_client_address (trusted proxies only)
+    check_http         https_only (H5), then the API toggle        -> HttpRefusal (403)
+    admit              API toggle (SOAP gate)                      -> Client.Disabled
+                       Anvil check: blocked?  delay?               -> Client.Throttled
+                       app.accounts.authenticate                   -> AuthenticationFailed
+                       IP restrictions of the identity             -> AuthenticationFailed("ip")
+                       any AuthenticationFailed is counted by Anvil before it reaches the
+                       caller; the failure that starts a block answers Client.Throttled
+                       -> CallContext
+
+A refused address and a bad password raise the same error with the same message, so a
+caller cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from twisted.internet import defer
+
+from apiserver.context import AuthRequest, CallContext, Gate
+from apiserver.errors import ApiDisabled, ApiError, AuthenticationFailed, Throttled
+from apiserver.middleware.address import request_client_address
+from apiserver.middleware.anvil import Anvil
+from apiserver.middleware.https_only import HttpsOnly
+from apiserver.middleware.ip_restrictions import IPRestrictions
+from apiserver.middleware.toggle import ApiToggle
+
+__all__ = ["GateKeeper", "HttpRefusal"]
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpRefusal:
+    """An HTTP answer a plain-HTTP gate gives instead of handling the request."""
+
+    status: int
+    message: str
+    headers: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_error(cls, error: ApiError) -> "HttpRefusal":
+        """The refusal for ``error`` on a plain-HTTP gate: its status, and ``Retry-After`` when throttled."""
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Throttled) else {}
+        return cls(error.http_status, error.message, headers)
+
+
+class GateKeeper:
+    """Client address, HTTP checks and admission (Anvil, authentication, IP restrictions)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.https_only = HttpsOnly(app)
+        self.toggle = ApiToggle(app.config)
+        self.anvil = Anvil(app)
+        self.ip_restrictions = IPRestrictions(app)
+
+    def client_address(self, request) -> str:
+        """The client address of a ``twisted.web`` request (``[core] http_trusted_forward`` applied)."""
+        return request_client_address(request, self.app.config.get("core", "http_trusted_forward"))
+
+    def check_http(self, request) -> Optional[HttpRefusal]:
+        """Why an API request (``/soap``, ``/xmlrpc``, the WSDLs) must be refused before its body
+        is read, or None: plain HTTP under ``https_only``, then the API toggle, both 403."""
+        for reason in (self.https_only.refusal(request), self.toggle.refusal()):
+            if reason is not None:
+                return HttpRefusal(403, reason)
+        return None
+
+    def api_enabled(self) -> bool:
+        """``[soap] enabled`` right now."""
+        return self.toggle.enabled()
+
+    def admit(self, auth_request: AuthRequest) -> defer.Deferred:
+        """Fires with the :class:`CallContext` of an authenticated, admitted request, or fails with
+        ``ApiDisabled``, ``Throttled`` or ``AuthenticationFailed`` (see the module docstring)."""
+        return defer.Deferred.fromCoroutine(self._admit(auth_request))
+
+    async def _admit(self, request: AuthRequest) -> CallContext:
+        if request.gate is Gate.SOAP and not self.toggle.enabled():
+            raise ApiDisabled(self.toggle.refusal())
+        await self.anvil.check(request.address)
+        credentials = request.credentials
+        try:
+            identity = await self.app.accounts.authenticate(credentials, request.gate, request.address)
+            await self.ip_restrictions.check(identity, request.gate, request.address)
+        except AuthenticationFailed as failed:
+            throttled = await self.anvil.fail(request.address, request.gate, failed.reason)
+            if throttled is not None:
+                raise throttled from None
+            raise
+        session_id = credentials.session_id if credentials.api_key is None else None
+        return CallContext(self.app, identity, request.gate, request.address, session_id=session_id)

@@ -1,0 +1,282 @@
+"""Anvil: the brute-force throttle in front of every authentication gate.
+
+What is counted: every failed authentication (bad API key, bad password, an ``esprit_id``
+that names no live session, an address refused by an IP restriction), per client address.
+IPv6 clients are counted per network of ``[anvil] ipv6_prefix`` bits (/64 by default), since
+one host usually owns a whole /64.  Addresses in ``[anvil] whitelist`` are never counted,
+delayed or blocked.
+
+Window: the first failure from an address opens a window of ``ttl`` seconds; failures inside
+it add up, and the count is forgotten when it closes.  A successful login does not erase
+earlier failures inside the window.
+
+Delay (before the attempt is answered, on ``app.clock``, never holding up other clients)::
+
+    delay(n) = min(max_delay, base_delay * 2 ** (n - min_attempts))   milliseconds
+               for max(min_attempts, 1) <= n < limit, else 0
+
+where ``n`` is the number of failures from that address already counted in the window.
+With the defaults (``min_attempts=3``, ``base_delay=250``, ``max_delay=8000``, ``limit=20``):
+the first three attempts are answered at once, the 4th after 0.25 s, then 0.5, 1, 2, 4 s, and
+from the 9th on 8 s each.
+
+Block: the failure that brings the count to ``limit`` blocks the address for ``ttl`` seconds
+from that moment; that attempt and every authentication from the address until then is
+refused with ``Client.Throttled`` (``retry_after`` = seconds left), even with correct
+credentials, without touching the credentials.  Attempts refused while blocked are not
+counted, so the block ends by itself ``ttl`` seconds after it began.  Each block is logged
+once (warn) and each unblock once (info) with the address, by the node that saw the
+blocking failure; neither ever mentions a key or password.  ``apiserver_login_failed`` is
+called for every failure and ``apiserver_login_blocked`` once per block.
+
+State lives behind :class:`AnvilStore`: :class:`MemoryAnvilStore` (one node, the default) or
+``apiserver.middleware.anvil_redis.RedisAnvilStore`` (``[anvil] backend=redis``; nodes share
+counters and blocks).
+
+Memory (memory store): one tracked address costs about 230 bytes (key string, state tuple,
+ordered-dict slot; measured with tracemalloc by ``tests/middleware/test_anvil.py``), so
+100,000 addresses take about 23 MB and the default bound ``[anvil] max_tracked=200000``
+about 46 MB.  Expired entries are dropped when met and, once ``max_tracked`` is reached,
+the least recently failing address is dropped to make room (its block, if any, ends early
+and is logged as such).
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import math
+from collections import OrderedDict
+from typing import Callable, NamedTuple, Optional
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from apiserver.errors import Throttled
+from apiserver.middleware.address import parse_address
+
+log = Logger(namespace="apiserver.middleware.anvil")
+
+#: Longest non-IP address text (a UNIX socket peer name) kept as a key.
+MAX_KEY_LENGTH = 100
+
+
+class AnvilState(NamedTuple):
+    """What Anvil knows about one address: failures in the window, when it closes, block end (0: none)."""
+
+    count: int
+    window_end: float
+    blocked_until: float = 0.0
+
+    def live(self, now: float) -> bool:
+        """Still relevant at ``now``: blocked, or inside its window."""
+        return self.blocked_until > now if self.blocked_until else self.window_end > now
+
+    def blocked(self, now: float) -> bool:
+        return self.blocked_until > now
+
+
+def after_failure(state: Optional[AnvilState], now: float, ttl: float, limit: int) -> tuple[AnvilState, bool]:
+    """The state after one more failure, and whether this failure started a block."""
+    if state is None or not state.live(now):
+        state = AnvilState(0, now + ttl)
+    count = state.count + 1
+    if not state.blocked_until and count >= limit:
+        return AnvilState(count, state.window_end, now + ttl), True
+    return AnvilState(count, state.window_end, state.blocked_until), False
+
+
+class AnvilStore:
+    """Where Anvil keeps its per-address state.  Every method returns a Deferred.
+
+    Implementations must make ``record_failure`` atomic per key (several requests, or several
+    nodes, may fail at the same moment and every failure must count).
+    """
+
+    def get(self, key: str) -> defer.Deferred:
+        """Fires with the live :class:`AnvilState` of ``key`` at ``now``, or None."""
+        raise NotImplementedError
+
+    def record_failure(self, key: str, now: float, ttl: int, limit: int) -> defer.Deferred:
+        """Count one failure (see :func:`after_failure`); fires with ``(state, started_block)``."""
+        raise NotImplementedError
+
+
+class MemoryAnvilStore(AnvilStore):
+    """In-process state, bounded to ``max_tracked`` addresses (least recently failing dropped first)."""
+
+    def __init__(self, clock, max_tracked: int, on_evict: Callable[[str, AnvilState], None] = lambda k, s: None):
+        self.clock = clock
+        self.max_tracked = max_tracked
+        self.on_evict = on_evict
+        self._states: OrderedDict[str, AnvilState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, key: str) -> defer.Deferred:
+        state = self._states.get(key)
+        if state is not None and not state.live(self.clock.seconds()):
+            del self._states[key]
+            state = None
+        return defer.succeed(state)
+
+    def record_failure(self, key: str, now: float, ttl: int, limit: int) -> defer.Deferred:
+        states = self._states
+        old = states.get(key)
+        if old is None:
+            self._make_room(now)
+        state, started = after_failure(old, now, ttl, limit)
+        states[key] = state
+        states.move_to_end(key)
+        return defer.succeed((state, started))
+
+    def _make_room(self, now: float) -> None:
+        states = self._states
+        while states:
+            key, oldest = next(iter(states.items()))
+            if oldest.live(now) and len(states) < self.max_tracked:
+                return
+            del states[key]
+            if oldest.live(now):
+                self.on_evict(key, oldest)
+
+
+def make_store(app, on_evict: Callable[[str, AnvilState], None]) -> AnvilStore:
+    """The store ``[anvil] backend`` names."""
+    config = app.config
+    if config.get("anvil", "backend") == "redis":
+        from apiserver.middleware.anvil_redis import RedisAnvilStore  # needs the optional redis package
+
+        return RedisAnvilStore(app, config.get("anvil", "redis_url"))
+    return MemoryAnvilStore(app.clock, config.get("anvil", "max_tracked"), on_evict)
+
+
+class Anvil:
+    """Counts failed logins per address, delays and blocks; see the module docstring."""
+
+    def __init__(self, app, store: Optional[AnvilStore] = None):
+        self.app = app
+        self.clock = app.clock
+        self.config = app.config
+        self.store = store if store is not None else make_store(app, self._evicted)
+        self._announced: dict[str, float] = {}   # blocks this node logged: key -> until
+        self._unblocks: list[tuple[float, str]] = []  # heap of (until, key) for the unblock log
+        self._timer = None
+
+    # --- the three things a gate asks ------------------------------------------------------
+    def key_for(self, address: str) -> Optional[str]:
+        """What ``address`` is counted as (its IPv6 network), or None when it is whitelisted."""
+        ip = parse_address(address)
+        if ip is None:
+            return address[:MAX_KEY_LENGTH]
+        if any(ip in net for net in self.config.get("anvil", "whitelist")):
+            return None
+        prefix = self.config.get("anvil", "ipv6_prefix")
+        if ip.version == 6 and prefix < 128:
+            return str(ipaddress.IPv6Network((ip, prefix), strict=False))
+        return str(ip)
+
+    def check(self, address: str) -> defer.Deferred:
+        """Fires with None when ``address`` may try to authenticate now (after its delay, if any);
+        fails with :class:`Throttled` while it is blocked."""
+        key = self.key_for(address)
+        if key is None:
+            return defer.succeed(None)
+        return defer.Deferred.fromCoroutine(self._check(key))
+
+    def fail(self, address: str, gate, reason: str) -> defer.Deferred:
+        """Count one failed authentication; fires with the :class:`Throttled` error to raise
+        when the address is blocked now, else None."""
+        return defer.Deferred.fromCoroutine(self._fail(address, gate, reason))
+
+    def delay_for(self, count: int) -> float:
+        """Seconds to wait before answering an attempt after ``count`` failures (the formula above)."""
+        config = self.config
+        min_attempts = max(config.get("anvil", "min_attempts"), 1)
+        if count < min_attempts or count >= config.get("anvil", "limit"):
+            return 0.0
+        cap = config.get("anvil", "max_delay")
+        exponent = min(count - min_attempts, 32)  # 2**32 * base exceeds any cap
+        return min(cap, config.get("anvil", "base_delay") * 2 ** exponent) / 1000.0
+
+    def status(self, address: str) -> defer.Deferred:
+        """Fires with the live :class:`AnvilState` of ``address`` (None: clean or whitelisted)."""
+        key = self.key_for(address)
+        return defer.succeed(None) if key is None else self.store.get(key)
+
+    # --- internals ---------------------------------------------------------------------------
+    async def _check(self, key: str) -> None:
+        state = await self.store.get(key)
+        if state is None:
+            return
+        self._refuse_if_blocked(state)
+        delay = self.delay_for(state.count)
+        if delay:
+            await task.deferLater(self.clock, delay, lambda: None)
+            state = await self.store.get(key)  # blocked by a concurrent attempt meanwhile?
+            if state is not None:
+                self._refuse_if_blocked(state)
+
+    def _refuse_if_blocked(self, state: AnvilState) -> None:
+        throttled = self._throttled(state)
+        if throttled is not None:
+            raise throttled
+
+    def _throttled(self, state: AnvilState) -> Optional[Throttled]:
+        now = self.clock.seconds()
+        if not state.blocked(now):
+            return None
+        return Throttled(retry_after=max(1, math.ceil(state.blocked_until - now)))
+
+    async def _fail(self, address: str, gate, reason: str) -> Optional[Throttled]:
+        key = self.key_for(address)
+        throttled = None
+        if key is not None:
+            config = self.config
+            state, started = await self.store.record_failure(
+                key, self.clock.seconds(), config.get("anvil", "ttl"), config.get("anvil", "limit"))
+            if started:
+                self._announce_block(key, state)
+            throttled = self._throttled(state)
+        self._call_hook(self.app.hook.apiserver_login_failed, address=address, gate=gate, reason=reason)
+        return throttled
+
+    def _announce_block(self, key: str, state: AnvilState) -> None:
+        until = state.blocked_until
+        log.warn("anvil: blocking {address} for {seconds}s after {count} failed logins",
+                 address=key, seconds=round(until - self.clock.seconds()), count=state.count)
+        self._announced[key] = until
+        heapq.heappush(self._unblocks, (until, key))
+        self._schedule_unblocks()
+        self._call_hook(self.app.hook.apiserver_login_blocked, address=key, until=until)
+
+    def _schedule_unblocks(self) -> None:
+        if not self._unblocks:
+            return
+        due = self._unblocks[0][0]
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= due:
+                return
+            self._timer.cancel()
+        self._timer = self.clock.callLater(max(0.0, due - self.clock.seconds()), self._release_due)
+
+    def _release_due(self) -> None:
+        self._timer = None
+        now = self.clock.seconds()
+        while self._unblocks and self._unblocks[0][0] <= now:
+            until, key = heapq.heappop(self._unblocks)
+            if self._announced.get(key) == until:
+                del self._announced[key]
+                log.info("anvil: unblocked {address}", address=key)
+        self._schedule_unblocks()
+
+    def _evicted(self, key: str, state: AnvilState) -> None:
+        if self._announced.pop(key, None) is not None:
+            log.info("anvil: unblocked {address} early: [anvil] max_tracked addresses are tracked", address=key)
+
+    def _call_hook(self, hook, **kwargs) -> None:
+        try:
+            hook(app=self.app, **kwargs)
+        except Exception:  # a plugin's bug must not turn a refusal into an admission or a 500
+            log.failure("a plugin failed in {hook}", hook=hook.name)
