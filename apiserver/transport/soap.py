@@ -1,0 +1,182 @@
+"""``/soap``: SOAP 1.1 over HTTP, both dialects, on the reactor thread without Spyne.
+
+Per request: the gate check (``app.gatekeeper.check_http``), Content-Type, decoding
+(:mod:`apiserver.transport.soap_codec`), ``app.admit`` with the ``authkey`` query argument or
+the ``esprit_id`` cookie, ``app.call``, and the response or fault in the request's dialect.
+Faults are HTTP 500 with a SOAP body, as SOAP 1.1 requires; nothing answers an empty 500.
+``GET /soap?wsdl`` serves the RPC-style WSDL; other GETs get 405.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+from apiserver.context import AuthRequest, Credentials, Gate
+from apiserver.errors import ApiError, ServerError
+from apiserver.transport.soap_codec import decode_request, encode_fault, encode_response
+from apiserver.transport.wsdl import DOCUMENT_STYLE, RPC_STYLE, WsdlCache, request_location
+
+log = Logger(namespace="apiserver.soap")
+
+_XML_CONTENT_TYPES = (b"text/xml", b"application/soap+xml", b"application/xml")
+_RESPONSE_TYPE = [b"text/xml; charset=utf-8"]
+_CHARSET_OK = (b"utf-8", b"utf8", b'"utf-8"', b"us-ascii")
+
+
+def refuse(request, status: int, message: str, headers: dict | None = None) -> bytes:
+    """Answer a plain-text HTTP error (for refusals before any SOAP is read)."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    for name, value in (headers or {}).items():
+        request.setHeader(name.encode() if isinstance(name, str) else name,
+                          value.encode() if isinstance(value, str) else value)
+    return (message.rstrip("\n") + "\n").encode("utf-8")
+
+
+def gate_refusal(app, request):
+    """The gate's refusal answered on ``request`` as bytes, or None when the request may go on."""
+    refusal = app.gatekeeper.check_http(request)
+    if refusal is None:
+        return None
+    return refuse(request, refusal.status, refusal.message, refusal.headers)
+
+
+def content_type_ok(request) -> bool:
+    """text/xml, application/soap+xml or application/xml, charset UTF-8 or none."""
+    raw = request.getHeader(b"content-type")
+    if raw is None:
+        return False
+    parts = [p.strip().lower() for p in raw.split(b";")]
+    if parts[0] not in _XML_CONTENT_TYPES:
+        return False
+    for param in parts[1:]:
+        name, _, value = param.partition(b"=")
+        if name.strip() == b"charset" and value.strip() not in _CHARSET_OK:
+            return False
+    return True
+
+
+def credentials_of(request) -> Credentials:
+    """``?authkey=`` or the ``esprit_id`` cookie, as sent."""
+    keys = request.args.get(b"authkey") if request.args else None
+    sid = request.received_cookies.get(b"esprit_id")
+    return Credentials(
+        api_key=keys[0].decode("utf-8", "replace") if keys else None,
+        session_id=sid.decode("utf-8", "replace") if sid else None,
+    )
+
+
+def serve_wsdl(cache: WsdlCache, request, style: str) -> bytes:
+    request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+    return cache.get(style, request_location(request))
+
+
+class SoapResource(resource.Resource):
+    """``POST /soap`` in both dialects, ``GET /soap?wsdl``."""
+
+    isLeaf = True
+
+    def __init__(self, app, wsdl_cache: WsdlCache):
+        super().__init__()
+        self.app = app
+        self.wsdl_cache = wsdl_cache
+        self._lookup = app.registry.lookup
+
+    def render_GET(self, request):
+        refused = gate_refusal(self.app, request)
+        if refused is not None:
+            return refused
+        if request.args is not None and (b"wsdl" in request.args or b"WSDL" in request.args):
+            return serve_wsdl(self.wsdl_cache, request, RPC_STYLE)
+        request.setHeader(b"allow", b"POST")
+        return refuse(request, 405, "use POST for SOAP calls, or GET /soap?wsdl for the WSDL")
+
+    def render_HEAD(self, request):
+        return self.render_GET(request)
+
+    def render_POST(self, request):
+        app = self.app
+        refused = gate_refusal(app, request)
+        if refused is not None:
+            return refused
+        if not content_type_ok(request):
+            return refuse(request, 415, "SOAP requests need Content-Type text/xml (charset UTF-8)")
+        body = request.content.read()
+        try:
+            call = decode_request(body, self._lookup)
+        except ApiError as error:
+            return self._fault_body(request, error)
+        except Exception:
+            log.failure("decoding a SOAP request failed")
+            return self._fault_body(request, ServerError("the request could not be decoded; the error was logged"))
+        auth = AuthRequest(gate=Gate.SOAP, address=app.gatekeeper.client_address(request),
+                           credentials=credentials_of(request), secure=request.isSecure())
+        d = app.admit(auth)
+        d.addCallback(lambda ctx: app.call(ctx, call.operation, call.positional, call.named))
+        d.addCallbacks(self._respond, self._fail, callbackArgs=(request, call), errbackArgs=(request,))
+        d.addErrback(self._last_resort, request)
+        return server.NOT_DONE_YET
+
+    def _respond(self, result, request, call) -> None:
+        try:
+            body = encode_response(call, result)
+        except Exception:
+            log.failure("encoding the result of {operation} failed", operation=call.operation)
+            self._fail(Failure(ServerError(f"{call.operation} returned a value that cannot be sent")), request)
+            return
+        self._finish(request, 200, body)
+
+    def _fail(self, failure: Failure, request) -> None:
+        error = failure.value
+        if not isinstance(error, ApiError):
+            log.failure("SOAP call failed", failure)
+            error = ServerError("the call failed on the server; the error was logged")
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after:
+            request.setHeader(b"retry-after", str(int(retry_after)).encode())
+        self._finish(request, 500, encode_fault(error))
+
+    def _fault_body(self, request, error: ApiError) -> bytes:
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", _RESPONSE_TYPE[0])
+        return encode_fault(error)
+
+    def _finish(self, request, status: int, body: bytes) -> None:
+        if request._disconnected or request.finished:
+            return
+        request.setResponseCode(status)
+        request.responseHeaders.setRawHeaders(b"content-type", _RESPONSE_TYPE)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    def _last_resort(self, failure: Failure, request) -> None:
+        log.failure("answering a SOAP request failed", failure)
+        if not request._disconnected and not request.finished and not request.startedWriting:
+            self._finish(request, 500, encode_fault(ServerError()))
+
+
+class WsdlResource(resource.Resource):
+    """``GET /apnscp.wsdl`` (RPC style) and ``?style=document``."""
+
+    isLeaf = True
+
+    def __init__(self, app, wsdl_cache: WsdlCache):
+        super().__init__()
+        self.app = app
+        self.wsdl_cache = wsdl_cache
+
+    def render_GET(self, request):
+        refused = gate_refusal(self.app, request)
+        if refused is not None:
+            return refused
+        styles = request.args.get(b"style") if request.args else None
+        style = styles[0].decode("ascii", "replace").lower() if styles else RPC_STYLE
+        if style not in (RPC_STYLE, DOCUMENT_STYLE):
+            return refuse(request, 400, "style must be rpc or document")
+        return serve_wsdl(self.wsdl_cache, request, style)
+
+    def render_HEAD(self, request):
+        return self.render_GET(request)

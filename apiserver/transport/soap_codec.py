@@ -1,0 +1,539 @@
+"""SOAP 1.1 requests and responses in both dialects, with lxml, straight from the TypeSpecs.
+
+Requests: :func:`decode_request` parses a body with a hardened parser (no DTD, no entities, no
+network, UTF-8 only) and tells the two dialects apart:
+
+* **document/literal wrapped** (zeep, SDK generators): the body's child is
+  ``{urn:net.apnscp.soap}<operation>`` with one qualified child element per argument and no
+  SOAP encoding;
+* **RPC/encoded** (PHP ``SoapClient`` in WSDL and non-WSDL mode, Perl ``SOAP::Lite``): the
+  operation element in any namespace, its children the arguments, by name when every child
+  names a parameter, else by position (``param0``, ``c-gensym5``), qualified or not, with or
+  without ``xsi:type``; SOAP-ENC arrays, Apache ``Map`` hashes, structs, ``xsi:nil`` and
+  multi-reference ``href``\\ s.
+
+Values are decoded guided by the parameter's :class:`TypeSpec`, with an ``xsi:type`` taking
+precedence; :func:`apiserver.dispatch.bind_arguments` then checks and coerces them.
+
+Responses: :func:`encode_response` writes the result in the request's dialect: RPC style with
+``xsi:type`` on every value (so untyped clients get real booleans, numbers and arrays),
+document style as the document/literal WSDL declares.  :func:`encode_fault` writes a SOAP 1.1
+fault whose faultcode is ``SOAP-ENV:`` + :attr:`ApiError.code`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import math
+import re
+from typing import Any, Callable, Optional
+
+from lxml import etree
+
+from apiserver.errors import ApiError, InvalidArgument, Malformed
+from apiserver.module import FunctionSpec
+from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT, TypeSpec
+
+TNS = "urn:net.apnscp.soap"
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP_ENC = "http://schemas.xmlsoap.org/soap/encoding/"
+SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+XSD = "http://www.w3.org/2001/XMLSchema"
+APACHE_SOAP = "http://xml.apache.org/xml-soap"
+_XSD_NAMESPACES = frozenset({XSD, "http://www.w3.org/1999/XMLSchema", "http://www.w3.org/2000/10/XMLSchema", SOAP_ENC})
+_XSI_NAMESPACES = (XSI, "http://www.w3.org/1999/XMLSchema-instance", "http://www.w3.org/2000/10/XMLSchema-instance")
+
+RPC = "rpc"
+DOCUMENT = "document"
+
+_ENVELOPE = "{%s}Envelope" % SOAP_ENV
+_BODY = "{%s}Body" % SOAP_ENV
+_ENCODING_STYLE = "{%s}encodingStyle" % SOAP_ENV
+
+_INT_TYPES = frozenset({
+    "int", "integer", "long", "short", "byte", "unsignedInt", "unsignedLong", "unsignedShort",
+    "unsignedByte", "nonNegativeInteger", "positiveInteger", "negativeInteger", "nonPositiveInteger",
+})
+_FLOAT_TYPES = frozenset({"double", "float", "decimal"})
+
+
+def _make_parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+        huge_tree=False, remove_comments=True, remove_pis=True, encoding="utf-8", collect_ids=False,
+    )
+
+
+_PARSER = _make_parser()  # used on the reactor thread only
+
+
+@dataclasses.dataclass
+class SoapCall:
+    """A decoded request: which function, its arguments, and how to answer."""
+
+    operation: str
+    positional: list
+    named: dict
+    dialect: str            # RPC or DOCUMENT
+    namespace: str          # namespace of the operation element, echoed in RPC responses
+    spec: FunctionSpec
+
+
+# --- requests -------------------------------------------------------------------------------
+
+def parse_envelope(body: bytes) -> etree._Element:
+    """Parse and return the operation element of a SOAP 1.1 envelope, or raise Malformed."""
+    if not body or not body.strip():
+        raise Malformed("empty request body: expected a SOAP 1.1 envelope")
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise Malformed("document type declarations are not allowed in SOAP messages")
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise Malformed(f"request is not well-formed UTF-8 XML: {_short(str(exc))}") from None
+    except ValueError as exc:
+        raise Malformed(f"request is not well-formed XML: {_short(str(exc))}") from None
+    if root.getroottree().docinfo.doctype:
+        raise Malformed("document type declarations are not allowed in SOAP messages")
+    if root.tag != _ENVELOPE:
+        if root.tag == "{%s}Envelope" % SOAP12_ENV:
+            raise Malformed("SOAP 1.2 envelopes are not supported: send SOAP 1.1")
+        raise Malformed("the root element must be a SOAP 1.1 Envelope")
+    body_elem = None
+    for child in root:
+        if child.tag == _BODY:
+            body_elem = child
+            break
+    if body_elem is None:
+        raise Malformed("the SOAP envelope has no Body")
+    for child in body_elem:
+        if isinstance(child.tag, str):
+            return child
+    raise Malformed("the SOAP Body names no operation")
+
+
+def decode_request(body: bytes, lookup: Callable[[str], Any]) -> SoapCall:
+    """Decode a request body; ``lookup(name)`` returns the registry entry or raises UnknownMethod."""
+    op = parse_envelope(body)
+    qname = etree.QName(op)
+    spec: FunctionSpec = lookup(qname.localname).spec
+    if qname.localname != spec.operation:  # "auth.restrict_ip" spellings are not SOAP names
+        lookup(spec.operation)
+    dialect = _dialect_of(op, qname.namespace)
+    by_name = {p.name: p for p in spec.params}
+    children = [c for c in op if isinstance(c.tag, str)]
+    positional: list = []
+    named: dict = {}
+    if not children and _is_nil(op):
+        pass  # <m xsi:nil="true"/>: a call without arguments
+    elif dialect == DOCUMENT or (children and all(etree.QName(c).localname in by_name for c in children)):
+        for child in children:
+            name = etree.QName(child).localname
+            if name in named:
+                raise InvalidArgument(f"{spec.operation}: argument {name[:60]!r} given twice")
+            param = by_name.get(name)  # an unknown name is refused by bind_arguments, naming it
+            named[name] = decode_value(child, param.spec if param else _ANY, op)
+    else:
+        params = spec.params
+        for i, child in enumerate(children):
+            pspec = params[i].spec if i < len(params) else TypeSpec(ANY, nullable=True)
+            positional.append(decode_value(child, pspec, op))
+    return SoapCall(spec.operation, positional, named, dialect, qname.namespace or TNS, spec)
+
+
+def _dialect_of(op: etree._Element, namespace: Optional[str]) -> str:
+    if namespace != TNS:
+        return RPC
+    node = op
+    while node is not None:
+        if node.get(_ENCODING_STYLE) is not None:
+            return RPC
+        node = node.getparent()
+    for child in op:
+        if isinstance(child.tag, str) and (etree.QName(child).namespace != TNS or _xsi(child, "type")):
+            return RPC
+    return DOCUMENT
+
+
+def _xsi(elem: etree._Element, name: str) -> Optional[str]:
+    for ns in _XSI_NAMESPACES:
+        value = elem.get("{%s}%s" % (ns, name))
+        if value is not None:
+            return value
+    return None
+
+
+def _is_nil(elem: etree._Element) -> bool:
+    value = _xsi(elem, "nil") or _xsi(elem, "null")
+    return value is not None and value.strip() in ("true", "1")
+
+
+def _resolve_type(elem: etree._Element, value: str) -> tuple:
+    prefix, _, local = value.strip().rpartition(":")
+    return elem.nsmap.get(prefix or None, ""), local
+
+
+def _resolve_href(elem: etree._Element, root: etree._Element) -> etree._Element:
+    href = elem.get("href")
+    if href is None:
+        return elem
+    if not href.startswith("#"):
+        raise Malformed("only local multi-reference hrefs (#id) are supported")
+    target_id = href[1:]
+    body = root.getparent() if root.getparent() is not None else root
+    for candidate in body.iter():
+        if candidate.get("id") == target_id and candidate is not elem:
+            return candidate
+    raise Malformed(f"multi-reference href {href[:60]!r} names no element")
+
+
+def decode_value(elem: etree._Element, spec: TypeSpec, root: etree._Element, depth: int = 0) -> Any:
+    """One argument value: ``xsi:type`` first, then the shape the TypeSpec expects."""
+    if depth > 32:
+        raise Malformed("argument values are nested too deeply")
+    elem = _resolve_href(elem, root)
+    if _is_nil(elem):
+        return None
+    xtype = _xsi(elem, "type")
+    children = [c for c in elem if isinstance(c.tag, str)]
+    if xtype:
+        ns, local = _resolve_type(elem, xtype)
+        if ns in _XSD_NAMESPACES and local not in ("Array", "Struct", "anyType", "ur-type"):
+            return _scalar(local, elem.text or "")
+        if local == "Array" or elem.get("{%s}arrayType" % SOAP_ENC) is not None:
+            item = spec.item if spec.kind == ARRAY else TypeSpec(ANY, nullable=True)
+            return [decode_value(c, item, root, depth + 1) for c in children]
+        if local == "Map" and ns in (APACHE_SOAP, TNS):
+            return _decode_map(children, root, depth)
+    kind = spec.kind
+    if not children:
+        text = elem.text or ""
+        if kind in (ARRAY, MAP, STRUCT) and not text.strip():
+            return [] if kind == ARRAY else {}
+        return text
+    if kind == ARRAY:
+        return [decode_value(c, spec.item, root, depth + 1) for c in children]
+    if kind == STRUCT:
+        fields = dict(spec.fields)
+        return {etree.QName(c).localname: decode_value(c, fields.get(etree.QName(c).localname, _ANY), root, depth + 1)
+                for c in children}
+    if _looks_like_map(children):
+        return _decode_map(children, root, depth)
+    if kind == ANY and len(children) > 1 and len({c.tag for c in children}) == 1:
+        return [decode_value(c, _ANY, root, depth + 1) for c in children]
+    return {etree.QName(c).localname: decode_value(c, _ANY, root, depth + 1) for c in children}
+
+
+_ANY = TypeSpec(ANY, nullable=True)
+
+
+def _looks_like_map(children: list) -> bool:
+    for c in children:
+        if etree.QName(c).localname != "item":
+            return False
+        names = {etree.QName(g).localname for g in c if isinstance(g.tag, str)}
+        if "key" not in names:
+            return False
+    return True
+
+
+def _decode_map(items: list, root: etree._Element, depth: int) -> dict:
+    out = {}
+    for item in items:
+        key = value = None
+        for part in item:
+            if not isinstance(part.tag, str):
+                continue
+            local = etree.QName(part).localname
+            if local == "key":
+                key = decode_value(part, _ANY, root, depth + 1)
+            elif local == "value":
+                value = decode_value(part, _ANY, root, depth + 1)
+        if key is None:
+            raise Malformed("a Map item has no key")
+        out[str(key)] = value
+    return out
+
+
+def _scalar(local: str, text: str) -> Any:
+    """An xsd-typed scalar as Python; text that does not parse is kept for coerce to name."""
+    if local in _INT_TYPES:
+        try:
+            return int(text.strip())
+        except ValueError:
+            return text
+    if local == "boolean":
+        low = text.strip().lower()
+        if low in ("true", "1"):
+            return True
+        if low in ("false", "0"):
+            return False
+        return text
+    if local in _FLOAT_TYPES:
+        try:
+            return float(text.strip())
+        except ValueError:
+            return text
+    if local == "base64Binary":
+        try:
+            return base64.b64decode(text, validate=False).decode("utf-8", "replace")
+        except ValueError:
+            return text
+    return text
+
+
+# --- responses ------------------------------------------------------------------------------
+
+_INVALID_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _esc(text: str) -> str:
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if '"' in text:
+        text = text.replace('"', "&quot;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    return _INVALID_XML_CHARS.sub("\ufffd", text)
+
+
+def _format_float(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "INF" if value > 0 else "-INF"
+    return repr(value)
+
+
+def _xsd_scalar(value: Any) -> Optional[tuple]:
+    """(xsd type, text) for a scalar, None for containers."""
+    if isinstance(value, bool):
+        return "boolean", "true" if value else "false"
+    if isinstance(value, int):
+        return ("int" if -2**31 <= value < 2**31 else "long"), str(value)
+    if isinstance(value, float):
+        return "double", _format_float(value)
+    if isinstance(value, str):
+        return "string", _esc(value)
+    if isinstance(value, datetime.datetime):
+        return "dateTime", value.isoformat()
+    if isinstance(value, datetime.date):
+        return "date", value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return "base64Binary", base64.b64encode(bytes(value)).decode("ascii")
+    return None
+
+
+_RPC_ITEM_TYPES = {STRING: "xsd:string", INT: "xsd:long", BOOLEAN: "xsd:boolean", FLOAT: "xsd:double",
+                   DATETIME: "xsd:dateTime", MAP: "ns2:Map"}
+
+
+def _rpc_array_type(spec: TypeSpec) -> str:
+    if spec.kind == STRUCT:
+        return "ns1:" + spec.record.__name__
+    if spec.kind == ARRAY:
+        return "SOAP-ENC:Array"
+    return _RPC_ITEM_TYPES.get(spec.kind, "xsd:anyType")
+
+
+def _fields_of(value: Any) -> Optional[dict]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return None
+
+
+def rpc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) -> None:
+    """Append ``<name xsi:type=...>value</name>`` in SOAP encoding to ``out``."""
+    if depth > 64:
+        raise ValueError("return value nested too deeply")
+    if value is None:
+        out.append(f'<{name} xsi:nil="true"/>')
+        return
+    scalar = _xsd_scalar(value)
+    if scalar is not None:
+        xtype, text = scalar
+        if spec.kind == INT and xtype == "int":
+            xtype = "long"
+        out.append(f'<{name} xsi:type="xsd:{xtype}">{text}</{name}>')
+        return
+    fields = _fields_of(value)
+    if fields is not None or (isinstance(value, dict) and spec.kind == STRUCT):
+        fields = fields if fields is not None else value
+        record = spec.record.__name__ if spec.kind == STRUCT else "Struct"
+        specs = dict(spec.fields) if spec.kind == STRUCT else {}
+        out.append(f'<{name} xsi:type="{"ns1:" + record if spec.kind == STRUCT else "SOAP-ENC:Struct"}">')
+        for key, item in fields.items():
+            rpc_value(out, _element_name(key), item, specs.get(key, _ANY), depth + 1)
+        out.append(f"</{name}>")
+        return
+    if isinstance(value, dict):
+        out.append(f'<{name} xsi:type="ns2:Map">')
+        for key, item in value.items():
+            out.append('<item><key xsi:type="xsd:string">%s</key>' % _esc(str(key)))
+            rpc_value(out, "value", item, _ANY, depth + 1)
+            out.append("</item>")
+        out.append(f"</{name}>")
+        return
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+        item_spec = spec.item if spec.kind == ARRAY else _ANY
+        array_type = _rpc_array_type(item_spec) if spec.kind == ARRAY else "xsd:anyType"
+        out.append(f'<{name} SOAP-ENC:arrayType="{array_type}[{len(items)}]" xsi:type="SOAP-ENC:Array">')
+        for item in items:
+            rpc_value(out, "item", item, item_spec, depth + 1)
+        out.append(f"</{name}>")
+        return
+    raise TypeError(f"cannot encode a {type(value).__name__} in a SOAP response")
+
+
+_NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _element_name(key: Any) -> str:
+    key = str(key)
+    return key if _NAME_OK.match(key) else "item"
+
+
+_RPC_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" '
+    'xmlns:ns1="{ns}" xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    'xmlns:SOAP-ENC="http://schemas.xmlsoap.org/soap/encoding/" '
+    'xmlns:ns2="http://xml.apache.org/xml-soap" '
+    'SOAP-ENV:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><SOAP-ENV:Body>'
+)
+_DOC_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" '
+    'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:tns="urn:net.apnscp.soap">'
+    "<SOAP-ENV:Body>"
+)
+_TAIL = "</SOAP-ENV:Body></SOAP-ENV:Envelope>"
+
+
+def encode_response(call: SoapCall, result: Any) -> bytes:
+    """The response envelope for ``result`` in the dialect of ``call``."""
+    spec = call.spec
+    if call.dialect == DOCUMENT:
+        out = [_DOC_HEAD, f'<{spec.operation}Response xmlns="{TNS}">']
+        doc_value(out, f"{spec.operation}Result", result, spec.returns)
+        out.append(f"</{spec.operation}Response>{_TAIL}")
+    else:
+        out = [_RPC_HEAD.replace("{ns}", _esc(call.namespace)), f"<ns1:{spec.operation}Response>"]
+        rpc_value(out, "return", result, spec.returns)
+        out.append(f"</ns1:{spec.operation}Response>{_TAIL}")
+    return "".join(out).encode("utf-8")
+
+
+# Document/literal element names follow the schema Spyne generates (see wsdl.py): arrays wrap
+# items named after the item type, maps are <item><key/><value xsi:type/></item> sequences.
+_DOC_TYPE_NAMES = {STRING: "string", INT: "long", BOOLEAN: "boolean", FLOAT: "double", DATETIME: "dateTime",
+                   ANY: "anyType", MAP: "Map"}
+
+
+def doc_type_name(spec: TypeSpec) -> str:
+    """The schema type name of ``spec`` in the document/literal WSDL (Spyne's naming)."""
+    if spec.kind == STRUCT:
+        return spec.record.__name__
+    if spec.kind == ARRAY:
+        return doc_type_name(spec.item) + "Array"
+    return _DOC_TYPE_NAMES[spec.kind]
+
+
+def doc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) -> None:
+    """Append ``<name>`` as the document/literal schema declares ``spec`` (default namespace TNS)."""
+    if depth > 64:
+        raise ValueError("return value nested too deeply")
+    if value is None:
+        out.append(f'<{name} xsi:nil="true"/>')
+        return
+    kind = spec.kind
+    if kind == ANY:
+        _doc_any(out, name, value, depth)
+        return
+    if kind == ARRAY:
+        item_name = doc_type_name(spec.item)
+        out.append(f"<{name}>")
+        for item in value:
+            doc_value(out, item_name, item, spec.item, depth + 1)
+        out.append(f"</{name}>")
+        return
+    if kind == STRUCT:
+        fields = _fields_of(value)
+        if fields is None:
+            fields = value
+        out.append(f"<{name}>")
+        for fname, fspec in spec.fields:
+            doc_value(out, fname, fields.get(fname), fspec, depth + 1)
+        out.append(f"</{name}>")
+        return
+    if kind == MAP:
+        out.append(f"<{name}>")
+        for key, item in value.items():
+            out.append("<item><key>%s</key>" % _esc(str(key)))
+            _doc_any(out, "value", item, depth + 1)
+            out.append("</item>")
+        out.append(f"</{name}>")
+        return
+    scalar = _xsd_scalar(value)
+    if scalar is None:
+        raise TypeError(f"cannot encode a {type(value).__name__} as {spec.describe()}")
+    out.append(f"<{name}>{scalar[1]}</{name}>")
+
+
+def _doc_any(out: list, name: str, value: Any, depth: int) -> None:
+    """An xsd:anyType element: the value's type named by xsi:type."""
+    if value is None:
+        out.append(f'<{name} xsi:nil="true"/>')
+        return
+    scalar = _xsd_scalar(value)
+    if scalar is not None:
+        out.append(f'<{name} xsi:type="xsd:{scalar[0]}">{scalar[1]}</{name}>')
+        return
+    fields = _fields_of(value)
+    if fields is not None:
+        value = fields
+    if isinstance(value, dict):
+        out.append(f'<{name} xsi:type="tns:Map">')
+        for key, item in value.items():
+            out.append("<item><key>%s</key>" % _esc(str(key)))
+            _doc_any(out, "value", item, depth + 1)
+            out.append("</item>")
+        out.append(f"</{name}>")
+        return
+    if isinstance(value, (list, tuple, set, frozenset)):
+        out.append(f'<{name} xsi:type="tns:anyTypeArray">')
+        for item in value:
+            _doc_any(out, "anyType", item, depth + 1)
+        out.append(f"</{name}>")
+        return
+    raise TypeError(f"cannot encode a {type(value).__name__} in a SOAP response")
+
+
+def encode_fault(error: ApiError) -> bytes:
+    """A SOAP 1.1 fault: ``SOAP-ENV:<code>`` and the error's message (same in both dialects)."""
+    detail = ""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        detail = f'<detail><retryAfter xmlns="{TNS}">{int(retry_after)}</retryAfter></detail>'
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/">'
+        "<SOAP-ENV:Body><SOAP-ENV:Fault>"
+        f"<faultcode>SOAP-ENV:{_esc(error.code)}</faultcode>"
+        f"<faultstring>{_esc(error.message)}</faultstring>{detail}"
+        "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+    ).encode("utf-8")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 160 else text[:157] + "..."
