@@ -8,6 +8,7 @@ All traffic goes to 127.0.0.1.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import os
@@ -266,3 +267,18 @@ def header(title: str, duration: int) -> None:
         wrk: {CONNECTIONS} connections, 1 thread, {duration}s per run, on CPU {CLIENT_CPU};
         server process on CPU {SERVER_CPU} (taskset); host {HOST}
     """))
+
+
+def bench_parser(description: str, duration: int = 10, warmup: int = 3) -> argparse.ArgumentParser:
+    """A parser with ``--duration`` and ``--warmup`` (seconds of each wrk run); every benchmark takes them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--duration", type=int, default=duration, help=f"seconds measured per run (default {duration})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"seconds of load before each run (default {warmup})")
+    return parser
+
+
+def compare(label: str, candidate: WrkResult, baseline: WrkResult, target: str) -> None:
+    """Print the candidate's throughput and latency relative to the baseline."""
+    print(f"{label}: throughput {ratio(candidate.rps, baseline.rps):.2f}x, "
+          f"p50 latency {ratio(candidate.p50_ms, baseline.p50_ms):.2f}x, "
+          f"p99 latency {ratio(candidate.p99_ms, baseline.p99_ms):.2f}x   ({target})")

@@ -1,0 +1,55 @@
+"""``apiserver serve`` with the security middleware switched off, for bench_middleware.py only.
+
+"Off" means: the same server, config, database, transports, dispatch and authentication, but
+:class:`AuthenticationOnly` replaces the GateKeeper's checks around authentication: no
+``https_only`` or API-toggle check, no Anvil check or counting, no IP-restriction check.  A
+request is still authenticated by its API key exactly as in the real server.  This exists only
+here, in benchmarks/, so no production code path can turn the middleware off.
+
+    python benchmarks/serve_without_middleware.py --config FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from apiserver.context import CallContext
+from apiserver.middleware import GateKeeper
+
+
+class AuthenticationOnly(GateKeeper):
+    """A GateKeeper that only authenticates: the baseline the middleware's cost is measured against."""
+
+    def check_http(self, request):
+        return None
+
+    async def _admit(self, request) -> CallContext:
+        identity = await self.app.accounts.authenticate(request.credentials, request.gate, request.address)
+        session_id = request.credentials.session_id if request.credentials.api_key is None else None
+        return CallContext(self.app, identity, request.gate, request.address, session_id=session_id)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args()
+
+    from twisted.internet import reactor
+
+    from apiserver.app import create_application
+    from apiserver.cli.main import _load
+    from apiserver.server import start, start_logging
+
+    pm, config = _load(args.config)
+    start_logging(config)
+    app = create_application(config, reactor=reactor, plugin_manager=pm)
+    app.gatekeeper = AuthenticationOnly(app)
+    app.storage.migrate()
+    start(app, reactor)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
