@@ -1,6 +1,6 @@
 """Editing config.ini in place: one key at a time, comments and order kept, replaced atomically.
 
-The ``cp.config`` scope writes through :func:`set_value`: the edited text goes to a temporary
+The ``cp.config`` scope writes through :func:`set_values`: the edited text goes to a temporary
 file next to the original, is checked (the same validation as start-up), fsynced and renamed
 over the original, so a crash or a refused value never leaves a half-written config.
 """
@@ -116,9 +116,13 @@ def atomic_write(path: str, text: str, mode: Optional[int] = None,
         os.close(dir_fd)
 
 
-def set_value(path: str, section: str, key: str, value: str,
-              check: Optional[Callable[[str], None]] = None) -> None:
-    """Set ``[section] key = value`` in the ini file at ``path`` atomically (see :func:`atomic_write`)."""
+def set_values(path: str, edits, check: Optional[Callable[[str], None]] = None) -> None:
+    """Apply ``edits`` (``(section, key, value)`` triples) to the ini file at ``path`` in one atomic write.
+
+    See :func:`atomic_write` for ``check``.
+    """
     with open(path, encoding="utf-8", newline="") as fh:
         text = fh.read()
-    atomic_write(path, edit_text(text, section, key, value), check=check)
+    for section, key, value in edits:
+        text = edit_text(text, section, key, value)
+    atomic_write(path, text, check=check)

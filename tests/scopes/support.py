@@ -1,0 +1,77 @@
+"""An in-process application with real storage and the built-in scopes, for scope unit tests."""
+
+from __future__ import annotations
+
+import os
+
+import pluggy
+import sqlalchemy as sa
+
+from apiserver import hookspecs
+from apiserver.app import Application
+from apiserver.config import load_config
+from apiserver.context import Identity
+from apiserver.module import Role
+from apiserver.modules import scope as scope_module
+from apiserver.scopes import ScopeRegistry
+from apiserver.storage import Storage
+
+ADMIN = Identity(role=Role.ADMIN, user_id=1, username="admin")
+
+CONFIG_TEXT = """\
+; apiserver test config -- comments must survive edits
+[soap]
+enabled = true   ; the API toggle
+
+[frontend]
+; listeners
+bind = 127.0.0.1
+http_port = 2082
+https_port = 0
+
+[core]
+state_dir = state
+"""
+
+
+class ScopeEvents:
+    """A plugin that records every ``apiserver_scope_changed`` call."""
+
+    def __init__(self):
+        self.changes = []
+
+    @hookspecs.hookimpl
+    def apiserver_scope_changed(self, app, name, old, new, actor):
+        self.changes.append((name, old, new, actor))
+
+
+def make_app(directory, reactor, config_text: str = CONFIG_TEXT, extra_plugins=()):
+    """An Application over ``directory/config.ini`` with a fresh SQLite schema and the built-in scopes.
+
+    Returns ``(app, events)``; the blocking pool is started and stopped by the caller.
+    """
+    path = os.path.join(str(directory), "config.ini")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(config_text)
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(scope_module)
+    events = ScopeEvents()
+    pm.register(events)
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    config = load_config(path)
+    app = Application(config, reactor, pm)
+    os.makedirs(config.state_dir, exist_ok=True)
+    app.storage = Storage.from_config(config)
+    app.storage.create_schema()
+    app.scopes = ScopeRegistry(app, [s for group in pm.hook.apiserver_add_scopes(app=app) for s in group])
+    return app, events
+
+
+def audit_rows(app) -> list:
+    """Every ``scope_changes`` row as ``(name, actor, old_value, new_value)``, oldest first."""
+    table = app.storage.tables.scope_changes
+    with app.storage.read() as conn:
+        rows = conn.execute(sa.select(table).order_by(table.c.id)).all()
+    return [(r.name, r.actor, r.old_value, r.new_value) for r in rows]
