@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from apiserver.hookspecs import hookimpl
 
-from apiserver_example.events import key_counter
 from apiserver_example.module import Example
+from apiserver_example.scopes import MaxTimes
+from apiserver_example.state import state_of
 
 
 @hookimpl
@@ -22,4 +23,10 @@ def apiserver_add_modules(app):
 @hookimpl
 def apiserver_api_key_created(app, owner, actor, comment):
     """Count created keys; ``example_key_stats`` reports the count."""
-    key_counter(app).record(owner)
+    state_of(app).key_created(owner)
+
+
+@hookimpl
+def apiserver_add_scopes(app):
+    """Contribute the ``example.max-times`` scope (``scope:get``/``scope:set``)."""
+    return [MaxTimes()]

@@ -8,10 +8,7 @@ from typing import Optional
 from apiserver.errors import InvalidArgument
 from apiserver.module import Module, Role, export
 
-from apiserver_example.events import key_counter
-
-#: ``example_echo`` refuses more repetitions than this, as a bound on the answer's size.
-MAX_TIMES = 100
+from apiserver_example.state import state_of
 
 
 @dataclasses.dataclass
@@ -29,11 +26,12 @@ class Example(Module):
 
     @export(roles=Role.ALL, blocking=False)
     def echo(self, ctx, text: str, times: Optional[int] = 1) -> list[str]:
-        """Return TEXT repeated TIMES times (0 to 100) as a list."""
+        """Return TEXT repeated TIMES times (0 to the scope example.max-times, 100 by default) as a list."""
         if times is None:
             times = 1
-        if not 0 <= times <= MAX_TIMES:
-            raise InvalidArgument(f"times must be between 0 and {MAX_TIMES}, got {times}")
+        limit = state_of(ctx.app).max_times
+        if not 0 <= times <= limit:
+            raise InvalidArgument(f"times must be between 0 and {limit}, got {times}")
         return [text] * times
 
     @export(roles=Role.ALL, blocking=False)
@@ -54,5 +52,5 @@ class Example(Module):
     @export(roles=Role.ADMIN, blocking=False)
     def key_stats(self, ctx) -> KeyStats:
         """Count the API keys created since start-up (appliance administrator only)."""
-        counter = key_counter(ctx.app)
-        return KeyStats(created=counter.created, last_owner=counter.last_owner)
+        state = state_of(ctx.app)
+        return KeyStats(created=state.keys_created, last_owner=state.last_key_owner)

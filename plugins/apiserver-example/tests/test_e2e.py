@@ -85,3 +85,16 @@ def test_example_module_is_callable_over_xmlrpc(running_server):
     proxy = xmlrpc.client.ServerProxy(f"{running_server.url}/xmlrpc?authkey={running_server.admin_key}", allow_none=True)
     assert proxy.example.add(2, 3) == 5
     assert proxy.example_echo("a", 2) == ["a", "a"]
+
+
+def test_plugin_scope_is_set_at_run_time(running_server, admin):
+    """scope:set example.max-times over the API changes what example_echo accepts at once."""
+    proxy = xmlrpc.client.ServerProxy(f"{running_server.url}/xmlrpc?authkey={running_server.admin_key}", allow_none=True)
+    assert "example.max-times" in proxy.scope.list("example.*")
+    proxy.scope.set("example.max-times", 2)
+    try:
+        assert proxy.scope.get("example.max-times") == 2
+        with pytest.raises(zeep.exceptions.Fault, match="between 0 and 2"):
+            admin.example_echo(text="x", times=3)
+    finally:
+        proxy.scope.set("example.max-times", 100)

@@ -1,4 +1,5 @@
-"""The example module through apiserver's real dispatch: declarations, arguments, roles, faults."""
+"""The example plugin through apiserver's real dispatch and scope registry: declarations, arguments,
+roles, faults, its event hook and its scope."""
 
 import pluggy
 import pytest
@@ -12,7 +13,10 @@ from apiserver.context import CallContext, Gate, Identity
 from apiserver.dispatch import Registry
 from apiserver.errors import Denied, InvalidArgument
 from apiserver.module import Role
-from apiserver_example.module import MAX_TIMES, Example, KeyStats
+from apiserver.scopes import ScopeRegistry
+from apiserver_example.module import Example, KeyStats
+from apiserver_example.scopes import LIMIT_CEILING, MaxTimes
+from apiserver_example.state import DEFAULT_MAX_TIMES
 
 ADMIN = Identity(role=Role.ADMIN, user_id=1, username="admin")
 SITE_ADMIN = Identity(role=Role.SITE, user_id=2, username="owner", site_id=1, site="example.com")
@@ -82,13 +86,13 @@ def test_echo_optional_times_defaults_to_one(app):
     assert call(app, SITE_ADMIN, "example_echo", "x", None) == ["x"]
 
 
-@pytest.mark.parametrize("times", [-1, MAX_TIMES + 1, 10**9])
+@pytest.mark.parametrize("times", [-1, DEFAULT_MAX_TIMES + 1, 10**9])
 def test_echo_refuses_times_out_of_range(app, times):
     """A bad repetition count is a Client.InvalidArgument fault naming the limit."""
     with pytest.raises(InvalidArgument) as caught:
         call(app, USER, "example_echo", "x", times)
     assert caught.value.code == "Client.InvalidArgument"
-    assert f"between 0 and {MAX_TIMES}" in caught.value.message
+    assert f"between 0 and {DEFAULT_MAX_TIMES}" in caught.value.message
 
 
 def test_add_coerces_untyped_numbers(app):
@@ -142,3 +146,32 @@ def test_key_stats_denied_to_site_admins(app):
     """Only the appliance administrator may read the key statistics."""
     with pytest.raises(Denied):
         call(app, SITE_ADMIN, "example_key_stats")
+
+
+def test_plugin_contributes_the_scope(app):
+    """apiserver_add_scopes gives a Scope the real ScopeRegistry accepts, with type, default and help."""
+    scopes = [scope for group in app.hook.apiserver_add_scopes(app=app) for scope in group]
+    assert ScopeRegistry(app, scopes).names("example.*") == ["example.max-times"]
+    info = MaxTimes().describe()
+    assert (info["type"], info["default"], info["usage"]) == ("int", DEFAULT_MAX_TIMES, "example.max-times VALUE")
+    assert info["help"]
+
+
+def test_scope_changes_the_echo_limit(app):
+    """Setting example.max-times (as cpcmd sends it, a string) moves the limit echo enforces."""
+    scope = MaxTimes()
+    assert scope.get(app) == DEFAULT_MAX_TIMES
+    scope.set(app, ADMIN, "2")
+    assert scope.get(app) == 2
+    assert call(app, USER, "example_echo", "x", 2) == ["x", "x"]
+    with pytest.raises(InvalidArgument, match="between 0 and 2"):
+        call(app, USER, "example_echo", "x", 3)
+
+
+@pytest.mark.parametrize("value", ["many", -1, LIMIT_CEILING + 1, None])
+def test_scope_refuses_bad_values_and_keeps_the_old_one(app, value):
+    """A value that is not a number in range is Client.InvalidArgument and changes nothing."""
+    scope = MaxTimes()
+    with pytest.raises(InvalidArgument, match="example.max-times"):
+        scope.set(app, ADMIN, value)
+    assert scope.get(app) == DEFAULT_MAX_TIMES
