@@ -68,6 +68,12 @@ def credentials_of(request) -> Credentials:
     )
 
 
+def wants_wsdl(request) -> bool:
+    """``?wsdl`` (any case, with or without a value) in the query string."""
+    _, _, query = request.uri.partition(b"?")
+    return any(part.split(b"=", 1)[0].lower() == b"wsdl" for part in query.split(b"&"))
+
+
 def serve_wsdl(cache: WsdlCache, request, style: str) -> bytes:
     request.setHeader(b"content-type", b"text/xml; charset=utf-8")
     return cache.get(style, request_location(request))
@@ -88,7 +94,7 @@ class SoapResource(resource.Resource):
         refused = gate_refusal(self.app, request)
         if refused is not None:
             return refused
-        if request.args is not None and (b"wsdl" in request.args or b"WSDL" in request.args):
+        if wants_wsdl(request):
             return serve_wsdl(self.wsdl_cache, request, RPC_STYLE)
         request.setHeader(b"allow", b"POST")
         return refuse(request, 405, "use POST for SOAP calls, or GET /soap?wsdl for the WSDL")

@@ -1,0 +1,157 @@
+"""HTTP hardening of every API listener, against a real listening Site on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+
+import pytest
+
+from tests.transport.soap_testing import KEY, SECRET_MARKER, SoapTestServer
+
+LIMIT = 4096
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = SoapTestServer(str(tmp_path_factory.mktemp("http") / "server.log"),
+                         {"soap": {"max_body_size": str(LIMIT)}, "core": {"access_log": "true"}})
+    yield srv
+    srv.stop()
+
+
+def envelope(inner: str) -> bytes:
+    return ('<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope '
+            'xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body>'
+            f'{inner}</SOAP-ENV:Body></SOAP-ENV:Envelope>').encode()
+
+
+def raw_exchange(server, request: bytes, read_after_headers: bool = True) -> bytes:
+    """Send raw bytes and return everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+
+def post(server, body: bytes, path: str = f"/soap?authkey={KEY}", headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("POST", path, body=body, headers={"Content-Type": "text/xml; charset=utf-8", **(headers or {})})
+    response = conn.getresponse()
+    return response.status, dict(response.getheaders()), response.read()
+
+
+def test_declared_oversized_body_gets_413_before_it_is_sent(server):
+    """A Content-Length over max_body_size is answered 413 while the body is still unsent."""
+    answer = raw_exchange(server, (
+        f"POST /soap?authkey={KEY} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+        f"Content-Length: {LIMIT * 1000}\r\nExpect: 100-continue\r\n\r\n").encode())
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"100 Continue" not in answer
+
+
+def test_chunked_body_past_the_limit_gets_413(server):
+    """A chunked body is counted as it arrives and refused once it passes the limit."""
+    chunk = b"x" * 1024
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(LIMIT // 1024 + 2)) + b"0\r\n\r\n"
+    answer = raw_exchange(server, (
+        f"POST /soap?authkey={KEY} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n").encode() + body)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_chunked_body_under_the_limit_is_served(server):
+    """Chunked bodies within the limit are decoded and called like any other."""
+    body = envelope('<m:sample_add xmlns:m="urn:x"><a>2</a><b>3</b></m:sample_add>')
+    half = len(body) // 2
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:])) + b"0\r\n\r\n"
+    answer = raw_exchange(server, (
+        f"POST /soap?authkey={KEY} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode() + chunks)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b">5</return>" in answer
+
+
+def test_body_at_the_limit_is_accepted(server):
+    """A body of exactly max_body_size bytes is read, not refused."""
+    body = envelope('<m:sample_whoami xmlns:m="urn:x"/>')
+    body = body + b" " * (LIMIT - len(body))
+    status, _, answer = post(server, body)
+    assert status == 200 and b"admin" in answer
+
+
+def test_get_soap_without_wsdl_is_405(server):
+    """GET /soap is not a SOAP call: 405 naming POST."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/soap")
+    response = conn.getresponse()
+    assert response.status == 405 and response.getheader("Allow") == "POST"
+
+
+def test_get_soap_wsdl_serves_the_rpc_wsdl(server):
+    """GET /soap?wsdl serves the RPC-style WSDL naming the URL the client used."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/soap?wsdl")
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == 200 and b'style="rpc"' in body
+    assert f'location="http://127.0.0.1:{server.port}/soap"'.encode() in body
+
+
+def test_hostile_host_header_does_not_reach_the_wsdl(server):
+    """A Host header that is not a host name is not copied into soap:address."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.putrequest("GET", "/apnscp.wsdl", skip_host=True)
+    conn.putheader("Host", 'evil"/><x a="')
+    conn.endheaders()
+    body = conn.getresponse().read()
+    assert b"evil" not in body and f"127.0.0.1:{server.port}/soap".encode() in body
+
+
+@pytest.mark.parametrize("ctype", ["application/json", "text/plain", "text/xml; charset=iso-8859-1", None])
+def test_wrong_content_type_is_415(server, ctype):
+    """Only XML content types (UTF-8 or no charset) reach the SOAP decoder."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.putrequest("POST", f"/soap?authkey={KEY}")
+    body = envelope('<m:sample_whoami xmlns:m="urn:x"/>')
+    if ctype:
+        conn.putheader("Content-Type", ctype)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body)
+    assert conn.getresponse().status == 415
+
+
+@pytest.mark.parametrize("ctype", ["text/xml", "application/soap+xml; charset=utf-8", 'text/xml; charset="utf-8"'])
+def test_accepted_content_types(server, ctype):
+    """text/xml and application/soap+xml, with or without a UTF-8 charset, are served."""
+    status, _, _ = post(server, envelope('<m:sample_whoami xmlns:m="urn:x"/>'), headers={"Content-Type": ctype})
+    assert status == 200
+
+
+def test_bodies_and_keys_never_reach_the_log(server):
+    """The access log has one line per request with authkey masked and nothing of the body."""
+    body = envelope(f'<m:sample_echo xmlns:m="urn:x"><text>{SECRET_MARKER}</text></m:sample_echo>')
+    status, _, answer = post(server, body)
+    assert status == 200 and SECRET_MARKER.encode() in answer
+    post(server, envelope(f"<m:sample_nope xmlns:m='urn:x'>{SECRET_MARKER}</m:sample_nope>"))
+    post(server, b"<broken " + SECRET_MARKER.encode())
+    log = server.log()
+    assert "POST /soap?authkey=*** 200" in log
+    assert SECRET_MARKER not in log and KEY not in log
+
+
+def test_pipelined_requests_on_one_connection(server):
+    """Keep-alive works: two calls on one connection both get answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    for n in (1, 2):
+        conn.request("POST", f"/soap?authkey={KEY}", body=envelope(
+            f'<m:sample_add xmlns:m="urn:x"><a>{n}</a><b>1</b></m:sample_add>'), headers={"Content-Type": "text/xml"})
+        response = conn.getresponse()
+        assert response.status == 200 and f">{n + 1}</return>".encode() in response.read()
