@@ -1,4 +1,4 @@
-"""An in-process application with real storage and the built-in scopes, for scope unit tests."""
+"""An in-process application with real storage, the scope module and the built-in scopes, for unit tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pluggy
 import sqlalchemy as sa
 
-from apiserver import hookspecs
+from apiserver import dispatch, hookspecs
 from apiserver.app import Application
 from apiserver.config import load_config
 from apiserver.context import Identity
@@ -55,6 +55,7 @@ def make_app(directory, reactor, config_text: str = CONFIG_TEXT, extra_plugins=(
         fh.write(config_text)
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    pm.register(dispatch)
     pm.register(scope_module)
     events = ScopeEvents()
     pm.register(events)
@@ -65,6 +66,7 @@ def make_app(directory, reactor, config_text: str = CONFIG_TEXT, extra_plugins=(
     os.makedirs(config.state_dir, exist_ok=True)
     app.storage = Storage.from_config(config)
     app.storage.create_schema()
+    app.registry = dispatch.Registry(cls(app) for group in pm.hook.apiserver_add_modules(app=app) for cls in group)
     app.scopes = ScopeRegistry(app, [s for group in pm.hook.apiserver_add_scopes(app=app) for s in group])
     return app, events
 
