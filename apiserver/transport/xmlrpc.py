@@ -116,7 +116,7 @@ def _decode_datetime(el: _Element) -> datetime.datetime:
 
 def _decode_base64(el: _Element) -> Any:
     try:
-        raw = base64.b64decode(_only_text(el), validate=False)
+        raw = base64.b64decode("".join(_only_text(el).split()), validate=True)  # line breaks are allowed
     except (binascii.Error, ValueError):
         raise Malformed("<base64> holds invalid base64") from None
     # Perl's XMLRPC::Lite sends every non-ASCII string as base64; no module type takes bytes,
@@ -428,6 +428,15 @@ class XmlRpcResource(resource.Resource):
             "system.methodSignature": self._method_signature,
             "system.methodHelp": self._method_help,
         }
+
+    def render(self, request):
+        """POST is served; anything else gets 405 saying how to call (Twisted's page is HTML)."""
+        if request.method == b"POST":
+            return self.render_POST(request)
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"XML-RPC takes POST requests: POST /xmlrpc?authkey=KEY with a <methodCall> body\n"
 
     def render_POST(self, request):
         refusal = self.app.gatekeeper.check_http(request)
