@@ -268,3 +268,41 @@ class WsdlCache:
                 self._served.clear()
             self._served[key] = served
         return served
+
+
+# --- the committed copies -------------------------------------------------------------------
+
+#: Where ``wsdl/`` keeps each style, relative to the project root.
+COMMITTED_FILES = {RPC_STYLE: "wsdl/apnscp.wsdl", DOCUMENT_STYLE: "wsdl/apnscp-document.wsdl"}
+REGENERATE_COMMAND = "python -m apiserver.transport.wsdl"
+
+
+def builtin_registry():
+    """A registry of the built-in modules only (no installed plugins, no storage needed)."""
+    from apiserver.dispatch import Registry
+    from apiserver.plugins import make_plugin_manager
+
+    pm = make_plugin_manager(load_entrypoints=False)
+    return Registry(cls(None) for group in pm.hook.apiserver_add_modules(app=None) for cls in group)
+
+
+def write_committed(root: str) -> list:
+    """Regenerate ``wsdl/`` under ``root`` from the built-in modules; returns the paths written."""
+    import os
+
+    registry = builtin_registry()
+    written = []
+    for style, relative in COMMITTED_FILES.items():
+        path = os.path.join(root, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(generate_wsdl(registry, style))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import os
+
+    for written_path in write_committed(os.getcwd()):
+        print(written_path)
