@@ -1,0 +1,10 @@
+"""Accounts: sites, users, passwords, API keys and sessions (``app.accounts``).
+
+``Accounts(app)`` is the service the gates and modules use; ``initialize_state(config)`` makes
+what ``apiserver init`` promises.  See :mod:`apiserver.accounts.service` for which methods block.
+"""
+
+from apiserver.accounts.service import Accounts
+from apiserver.accounts.state import InitResult, StateError, initialize_state, load_secret
+
+__all__ = ["Accounts", "InitResult", "StateError", "initialize_state", "load_secret"]

@@ -1,0 +1,435 @@
+"""The accounts service (``app.accounts``): sites, accounts, passwords, API keys, sessions, logins.
+
+Methods documented as *blocking* touch the database and run on the blocking pool (module
+functions call them directly; they already run there).  Methods returning a Deferred run on
+the reactor thread: they hand database work to ``app.run_blocking``, hashing to
+``app.run_hashing``, and fire the event hooks on the reactor thread when done.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+import sqlalchemy as sa
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from apiserver.accounts import passwords, validation
+from apiserver.accounts.identities import identity_from_row, identity_select, login_row, record_logins
+from apiserver.accounts.keys import ApiKeys, KeyCipher
+from apiserver.accounts.records import IpRestriction, LoginRecord, NewSite, UserInfo
+from apiserver.accounts.sessions import make_session_store
+from apiserver.accounts.state import load_secret
+from apiserver.context import Credentials, Gate, Identity
+from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound
+from apiserver.module import Role
+from apiserver.storage import schema, utcnow
+
+log = Logger(namespace="apiserver.accounts")
+
+_users, _sites, _restrictions, _history = schema.users, schema.sites, schema.ip_restrictions, schema.login_history
+
+#: Root's uid: a cpcmd caller with it acts as the appliance administrator.
+ROOT_UID = 0
+#: Name of the appliance administrator's account.
+ADMIN_USERNAME = "admin"
+
+
+class Accounts:
+    """Everything about who may call: see the module docstring for which methods block."""
+
+    def __init__(self, app):
+        self.app = app
+        self.keys = ApiKeys(app, self._cipher)
+        self.sessions = make_session_store(app)
+        self._lock = threading.Lock()
+        self._key_cipher: Optional[KeyCipher] = None
+        self._dummy_hash: Optional[str] = None
+
+    # The secret is read on first use, so building the application needs no initialised state.
+    def _cipher(self) -> KeyCipher:
+        with self._lock:
+            if self._key_cipher is None:
+                self._key_cipher = KeyCipher(load_secret(self.app.config))
+            return self._key_cipher
+
+    # --- authentication (reactor thread) ----------------------------------------------------
+    def authenticate(self, credentials: Credentials, gate: Gate, address: str) -> defer.Deferred:
+        """The identity ``credentials`` prove, or a failure with ``AuthenticationFailed(reason)``.
+
+        One kind of credential is used, in this order: API key, session, password, peer uid.
+        """
+        if credentials.api_key is not None:
+            return self.keys.verify(credentials.api_key, gate, address)
+        if credentials.session_id is not None:
+            return self._session_login(credentials.session_id, gate)
+        if credentials.password is not None:
+            return defer.ensureDeferred(self._password_login(credentials, gate, address))
+        if credentials.peer_uid is not None:
+            d = self.app.run_blocking(self.identity_for_uid, credentials.peer_uid)
+            return d.addCallback(_or_fail, "uid")
+        return defer.fail(AuthenticationFailed("key"))
+
+    def _session_login(self, sid, gate: Gate) -> defer.Deferred:
+        if not isinstance(sid, str) or not sid or len(sid) > 128:
+            return defer.fail(AuthenticationFailed("session"))
+        d = self._on_store(self.sessions.lookup, sid)
+
+        def check(session):
+            if session is None or (session.gate is not None and session.gate != gate):
+                raise AuthenticationFailed("session")
+            return session.identity
+
+        return d.addCallback(check)
+
+    async def _password_login(self, credentials: Credentials, gate: Gate, address: str) -> Identity:
+        app = self.app
+        username, site, password = credentials.username or "", credentials.site, credentials.password
+        decided = await app.run_blocking(app.hook.apiserver_authenticate, app=app, username=username, site=site,
+                                         password=password, gate=gate, address=address)
+        if decided is False:
+            raise AuthenticationFailed("password")
+        if isinstance(decided, Identity):
+            return decided
+        found = await app.run_blocking(self._password_row, site, username)
+        stored = found[1] if found else None
+        ok = await app.run_hashing(self._verify_or_dummy, password, stored)
+        identity = found[0] if found else None
+        if identity is not None:
+            row = login_row(identity, utcnow(app.clock), address, gate, "password", ok)
+            await app.run_blocking(self._record_login, row)
+        if not ok or identity is None:
+            raise AuthenticationFailed("password")
+        iterations = app.config.get("auth", "pbkdf2_iterations")
+        if passwords.needs_rehash(stored, iterations):
+            upgraded = await app.run_hashing(passwords.hash_password, password, iterations)
+            await app.run_blocking(self._replace_hash, identity.user_id, stored, upgraded)
+        return identity
+
+    def _verify_or_dummy(self, password: str, stored: Optional[str]) -> bool:
+        """Hashing pool: verify against ``stored``, or a dummy hash so an unknown account costs the same."""
+        if stored is None:
+            passwords.verify_password(password, self._dummy())
+            return False
+        return passwords.verify_password(password, stored)
+
+    def _dummy(self) -> str:
+        with self._lock:
+            if self._dummy_hash is None:
+                iterations = self.app.config.get("auth", "pbkdf2_iterations")
+                self._dummy_hash = passwords.hash_password(passwords.generate_password(), iterations)
+            return self._dummy_hash
+
+    def _password_row(self, site: Optional[str], username: str):
+        query = identity_select().add_columns(_users.c.password_hash).where(_users.c.username == username)
+        if site:
+            query = query.where(_sites.c.domain == site.strip().lower().rstrip("."))
+        else:
+            query = query.where(_users.c.site_id.is_(None))
+        with self.app.storage.read() as conn:
+            row = conn.execute(query).first()
+        return (identity_from_row(row), row.password_hash) if row else None
+
+    def _record_login(self, row: dict) -> None:
+        with self.app.storage.write() as conn:
+            record_logins(conn, [row])
+
+    def _replace_hash(self, user_id: int, old: str, new: str) -> None:
+        with self.app.storage.write() as conn:  # only if no one changed the password meanwhile
+            conn.execute(_users.update().where(_users.c.id == user_id, _users.c.password_hash == old)
+                         .values(password_hash=new))
+
+    def _on_store(self, fn, *args) -> defer.Deferred:
+        """Call a session store method where it may run (blocking stores on the pool)."""
+        if self.sessions.blocking:
+            return self.app.run_blocking(fn, *args)
+        return defer.maybeDeferred(fn, *args)
+
+    # --- identities (blocking) --------------------------------------------------------------
+    def identity_for_uid(self, uid: int) -> Optional[Identity]:
+        """Blocking.  The identity a local CLI caller with ``uid`` acts as: root is the appliance administrator."""
+        if uid != ROOT_UID:
+            return None
+        with self.app.storage.read() as conn:
+            row = conn.execute(identity_select().where(_users.c.role == "admin").order_by(_users.c.id)).first()
+        return identity_from_row(row) if row else None
+
+    def identity_for(self, site: Optional[str], user: Optional[str]) -> Identity:
+        """Blocking.  The appliance administrator (no site), a site's administrator (no user) or a
+        user of a site; NotFound naming what is missing."""
+        if site is None:
+            admin = self.identity_for_uid(ROOT_UID)
+            if admin is None or (user is not None and user != admin.username):
+                raise NotFound(f"no appliance account {user!r}" if user else "no appliance administrator")
+            return admin
+        domain = validation.normalize_domain(site)
+        query = identity_select().where(_sites.c.domain == domain)
+        query = query.where(_users.c.role == "site") if user is None else query.where(_users.c.username == user)
+        with self.app.storage.read() as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                if conn.execute(sa.select(_sites.c.id).where(_sites.c.domain == domain)).first() is None:
+                    raise NotFound(f"no site {domain!r}")
+                raise NotFound(f"no user {user!r} in site {domain!r}")
+        return identity_from_row(row)
+
+    def resolve_target(self, actor: Identity, user: Optional[str], domain: Optional[str]) -> Identity:
+        """Blocking.  The account ``actor`` means by ``user``/``domain``, if it may act on it.
+
+        The appliance administrator may name any site and user; a site administrator only its
+        own site's accounts; a user only itself.
+        """
+        if actor.role is Role.ADMIN:
+            if domain is None:
+                if user is None or user == actor.username:
+                    return actor
+                raise InvalidArgument(f"name the domain of user {user!r}: the appliance has no other accounts")
+            return self.identity_for(domain, user)
+        if domain is not None and validation.normalize_domain(domain) != actor.site:
+            raise Denied("you may only act on accounts of your own site")
+        if user is None or user == actor.username:
+            return actor
+        if actor.role is not Role.SITE:
+            raise Denied("a user may only act on their own account")
+        return self.identity_for(actor.site, user)
+
+    def load_ip_restrictions(self, user_id: int) -> list:
+        """Blocking.  ``[(network, gate or None), ...]`` of account ``user_id``."""
+        with self.app.storage.read() as conn:
+            rows = conn.execute(sa.select(_restrictions.c.network, _restrictions.c.gate)
+                                .where(_restrictions.c.user_id == user_id).order_by(_restrictions.c.id)).all()
+        return [(row.network, row.gate) for row in rows]
+
+    # --- email (blocking) -------------------------------------------------------------------
+    def get_email(self, identity: Identity) -> Optional[str]:
+        """Blocking.  The email address on record for ``identity``, or None."""
+        with self.app.storage.read() as conn:
+            return conn.execute(sa.select(_users.c.email).where(_users.c.id == identity.user_id)).scalar()
+
+    def set_email(self, identity: Identity, email: Optional[str]) -> None:
+        """Blocking.  Set (or with None, clear) ``identity``'s email address."""
+        value = validation.normalize_email(email) if email else None
+        with self.app.storage.write() as conn:
+            conn.execute(_users.update().where(_users.c.id == identity.user_id).values(email=value))
+
+    # --- sites and users --------------------------------------------------------------------
+    def list_sites(self) -> list[str]:
+        """Blocking.  Every site's domain, sorted."""
+        with self.app.storage.read() as conn:
+            return list(conn.execute(sa.select(_sites.c.domain).order_by(_sites.c.domain)).scalars())
+
+    def list_users(self, site_id: int) -> list[UserInfo]:
+        """Blocking.  The accounts of a site, its administrator first."""
+        with self.app.storage.read() as conn:
+            rows = conn.execute(sa.select(_users.c.username, _users.c.role, _users.c.email)
+                                .where(_users.c.site_id == site_id)
+                                .order_by(_users.c.role != "site", _users.c.username)).all()
+        return [UserInfo(username=r.username, role=r.role, email=r.email) for r in rows]
+
+    async def add_site(self, domain: str, admin_user: str, email: Optional[str], password: Optional[str],
+                       actor: Identity) -> NewSite:
+        """Create a site and its administrator; a password is generated when none is given.
+
+        Fires ``apiserver_site_added``.  Exists if the domain is taken.
+        """
+        domain = validation.normalize_domain(domain)
+        admin_user = validation.normalize_username(admin_user)
+        email = validation.normalize_email(email) if email else None
+        generated = password is None
+        if generated:
+            password = passwords.generate_password()
+        target = Identity(Role.SITE, user_id=0, username=admin_user, site=domain)
+        password_hash = await self._hash_new_password(target, password)
+        await self.app.run_blocking(self._insert_site, domain, admin_user, email, password_hash)
+        self._fire("apiserver_site_added", site=domain, actor=actor)
+        return NewSite(domain=domain, admin_user=admin_user, password=password if generated else None)
+
+    def _insert_site(self, domain: str, admin_user: str, email: Optional[str], password_hash: str) -> None:
+        now = utcnow(self.app.clock)
+        try:
+            with self.app.storage.write() as conn:
+                site_id = conn.execute(_sites.insert().values(domain=domain, created_at=now)).inserted_primary_key[0]
+                conn.execute(_users.insert().values(site_id=site_id, username=admin_user, role="site",
+                                                    password_hash=password_hash, email=email, created_at=now))
+        except sa.exc.IntegrityError:
+            raise Exists(f"site {domain!r} exists already") from None
+
+    async def delete_site(self, domain: str, actor: Identity) -> None:
+        """Delete a site with all its accounts, keys, restrictions and sessions; NotFound if absent.
+
+        Fires ``apiserver_site_deleted``.
+        """
+        domain = validation.normalize_domain(domain)
+        user_ids = await self.app.run_blocking(self._delete_site_rows, domain)
+        await self._forget_users(user_ids)
+        self._fire("apiserver_site_deleted", site=domain, actor=actor)
+
+    def _delete_site_rows(self, domain: str) -> list:
+        with self.app.storage.write() as conn:
+            site_id = conn.execute(sa.select(_sites.c.id).where(_sites.c.domain == domain)).scalar()
+            if site_id is None:
+                raise NotFound(f"no site {domain!r}")
+            user_ids = list(conn.execute(sa.select(_users.c.id).where(_users.c.site_id == site_id)).scalars())
+            conn.execute(_sites.delete().where(_sites.c.id == site_id))
+        return user_ids
+
+    async def add_user(self, site_admin: Identity, username: str, password: str, email: Optional[str]) -> None:
+        """Add a user to ``site_admin``'s site; Exists if the name is taken there."""
+        username = validation.normalize_username(username)
+        email = validation.normalize_email(email) if email else None
+        target = Identity(Role.USER, user_id=0, username=username, site_id=site_admin.site_id, site=site_admin.site)
+        password_hash = await self._hash_new_password(target, password)
+        await self.app.run_blocking(self._insert_user, site_admin.site_id, username, password_hash, email)
+
+    def _insert_user(self, site_id: int, username: str, password_hash: str, email: Optional[str]) -> None:
+        try:
+            with self.app.storage.write() as conn:
+                conn.execute(_users.insert().values(site_id=site_id, username=username, role="user",
+                                                    password_hash=password_hash, email=email,
+                                                    created_at=utcnow(self.app.clock)))
+        except sa.exc.IntegrityError:
+            raise Exists(f"user {username!r} exists already") from None
+
+    async def delete_user(self, site_admin: Identity, username: str) -> None:
+        """Delete a user of ``site_admin``'s site (not the administrator); NotFound if absent."""
+        user_id = await self.app.run_blocking(self._delete_user_row, site_admin, username)
+        await self._forget_users([user_id])
+
+    def _delete_user_row(self, site_admin: Identity, username: str) -> int:
+        with self.app.storage.write() as conn:
+            row = conn.execute(sa.select(_users.c.id, _users.c.role)
+                               .where(_users.c.site_id == site_admin.site_id, _users.c.username == username)).first()
+            if row is None:
+                raise NotFound(f"no user {username!r} in site {site_admin.site!r}")
+            if row.role != "user":
+                raise Denied("the site administrator cannot be deleted; delete the site instead")
+            conn.execute(_users.delete().where(_users.c.id == row.id))
+        return row.id
+
+    async def _forget_users(self, user_ids: list) -> None:
+        """After accounts are deleted: drop their cached keys, sessions and cached restrictions."""
+        self.keys.invalidate()
+        await self._on_store(self.sessions.forget_users, user_ids)
+        gatekeeper = self.app.gatekeeper
+        for user_id in user_ids:
+            gatekeeper.ip_restrictions.invalidate(user_id)
+
+    # --- passwords ------------------------------------------------------------------------
+    async def set_password(self, target: Identity, password: str, actor: Identity, reset: bool = False) -> None:
+        """Store a new password for ``target``; fires ``apiserver_password_changed``."""
+        password_hash = await self._hash_new_password(target, password)
+        await self.app.run_blocking(self._store_hash, target.user_id, password_hash)
+        self._fire("apiserver_password_changed", target=target, actor=actor, reset=reset)
+
+    async def reset_password(self, target: Identity, actor: Identity) -> str:
+        """Give ``target`` a generated password and return it; fires the event with ``reset=True``."""
+        password = passwords.generate_password()
+        await self.set_password(target, password, actor, reset=True)
+        return password
+
+    def _store_hash(self, user_id: int, password_hash: str) -> None:
+        with self.app.storage.write() as conn:
+            if not conn.execute(_users.update().where(_users.c.id == user_id)
+                                .values(password_hash=password_hash)).rowcount:
+                raise NotFound("the account no longer exists")
+
+    async def _hash_new_password(self, target: Identity, password: str) -> str:
+        """Check ``[auth] min_pw_length`` then the ``apiserver_validate_password`` hook; hash."""
+        if not isinstance(password, str):
+            raise InvalidArgument("password must be a string")
+        problem = passwords.policy_violation(password, self.app.config.get("auth", "min_pw_length"))
+        if problem is None:
+            problem = await self.app.run_blocking(self.app.hook.apiserver_validate_password, app=self.app,
+                                                  identity=target, password=password)
+        if problem:
+            raise InvalidArgument(str(problem))
+        iterations = self.app.config.get("auth", "pbkdf2_iterations")
+        return await self.app.run_hashing(passwords.hash_password, password, iterations)
+
+    # --- API keys -------------------------------------------------------------------------
+    async def create_api_key(self, owner: Identity, comment: str, actor: Identity) -> str:
+        """A new key acting as ``owner``; fires ``apiserver_api_key_created``."""
+        key = await self.app.run_blocking(self.keys.create, owner, comment or "")
+        self._fire("apiserver_api_key_created", owner=owner, actor=actor, comment=comment or "")
+        return key
+
+    async def delete_api_key(self, owner: Identity, key: str, actor: Identity) -> None:
+        """Delete ``owner``'s key; fires ``apiserver_api_key_deleted``.  NotFound if it has no such key."""
+        await self.app.run_blocking(self.keys.delete, owner, key)
+        self._fire("apiserver_api_key_deleted", owner=owner, actor=actor)
+
+    # --- IP restrictions (blocking) ---------------------------------------------------------
+    def add_ip_restriction(self, identity: Identity, network: str, gate: Optional[str]) -> None:
+        """Blocking.  Store an entry validated by the gatekeeper; enforces ``[auth] ip_restriction_limit``."""
+        limit = self.app.config.get("auth", "ip_restriction_limit")
+        with self.app.storage.write() as conn:
+            entries = conn.execute(sa.select(_restrictions.c.network, _restrictions.c.gate)
+                                   .where(_restrictions.c.user_id == identity.user_id)).all()
+            if (network, gate) in {(e.network, e.gate) for e in entries}:
+                raise Exists(f"{network} is already allowed{_at(gate)}")
+            if len(entries) >= limit:
+                raise InvalidArgument(f"an account may have at most {limit} IP restrictions "
+                                      "([auth] ip_restriction_limit); remove one first")
+            conn.execute(_restrictions.insert().values(user_id=identity.user_id, network=network, gate=gate))
+
+    def remove_ip_restriction(self, identity: Identity, network: str, gate: Optional[str]) -> None:
+        """Blocking.  Remove one entry; NotFound if there is none."""
+        gate_match = _restrictions.c.gate.is_(None) if gate is None else _restrictions.c.gate == gate
+        with self.app.storage.write() as conn:
+            removed = conn.execute(_restrictions.delete().where(
+                _restrictions.c.user_id == identity.user_id, _restrictions.c.network == network, gate_match)).rowcount
+        if not removed:
+            raise NotFound(f"no IP restriction {network}{_at(gate)}")
+
+    def ip_restrictions(self, identity: Identity, gate: Optional[str]) -> list[IpRestriction]:
+        """Blocking.  The entries of ``identity``; with ``gate``, those that apply at that gate."""
+        return [IpRestriction(ip=network, gate=entry_gate)
+                for network, entry_gate in self.load_ip_restrictions(identity.user_id)
+                if gate is None or entry_gate in (None, gate)]
+
+    # --- login history (blocking) -----------------------------------------------------------
+    def login_history(self, identity: Identity, limit: Optional[int]) -> list[LoginRecord]:
+        """Blocking.  ``identity``'s logins, newest first (at most ``limit``)."""
+        self.keys.write_pending()
+        query = (sa.select(_history).where(_history.c.user_id == identity.user_id)
+                 .order_by(_history.c.at.desc(), _history.c.id.desc()))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.app.storage.read() as conn:
+            rows = conn.execute(query).all()
+        return [LoginRecord(at=r.at, address=r.address, gate=r.gate, method=r.method, success=r.success) for r in rows]
+
+    def last_login(self, identity: Identity) -> Optional[LoginRecord]:
+        """Blocking.  ``identity``'s most recent successful login, or None."""
+        self.keys.write_pending()
+        with self.app.storage.read() as conn:
+            r = conn.execute(sa.select(_history).where(_history.c.user_id == identity.user_id, _history.c.success)
+                             .order_by(_history.c.at.desc(), _history.c.id.desc()).limit(1)).first()
+        return LoginRecord(at=r.at, address=r.address, gate=r.gate, method=r.method, success=r.success) if r else None
+
+    # --- sessions -------------------------------------------------------------------------
+    def hijack(self, actor: Identity, site: str, user: Optional[str], gate: Optional[str]) -> str:
+        """Blocking.  A session acting as ``site``'s administrator (or ``user``) on behalf of ``actor``."""
+        target = self.identity_for(site, user)
+        impersonated = Identity(target.role, target.user_id, target.username, target.site_id, target.site,
+                                impersonator=actor)
+        return self.sessions.create(impersonated, gate)
+
+    # --- events -----------------------------------------------------------------------------
+    def _fire(self, hook_name: str, **kwargs) -> None:
+        """Run an event hook; a failing plugin is logged, the call that caused the event stands."""
+        try:
+            getattr(self.app.hook, hook_name)(app=self.app, **kwargs)
+        except Exception:
+            log.failure("{hook} plugin failed", hook=hook_name)
+
+
+def _at(gate: Optional[str]) -> str:
+    return f" at gate {gate}" if gate else " at every gate"
+
+
+def _or_fail(identity: Optional[Identity], reason: str) -> Identity:
+    if identity is None:
+        raise AuthenticationFailed(reason)
+    return identity

@@ -1,0 +1,118 @@
+"""The ``auth`` module: passwords, API keys, IP restrictions and login history of accounts.
+
+``user``/``domain`` arguments name another account: the appliance administrator may name any
+site and user, a site administrator the accounts of its site, a user only itself.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from apiserver.accounts.records import ApiKeyInfo, IpRestriction, LoginRecord
+from apiserver.accounts.validation import parse_gate
+from apiserver.errors import InvalidArgument
+from apiserver.hookspecs import hookimpl
+from apiserver.module import Module, Role, export
+
+
+class AuthModule(Module):
+    """Credentials of the caller and of the accounts it manages."""
+
+    name = "auth"
+
+    # --- passwords ------------------------------------------------------------------------
+    @export(roles=Role.ALL)
+    async def change_password(self, ctx, password: str, user: Optional[str] = None,
+                              domain: Optional[str] = None) -> bool:
+        """Set the password of the caller, or of USER (of DOMAIN); the account's owner is notified."""
+        accounts = ctx.app.accounts
+        target = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, domain)
+        await accounts.set_password(target, password, ctx.identity)
+        return True
+
+    @export(roles=Role.ADMIN | Role.SITE)
+    async def reset_password(self, ctx, user: Optional[str] = None, domain: Optional[str] = None) -> str:
+        """Replace the password of USER (null: the site administrator) of DOMAIN with a generated one and return it."""
+        accounts = ctx.app.accounts
+        target = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, domain)
+        return await accounts.reset_password(target, ctx.identity)
+
+    # --- API keys -------------------------------------------------------------------------
+    @export(roles=Role.ALL)
+    async def create_api_key(self, ctx, comment: str = "", user: Optional[str] = None) -> str:
+        """Create an API key for the caller (or USER of the caller's site) and return it."""
+        accounts = ctx.app.accounts
+        owner = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, None)
+        return await accounts.create_api_key(owner, comment, ctx.identity)
+
+    @export(roles=Role.ALL)
+    def get_api_keys(self, ctx, user: Optional[str] = None) -> list[ApiKeyInfo]:
+        """The API keys of the caller (or USER) with their last use and comment."""
+        accounts = ctx.app.accounts
+        return accounts.keys.list(accounts.resolve_target(ctx.identity, user, None))
+
+    @export(roles=Role.ALL)
+    async def delete_api_key(self, ctx, key: str, user: Optional[str] = None) -> bool:
+        """Delete API key KEY of the caller (or USER); it stops working at once."""
+        accounts = ctx.app.accounts
+        owner = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, None)
+        await accounts.delete_api_key(owner, key, ctx.identity)
+        return True
+
+    @export(roles=Role.ALL)
+    def set_api_key_comment(self, ctx, key: str, comment: Optional[str] = None, user: Optional[str] = None) -> bool:
+        """Set (null: clear) the comment of API key KEY of the caller (or USER)."""
+        accounts = ctx.app.accounts
+        accounts.keys.set_comment(accounts.resolve_target(ctx.identity, user, None), key, comment)
+        return True
+
+    # --- IP restrictions ------------------------------------------------------------------
+    @export(roles=Role.ALL)
+    async def restrict_ip(self, ctx, ip: str, gate: Optional[str] = None) -> bool:
+        """Allow logins from IP (address or CIDR) at GATE (null: every gate); any entry enables the restriction."""
+        restrictions = ctx.app.gatekeeper.ip_restrictions
+        network, gate_name = restrictions.validate_entry(ip, gate)
+        await ctx.app.run_blocking(ctx.app.accounts.add_ip_restriction, ctx.identity, network, gate_name)
+        restrictions.invalidate(ctx.identity.user_id)
+        return True
+
+    @export(roles=Role.ALL)
+    async def remove_ip_restriction(self, ctx, ip: str, gate: Optional[str] = None) -> bool:
+        """Remove the entry IP at GATE (null: the entry for every gate)."""
+        restrictions = ctx.app.gatekeeper.ip_restrictions
+        network, gate_name = restrictions.validate_entry(ip, gate)
+        await ctx.app.run_blocking(ctx.app.accounts.remove_ip_restriction, ctx.identity, network, gate_name)
+        restrictions.invalidate(ctx.identity.user_id)
+        return True
+
+    @export(roles=Role.ALL)
+    def get_ip_restrictions(self, ctx, gate: Optional[str] = None) -> list[IpRestriction]:
+        """The caller's IP restrictions; with GATE, those that apply at it. Empty: every address may log in."""
+        return ctx.app.accounts.ip_restrictions(ctx.identity, parse_gate(gate))
+
+    # --- logins ---------------------------------------------------------------------------
+    @export(roles=Role.ALL)
+    def get_login_history(self, ctx, limit: Optional[int] = None) -> list[LoginRecord]:
+        """The caller's logins, newest first, at most LIMIT of them."""
+        if limit is not None and limit < 1:
+            raise InvalidArgument(f"limit must be at least 1, got {limit}")
+        return ctx.app.accounts.login_history(ctx.identity, limit)
+
+    @export(roles=Role.ALL)
+    def get_last_login(self, ctx) -> Optional[LoginRecord]:
+        """The caller's most recent successful login, or null."""
+        return ctx.app.accounts.last_login(ctx.identity)
+
+
+@hookimpl
+def apiserver_add_modules(app):
+    """Contribute the ``auth`` module."""
+    return [AuthModule]
+
+
+@hookimpl
+def apiserver_shutdown(app):
+    """Write the API keys' pending ``last_used`` values before the server stops."""
+    if app.accounts is not None:
+        return app.accounts.keys.flush()
+    return None

@@ -1,0 +1,51 @@
+"""The ``misc`` module: what can be called, with signatures (``cpcmd -l``, ``misc:info``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Optional
+
+from apiserver.hookspecs import hookimpl
+from apiserver.module import FunctionSpec, Module, Role, export
+
+
+@dataclasses.dataclass
+class CommandInfo:
+    """One function: its cpcmd name, signature, first line of help and the roles that may call it."""
+
+    command: str
+    signature: str
+    help: str
+    roles: list[str]
+
+
+def _matching(app, pattern: Optional[str]) -> list[FunctionSpec]:
+    specs = sorted(app.registry.functions(), key=lambda spec: spec.command)
+    if not pattern:
+        return specs
+    return [s for s in specs if fnmatch.fnmatchcase(s.command, pattern) or fnmatch.fnmatchcase(s.operation, pattern)]
+
+
+class MiscModule(Module):
+    """The catalogue of module functions."""
+
+    name = "misc"
+
+    @export(roles=Role.ALL, blocking=False)
+    def list_commands(self, ctx, filter: Optional[str] = None) -> list[str]:
+        """Every command (``module:function-name``) matching the glob FILTER, sorted."""
+        return [spec.command for spec in _matching(ctx.app, filter)]
+
+    @export(roles=Role.ALL, blocking=False)
+    def info(self, ctx, filter: Optional[str] = None) -> list[CommandInfo]:
+        """Signature, help and roles of every command matching the glob FILTER."""
+        return [CommandInfo(command=spec.command, signature=spec.signature(), help=spec.summary,
+                            roles=[role.label for role in (Role.ADMIN, Role.SITE, Role.USER) if role in spec.roles])
+                for spec in _matching(ctx.app, filter)]
+
+
+@hookimpl
+def apiserver_add_modules(app):
+    """Contribute the ``misc`` module."""
+    return [MiscModule]
