@@ -41,6 +41,7 @@ log = Logger(namespace="apiserver.transport.cli_socket")
 
 #: The address a local caller has for Anvil and IP restrictions.
 LOCAL_ADDRESS = "127.0.0.1"
+ROOT_UID = 0
 
 _PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
@@ -51,7 +52,7 @@ def peer_uid(sock: socket.socket) -> Optional[int]:
         _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
     except (OSError, AttributeError, struct.error):
         return None
-    return uid
+    return uid if uid >= 0 else None  # -1: the socket has no peer credentials
 
 
 def _json_default(value: Any) -> Any:
@@ -88,8 +89,8 @@ def _request_fields(line: bytes) -> tuple:
     if unknown:
         raise Malformed(f"unknown request field(s): {', '.join(sorted(unknown))[:200]}")
     function = request.get("function")
-    args = request.get("args") or []
-    kwargs = request.get("kwargs") or {}
+    args = [] if request.get("args") is None else request["args"]
+    kwargs = {} if request.get("kwargs") is None else request["kwargs"]
     site, user = request.get("site"), request.get("user")
     if not isinstance(function, str) or not function:
         raise Malformed("the request has no \"function\" (for example \"common:whoami\")")
@@ -153,11 +154,12 @@ class CliProtocol(LineOnlyReceiver):
 
     async def _admit(self) -> CallContext:
         uid = self._uid
-        if uid is None or uid not in (0, os.getuid()):
+        if uid is None or uid not in (ROOT_UID, os.getuid()):
             raise AuthenticationFailed("uid", "only root (or the server's own user) may use the cpcmd socket; "
                                        "use cpcmd --url URL --key KEY")
-        return await self.app.admit(AuthRequest(
-            gate=Gate.CLI, address=LOCAL_ADDRESS, credentials=Credentials(peer_uid=uid), secure=True))
+        # The server's own user owns the database and secret anyway: it counts as root.
+        credentials = Credentials(peer_uid=ROOT_UID if uid == os.getuid() else uid)
+        return await self.app.admit(AuthRequest(gate=Gate.CLI, address=LOCAL_ADDRESS, credentials=credentials, secure=True))
 
     async def _act_as(self, ctx: CallContext, site: Optional[str], user: Optional[str]) -> CallContext:
         if ctx.identity.role is not Role.ADMIN:
