@@ -9,6 +9,7 @@ administrator or user; remotely through ``admin_hijack`` and the ``esprit_id`` s
 from __future__ import annotations
 
 import argparse
+import configparser
 import datetime
 import json
 import os
@@ -21,7 +22,7 @@ import xmlrpc.client
 from typing import Any, Optional
 
 from apiserver.cli.args import ArgumentSyntaxError, parse_arguments
-from apiserver.config import ConfigError, config_path, load_config
+from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, config_path
 
 EXIT_FAULT, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
@@ -204,18 +205,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", default=os.environ.get("APISERVER_URL"), help="remote server URL ($APISERVER_URL)")
     parser.add_argument("--key", default=os.environ.get("APISERVER_KEY"), help="API key for --url ($APISERVER_KEY)")
     parser.add_argument("--insecure", action="store_true", help="with --url https://: do not verify the certificate")
-    parser.add_argument("command", nargs="?", metavar="module:function-name")
-    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
+    parser.add_argument("command", nargs="?", metavar="module:function-name",
+                        help="the function: auth:restrict-ip (or auth_restrict_ip); 'cpcmd -l' lists them")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG",
+                        help="its arguments, in order (syntax below); options go before the command")
     return parser
 
 
 def socket_path(config_file: Optional[str]) -> str:
-    """The CLI socket of the server configured by ``config_file`` (or the default config)."""
-    from apiserver.plugins import make_plugin_manager
+    """The CLI socket of the server configured by ``config_file`` (or the default config).
 
-    pm = make_plugin_manager()
-    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
-    config = load_config(config_path(config_file), extra)
+    Only ``[core]`` is read and validated: loading the plugins for their config sections
+    would import the whole server and make every cpcmd call half a second slower.
+    """
+    path = config_path(config_file)
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.optionxform = str
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except FileNotFoundError:
+        raise ConfigError("-", "-", f"config file {path} does not exist (give --config FILE or set $APISERVER_CONFIG)") from None
+    except (OSError, configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError("-", "-", f"cannot read {path}: {exc}") from None
+    core = next(section for section in BUILTIN_SECTIONS if section.name == "core")
+    known = {key.name for key in core.keys}
+    raw = {name: value for name, value in parser.items("core") if name in known} if parser.has_section("core") else {}
+    config = Config([core], {"core": raw}, path)
     return config.state_path(config.get("core", "cli_socket"))
 
 
@@ -277,6 +293,10 @@ def main(argv=None) -> int:
         result = server.call(command, values)
     except CallFailed as exc:
         print(f"cpcmd: {_explain(exc)}", file=sys.stderr)
+        misplaced = [word for word in opts.args if word in parser._option_string_actions]
+        if exc.code == "Client.InvalidArgument" and misplaced:
+            print(f"cpcmd: options go before the command ({', '.join(misplaced)} was read as an argument): "
+                  f"cpcmd OPTIONS {opts.command} ARG...", file=sys.stderr)
         return EXIT_FAULT
     except Unreachable as exc:
         print(f"cpcmd: {exc}", file=sys.stderr)
