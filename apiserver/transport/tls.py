@@ -131,7 +131,6 @@ def _host_names(config: Config) -> list[str]:
 
 def server_context_factory(config: Config):
     """An ``IOpenSSLServerConnectionCreator`` for the HTTPS listener: TLS 1.2+, intermediate ciphers."""
-    from OpenSSL import crypto
     from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 
     cert_path, key_path = ensure_certificate(config)
@@ -139,9 +138,10 @@ def server_context_factory(config: Config):
         chain = x509.load_pem_x509_certificates(fh.read())
     with open(key_path, "rb") as fh:
         key = serialization.load_pem_private_key(fh.read(), password=None)
-    leaf, *intermediates = [crypto.X509.from_cryptography(c) for c in chain]
+    leaf, *intermediates = chain
+    # cryptography objects: pyOpenSSL deprecates its own PKey/X509 wrappers for contexts
     return CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),
+        privateKey=key,
         certificate=leaf,
         extraCertChain=intermediates or None,
         raiseMinimumTo=TLSVersion.TLSv1_2,
