@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Optional
 
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
 def is_loopback(address: str) -> bool:
@@ -23,6 +23,14 @@ def is_loopback(address: str) -> bool:
         return False  # a UNIX socket peer or garbage: not an address we can vouch for
     mapped = getattr(ip, "ipv4_mapped", None)
     return (mapped or ip).is_loopback
+
+
+def _plausible_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.fullmatch(host))
 
 
 class HttpsOnly:
@@ -57,9 +65,9 @@ class HttpsOnly:
             return None
         host = request.getRequestHostname()
         host = host.decode("latin-1") if isinstance(host, bytes) else str(host)
-        if not _HOST.fullmatch(host):  # the Host header is the client's word: echo only a plausible name
+        if not _plausible_host(host):  # the Host header is the client's word: echo only a plausible name
             host = request.getHost().host
-        if ":" in host and not host.startswith("["):  # a bare IPv6 literal
+        if ":" in host:  # an IPv6 literal
             host = f"[{host}]"
         port = "" if https_port == 443 else f":{https_port}"
         return f"https://{host}{port}{path}"
