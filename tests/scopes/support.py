@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pluggy
 import sqlalchemy as sa
@@ -32,6 +34,13 @@ https_port = 0
 [core]
 state_dir = state
 """
+
+
+def temp_dir(testcase) -> str:
+    """A fresh directory outside the working tree, removed when ``testcase`` ends."""
+    path = tempfile.mkdtemp(prefix="apiserver-scopes-")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path
 
 
 class ScopeEvents:

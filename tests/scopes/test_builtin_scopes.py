@@ -9,15 +9,14 @@ from twisted.trial import unittest
 from apiserver.config import load_config
 from apiserver.errors import InvalidArgument, NotFound
 from apiserver.scopes import MASK
-from tests.scopes.support import ADMIN, CONFIG_TEXT, audit_rows, make_app
+from tests.scopes.support import ADMIN, CONFIG_TEXT, audit_rows, make_app, temp_dir
 
 
 class BuiltinScopeTests(unittest.TestCase):
     """Each built-in scope: get, set, info, refusals, audit and hook."""
 
     def setUp(self):
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
+        self.directory = temp_dir(self)
         self.app, self.events = make_app(self.directory, reactor)
         self.app.start_pools()
         self.addCleanup(self.app.stop_pools)

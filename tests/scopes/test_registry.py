@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from apiserver.errors import InvalidArgument, NotFound
 from apiserver.scopes import MASK, Scope, ScopeRegistry, mask_secret
-from tests.scopes.support import ADMIN, audit_rows, make_app
+from tests.scopes.support import ADMIN, audit_rows, make_app, temp_dir
 
 
 class Colour(Scope):
@@ -69,17 +69,10 @@ class RegistryTests(unittest.TestCase):
 
     def setUp(self):
         self.colour, self.token = Colour(), Colour("test.token", secret=True)
-        self.app, self.events = make_app(self.mktemp_dir(), reactor)
+        self.app, self.events = make_app(temp_dir(self), reactor)
         self.app.scopes = ScopeRegistry(self.app, [self.colour, self.token])
         self.app.start_pools()
         self.addCleanup(self.app.stop_pools)
-
-    def mktemp_dir(self):
-        import os
-
-        path = self.mktemp()
-        os.makedirs(path)
-        return path
 
     async def test_set_records_and_fires_hook(self):
         """A change is stored, applied, audited with old and new value, and announced."""

@@ -1,7 +1,5 @@
 """The scope module through app.call: the argument spellings of SOAP, XML-RPC and cpcmd, and roles."""
 
-import os
-
 from twisted.internet import reactor
 from twisted.trial import unittest
 
@@ -9,16 +7,14 @@ from apiserver.context import CallContext, Gate, Identity
 from apiserver.errors import Denied, InvalidArgument, NotFound
 from apiserver.module import Role
 from apiserver.modules.scope import ScopeInfo
-from tests.scopes.support import ADMIN, make_app
+from tests.scopes.support import ADMIN, make_app, temp_dir
 
 
 class ScopeModuleTests(unittest.TestCase):
     """scope_list/get/set/info called like the transports call them."""
 
     def setUp(self):
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        self.app, self.events = make_app(directory, reactor)
+        self.app, self.events = make_app(temp_dir(self), reactor)
         self.app.start_pools()
         self.addCleanup(self.app.stop_pools)
         self.ctx = CallContext(self.app, ADMIN, Gate.SOAP, "127.0.0.1")

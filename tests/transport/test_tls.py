@@ -5,6 +5,7 @@ import ipaddress
 import os
 import shutil
 import stat
+import tempfile
 
 import pytest
 from cryptography import x509
@@ -112,8 +113,8 @@ class TlsListenerTests(unittest.TestCase):
     """A real HTTPS listener on 127.0.0.1 probed with openssl s_client."""
 
     def setUp(self):
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
+        directory = tempfile.mkdtemp(prefix="apiserver-tls-")  # trial's mktemp would write into the work tree
+        self.addCleanup(shutil.rmtree, directory, True)
         self.config = make_config(directory)
 
     def listen(self, context_factory) -> int:
