@@ -168,7 +168,24 @@ def document_wsdl(functions: Iterable[FunctionSpec], location: str) -> bytes:
     wsdl = Wsdl11(app.interface)
     wsdl.build_interface_document(location)
     tree = etree.fromstring(wsdl.get_interface_document())
+    _canonical_order(tree)
     return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+_XSD_ORDER = {"import": 0, "simpleType": 1, "complexType": 2, "element": 3}
+_WSDL_ORDER = {"documentation": 0, "types": 1, "message": 2, "portType": 3, "binding": 4, "service": 5}
+
+
+def _canonical_order(definitions: etree._Element) -> None:
+    """Sort what Spyne emits in hash order (schema components, messages) so output is stable."""
+    def rank(order: dict):
+        return lambda e: (order.get(etree.QName(e).localname, 9), e.get("name") or e.get("namespace") or "")
+
+    for schema in definitions.iter(_S("schema")):
+        schema[:] = sorted(schema, key=rank(_XSD_ORDER))
+    definitions[:] = sorted(definitions, key=rank(_WSDL_ORDER))
+    for container in definitions.findall(_W("portType")) + definitions.findall(_W("binding")):
+        container[:] = sorted(container, key=lambda e: (etree.QName(e).localname == "operation", e.get("name") or ""))
 
 
 def _stub(name: str, count: int, doc: str):
