@@ -313,3 +313,14 @@ def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS) -> str:
             lines.append(f"{key.name} = {key.default}")
         lines.append("")
     return "\n".join(lines)
+
+
+def render_markdown(sections: Iterable[Section] = BUILTIN_SECTIONS) -> str:
+    """The README's config reference table (one row per key)."""
+    rows = ["| section | key | default | type | what it does |", "| --- | --- | --- | --- | --- |"]
+    for section in sections:
+        for key in section.keys:
+            note = " Changeable at run time." if key.runtime else ""
+            default = f"`{key.default}`" if key.default else "(empty)"
+            rows.append(f"| [{section.name}] | `{key.name}` | {default} | {key.type_name} | {key.help}{note} |")
+    return "\n".join(rows)

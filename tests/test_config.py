@@ -89,8 +89,7 @@ def test_shipped_config_matches_schema():
     with open(os.path.join(ROOT, "conf", "config.ini"), encoding="utf-8") as fh:
         shipped = fh.read()
     assert shipped == render_ini(), (
-        "conf/config.ini drifted from apiserver/config.py; regenerate with: python -c "
-        "\"from apiserver.config import render_ini; open('conf/config.ini','w').write(render_ini())\"")
+        "conf/config.ini drifted from apiserver/config.py; regenerate with: python scripts/render_docs.py")
     load_config(os.path.join(ROOT, "conf", "config.ini"))
 
 
