@@ -1,0 +1,129 @@
+"""Sessions: random ids, sliding idle timeout on the injected clock, bounded memory, shared table."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+import sqlalchemy as sa
+from twisted.internet import task
+
+from apiserver.accounts.sessions import DatabaseSessionStore, MemorySessionStore, make_session_store
+from apiserver.config import ConfigError
+from apiserver.context import Credentials, Gate, Identity
+from apiserver.errors import AuthenticationFailed
+from apiserver.module import Role
+from tests.accounts.support import Harness
+
+TTL = 900
+
+
+@pytest.fixture(params=["memory", "db"])
+def stores(request, harness):
+    """(store, clock, site admin identity, appliance identity) for each backend."""
+    clock = task.Clock()
+    clock.advance(1000)
+    if request.param == "memory":
+        store = MemorySessionStore(clock, lambda: TTL)
+    else:
+        store = DatabaseSessionStore(clock, lambda: TTL, harness.app.storage)
+    return store, clock, harness.add_site(), harness.admin
+
+
+def test_ids_are_256_random_bits(stores):
+    """Session ids are 64 hex characters and never repeat."""
+    store, _clock, site, _admin = stores
+    ids = {store.create(site) for _ in range(50)}
+    assert len(ids) == 50 and all(re.fullmatch(r"[0-9a-f]{64}", sid) for sid in ids)
+
+
+def test_idle_timeout_slides_with_use(stores):
+    """Each use restarts the idle time; ttl idle seconds end the session."""
+    store, clock, site, admin = stores
+    sid = store.create(dataclasses.replace(site, impersonator=admin), "UI")
+    clock.advance(TTL - 1)
+    session = store.lookup(sid)
+    assert session.identity.username == "siteadmin" and session.identity.impersonator.username == "admin"
+    assert session.gate == "UI"
+    clock.advance(TTL - 1)
+    assert store.get(sid).user_id == site.user_id
+    clock.advance(TTL)
+    assert store.get(sid) is None
+    assert store.get(sid) is None
+
+
+def test_delete_and_unknown_ids(stores):
+    """A deleted or unknown id names no session; deleting twice is harmless."""
+    store, _clock, site, _admin = stores
+    sid = store.create(site)
+    store.delete(sid)
+    store.delete(sid)
+    assert store.get(sid) is None
+    assert store.get("0" * 64) is None
+    assert store.get("") is None
+
+
+def test_forgetting_deleted_accounts_ends_their_sessions(stores, harness):
+    """Sessions of a deleted site, including hijacked ones, end with it."""
+    store, _clock, site, admin = stores
+    own = store.create(site)
+    hijacked = store.create(dataclasses.replace(site, impersonator=admin))
+    kept = store.create(admin)
+    wait_delete = harness.call(admin, "admin_delete_site", "example.com")
+    assert wait_delete is True
+    store.forget_users([site.user_id])
+    assert store.get(own) is None and store.get(hijacked) is None
+    assert store.get(kept).username == "admin"
+
+
+def test_memory_store_prunes_expired_and_stays_bounded():
+    """Expired sessions are dropped as new ones are made, and the count never exceeds the limit."""
+    clock = task.Clock()
+    store = MemorySessionStore(clock, lambda: 10, limit=100)
+    identity = Identity(Role.USER, user_id=7, username="bob", site_id=1, site="example.com")
+    for _ in range(50):
+        store.create(identity)
+    clock.advance(11)
+    store.create(identity)
+    assert len(store) == 1
+    for _ in range(500):
+        store.create(identity)
+    assert len(store) == 100
+
+
+def test_database_store_keeps_only_a_hash_of_the_id(harness):
+    """The sessions table never contains the session id itself."""
+    store = DatabaseSessionStore(harness.clock, lambda: TTL, harness.app.storage)
+    sid = store.create(harness.admin)
+    with harness.app.storage.read() as conn:
+        rows = repr([tuple(r) for r in conn.execute(sa.select(harness.app.storage.tables.sessions))])
+    assert sid not in rows
+    assert store.get(sid).username == "admin"
+
+
+@pytest.mark.parametrize("backend", ["memory", "db"])
+def test_hijack_session_authenticates_until_idle(tmp_path, backend):
+    """admin_hijack's id works as esprit_id for [session] ttl idle seconds on either backend."""
+    h = Harness(tmp_path / "state", {"session": {"backend": backend, "ttl": "60"}})
+    try:
+        assert isinstance(h.app.accounts.sessions, DatabaseSessionStore if backend == "db" else MemorySessionStore)
+        h.add_site()
+        sid = h.call(h.admin, "admin_hijack", "example.com", None, "soap")
+        identity = h.login(Credentials(session_id=sid))
+        assert (identity.username, identity.impersonator.username) == ("siteadmin", "admin")
+        with pytest.raises(AuthenticationFailed) as wrong_gate:
+            h.login(Credentials(session_id=sid), gate=Gate.UI)
+        assert wrong_gate.value.reason == "session"
+        h.clock.advance(61)
+        with pytest.raises(AuthenticationFailed):
+            h.login(Credentials(session_id=sid))
+    finally:
+        h.close()
+
+
+def test_unknown_backend_is_a_config_error(harness):
+    """A session backend without an implementation stops start-up naming the key."""
+    harness.config.set("session", "backend", "redis")
+    with pytest.raises(ConfigError, match=r"\[session\] backend"):
+        make_session_store(harness.app)
