@@ -3,7 +3,8 @@
 This is how a Spyne service is hosted on current Twisted without apiserver: Spyne's
 ``WsgiApplication`` inside ``twisted.web.wsgi.WSGIResource`` on the reactor's thread pool,
 document/literal wrapped SOAP 1.1 with lxml validation, no authentication.  Its one method
-answers like ``common_whoami`` so both servers get the same request and send a similar reply.
+answers like ``common_whoami`` (a record of role, username and a nil site) so both servers
+get the same request and send the same shape of reply.
 
     python benchmarks/baseline_spyne.py --port 8000
 """
@@ -13,22 +14,31 @@ from __future__ import annotations
 import argparse
 import logging
 
-from spyne import Application, ServiceBase, Unicode, rpc
+from spyne import Application, ComplexModel, ServiceBase, Unicode, rpc
 from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
 from harness import HOST, SOAP_NS
 
-#: What the baseline answers; the benchmark checks the apiserver answers the same way.
-WHOAMI_ANSWER = "admin"
+#: What ``common_whoami`` answers for the appliance administrator, in both servers.
+WHOAMI_ANSWER = {"role": "appliance", "username": "admin", "site": None}
+
+
+class WhoAmI(ComplexModel):
+    """The record apiserver's ``common_whoami`` returns."""
+
+    __namespace__ = SOAP_NS
+    role = Unicode
+    username = Unicode
+    site = Unicode(min_occurs=1, nillable=True)  # sent as xsi:nil, as apiserver does
 
 
 class CommonService(ServiceBase):
     """One operation with the apiserver's name and namespace."""
 
-    @rpc(_returns=Unicode)
+    @rpc(_returns=WhoAmI)
     def common_whoami(ctx):
-        return WHOAMI_ANSWER
+        return WhoAmI(**WHOAMI_ANSWER)
 
 
 def wsgi_application() -> WsgiApplication:

@@ -1,6 +1,6 @@
 """The XML-RPC baseline: a bare ``twisted.web.xmlrpc.XMLRPC`` resource with one method.
 
-No authentication; its one method answers like ``common_whoami``.
+No authentication; its one method answers like ``common_whoami`` (the same struct).
 
     python benchmarks/baseline_xmlrpc.py --port 8000
 """

@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,11 +193,52 @@ def run_wrk(url: str, body: str, headers: dict, duration: int, workdir: str) -> 
     return parse_wrk(done.stdout)
 
 
-def measure(url: str, body: str, headers: dict, duration: int, warmup: int, workdir: str) -> WrkResult:
-    """Warm the server up (caches, thread pools), then measure it."""
-    if warmup:
-        run_wrk(url, body, headers, warmup, workdir)
-    return run_wrk(url, body, headers, duration, workdir)
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One server under load: a label for the output and the URL wrk POSTs to."""
+
+    label: str
+    url: str
+
+
+def alternate(targets: Sequence[Target], body: str, headers: dict, rounds: int, duration: int, warmup: int,
+              workdir: str) -> dict[str, list[WrkResult]]:
+    """Load the (already running) targets in turn, ``rounds`` times, printing each run.
+
+    Every target is warmed up first (caches, thread pools).  The order flips every round
+    (A B, B A, A B ...), so load from other processes or drift of the machine hits every
+    target alike instead of biasing the ratio.
+    """
+    for target in targets:
+        if warmup:
+            run_wrk(target.url, body, headers, warmup, workdir)
+    results: dict[str, list[WrkResult]] = {t.label: [] for t in targets}
+    for round_no in range(rounds):
+        order = targets if round_no % 2 == 0 else list(reversed(targets))
+        for target in order:
+            result = run_wrk(target.url, body, headers, duration, workdir)
+            results[target.label].append(result)
+            print(result.row(f"round {round_no + 1}: {target.label}"), flush=True)
+    return results
+
+
+def summarize(results: dict[str, list[WrkResult]], candidate: str, baseline: str, target: str) -> float:
+    """Print medians per target and the median per-round ratio; returns that throughput ratio."""
+    print()
+    for label in (baseline, candidate):
+        runs = results[label]
+        print(f"{label:<34} median {statistics.median(r.rps for r in runs):>7.0f} req/s   "
+              f"p50 {statistics.median(r.p50_ms for r in runs):>7.2f} ms   "
+              f"p99 {statistics.median(r.p99_ms for r in runs):>7.2f} ms   "
+              f"errors {sum(r.errors for r in runs)}")
+    pairs = list(zip(results[candidate], results[baseline]))
+    rps = [ratio(c.rps, b.rps) for c, b in pairs]
+    p50 = statistics.median(ratio(c.p50_ms, b.p50_ms) for c, b in pairs)
+    p99 = statistics.median(ratio(c.p99_ms, b.p99_ms) for c, b in pairs)
+    print(f"{candidate} / {baseline}: throughput {statistics.median(rps):.2f}x "
+          f"(per round {', '.join(f'{r:.2f}' for r in rps)}), p50 latency {p50:.2f}x, p99 latency {p99:.2f}x")
+    print(f"({target})")
+    return statistics.median(rps)
 
 
 # --- the apiserver under test -----------------------------------------------------------------
@@ -209,13 +251,27 @@ class ApiserverSetup:
     config_path: str
     port: int
     admin_key: str
+    extra_config: dict
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.workdir, "state")
+
     def serve_argv(self) -> list[str]:
         return [APISERVER, "--config", self.config_path, "serve"]
+
+    def second_server(self, name: str) -> "ApiserverSetup":
+        """A config for another server on the same state and settings: its own port and cpcmd socket."""
+        port = free_port()
+        config_path = os.path.join(self.workdir, f"{name}.ini")
+        extra = {s: dict(k) for s, k in self.extra_config.items()}
+        extra.setdefault("core", {})["cli_socket"] = f"{name}.sock"
+        write_config(config_path, port, self.state_dir, extra)
+        return dataclasses.replace(self, config_path=config_path, port=port, extra_config=extra)
 
 
 def write_config(path: str, port: int, state_dir: str, extra: dict) -> None:
@@ -238,14 +294,15 @@ def init_apiserver(workdir: str, extra_config: Optional[dict] = None) -> Apiserv
     """Write a config into ``workdir`` and run ``apiserver init``; the key is its last line."""
     port = free_port()
     config_path = os.path.join(workdir, "config.ini")
-    write_config(config_path, port, os.path.join(workdir, "state"), extra_config or {})
+    extra_config = extra_config or {}
+    write_config(config_path, port, os.path.join(workdir, "state"), extra_config)
     done = subprocess.run([APISERVER, "--config", config_path, "init"], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"apiserver init failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     lines = done.stdout.strip().splitlines()
     if not lines or not re.fullmatch(r"[0-9a-f]{64}", lines[-1].strip()):
         raise RuntimeError(f"apiserver init did not print an API key last:\n{done.stdout}")
-    return ApiserverSetup(workdir, config_path, port, lines[-1].strip())
+    return ApiserverSetup(workdir, config_path, port, lines[-1].strip(), extra_config)
 
 
 @contextlib.contextmanager
@@ -261,24 +318,19 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
-def header(title: str, duration: int) -> None:
+def header(title: str, args: argparse.Namespace) -> None:
     print(title)
     print(textwrap.dedent(f"""\
-        wrk: {CONNECTIONS} connections, 1 thread, {duration}s per run, on CPU {CLIENT_CPU};
-        server process on CPU {SERVER_CPU} (taskset); host {HOST}
-    """))
+        wrk: {CONNECTIONS} connections, 1 thread, on CPU {CLIENT_CPU}; servers on CPU {SERVER_CPU} (taskset); {HOST}
+        {args.rounds} rounds of {args.duration}s per server, alternating, after {args.warmup}s of warm-up each
+        load average at start: {" ".join(f"{n:.2f}" for n in os.getloadavg())} (other processes skew the figures)
+    """), flush=True)
 
 
-def bench_parser(description: str, duration: int = 10, warmup: int = 3) -> argparse.ArgumentParser:
-    """A parser with ``--duration`` and ``--warmup`` (seconds of each wrk run); every benchmark takes them."""
+def bench_parser(description: str, rounds: int = 6, duration: int = 4, warmup: int = 3) -> argparse.ArgumentParser:
+    """The options every benchmark takes: rounds, and seconds per measured run and per warm-up."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--duration", type=int, default=duration, help=f"seconds measured per run (default {duration})")
-    parser.add_argument("--warmup", type=int, default=warmup, help=f"seconds of load before each run (default {warmup})")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"measured runs per server (default {rounds})")
+    parser.add_argument("--duration", type=int, default=duration, help=f"seconds per measured run (default {duration})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"seconds of load before measuring (default {warmup})")
     return parser
-
-
-def compare(label: str, candidate: WrkResult, baseline: WrkResult, target: str) -> None:
-    """Print the candidate's throughput and latency relative to the baseline."""
-    print(f"{label}: throughput {ratio(candidate.rps, baseline.rps):.2f}x, "
-          f"p50 latency {ratio(candidate.p50_ms, baseline.p50_ms):.2f}x, "
-          f"p99 latency {ratio(candidate.p99_ms, baseline.p99_ms):.2f}x   ({target})")
