@@ -27,6 +27,7 @@ def zeep_service(server, https: bool = False, key: Optional[str] = None):
     base = server.https_url if https else server.url
     if https:
         session.verify = certificate_path(server)
+        session.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace the certificate given here
     client = zeep.Client(f"{base}/apnscp.wsdl?style=document", transport=Transport(session=session))
     binding = next(iter(client.wsdl.bindings))
     return client.create_service(binding, f"{base}/soap?authkey={key or server.admin_key}")
