@@ -225,7 +225,8 @@ def socket_path(config_file: Optional[str]) -> str:
         with open(path, encoding="utf-8") as fh:
             parser.read_file(fh)
     except FileNotFoundError:
-        raise ConfigError("-", "-", f"config file {path} does not exist (give --config FILE or set $APISERVER_CONFIG)") from None
+        raise ConfigError("-", "-", f"config file {path} does not exist "
+                          "(give --config FILE or set $APISERVER_CONFIG)") from None
     except (OSError, configparser.Error, UnicodeDecodeError) as exc:
         raise ConfigError("-", "-", f"cannot read {path}: {exc}") from None
     core = next(section for section in BUILTIN_SECTIONS if section.name == "core")
@@ -250,7 +251,7 @@ def _values(words: list, as_json: bool) -> list:
         try:
             values.append(json.loads(word))
         except ValueError as exc:
-            raise ArgumentSyntaxError(word, getattr(exc, "pos", 0), f"argument {index} is not JSON ({exc.msg})") from None
+            raise ArgumentSyntaxError(word, exc.pos, f"argument {index} is not JSON ({exc.msg})") from None
     return values
 
 
@@ -259,7 +260,7 @@ def _explain(error: CallFailed) -> str:
     message = error.message
     if error.code == "Client.UnknownMethod":
         message = re.sub(r"did you mean (.*)\?$",
-                         lambda m: "did you mean " + ", ".join(command_name(n.strip()) for n in m.group(1).split(",")) + "?",
+                         lambda m: f"did you mean {', '.join(command_name(n.strip()) for n in m.group(1).split(','))}?",
                          message)
         message += " ('cpcmd -l' lists the commands)"
     return f"{error.code}: {message}"

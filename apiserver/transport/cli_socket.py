@@ -159,7 +159,8 @@ class CliProtocol(LineOnlyReceiver):
                                        "use cpcmd --url URL --key KEY")
         # The server's own user owns the database and secret anyway: it counts as root.
         credentials = Credentials(peer_uid=ROOT_UID if uid == os.getuid() else uid)
-        return await self.app.admit(AuthRequest(gate=Gate.CLI, address=LOCAL_ADDRESS, credentials=credentials, secure=True))
+        return await self.app.admit(
+            AuthRequest(gate=Gate.CLI, address=LOCAL_ADDRESS, credentials=credentials, secure=True))
 
     async def _act_as(self, ctx: CallContext, site: Optional[str], user: Optional[str]) -> CallContext:
         if ctx.identity.role is not Role.ADMIN:

@@ -242,7 +242,8 @@ class _CallReader:
         try:
             self.parser.Parse(body, True)
         except expat.ExpatError as exc:
-            raise Malformed(f"not well-formed XML: {expat.ErrorString(exc.code)} at line {exc.lineno}, column {exc.offset}") from None
+            reason = expat.ErrorString(exc.code)
+            raise Malformed(f"not well-formed XML: {reason} at line {exc.lineno}, column {exc.offset}") from None
         root = self.stack[0]
         if len(root.children) != 1 or root.children[0][0] != "methodCall":
             raise Malformed("the document is not an XML-RPC <methodCall>")

@@ -57,7 +57,8 @@ def test_introspection_lists_and_describes_every_function(running_server):
     methods = client.system.listMethods()
     assert {"auth_restrict_ip", "auth.restrict_ip", "common_whoami", "system.multicall"} <= set(methods)
     assert client.system.methodSignature("auth.restrict_ip") == [["boolean", "string"], ["boolean", "string", "string"]]
-    assert client.system.methodHelp("auth_restrict_ip").startswith("auth:restrict-ip(string ip, string|null gate = null)")
+    help_text = client.system.methodHelp("auth_restrict_ip")
+    assert help_text.startswith("auth:restrict-ip(string ip, string|null gate = null)")
 
 
 def test_multicall(running_server, site):

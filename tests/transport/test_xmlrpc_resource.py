@@ -297,7 +297,8 @@ def test_multicall_runs_each_call_and_reports_faults_in_place(server):
 
 def test_multicall_needs_authentication(server):
     """system.multicall with a bad key is refused as a whole."""
-    fault = server.post(xmlrpc.client.dumps(([],), "system.multicall").encode(), path="/xmlrpc?authkey=" + BAD_KEY).fault()
+    body = xmlrpc.client.dumps(([],), "system.multicall").encode()
+    fault = server.post(body, path="/xmlrpc?authkey=" + BAD_KEY).fault()
     assert fault.faultCode == 403
 
 
