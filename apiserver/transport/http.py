@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 
 from twisted.logger import Logger
 from twisted.web import server
@@ -85,12 +84,17 @@ class ApiRequest(server.Request):
         self.channel.loseConnection()
 
 
+#: Seconds a connection may stay silent (Twisted's default is 12 hours: a slow-client hazard).
+IDLE_TIMEOUT = 60
+
+
 class ApiSite(server.Site):
     """The Site of every API listener; ``max_body_size`` and the access log come from config."""
 
     requestFactory = ApiRequest
 
     def __init__(self, resource, config, **kwargs):
+        kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self._parsePOSTFormSubmission = False  # parsing form bodies costs ~45 us per POST
         self.max_body_size = config.get("soap", "max_body_size")
@@ -103,8 +107,7 @@ class ApiSite(server.Site):
             return
         uri = _MASKED_QUERY_KEY.sub(rb"\1***", request.uri or b"")
         log.info("{client} {method} {uri} {code} {length}",
-                 client=request.getClientAddress().host if request.getClientAddress() else "-",
+                 client=getattr(request.getClientAddress(), "host", "-"),
                  method=request.method.decode("ascii", "replace"),
                  uri=uri.decode("ascii", "replace")[:300],
-                 code=request.code, length=request.sentLength,
-                 when=time.time())
+                 code=request.code, length=request.sentLength)

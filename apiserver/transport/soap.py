@@ -103,20 +103,23 @@ class SoapResource(resource.Resource):
         return self.render_GET(request)
 
     def render_POST(self, request):
+        try:
+            return self._start_call(request)
+        except Exception:
+            log.failure("handling a SOAP request failed")
+            return self._fault_body(request, ServerError("the request failed on the server; the error was logged"))
+
+    def _start_call(self, request):
         app = self.app
         refused = gate_refusal(app, request)
         if refused is not None:
             return refused
         if not content_type_ok(request):
             return refuse(request, 415, "SOAP requests need Content-Type text/xml (charset UTF-8)")
-        body = request.content.read()
         try:
-            call = decode_request(body, self._lookup)
+            call = decode_request(request.content.read(), self._lookup)
         except ApiError as error:
             return self._fault_body(request, error)
-        except Exception:
-            log.failure("decoding a SOAP request failed")
-            return self._fault_body(request, ServerError("the request could not be decoded; the error was logged"))
         auth = AuthRequest(gate=Gate.SOAP, address=app.gatekeeper.client_address(request),
                            credentials=credentials_of(request), secure=request.isSecure())
         d = app.admit(auth)

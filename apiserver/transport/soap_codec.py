@@ -151,8 +151,8 @@ def _dialect_of(op: etree._Element, namespace: Optional[str]) -> str:
         if node.get(_ENCODING_STYLE) is not None:
             return RPC
         node = node.getparent()
-    for child in op:
-        if isinstance(child.tag, str) and (etree.QName(child).namespace != TNS or _xsi(child, "type")):
+    for child in op:  # document/literal arguments are qualified (elementFormDefault="qualified")
+        if isinstance(child.tag, str) and etree.QName(child).namespace != TNS:
             return RPC
     return DOCUMENT
 

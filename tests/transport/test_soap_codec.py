@@ -197,3 +197,11 @@ def test_fault_carries_code_and_message():
     assert fault.findtext("faultstring") == "no site 'x'"
     throttled = etree.fromstring(encode_fault(Throttled(retry_after=30)))
     assert throttled.findtext(".//{urn:net.apnscp.soap}retryAfter") == "30"
+
+
+def test_document_request_with_typed_any_value_stays_document(registry):
+    """zeep types anyType arguments with xsi:type; the request is still document/literal."""
+    call, args = bound(registry, envelope(
+        '<tns:sample_anything xmlns:tns="urn:net.apnscp.soap">'
+        '<tns:value xsi:type="xsd:boolean">false</tns:value></tns:sample_anything>'))
+    assert call.dialect == DOCUMENT and args == {"value": False}
