@@ -27,8 +27,13 @@ def format_value(value) -> str:
     return str(value)
 
 
+MAX_VALUE_LENGTH = 4096
+
+
 def check_value_text(text: str) -> None:
     """Refuse what cannot be written as one ini value (ValueError with the reason)."""
+    if len(text) > MAX_VALUE_LENGTH:
+        raise ValueError(f"a config value is at most {MAX_VALUE_LENGTH} characters")
     if "\n" in text or "\r" in text or "\x00" in text:
         raise ValueError("a config value must be a single line")
     if re.search(r"\s;", text):

@@ -48,6 +48,7 @@ from apiserver.errors import InvalidArgument, NotFound
 log = Logger(namespace="apiserver.scopes")
 
 MASK = "********"
+MAX_PATTERN = 200  # no scope name is near this long; bounds the glob's regular expression
 
 
 def mask_secret(value: Any, reveal: int = 0) -> Any:
@@ -129,6 +130,8 @@ class ScopeRegistry:
 
     def names(self, pattern: Optional[str] = None) -> list[str]:
         """Scope names matching the glob ``pattern`` (``cp.*``; all when None), sorted."""
+        if pattern is not None and len(pattern) > MAX_PATTERN:
+            raise InvalidArgument(f"scope:list: the filter is longer than {MAX_PATTERN} characters")
         return sorted(n for n in self._scopes if pattern in (None, "") or fnmatch.fnmatchcase(n, pattern))
 
     def scope(self, name: str) -> Scope:
@@ -188,7 +191,10 @@ class ScopeRegistry:
             await app.run_blocking(self._record, label, actor, old, new)
             log.info("scope {name} changed by {actor}: {old} -> {new}",
                      name=label, actor=actor.describe(), old=_text(old), new=_text(new))
-            app.hook.apiserver_scope_changed(app=app, name=label, old=old, new=new, actor=actor)
+            try:
+                app.hook.apiserver_scope_changed(app=app, name=label, old=old, new=new, actor=actor)
+            except Exception:  # the change is made and recorded; a plugin's failure must not report it failed
+                log.failure("a plugin failed handling the change of scope {name}", name=label)
         return new
 
     def _record(self, label: str, actor, old, new) -> None:

@@ -164,6 +164,8 @@ def write_config(app, edits) -> None:
             raise InvalidArgument(f"cp.config: {exc}") from None
         if (section, key) in PROTECTED_KEYS:
             raise InvalidArgument(f"cp.config: [{section}] {key} cannot be changed by a scope: {PROTECTED_KEYS[section, key]}")
+        if isinstance(value, dict):
+            raise InvalidArgument(f"cp.config: [{section}] {key}: expected a single value, got a hash")
         text = format_value(value)
         try:
             check_value_text(text)

@@ -77,6 +77,9 @@ class BuiltinScopeTests(unittest.TestCase):
         self.assertIn("tls_certificate and tls_key must be set together",
                       await self.refused("cp.config", "frontend", "tls_certificate", "missing.pem"))
         self.assertIn("expected 3 value(s)", await self.refused("cp.config", "frontend", "https_only"))
+        self.assertIn("expected a single value, got a hash", await self.refused("cp.config", "mail", "sender", {"a": 1}))
+        self.assertIn("at most 4096 characters", await self.refused("cp.config", "mail", "sender", "x" * 5000))
+        self.assertIn("SECTION must be a name", await self.refused("cp.config", ["soap"], "enabled", True))
         self.assertEqual(self.read_config(), before)
         self.assertEqual([n for n in os.listdir(self.directory) if n.endswith(".tmp")], [])
         self.assertEqual(audit_rows(self.app), [])

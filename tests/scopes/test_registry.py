@@ -7,6 +7,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from apiserver.errors import InvalidArgument, NotFound
+from apiserver.hookspecs import hookimpl
 from apiserver.scopes import MASK, Scope, ScopeRegistry, mask_secret
 from tests.scopes.support import ADMIN, audit_rows, make_app, temp_dir
 
@@ -54,6 +55,12 @@ def test_glob_listing_and_lookup_suggestions():
     assert registry.names("nothing.*") == []
     with pytest.raises(NotFound, match="did you mean cp.api"):
         registry.scope("cp.apj")
+
+
+def test_overlong_glob_is_refused():
+    """A filter longer than any scope name is refused instead of compiled."""
+    with pytest.raises(InvalidArgument, match="longer than 200"):
+        ScopeRegistry(None, [Colour()]).names("*" * 201)
 
 
 def test_mask_secret_hides_short_values_whole():
@@ -123,3 +130,28 @@ class RegistryTests(unittest.TestCase):
         second = self.app.scopes.set("test.colour", ADMIN, "red")
         await defer.gatherResults([first, second])
         self.assertEqual([c[1:3] for c in self.events.changes], [("red", "green"), ("green", "red")])
+
+
+class FailingListener:
+    """A plugin whose scope-changed handler raises."""
+
+    @hookimpl
+    def apiserver_scope_changed(self, app, name, old, new, actor):
+        raise RuntimeError("plugin bug")
+
+
+class FailingListenerTests(unittest.TestCase):
+    """A plugin failing in apiserver_scope_changed does not turn a made change into an error."""
+
+    def setUp(self):
+        self.colour = Colour()
+        self.app, self.events = make_app(temp_dir(self), reactor, extra_plugins=[FailingListener()])
+        self.app.scopes = ScopeRegistry(self.app, [self.colour])
+        self.app.start_pools()
+        self.addCleanup(self.app.stop_pools)
+
+    async def test_change_succeeds_and_is_recorded(self):
+        """The set succeeds, is applied and audited, and the plugin's failure is logged."""
+        self.assertEqual(await self.app.scopes.set("test.colour", ADMIN, "green"), "green")
+        self.assertEqual((self.colour.value, len(audit_rows(self.app))), ("green", 1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
