@@ -22,8 +22,9 @@ import dataclasses
 from typing import Optional
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
-from apiserver.context import AuthRequest, CallContext, Gate
+from apiserver.context import AuthRequest, CallContext, Gate, Identity
 from apiserver.errors import ApiDisabled, ApiError, AuthenticationFailed, Throttled
 from apiserver.middleware.address import request_client_address
 from apiserver.middleware.anvil import Anvil
@@ -78,20 +79,30 @@ class GateKeeper:
     def admit(self, auth_request: AuthRequest) -> defer.Deferred:
         """Fires with the :class:`CallContext` of an authenticated, admitted request, or fails with
         ``ApiDisabled``, ``Throttled`` or ``AuthenticationFailed`` (see the module docstring)."""
-        return defer.Deferred.fromCoroutine(self._admit(auth_request))
+        # Plain callbacks rather than a coroutine: this runs on every request of every gate.
+        if auth_request.gate is Gate.SOAP and not self.toggle.enabled():
+            return defer.fail(ApiDisabled(self.toggle.refusal()))
+        d = self.anvil.check(auth_request.address)
+        d.addCallback(self._authenticate, auth_request)
+        d.addCallback(self._context, auth_request)
+        return d
 
-    async def _admit(self, request: AuthRequest) -> CallContext:
-        if request.gate is Gate.SOAP and not self.toggle.enabled():
-            raise ApiDisabled(self.toggle.refusal())
-        await self.anvil.check(request.address)
+    def _authenticate(self, _, request: AuthRequest) -> defer.Deferred:
+        d = self.app.accounts.authenticate(request.credentials, request.gate, request.address)
+        d.addCallback(self._restrict, request)
+        d.addErrback(self._count_failure, request)
+        return d
+
+    def _restrict(self, identity: Identity, request: AuthRequest) -> defer.Deferred:
+        d = self.ip_restrictions.check(identity, request.gate, request.address)
+        return d.addCallback(lambda _: identity)
+
+    def _count_failure(self, failure: Failure, request: AuthRequest) -> defer.Deferred:
+        failed = failure.trap(AuthenticationFailed) and failure.value
+        d = self.anvil.fail(request.address, request.gate, failed.reason)
+        return d.addCallback(lambda throttled: Failure(throttled) if throttled is not None else failure)
+
+    def _context(self, identity: Identity, request: AuthRequest) -> CallContext:
         credentials = request.credentials
-        try:
-            identity = await self.app.accounts.authenticate(credentials, request.gate, request.address)
-            await self.ip_restrictions.check(identity, request.gate, request.address)
-        except AuthenticationFailed as failed:
-            throttled = await self.anvil.fail(request.address, request.gate, failed.reason)
-            if throttled is not None:
-                raise throttled from None
-            raise
         session_id = credentials.session_id if credentials.api_key is None else None
         return CallContext(self.app, identity, request.gate, request.address, session_id=session_id)

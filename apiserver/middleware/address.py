@@ -19,6 +19,7 @@ A peer that is not an IP address (a UNIX socket) is returned as given.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Iterable, Optional, Sequence, Union
 
@@ -29,6 +30,7 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 MAX_FORWARDED_HOPS = 32
 
 
+@functools.lru_cache(maxsize=4096)  # every gate parses the same few addresses on every request
 def parse_address(text: str) -> Optional[IPAddress]:
     """``text`` as an IP address (IPv4-mapped IPv6 as IPv4, zone id dropped), None if it is not one.
 

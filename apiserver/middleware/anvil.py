@@ -33,12 +33,12 @@ State lives behind :class:`AnvilStore`: :class:`MemoryAnvilStore` (one node, the
 ``apiserver.middleware.anvil_redis.RedisAnvilStore`` (``[anvil] backend=redis``; nodes share
 counters and blocks).
 
-Memory (memory store): one tracked address costs about 230 bytes (key string, state tuple,
-ordered-dict slot; measured with tracemalloc by ``tests/middleware/test_anvil.py``), so
-100,000 addresses take about 23 MB and the default bound ``[anvil] max_tracked=200000``
-about 46 MB.  Expired entries are dropped when met and, once ``max_tracked`` is reached,
-the least recently failing address is dropped to make room (its block, if any, ends early
-and is logged as such).
+Memory (memory store): one tracked address costs about 260 bytes (key string ~60, state
+tuple and float ~100, ordered-dict slot ~100; measured with tracemalloc by
+``tests/middleware/test_anvil.py``, which asserts at most 400), so 100,000 addresses take at
+most 40 MB and the default bound ``[anvil] max_tracked=200000`` at most 80 MB.  Expired
+entries are dropped when met and, once ``max_tracked`` is reached, the least recently failing
+address is dropped to make room (its block, if any, ends early and is logged as such).
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ class Anvil:
             return None
         prefix = self.config.get("anvil", "ipv6_prefix")
         if ip.version == 6 and prefix < 128:
-            return str(ipaddress.IPv6Network((ip, prefix), strict=False))
+            network = int(ip) >> (128 - prefix) << (128 - prefix)
+            return f"{ipaddress.IPv6Address(network)}/{prefix}"
         return str(ip)
 
     def check(self, address: str) -> defer.Deferred:
@@ -183,12 +184,18 @@ class Anvil:
         key = self.key_for(address)
         if key is None:
             return defer.succeed(None)
-        return defer.Deferred.fromCoroutine(self._check(key))
+        return self.store.get(key).addCallback(self._admit_or_delay, key)
 
     def fail(self, address: str, gate, reason: str) -> defer.Deferred:
         """Count one failed authentication; fires with the :class:`Throttled` error to raise
         when the address is blocked now, else None."""
-        return defer.Deferred.fromCoroutine(self._fail(address, gate, reason))
+        key = self.key_for(address)
+        if key is None:
+            self._call_hook(self.app.hook.apiserver_login_failed, address=address, gate=gate, reason=reason)
+            return defer.succeed(None)
+        config = self.config
+        d = self.store.record_failure(key, self.clock.seconds(), config.get("anvil", "ttl"), config.get("anvil", "limit"))
+        return d.addCallback(self._counted, key, address, gate, reason)
 
     def delay_for(self, count: int) -> float:
         """Seconds to wait before answering an attempt after ``count`` failures (the formula above)."""
@@ -206,20 +213,19 @@ class Anvil:
         return defer.succeed(None) if key is None else self.store.get(key)
 
     # --- internals ---------------------------------------------------------------------------
-    async def _check(self, key: str) -> None:
-        state = await self.store.get(key)
+    # Plain callbacks rather than coroutines: this runs on every authenticated request.
+    def _admit_or_delay(self, state: Optional[AnvilState], key: str):
         if state is None:
-            return
+            return None
         self._refuse_if_blocked(state)
         delay = self.delay_for(state.count)
-        if delay:
-            await task.deferLater(self.clock, delay, lambda: None)
-            state = await self.store.get(key)  # blocked by a concurrent attempt meanwhile?
-            if state is not None:
-                self._refuse_if_blocked(state)
+        if not delay:
+            return None
+        d = task.deferLater(self.clock, delay, self.store.get, key)
+        return d.addCallback(self._refuse_if_blocked)  # blocked by a concurrent attempt meanwhile?
 
-    def _refuse_if_blocked(self, state: AnvilState) -> None:
-        throttled = self._throttled(state)
+    def _refuse_if_blocked(self, state: Optional[AnvilState]) -> None:
+        throttled = self._throttled(state) if state is not None else None
         if throttled is not None:
             raise throttled
 
@@ -229,18 +235,12 @@ class Anvil:
             return None
         return Throttled(retry_after=max(1, math.ceil(state.blocked_until - now)))
 
-    async def _fail(self, address: str, gate, reason: str) -> Optional[Throttled]:
-        key = self.key_for(address)
-        throttled = None
-        if key is not None:
-            config = self.config
-            state, started = await self.store.record_failure(
-                key, self.clock.seconds(), config.get("anvil", "ttl"), config.get("anvil", "limit"))
-            if started:
-                self._announce_block(key, state)
-            throttled = self._throttled(state)
+    def _counted(self, result: tuple[AnvilState, bool], key: str, address: str, gate, reason: str) -> Optional[Throttled]:
+        state, started = result
+        if started:
+            self._announce_block(key, state)
         self._call_hook(self.app.hook.apiserver_login_failed, address=address, gate=gate, reason=reason)
-        return throttled
+        return self._throttled(state)
 
     def _announce_block(self, key: str, state: AnvilState) -> None:
         until = state.blocked_until

@@ -165,12 +165,13 @@ class IPRestrictions:
             return defer.succeed(cached[1])
         waiter = defer.Deferred()
         waiters = self._loading.get(user_id)
-        if waiters is None:  # one load per account at a time; concurrent checks wait for it
-            waiters = self._loading[user_id] = []
-            load = self.app.run_blocking(self.app.accounts.load_ip_restrictions, user_id)
-            load.addCallback(CompiledRestrictions)
-            load.addBoth(self._loaded, user_id, waiters)
-        waiters.append(waiter)
+        if waiters is not None:  # one load per account at a time; concurrent checks wait for it
+            waiters.append(waiter)
+            return waiter
+        waiters = self._loading[user_id] = [waiter]
+        load = self.app.run_blocking(self.app.accounts.load_ip_restrictions, user_id)
+        load.addCallback(CompiledRestrictions)
+        load.addBoth(self._loaded, user_id, waiters)
         return waiter
 
     def _loaded(self, result, user_id: int, waiters: list) -> None:

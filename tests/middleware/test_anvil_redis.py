@@ -1,0 +1,125 @@
+"""Anvil's Redis store against the real Redis on 127.0.0.1:6379: shared, atomic, expiring counters."""
+
+import concurrent.futures
+import uuid
+
+import pytest
+import redis
+
+from apiserver.context import Gate
+from apiserver.errors import Throttled
+from apiserver.middleware.anvil import Anvil, AnvilState, make_store
+from apiserver.middleware.anvil_redis import RedisAnvilStore
+from tests.middleware.support import result_of
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+REMOTE = "192.0.2.30"
+
+
+@pytest.fixture
+def prefix():
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    name = f"apiserver-test:{uuid.uuid4().hex}:"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=name + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def node(app_factory, prefix):
+    """``node()``: an Anvil on its own app (one server node) sharing this test's Redis prefix."""
+    stores = []
+
+    def make(overrides=None):
+        app = app_factory(overrides)
+        store = RedisAnvilStore(app, REDIS_URL, prefix=prefix)
+        stores.append(store)
+        return Anvil(app, store)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def test_backend_redis_selects_the_redis_store(app_factory):
+    """[anvil] backend=redis makes Anvil keep its state in Redis."""
+    app = app_factory({"anvil": {"backend": "redis", "redis_url": REDIS_URL}})
+    store = make_store(app, on_evict=lambda key, state: None)
+    try:
+        assert isinstance(store, RedisAnvilStore)
+    finally:
+        store.close()
+
+
+def test_counts_and_blocks_like_the_memory_store(node, clock):
+    """19 failures pass, the 20th blocks, a check is refused until ttl, then the slate is clean."""
+    anvil = node()
+    answers = [result_of(anvil.fail(REMOTE, Gate.SOAP, "key")) for _ in range(20)]
+    assert answers[:19] == [None] * 19 and isinstance(answers[19], Throttled)
+    with pytest.raises(Throttled):
+        result_of(anvil.check(REMOTE))
+    clock.advance(900)
+    assert result_of(anvil.check(REMOTE)) is None
+    assert result_of(anvil.status(REMOTE)) is None
+
+
+def test_nodes_share_counters_and_blocks(node):
+    """Failures on two nodes add up; the block one node starts refuses the address on the other."""
+    first, second = node(), node()
+    for _ in range(10):
+        result_of(first.fail(REMOTE, Gate.SOAP, "key"))
+        result_of(second.fail(REMOTE, Gate.UI, "password"))
+    assert result_of(first.status(REMOTE)).count == 20
+    with pytest.raises(Throttled):
+        result_of(first.check(REMOTE))
+    with pytest.raises(Throttled):
+        result_of(second.check(REMOTE))
+    assert len(first.app.recorder.blocked) + len(second.app.recorder.blocked) == 1
+
+
+def test_concurrent_failures_are_atomic(app_factory, prefix):
+    """50 failures from 50 threads at once: every one counted, exactly one starts the block."""
+    store = RedisAnvilStore(app_factory(), REDIS_URL, prefix=prefix)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+            results = list(pool.map(
+                lambda _: store._record(keys=[prefix + REMOTE], args=["1000.5", 900, 20]), range(50)))
+    finally:
+        store.close()
+    assert sorted(int(r[0]) for r in results) == list(range(1, 51))
+    assert sum(int(r[3]) for r in results) == 1
+
+
+def test_state_keeps_fractional_times(node, clock):
+    """Times survive the round trip through Redis exactly (not truncated to integers)."""
+    anvil = node({"anvil": {"limit": "2"}})
+    clock.advance(1764350000.125)
+    result_of(anvil.fail(REMOTE, Gate.SOAP, "key"))
+    clock.advance(0.5)
+    result_of(anvil.fail(REMOTE, Gate.SOAP, "key"))
+    assert result_of(anvil.status(REMOTE)) == AnvilState(2, 1764350900.125, 1764350900.625)
+
+
+def test_keys_expire_in_redis(node, prefix):
+    """Redis forgets an address by itself once its window and block are over."""
+    anvil = node({"anvil": {"ttl": "60"}})
+    result_of(anvil.fail(REMOTE, Gate.SOAP, "key"))
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert 0 < client.ttl(prefix + REMOTE) <= 61
+    finally:
+        client.close()
+
+
+def test_window_expiry_restarts_the_count(node, clock):
+    """Failures older than ttl are forgotten, as with the memory store."""
+    anvil = node()
+    for _ in range(19):
+        result_of(anvil.fail(REMOTE, Gate.SOAP, "key"))
+    clock.advance(900)
+    assert result_of(anvil.status(REMOTE)) is None
+    assert result_of(anvil.fail(REMOTE, Gate.SOAP, "key")) is None
+    assert result_of(anvil.status(REMOTE)).count == 1
