@@ -115,3 +115,11 @@ def test_site_administrator_cannot_use_scopes(running_server):
     with pytest.raises(CpcmdFailed) as caught:
         cpcmd(running_server, "-d", "scopes.example.com", "scope:set", "apache.dav", "true")
     assert "Client.Denied" in caught.value.stderr
+
+
+def test_remote_cpcmd_over_xmlrpc_and_https(running_server):
+    """cpcmd --url https://... --key (XML-RPC over the HTTPS listener) sets and reads scopes like the local socket."""
+    assert cpcmd(running_server, "scope:set", "cp.config", "frontend", "https_only", "false", remote=True) is True
+    assert cpcmd(running_server, "scope:set", "auth.geoip-key", "[id:777,key:remote-key-abcd1234]", remote=True) is True
+    assert cpcmd(running_server, "scope:get", "auth.geoip-key", remote=True) == {"id": 777, "key": "********1234"}
+    assert cpcmd(running_server, "scope:get", "auth.geoip-key") == {"id": 777, "key": "********1234"}
