@@ -60,14 +60,13 @@ _INT_TYPES = frozenset({
 _FLOAT_TYPES = frozenset({"double", "float", "decimal"})
 
 
-def _make_parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-        huge_tree=False, remove_comments=True, remove_pis=True, encoding="utf-8", collect_ids=False,
-    )
-
-
-_PARSER = _make_parser()  # used on the reactor thread only
+# No DTDs, entities or network; UTF-8 whatever the declaration says; lxml's default size limits.
+# Used on the reactor thread only (lxml parsers are not shared between threads).
+_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+    huge_tree=False, remove_comments=True, remove_pis=True, encoding="utf-8", collect_ids=False,
+)
+_ANY = TypeSpec(ANY, nullable=True)
 
 
 @dataclasses.dataclass
@@ -119,8 +118,6 @@ def decode_request(body: bytes, lookup: Callable[[str], Any]) -> SoapCall:
     op = parse_envelope(body)
     qname = etree.QName(op)
     spec: FunctionSpec = lookup(qname.localname).spec
-    if qname.localname != spec.operation:  # "auth.restrict_ip" spellings are not SOAP names
-        lookup(spec.operation)
     dialect = _dialect_of(op, qname.namespace)
     by_name = {p.name: p for p in spec.params}
     children = [c for c in op if isinstance(c.tag, str)]
@@ -138,7 +135,7 @@ def decode_request(body: bytes, lookup: Callable[[str], Any]) -> SoapCall:
     else:
         params = spec.params
         for i, child in enumerate(children):
-            pspec = params[i].spec if i < len(params) else TypeSpec(ANY, nullable=True)
+            pspec = params[i].spec if i < len(params) else _ANY  # too many: bind_arguments says so
             positional.append(decode_value(child, pspec, op))
     return SoapCall(spec.operation, positional, named, dialect, qname.namespace or TNS, spec)
 
@@ -228,8 +225,6 @@ def decode_value(elem: etree._Element, spec: TypeSpec, root: etree._Element, dep
         return [decode_value(c, _ANY, root, depth + 1) for c in children]
     return {etree.QName(c).localname: decode_value(c, _ANY, root, depth + 1) for c in children}
 
-
-_ANY = TypeSpec(ANY, nullable=True)
 
 
 def _looks_like_map(children: list) -> bool:
@@ -479,12 +474,7 @@ def doc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) 
         out.append(f"</{name}>")
         return
     if kind == MAP:
-        out.append(f"<{name}>")
-        for key, item in value.items():
-            out.append("<item><key>%s</key>" % _esc(str(key)))
-            _doc_any(out, "value", item, depth + 1)
-            out.append("</item>")
-        out.append(f"</{name}>")
+        _doc_map(out, f"<{name}>", name, value, depth)
         return
     scalar = _xsd_scalar(value)
     if scalar is None:
@@ -492,8 +482,20 @@ def doc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) 
     out.append(f"<{name}>{scalar[1]}</{name}>")
 
 
+def _doc_map(out: list, start_tag: str, name: str, mapping: dict, depth: int) -> None:
+    """A tns:Map: <item><key/><value xsi:type/></item> per entry."""
+    out.append(start_tag)
+    for key, item in mapping.items():
+        out.append("<item><key>%s</key>" % _esc(str(key)))
+        _doc_any(out, "value", item, depth + 1)
+        out.append("</item>")
+    out.append(f"</{name}>")
+
+
 def _doc_any(out: list, name: str, value: Any, depth: int) -> None:
     """An xsd:anyType element: the value's type named by xsi:type."""
+    if depth > 64:
+        raise ValueError("return value nested too deeply")
     if value is None:
         out.append(f'<{name} xsi:nil="true"/>')
         return
@@ -505,12 +507,7 @@ def _doc_any(out: list, name: str, value: Any, depth: int) -> None:
     if fields is not None:
         value = fields
     if isinstance(value, dict):
-        out.append(f'<{name} xsi:type="tns:Map">')
-        for key, item in value.items():
-            out.append("<item><key>%s</key>" % _esc(str(key)))
-            _doc_any(out, "value", item, depth + 1)
-            out.append("</item>")
-        out.append(f"</{name}>")
+        _doc_map(out, f'<{name} xsi:type="tns:Map">', name, value, depth)
         return
     if isinstance(value, (list, tuple, set, frozenset)):
         out.append(f'<{name} xsi:type="tns:anyTypeArray">')
