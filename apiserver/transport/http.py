@@ -6,6 +6,9 @@ from ``Content-Length``, while counting for chunked bodies) and skips Twisted's 
 POST form bodies, which no API URL needs.  :class:`ApiSite` builds such requests and logs one
 short line per request only when ``[core] access_log`` is on, with ``authkey`` masked.  Bodies
 are never logged.
+
+:func:`gate_refusal`, :func:`refuse` and :func:`credentials_of` are the first steps every API
+resource (SOAP, XML-RPC) takes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import re
 
 from twisted.logger import Logger
 from twisted.web import server
+
+from apiserver.context import Credentials
 
 log = Logger(namespace="apiserver.access")
 
@@ -111,3 +116,33 @@ class ApiSite(server.Site):
                  method=request.method.decode("ascii", "replace"),
                  uri=uri.decode("ascii", "replace")[:300],
                  code=request.code, length=request.sentLength)
+
+
+# --- shared by the API resources (SOAP, XML-RPC) ------------------------------------------
+
+def refuse(request, status: int, message: str, headers: dict | None = None) -> bytes:
+    """Answer a plain-text HTTP error (for refusals before any request body is read)."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    for name, value in (headers or {}).items():
+        request.setHeader(name.encode() if isinstance(name, str) else name,
+                          value.encode() if isinstance(value, str) else value)
+    return (message.rstrip("\n") + "\n").encode("utf-8")
+
+
+def gate_refusal(app, request):
+    """The gate's refusal answered on ``request`` as bytes, or None when the request may go on."""
+    refusal = app.gatekeeper.check_http(request)
+    if refusal is None:
+        return None
+    return refuse(request, refusal.status, refusal.message, refusal.headers)
+
+
+def credentials_of(request) -> Credentials:
+    """``?authkey=`` or the ``esprit_id`` cookie, as sent."""
+    keys = request.args.get(b"authkey") if request.args else None
+    sid = request.received_cookies.get(b"esprit_id")
+    return Credentials(
+        api_key=keys[0].decode("utf-8", "replace") if keys else None,
+        session_id=sid.decode("utf-8", "replace") if sid else None,
+    )

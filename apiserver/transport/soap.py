@@ -13,8 +13,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from apiserver.context import AuthRequest, Credentials, Gate
+from apiserver.context import AuthRequest, Gate
 from apiserver.errors import ApiError, ServerError
+from apiserver.transport.http import credentials_of, gate_refusal, refuse
 from apiserver.transport.soap_codec import decode_request, encode_fault, encode_response
 from apiserver.transport.wsdl import DOCUMENT_STYLE, RPC_STYLE, WsdlCache, request_location
 
@@ -23,24 +24,6 @@ log = Logger(namespace="apiserver.soap")
 _XML_CONTENT_TYPES = (b"text/xml", b"application/soap+xml", b"application/xml")
 _RESPONSE_TYPE = [b"text/xml; charset=utf-8"]
 _CHARSET_OK = (b"utf-8", b"utf8", b'"utf-8"', b"us-ascii")
-
-
-def refuse(request, status: int, message: str, headers: dict | None = None) -> bytes:
-    """Answer a plain-text HTTP error (for refusals before any SOAP is read)."""
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    for name, value in (headers or {}).items():
-        request.setHeader(name.encode() if isinstance(name, str) else name,
-                          value.encode() if isinstance(value, str) else value)
-    return (message.rstrip("\n") + "\n").encode("utf-8")
-
-
-def gate_refusal(app, request):
-    """The gate's refusal answered on ``request`` as bytes, or None when the request may go on."""
-    refusal = app.gatekeeper.check_http(request)
-    if refusal is None:
-        return None
-    return refuse(request, refusal.status, refusal.message, refusal.headers)
 
 
 def content_type_ok(request) -> bool:
@@ -56,16 +39,6 @@ def content_type_ok(request) -> bool:
         if name.strip() == b"charset" and value.strip() not in _CHARSET_OK:
             return False
     return True
-
-
-def credentials_of(request) -> Credentials:
-    """``?authkey=`` or the ``esprit_id`` cookie, as sent."""
-    keys = request.args.get(b"authkey") if request.args else None
-    sid = request.received_cookies.get(b"esprit_id")
-    return Credentials(
-        api_key=keys[0].decode("utf-8", "replace") if keys else None,
-        session_id=sid.decode("utf-8", "replace") if sid else None,
-    )
 
 
 def wants_wsdl(request) -> bool:
