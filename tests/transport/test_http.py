@@ -26,7 +26,7 @@ def envelope(inner: str) -> bytes:
             f'{inner}</SOAP-ENV:Body></SOAP-ENV:Envelope>').encode()
 
 
-def raw_exchange(server, request: bytes, read_after_headers: bool = True) -> bytes:
+def raw_exchange(server, request: bytes) -> bytes:
     """Send raw bytes and return everything the server answers until it closes."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request)
