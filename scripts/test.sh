@@ -54,7 +54,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 say "installing apiserver and test dependencies"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-"$VENV/bin/pip" install -q -e ".[test]" -e plugins/apiserver-example
+"$VENV/bin/pip" install -q --config-settings editable_mode=compat -e ".[test]" -e plugins/apiserver-example
 
 say "running tests"
 set +e
