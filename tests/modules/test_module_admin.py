@@ -1,0 +1,89 @@
+"""The admin module: sites, their deletion and hijacking, for the appliance administrator only."""
+
+from __future__ import annotations
+
+import pytest
+
+from apiserver.context import Credentials
+from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound
+
+
+def test_add_site_with_generated_password(recorded):
+    """Without a password one is generated, returned once, and logs the administrator in."""
+    h, log = recorded
+    made = h.call(h.admin, "admin_add_site", "Example.COM", "owner", "owner@example.com")
+    assert (made.domain, made.admin_user, len(made.password)) == ("example.com", "owner", 16)
+    assert h.login(Credentials(username="owner", site="example.com", password=made.password)).site == "example.com"
+    given = h.call(h.admin, "admin_add_site", "example.org", "owner", "owner@example.org", "chosen-password")
+    assert given.password is None
+    assert h.call(h.admin, "admin_list_sites") == ["example.com", "example.org"]
+    assert [(name, kw["site"], main) for name, kw, main in log.events] == [
+        ("site_added", "example.com", True), ("site_added", "example.org", True)]
+
+
+def test_add_site_refuses_duplicates_and_bad_values(harness):
+    """A taken domain is Exists; bad domains, usernames and emails are named in InvalidArgument."""
+    harness.add_site()
+    with pytest.raises(Exists, match="example.com"):
+        harness.call(harness.admin, "admin_add_site", "EXAMPLE.com", "other", "o@example.com", "password-1")
+    cases = [
+        (("localhost", "owner", "o@example.com"), "two labels"),
+        (("-bad.example", "owner", "o@example.com"), "label '-bad'"),
+        (("a..example", "owner", "o@example.com"), "empty label"),
+        (("example.com2", "Owner", "o@example.com"), "invalid username 'Owner'"),
+        (("example.net", "owner", "not-an-email"), "invalid email address"),
+        (("example.net", "owner", "o@localhost"), "invalid email address"),
+    ]
+    for args, message in cases:
+        with pytest.raises(InvalidArgument, match=message):
+            harness.call(harness.admin, "admin_add_site", *args, "password-1")
+    assert harness.call(harness.admin, "admin_list_sites") == ["example.com"]
+
+
+def test_delete_site_removes_accounts_keys_and_sessions(recorded):
+    """After delete_site its keys and sessions fail at once and the domain is free again."""
+    h, log = recorded
+    site = h.add_site()
+    key = h.call(site, "auth_create_api_key")
+    h.login_key(key)
+    sid = h.call(h.admin, "admin_hijack", "example.com")
+    assert h.call(h.admin, "admin_delete_site", "example.com") is True
+    with pytest.raises(AuthenticationFailed):
+        h.login_key(key)
+    with pytest.raises(AuthenticationFailed):
+        h.login(Credentials(session_id=sid))
+    with pytest.raises(NotFound):
+        h.call(h.admin, "admin_delete_site", "example.com")
+    assert h.call(h.admin, "admin_list_sites") == []
+    assert log.names()[-1] == "site_deleted"
+    h.add_site()
+
+
+def test_hijack_acts_as_site_admin_or_user(harness):
+    """hijack returns a session acting as the site's administrator, or a named user, on behalf of the admin."""
+    site = harness.add_site()
+    harness.add_user(site, "bob")
+    sid = harness.call(harness.admin, "admin_hijack", "example.com")
+    assert len(sid) == 64
+    as_site = harness.login(Credentials(session_id=sid))
+    assert (as_site.username, as_site.impersonator.username) == ("siteadmin", "admin")
+    as_bob = harness.login(Credentials(session_id=harness.call(harness.admin, "admin_hijack", "example.com", "bob")))
+    assert as_bob.username == "bob"
+    with pytest.raises(NotFound):
+        harness.call(harness.admin, "admin_hijack", "example.com", "eve")
+    with pytest.raises(InvalidArgument, match="unknown gate"):
+        harness.call(harness.admin, "admin_hijack", "example.com", None, "FTP")
+
+
+def test_admin_functions_are_appliance_only(harness):
+    """Site administrators and users get Client.Denied for every admin function."""
+    site = harness.add_site()
+    bob = harness.add_user(site)
+    for identity in (site, bob):
+        for name, args in (("admin_list_sites", ()), ("admin_add_site", ("x.example", "a", "a@x.example")),
+                           ("admin_delete_site", ("example.com",)), ("admin_hijack", ("example.com",))):
+            with pytest.raises(Denied):
+                harness.call(identity, name, *args)
+    hijacked = harness.login(Credentials(session_id=harness.call(harness.admin, "admin_hijack", "example.com")))
+    with pytest.raises(Denied):
+        harness.call(hijacked, "admin_list_sites")
