@@ -98,8 +98,8 @@ class GateKeeper:
         return d.addCallback(lambda _: identity)
 
     def _count_failure(self, failure: Failure, request: AuthRequest) -> defer.Deferred:
-        failed = failure.trap(AuthenticationFailed) and failure.value
-        d = self.anvil.fail(request.address, request.gate, failed.reason)
+        failure.trap(AuthenticationFailed)  # anything else (a database error) is no failed login
+        d = self.anvil.fail(request.address, request.gate, failure.value.reason)
         return d.addCallback(lambda throttled: Failure(throttled) if throttled is not None else failure)
 
     def _context(self, identity: Identity, request: AuthRequest) -> CallContext:
