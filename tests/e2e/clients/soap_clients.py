@@ -50,8 +50,19 @@ def account_scenario(run, admin_key: str, domain: str, as_bool=lambda v: v,
     assert new_site["domain"] == domain and new_site["admin_user"] == "siteadmin"
     assert isinstance(sid, str) and len(sid) >= 22
 
-    debug, api = ok(run([["scope_get", ["cp.debug"]], ["scope_get", ["cp.api"]]], key=admin_key))
+    debug, api, set_on, debug_on, set_off = ok(run([
+        ["scope_get", ["cp.debug"]],
+        ["scope_get", ["cp.api"]],
+        ["scope_set", ["cp.debug", True]],
+        ["scope_get", ["cp.debug"]],
+        ["scope_set", ["cp.debug", False]],
+    ], key=admin_key))
     assert as_bool(debug) is False and as_bool(api) is True  # a false is a real false, not 'false'
+    assert as_bool(set_on) is True and as_bool(debug_on) is True and as_bool(set_off) is True
+
+    history, bad_limit = run([["auth_get_login_history", [5]], ["auth_get_login_history", [0]]], key=admin_key)
+    assert "ok" in history, history
+    assert bad_limit.get("fault") == "SOAP-ENV:Client.InvalidArgument" and "at least 1" in bad_limit["message"]
 
     (whoami, added, users, site_key, restricted, listed, restricted_ui, removed_ui, removed, empty) = ok(run([
         ["common_whoami", []],
