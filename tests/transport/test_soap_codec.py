@@ -205,3 +205,39 @@ def test_document_request_with_typed_any_value_stays_document(registry):
         '<tns:sample_anything xmlns:tns="urn:net.apnscp.soap">'
         '<tns:value xsi:type="xsd:boolean">false</tns:value></tns:sample_anything>'))
     assert call.dialect == DOCUMENT and args == {"value": False}
+
+
+def test_mutated_requests_never_escape_as_non_api_errors(registry):
+    """Thousands of byte-level mutations of valid requests decode or fail with an ApiError only."""
+    import random
+
+    from apiserver.errors import ApiError
+
+    seeds = [
+        envelope('<ns1:sample_describe xmlns:ns1="urn:net.apnscp.soap"><options xsi:type="ns2:Map">'
+                 '<item><key xsi:type="xsd:string">k</key><value xsi:type="xsd:int">1</value></item>'
+                 '</options></ns1:sample_describe>', RPC_ATTRS),
+        envelope('<ns1:sample_join xmlns:ns1="urn:net.apnscp.soap"><items SOAP-ENC:arrayType="xsd:string[2]" '
+                 'xsi:type="SOAP-ENC:Array"><item>a</item><item href="#r"/></items></ns1:sample_join>'
+                 '<multiRef id="r">b</multiRef>', RPC_ATTRS),
+        envelope('<tns:sample_store xmlns:tns="urn:net.apnscp.soap"><tns:restriction><tns:ip>1.2.3.4</tns:ip>'
+                 '</tns:restriction></tns:sample_store>'),
+    ]
+    rng = random.Random(1234)
+    alphabet = b'<>/="\':xsi ns1 item key value href #r \x00\xff&;'
+    for _ in range(3000):
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(body))
+            action = rng.random()
+            if action < 0.4:
+                del body[pos:pos + rng.randint(1, 8)]
+            elif action < 0.8:
+                body[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
+            else:
+                body[pos] = rng.randrange(256)
+        try:
+            call = decode_request(bytes(body), registry.lookup)
+            bind_arguments(call.spec, call.positional, call.named)
+        except ApiError:
+            pass
