@@ -200,64 +200,54 @@ _DECODERS: dict[str, Callable[[_Element], Any]] = dict(
 )
 
 
-class _CallReader:
-    """One expat pass over a request body, decoding elements as they close."""
+def _refuse_doctype(*_):
+    # Entity declarations and DTDs only exist inside a DOCTYPE: refusing it refuses them all.
+    raise Malformed("a DOCTYPE is not allowed in XML-RPC requests (no DTDs, no entity declarations)")
 
-    def __init__(self):
-        self.stack = [_Element("")]
-        parser = expat.ParserCreate()
-        parser.buffer_text = True
-        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-        parser.StartDoctypeDeclHandler = self.refuse_doctype
-        parser.EntityDeclHandler = self.refuse_entity
-        parser.ExternalEntityRefHandler = self.refuse_entity
-        parser.StartElementHandler = self.start
-        parser.EndElementHandler = self.end
-        parser.CharacterDataHandler = self.text
-        self.parser = parser
 
-    def refuse_doctype(self, *_):
-        raise Malformed("a DOCTYPE is not allowed in XML-RPC requests")
+def parse_call(body: bytes) -> tuple[str, list]:
+    """Decode an XML-RPC ``methodCall``: ``(method name, [params])``; Malformed if it is not one.
 
-    def refuse_entity(self, *_):
-        raise Malformed("entity declarations are not allowed in XML-RPC requests")
+    One expat pass; each element is decoded as it closes.  The handlers are closures over a
+    plain stack (no parser <-> reader reference cycle for the collector to chase).
+    """
+    if not body:
+        raise Malformed("empty request body: expected an XML-RPC <methodCall>")
+    root = _Element("")
+    stack = [root]
+    push, pop = stack.append, stack.pop
 
-    def start(self, tag, _attrs):
+    def start(tag, _attrs):
         if ":" in tag:  # <ex:nil/> and other prefixed spellings of known elements
             tag = tag.rpartition(":")[2]
         if tag not in _DECODERS:
             raise Malformed(f"unknown element <{tag[:60]}>")
-        if len(self.stack) > MAX_DEPTH:
+        if len(stack) > MAX_DEPTH:
             raise Malformed(f"elements nested deeper than {MAX_DEPTH}")
-        self.stack.append(_Element(tag))
+        push(_Element(tag))
 
-    def end(self, _tag):
-        el = self.stack.pop()
-        self.stack[-1].children.append((el.tag, _DECODERS[el.tag](el)))
+    def end(_tag):
+        el = pop()
+        stack[-1].children.append((el.tag, _DECODERS[el.tag](el)))
 
-    def text(self, data):
-        self.stack[-1].text.append(data)
+    def text(data):
+        stack[-1].text.append(data)
 
-    def read(self, body: bytes) -> tuple:
-        try:
-            self.parser.Parse(body, True)
-        except expat.ExpatError as exc:
-            reason = expat.ErrorString(exc.code)
-            raise Malformed(f"not well-formed XML: {reason} at line {exc.lineno}, column {exc.offset}") from None
-        root = self.stack[0]
-        if len(root.children) != 1 or root.children[0][0] != "methodCall":
-            raise Malformed("the document is not an XML-RPC <methodCall>")
-        return root.children[0][1]
-
-
-def parse_call(body: bytes) -> tuple[str, list]:
-    """Decode an XML-RPC ``methodCall``: ``(method name, [params])``; Malformed if it is not one."""
-    if not body:
-        raise Malformed("empty request body: expected an XML-RPC <methodCall>")
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
     try:
-        return _CallReader().read(body)
-    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps this away
-        raise Malformed(f"elements nested deeper than {MAX_DEPTH}") from None
+        parser.Parse(body, True)
+    except expat.ExpatError as exc:
+        reason = expat.ErrorString(exc.code)
+        raise Malformed(f"not well-formed XML: {reason} at line {exc.lineno}, column {exc.offset}") from None
+    if len(root.children) != 1 or root.children[0][0] != "methodCall":
+        raise Malformed("the document is not an XML-RPC <methodCall>")
+    return root.children[0][1]
 
 
 # --- encoding -------------------------------------------------------------------------------
