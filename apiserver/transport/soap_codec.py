@@ -123,6 +123,7 @@ def decode_request(body: bytes, lookup: Callable[[str], Any]) -> SoapCall:
     children = [c for c in op if isinstance(c.tag, str)]
     positional: list = []
     named: dict = {}
+    decoder = _ValueDecoder(op)
     if not children and _is_nil(op):
         pass  # <m xsi:nil="true"/>: a call without arguments
     elif dialect == DOCUMENT or (children and all(etree.QName(c).localname in by_name for c in children)):
@@ -131,12 +132,12 @@ def decode_request(body: bytes, lookup: Callable[[str], Any]) -> SoapCall:
             if name in named:
                 raise InvalidArgument(f"{spec.operation}: argument {name[:60]!r} given twice")
             param = by_name.get(name)  # an unknown name is refused by bind_arguments, naming it
-            named[name] = decode_value(child, param.spec if param else _ANY, op)
+            named[name] = decoder.value(child, param.spec if param else _ANY)
     else:
         params = spec.params
         for i, child in enumerate(children):
             pspec = params[i].spec if i < len(params) else _ANY  # too many: bind_arguments says so
-            positional.append(decode_value(child, pspec, op))
+            positional.append(decoder.value(child, pspec))
     return SoapCall(spec.operation, positional, named, dialect, qname.namespace or TNS, spec)
 
 
@@ -175,56 +176,92 @@ def _resolve_type(elem: etree._Element, value: str) -> tuple:
     return elem.nsmap.get(prefix or None, ""), local
 
 
-def _resolve_href(elem: etree._Element, root: etree._Element) -> etree._Element:
-    href = elem.get("href")
-    if href is None:
-        return elem
-    if not href.startswith("#"):
-        raise Malformed("only local multi-reference hrefs (#id) are supported")
-    target_id = href[1:]
-    body = root.getparent() if root.getparent() is not None else root
-    for candidate in body.iter():
-        if candidate.get("id") == target_id and candidate is not elem:
-            return candidate
-    raise Malformed(f"multi-reference href {href[:60]!r} names no element")
+#: Most argument values one request may decode: multi-reference hrefs can point many times at
+#: the same large element, so the work is bounded by values decoded, not by the body's size.
+MAX_DECODED_VALUES = 100_000
 
 
-def decode_value(elem: etree._Element, spec: TypeSpec, root: etree._Element, depth: int = 0) -> Any:
-    """One argument value: ``xsi:type`` first, then the shape the TypeSpec expects."""
-    if depth > 32:
-        raise Malformed("argument values are nested too deeply")
-    elem = _resolve_href(elem, root)
-    if _is_nil(elem):
-        return None
-    xtype = _xsi(elem, "type")
-    children = [c for c in elem if isinstance(c.tag, str)]
-    if xtype:
-        ns, local = _resolve_type(elem, xtype)
-        if ns in _XSD_NAMESPACES and local not in ("Array", "Struct", "anyType", "ur-type"):
-            return _scalar(local, elem.text or "")
-        if local == "Array" or elem.get("{%s}arrayType" % SOAP_ENC) is not None:
-            item = spec.item if spec.kind == ARRAY else TypeSpec(ANY, nullable=True)
-            return [decode_value(c, item, root, depth + 1) for c in children]
-        if local == "Map" and ns in (APACHE_SOAP, TNS):
-            return _decode_map(children, root, depth)
-    kind = spec.kind
-    if not children:
-        text = elem.text or ""
-        if kind in (ARRAY, MAP, STRUCT) and not text.strip():
-            return [] if kind == ARRAY else {}
-        return text
-    if kind == ARRAY:
-        return [decode_value(c, spec.item, root, depth + 1) for c in children]
-    if kind == STRUCT:
-        fields = dict(spec.fields)
-        return {etree.QName(c).localname: decode_value(c, fields.get(etree.QName(c).localname, _ANY), root, depth + 1)
-                for c in children}
-    if _looks_like_map(children):
-        return _decode_map(children, root, depth)
-    if kind == ANY and len(children) > 1 and len({c.tag for c in children}) == 1:
-        return [decode_value(c, _ANY, root, depth + 1) for c in children]
-    return {etree.QName(c).localname: decode_value(c, _ANY, root, depth + 1) for c in children}
+class _ValueDecoder:
+    """Decodes the argument elements of one request (hrefs resolved once, work bounded)."""
 
+    def __init__(self, op: etree._Element):
+        self._body = op.getparent() if op.getparent() is not None else op
+        self._ids: Optional[dict] = None
+        self._budget = MAX_DECODED_VALUES
+
+    def value(self, elem: etree._Element, spec: TypeSpec, depth: int = 0) -> Any:
+        """One value: ``xsi:type`` first, then the shape the TypeSpec expects."""
+        if depth > 32:
+            raise Malformed("argument values are nested too deeply")
+        self._budget -= 1
+        if self._budget < 0:
+            raise Malformed(f"the request holds more than {MAX_DECODED_VALUES} values")
+        if elem.get("href") is not None:
+            elem = self._deref(elem)
+        if _is_nil(elem):
+            return None
+        xtype = _xsi(elem, "type")
+        children = [c for c in elem if isinstance(c.tag, str)]
+        if xtype:
+            ns, local = _resolve_type(elem, xtype)
+            if ns in _XSD_NAMESPACES and local not in ("Array", "Struct", "anyType", "ur-type"):
+                return _scalar(local, elem.text or "")
+            if local == "Array" or elem.get("{%s}arrayType" % SOAP_ENC) is not None:
+                item = spec.item if spec.kind == ARRAY else _ANY
+                return [self.value(c, item, depth + 1) for c in children]
+            if local == "Map" and ns in (APACHE_SOAP, TNS):
+                return self._map(children, depth)
+        kind = spec.kind
+        if not children:
+            text = elem.text or ""
+            if kind in (ARRAY, MAP, STRUCT) and not text.strip():
+                return [] if kind == ARRAY else {}
+            return text
+        if kind == ARRAY:
+            return [self.value(c, spec.item, depth + 1) for c in children]
+        if kind == STRUCT:
+            fields = dict(spec.fields)
+            return {etree.QName(c).localname: self.value(c, fields.get(etree.QName(c).localname, _ANY), depth + 1)
+                    for c in children}
+        if _looks_like_map(children):
+            return self._map(children, depth)
+        if kind == ANY and len(children) > 1 and len({c.tag for c in children}) == 1:
+            return [self.value(c, _ANY, depth + 1) for c in children]
+        return {etree.QName(c).localname: self.value(c, _ANY, depth + 1) for c in children}
+
+    def _deref(self, elem: etree._Element) -> etree._Element:
+        """The element a SOAP-ENC multi-reference ``href="#id"`` points at, within the Body."""
+        href = elem.get("href")
+        if not href.startswith("#"):
+            raise Malformed("only local multi-reference hrefs (#id) are supported")
+        if self._ids is None:
+            self._ids = {}
+            for candidate in self._body.iter():
+                ident = candidate.get("id")
+                if ident is not None:
+                    self._ids.setdefault(ident, candidate)
+        target = self._ids.get(href[1:])
+        if target is None or target is elem:
+            raise Malformed(f"multi-reference href {href[:60]!r} names no element")
+        return target
+
+    def _map(self, items: list, depth: int) -> dict:
+        """An Apache Map: <item><key/><value/></item> per entry."""
+        out = {}
+        for item in items:
+            key = value = None
+            for part in item:
+                if not isinstance(part.tag, str):
+                    continue
+                local = etree.QName(part).localname
+                if local == "key":
+                    key = self.value(part, _ANY, depth + 1)
+                elif local == "value":
+                    value = self.value(part, _ANY, depth + 1)
+            if key is None:
+                raise Malformed("a Map item has no key")
+            out[str(key)] = value
+        return out
 
 
 def _looks_like_map(children: list) -> bool:
@@ -235,24 +272,6 @@ def _looks_like_map(children: list) -> bool:
         if "key" not in names:
             return False
     return True
-
-
-def _decode_map(items: list, root: etree._Element, depth: int) -> dict:
-    out = {}
-    for item in items:
-        key = value = None
-        for part in item:
-            if not isinstance(part.tag, str):
-                continue
-            local = etree.QName(part).localname
-            if local == "key":
-                key = decode_value(part, _ANY, root, depth + 1)
-            elif local == "value":
-                value = decode_value(part, _ANY, root, depth + 1)
-        if key is None:
-            raise Malformed("a Map item has no key")
-        out[str(key)] = value
-    return out
 
 
 def _scalar(local: str, text: str) -> Any:

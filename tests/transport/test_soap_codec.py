@@ -241,3 +241,15 @@ def test_mutated_requests_never_escape_as_non_api_errors(registry):
             bind_arguments(call.spec, call.positional, call.named)
         except ApiError:
             pass
+
+
+def test_multiref_expansion_bomb_is_refused(registry):
+    """hrefs pointing many times at elements full of hrefs cannot blow up into billions of values."""
+    refs = '<item href="#l1"/>' * 60  # 60 ** 6 values if every level were expanded
+    levels = "".join(
+        f'<multiRef id="l{n}" xsi:type="SOAP-ENC:Array">' + "".join(f'<item href="#l{n + 1}"/>' for _ in range(60))
+        + "</multiRef>" for n in range(1, 6))
+    body = envelope(f'<m:sample_anything xmlns:m="urn:x"><value xsi:type="SOAP-ENC:Array">{refs}</value>'
+                    f'</m:sample_anything>{levels}<multiRef id="l6">x</multiRef>', RPC_ATTRS)
+    with pytest.raises(Malformed, match="more than"):
+        decode_request(body, registry.lookup)
