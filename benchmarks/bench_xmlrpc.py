@@ -12,34 +12,17 @@ authentication, dispatch and its hardened XML-RPC codec; the baseline (baseline_
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import harness as h
 
 METHOD = "common_whoami"
 SUCCESS = "<params>"  # only a successful methodResponse has params; a fault has <fault>
-APISERVER = "apiserver /xmlrpc?authkey="
-BASELINE = "bare twisted.web.xmlrpc"
 
 
 def main() -> None:
     args = h.bench_parser(__doc__.splitlines()[0]).parse_args()
     h.header(f"XML-RPC {METHOD}: apiserver (authenticated) vs bare twisted.web.xmlrpc.XMLRPC", args)
-    body = h.xmlrpc_call(METHOD)
-    with h.scratch_dir("bench-xmlrpc-") as workdir, contextlib.ExitStack() as servers:
-        log = os.path.join(workdir, "servers.log")
-        baseline_port = h.free_port()
-        servers.enter_context(h.pinned_server(
-            [h.PYTHON, os.path.join(h.HERE, "baseline_xmlrpc.py"), "--port", str(baseline_port)], baseline_port, log))
-        setup = h.init_apiserver(workdir)
-        servers.enter_context(h.pinned_server(setup.serve_argv(), setup.port, log))
-        targets = [h.Target(BASELINE, f"http://{h.HOST}:{baseline_port}/"),
-                   h.Target(APISERVER, f"{setup.url}/xmlrpc?authkey={setup.admin_key}")]
-        for target in targets:
-            h.check_answer(target.url, body, h.XMLRPC_HEADERS, SUCCESS)
-        results = h.alternate(targets, body, h.XMLRPC_HEADERS, args.rounds, args.duration, args.warmup, workdir)
-        h.summarize(results, APISERVER, BASELINE, "target: throughput at least 0.8x the bare XMLRPC resource")
+    h.versus_baseline(args, "baseline_xmlrpc.py", "bare twisted.web.xmlrpc", "/xmlrpc", h.xmlrpc_call(METHOD),
+                      h.XMLRPC_HEADERS, SUCCESS, "target: throughput at least 0.8x the bare XMLRPC resource")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ All traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
 import dataclasses
 import os
@@ -134,10 +135,11 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int  # non-2xx answers plus socket errors
+    cpu_ms: float = float("nan")  # server CPU time (all threads) per request
 
     def row(self, label: str) -> str:
-        return (f"{label:<34} {self.rps:>9.0f} req/s   p50 {self.p50_ms:>7.2f} ms   "
-                f"p99 {self.p99_ms:>7.2f} ms   errors {self.errors}")
+        return (f"{label:<34} {self.rps:>7.0f} req/s   p50 {self.p50_ms:>6.2f} ms   "
+                f"p99 {self.p99_ms:>7.2f} ms   CPU {self.cpu_ms:.3f} ms/req   errors {self.errors}")
 
 
 def lua_script(body: str, headers: dict) -> str:
@@ -180,25 +182,41 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, body: str, headers: dict, duration: int, workdir: str) -> WrkResult:
-    """POST ``body`` to ``url`` from the client core with 16 connections for ``duration`` s."""
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` and all its threads so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def run_wrk(url: str, body: str, headers: dict, duration: int, workdir: str, pid: Optional[int] = None) -> WrkResult:
+    """POST ``body`` to ``url`` from the client core with 16 connections for ``duration`` s.
+
+    With the server's ``pid``, also the server's CPU time per request: unlike req/s it barely
+    moves when other processes compete for the core, so it is the steadier figure to compare.
+    """
     script = os.path.join(workdir, "post.lua")
     with open(script, "w", encoding="utf-8") as fh:
         fh.write(lua_script(body, headers))
     argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s",
             "--timeout", "10s", "--latency", "-s", script, url]
+    cpu_before = process_cpu_seconds(pid) if pid else None
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return parse_wrk(done.stdout)
+    result = parse_wrk(done.stdout)
+    if cpu_before is not None and result.requests:
+        result.cpu_ms = (process_cpu_seconds(pid) - cpu_before) * 1000.0 / result.requests
+    return result
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One server under load: a label for the output and the URL wrk POSTs to."""
+    """One server under load: a label for the output, the URL wrk POSTs to, the server's pid."""
 
     label: str
     url: str
+    pid: Optional[int] = None
 
 
 def alternate(targets: Sequence[Target], body: str, headers: dict, rounds: int, duration: int, warmup: int,
@@ -216,29 +234,36 @@ def alternate(targets: Sequence[Target], body: str, headers: dict, rounds: int, 
     for round_no in range(rounds):
         order = targets if round_no % 2 == 0 else list(reversed(targets))
         for target in order:
-            result = run_wrk(target.url, body, headers, duration, workdir)
+            result = run_wrk(target.url, body, headers, duration, workdir, target.pid)
             results[target.label].append(result)
             print(result.row(f"round {round_no + 1}: {target.label}"), flush=True)
     return results
 
 
-def summarize(results: dict[str, list[WrkResult]], candidate: str, baseline: str, target: str) -> float:
-    """Print medians per target and the median per-round ratio; returns that throughput ratio."""
+def summarize(results: dict[str, list[WrkResult]], candidate: str, baseline: str, target: str) -> tuple[float, float]:
+    """Print medians per target and the median per-round ratios.
+
+    Returns (throughput ratio, requests-per-CPU-second ratio) of candidate to baseline.
+    """
     print()
     for label in (baseline, candidate):
         runs = results[label]
         print(f"{label:<34} median {statistics.median(r.rps for r in runs):>7.0f} req/s   "
-              f"p50 {statistics.median(r.p50_ms for r in runs):>7.2f} ms   "
+              f"p50 {statistics.median(r.p50_ms for r in runs):>6.2f} ms   "
               f"p99 {statistics.median(r.p99_ms for r in runs):>7.2f} ms   "
+              f"CPU {statistics.median(r.cpu_ms for r in runs):.3f} ms/req   "
               f"errors {sum(r.errors for r in runs)}")
     pairs = list(zip(results[candidate], results[baseline]))
     rps = [ratio(c.rps, b.rps) for c, b in pairs]
     p50 = statistics.median(ratio(c.p50_ms, b.p50_ms) for c, b in pairs)
     p99 = statistics.median(ratio(c.p99_ms, b.p99_ms) for c, b in pairs)
-    print(f"{candidate} / {baseline}: throughput {statistics.median(rps):.2f}x "
-          f"(per round {', '.join(f'{r:.2f}' for r in rps)}), p50 latency {p50:.2f}x, p99 latency {p99:.2f}x")
-    print(f"({target})")
-    return statistics.median(rps)
+    capacity = statistics.median(ratio(b.cpu_ms, c.cpu_ms) for c, b in pairs)
+    print(f"{candidate} / {baseline}:")
+    print(f"  throughput {statistics.median(rps):.2f}x (per round {', '.join(f'{r:.2f}' for r in rps)}), "
+          f"p50 latency {p50:.2f}x, p99 latency {p99:.2f}x")
+    print(f"  requests per CPU-second {capacity:.2f}x (baseline CPU per request / {candidate}'s)")
+    print(f"  ({target})")
+    return statistics.median(rps), capacity
 
 
 # --- the apiserver under test -----------------------------------------------------------------
@@ -276,18 +301,15 @@ class ApiserverSetup:
 
 def write_config(path: str, port: int, state_dir: str, extra: dict) -> None:
     """An ini file for a loopback-only HTTP server; ``extra`` maps section -> {key: value}."""
-    sections = {
+    config = configparser.ConfigParser(interpolation=None)
+    config.optionxform = str
+    config.read_dict({
         "frontend": {"bind": HOST, "http_port": str(port), "https_port": "0"},
         "core": {"state_dir": state_dir, "access_log": "false"},
-    }
-    for section, keys in extra.items():
-        sections.setdefault(section, {}).update(keys)
+    })
+    config.read_dict(extra)
     with open(path, "w", encoding="utf-8") as fh:
-        for section, keys in sections.items():
-            fh.write(f"[{section}]\n")
-            for key, value in keys.items():
-                fh.write(f"{key} = {value}\n")
-            fh.write("\n")
+        config.write(fh)
 
 
 def init_apiserver(workdir: str, extra_config: Optional[dict] = None) -> ApiserverSetup:
@@ -334,3 +356,26 @@ def bench_parser(description: str, rounds: int = 6, duration: int = 4, warmup: i
     parser.add_argument("--duration", type=int, default=duration, help=f"seconds per measured run (default {duration})")
     parser.add_argument("--warmup", type=int, default=warmup, help=f"seconds of load before measuring (default {warmup})")
     return parser
+
+
+def versus_baseline(args: argparse.Namespace, baseline_script: str, baseline_label: str, path: str, body: str,
+                    headers: dict, expect: str, target: str) -> None:
+    """Run ``baseline_script`` and a fresh ``apiserver serve`` side by side and compare them.
+
+    The apiserver is called at ``path?authkey=`` with the appliance administrator's key;
+    both answers are checked to contain ``expect`` before anything is measured.
+    """
+    label = f"apiserver {path}?authkey="
+    with scratch_dir("bench-") as workdir, contextlib.ExitStack() as servers:
+        log = os.path.join(workdir, "servers.log")
+        baseline_port = free_port()
+        baseline = servers.enter_context(pinned_server(
+            [PYTHON, os.path.join(HERE, baseline_script), "--port", str(baseline_port)], baseline_port, log))
+        setup = init_apiserver(workdir)
+        apiserver = servers.enter_context(pinned_server(setup.serve_argv(), setup.port, log))
+        targets = [Target(baseline_label, f"http://{HOST}:{baseline_port}/", baseline.pid),
+                   Target(label, f"{setup.url}{path}?authkey={setup.admin_key}", apiserver.pid)]
+        for each in targets:
+            check_answer(each.url, body, headers, expect)
+        results = alternate(targets, body, headers, args.rounds, args.duration, args.warmup, workdir)
+        summarize(results, label, baseline_label, target)
