@@ -430,6 +430,7 @@ class XmlRpcResource(resource.Resource):
         return b"XML-RPC takes POST requests: POST /xmlrpc?authkey=KEY with a <methodCall> body\n"
 
     def render_POST(self, request):
+        """HTTP checks, decode, admit (gate SOAP), call, encode; faults for every failure."""
         refusal = self.app.gatekeeper.check_http(request)
         if refusal is not None:
             request.setResponseCode(refusal.status)
@@ -445,6 +446,7 @@ class XmlRpcResource(resource.Resource):
                 return encode_response(introspect(params))
             if name != "system.multicall":
                 self.app.registry.lookup(name)  # an unknown name is refused before authenticating
+            auth_request = self._auth_request(request)
         except ApiError as error:
             return fault_for(error)
         except Exception:
@@ -452,7 +454,7 @@ class XmlRpcResource(resource.Resource):
             return fault_for(ServerError())
         gone: list = []
         request.notifyFinish().addErrback(gone.append)
-        d = self.app.admit(self._auth_request(request))
+        d = self.app.admit(auth_request)
         if name == "system.multicall":
             d.addCallback(self._multicall, params)
         else:
