@@ -353,7 +353,7 @@ _RPC_ITEM_TYPES = {STRING: "xsd:string", INT: "xsd:long", BOOLEAN: "xsd:boolean"
 
 def _rpc_array_type(spec: TypeSpec) -> str:
     if spec.kind == STRUCT:
-        return "ns1:" + spec.record.__name__
+        return "tns:" + spec.record.__name__
     if spec.kind == ARRAY:
         return "SOAP-ENC:Array"
     return _RPC_ITEM_TYPES.get(spec.kind, "xsd:anyType")
@@ -384,7 +384,7 @@ def rpc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) 
         fields = fields if fields is not None else value
         record = spec.record.__name__ if spec.kind == STRUCT else "Struct"
         specs = dict(spec.fields) if spec.kind == STRUCT else {}
-        out.append(f'<{name} xsi:type="{"ns1:" + record if spec.kind == STRUCT else "SOAP-ENC:Struct"}">')
+        out.append(f'<{name} xsi:type="{"tns:" + record if spec.kind == STRUCT else "SOAP-ENC:Struct"}">')
         for key, item in fields.items():
             rpc_value(out, _element_name(key), item, specs.get(key, _ANY), depth + 1)
         out.append(f"</{name}>")
@@ -420,7 +420,7 @@ def _element_name(key: Any) -> str:
 _RPC_HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" '
-    'xmlns:ns1="{ns}" xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    'xmlns:ns1="{ns}" xmlns:tns="urn:net.apnscp.soap" xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
     'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
     'xmlns:SOAP-ENC="http://schemas.xmlsoap.org/soap/encoding/" '
     'xmlns:ns2="http://xml.apache.org/xml-soap" '

@@ -177,7 +177,7 @@ def test_rpc_response_types_every_value(registry):
     assert array.get(XSI_TYPE) == "SOAP-ENC:Array"
     assert array.get("{http://schemas.xmlsoap.org/soap/encoding/}arrayType") == "xsd:string[1]"
     structs = rpc_response(registry, "sample_restrictions", [Restriction("10.0.0.0/8", None)])
-    assert structs.get("{http://schemas.xmlsoap.org/soap/encoding/}arrayType") == "ns1:Restriction[1]"
+    assert structs.get("{http://schemas.xmlsoap.org/soap/encoding/}arrayType") == "tns:Restriction[1]"
     gate = structs[0].find("gate")
     assert gate.get("{http://www.w3.org/2001/XMLSchema-instance}nil") == "true"
     assert rpc_response(registry, "sample_add", 3).get(XSI_TYPE) == "xsd:long"
