@@ -178,8 +178,8 @@ class DatabaseSessionStore(SessionStore):
             conn.execute(t.update().where(t.c.id_hash == key).values(last_seen=now))
             impersonator = load_identity(conn, row.impersonator_id) if row.impersonator_id else None
             identity = load_identity(conn, row.user_id)
-        if identity is None:
-            return None
+        if identity is None or (row.impersonator_id is not None and impersonator is None):
+            return None  # an account of the session was deleted
         return Session(dataclasses.replace(identity, impersonator=impersonator), row.gate)
 
     def delete(self, sid: str) -> None:

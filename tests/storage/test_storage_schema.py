@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import threading
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -12,40 +11,13 @@ import sqlalchemy as sa
 from apiserver.config import BUILTIN_SECTIONS, Config
 from apiserver.storage import SchemaError, Storage
 from apiserver.storage.migrations import MIGRATIONS
-
-SERVERS = {
-    "postgresql": "postgresql+psycopg://postgres@127.0.0.1/test",
-    "mariadb": "mysql+pymysql://root@127.0.0.1/test",
-}
-
-
-def _scratch_database(kind: str):
-    """Create a uniquely named database on the server so parallel runs never collide."""
-    admin = sa.create_engine(SERVERS[kind], isolation_level="AUTOCOMMIT")
-    name = f"h1_storage_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"{kind} server at {SERVERS[kind]} is unreachable: {exc.orig}")
-    url = sa.make_url(SERVERS[kind]).set(database=name)
-
-    def drop():
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name}" + (" WITH (FORCE)" if kind == "postgresql" else ""))
-        admin.dispose()
-
-    return url.render_as_string(hide_password=False), drop
+from tests.storage.support import database_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def storage(request, tmp_path):
     """An empty database of each backend, removed afterwards."""
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path / 'apiserver.db'}", lambda: None
-    else:
-        url, drop = _scratch_database(request.param)
+    url, drop = database_url(request.param, tmp_path)
     store = Storage.from_url(url, pool_size=4)
     yield store
     store.dispose()

@@ -1,0 +1,66 @@
+"""The accounts' own queries on every backend: the same flows on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from apiserver.accounts.identities import HISTORY_KEEP, record_logins
+from apiserver.accounts.keys import USAGE_FLUSH_DELAY
+from apiserver.accounts.sessions import DatabaseSessionStore
+from apiserver.context import Credentials
+from apiserver.errors import AuthenticationFailed, Exists
+from tests.accounts.support import Harness, eventually
+from tests.storage.support import database_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def backend(request, tmp_path):
+    """A harness whose [db] url is a fresh database of each backend, with db sessions."""
+    url, drop = database_url(request.param, tmp_path)
+    h = Harness(tmp_path / "state", {"db": {"url": url}, "session": {"backend": "db"}})
+    yield h
+    h.close()
+    drop()
+
+
+def test_account_flows(backend):
+    """Sites, users, keys, write-behind usage, sessions, restrictions and cascading deletion."""
+    h = backend
+    assert isinstance(h.app.accounts.sessions, DatabaseSessionStore)
+    site = h.add_site()
+    bob = h.add_user(site, "bob", "bob-password", "bob@example.com")
+    with pytest.raises(Exists):
+        h.add_site()
+    assert [u.username for u in h.call(site, "user_get_users")] == ["siteadmin", "bob"]
+    key = h.call(bob, "auth_create_api_key", "ci")
+    assert h.login_key(key) == bob
+    h.clock.advance(USAGE_FLUSH_DELAY)
+    eventually(lambda: h.call(bob, "auth_get_api_keys")[0].last_used is not None)
+    assert h.login(Credentials(username="bob", site="example.com", password="bob-password")) == bob
+    h.call(bob, "auth_restrict_ip", "192.0.2.0/24", "SOAP")
+    assert [(r.ip, r.gate) for r in h.call(bob, "auth_get_ip_restrictions")] == [("192.0.2.0/24", "SOAP")]
+    sid = h.call(h.admin, "admin_hijack", "example.com", "bob")
+    assert h.login(Credentials(session_id=sid)).impersonator == h.admin
+    assert [r.method for r in h.call(bob, "auth_get_login_history")] == ["password", "key"]
+    h.call(h.admin, "admin_delete_site", "example.com")
+    for credentials in (Credentials(api_key=key), Credentials(session_id=sid)):
+        with pytest.raises(AuthenticationFailed):
+            h.login(credentials)
+    assert h.call(h.admin, "admin_list_sites") == []
+
+
+def test_login_history_is_pruned_per_account(backend):
+    """Only the newest HISTORY_KEEP records of an account are kept."""
+    h = backend
+    site = h.add_site()
+    start = datetime.datetime(2027, 1, 1)
+    for batch in range(3):
+        rows = [dict(user_id=site.user_id, at=start + datetime.timedelta(seconds=batch * 1000 + i),
+                     address="192.0.2.1", gate="SOAP", method="key", success=True) for i in range(HISTORY_KEEP - 50)]
+        with h.app.storage.write() as conn:
+            record_logins(conn, rows)
+    history = h.call(site, "auth_get_login_history")
+    assert len(history) == HISTORY_KEEP
+    assert history[0].at == start + datetime.timedelta(seconds=2000 + HISTORY_KEEP - 51)
