@@ -173,27 +173,27 @@ class _Reader:
                 self.fail(f"expected ',' or ']' but found {char!r}")
 
 
+def _read_whole(text: str, read, trailing: str) -> Any:
+    """``read`` one value from ``text``; only spaces may surround it, else fail with ``trailing``."""
+    reader = _Reader(text)
+    reader.skip_spaces()
+    value = read(reader)
+    reader.skip_spaces()
+    if reader.pos != len(text):
+        reader.fail(trailing)
+    return value
+
+
 def parse_argument(text: str) -> Any:
     """Turn one command-line word into a value; ArgumentSyntaxError if it is malformed."""
     stripped = text.strip()
     if not stripped:
         return text
     if stripped[0] == "[":
-        reader = _Reader(text)
-        reader.skip_spaces()
-        value = reader.brackets()
-        reader.skip_spaces()
-        if reader.pos != len(text):
-            reader.fail("text after the closing ']'; quote the whole value to pass it as a string")
-        return value
+        return _read_whole(text, _Reader.brackets,
+                           "text after the closing ']'; quote the whole value to pass it as a string")
     if stripped[0] in _QUOTES:
-        reader = _Reader(text)
-        reader.skip_spaces()
-        value = reader.quoted()
-        reader.skip_spaces()
-        if reader.pos != len(text):
-            reader.fail("text after the closing quote")
-        return value
+        return _read_whole(text, _Reader.quoted, "text after the closing quote")
     # A plain word is taken whole and verbatim (colons, commas, spaces, backslashes): a@b.c, ::1
     return infer(text)
 

@@ -264,6 +264,8 @@ def _escape(text: str) -> str:
         text = text.replace("<", "&lt;")
     if ">" in text:
         text = text.replace(">", "&gt;")
+    if "\r" in text:  # a literal CR would reach the client as LF (XML line-end normalisation)
+        text = text.replace("\r", "&#13;")
     return text
 
 

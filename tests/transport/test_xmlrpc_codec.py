@@ -146,7 +146,7 @@ class Colour(str, enum.Enum):
 
 
 @pytest.mark.parametrize("value", [
-    "plain", "a<b>&c", "é ü 日本", "", 0, -1, 2 ** 31 - 1, -(2 ** 31), 2 ** 31, -(2 ** 63), 2 ** 63 - 1,
+    "plain", "a<b>&c", "line\r\nbreaks\r", "é ü 日本", "", 0, -1, 2 ** 31 - 1, -(2 ** 31), 2 ** 31, -(2 ** 63), 2 ** 63 - 1,
     True, False, 1.25, None, [], {}, [1, "a", None, [True]], {"a": {"b": [1.5]}, "c&d": None},
     datetime.datetime(2026, 11, 28, 18, 19, 14), b"\x00\xffbinary",
 ])
