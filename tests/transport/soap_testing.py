@@ -21,6 +21,7 @@ import pluggy
 KEY = "ab" * 32
 BAD_KEY = "cd" * 32
 SESSION = "s" * 32
+THROTTLED_KEY = "ef" * 32  # the KeyGate answers this one as Anvil does for a blocked address
 SECRET_MARKER = "BODY-SECRET-7f3a"  # appears only in request bodies; must never reach a log
 
 
@@ -121,7 +122,7 @@ def sample_module():
 
 
 class KeyGate:
-    """Test gate: admits KEY (and cookie SESSION) as an appliance administrator."""
+    """Test gate: admits KEY (and cookie SESSION) as an appliance administrator, throttles THROTTLED_KEY."""
 
     def __init__(self, app):
         self.app = app
@@ -138,13 +139,15 @@ class KeyGate:
         from twisted.internet import defer
 
         from apiserver.context import CallContext, Identity
-        from apiserver.errors import AuthenticationFailed
+        from apiserver.errors import AuthenticationFailed, Throttled
         from apiserver.module import Role
 
         creds = auth_request.credentials
         if creds.api_key == KEY or creds.session_id == SESSION:
             identity = Identity(role=Role.ADMIN, user_id=1, username="admin")
             return defer.succeed(CallContext(self.app, identity, auth_request.gate, auth_request.address))
+        if creds.api_key == THROTTLED_KEY:
+            return defer.fail(Throttled(retry_after=42))
         return defer.fail(AuthenticationFailed("key"))
 
 

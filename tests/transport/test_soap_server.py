@@ -7,7 +7,7 @@ import http.client
 import pytest
 from lxml import etree
 
-from tests.transport.soap_testing import BAD_KEY, KEY, SESSION, SoapTestServer
+from tests.transport.soap_testing import BAD_KEY, KEY, SESSION, THROTTLED_KEY, SoapTestServer
 
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 
@@ -87,6 +87,17 @@ def test_bad_key_is_client_denied(server):
     for key in (BAD_KEY, None):
         code, _ = fault_of(*post(server, envelope('<m:sample_whoami xmlns:m="urn:x"/>'), key=key))
         assert code == "SOAP-ENV:Client.Denied"
+
+
+def test_throttled_is_a_fault_with_retry_after(server):
+    """Anvil's refusal is Client.Throttled with the wait in the fault detail and Retry-After."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("POST", f"/soap?authkey={THROTTLED_KEY}", body=envelope('<m:sample_whoami xmlns:m="urn:x"/>'),
+                 headers={"Content-Type": "text/xml"})
+    response = conn.getresponse()
+    body = response.read()
+    assert fault_of(response.status, body)[0] == "SOAP-ENV:Client.Throttled"
+    assert response.getheader("Retry-After") == "42" and b">42</retryAfter>" in body
 
 
 def test_session_cookie_authenticates(server):
