@@ -1,6 +1,6 @@
 """Anvil state in Redis (``[anvil] backend=redis``), so several nodes share counters and blocks.
 
-One hash per address (``<prefix><address>``: ``n`` failures, ``e`` window end, ``u`` block
+One hash per address (``apiserver:anvil:<address>``: ``n`` failures, ``e`` window end, ``u`` block
 end, clock seconds) that Redis expires when both the window and the block are over.  A failure
 is counted by a Lua script, atomically across nodes, with exactly the transition of
 :func:`apiserver.middleware.anvil.after_failure`; so exactly one node sees the failure that
@@ -18,6 +18,7 @@ from twisted.internet import defer
 
 from apiserver.middleware.anvil import AnvilState, AnvilStore
 
+#: Prefix of every Anvil key in Redis (tests pass their own to stay apart).
 DEFAULT_PREFIX = "apiserver:anvil:"
 
 # KEYS[1] the address's hash; ARGV now, ttl, limit.  Returns {count, window_end, blocked_until, started}

@@ -9,7 +9,7 @@ import redis
 from apiserver.context import Gate
 from apiserver.errors import Throttled
 from apiserver.middleware.anvil import Anvil, AnvilState, make_store
-from apiserver.middleware.anvil_redis import RedisAnvilStore
+from apiserver.middleware.anvil_redis import DEFAULT_PREFIX, RedisAnvilStore
 from tests.middleware.support import result_of
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -45,11 +45,12 @@ def node(app_factory, prefix):
 
 
 def test_backend_redis_selects_the_redis_store(app_factory):
-    """[anvil] backend=redis makes Anvil keep its state in Redis."""
+    """[anvil] backend=redis makes Anvil keep its state in Redis at [anvil] redis_url."""
     app = app_factory({"anvil": {"backend": "redis", "redis_url": REDIS_URL}})
     store = make_store(app, on_evict=lambda key, state: None)
     try:
-        assert isinstance(store, RedisAnvilStore)
+        assert isinstance(store, RedisAnvilStore) and store.prefix == DEFAULT_PREFIX
+        assert store.client.connection_pool.connection_kwargs["port"] == 6379
     finally:
         store.close()
 
