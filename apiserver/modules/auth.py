@@ -70,20 +70,12 @@ class AuthModule(Module):
     @export(roles=Role.ALL)
     async def restrict_ip(self, ctx, ip: str, gate: Optional[str] = None) -> bool:
         """Allow logins from IP (address or CIDR) at GATE (null: every gate); any entry enables the restriction."""
-        restrictions = ctx.app.gatekeeper.ip_restrictions
-        network, gate_name = restrictions.validate_entry(ip, gate)
-        await ctx.app.run_blocking(ctx.app.accounts.add_ip_restriction, ctx.identity, network, gate_name)
-        restrictions.invalidate(ctx.identity.user_id)
-        return True
+        return await _edit_restrictions(ctx, ctx.app.accounts.add_ip_restriction, ip, gate)
 
     @export(roles=Role.ALL)
     async def remove_ip_restriction(self, ctx, ip: str, gate: Optional[str] = None) -> bool:
         """Remove the entry IP at GATE (null: the entry for every gate)."""
-        restrictions = ctx.app.gatekeeper.ip_restrictions
-        network, gate_name = restrictions.validate_entry(ip, gate)
-        await ctx.app.run_blocking(ctx.app.accounts.remove_ip_restriction, ctx.identity, network, gate_name)
-        restrictions.invalidate(ctx.identity.user_id)
-        return True
+        return await _edit_restrictions(ctx, ctx.app.accounts.remove_ip_restriction, ip, gate)
 
     @export(roles=Role.ALL)
     def get_ip_restrictions(self, ctx, gate: Optional[str] = None) -> list[IpRestriction]:
@@ -102,6 +94,15 @@ class AuthModule(Module):
     def get_last_login(self, ctx) -> Optional[LoginRecord]:
         """The caller's most recent successful login, or null."""
         return ctx.app.accounts.last_login(ctx.identity)
+
+
+async def _edit_restrictions(ctx, change, ip: str, gate: Optional[str]) -> bool:
+    """Validate the entry through the gatekeeper, ``change`` it on the pool, drop the cached entries."""
+    restrictions = ctx.app.gatekeeper.ip_restrictions
+    network, gate_name = restrictions.validate_entry(ip, gate)
+    await ctx.app.run_blocking(change, ctx.identity, network, gate_name)
+    restrictions.invalidate(ctx.identity.user_id)
+    return True
 
 
 @hookimpl
