@@ -13,6 +13,9 @@ from apiserver.storage import schema
 
 ROLE_OF = {"admin": Role.ADMIN, "site": Role.SITE, "user": Role.USER}
 
+#: Name of the appliance administrator's account (made by ``apiserver init``).
+ADMIN_USERNAME = "admin"
+
 #: Newest login records kept per account; older ones are pruned as new ones arrive.
 HISTORY_KEEP = 200
 

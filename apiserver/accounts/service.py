@@ -32,8 +32,6 @@ _users, _sites, _restrictions, _history = schema.users, schema.sites, schema.ip_
 
 #: Root's uid: a cpcmd caller with it acts as the appliance administrator.
 ROOT_UID = 0
-#: Name of the appliance administrator's account.
-ADMIN_USERNAME = "admin"
 
 
 class Accounts:

@@ -10,6 +10,8 @@ from typing import Optional
 
 import sqlalchemy as sa
 
+from apiserver.accounts.identities import ADMIN_USERNAME, load_identity
+from apiserver.accounts.keys import ApiKeys, KeyCipher
 from apiserver.config import Config
 from apiserver.storage import Storage, schema, utcnow
 
@@ -67,10 +69,6 @@ def initialize_state(config: Config) -> InitResult:
     Makes ``state_dir`` (0700), the secret file (0600, unless ``[auth] secret`` is set), the
     schema, the appliance administrator ``admin`` and its first API key.
     """
-    from apiserver.accounts.keys import ApiKeys, KeyCipher
-    from apiserver.accounts.service import ADMIN_USERNAME
-    from apiserver.accounts.identities import load_identity
-
     state_dir = config.state_dir
     lines = []
     if not os.path.isdir(state_dir):
