@@ -184,3 +184,29 @@ def test_toggle_answers_403_and_comes_back_at_run_time(server_factory):
     cpcmd(server, "scope:set", "cp.api", "true")
     assert all(requests.get(u, timeout=30).status_code == 200 for u in urls)
     assert "appliance" in soap_post(server.soap_url, "common_whoami").text
+
+
+def test_block_ends_by_itself_after_ttl(server_factory):
+    """A blocked address gets its correct key refused until ttl has passed, then answered; block and
+    unblock are each logged once with the address."""
+    server = server_factory({"anvil": {"limit": "2", "ttl": "3", "min_attempts": "1000"}})
+    soap = Soap(server)
+    for _ in range(2):
+        soap.fault("common_whoami", key="0" * 64, address="192.0.2.95")
+    blocked_at = time.monotonic()
+    assert soap.fault("common_whoami", key=server.admin_key, address="192.0.2.95").code == "SOAP-ENV:Client.Throttled"
+    while time.monotonic() - blocked_at < 15:
+        try:
+            assert soap("common_whoami", key=server.admin_key, address="192.0.2.95")["role"] == "appliance"
+            break
+        except zeep.exceptions.Fault as fault:
+            assert fault.code == "SOAP-ENV:Client.Throttled"
+        time.sleep(0.25)  # polling a real server's real clock
+    else:
+        pytest.fail("the block did not end within 15 s of a 3 s ttl")
+    assert time.monotonic() - blocked_at >= 2.5
+    deadline = time.monotonic() + 5
+    while "anvil: unblocked 192.0.2.95" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the unblock line is written by the server's own timer
+    log = server.log()
+    assert log.count("anvil: blocking 192.0.2.95") == 1 and log.count("anvil: unblocked 192.0.2.95") == 1
