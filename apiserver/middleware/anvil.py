@@ -164,7 +164,7 @@ class Anvil:
         self._unblocks: list[tuple[float, str]] = []  # heap of (until, key) for the unblock log
         self._timer = None
 
-    # --- the three things a gate asks ------------------------------------------------------
+    # --- what a gate asks -------------------------------------------------------------------
     def key_for(self, address: str) -> Optional[str]:
         """What ``address`` is counted as (its IPv6 network), or None when it is whitelisted."""
         ip = parse_address(address)
@@ -193,8 +193,8 @@ class Anvil:
         if key is None:
             self._call_hook(self.app.hook.apiserver_login_failed, address=address, gate=gate, reason=reason)
             return defer.succeed(None)
-        config = self.config
-        d = self.store.record_failure(key, self.clock.seconds(), config.get("anvil", "ttl"), config.get("anvil", "limit"))
+        ttl, limit = self.config.get("anvil", "ttl"), self.config.get("anvil", "limit")
+        d = self.store.record_failure(key, self.clock.seconds(), ttl, limit)
         return d.addCallback(self._counted, key, address, gate, reason)
 
     def delay_for(self, count: int) -> float:
@@ -235,7 +235,7 @@ class Anvil:
             return None
         return Throttled(retry_after=max(1, math.ceil(state.blocked_until - now)))
 
-    def _counted(self, result: tuple[AnvilState, bool], key: str, address: str, gate, reason: str) -> Optional[Throttled]:
+    def _counted(self, result: tuple, key: str, address: str, gate, reason: str) -> Optional[Throttled]:
         state, started = result
         if started:
             self._announce_block(key, state)

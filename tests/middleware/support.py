@@ -7,7 +7,7 @@ would need a running reactor, and the tests read Deferred results synchronously)
 from __future__ import annotations
 
 import pluggy
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from apiserver import hookspecs
