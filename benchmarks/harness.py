@@ -192,8 +192,8 @@ def process_cpu_seconds(pid: int) -> float:
 def run_wrk(url: str, body: str, headers: dict, duration: int, workdir: str, pid: Optional[int] = None) -> WrkResult:
     """POST ``body`` to ``url`` from the client core with 16 connections for ``duration`` s.
 
-    With the server's ``pid``, also the server's CPU time per request: unlike req/s it barely
-    moves when other processes compete for the core, so it is the steadier figure to compare.
+    With the server's ``pid``, also the server's CPU time per request: it moves much less than
+    req/s when other processes compete for the core, so it is the steadier figure to compare.
     """
     script = os.path.join(workdir, "post.lua")
     with open(script, "w", encoding="utf-8") as fh:
