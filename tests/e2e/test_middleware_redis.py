@@ -29,8 +29,7 @@ def whoami(server, key, address):
 
 
 def test_two_nodes_share_counters_and_blocks(server_factory, network):
-    """Failures on node A and node B add up per /64; the block started on B refuses that network on A,
-    even with A's correct key; other networks go on; Redis holds the counter with an expiry."""
+    """Failures on two nodes add up per /64 in Redis; a block started on one refuses on the other."""
     settings = {"anvil": {"backend": "redis", "redis_url": REDIS_URL, "limit": "3", "min_attempts": "1000"}}
     node_a, node_b = server_factory(settings), server_factory(settings)
     bad = "0" * 64

@@ -62,8 +62,7 @@ def whoami_site(soap, key, address):
 
 
 def test_seed_restrict_ip_sequence(server_factory):
-    """Seed: none listed -> all log in; one UI entry -> every other gate refuses; an entry with no
-    gate -> that address everywhere; removed -> UI only again; all removed -> everyone."""
+    """Seed sequence: none: all; a UI entry: other gates refuse all; no gate: that address; removed: UI only."""
     server = server_factory(NO_DELAYS)
     soap = Soap(server)
     sid, key = site_with_key(soap, server.admin_key, "seed.example.com")
@@ -109,8 +108,7 @@ def test_invalid_entries_are_refused_naming_the_value(server_factory):
 
 
 def test_refused_address_counts_in_anvil(server_factory):
-    """A good key from a refused address fails like a bad one and counts: at limit the address is
-    Throttled, even for the appliance administrator's key, while the allowed address still works."""
+    """A refused address fails like a bad key and counts until Throttled, even with the admin key."""
     server = server_factory({"anvil": {"limit": "4", "min_attempts": "1000"}})
     soap = Soap(server)
     sid, key = site_with_key(soap, server.admin_key, "counted.example.com")
@@ -153,8 +151,7 @@ def timed_post(url, address):
 
 
 def test_delay_holds_up_only_that_address(server_factory):
-    """Past min_attempts the next attempt from that address waits base_delay; another address
-    answered meanwhile is not held up."""
+    """Past min_attempts that address waits base_delay; another address meanwhile is not held up."""
     server = server_factory({"anvil": {"min_attempts": "1", "base_delay": "2000", "max_delay": "2000"}})
     bad_url = f"{server.url}/soap?authkey={'0' * 64}"
     assert "Client.Denied" in soap_post(bad_url, "common_whoami", headers={"X-Forwarded-For": "192.0.2.80"}).text
@@ -168,8 +165,7 @@ def test_delay_holds_up_only_that_address(server_factory):
 
 
 def test_toggle_answers_403_and_comes_back_at_run_time(server_factory):
-    """cp.api false: /soap, /xmlrpc and both WSDL URLs answer 403 saying so; cpcmd (local socket,
-    not the API) sets it true again and the same URLs answer, no restart."""
+    """cp.api false: API URLs and both WSDLs answer 403 saying why; cpcmd turns it back on."""
     server = server_factory()
     urls = [f"{server.url}/apnscp.wsdl", f"{server.url}/soap?wsdl", f"{server.url}/apnscp.wsdl?style=document"]
     assert Soap(server)("scope_set", "cp.api", False, key=server.admin_key, address="192.0.2.90") is True
@@ -187,8 +183,7 @@ def test_toggle_answers_403_and_comes_back_at_run_time(server_factory):
 
 
 def test_block_ends_by_itself_after_ttl(server_factory):
-    """A blocked address gets its correct key refused until ttl has passed, then answered; block and
-    unblock are each logged once with the address."""
+    """A block refuses the correct key until ttl passes, then ends; block and unblock logged once."""
     server = server_factory({"anvil": {"limit": "2", "ttl": "3", "min_attempts": "1000"}})
     soap = Soap(server)
     for _ in range(2):
