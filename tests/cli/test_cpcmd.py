@@ -124,3 +124,75 @@ def test_url_without_key_is_a_usage_error(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["--url", "http://127.0.0.1:1", "common:whoami"])
     assert "--url needs --key" in capsys.readouterr().err
+
+
+class ScriptedSocket:
+    """A UNIX socket in a thread that records one request line and answers with ``reply``."""
+
+    def __init__(self, path: str, reply: dict):
+        import socket
+        import threading
+
+        self.request = None
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path)
+        self.listener.listen(1)
+        self.thread = threading.Thread(target=self._serve, args=(reply,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, reply: dict) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                data += conn.recv(4096)
+            self.request = json.loads(data)
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def close(self) -> None:
+        self.thread.join(timeout=10)
+        self.listener.close()
+
+
+@pytest.fixture
+def scripted(tmp_path):
+    """``scripted(reply)``: a config whose socket answers ``reply``; returns (config path, server)."""
+    servers = []
+
+    def make(reply: dict):
+        config = tmp_path / "config.ini"
+        config.write_text(f"[core]\nstate_dir = {tmp_path}\n")
+        server = ScriptedSocket(str(tmp_path / "apiserver.sock"), reply)
+        servers.append(server)
+        return str(config), server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_local_request_carries_command_arguments_and_identity(scripted, capsys):
+    """The socket request has the command, parsed arguments, site and user; the result is printed."""
+    config, server = scripted({"result": [{"ip": "10.1.2.3", "gate": "UI"}]})
+    assert main(["--config", config, "-d", "domain.com", "-u", "bob", "auth:restrict-ip", "10.1.2.3", "[a:1]"]) == 0
+    server.close()
+    assert server.request == {"function": "auth:restrict-ip", "args": ["10.1.2.3", {"a": 1}], "kwargs": {},
+                              "site": "domain.com", "user": "bob"}
+    assert capsys.readouterr().out == "- ip: 10.1.2.3\n  gate: UI\n"
+
+
+def test_local_refusal_explains_the_ip_restriction_lockout(scripted, capsys):
+    """A refused socket login says which IP restriction root needs."""
+    config, _server = scripted({"fault": {"code": "Client.Denied",
+                                          "message": "authentication failed: invalid or missing credentials"}})
+    assert main(["--config", config, "common:whoami"]) == 1
+    err = capsys.readouterr().err
+    assert "Client.Denied: authentication failed" in err
+    assert "127.0.0.1 at gate CLI" in err
+
+
+def test_remote_user_without_domain_is_a_usage_error(capsys):
+    """-u over --url needs -d: the user of which site."""
+    with pytest.raises(SystemExit):
+        main(["--url", "http://127.0.0.1:1", "--key", "k", "-u", "bob", "common:whoami"])
+    assert "-u USER needs -d DOMAIN" in capsys.readouterr().err

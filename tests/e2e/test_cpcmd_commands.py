@@ -252,3 +252,14 @@ def test_remote_unreachable_exits_3(running_server, tmp_path):
     proc = subprocess.run(CPCMD + ["--url", "http://127.0.0.1:1", "--key", "x", "common:whoami"],
                           capture_output=True, text=True, env=CLEAN_ENV, timeout=60)
     assert proc.returncode == 3 and "http://127.0.0.1:1/xmlrpc" in proc.stderr
+
+
+def test_socket_works_while_the_api_is_off_and_switches_it_back_on(server_factory):
+    """[soap] enabled=false closes --url (HTTP 403) but not the socket, which can set cp.api true."""
+    server = server_factory({"soap": {"enabled": "false"}})
+    local, remote = Cpcmd(server, "socket"), Cpcmd(server, "remote")
+    refused = remote("common:whoami")
+    assert refused.returncode == 3 and "HTTP 403" in refused.stderr
+    assert yaml.safe_load(local.ok("common:whoami"))["role"] == "appliance"
+    assert local.ok("scope:set", "cp.api", "true") == "true"
+    assert yaml.safe_load(remote.ok("common:whoami"))["role"] == "appliance"
