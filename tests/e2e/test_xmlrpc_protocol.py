@@ -155,3 +155,16 @@ def test_https_endpoint(running_server):
     client = xmlrpc.client.ServerProxy(f"{running_server.https_url}/xmlrpc?authkey={running_server.admin_key}",
                                        allow_none=True, context=ssl._create_unverified_context())
     assert client.common_whoami()["role"] == "appliance"
+
+
+def test_anvil_throttles_xmlrpc_even_with_the_right_key(server_factory):
+    """After [anvil] limit bad keys from one address, its good key gets faultCode 429 too."""
+    server = server_factory({"anvil": {"limit": "3", "min_attempts": "3"}})
+    for _ in range(3):
+        with pytest.raises(xmlrpc.client.Fault):
+            proxy(server, "0" * 64, forwarded_for="192.0.2.50").common_whoami()
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        proxy(server, server.admin_key, forwarded_for="192.0.2.50").common_whoami()
+    assert info.value.faultCode == 429
+    assert info.value.faultString.startswith("Client.Throttled: ")
+    assert proxy(server, server.admin_key, forwarded_for="192.0.2.51").common_whoami()["role"] == "appliance"
