@@ -337,20 +337,41 @@ _ENCODERS: dict[type, Callable] = {
 }
 
 
+def _record_encoder(cls: type) -> Callable:
+    names = tuple(f.name for f in dataclasses.fields(cls))
+
+    def encode_record(value, out):
+        _enc_dict({name: getattr(value, name) for name in names}, out)
+
+    return encode_record
+
+
+def _enc_enum(value, out):
+    _encode(value.value, out)
+
+
+def _encoder_for(cls: type) -> Callable:
+    """The encoder of a type not in the table yet: records, enums, subclasses of the plain types.
+
+    Worked out once per type and added to ``_ENCODERS``, so each later value costs one look-up.
+    """
+    if dataclasses.is_dataclass(cls):
+        encoder = _record_encoder(cls)
+    elif issubclass(cls, enum.Enum):
+        encoder = _enc_enum
+    else:
+        encoder = next((enc for base, enc in list(_ENCODERS.items()) if issubclass(cls, base)), None)
+        if encoder is None:
+            raise ServerError(f"the result holds a value XML-RPC cannot carry ({cls.__name__})")
+    _ENCODERS[cls] = encoder
+    return encoder
+
+
 def _encode(value, out: list) -> None:
     encoder = _ENCODERS.get(type(value))
-    if encoder is not None:
-        encoder(value, out)
-    elif isinstance(value, enum.Enum):
-        _encode(value.value, out)
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        _enc_dict({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, out)
-    else:
-        for base, encoder in _ENCODERS.items():  # subclasses of the plain types
-            if isinstance(value, base):
-                encoder(value, out)
-                return
-        raise ServerError(f"the result holds a value XML-RPC cannot carry ({type(value).__name__})")
+    if encoder is None:
+        encoder = _encoder_for(type(value))
+    encoder(value, out)
 
 
 _RESPONSE_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<methodResponse><params><param>'
