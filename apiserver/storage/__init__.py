@@ -21,6 +21,10 @@ __all__ = ["Storage", "SchemaError", "DEFAULT_SQLITE_FILE", "utcnow"]
 DEFAULT_SQLITE_FILE = "apiserver.db"
 
 
+_MIGRATION_LOCK_ID = 0x61706973  # PostgreSQL advisory lock key ("apis")
+_MIGRATION_LOCK_NAME = "apiserver_schema_migration"
+
+
 class SchemaError(Exception):
     """The database's schema is missing or newer than this code."""
 
@@ -81,37 +85,37 @@ class Storage:
     def version(self) -> int:
         """The schema version the database carries (0: no schema)."""
         with self.read() as conn:
-            if not sa.inspect(conn).has_table(schema.schema_version.name):
-                return 0
-            return conn.execute(sa.select(sa.func.max(schema.schema_version.c.version))).scalar() or 0
+            return _version(conn)
 
     @property
     def latest_version(self) -> int:
         return MIGRATIONS[-1].version
 
     def create_schema(self) -> bool:
-        """Create the schema when the database has none; True if it did, False if it existed.
+        """Create the schema when the database has none; True if this call created it.
 
         An existing schema is brought up to date with :meth:`migrate`.
         """
-        created = self.version() == 0
-        self.migrate()
-        return created
+        applied = self.migrate()
+        return bool(applied) and applied[0] == MIGRATIONS[0].version
 
     def migrate(self) -> list:
         """Apply every pending migration in order; returns the versions applied.
 
-        Raises :class:`SchemaError` when the database is newer than this code.
+        Several nodes may start at once: the migrations run under a database-wide lock, and a
+        node that waited finds them applied.  Raises :class:`SchemaError` when the database is
+        newer than this code.
         """
-        current = self.version()
-        if current > self.latest_version:
-            raise SchemaError(f"the database has schema version {current}, newer than this apiserver "
-                              f"({self.latest_version}); upgrade apiserver")
-        applied = []
-        for migration in MIGRATIONS:
-            if migration.version > current:
-                self._apply(migration)
-                applied.append(migration.version)
+        with self._migration_lock() as conn:
+            current = _version(conn)
+            if current > self.latest_version:
+                raise SchemaError(f"the database has schema version {current}, newer than this apiserver "
+                                  f"({self.latest_version}); upgrade apiserver")
+            applied = []
+            for migration in MIGRATIONS:
+                if migration.version > current:
+                    self._apply(conn, migration)
+                    applied.append(migration.version)
         return applied
 
     def check(self) -> None:
@@ -123,13 +127,31 @@ class Storage:
             raise SchemaError(f"the database has schema version {current}, this apiserver needs "
                               f"{self.latest_version}: run 'apiserver init' to migrate")
 
-    def _apply(self, migration: Migration) -> None:
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[sa.Connection]:
+        """A write transaction only one process holds at a time (SQLite: BEGIN IMMEDIATE is the lock)."""
         with self.write() as conn:
-            schema.schema_version.create(conn, checkfirst=True)
-            migration.apply(conn)
-            conn.execute(schema.schema_version.insert().values(
-                version=migration.version, description=migration.description,
-                applied_at=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)))
+            dialect = self.engine.dialect.name
+            if dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
+            elif dialect in ("mysql", "mariadb"):
+                # DDL commits implicitly on MySQL, so the lock is the session's, released explicitly.
+                if conn.exec_driver_sql(f"SELECT GET_LOCK('{_MIGRATION_LOCK_NAME}', 300)").scalar() != 1:
+                    raise SchemaError("another apiserver has been migrating the schema for 5 minutes; try again")
+                try:
+                    yield conn
+                finally:
+                    conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{_MIGRATION_LOCK_NAME}')")
+                return
+            yield conn
+
+    @staticmethod
+    def _apply(conn: sa.Connection, migration: Migration) -> None:
+        schema.schema_version.create(conn, checkfirst=True)
+        migration.apply(conn)
+        conn.execute(schema.schema_version.insert().values(
+            version=migration.version, description=migration.description,
+            applied_at=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)))
 
     def dispose(self) -> None:
         """Close every pooled connection."""
@@ -153,3 +175,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
     def on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
 
+
+def _version(conn: sa.Connection) -> int:
+    if not sa.inspect(conn).has_table(schema.schema_version.name):
+        return 0
+    return conn.execute(sa.select(sa.func.max(schema.schema_version.c.version))).scalar() or 0

@@ -194,3 +194,32 @@ def test_from_config_defaults_to_sqlite_in_state_dir(tmp_path):
     assert store.engine.url.database == str(tmp_path / "apiserver.db")
     other = Config(BUILTIN_SECTIONS, {"db": {"url": f"sqlite:///{tmp_path / 'other.db'}"}}, None)
     assert Storage.from_config(other).engine.url.database == str(tmp_path / "other.db")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_nodes_starting_together_migrate_once(kind, tmp_path):
+    """Several processes creating the schema at once: exactly one creates it, none fails."""
+    url, drop = database_url(kind, tmp_path)
+    stores = [Storage.from_url(url, pool_size=2) for _ in range(4)]
+    results, errors = [], []
+
+    def start(store):
+        try:
+            results.append(store.create_schema())
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert sorted(results) == [False, False, False, True]
+        with stores[0].read() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(stores[0].tables.schema_version)).scalar() == 1
+    finally:
+        for store in stores:
+            store.dispose()
+        drop()
