@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from apiserver.context import AuthRequest, CallContext, Credentials, Gate
-from apiserver.errors import ApiError, AuthenticationFailed, Denied, InvalidArgument, Malformed, ServerError
+from apiserver.errors import ApiError, AuthenticationFailed, Denied, Malformed, ServerError
 from apiserver.module import Role
 from apiserver.types import to_plain
 

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from apiserver.context import AuthRequest, Credentials, Gate
-from apiserver.errors import ApiError, InvalidArgument, Malformed, ServerError, Throttled, UnknownMethod
+from apiserver.errors import ApiError, InvalidArgument, Malformed, ServerError, Throttled
 from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT
 
 log = Logger(namespace="apiserver.transport.xmlrpc")
