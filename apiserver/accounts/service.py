@@ -42,8 +42,15 @@ class Accounts:
         self.keys = ApiKeys(app, self._cipher)
         self.sessions = make_session_store(app)
         self._lock = threading.Lock()
+        self._dummy_lock = threading.Lock()  # held while hashing: never taken on the reactor thread
         self._key_cipher: Optional[KeyCipher] = None
         self._dummy_hash: Optional[str] = None
+
+    def prepare(self) -> None:
+        """Blocking (hashing pool, at start-up): read the secret and make the dummy password hash,
+        so the first requests pay for neither and an unknown account never costs two hashes."""
+        self._cipher()
+        self._dummy()
 
     # The secret is read on first use, so building the application needs no initialised state.
     def _cipher(self) -> KeyCipher:
@@ -113,7 +120,7 @@ class Accounts:
         return passwords.verify_password(password, stored)
 
     def _dummy(self) -> str:
-        with self._lock:
+        with self._dummy_lock:
             if self._dummy_hash is None:
                 iterations = self.app.config.get("auth", "pbkdf2_iterations")
                 self._dummy_hash = passwords.hash_password(passwords.generate_password(), iterations)

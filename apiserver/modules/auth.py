@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Optional
 
+from twisted.logger import Logger
+
 from apiserver.accounts.records import ApiKeyInfo, IpRestriction, LoginRecord
 from apiserver.accounts.validation import parse_gate
 from apiserver.errors import InvalidArgument
 from apiserver.hookspecs import hookimpl
 from apiserver.module import Module, Role, export
+
+log = Logger(namespace="apiserver.modules.auth")
 
 
 class AuthModule(Module):
@@ -109,6 +113,13 @@ async def _edit_restrictions(ctx, change, ip: str, gate: Optional[str]) -> bool:
 def apiserver_add_modules(app):
     """Contribute the ``auth`` module."""
     return [AuthModule]
+
+
+@hookimpl
+def apiserver_startup(app):
+    """Read the secret and prepare the dummy password hash on the hashing pool."""
+    d = app.run_hashing(app.accounts.prepare)
+    d.addErrback(lambda failure: log.failure("preparing the accounts failed", failure))
 
 
 @hookimpl

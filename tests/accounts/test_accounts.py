@@ -71,14 +71,19 @@ def test_password_login_and_history(harness):
     assert (last.success, last.gate) == (True, "UI")
 
 
-def test_unknown_account_costs_a_full_hash(harness, monkeypatch):
-    """An unknown user is checked against a dummy hash of the configured strength, then refused."""
-    checked = []
-    real = passwords.verify_password
-    monkeypatch.setattr(passwords, "verify_password", lambda pw, stored: checked.append(stored) or real(pw, stored))
-    with pytest.raises(AuthenticationFailed):
-        harness.login(Credentials(username="nobody", site="example.com", password="whatever1"))
-    assert len(checked) == 1 and checked[0].startswith("$pbkdf2-sha512$1000$")
+def test_unknown_account_costs_one_full_hash(harness, monkeypatch):
+    """After start-up preparation an unknown user costs exactly one verification against a dummy
+    hash of the configured strength, like a known one, and no extra hashing."""
+    wait(harness.app.run_hashing(harness.app.accounts.prepare))
+    checked, hashed = [], []
+    real_verify, real_hash = passwords.verify_password, passwords.hash_password
+    monkeypatch.setattr(passwords, "verify_password", lambda pw, stored: checked.append(stored) or real_verify(pw, stored))
+    monkeypatch.setattr(passwords, "hash_password", lambda pw, n: hashed.append(n) or real_hash(pw, n))
+    for username in ("nobody", "admin"):  # admin exists but has no password
+        with pytest.raises(AuthenticationFailed):
+            harness.login(Credentials(username=username, password="whatever1"))
+    assert len(checked) == 2 and all(h.startswith("$pbkdf2-sha512$1000$") for h in checked)
+    assert checked[0] == checked[1] and hashed == []
 
 
 def test_legacy_hash_is_upgraded_on_successful_login(harness):
