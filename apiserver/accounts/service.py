@@ -1,9 +1,11 @@
 """The accounts service (``app.accounts``): sites, accounts, passwords, API keys, sessions, logins.
 
 Methods documented as *blocking* touch the database and run on the blocking pool (module
-functions call them directly; they already run there).  Methods returning a Deferred run on
-the reactor thread: they hand database work to ``app.run_blocking``, hashing to
-``app.run_hashing``, and fire the event hooks on the reactor thread when done.
+functions call them directly; they already run there).  ``authenticate`` returns a Deferred
+and the ``async def`` methods are coroutines (``await`` them in an async module function, or
+wrap them in ``defer.ensureDeferred``); both run on the reactor thread, hand database work to
+``app.run_blocking`` and hashing to ``app.run_hashing``, and fire the event hooks on the
+reactor thread when done.
 """
 
 from __future__ import annotations
