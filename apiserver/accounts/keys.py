@@ -35,7 +35,7 @@ from apiserver.storage import schema, utcnow
 
 log = Logger(namespace="apiserver.accounts.keys")
 
-_KEY = re.compile(r"^[0-9a-f]{64}$")
+_KEY = re.compile(r"[0-9a-f]{64}")
 _IGNORED = re.compile(r"[\s-]+")
 
 #: Seconds between a use of a key and the batched write of ``last_used``.
@@ -56,7 +56,7 @@ def normalize_key(raw) -> Optional[str]:
     if not isinstance(raw, str) or len(raw) > 256:
         return None
     key = _IGNORED.sub("", raw).lower()
-    return key if _KEY.match(key) else None
+    return key if _KEY.fullmatch(key) else None
 
 
 def derive_key(secret: bytes, purpose: str) -> bytes:

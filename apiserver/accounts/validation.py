@@ -8,9 +8,9 @@ from typing import Optional
 from apiserver.context import Gate
 from apiserver.errors import InvalidArgument
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_USERNAME = re.compile(r"^[a-z_][a-z0-9._-]{0,31}$")
-_EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_USERNAME = re.compile(r"[a-z_][a-z0-9._-]{0,31}")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
 def _show(value: str) -> str:
@@ -27,7 +27,7 @@ def domain_problem(domain: str) -> Optional[str]:
     if len(labels) < 2:
         return "it needs at least two labels, like example.com"
     for label in labels:
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             return (f"label {label!r} must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen"
                     if label else "it has an empty label")
     if labels[-1].isdigit():
@@ -47,7 +47,7 @@ def normalize_domain(domain: str) -> str:
 def normalize_username(username: str) -> str:
     """A login name: lower-case letter or underscore first, then up to 31 of a-z 0-9 . _ -."""
     value = username.strip()
-    if not _USERNAME.match(value):
+    if not _USERNAME.fullmatch(value):
         raise InvalidArgument(
             f"invalid username {_show(username)}: use 1-32 characters, lower-case letters, digits, '.', '_' or '-', "
             "starting with a letter or '_'")
@@ -60,7 +60,7 @@ def normalize_email(email: str) -> str:
     local, at, domain = value.rpartition("@")
     if not at or not local:
         raise InvalidArgument(f"invalid email address {_show(email)}: expected name@domain")
-    if len(local) > 64 or not _EMAIL_LOCAL.match(local):
+    if len(local) > 64 or not _EMAIL_LOCAL.fullmatch(local):
         raise InvalidArgument(f"invalid email address {_show(email)}: the part before '@' is not valid")
     problem = domain_problem(domain.lower())
     if problem or len(value) > 254:
