@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Optional
 
-_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
 def is_loopback(address: str) -> bool:
@@ -25,7 +25,8 @@ def is_loopback(address: str) -> bool:
     return (mapped or ip).is_loopback
 
 
-def _plausible_host(host: str) -> bool:
+def is_host(host: str) -> bool:
+    """True for an IP address or a syntactically valid DNS name."""
     try:
         ipaddress.ip_address(host)
         return True
@@ -65,7 +66,7 @@ class HttpsOnly:
             return None
         host = request.getRequestHostname()
         host = host.decode("latin-1") if isinstance(host, bytes) else str(host)
-        if not _plausible_host(host):  # the Host header is the client's word: echo only a plausible name
+        if not is_host(host):  # the Host header is the client's word: echo only a plausible name
             host = request.getHost().host
         if ":" in host:  # an IPv6 literal
             host = f"[{host}]"

@@ -18,7 +18,6 @@ Where each built-in scope keeps its value:
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, load_config
 from apiserver.config_file import atomic_write, check_value_text, format_value, set_values
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.hookspecs import hookimpl
+from apiserver.middleware.https_only import is_host
 from apiserver.module import Module, Role, export
 from apiserver.scopes import Scope, mask_secret
 from apiserver.types import BOOLEAN, INT, TypeSpec, coerce
@@ -126,9 +126,6 @@ PROTECTED_KEYS = {
     ("db", "url"): "it names the database; edit config.ini and run 'apiserver init'",
 }
 
-_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-
-
 def file_config(app) -> Config:
     """config.ini as the next start will read it (the live config when the app has no file)."""
     if app.config.path is None:
@@ -186,7 +183,7 @@ def check_startable(app, path: str) -> None:
         if http_port and http_port == https_port:
             raise ConfigError("frontend", "https_port", f"equals http_port ({http_port}); both listeners cannot share a port")
         bind = config.get("frontend", "bind")
-        if not _is_address_or_host(bind):
+        if not is_host(bind):
             raise ConfigError("frontend", "bind", f"{bind!r} is neither an IP address nor a host name")
         if config.get("frontend", "tls_certificate") or config.get("frontend", "tls_key"):
             from apiserver.transport.tls import ensure_certificate
@@ -194,14 +191,6 @@ def check_startable(app, path: str) -> None:
             ensure_certificate(config)
     except ConfigError as exc:
         raise InvalidArgument(f"cp.config: refused, the server would not start: {exc}") from None
-
-
-def _is_address_or_host(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return bool(_HOST_NAME.fullmatch(text))
 
 
 def _need_text(value: Any, what: str) -> str:
