@@ -85,17 +85,27 @@ class KeyCipher:
         return self._aead.decrypt(raw[:12], raw[12:], self._AAD).hex()
 
 
+def _check_comment(comment: Optional[str]) -> Optional[str]:
+    if comment is not None and len(comment) > COMMENT_LIMIT:
+        raise InvalidArgument(f"comment too long: at most {COMMENT_LIMIT} characters")
+    return comment
+
+
+def insert_key(conn: sa.Connection, cipher: KeyCipher, user_id: int, comment: Optional[str], now) -> str:
+    """Store a new key of account ``user_id`` in ``conn``'s transaction and return it."""
+    comment = _check_comment(comment)
+    key = generate_key()
+    conn.execute(schema.api_keys.insert().values(
+        user_id=user_id, lookup_hash=cipher.lookup_hash(key), key_encrypted=cipher.encrypt(key),
+        comment=comment or None, created_at=now))
+    return key
+
+
 @dataclasses.dataclass(frozen=True)
 class _Cached:
     identity: Identity
     key_id: int
     expires: float
-
-
-def _check_comment(comment: Optional[str]) -> Optional[str]:
-    if comment is not None and len(comment) > COMMENT_LIMIT:
-        raise InvalidArgument(f"comment too long: at most {COMMENT_LIMIT} characters")
-    return comment
 
 
 class ApiKeys:
@@ -118,14 +128,8 @@ class ApiKeys:
     # --- blocking: run on the blocking pool -------------------------------------------------
     def create(self, owner: Identity, comment: str = "") -> str:
         """Store a new key for ``owner`` and return it (the only time it is shown in clear besides listing)."""
-        comment = _check_comment(comment)
-        key = generate_key()
         with self._app.storage.write() as conn:
-            conn.execute(schema.api_keys.insert().values(
-                user_id=owner.user_id, lookup_hash=self._cipher.lookup_hash(key),
-                key_encrypted=self._cipher.encrypt(key), comment=comment or None,
-                created_at=utcnow(self._app.clock)))
-        return key
+            return insert_key(conn, self._cipher, owner.user_id, comment, utcnow(self._app.clock))
 
     def list(self, owner: Identity) -> list[ApiKeyInfo]:
         """``owner``'s keys, oldest first; pending ``last_used`` values are written first."""

@@ -10,8 +10,8 @@ from typing import Optional
 
 import sqlalchemy as sa
 
-from apiserver.accounts.identities import ADMIN_USERNAME, load_identity
-from apiserver.accounts.keys import ApiKeys, KeyCipher
+from apiserver.accounts.identities import ADMIN_USERNAME
+from apiserver.accounts.keys import KeyCipher, insert_key
 from apiserver.config import Config
 from apiserver.storage import Storage, schema, utcnow
 
@@ -76,25 +76,9 @@ def initialize_state(config: Config) -> InitResult:
         lines.append(f"created state directory {state_dir}")
     storage = Storage.from_config(config)
     try:
-        has_admin = storage.version() > 0 and _admin_id(storage) is not None
-        if not config.get("auth", "secret") and not os.path.exists(secret_path(config)):
-            if has_admin:
-                raise StateError(f"{secret_path(config)} is missing but the database has accounts: restore the "
-                                 "file or set [auth] secret (a new secret would invalidate every API key)")
-            _write_secret(secret_path(config))
-            lines.append(f"created secret {secret_path(config)}")
-        if storage.create_schema():
-            lines.append(f"created database schema v{storage.latest_version} at {_where(storage)}")
-        admin_key = None
-        if not has_admin:
-            with storage.write() as conn:
-                uid = conn.execute(schema.users.insert().values(
-                    site_id=None, username=ADMIN_USERNAME, role="admin", password_hash=None, email=None,
-                    created_at=utcnow(_WallClock))).inserted_primary_key[0]
-                admin = load_identity(conn, uid)
-            cipher = KeyCipher(load_secret(config))
-            admin_key = ApiKeys(_InitApp(config, storage), lambda: cipher).create(admin, "created by apiserver init")
-            lines.append(f"created appliance administrator {ADMIN_USERNAME!r} and its first API key")
+        admin_key = _initialize_database(config, storage, lines)
+    except sa.exc.OperationalError as exc:
+        raise StateError(f"cannot use the database at {_where(storage)}: {exc.orig}") from None
     finally:
         storage.dispose()
     if not lines:
@@ -102,13 +86,28 @@ def initialize_state(config: Config) -> InitResult:
     return InitResult(True, admin_key, lines)
 
 
-@dataclasses.dataclass
-class _InitApp:
-    """The parts of an application :class:`ApiKeys` uses, for init (no reactor, no pools)."""
-
-    config: Config
-    storage: Storage
-    clock: object = _WallClock
+def _initialize_database(config: Config, storage: Storage, lines: list) -> Optional[str]:
+    """The secret, schema and administrator; returns the administrator's new key, if it made one."""
+    has_admin = storage.version() > 0 and _admin_id(storage) is not None
+    if not config.get("auth", "secret") and not os.path.exists(secret_path(config)):
+        if has_admin:
+            raise StateError(f"{secret_path(config)} is missing but the database has accounts: restore the "
+                             "file or set [auth] secret (a new secret would invalidate every API key)")
+        _write_secret(secret_path(config))
+        lines.append(f"created secret {secret_path(config)}")
+    if storage.create_schema():
+        lines.append(f"created database schema v{storage.latest_version} at {_where(storage)}")
+    if has_admin:
+        return None
+    cipher = KeyCipher(load_secret(config))
+    now = utcnow(_WallClock)
+    with storage.write() as conn:  # the account and its key together, or neither
+        uid = conn.execute(schema.users.insert().values(
+            site_id=None, username=ADMIN_USERNAME, role="admin", password_hash=None, email=None,
+            created_at=now)).inserted_primary_key[0]
+        admin_key = insert_key(conn, cipher, uid, "created by apiserver init", now)
+    lines.append(f"created appliance administrator {ADMIN_USERNAME!r} and its first API key")
+    return admin_key
 
 
 def _admin_id(storage: Storage) -> Optional[int]:

@@ -170,3 +170,11 @@ def test_identities_by_site_user_and_uid(harness):
         harness.login(Credentials(peer_uid=1000), gate=Gate.CLI)
     with pytest.raises(AuthenticationFailed):
         harness.login(Credentials())
+
+
+def test_init_names_an_unreachable_database(tmp_path):
+    """A database that cannot be reached stops init with the URL (no password) and the reason."""
+    config = make_config(tmp_path / "state", {"db": {"url": "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test"}})
+    with pytest.raises(StateError, match=r"cannot use the database at postgresql\+psycopg://postgres:\*\*\*@") as caught:
+        initialize_state(config)
+    assert "hunter2" not in str(caught.value)
