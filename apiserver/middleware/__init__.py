@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from apiserver.context import AuthRequest, CallContext, Gate, Identity
-from apiserver.errors import ApiDisabled, ApiError, AuthenticationFailed, Throttled
+from apiserver.errors import ApiDisabled, AuthenticationFailed
 from apiserver.middleware.address import request_client_address
 from apiserver.middleware.anvil import Anvil
 from apiserver.middleware.https_only import HttpsOnly
@@ -42,12 +42,6 @@ class HttpRefusal:
     status: int
     message: str
     headers: dict = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def from_error(cls, error: ApiError) -> "HttpRefusal":
-        """The refusal for ``error`` on a plain-HTTP gate: its status, and ``Retry-After`` when throttled."""
-        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Throttled) else {}
-        return cls(error.http_status, error.message, headers)
 
 
 class GateKeeper:

@@ -234,10 +234,3 @@ def test_client_address_uses_live_trusted_proxies(app_factory):
     assert gatekeeper.client_address(request) == "127.0.0.1"
     app.config.set("core", "http_trusted_forward", "127.0.0.1")
     assert gatekeeper.client_address(request) == "192.0.2.5"
-
-
-def test_refusal_for_throttled_has_retry_after():
-    """HttpRefusal.from_error gives 429 with Retry-After for Throttled, the error's status otherwise."""
-    assert HttpRefusal.from_error(Throttled(retry_after=42)) == HttpRefusal(
-        429, "too many failed logins from this address", {"Retry-After": "42"})
-    assert HttpRefusal.from_error(AuthenticationFailed("key")).status == 403
