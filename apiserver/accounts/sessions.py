@@ -3,7 +3,7 @@
 Ids are ``secrets.token_hex(32)`` (256 bits).  Idleness is measured on ``app.clock``; every
 successful ``get`` slides the expiry.  ``memory`` keeps sessions in this process (bounded,
 expired ones pruned as new ones are made); ``db`` keeps them in the ``sessions`` table (only a
-SHA-256 of the id is stored) so several nodes share them.
+SHA-256 of the id is stored) and ``redis`` in Redis, so several nodes share them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Callable, Iterable, Optional
 import sqlalchemy as sa
 
 from apiserver.accounts.identities import load_identity
-from apiserver.config import ConfigError
 from apiserver.context import Identity
 from apiserver.storage import schema
 
@@ -37,6 +36,11 @@ class Session:
 
 def new_session_id() -> str:
     return secrets.token_hex(32)
+
+
+def _id_hash(sid: str) -> str:
+    """What the shared stores keep instead of the id: a copy of them yields no live session."""
+    return hashlib.sha256(sid.encode("utf-8", "replace")).hexdigest()
 
 
 class SessionStore(abc.ABC):
@@ -146,10 +150,6 @@ class DatabaseSessionStore(SessionStore):
         self._storage = storage
         self._next_prune = 0.0
 
-    @staticmethod
-    def _hash(sid: str) -> str:
-        return hashlib.sha256(sid.encode("utf-8", "replace")).hexdigest()
-
     def create(self, identity: Identity, gate: Optional[str] = None) -> str:
         sid = new_session_id()
         now = self._clock.seconds()
@@ -159,7 +159,7 @@ class DatabaseSessionStore(SessionStore):
                 self._next_prune = now + self.PRUNE_INTERVAL
                 conn.execute(t.delete().where(t.c.last_seen <= now - self._ttl()))
             conn.execute(t.insert().values(
-                id_hash=self._hash(sid), user_id=identity.user_id,
+                id_hash=_id_hash(sid), user_id=identity.user_id,
                 impersonator_id=identity.impersonator.user_id if identity.impersonator else None,
                 gate=gate, created=now, last_seen=now))
         return sid
@@ -167,7 +167,7 @@ class DatabaseSessionStore(SessionStore):
     def lookup(self, sid: str) -> Optional[Session]:
         now = self._clock.seconds()
         t = schema.sessions
-        key = self._hash(sid)
+        key = _id_hash(sid)
         with self._storage.write() as conn:
             row = conn.execute(sa.select(t).where(t.c.id_hash == key)).first()
             if row is None:
@@ -184,18 +184,78 @@ class DatabaseSessionStore(SessionStore):
 
     def delete(self, sid: str) -> None:
         with self._storage.write() as conn:
-            conn.execute(schema.sessions.delete().where(schema.sessions.c.id_hash == self._hash(sid)))
+            conn.execute(schema.sessions.delete().where(schema.sessions.c.id_hash == _id_hash(sid)))
 
     def forget_users(self, user_ids: Iterable[int]) -> None:
         """Nothing to do: the foreign keys' ON DELETE CASCADE removed those rows with the accounts."""
 
 
+class RedisSessionStore(SessionStore):
+    """Sessions in Redis (one hash per session under ``prefix``), shared by every node.
+
+    Idleness is judged on ``app.clock`` like the other stores; Redis's own expiry only clears
+    what nobody asks for again.  The identity is read from the database on each look-up, so a
+    session of a deleted account ends with it.
+    """
+
+    blocking = True
+    DEFAULT_PREFIX = "apiserver:session:"
+
+    def __init__(self, clock, ttl: Callable[[], float], storage, url: str, prefix: str = DEFAULT_PREFIX):
+        import redis  # only needed by this backend (extra "redis")
+
+        super().__init__(clock, ttl)
+        self._storage = storage
+        self._prefix = prefix
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    def _key(self, sid: str) -> str:
+        return self._prefix + _id_hash(sid)
+
+    def create(self, identity: Identity, gate: Optional[str] = None) -> str:
+        sid = new_session_id()
+        impersonator = identity.impersonator.user_id if identity.impersonator else ""
+        pipe = self.client.pipeline()
+        pipe.hset(self._key(sid), mapping={"uid": identity.user_id, "imp": impersonator, "gate": gate or "",
+                                           "last": repr(self._clock.seconds())})
+        pipe.expire(self._key(sid), int(self._ttl()) + 1)
+        pipe.execute()
+        return sid
+
+    def lookup(self, sid: str) -> Optional[Session]:
+        key = self._key(sid)
+        fields = {k.decode(): v.decode() for k, v in self.client.hgetall(key).items()}
+        now = self._clock.seconds()
+        if not fields:
+            return None
+        if now - float(fields["last"]) >= self._ttl():
+            self.client.delete(key)
+            return None
+        pipe = self.client.pipeline()
+        pipe.hset(key, "last", repr(now))
+        pipe.expire(key, int(self._ttl()) + 1)
+        pipe.execute()
+        with self._storage.read() as conn:
+            identity = load_identity(conn, int(fields["uid"]))
+            impersonator = load_identity(conn, int(fields["imp"])) if fields["imp"] else None
+        if identity is None or (fields["imp"] and impersonator is None):
+            self.client.delete(key)
+            return None
+        return Session(dataclasses.replace(identity, impersonator=impersonator), fields["gate"] or None)
+
+    def delete(self, sid: str) -> None:
+        self.client.delete(self._key(sid))
+
+    def forget_users(self, user_ids: Iterable[int]) -> None:
+        """Nothing to do: a session whose account is gone fails its identity look-up and is deleted then."""
+
+
 def make_session_store(app) -> SessionStore:
-    """The store ``[session] backend`` names (``memory`` or ``db``)."""
+    """The store ``[session] backend`` names: ``memory``, ``db`` or ``redis`` (at ``[anvil] redis_url``)."""
     backend = app.config.get("session", "backend")
     ttl = lambda: app.config.get("session", "ttl")  # noqa: E731 - read live, changes apply at once
     if backend == "db":
         return DatabaseSessionStore(app.clock, ttl, app.storage)
-    if backend == "memory":
-        return MemorySessionStore(app.clock, ttl)
-    raise ConfigError("session", "backend", f"{backend} sessions are not available yet; use memory or db")
+    if backend == "redis":
+        return RedisSessionStore(app.clock, ttl, app.storage, app.config.get("anvil", "redis_url"))
+    return MemorySessionStore(app.clock, ttl)
