@@ -127,7 +127,7 @@ class ApiKeys:
 
     # --- blocking: run on the blocking pool -------------------------------------------------
     def create(self, owner: Identity, comment: str = "") -> str:
-        """Store a new key for ``owner`` and return it (the only time it is shown in clear besides listing)."""
+        """Store a new key acting as ``owner`` and return it."""
         with self._app.storage.write() as conn:
             return insert_key(conn, self._cipher, owner.user_id, comment, utcnow(self._app.clock))
 
