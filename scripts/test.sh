@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-VENV=${APISERVER_VENV:-$ROOT/.venv}
+VENV=${APISERVER_TEST_VENV:-$ROOT/.venv-test}  # apart from .venv, so the example plugin never loads into a served instance
 
 say() { printf '==> %s\n' "$*"; }
 
