@@ -97,6 +97,7 @@ class ApiSite(server.Site):
     """The Site of every API listener; ``max_body_size`` and the access log come from config."""
 
     requestFactory = ApiRequest
+    noisy = False  # "Starting factory" lines say nothing the listening log line does not
 
     def __init__(self, resource, config, **kwargs):
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
