@@ -296,9 +296,6 @@ def main(argv=None) -> int:
         result = server.call(command, values)
     except CallFailed as exc:
         print(f"cpcmd: {_explain(exc)}", file=sys.stderr)
-        if exc.code == "Client.Denied" and not opts.url and exc.message.startswith("authentication failed"):
-            print("cpcmd: the server refused this socket login: the appliance administrator's IP restrictions "
-                  "must admit 127.0.0.1 at gate CLI (or at every gate) for cpcmd to work as root", file=sys.stderr)
         misplaced = [word for word in opts.args if word in parser._option_string_actions]
         if exc.code == "Client.InvalidArgument" and misplaced:
             print(f"cpcmd: options go before the command ({', '.join(misplaced)} was read as an argument): "

@@ -181,16 +181,6 @@ def test_local_request_carries_command_arguments_and_identity(scripted, capsys):
     assert capsys.readouterr().out == "- ip: 10.1.2.3\n  gate: UI\n"
 
 
-def test_local_refusal_explains_the_ip_restriction_lockout(scripted, capsys):
-    """A refused socket login says which IP restriction root needs."""
-    config, _server = scripted({"fault": {"code": "Client.Denied",
-                                          "message": "authentication failed: invalid or missing credentials"}})
-    assert main(["--config", config, "common:whoami"]) == 1
-    err = capsys.readouterr().err
-    assert "Client.Denied: authentication failed" in err
-    assert "127.0.0.1 at gate CLI" in err
-
-
 def test_remote_user_without_domain_is_a_usage_error(capsys):
     """-u over --url needs -d: the user of which site."""
     with pytest.raises(SystemExit):

@@ -263,3 +263,15 @@ def test_socket_works_while_the_api_is_off_and_switches_it_back_on(server_factor
     assert yaml.safe_load(local.ok("common:whoami"))["role"] == "appliance"
     assert local.ok("scope:set", "cp.api", "true") == "true"
     assert yaml.safe_load(remote.ok("common:whoami"))["role"] == "appliance"
+
+
+def test_root_on_the_socket_is_not_locked_out_by_ip_restrictions(server_factory):
+    """Restrictions that refuse every address still let root on the socket in to undo them."""
+    server = server_factory()
+    local, remote = Cpcmd(server, "socket"), Cpcmd(server, "remote")
+    local.ok("auth:restrict-ip", "192.0.2.1", "SOAP")
+    refused = remote("common:whoami")
+    assert refused.returncode == 1 and "Client.Denied" in refused.stderr
+    assert yaml.safe_load(local.ok("common:whoami"))["role"] == "appliance"
+    local.ok("auth:remove-ip-restriction", "192.0.2.1", "SOAP")
+    assert yaml.safe_load(remote.ok("common:whoami"))["role"] == "appliance"
