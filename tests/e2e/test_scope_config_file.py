@@ -15,7 +15,7 @@ def read(path) -> str:
 
 
 def test_cp_config_edits_file_and_survives_restart(server_factory):
-    """Changes made with cp.config are in config.ini with comments kept, and in force after a restart."""
+    """cp.config changes are in config.ini with comments kept; they and the other scopes hold after a restart."""
     server = server_factory(https=True)
     with open(server.config_path, "r+", encoding="utf-8") as fh:
         text = fh.read()
@@ -24,6 +24,9 @@ def test_cp_config_edits_file_and_survives_restart(server_factory):
     zeep_service(server).scope_set("cp.config", "anvil", "limit", 7)
     cpcmd(server, "scope:set", "cp.config", "frontend", "https_only", "true")
     cpcmd(server, "scope:set", "cp.config", "session", "ttl", "1200")  # a key the file did not have
+    cpcmd(server, "scope:set", "cp.bootstrapper", "has_low_memory", "true")
+    cpcmd(server, "scope:set", "apache.dav", "true")
+    cpcmd(server, "scope:set", "auth.geoip-key", "[id:1234,key:key-name-restart]")
     text = read(server.config_path)
     assert text.startswith(NOTE)
     assert "limit = 7\n" in text and "https_only = true\n" in text
@@ -35,6 +38,9 @@ def test_cp_config_edits_file_and_survives_restart(server_factory):
     assert cpcmd(server, "scope:get", "cp.config", "anvil", "limit") == 7
     assert cpcmd(server, "scope:get", "cp.config", "session")["ttl"] == 1200
     assert read(server.config_path).startswith(NOTE)
+    assert cpcmd(server, "scope:get", "cp.bootstrapper", "has_low_memory") is True  # state_dir/bootstrapper.json
+    assert cpcmd(server, "scope:get", "apache.dav") is True
+    assert cpcmd(server, "scope:get", "auth.geoip-key") == {"id": 1234, "key": "********tart"}
 
 
 def test_refused_change_leaves_file_and_server_untouched(server_factory):
