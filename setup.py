@@ -25,7 +25,7 @@ setup(
         "mysql": ["PyMySQL>=1.1"],
         "postgresql": ["psycopg[binary]>=3.1"],
         "test": [
-            "pytest>=8", "zeep>=4.2", "redis>=5", "PyMySQL>=1.1", "psycopg[binary]>=3.1",
+            "pytest>=8", "zeep>=4.2", "redis>=5", "PyMySQL>=1.1", "psycopg[binary]>=3.1", "aiosmtpd>=1.4",
         ],
     },
     entry_points={

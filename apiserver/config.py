@@ -163,6 +163,7 @@ BUILTIN_SECTIONS = (
     Section("session", "Sessions (esprit_id cookie).", (
         K("ttl", int_range(1, 86400 * 30), "900", "Seconds of inactivity after which a session ends.", runtime=True),
         K("backend", choice("memory", "redis", "db"), "memory", "Where sessions live: memory (one node), redis or db (shared)."),
+        K("redis_url", parse_str, "redis://127.0.0.1:6379/0", "Redis URL when backend=redis."),
     )),
     Section("db", "Storage.", (
         K("url", parse_str, "", "SQLAlchemy URL; empty: SQLite file apiserver.db in state_dir.", secret=True),

@@ -251,11 +251,11 @@ class RedisSessionStore(SessionStore):
 
 
 def make_session_store(app) -> SessionStore:
-    """The store ``[session] backend`` names: ``memory``, ``db`` or ``redis`` (at ``[anvil] redis_url``)."""
+    """The store ``[session] backend`` names: ``memory``, ``db`` or ``redis`` (at ``[session] redis_url``)."""
     backend = app.config.get("session", "backend")
     ttl = lambda: app.config.get("session", "ttl")  # noqa: E731 - read live, changes apply at once
     if backend == "db":
         return DatabaseSessionStore(app.clock, ttl, app.storage)
     if backend == "redis":
-        return RedisSessionStore(app.clock, ttl, app.storage, app.config.get("anvil", "redis_url"))
+        return RedisSessionStore(app.clock, ttl, app.storage, app.config.get("session", "redis_url"))
     return MemorySessionStore(app.clock, ttl)

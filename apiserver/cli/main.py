@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional
 
@@ -60,7 +61,6 @@ def cmd_init(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import sqlalchemy
     from twisted.internet import reactor
 
     from apiserver.app import create_application
@@ -69,11 +69,11 @@ def cmd_serve(args) -> int:
     pm, config = _load(args.config)
     start_logging(config)
     app = create_application(config, reactor=reactor, plugin_manager=pm)
-    if not sqlalchemy.inspect(app.storage.engine).has_table("schema_version"):
+    if not os.path.isdir(config.state_dir) or app.storage.version() == 0:
         print(f"apiserver: no database in {config.state_dir}: run 'apiserver --config {config.path} init' first",
               file=sys.stderr)
         return 1
-    app.storage.migrate()  # before the reactor runs: nothing else is waiting yet
+    app.storage.migrate()  # an older schema is upgraded before the reactor runs
     try:
         start(app, reactor)
     except Exception as exc:  # a port in use, an unreadable certificate: say so, no traceback
@@ -95,11 +95,23 @@ def cmd_wsdl(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from apiserver.accounts import StateError
+    from apiserver.storage import SchemaError
+
     try:
         return {"init": cmd_init, "serve": cmd_serve, "wsdl": cmd_wsdl}[args.command](args)
     except ConfigError as exc:
         print(f"apiserver: config error: {exc}", file=sys.stderr)
         return 2
+    except (StateError, SchemaError) as exc:
+        print(f"apiserver: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:  # an unreachable or refusing database: no traceback, no password
+        print(f"apiserver: database error: {type(exc).__name__}: {str(exc.orig if getattr(exc, 'orig', None) else exc)[:300]}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
