@@ -1,6 +1,5 @@
 """The HTTPS listener, https_only and the API toggle against running servers, with real clients."""
 
-import os
 import shutil
 import subprocess
 
