@@ -5,7 +5,6 @@ import subprocess
 
 import pytest
 import requests
-import zeep
 
 from tests.scopes.clients import certificate_path, cpcmd, soap_post, zeep_service
 
