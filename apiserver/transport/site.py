@@ -4,18 +4,32 @@ from __future__ import annotations
 
 from twisted.web import resource
 
-from apiserver.transport.http import ApiSite
+from apiserver.transport.http import ApiSite, refuse
 from apiserver.transport.soap import SoapResource, WsdlResource
 from apiserver.transport.wsdl import WsdlCache
 
 
 def build_site(app) -> ApiSite:
     """``/soap``, ``/apnscp.wsdl`` and ``/xmlrpc`` on an :class:`ApiSite`; anything else is 404."""
-    from apiserver.transport.xmlrpc import XmlRpcResource  # H4's module; imported late to keep layers apart
+    from apiserver.transport.xmlrpc import XmlRpcResource  # imported late to keep the transports apart
 
     wsdl_cache = WsdlCache(app.registry)
-    root = resource.Resource()
+    root = ApiRoot()
     root.putChild(b"soap", SoapResource(app, wsdl_cache))
     root.putChild(b"apnscp.wsdl", WsdlResource(app, wsdl_cache))
     root.putChild(b"xmlrpc", XmlRpcResource(app))
     return ApiSite(root, app.config)
+
+
+class ApiRoot(resource.Resource):
+    """The root: unknown paths get a plain-text 404 that names the API's URLs."""
+
+    def getChild(self, path, request):
+        return _NotFound()
+
+
+class _NotFound(resource.Resource):
+    isLeaf = True
+
+    def render(self, request):
+        return refuse(request, 404, "no such resource; the API is at /soap, /xmlrpc and /apnscp.wsdl")
