@@ -12,7 +12,8 @@ One ``apiserver init`` state served by two processes at the same time on CPU 0, 
 Both runs first prove which mode they are in: a request forwarded for 203.0.113.7 (the
 benchmark process is a trusted proxy) is refused with the middleware on and answered with it
 off.  Runs alternate for ``--rounds`` rounds; the cost is one minus the median of the
-per-round on/off throughput ratios.
+per-round on/off throughput ratios.  Finally admit_cost.py measures, in process, the CPU time
+one admission takes with each GateKeeper.
 
     python benchmarks/bench_middleware.py [--rounds 6] [--duration 4] [--warmup 3]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import xmlrpc.client
 
@@ -89,6 +91,10 @@ def main() -> None:
         throughput, capacity = h.summarize(results, ON, OFF, "target: the middleware costs under 10% of throughput")
         print(f"middleware cost: {100 * (1 - throughput):.1f}% of throughput, "
               f"{100 * (1 - capacity):.1f}% of requests per CPU-second")
+        admit = subprocess.run(["taskset", "-c", h.SERVER_CPU, h.PYTHON, os.path.join(h.HERE, "admit_cost.py"),
+                                "--config", on.config_path, "--key", on.admin_key],
+                               capture_output=True, text=True, timeout=300)
+        print(admit.stdout.strip() or f"admit_cost.py failed:\n{admit.stderr}")
 
 
 if __name__ == "__main__":
