@@ -61,6 +61,20 @@ class Application:
         """Run password hashing on its own pool, so logins cannot starve database calls."""
         return threads.deferToThreadPool(self.reactor, self.hash_pool, fn, *args, **kwargs)
 
+    # --- events -----------------------------------------------------------------------------
+    def fire(self, event: str, **kwargs: Any) -> None:
+        """Call every plugin's implementation of the event hook ``event`` with ``app`` and ``kwargs``.
+
+        Unlike a plain hook call, a plugin that raises is logged and the plugins after it still
+        run; the action that caused the event stands.  Must be called on the reactor thread.
+        """
+        kwargs["app"] = self
+        for impl in reversed(getattr(self.hook, event).get_hookimpls()):  # pluggy's own order
+            try:
+                impl.function(*(kwargs[name] for name in impl.argnames))
+            except Exception:
+                log.failure("plugin {plugin} failed in {event}", plugin=impl.plugin_name, event=event)
+
     # --- the shared middle of every gate ----------------------------------------------------
     def admit(self, request: AuthRequest) -> defer.Deferred:
         """Toggle, Anvil, authentication and IP restriction: a Deferred CallContext or an ApiError."""

@@ -7,7 +7,8 @@ and what the return value means; ``tests/test_hookspecs.py`` fails for an undocu
 
 Hooks whose name ends in a past participle (``..._changed``, ``..._created``) are events: they
 run on the reactor thread after the fact, return nothing, and must not block (hand slow work
-to ``app.run_blocking``).  ``firstresult`` hooks are decisions: the first non-None answer wins.
+to ``app.run_blocking``).  They are fired with ``app.fire``, so one plugin that raises is
+logged and cannot stop the others or undo the action.  ``firstresult`` hooks are decisions: the first non-None answer wins.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ def apiserver_login_blocked(app, address, until):
 def apiserver_scope_changed(app, name, old, new, actor):
     """Called after a scope's value changed.
 
-    ``app`` is the application, ``name`` the scope name, ``old`` and ``new`` its values (secrets already masked), ``actor``
+    ``app`` is the application, ``name`` the scope name followed by the arguments that select
+    the changed value (``cp.config frontend https_only``, ``cp.bootstrapper has_low_memory``), ``old`` and ``new`` its values (secrets already masked), ``actor``
     the identity that set it.  Plugins regenerate a service's configuration here.
     """
 

@@ -191,10 +191,7 @@ class ScopeRegistry:
             await app.run_blocking(self._record, label, actor, old, new)
             log.info("scope {name} changed by {actor}: {old} -> {new}",
                      name=label, actor=actor.describe(), old=_text(old), new=_text(new))
-            try:
-                app.hook.apiserver_scope_changed(app=app, name=label, old=old, new=new, actor=actor)
-            except Exception:  # the change is made and recorded; a plugin's failure must not report it failed
-                log.failure("a plugin failed handling the change of scope {name}", name=label)
+            app.fire("apiserver_scope_changed", name=label, old=old, new=new, actor=actor)
         return new
 
     def _record(self, label: str, actor, old, new) -> None:

@@ -249,7 +249,7 @@ class Accounts:
         target = Identity(Role.SITE, user_id=0, username=admin_user, site=domain)
         password_hash = await self._hash_new_password(target, password)
         await self.app.run_blocking(self._insert_site, domain, admin_user, email, password_hash)
-        self._fire("apiserver_site_added", site=domain, actor=actor)
+        self.app.fire("apiserver_site_added", site=domain, actor=actor)
         return NewSite(domain=domain, admin_user=admin_user, password=password if generated else None)
 
     def _insert_site(self, domain: str, admin_user: str, email: Optional[str], password_hash: str) -> None:
@@ -270,7 +270,7 @@ class Accounts:
         domain = validation.normalize_domain(domain)
         user_ids = await self.app.run_blocking(self._delete_site_rows, domain)
         await self._forget_users(user_ids)
-        self._fire("apiserver_site_deleted", site=domain, actor=actor)
+        self.app.fire("apiserver_site_deleted", site=domain, actor=actor)
 
     def _delete_site_rows(self, domain: str) -> list:
         with self.app.storage.write() as conn:
@@ -327,7 +327,7 @@ class Accounts:
         """Store a new password for ``target``; fires ``apiserver_password_changed``."""
         password_hash = await self._hash_new_password(target, password)
         await self.app.run_blocking(self._store_hash, target.user_id, password_hash)
-        self._fire("apiserver_password_changed", target=target, actor=actor, reset=reset)
+        self.app.fire("apiserver_password_changed", target=target, actor=actor, reset=reset)
 
     async def reset_password(self, target: Identity, actor: Identity) -> str:
         """Give ``target`` a generated password and return it; fires the event with ``reset=True``."""
@@ -358,13 +358,13 @@ class Accounts:
     async def create_api_key(self, owner: Identity, comment: str, actor: Identity) -> str:
         """A new key acting as ``owner``; fires ``apiserver_api_key_created``."""
         key = await self.app.run_blocking(self.keys.create, owner, comment or "")
-        self._fire("apiserver_api_key_created", owner=owner, actor=actor, comment=comment or "")
+        self.app.fire("apiserver_api_key_created", owner=owner, actor=actor, comment=comment or "")
         return key
 
     async def delete_api_key(self, owner: Identity, key: str, actor: Identity) -> None:
         """Delete ``owner``'s key; fires ``apiserver_api_key_deleted``.  NotFound if it has no such key."""
         await self.app.run_blocking(self.keys.delete, owner, key)
-        self._fire("apiserver_api_key_deleted", owner=owner, actor=actor)
+        self.app.fire("apiserver_api_key_deleted", owner=owner, actor=actor)
 
     # --- IP restrictions (blocking) ---------------------------------------------------------
     def add_ip_restriction(self, identity: Identity, network: str, gate: Optional[str]) -> None:
@@ -422,14 +422,6 @@ class Accounts:
         impersonated = Identity(target.role, target.user_id, target.username, target.site_id, target.site,
                                 impersonator=actor)
         return self.sessions.create(impersonated, gate)
-
-    # --- events -----------------------------------------------------------------------------
-    def _fire(self, hook_name: str, **kwargs) -> None:
-        """Run an event hook; a failing plugin is logged, the call that caused the event stands."""
-        try:
-            getattr(self.app.hook, hook_name)(app=self.app, **kwargs)
-        except Exception:
-            log.failure("{hook} plugin failed", hook=hook_name)
 
 
 def _at(gate: Optional[str]) -> str:

@@ -191,7 +191,7 @@ class Anvil:
         when the address is blocked now, else None."""
         key = self.key_for(address)
         if key is None:
-            self._call_hook(self.app.hook.apiserver_login_failed, address=address, gate=gate, reason=reason)
+            self.app.fire("apiserver_login_failed", address=address, gate=gate, reason=reason)
             return defer.succeed(None)
         ttl, limit = self.config.get("anvil", "ttl"), self.config.get("anvil", "limit")
         d = self.store.record_failure(key, self.clock.seconds(), ttl, limit)
@@ -239,7 +239,7 @@ class Anvil:
         state, started = result
         if started:
             self._announce_block(key, state)
-        self._call_hook(self.app.hook.apiserver_login_failed, address=address, gate=gate, reason=reason)
+        self.app.fire("apiserver_login_failed", address=address, gate=gate, reason=reason)
         return self._throttled(state)
 
     def _announce_block(self, key: str, state: AnvilState) -> None:
@@ -249,7 +249,7 @@ class Anvil:
         self._announced[key] = until
         heapq.heappush(self._unblocks, (until, key))
         self._schedule_unblocks()
-        self._call_hook(self.app.hook.apiserver_login_blocked, address=key, until=until)
+        self.app.fire("apiserver_login_blocked", address=key, until=until)
 
     def _schedule_unblocks(self) -> None:
         if not self._unblocks:
@@ -274,9 +274,3 @@ class Anvil:
     def _evicted(self, key: str, state: AnvilState) -> None:
         if self._announced.pop(key, None) is not None:
             log.info("anvil: unblocked {address} early: [anvil] max_tracked addresses are tracked", address=key)
-
-    def _call_hook(self, hook, **kwargs) -> None:
-        try:
-            hook(app=self.app, **kwargs)
-        except Exception:  # a plugin's bug must not turn a refusal into an admission or a 500
-            log.failure("a plugin failed in {hook}", hook=hook.name)
