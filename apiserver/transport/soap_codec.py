@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 
 from lxml import etree
 
+from apiserver.transport.xmltext import escape_text
 from apiserver.errors import ApiError, InvalidArgument, Malformed
 from apiserver.module import FunctionSpec
 from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT, TypeSpec
@@ -303,23 +304,6 @@ def _scalar(local: str, text: str) -> Any:
 
 # --- responses ------------------------------------------------------------------------------
 
-_INVALID_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-
-def _esc(text: str) -> str:
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    if '"' in text:
-        text = text.replace('"', "&quot;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    return _INVALID_XML_CHARS.sub("\ufffd", text)
-
-
 def _format_float(value: float) -> str:
     if math.isnan(value):
         return "NaN"
@@ -337,7 +321,7 @@ def _xsd_scalar(value: Any) -> Optional[tuple]:
     if isinstance(value, float):
         return "double", _format_float(value)
     if isinstance(value, str):
-        return "string", _esc(value)
+        return "string", escape_text(value)
     if isinstance(value, datetime.datetime):
         return "dateTime", value.isoformat()
     if isinstance(value, datetime.date):
@@ -392,7 +376,7 @@ def rpc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) 
     if isinstance(value, dict):
         out.append(f'<{name} xsi:type="ns2:Map">')
         for key, item in value.items():
-            out.append('<item><key xsi:type="xsd:string">%s</key>' % _esc(str(key)))
+            out.append('<item><key xsi:type="xsd:string">%s</key>' % escape_text(str(key)))
             rpc_value(out, "value", item, _ANY, depth + 1)
             out.append("</item>")
         out.append(f"</{name}>")
@@ -444,7 +428,7 @@ def encode_response(call: SoapCall, result: Any) -> bytes:
         doc_value(out, f"{spec.operation}Result", result, spec.returns)
         out.append(f"</{spec.operation}Response>{_TAIL}")
     else:
-        out = [_RPC_HEAD.replace("{ns}", _esc(call.namespace)), f"<ns1:{spec.operation}Response>"]
+        out = [_RPC_HEAD.replace("{ns}", escape_text(call.namespace)), f"<ns1:{spec.operation}Response>"]
         rpc_value(out, "return", result, spec.returns)
         out.append(f"</ns1:{spec.operation}Response>{_TAIL}")
     return "".join(out).encode("utf-8")
@@ -505,7 +489,7 @@ def _doc_map(out: list, start_tag: str, name: str, mapping: dict, depth: int) ->
     """A tns:Map: <item><key/><value xsi:type/></item> per entry."""
     out.append(start_tag)
     for key, item in mapping.items():
-        out.append("<item><key>%s</key>" % _esc(str(key)))
+        out.append("<item><key>%s</key>" % escape_text(str(key)))
         _doc_any(out, "value", item, depth + 1)
         out.append("</item>")
     out.append(f"</{name}>")
@@ -547,8 +531,8 @@ def encode_fault(error: ApiError) -> bytes:
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/">'
         "<SOAP-ENV:Body><SOAP-ENV:Fault>"
-        f"<faultcode>SOAP-ENV:{_esc(error.code)}</faultcode>"
-        f"<faultstring>{_esc(error.message)}</faultstring>{detail}"
+        f"<faultcode>SOAP-ENV:{escape_text(error.code)}</faultcode>"
+        f"<faultstring>{escape_text(error.message)}</faultstring>{detail}"
         "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"
     ).encode("utf-8")
 

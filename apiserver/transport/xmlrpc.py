@@ -30,6 +30,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from apiserver.transport.xmltext import escape_text
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import ApiError, InvalidArgument, Malformed, ServerError, Throttled
 from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT
@@ -252,26 +253,9 @@ def parse_call(body: bytes) -> tuple[str, list]:
 
 # --- encoding -------------------------------------------------------------------------------
 
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def _escape(text: str) -> str:
-    if _NOT_XML.search(text):
-        raise ServerError("the result holds characters that XML cannot carry (control characters)")
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    if "\r" in text:  # a literal CR would reach the client as LF (XML line-end normalisation)
-        text = text.replace("\r", "&#13;")
-    return text
-
-
 def _enc_str(value, out):
     out.append("<value><string>")
-    out.append(_escape(value))
+    out.append(escape_text(value))
     out.append("</string></value>")
 
 
@@ -323,7 +307,7 @@ def _enc_dict(value, out):
     out.append("<value><struct>")
     for key, item in value.items():
         out.append("<member><name>")
-        out.append(_escape(str(key)))
+        out.append(escape_text(str(key)))
         out.append("</name>")
         _encode(item, out)
         out.append("</member>")
@@ -388,8 +372,7 @@ def encode_response(value: Any) -> bytes:
 
 def encode_fault(code: int, message: str) -> bytes:
     """A ``methodResponse`` carrying the fault ``{faultCode: code, faultString: message}``."""
-    text = _NOT_XML.sub("\ufffd", message)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = escape_text(message)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n<methodResponse><fault><value><struct>'
         f"<member><name>faultCode</name><value><int>{int(code)}</int></value></member>"
