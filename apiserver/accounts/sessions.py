@@ -3,7 +3,9 @@
 Ids are ``secrets.token_hex(32)`` (256 bits).  Idleness is measured on ``app.clock``; every
 successful ``get`` slides the expiry.  ``memory`` keeps sessions in this process (bounded,
 expired ones pruned as new ones are made); ``db`` keeps them in the ``sessions`` table (only a
-SHA-256 of the id is stored) and ``redis`` in Redis, so several nodes share them.
+SHA-256 of the id is stored) and ``redis`` in Redis, so several nodes share them.  A session
+may carry one opaque string, ``data`` (a UI login keeps its sealed password there), which no
+``repr`` shows.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ MEMORY_LIMIT = 100_000
 
 @dataclasses.dataclass(frozen=True)
 class Session:
-    """A live session: who it acts as, and the gate it is bound to (None: any gate)."""
+    """A live session: who it acts as, the gate it is bound to (None: any gate) and its data."""
 
     identity: Identity
     gate: Optional[str] = None
+    data: Optional[str] = dataclasses.field(default=None, repr=False)
 
 
 def new_session_id() -> str:
@@ -53,8 +56,9 @@ class SessionStore(abc.ABC):
         self._ttl = ttl  # read on every use: [session] ttl may change at run time
 
     @abc.abstractmethod
-    def create(self, identity: Identity, gate: Optional[str] = None) -> str:
-        """Start a session acting as ``identity`` (optionally bound to ``gate``); returns its id."""
+    def create(self, identity: Identity, gate: Optional[str] = None, data: Optional[str] = None) -> str:
+        """Start a session acting as ``identity`` (optionally bound to ``gate``, carrying ``data``);
+        returns its id."""
 
     @abc.abstractmethod
     def lookup(self, sid: str) -> Optional[Session]:
@@ -86,12 +90,12 @@ class MemorySessionStore(SessionStore):
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, identity: Identity, gate: Optional[str] = None) -> str:
+    def create(self, identity: Identity, gate: Optional[str] = None, data: Optional[str] = None) -> str:
         sid = new_session_id()
         now = self._clock.seconds()
         with self._lock:
             self._prune(now)
-            self._sessions[sid] = (Session(identity, gate), now)
+            self._sessions[sid] = (Session(identity, gate, data), now)
             while len(self._sessions) > self._limit:
                 self._sessions.popitem(last=False)
         return sid
@@ -150,7 +154,7 @@ class DatabaseSessionStore(SessionStore):
         self._storage = storage
         self._next_prune = 0.0
 
-    def create(self, identity: Identity, gate: Optional[str] = None) -> str:
+    def create(self, identity: Identity, gate: Optional[str] = None, data: Optional[str] = None) -> str:
         sid = new_session_id()
         now = self._clock.seconds()
         t = schema.sessions
@@ -161,7 +165,7 @@ class DatabaseSessionStore(SessionStore):
             conn.execute(t.insert().values(
                 id_hash=_id_hash(sid), user_id=identity.user_id,
                 impersonator_id=identity.impersonator.user_id if identity.impersonator else None,
-                gate=gate, created=now, last_seen=now))
+                gate=gate, data=data, created=now, last_seen=now))
         return sid
 
     def lookup(self, sid: str) -> Optional[Session]:
@@ -180,7 +184,7 @@ class DatabaseSessionStore(SessionStore):
             identity = load_identity(conn, row.user_id)
         if identity is None or (row.impersonator_id is not None and impersonator is None):
             return None  # an account of the session was deleted
-        return Session(dataclasses.replace(identity, impersonator=impersonator), row.gate)
+        return Session(dataclasses.replace(identity, impersonator=impersonator), row.gate, row.data)
 
     def delete(self, sid: str) -> None:
         with self._storage.write() as conn:
@@ -212,12 +216,14 @@ class RedisSessionStore(SessionStore):
     def _key(self, sid: str) -> str:
         return self._prefix + _id_hash(sid)
 
-    def create(self, identity: Identity, gate: Optional[str] = None) -> str:
+    def create(self, identity: Identity, gate: Optional[str] = None, data: Optional[str] = None) -> str:
         sid = new_session_id()
         impersonator = identity.impersonator.user_id if identity.impersonator else ""
+        fields = {"uid": identity.user_id, "imp": impersonator, "gate": gate or "", "last": repr(self._clock.seconds())}
+        if data is not None:
+            fields["data"] = data
         pipe = self.client.pipeline()
-        pipe.hset(self._key(sid), mapping={"uid": identity.user_id, "imp": impersonator, "gate": gate or "",
-                                           "last": repr(self._clock.seconds())})
+        pipe.hset(self._key(sid), mapping=fields)
         pipe.expire(self._key(sid), int(self._ttl()) + 1)
         pipe.execute()
         return sid
@@ -241,7 +247,8 @@ class RedisSessionStore(SessionStore):
         if identity is None or (fields["imp"] and impersonator is None):
             self.client.delete(key)
             return None
-        return Session(dataclasses.replace(identity, impersonator=impersonator), fields["gate"] or None)
+        return Session(dataclasses.replace(identity, impersonator=impersonator), fields["gate"] or None,
+                       fields.get("data"))
 
     def delete(self, sid: str) -> None:
         self.client.delete(self._key(sid))

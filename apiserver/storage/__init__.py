@@ -130,19 +130,21 @@ class Storage:
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[sa.Connection]:
         """A write transaction only one process holds at a time (SQLite: BEGIN IMMEDIATE is the lock)."""
-        with self.write() as conn:
-            dialect = self.engine.dialect.name
-            if dialect == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
-            elif dialect in ("mysql", "mariadb"):
-                # DDL commits implicitly on MySQL, so the lock is the session's, released explicitly.
-                if conn.exec_driver_sql(f"SELECT GET_LOCK('{_MIGRATION_LOCK_NAME}', 300)").scalar() != 1:
+        if self.engine.dialect.name in ("mysql", "mariadb"):
+            # DDL commits implicitly on MySQL, so the lock is a session's, held on a connection of
+            # its own and released only after the migrations' transaction has committed.
+            with self.engine.connect() as lock:
+                if lock.exec_driver_sql(f"SELECT GET_LOCK('{_MIGRATION_LOCK_NAME}', 300)").scalar() != 1:
                     raise SchemaError("another apiserver has been migrating the schema for 5 minutes; try again")
                 try:
-                    yield conn
+                    with self.write() as conn:
+                        yield conn
                 finally:
-                    conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{_MIGRATION_LOCK_NAME}')")
-                return
+                    lock.exec_driver_sql(f"SELECT RELEASE_LOCK('{_MIGRATION_LOCK_NAME}')")
+            return
+        with self.write() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
             yield conn
 
     @staticmethod

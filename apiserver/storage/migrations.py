@@ -28,6 +28,14 @@ def _v1_create_tables(conn: sa.Connection) -> None:
     ])
 
 
+def _v2_session_data(conn: sa.Connection) -> None:
+    # Version 1 creates the tables as they are now, so a database made by this code has the column.
+    columns = {column["name"] for column in sa.inspect(conn).get_columns(schema.sessions.name)}
+    if "data" not in columns:
+        conn.execute(sa.text(f"ALTER TABLE {schema.sessions.name} ADD COLUMN data TEXT"))
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
+    Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
 )

@@ -96,6 +96,8 @@ sessions = sa.Table(
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("impersonator_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
     sa.Column("gate", sa.String(8), nullable=True),
+    # Opaque data the session carries (a UI login's sealed password); added by migration 2.
+    sa.Column("data", sa.Text, nullable=True),
     sa.Column("created", sa.Double, nullable=False),
     sa.Column("last_seen", sa.Double, nullable=False, index=True),
 )

@@ -71,6 +71,17 @@ def test_idle_timeout_slides_with_use(stores):
     assert store.get(sid) is None
 
 
+def test_data_is_kept_with_the_session_and_hidden_from_repr(stores):
+    """A session's data comes back from every backend, sessions without data have None, repr omits it."""
+    store, _clock, site, _admin = stores
+    with_data = store.create(site, "UI", "nonce-and-ciphertext")
+    without = store.create(site)
+    session = store.lookup(with_data)
+    assert (session.gate, session.data) == ("UI", "nonce-and-ciphertext")
+    assert "nonce-and-ciphertext" not in repr(session) and "nonce-and-ciphertext" not in str(session)
+    assert store.lookup(without).data is None
+
+
 def test_delete_and_unknown_ids(stores):
     """A deleted or unknown id names no session; deleting twice is harmless."""
     store, _clock, site, _admin = stores

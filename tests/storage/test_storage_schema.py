@@ -63,6 +63,26 @@ def test_check_refuses_missing_and_newer_schema(storage):
         storage.migrate()
 
 
+def test_version_1_database_gains_session_data(storage):
+    """Migration 2 adds sessions.data to a version-1 database, keeping its sessions; data round-trips."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:  # back to what version 1 shipped: no data column, no version 2
+        conn.execute(sa.text("ALTER TABLE sessions DROP COLUMN data"))
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version == 2))
+        admin = _add_user(conn, t, None, "admin", role="admin")
+        conn.execute(sa.text("INSERT INTO sessions (id_hash, user_id, gate, created, last_seen) "
+                             "VALUES ('old', :uid, 'SOAP', 1.0, 2.0)"), {"uid": admin})
+    assert storage.version() == 1
+    assert storage.migrate() == [2]
+    storage.check()
+    with storage.write() as conn:
+        conn.execute(t.sessions.insert().values(id_hash="new", user_id=admin, data="sealed", created=3.0,
+                                                last_seen=3.0))
+        rows = dict(conn.execute(sa.select(t.sessions.c.id_hash, t.sessions.c.data)).all())
+    assert rows == {"old": None, "new": "sealed"}
+
+
 def test_rows_round_trip(storage):
     """Every table stores and returns its values, timestamps to the microsecond."""
     storage.create_schema()
@@ -218,7 +238,8 @@ def test_nodes_starting_together_migrate_once(kind, tmp_path):
         assert errors == []
         assert sorted(results) == [False, False, False, True]
         with stores[0].read() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(stores[0].tables.schema_version)).scalar() == 1
+            applied = conn.execute(sa.select(sa.func.count()).select_from(stores[0].tables.schema_version)).scalar()
+            assert applied == len(MIGRATIONS)
     finally:
         for store in stores:
             store.dispose()
