@@ -23,6 +23,7 @@ from apiserver.accounts.keys import ApiKeys, KeyCipher
 from apiserver.accounts.records import IpRestriction, LoginRecord, NewSite, UserInfo
 from apiserver.accounts.sessions import make_session_store
 from apiserver.accounts.state import load_secret
+from apiserver.accounts.ui_password import UIPasswordCipher
 from apiserver.context import Credentials, Gate, Identity
 from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound
 from apiserver.module import Role
@@ -46,6 +47,7 @@ class Accounts:
         self._lock = threading.Lock()
         self._dummy_lock = threading.Lock()  # held while hashing: never taken on the reactor thread
         self._key_cipher: Optional[KeyCipher] = None
+        self._ui_cipher: Optional[UIPasswordCipher] = None
         self._dummy_hash: Optional[str] = None
 
     def prepare(self) -> None:
@@ -55,11 +57,19 @@ class Accounts:
         self._dummy()
 
     # The secret is read on first use, so building the application needs no initialised state.
-    def _cipher(self) -> KeyCipher:
+    def _ciphers(self) -> tuple[KeyCipher, UIPasswordCipher]:
         with self._lock:
             if self._key_cipher is None:
-                self._key_cipher = KeyCipher(load_secret(self.app.config))
-            return self._key_cipher
+                secret = load_secret(self.app.config)
+                self._key_cipher, self._ui_cipher = KeyCipher(secret), UIPasswordCipher(secret)
+            return self._key_cipher, self._ui_cipher
+
+    def _cipher(self) -> KeyCipher:
+        return self._ciphers()[0]
+
+    def ui_password_cipher(self) -> UIPasswordCipher:
+        """The cipher of UI passwords kept in sessions (its key derives from ``[auth] secret``)."""
+        return self._ciphers()[1]
 
     # --- authentication (reactor thread) ----------------------------------------------------
     def authenticate(self, credentials: Credentials, gate: Gate, address: str) -> defer.Deferred:
@@ -416,6 +426,24 @@ class Accounts:
         return LoginRecord(at=r.at, address=r.address, gate=r.gate, method=r.method, success=r.success) if r else None
 
     # --- sessions -------------------------------------------------------------------------
+    def start_ui_session(self, identity: Identity, password: str) -> defer.Deferred:
+        """A session bound to gate UI after a password login; fires with ``(session id, tag)``.
+
+        With ``[auth] retain_ui_password`` the password is sealed into the session and ``tag`` is
+        the value of the ``esprit_tag`` cookie that opens it; otherwise nothing of the password is
+        kept and ``tag`` is None.
+        """
+        data = tag = None
+        if self.app.config.get("auth", "retain_ui_password"):
+            sealed, tag = self.ui_password_cipher().seal(password, identity.user_id)
+            data = sealed.encode()
+        d = self._on_store(self.sessions.create, identity, Gate.UI.value, data)
+        return d.addCallback(lambda sid: (sid, tag))
+
+    def end_session(self, sid: str) -> defer.Deferred:
+        """End session ``sid`` (nothing happens if there is none)."""
+        return self._on_store(self.sessions.delete, sid)
+
     def hijack(self, actor: Identity, site: str, user: Optional[str], gate: Optional[str]) -> str:
         """Blocking.  A session acting as ``site``'s administrator (or ``user``) on behalf of ``actor``."""
         target = self.identity_for(site, user)
