@@ -3,7 +3,7 @@
 Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
 
     client address     address.request_client_address (trusted proxies only)
-    check_http         https_only (H5), then the API toggle        -> HttpRefusal (403)
+    check_http         https_only (H5), then the API toggle (SOAP) -> HttpRefusal (403)
     admit              API toggle (SOAP gate)                      -> Client.Disabled
                        Anvil check: blocked?  delay?               -> Client.Throttled
                        app.accounts.authenticate                   -> AuthenticationFailed
@@ -59,10 +59,14 @@ class GateKeeper:
         """The client address of a ``twisted.web`` request (``[core] http_trusted_forward`` applied)."""
         return request_client_address(request, self.app.config.get("core", "http_trusted_forward"))
 
-    def check_http(self, request) -> Optional[HttpRefusal]:
-        """Why an API request (``/soap``, ``/xmlrpc``, the WSDLs) must be refused before its body
-        is read, or None: plain HTTP under ``https_only``, then the API toggle, both 403."""
-        for reason in (self.https_only.refusal(request), self.toggle.refusal()):
+    def check_http(self, request, gate: Gate = Gate.SOAP) -> Optional[HttpRefusal]:
+        """Why a request must be refused before its body is read, or None: plain HTTP under
+        ``https_only``, then (for the API, gate SOAP: ``/soap``, ``/xmlrpc``, the WSDLs) the API
+        toggle, both 403.  The UI login (gate UI) is not the API: the toggle does not close it."""
+        reasons = [self.https_only.refusal(request)]
+        if gate is Gate.SOAP:
+            reasons.append(self.toggle.refusal())
+        for reason in reasons:
             if reason is not None:
                 return HttpRefusal(403, reason)
         return None

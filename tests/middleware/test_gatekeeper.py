@@ -226,6 +226,17 @@ def test_check_http_https_only_comes_first(app_factory):
     assert gatekeeper.check_http(http_request(secure=True, forwarded=[b"192.0.2.5"])).message == DISABLED_MESSAGE
 
 
+def test_check_http_ui_gate_ignores_the_toggle_but_not_https_only(app_factory):
+    """The UI login is not the API: [soap] enabled=false leaves it open, https_only still refuses it."""
+    app = app_factory({"frontend": {"https_only": "true"}, "soap": {"enabled": "false"},
+                       "core": {"http_trusted_forward": "127.0.0.1"}})
+    gatekeeper = keeper(app)
+    assert gatekeeper.check_http(http_request(secure=True, forwarded=[b"192.0.2.5"]), Gate.UI) is None
+    assert gatekeeper.check_http(http_request(), Gate.UI) is None  # loopback plain HTTP
+    refusal = gatekeeper.check_http(http_request(forwarded=[b"192.0.2.5"]), Gate.UI)
+    assert refusal.status == 403 and "https_only" in refusal.message
+
+
 def test_client_address_uses_live_trusted_proxies(app_factory):
     """client_address believes X-Forwarded-For only from [core] http_trusted_forward, read live."""
     app = app_factory()
