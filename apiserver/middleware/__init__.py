@@ -26,7 +26,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from apiserver.context import AuthRequest, CallContext, Gate, Identity
-from apiserver.errors import ApiDisabled, AuthenticationFailed
+from apiserver.errors import ApiDisabled, AuthenticationFailed, Throttled
 from apiserver.middleware.address import request_client_address
 from apiserver.middleware.anvil import Anvil
 from apiserver.middleware.https_only import HttpsOnly
@@ -78,13 +78,17 @@ class GateKeeper:
     def admit(self, auth_request: AuthRequest) -> defer.Deferred:
         """Fires with the :class:`CallContext` of an authenticated, admitted request, or fails with
         ``ApiDisabled``, ``Throttled`` or ``AuthenticationFailed`` (see the module docstring)."""
-        # Plain callbacks rather than a coroutine: this runs on every request of every gate.
+        # Runs on every request of every gate: the common case (no Anvil delay, restrictions
+        # cached) uses the Deferred of authentication alone, without nesting others in it.
         if auth_request.gate is Gate.SOAP and not self.toggle.enabled():
             return defer.fail(ApiDisabled(self.toggle.refusal()))
-        d = self.anvil.check(auth_request.address)
-        d.addCallback(self._authenticate, auth_request)
-        d.addCallback(self._context, auth_request)
-        return d
+        try:
+            waiting = self.anvil.check_now(auth_request.address)
+        except Throttled:
+            return defer.fail()
+        if waiting is not None:
+            return waiting.addCallback(self._authenticate, auth_request)
+        return self._authenticate(None, auth_request)
 
     def _authenticate(self, _, request: AuthRequest) -> defer.Deferred:
         d = self.app.accounts.authenticate(request.credentials, request.gate, request.address)
@@ -92,13 +96,15 @@ class GateKeeper:
         d.addErrback(self._count_failure, request)
         return d
 
-    def _restrict(self, identity: Identity, request: AuthRequest) -> defer.Deferred:
+    def _restrict(self, identity: Identity, request: AuthRequest):
         if request.gate is Gate.CLI and request.credentials.peer_uid == 0:
             # Kernel-verified root on the local socket has no network address to restrict, and
             # must be able to undo restrictions that lock every address out.
-            return defer.succeed(identity)
-        d = self.ip_restrictions.check(identity, request.gate, request.address)
-        return d.addCallback(lambda _: identity)
+            return self._context(identity, request)
+        waiting = self.ip_restrictions.check_now(identity, request.gate, request.address)
+        if waiting is None:
+            return self._context(identity, request)
+        return waiting.addCallback(lambda _: self._context(identity, request))
 
     def _count_failure(self, failure: Failure, request: AuthRequest) -> defer.Deferred:
         failure.trap(AuthenticationFailed)  # anything else (a database error) is no failed login

@@ -86,6 +86,10 @@ def after_failure(state: Optional[AnvilState], now: float, ttl: float, limit: in
     return AnvilState(count, state.window_end, state.blocked_until), False
 
 
+#: What :meth:`AnvilStore.peek` answers when only :meth:`AnvilStore.get` can tell.
+NOT_AT_ONCE = object()
+
+
 class AnvilStore:
     """Where Anvil keeps its per-address state.  Every method returns a Deferred.
 
@@ -101,6 +105,11 @@ class AnvilStore:
         """Count one failure (see :func:`after_failure`); fires with ``(state, started_block)``."""
         raise NotImplementedError
 
+    def peek(self, key: str):
+        """The live state of ``key`` (or None) when the store can answer at once, else
+        :data:`NOT_AT_ONCE`; lets the common case skip Deferred machinery."""
+        return NOT_AT_ONCE
+
 
 class MemoryAnvilStore(AnvilStore):
     """In-process state, bounded to ``max_tracked`` addresses (least recently failing dropped first)."""
@@ -115,11 +124,14 @@ class MemoryAnvilStore(AnvilStore):
         return len(self._states)
 
     def get(self, key: str) -> defer.Deferred:
+        return defer.succeed(self.peek(key))
+
+    def peek(self, key: str) -> Optional[AnvilState]:
         state = self._states.get(key)
         if state is not None and not state.live(self.clock.seconds()):
             del self._states[key]
             state = None
-        return defer.succeed(state)
+        return state
 
     def record_failure(self, key: str, now: float, ttl: int, limit: int) -> defer.Deferred:
         states = self._states
@@ -185,6 +197,17 @@ class Anvil:
         if key is None:
             return defer.succeed(None)
         return self.store.get(key).addCallback(self._admit_or_delay, key)
+
+    def check_now(self, address: str) -> Optional[defer.Deferred]:
+        """Like :meth:`check` without a Deferred when none is needed: None when ``address`` may
+        try now, raises :class:`Throttled` while it is blocked, a Deferred when it must wait."""
+        key = self.key_for(address)
+        if key is None:
+            return None
+        state = self.store.peek(key)
+        if state is NOT_AT_ONCE:
+            return self.store.get(key).addCallback(self._admit_or_delay, key)
+        return self._admit_or_delay(state, key)
 
     def fail(self, address: str, gate, reason: str) -> defer.Deferred:
         """Count one failed authentication; fires with the :class:`Throttled` error to raise
