@@ -6,11 +6,13 @@ from twisted.web import resource
 
 from apiserver.transport.http import ApiSite, refuse
 from apiserver.transport.soap import SoapResource, WsdlResource
+from apiserver.transport.ui_login import LoginResource, LogoutResource
 from apiserver.transport.wsdl import WsdlCache
 
 
 def build_site(app) -> ApiSite:
-    """``/soap``, ``/apnscp.wsdl`` and ``/xmlrpc`` on an :class:`ApiSite`; anything else is 404."""
+    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login`` and ``/logout`` on an :class:`ApiSite`;
+    anything else is 404."""
     from apiserver.transport.xmlrpc import XmlRpcResource  # imported late to keep the transports apart
 
     wsdl_cache = WsdlCache(app.registry)
@@ -18,6 +20,8 @@ def build_site(app) -> ApiSite:
     root.putChild(b"soap", SoapResource(app, wsdl_cache))
     root.putChild(b"apnscp.wsdl", WsdlResource(app, wsdl_cache))
     root.putChild(b"xmlrpc", XmlRpcResource(app))
+    root.putChild(b"login", LoginResource(app))
+    root.putChild(b"logout", LogoutResource(app))
     return ApiSite(root, app.config)
 
 
@@ -32,4 +36,5 @@ class _NotFound(resource.Resource):
     isLeaf = True
 
     def render(self, request):
-        return refuse(request, 404, "no such resource; the API is at /soap, /xmlrpc and /apnscp.wsdl")
+        return refuse(request, 404, "no such resource; the API is at /soap, /xmlrpc and /apnscp.wsdl, "
+                                   "the UI login at /login")
