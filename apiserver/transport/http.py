@@ -7,8 +7,8 @@ POST form bodies, which no API URL needs.  :class:`ApiSite` builds such requests
 short line per request only when ``[core] access_log`` is on, with ``authkey`` masked.  Bodies
 are never logged.
 
-:func:`gate_refusal`, :func:`refuse` and :func:`credentials_of` are the first steps every API
-resource (SOAP, XML-RPC) takes.
+:func:`gate_refusal`, :func:`refuse`, :func:`content_type_is` and :func:`credentials_of` are the
+first steps every API resource (SOAP, XML-RPC) takes.
 """
 
 from __future__ import annotations
@@ -137,6 +137,24 @@ def gate_refusal(app, request):
     if refusal is None:
         return None
     return refuse(request, refusal.status, refusal.message, refusal.headers)
+
+
+_UTF8_CHARSETS = (b"utf-8", b"utf8", b'"utf-8"', b"us-ascii")
+
+
+def content_type_is(request, media_types) -> bool:
+    """The request's Content-Type is one of ``media_types`` (lower case), charset UTF-8 or none."""
+    raw = request.getHeader(b"content-type")
+    if raw is None:
+        return False
+    parts = [p.strip().lower() for p in raw.split(b";")]
+    if parts[0] not in media_types:
+        return False
+    for param in parts[1:]:
+        name, _, value = param.partition(b"=")
+        if name.strip() == b"charset" and value.strip() not in _UTF8_CHARSETS:
+            return False
+    return True
 
 
 def credentials_of(request) -> Credentials:

@@ -15,7 +15,7 @@ from twisted.web import resource, server
 
 from apiserver.context import AuthRequest, Gate
 from apiserver.errors import ApiError, ServerError
-from apiserver.transport.http import credentials_of, gate_refusal, refuse
+from apiserver.transport.http import content_type_is, credentials_of, gate_refusal, refuse
 from apiserver.transport.soap_codec import decode_request, encode_fault, encode_response
 from apiserver.transport.wsdl import DOCUMENT_STYLE, RPC_STYLE, WsdlCache, request_location
 
@@ -23,22 +23,11 @@ log = Logger(namespace="apiserver.soap")
 
 _XML_CONTENT_TYPES = (b"text/xml", b"application/soap+xml", b"application/xml")
 _RESPONSE_TYPE = [b"text/xml; charset=utf-8"]
-_CHARSET_OK = (b"utf-8", b"utf8", b'"utf-8"', b"us-ascii")
 
 
 def content_type_ok(request) -> bool:
     """text/xml, application/soap+xml or application/xml, charset UTF-8 or none."""
-    raw = request.getHeader(b"content-type")
-    if raw is None:
-        return False
-    parts = [p.strip().lower() for p in raw.split(b";")]
-    if parts[0] not in _XML_CONTENT_TYPES:
-        return False
-    for param in parts[1:]:
-        name, _, value = param.partition(b"=")
-        if name.strip() == b"charset" and value.strip() not in _CHARSET_OK:
-            return False
-    return True
+    return content_type_is(request, _XML_CONTENT_TYPES)
 
 
 def wants_wsdl(request) -> bool:

@@ -29,6 +29,7 @@ from twisted.web import resource, server
 from apiserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from apiserver.context import AuthRequest, Credentials, Gate, Identity
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
+from apiserver.transport.http import content_type_is
 
 log = Logger(namespace="apiserver.ui")
 
@@ -37,8 +38,7 @@ TAG_COOKIE = "esprit_tag"
 #: The one answer to a wrong username, domain or password and to a refused address.
 LOGIN_FAILED = "login failed: wrong username, domain or password, or this address may not log in"
 NOT_LOGGED_IN = "not logged in: no live session"
-_FORM_TYPE = b"application/x-www-form-urlencoded"
-_CHARSET_OK = (b"utf-8", b"utf8", b'"utf-8"', b"us-ascii")
+_FORM_TYPES = (b"application/x-www-form-urlencoded",)
 _FIELDS = ("username", "domain", "password")
 #: Most fields a login form may carry (parse_qs stops there instead of building a huge dict).
 _MAX_FIELDS = 16
@@ -74,17 +74,7 @@ def _who(identity: Identity) -> dict:
 
 def form_type_ok(request) -> bool:
     """``application/x-www-form-urlencoded``, charset UTF-8 or none."""
-    raw = request.getHeader(b"content-type")
-    if raw is None:
-        return False
-    parts = [p.strip().lower() for p in raw.split(b";")]
-    if parts[0] != _FORM_TYPE:
-        return False
-    for param in parts[1:]:
-        name, _, value = param.partition(b"=")
-        if name.strip() == b"charset" and value.strip() not in _CHARSET_OK:
-            return False
-    return True
+    return content_type_is(request, _FORM_TYPES)
 
 
 def parse_login_form(body: bytes) -> Union[dict, str]:
