@@ -38,6 +38,7 @@ TAG_COOKIE = "esprit_tag"
 #: The one answer to a wrong username, domain or password and to a refused address.
 LOGIN_FAILED = "login failed: wrong username, domain or password, or this address may not log in"
 NOT_LOGGED_IN = "not logged in: no live session"
+SERVER_FAILED = "the request failed on the server; the error was logged"
 _FORM_TYPES = (b"application/x-www-form-urlencoded",)
 _FIELDS = ("username", "domain", "password")
 #: Most fields a login form may carry (parse_qs stops there instead of building a huge dict).
@@ -133,8 +134,13 @@ class _UiResource(resource.Resource):
             body = _error(request, error.http_status, error.message)
         else:
             log.failure("a UI request failed", failure)
-            body = _error(request, 500, "the request failed on the server; the error was logged")
+            body = _error(request, 500, SERVER_FAILED)
         self._finish(request, body)
+
+    def _last_resort(self, failure: Failure, request) -> None:
+        log.failure("answering a UI request failed", failure)
+        if not request._disconnected and not request.finished and not request.startedWriting:
+            self._finish(request, _error(request, 500, SERVER_FAILED))
 
     @staticmethod
     def _finish(request, body: bytes) -> None:
@@ -161,7 +167,7 @@ class LoginResource(_UiResource):
         d = self._admit(request, credentials)
         d.addCallback(self._open_session, form["password"])
         d.addCallbacks(self._logged_in, self._fail, callbackArgs=(request,), errbackArgs=(request, LOGIN_FAILED))
-        d.addErrback(log.failure, "answering a UI login failed")
+        d.addErrback(self._last_resort, request)
         return server.NOT_DONE_YET
 
     def _open_session(self, ctx, password: str):
@@ -185,7 +191,7 @@ class LoginResource(_UiResource):
         d = self._admit(request, Credentials(session_id=sid))
         d.addCallbacks(lambda ctx: self._finish(request, answer(request, 200, _who(ctx.identity))), self._fail,
                        errbackArgs=(request, NOT_LOGGED_IN))
-        d.addErrback(log.failure, "answering a UI session check failed")
+        d.addErrback(self._last_resort, request)
         return server.NOT_DONE_YET
 
 
@@ -201,7 +207,7 @@ class LogoutResource(_UiResource):
         # answer is the same whether or not the id named a session.
         d = self.app.accounts.end_session(sid) if sid else defer.succeed(None)
         d.addCallbacks(self._logged_out, self._fail, callbackArgs=(request,), errbackArgs=(request, NOT_LOGGED_IN))
-        d.addErrback(log.failure, "answering a UI logout failed")
+        d.addErrback(self._last_resort, request)
         return server.NOT_DONE_YET
 
     def _logged_out(self, _, request) -> None:
