@@ -103,12 +103,11 @@ def test_sealed_password_needs_the_tag_cookie(server_factory):
     add_site(server)
     answer = login(server)
     with sqlite3.connect(os.path.join(server.state_dir, "apiserver.db")) as db:
-        rows = db.execute("SELECT data FROM sessions WHERE gate = 'UI'").fetchall()
+        rows = db.execute("SELECT data, user_id FROM sessions WHERE gate = 'UI'").fetchall()
     assert len(rows) == 1 and PASSWORD not in rows[0][0]
     with open(os.path.join(server.state_dir, "secret"), "rb") as fh:
         cipher = UIPasswordCipher(fh.read().strip())
-    sealed = SealedPassword.decode(rows[0][0])
-    site_admin_id = 2  # the appliance administrator is account 1
+    sealed, site_admin_id = SealedPassword.decode(rows[0][0]), rows[0][1]
     assert cipher.open(sealed, answer.cookies["esprit_tag"], site_admin_id) == PASSWORD
     assert cipher.open(sealed, login(server).cookies["esprit_tag"], site_admin_id) is None
 
