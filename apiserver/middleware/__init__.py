@@ -63,13 +63,10 @@ class GateKeeper:
         """Why a request must be refused before its body is read, or None: plain HTTP under
         ``https_only``, then (for the API, gate SOAP: ``/soap``, ``/xmlrpc``, the WSDLs) the API
         toggle, both 403.  The UI login (gate UI) is not the API: the toggle does not close it."""
-        reasons = [self.https_only.refusal(request)]
-        if gate is Gate.SOAP:
-            reasons.append(self.toggle.refusal())
-        for reason in reasons:
-            if reason is not None:
-                return HttpRefusal(403, reason)
-        return None
+        reason = self.https_only.refusal(request)
+        if reason is None and gate is Gate.SOAP:
+            reason = self.toggle.refusal()
+        return None if reason is None else HttpRefusal(403, reason)
 
     def api_enabled(self) -> bool:
         """``[soap] enabled`` right now."""
