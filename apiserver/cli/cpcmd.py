@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import sys
@@ -268,6 +269,8 @@ def _explain(error: CallFailed) -> str:
 
 def main(argv=None) -> int:
     """Run cpcmd; returns the exit status."""
+    if argv is None and hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `cpcmd -l | head` ends quietly, like other tools
     parser = build_parser()
     opts = parser.parse_args(argv)
     if opts.list is not None and opts.command:
