@@ -8,8 +8,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["apiserver", "apiserver.*"]) + ["twisted.plugins"],
-    package_data={"apiserver": ["data/*"]},
-    include_package_data=True,
     install_requires=[
         "spyne>=2.14",
         "lxml>=5",
