@@ -340,9 +340,14 @@ class Accounts:
         self.app.fire("apiserver_password_changed", target=target, actor=actor, reset=reset)
 
     async def reset_password(self, target: Identity, actor: Identity) -> str:
-        """Give ``target`` a generated password and return it; fires the event with ``reset=True``."""
+        """Give ``target`` a generated password and return it; fires the event with ``reset=True``.
+
+        A reset locks a possibly compromised account out, so every session acting as ``target``
+        or opened by it ends too (the caller's own included when it is one of them).
+        """
         password = passwords.generate_password()
         await self.set_password(target, password, actor, reset=True)
+        await self._on_store(self.sessions.forget_users, [target.user_id])
         return password
 
     def _store_hash(self, user_id: int, password_hash: str) -> None:

@@ -70,7 +70,8 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     def forget_users(self, user_ids: Iterable[int]) -> None:
-        """End every session acting as, or opened by, one of ``user_ids`` (deleted accounts)."""
+        """End every session acting as, or opened by, one of ``user_ids`` (deleted accounts,
+        reset passwords)."""
 
     def get(self, sid: str) -> Optional[Identity]:
         """The identity of live session ``sid``, or None."""
@@ -191,15 +192,20 @@ class DatabaseSessionStore(SessionStore):
             conn.execute(schema.sessions.delete().where(schema.sessions.c.id_hash == _id_hash(sid)))
 
     def forget_users(self, user_ids: Iterable[int]) -> None:
-        """Nothing to do: the foreign keys' ON DELETE CASCADE removed those rows with the accounts."""
+        ids = list(user_ids)
+        t = schema.sessions
+        with self._storage.write() as conn:
+            conn.execute(t.delete().where(sa.or_(t.c.user_id.in_(ids), t.c.impersonator_id.in_(ids))))
 
 
 class RedisSessionStore(SessionStore):
     """Sessions in Redis (one hash per session under ``prefix``), shared by every node.
 
     Idleness is judged on ``app.clock`` like the other stores; Redis's own expiry only clears
-    what nobody asks for again.  The identity is read from the database on each look-up, so a
-    session of a deleted account ends with it.
+    what nobody asks for again.  The identity is read from the database on each look-up.  Each
+    account has a set of its sessions' keys (``prefix`` ``user:ID``) so that ``forget_users``
+    ends them: waiting for the look-up to miss is not enough, as SQLite and MariaDB may give a
+    deleted account's id to the next account created.
     """
 
     blocking = True
@@ -216,15 +222,31 @@ class RedisSessionStore(SessionStore):
     def _key(self, sid: str) -> str:
         return self._prefix + _id_hash(sid)
 
+    def _index(self, user_id) -> str:
+        """The set of the session keys of account ``user_id``."""
+        return f"{self._prefix}user:{user_id}"
+
+    def _keep_alive(self, pipe, key: str, *user_ids) -> None:
+        """Let the session and its accounts' indexes live ``ttl`` more seconds."""
+        seconds = int(self._ttl()) + 1
+        pipe.expire(key, seconds)
+        for user_id in user_ids:
+            if user_id != "":
+                pipe.expire(self._index(user_id), seconds)
+
     def create(self, identity: Identity, gate: Optional[str] = None, data: Optional[str] = None) -> str:
         sid = new_session_id()
+        key = self._key(sid)
         impersonator = identity.impersonator.user_id if identity.impersonator else ""
         fields = {"uid": identity.user_id, "imp": impersonator, "gate": gate or "", "last": repr(self._clock.seconds())}
         if data is not None:
             fields["data"] = data
         pipe = self.client.pipeline()
-        pipe.hset(self._key(sid), mapping=fields)
-        pipe.expire(self._key(sid), int(self._ttl()) + 1)
+        pipe.hset(key, mapping=fields)
+        pipe.sadd(self._index(identity.user_id), key)
+        if impersonator != "":
+            pipe.sadd(self._index(impersonator), key)
+        self._keep_alive(pipe, key, identity.user_id, impersonator)
         pipe.execute()
         return sid
 
@@ -239,7 +261,7 @@ class RedisSessionStore(SessionStore):
             return None
         pipe = self.client.pipeline()
         pipe.hset(key, "last", repr(now))
-        pipe.expire(key, int(self._ttl()) + 1)
+        self._keep_alive(pipe, key, fields["uid"], fields["imp"])
         pipe.execute()
         with self._storage.read() as conn:
             identity = load_identity(conn, int(fields["uid"]))
@@ -254,7 +276,9 @@ class RedisSessionStore(SessionStore):
         self.client.delete(self._key(sid))
 
     def forget_users(self, user_ids: Iterable[int]) -> None:
-        """Nothing to do: a session whose account is gone fails its identity look-up and is deleted then."""
+        for user_id in user_ids:
+            index = self._index(user_id)
+            self.client.delete(*self.client.smembers(index), index)
 
 
 def make_session_store(app) -> SessionStore:

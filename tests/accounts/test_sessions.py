@@ -106,6 +106,29 @@ def test_forgetting_deleted_accounts_ends_their_sessions(stores, harness):
     assert store.get(kept).username == "admin"
 
 
+def test_forgetting_live_accounts_ends_their_sessions(stores):
+    """forget_users ends sessions of accounts that still exist (a reset), as or opened by them."""
+    store, _clock, site, admin = stores
+    own = store.create(site)
+    opened = store.create(dataclasses.replace(admin, impersonator=site))
+    kept = store.create(admin)
+    store.forget_users([site.user_id])
+    assert store.get(own) is None and store.get(opened) is None
+    assert store.get(kept).username == "admin"
+
+
+def test_a_deleted_accounts_session_never_passes_to_the_next_account(stores, harness):
+    """SQLite gives a deleted account's id to the next one; its sessions must not follow."""
+    store, _clock, site, _admin = stores
+    bob = harness.add_user(site, "bob")
+    sid = store.create(bob)
+    harness.call(site, "user_delete", "bob")
+    store.forget_users([bob.user_id])
+    carol = harness.add_user(site, "carol")
+    assert carol.user_id == bob.user_id  # the reuse this test is about
+    assert store.get(sid) is None
+
+
 def test_memory_store_prunes_expired_and_stays_bounded():
     """Expired sessions are dropped as new ones are made, and the count never exceeds the limit."""
     clock = task.Clock()
@@ -132,7 +155,9 @@ def test_shared_stores_keep_only_a_hash_of_the_id(harness):
     in_redis = redis_store(harness.clock, harness.app.storage)
     sid = in_redis.create(harness.admin)
     keys = [k.decode() for k in in_redis.client.scan_iter(match=in_redis._prefix + "*")]
-    assert len(keys) == 1 and sid not in keys[0]
+    index = in_redis._index(harness.admin.user_id)
+    assert sorted(keys) == sorted([index, in_redis._key(sid)]) and sid not in in_redis._key(sid)
+    assert [m.decode() for m in in_redis.client.smembers(index)] == [in_redis._key(sid)]
     in_redis.client.delete(*keys)
 
 

@@ -87,6 +87,17 @@ def test_reset_password_returns_a_working_generated_password(accounts):
         h.call(bob, "auth_reset_password")
 
 
+def test_reset_ends_the_sessions_of_the_target_only(accounts):
+    """A reset locks a compromised account out: its sessions end, other accounts' do not."""
+    h, _log, site, _bob, _other = accounts
+    bobs = h.call(h.admin, "admin_hijack", "example.com", "bob")
+    site_admins = h.call(h.admin, "admin_hijack", "example.com")
+    h.call(site, "auth_reset_password", "bob")
+    with pytest.raises(AuthenticationFailed):
+        h.login(Credentials(session_id=bobs))
+    assert h.login(Credentials(session_id=site_admins)).username == "siteadmin"
+
+
 def test_api_keys_of_managed_accounts(accounts):
     """A site admin manages its users' keys; users only their own; events name owner and actor."""
     h, log, site, bob, _other = accounts
