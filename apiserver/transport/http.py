@@ -7,8 +7,9 @@ POST form bodies, which no API URL needs.  :class:`ApiSite` builds such requests
 short line per request only when ``[core] access_log`` is on, with ``authkey`` masked.  Bodies
 are never logged.
 
+:class:`ApiResource` is the base of every resource (SOAP, WSDL, XML-RPC, UI login):
 :func:`gate_refusal`, :func:`refuse`, :func:`content_type_is` and :func:`credentials_of` are the
-first steps every API resource (SOAP, XML-RPC) takes.
+first steps they take.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import io
 import re
 
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import resource, server
 
 from apiserver.context import Credentials
 
@@ -119,7 +120,47 @@ class ApiSite(server.Site):
                  code=request.code, length=request.sentLength)
 
 
-# --- shared by the API resources (SOAP, XML-RPC) ------------------------------------------
+# --- shared by the API resources (SOAP, XML-RPC, UI login) ---------------------------------
+
+class ApiResource(resource.Resource):
+    """A leaf resource answering the methods it has a ``render_<METHOD>`` for, HEAD as GET.
+
+    Any other method gets :meth:`method_not_allowed` (405 with ``Allow``) instead of Twisted's
+    HTML pages (501 "Huh?" for OPTIONS or PUT) or its HEAD fallback, which calls a
+    ``render_GET`` that a POST-only resource does not have.
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        method = request.method.decode("ascii", "replace")
+        if method == "HEAD":
+            handler = getattr(self, "render_GET", None)
+        else:
+            handler = getattr(self, "render_" + method, None)
+        if handler is None:
+            return self.method_not_allowed(request, self.allowed_methods())
+        body = handler(request)
+        if method == "HEAD" and isinstance(body, bytes):
+            # The length of the GET answer, without Twisted's "HEAD returning a body" log line.
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        return body
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this resource answers (HEAD wherever GET is)."""
+        methods = {name[len("render_"):] for name in dir(type(self))
+                   if name.startswith("render_") and name[len("render_"):].isupper()}
+        methods.discard("HEAD")
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
+    def method_not_allowed(self, request, allowed: list[str]) -> bytes:
+        """The 405 answer: plain text naming the allowed methods."""
+        return refuse(request, 405, f"method {request.method.decode('ascii', 'replace')[:20]} is not allowed "
+                                    f"here; use {', '.join(allowed)}", {"allow": ", ".join(allowed)})
+
 
 def refuse(request, status: int, message: str, headers: dict | None = None) -> bytes:
     """Answer a plain-text HTTP error (for refusals before any request body is read)."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import server
 
 from apiserver.context import AuthRequest, Gate
 from apiserver.errors import ApiError, ServerError
-from apiserver.transport.http import content_type_is, credentials_of, gate_refusal, refuse
+from apiserver.transport.http import ApiResource, content_type_is, credentials_of, gate_refusal, refuse
 from apiserver.transport.soap_codec import decode_request, encode_fault, encode_response
 from apiserver.transport.wsdl import DOCUMENT_STYLE, RPC_STYLE, WsdlCache, request_location
 
@@ -41,10 +41,8 @@ def serve_wsdl(cache: WsdlCache, request, style: str) -> bytes:
     return cache.get(style, request_location(request))
 
 
-class SoapResource(resource.Resource):
+class SoapResource(ApiResource):
     """``POST /soap`` in both dialects, ``GET /soap?wsdl``."""
-
-    isLeaf = True
 
     def __init__(self, app, wsdl_cache: WsdlCache):
         super().__init__()
@@ -60,9 +58,6 @@ class SoapResource(resource.Resource):
             return serve_wsdl(self.wsdl_cache, request, RPC_STYLE)
         request.setHeader(b"allow", b"POST")
         return refuse(request, 405, "use POST for SOAP calls, or GET /soap?wsdl for the WSDL")
-
-    def render_HEAD(self, request):
-        return self.render_GET(request)
 
     def render_POST(self, request):
         try:
@@ -129,10 +124,8 @@ class SoapResource(resource.Resource):
             self._finish(request, 500, encode_fault(ServerError()))
 
 
-class WsdlResource(resource.Resource):
+class WsdlResource(ApiResource):
     """``GET /apnscp.wsdl`` (RPC style) and ``?style=document``."""
-
-    isLeaf = True
 
     def __init__(self, app, wsdl_cache: WsdlCache):
         super().__init__()
@@ -148,6 +141,3 @@ class WsdlResource(resource.Resource):
         if style not in (RPC_STYLE, DOCUMENT_STYLE):
             return refuse(request, 400, "style must be rpc or document")
         return serve_wsdl(self.wsdl_cache, request, style)
-
-    def render_HEAD(self, request):
-        return self.render_GET(request)

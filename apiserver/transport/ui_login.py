@@ -24,12 +24,12 @@ from urllib.parse import parse_qs
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import server
 
 from apiserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from apiserver.context import AuthRequest, Credentials, Gate, Identity
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
-from apiserver.transport.http import content_type_is
+from apiserver.transport.http import ApiResource, content_type_is
 
 log = Logger(namespace="apiserver.ui")
 
@@ -104,14 +104,16 @@ def session_cookie(request) -> Optional[str]:
     return raw.decode("utf-8", "replace") if raw else None
 
 
-class _UiResource(resource.Resource):
+class _UiResource(ApiResource):
     """What both UI resources share: the gate check and the answers to a failed admission."""
-
-    isLeaf = True
 
     def __init__(self, app):
         super().__init__()
         self.app = app
+
+    def method_not_allowed(self, request, allowed: list[str]) -> bytes:
+        """405 as JSON, like every UI answer."""
+        return _error(request, 405, f"use {', '.join(allowed)}", {"allow": ", ".join(allowed)})
 
     def _refusal(self, request) -> Optional[bytes]:
         refusal = self.app.gatekeeper.check_http(request, Gate.UI)

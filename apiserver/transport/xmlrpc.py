@@ -28,8 +28,9 @@ from xml.parsers import expat
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import server
 
+from apiserver.transport.http import ApiResource, refuse
 from apiserver.transport.xmltext import escape_text
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import ApiError, InvalidArgument, Malformed, ServerError, Throttled
@@ -412,10 +413,8 @@ def method_help(spec) -> str:
 _CONTENT_TYPE = b"text/xml; charset=utf-8"
 
 
-class XmlRpcResource(resource.Resource):
+class XmlRpcResource(ApiResource):
     """``/xmlrpc``: POST an XML-RPC ``methodCall``; credentials in ``?authkey=`` or ``esprit_id``."""
-
-    isLeaf = True
 
     def __init__(self, app):
         super().__init__()
@@ -426,14 +425,10 @@ class XmlRpcResource(resource.Resource):
             "system.methodHelp": self._method_help,
         }
 
-    def render(self, request):
-        """POST is served; anything else gets 405 saying how to call (Twisted's page is HTML)."""
-        if request.method == b"POST":
-            return self.render_POST(request)
-        request.setResponseCode(405)
-        request.setHeader(b"allow", b"POST")
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"XML-RPC takes POST requests: POST /xmlrpc?authkey=KEY with a <methodCall> body\n"
+    def method_not_allowed(self, request, allowed: list[str]) -> bytes:
+        """405 saying how to call (HEAD too: there is nothing to GET)."""
+        return refuse(request, 405, "XML-RPC takes POST requests: POST /xmlrpc?authkey=KEY with a <methodCall> body",
+                      {"allow": "POST"})
 
     def render_POST(self, request):
         """HTTP checks, decode, admit (gate SOAP), call, encode; faults for every failure."""
