@@ -38,6 +38,7 @@ class Application:
         self.gatekeeper = None   # apiserver.middleware.GateKeeper
         self.registry: Optional[Registry] = None
         self.scopes = None       # apiserver.scopes.ScopeRegistry
+        self.geolocator = None   # apiserver.geolocation.Geolocator
 
     # --- threads ----------------------------------------------------------------------------
     def start_pools(self) -> None:
@@ -106,6 +107,7 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     app = Application(config, reactor, pm, clock=clock)
 
     from apiserver.accounts import Accounts
+    from apiserver.geolocation import Geolocator
     from apiserver.middleware import GateKeeper
     from apiserver.scopes import ScopeRegistry
     from apiserver.storage import Storage
@@ -113,6 +115,7 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     app.storage = Storage.from_config(config)
     app.accounts = Accounts(app)
     app.gatekeeper = GateKeeper(app)
+    app.geolocator = Geolocator(app)
     module_classes = [cls for group in app.hook.apiserver_add_modules(app=app) for cls in group]
     app.registry = Registry(cls(app) for cls in module_classes)
     app.scopes = ScopeRegistry(app, [s for group in app.hook.apiserver_add_scopes(app=app) for s in group])

@@ -84,8 +84,17 @@ def choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def parse_host(raw: str) -> str:
+    """A host name or address, optionally with ``:port`` (no scheme, path or spaces)."""
+    value = raw.strip()
+    if not value or any(c in value for c in "/@?# \t"):
+        raise ValueError(f"expected host or host:port, got {raw!r}")
+    return value
+
+
 parse_bool.type_name = "bool"
 parse_str.type_name = "string"
+parse_host.type_name = "host"
 parse_networks.type_name = "networks"
 port = int_range(0, 65535)
 port.type_name = "port"
@@ -181,6 +190,7 @@ BUILTIN_SECTIONS = (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir."),
         K("account_id", int_range(0, 2**31 - 1), "0", "MaxMind GeoIP2 web service account id; 0: not used (scope auth.geoip-key).", runtime=True),
         K("license_key", parse_str, "", "MaxMind GeoIP2 web service licence key (scope auth.geoip-key).", runtime=True, secret=True),
+        K("service_host", parse_host, "geoip.maxmind.com", "Host (host:port) of the GeoIP2 web service, always reached over HTTPS; geolite.info for MaxMind's GeoLite2 web service."),
     )),
 )
 
