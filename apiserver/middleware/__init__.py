@@ -9,6 +9,7 @@ Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
                        app.accounts.authenticate                   -> AuthenticationFailed
                        IP restrictions of the identity             -> AuthenticationFailed("ip")
                        (not for root on the CLI socket, verified by SO_PEERCRED)
+                       Anvil again: blocked meanwhile (a burst)?   -> Client.Throttled
                        any AuthenticationFailed is counted by Anvil before it reaches the
                        caller; the failure that starts a block answers Client.Throttled
                        -> CallContext
@@ -99,6 +100,15 @@ class GateKeeper:
             # must be able to undo restrictions that lock every address out.
             return self._context(identity, request)
         waiting = self.ip_restrictions.check_now(identity, request.gate, request.address)
+        if waiting is None:
+            return self._unless_blocked_meanwhile(identity, request)
+        return waiting.addCallback(lambda _: self._unless_blocked_meanwhile(identity, request))
+
+    def _unless_blocked_meanwhile(self, identity: Identity, request: AuthRequest):
+        # Attempts sent at once all pass the Anvil check before any of them fails.  Were the
+        # ones that finish after their address got blocked answered by their credentials, a
+        # burst would test any number of passwords; refused like the failures, they tell nothing.
+        waiting = self.anvil.refuse_if_blocked_now(request.address)
         if waiting is None:
             return self._context(identity, request)
         return waiting.addCallback(lambda _: self._context(identity, request))

@@ -23,11 +23,14 @@ from the 9th on 8 s each.
 Block: the failure that brings the count to ``limit`` blocks the address for ``ttl`` seconds
 from that moment; that attempt and every authentication from the address until then is
 refused with ``Client.Throttled`` (``retry_after`` = seconds left), even with correct
-credentials, without touching the credentials.  Attempts refused while blocked are not
-counted, so the block ends by itself ``ttl`` seconds after it began.  Each block is logged
-once (warn) and each unblock once (info) with the address, by the node that saw the
-blocking failure; neither ever mentions a key or password.  ``apiserver_login_failed`` is
-called for every failure and ``apiserver_login_blocked`` once per block.
+credentials, without touching the credentials; an attempt of a concurrent burst whose
+credentials turn out right after the block began is refused the same way
+(:meth:`Anvil.refuse_if_blocked_now`), so a burst learns nothing past ``limit``.  Attempts
+refused while blocked are not counted, so the block ends by itself ``ttl`` seconds after it
+began.  Each block is logged once (warn) and each unblock once (info) with the address, by
+the node that saw the blocking failure; neither ever mentions a key or password.
+``apiserver_login_failed`` is called for every failure and ``apiserver_login_blocked`` once
+per block.
 
 State lives behind :class:`AnvilStore`: :class:`MemoryAnvilStore` (one node, the default) or
 ``apiserver.middleware.anvil_redis.RedisAnvilStore`` (``[anvil] backend=redis``; nodes share
@@ -201,13 +204,13 @@ class Anvil:
     def check_now(self, address: str) -> Optional[defer.Deferred]:
         """Like :meth:`check` without a Deferred when none is needed: None when ``address`` may
         try now, raises :class:`Throttled` while it is blocked, a Deferred when it must wait."""
-        key = self.key_for(address)
-        if key is None:
-            return None
-        state = self.store.peek(key)
-        if state is NOT_AT_ONCE:
-            return self.store.get(key).addCallback(self._admit_or_delay, key)
-        return self._admit_or_delay(state, key)
+        return self._decide_now(address, self._admit_or_delay)
+
+    def refuse_if_blocked_now(self, address: str) -> Optional[defer.Deferred]:
+        """None when ``address`` is not blocked, raises :class:`Throttled` when it is, a Deferred
+        (None or Throttled) when the store must be asked.  No delay: for an attempt that has
+        been checked and authenticated already."""
+        return self._decide_now(address, lambda state, key: self._refuse_if_blocked(state))
 
     def fail(self, address: str, gate, reason: str) -> defer.Deferred:
         """Count one failed authentication; fires with the :class:`Throttled` error to raise
@@ -237,6 +240,15 @@ class Anvil:
 
     # --- internals ---------------------------------------------------------------------------
     # Plain callbacks rather than coroutines: this runs on every authenticated request.
+    def _decide_now(self, address: str, decide: Callable[[Optional[AnvilState], str], Optional[defer.Deferred]]):
+        key = self.key_for(address)
+        if key is None:
+            return None
+        state = self.store.peek(key)
+        if state is NOT_AT_ONCE:
+            return self.store.get(key).addCallback(decide, key)
+        return decide(state, key)
+
     def _admit_or_delay(self, state: Optional[AnvilState], key: str):
         if state is None:
             return None

@@ -164,6 +164,37 @@ def test_concurrent_failures_past_limit_block_once(app_factory):
     assert len(app.recorder.blocked) == 1
 
 
+def test_burst_success_finishing_after_the_block_is_refused(app_factory):
+    """A burst all passes the first check; an attempt that succeeds once its address is blocked is Throttled like the rest."""
+    app = app_factory()
+    gatekeeper = keeper(app)
+    pending = []
+    app.accounts.authenticate = lambda *a: pending.append(defer.Deferred()) or pending[-1]
+    attempts = [attempt(gatekeeper, BAD_KEY) for _ in range(30)]
+    for d in pending[:-1]:
+        d.errback(AuthenticationFailed("password"))
+    pending[-1].callback(ADMIN)  # the right password, tried in the same burst
+    errors = [error_of(d) for d in attempts]
+    assert [type(e).__name__ for e in errors] == ["AuthenticationFailed"] * 19 + ["Throttled"] * 11
+    assert len(app.recorder.failed) == 29
+
+
+def test_burst_success_before_the_block_is_admitted(app_factory):
+    """In a burst, a success that finishes while the address is below the limit is admitted."""
+    app = app_factory()
+    gatekeeper = keeper(app)
+    pending = []
+    app.accounts.authenticate = lambda *a: pending.append(defer.Deferred()) or pending[-1]
+    attempts = [attempt(gatekeeper, BAD_KEY) for _ in range(30)]
+    for d in pending[:5]:
+        d.errback(AuthenticationFailed("password"))
+    pending[5].callback(ADMIN)
+    assert result_of(attempts[5]).identity == ADMIN
+    for d in pending[6:]:
+        d.errback(AuthenticationFailed("password"))
+    assert all(isinstance(error_of(d), (AuthenticationFailed, Throttled)) for d in attempts[:5] + attempts[6:])
+
+
 def test_whitelisted_address_is_never_throttled(app_factory):
     """Failures from the whitelist (127.0.0.1 by default) are never counted or throttled."""
     gatekeeper = keeper(app_factory())
