@@ -36,9 +36,10 @@ def wants_wsdl(request) -> bool:
     return any(part.split(b"=", 1)[0].lower() == b"wsdl" for part in query.split(b"&"))
 
 
-def serve_wsdl(cache: WsdlCache, request, style: str) -> bytes:
+def serve_wsdl(app, cache: WsdlCache, request, style: str) -> bytes:
+    """The WSDL of ``style`` whose ``soap:address`` names the URL the client used."""
     request.setHeader(b"content-type", b"text/xml; charset=utf-8")
-    return cache.get(style, request_location(request))
+    return cache.get(style, request_location(request, app.config.get("core", "http_trusted_forward")))
 
 
 class SoapResource(ApiResource):
@@ -55,7 +56,7 @@ class SoapResource(ApiResource):
         if refused is not None:
             return refused
         if wants_wsdl(request):
-            return serve_wsdl(self.wsdl_cache, request, RPC_STYLE)
+            return serve_wsdl(self.app, self.wsdl_cache, request, RPC_STYLE)
         request.setHeader(b"allow", b"POST")
         return refuse(request, 405, "use POST for SOAP calls, or GET /soap?wsdl for the WSDL")
 
@@ -140,4 +141,4 @@ class WsdlResource(ApiResource):
         style = styles[0].decode("ascii", "replace").lower() if styles else RPC_STYLE
         if style not in (RPC_STYLE, DOCUMENT_STYLE):
             return refuse(request, 400, "style must be rpc or document")
-        return serve_wsdl(self.wsdl_cache, request, style)
+        return serve_wsdl(self.app, self.wsdl_cache, request, style)

@@ -55,3 +55,22 @@ def test_committed_operations_are_served(running_server, path, style):
     assert committed <= served
     builtin_modules = {name.split("_", 1)[0] for name in committed}
     assert all(name.split("_", 1)[0] not in builtin_modules for name in served - committed)
+
+
+def fetch_with(url: str, headers: dict) -> bytes:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+        return response.read()
+
+
+def test_trusted_proxy_names_the_public_https_url(running_server):
+    """Behind a trusted proxy (the test config trusts 127.0.0.1) X-Forwarded-Proto/Host make soap:address."""
+    served = fetch_with(running_server.url + "/apnscp.wsdl",
+                        {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com"})
+    assert b'location="https://api.example.com/soap"' in served
+
+
+def test_untrusted_peer_cannot_move_soap_address(server_factory):
+    """From a peer not in http_trusted_forward the forwarding headers are ignored."""
+    server = server_factory({"core": {"http_trusted_forward": "192.0.2.1"}})
+    served = fetch_with(server.url + "/apnscp.wsdl", {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})
+    assert f'location="{server.url}/soap"'.encode() in served and b"evil" not in served

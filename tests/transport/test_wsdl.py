@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from lxml import etree
 
 from apiserver.transport.wsdl import (
     COMMITTED_FILES, DOCUMENT_STYLE, PLACEHOLDER_LOCATION, REGENERATE_COMMAND, RPC_STYLE, WsdlCache,
-    builtin_registry, generate_wsdl,
+    builtin_registry, generate_wsdl, request_location,
 )
 from tests.transport.soap_testing import make_app
 
@@ -107,3 +108,39 @@ def test_committed_wsdl_matches_the_built_in_modules(style):
         committed = fh.read()
     assert committed == generate_wsdl(builtin_registry(), style), \
         f"{COMMITTED_FILES[style]} is out of date; regenerate with: {REGENERATE_COMMAND}"
+
+
+def _proxied_request(peer: str, headers: dict, secure: bool = False):
+    from twisted.internet.address import IPv4Address
+    from twisted.web.test.requesthelper import DummyRequest
+
+    request = DummyRequest([b"apnscp.wsdl"])
+    request.client = IPv4Address("TCP", peer, 40000)
+    request.isSecure = lambda: secure
+    request.requestHeaders.setRawHeaders(b"host", [b"10.0.0.5:2082"])
+    for name, values in headers.items():
+        request.requestHeaders.setRawHeaders(name.encode(), [v.encode() for v in values])
+    return request
+
+
+TRUSTED = [ipaddress.ip_network("127.0.0.0/8")]
+
+
+@pytest.mark.parametrize("peer, headers, location", [
+    ("127.0.0.1", {"x-forwarded-proto": ["https"], "x-forwarded-host": ["api.example.com"]},
+     "https://api.example.com/soap"),
+    # the proxy appends: the right-most value is its own, what the client sent is left of it
+    ("127.0.0.1", {"x-forwarded-proto": ["http, https"], "x-forwarded-host": ["evil.example", "api.example.com:8443"]},
+     "https://api.example.com:8443/soap"),
+    ("127.0.0.1", {"x-forwarded-proto": ["gopher"], "x-forwarded-host": ['x"/><y a="']}, "http://10.0.0.5:2082/soap"),
+    ("192.0.2.7", {"x-forwarded-proto": ["https"], "x-forwarded-host": ["evil.example"]}, "http://10.0.0.5:2082/soap"),
+])
+def test_forwarded_proto_and_host_only_from_trusted_proxies(peer, headers, location):
+    """X-Forwarded-Proto/Host change soap:address only from a trusted proxy and only when well-formed."""
+    assert request_location(_proxied_request(peer, headers), TRUSTED) == location
+
+
+def test_forwarded_headers_ignored_without_trusted_proxies():
+    """With http_trusted_forward empty nobody's forwarding headers count."""
+    request = _proxied_request("127.0.0.1", {"x-forwarded-proto": ["https"], "x-forwarded-host": ["a.example"]})
+    assert request_location(request, []) == "http://10.0.0.5:2082/soap"
