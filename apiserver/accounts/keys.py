@@ -4,8 +4,8 @@ The database holds ``HMAC-SHA256(lookup key, API key)`` for look-up (equality on
 leaks nothing useful through timing) and the key AES-256-GCM encrypted for ``get_api_keys``;
 both keys derive from ``[auth] secret``, so a copy of the database alone yields no working key.
 A verified key is trusted for ``[auth] key_cache_ttl`` seconds of ``app.clock`` without a
-database look-up; ``last_used`` and the login record are written behind, batched, on the
-blocking pool, so a cached call writes nothing on the reactor thread.
+database look-up; ``last_used`` and login records (of passwords too) are written behind,
+batched, on the blocking pool, so no login waits for a write.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class ApiKeys:
             cached = self._cache.get(digest)
             generation = self._generation
         if cached is not None and cached.expires > now:
-            self._note_use(cached.key_id, None)
+            self._note_use(cached.key_id)
             return defer.succeed(cached.identity)
 
         def found(row):
@@ -199,8 +199,11 @@ class ApiKeys:
                     self._cache[digest] = _Cached(identity, row.key_id, self._app.clock.seconds() + ttl)
                     self._cache.move_to_end(digest)
                     self._trim_cache()
-            self._note_use(row.key_id, login_row(identity, utcnow(self._app.clock), address, gate, "key", True))
-            return identity
+            self._note_use(row.key_id)
+            admitted = defer.ensureDeferred(self._app.accounts.address_admitted(identity, gate, address))
+            admitted.addCallback(lambda ok: self.note_login(
+                login_row(identity, utcnow(self._app.clock), address, gate, "key", ok)))
+            return admitted.addCallback(lambda _: identity)
 
         return self._app.run_blocking(self._lookup, digest).addCallback(found)
 
@@ -222,11 +225,20 @@ class ApiKeys:
                 self._cache.pop(digest, None)
 
     # --- write-behind of last_used and key logins ------------------------------------------
-    def _note_use(self, key_id: int, login: Optional[dict]) -> None:
+    def _note_use(self, key_id: int) -> None:
         with self._lock:
             self._pending_use[key_id] = utcnow(self._app.clock)
-            if login is not None and len(self._pending_logins) < CACHE_LIMIT:
+        self._schedule_flush()
+
+    def note_login(self, login: dict) -> None:
+        """Queue a login record (of a key or a password), written with the next batch or before
+        the history is read (:meth:`write_pending`)."""
+        with self._lock:
+            if len(self._pending_logins) < CACHE_LIMIT:
                 self._pending_logins.append(login)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flush_call is None or not self._flush_call.active():
             self._flush_call = self._app.clock.callLater(USAGE_FLUSH_DELAY, self.flush)
 

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.accounts import passwords, validation
-from apiserver.accounts.identities import identity_from_row, identity_select, login_row, record_logins
+from apiserver.accounts.identities import identity_from_row, identity_select, login_row
 from apiserver.accounts.keys import ApiKeys, KeyCipher
 from apiserver.accounts.records import IpRestriction, LoginRecord, NewSite, UserInfo
 from apiserver.accounts.sessions import make_session_store
@@ -114,8 +114,10 @@ class Accounts:
         ok = await app.run_hashing(self._verify_or_dummy, password, stored)
         identity = found[0] if found else None
         if identity is not None:
-            row = login_row(identity, utcnow(app.clock), address, gate, "password", ok)
-            await app.run_blocking(self._record_login, row)
+            # Queued, not written while the client waits: a known account must cost no more
+            # time than an unknown one.
+            admitted = ok and await self.address_admitted(identity, gate, address)
+            self.keys.note_login(login_row(identity, utcnow(app.clock), address, gate, "password", admitted))
         if not ok or identity is None:
             raise AuthenticationFailed("password")
         iterations = app.config.get("auth", "pbkdf2_iterations")
@@ -148,9 +150,17 @@ class Accounts:
             row = conn.execute(query).first()
         return (identity_from_row(row), row.password_hash) if row else None
 
-    def _record_login(self, row: dict) -> None:
-        with self.app.storage.write() as conn:
-            record_logins(conn, [row])
+    async def address_admitted(self, identity: Identity, gate: Gate, address: str) -> bool:
+        """Whether ``identity``'s IP restrictions admit ``address`` at ``gate``.
+
+        The gatekeeper enforces them after authentication; this only decides how a login is
+        recorded, as one they refuse is a failed login, not a successful one.
+        """
+        try:
+            await self.app.gatekeeper.ip_restrictions.check(identity, gate, address)
+        except AuthenticationFailed:
+            return False
+        return True
 
     def _replace_hash(self, user_id: int, old: str, new: str) -> None:
         with self.app.storage.write() as conn:  # only if no one changed the password meanwhile

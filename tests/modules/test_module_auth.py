@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound
@@ -184,3 +185,28 @@ def test_login_history_limit_and_last_login(accounts):
     assert h.call(bob, "auth_get_last_login").address == "192.0.2.99"
     with pytest.raises(InvalidArgument, match="at least 1"):
         h.call(bob, "auth_get_login_history", 0)
+
+
+def test_logins_refused_by_ip_restrictions_are_recorded_as_failed(accounts):
+    """A right password or key from an address the restrictions refuse is no successful login."""
+    h, _log, _site, bob, _other = accounts
+    key = h.call(bob, "auth_create_api_key")
+    h.call(bob, "auth_restrict_ip", "192.0.2.0/24")
+    for credentials in (Credentials(username="bob", site="example.com", password="bob-password"),
+                        Credentials(api_key=key)):
+        with pytest.raises(AuthenticationFailed):
+            wait(h.app.admit(AuthRequest(Gate.SOAP, "203.0.113.9", credentials)))
+        h.clock.advance(1)
+    assert [(r.method, r.success) for r in h.call(bob, "auth_get_login_history")] == [
+        ("key", False), ("password", False)]
+    assert h.call(bob, "auth_get_last_login") is None
+
+
+def test_password_logins_are_recorded_after_the_answer(accounts):
+    """A known account's login writes nothing while the client waits (an unknown one writes nothing either)."""
+    h, _log, _site, bob, _other = accounts
+    history = h.app.storage.tables.login_history
+    _logs_in(h, "bob", "example.com", "wrong-password")
+    with h.app.storage.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(history)).scalar() == 0
+    assert [(r.method, r.success) for r in h.call(bob, "auth_get_login_history")] == [("password", False)]
