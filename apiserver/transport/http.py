@@ -15,7 +15,7 @@ first steps they take.
 from __future__ import annotations
 
 import io
-import re
+from urllib.parse import unquote_plus
 
 from twisted.logger import Logger
 from twisted.web import resource, server
@@ -24,7 +24,27 @@ from apiserver.context import Credentials
 
 log = Logger(namespace="apiserver.access")
 
-_MASKED_QUERY_KEY = re.compile(rb"(?i)(authkey=)[^&]*")
+
+_CONTROL_CHARACTERS = {code: "?" for code in (*range(32), 127)}
+
+
+def masked_uri(uri: bytes) -> str:
+    """``uri`` for the log with the value of every ``authkey`` parameter replaced by ``***``.
+
+    Names are compared as the query parser sees them (percent-decoded), so ``%61uthkey=KEY``,
+    which authenticates like ``authkey=KEY``, is masked too.
+    """
+    text = uri.decode("ascii", "backslashreplace").translate(_CONTROL_CHARACTERS)  # no escapes into the log
+    path, sep, query = text.partition("?")
+    if not sep:
+        return path
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and unquote_plus(name).strip().lower() == "authkey":
+            part = name + "=***"
+        parts.append(part)
+    return path + "?" + "&".join(parts)
 
 
 class _Discard:
@@ -112,11 +132,10 @@ class ApiSite(server.Site):
         """One line per request when ``[core] access_log`` is on; keys masked, no body."""
         if not self.access_log:
             return
-        uri = _MASKED_QUERY_KEY.sub(rb"\1***", request.uri or b"")
         log.info("{client} {method} {uri} {code} {length}",
                  client=getattr(request.getClientAddress(), "host", "-"),
                  method=request.method.decode("ascii", "replace"),
-                 uri=uri.decode("ascii", "replace")[:300],
+                 uri=masked_uri(request.uri or b"")[:300],
                  code=request.code, length=request.sentLength)
 
 

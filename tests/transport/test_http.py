@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from apiserver.transport.http import masked_uri
 from tests.transport.soap_testing import KEY, SECRET_MARKER, SoapTestServer
 
 LIMIT = 4096
@@ -155,3 +156,22 @@ def test_pipelined_requests_on_one_connection(server):
             f'<m:sample_add xmlns:m="urn:x"><a>{n}</a><b>1</b></m:sample_add>'), headers={"Content-Type": "text/xml"})
         response = conn.getresponse()
         assert response.status == 200 and f">{n + 1}</return>".encode() in response.read()
+
+
+@pytest.mark.parametrize("uri, logged", [
+    (b"/soap?authkey=K1&x=1", "/soap?authkey=***&x=1"),
+    (b"/soap?x=1&%61uthkey=K1&AuthKey=K2", "/soap?x=1&%61uthkey=***&AuthKey=***"),
+    (b"/soap?authkey+=K1", "/soap?authkey+=***"),
+    (b"/soap?a=\x1b[31m\xff", "/soap?a=?[31m\\xff"),
+    (b"/soap", "/soap"),
+])
+def test_masked_uri_hides_every_spelling_of_authkey(uri, logged):
+    """Any parameter the query parser reads as authkey is masked; control characters never reach the log."""
+    assert masked_uri(uri) == logged
+
+
+def test_percent_encoded_authkey_never_reaches_the_log(server):
+    """``%61uthkey=KEY`` authenticates like authkey=KEY, so the access log masks it too."""
+    status, _, _ = post(server, envelope('<m:sample_whoami xmlns:m="urn:x"/>'), path=f"/soap?%61uthkey={KEY}")
+    assert status == 200
+    assert KEY not in server.log() and "%61uthkey=***" in server.log()
