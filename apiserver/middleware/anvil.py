@@ -34,7 +34,10 @@ per block.
 
 State lives behind :class:`AnvilStore`: :class:`MemoryAnvilStore` (one node, the default) or
 ``apiserver.middleware.anvil_redis.RedisAnvilStore`` (``[anvil] backend=redis``; nodes share
-counters and blocks).
+counters and blocks).  While the store fails (Redis down), Anvil cannot tell a blocked address,
+so authentication fails closed: every attempt from a non-whitelisted address is answered
+``Server.Internal`` (:data:`STORE_DOWN_MESSAGE`) until the store answers again; the outage is
+logged once when it starts and once when it ends.
 
 Memory (memory store): one tracked address costs about 260 bytes (key string ~60, state
 tuple and float ~100, ordered-dict slot ~100; measured with tracemalloc by
@@ -54,11 +57,15 @@ from typing import Callable, NamedTuple, Optional
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from apiserver.errors import Throttled
+from apiserver.errors import ServerError, Throttled
 from apiserver.middleware.address import parse_address
 
 log = Logger(namespace="apiserver.middleware.anvil")
+
+#: What a caller is told while the store (Redis) does not answer.
+STORE_DOWN_MESSAGE = "authentication is unavailable: the login throttle cannot reach its store; try again later"
 
 #: Longest non-IP address text (a UNIX socket peer name) kept as a key.
 MAX_KEY_LENGTH = 100
@@ -178,6 +185,7 @@ class Anvil:
         self._announced: dict[str, float] = {}   # blocks this node logged: key -> until
         self._unblocks: list[tuple[float, str]] = []  # heap of (until, key) for the unblock log
         self._timer = None
+        self._store_down = False  # an outage is logged when it starts and when it ends
 
     # --- what a gate asks -------------------------------------------------------------------
     def key_for(self, address: str) -> Optional[str]:
@@ -199,7 +207,7 @@ class Anvil:
         key = self.key_for(address)
         if key is None:
             return defer.succeed(None)
-        return self.store.get(key).addCallback(self._admit_or_delay, key)
+        return self._ask(self.store.get(key)).addCallback(self._admit_or_delay, key)
 
     def check_now(self, address: str) -> Optional[defer.Deferred]:
         """Like :meth:`check` without a Deferred when none is needed: None when ``address`` may
@@ -220,7 +228,7 @@ class Anvil:
             self.app.fire("apiserver_login_failed", address=address, gate=gate, reason=reason)
             return defer.succeed(None)
         ttl, limit = self.config.get("anvil", "ttl"), self.config.get("anvil", "limit")
-        d = self.store.record_failure(key, self.clock.seconds(), ttl, limit)
+        d = self._ask(self.store.record_failure(key, self.clock.seconds(), ttl, limit))
         return d.addCallback(self._counted, key, address, gate, reason)
 
     def delay_for(self, count: int) -> float:
@@ -236,7 +244,7 @@ class Anvil:
     def status(self, address: str) -> defer.Deferred:
         """Fires with the live :class:`AnvilState` of ``address`` (None: clean or whitelisted)."""
         key = self.key_for(address)
-        return defer.succeed(None) if key is None else self.store.get(key)
+        return defer.succeed(None) if key is None else self._ask(self.store.get(key))
 
     # --- internals ---------------------------------------------------------------------------
     # Plain callbacks rather than coroutines: this runs on every authenticated request.
@@ -246,7 +254,7 @@ class Anvil:
             return None
         state = self.store.peek(key)
         if state is NOT_AT_ONCE:
-            return self.store.get(key).addCallback(decide, key)
+            return self._ask(self.store.get(key)).addCallback(decide, key)
         return decide(state, key)
 
     def _admit_or_delay(self, state: Optional[AnvilState], key: str):
@@ -256,8 +264,26 @@ class Anvil:
         delay = self.delay_for(state.count)
         if not delay:
             return None
-        d = task.deferLater(self.clock, delay, self.store.get, key)
+        d = task.deferLater(self.clock, delay, lambda: self._ask(self.store.get(key)))
         return d.addCallback(self._refuse_if_blocked)  # blocked by a concurrent attempt meanwhile?
+
+    def _ask(self, answer: defer.Deferred) -> defer.Deferred:
+        """``answer`` of the store, its errors turned into :class:`ServerError`: without its
+        state Anvil cannot tell a blocked address, so authentication fails closed."""
+        return answer.addCallbacks(self._store_answered, self._store_failed)
+
+    def _store_answered(self, result):
+        if self._store_down:
+            self._store_down = False
+            log.info("anvil: its store answers again; authentication resumes")
+        return result
+
+    def _store_failed(self, failure: Failure):
+        if not self._store_down:  # once per outage, not once per request
+            self._store_down = True
+            log.error("anvil: its store failed ({error}); authentications are refused until it answers",
+                      error=failure.getErrorMessage() or failure.type.__name__)
+        raise ServerError(STORE_DOWN_MESSAGE)
 
     def _refuse_if_blocked(self, state: Optional[AnvilState]) -> None:
         throttled = self._throttled(state) if state is not None else None

@@ -124,3 +124,70 @@ def test_window_expiry_restarts_the_count(node, clock):
     assert result_of(anvil.status(REMOTE)) is None
     assert result_of(anvil.fail(REMOTE, Gate.SOAP, "key")) is None
     assert result_of(anvil.status(REMOTE)).count == 1
+
+
+def closed_port_url() -> str:
+    """A Redis URL on a loopback port where nothing listens (Redis down)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+
+
+def test_redis_down_fails_closed_with_a_clear_error_logged_once(app_factory):
+    """Redis down: good and bad keys alike get ServerError saying why (never admitted, never a traceback per request); logged once."""
+    from twisted.logger import capturedLogs
+
+    from apiserver.context import AuthRequest, Credentials
+    from apiserver.errors import ServerError
+    from apiserver.middleware import GateKeeper
+    from apiserver.middleware.anvil import STORE_DOWN_MESSAGE
+    from tests.middleware.support import GOOD_KEY
+
+    app = app_factory()
+    gatekeeper = GateKeeper(app)
+    gatekeeper.anvil.store = RedisAnvilStore(app, closed_port_url())
+    with capturedLogs() as events:
+        for key in (GOOD_KEY, "b" * 64, GOOD_KEY):
+            request = AuthRequest(gate=Gate.SOAP, address=REMOTE, credentials=Credentials(api_key=key))
+            with pytest.raises(ServerError) as raised:
+                result_of(gatekeeper.admit(request))
+            assert str(raised.value) == STORE_DOWN_MESSAGE
+        assert result_of(gatekeeper.admit(AuthRequest(  # whitelisted: Anvil does not need its store
+            gate=Gate.SOAP, address="127.0.0.1", credentials=Credentials(api_key=GOOD_KEY)))).identity.user_id == 1
+    anvil_lines = [e for e in events if e.get("log_namespace") == "apiserver.middleware.anvil"]
+    assert len(anvil_lines) == 1 and "store failed" in anvil_lines[0]["log_format"]
+    assert not [e for e in events if e.get("log_failure") is not None]
+    gatekeeper.anvil.store.close()
+
+
+def test_failure_while_redis_is_down_is_not_reported_as_bad_credentials(app_factory):
+    """A failed login that cannot be counted answers ServerError, not a plain 'authentication failed'."""
+    from apiserver.errors import ServerError
+
+    app = app_factory()
+    anvil = Anvil(app, RedisAnvilStore(app, closed_port_url()))
+    with pytest.raises(ServerError):
+        result_of(anvil.fail(REMOTE, Gate.SOAP, "key"))
+    anvil.store.close()
+
+
+def test_recovery_is_logged_once(node, app_factory):
+    """When the store answers again, Anvil says so once and counts as before."""
+    from twisted.logger import capturedLogs
+
+    from apiserver.errors import ServerError
+
+    anvil = node()
+    working = anvil.store
+    anvil.store = RedisAnvilStore(anvil.app, closed_port_url())
+    with capturedLogs() as events:
+        with pytest.raises(ServerError):
+            result_of(anvil.check(REMOTE))
+        anvil.store.close()
+        anvil.store = working
+        assert result_of(anvil.check(REMOTE)) is None
+        assert result_of(anvil.check(REMOTE)) is None
+    texts = [e["log_format"] for e in events if e.get("log_namespace") == "apiserver.middleware.anvil"]
+    assert len(texts) == 2 and "answers again" in texts[1]
