@@ -62,12 +62,20 @@ def parse_str(raw: str) -> str:
     return raw.strip()
 
 
+def unmap_network(net):
+    """An IPv4-mapped network (``::ffff:192.0.2.0/120``) as the IPv4 network it maps (``192.0.2.0/24``),
+    any other network as given: client addresses are compared as IPv4 when they are mapped."""
+    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
+        return ipaddress.IPv4Network((net.network_address.ipv4_mapped, net.prefixlen - 96))
+    return net
+
+
 def parse_networks(raw: str) -> tuple:
-    """Comma/space separated addresses or CIDR networks -> tuple of ip_network."""
+    """Comma/space separated addresses or CIDR networks -> tuple of ip_network (IPv4-mapped ones as IPv4)."""
     nets = []
     for word in raw.replace(",", " ").split():
         try:
-            nets.append(ipaddress.ip_network(word, strict=False))
+            nets.append(unmap_network(ipaddress.ip_network(word, strict=False)))
         except ValueError:
             raise ValueError(f"{word!r} is not an IP address or CIDR network") from None
     return tuple(nets)

@@ -29,6 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from apiserver.config import unmap_network
 from apiserver.context import Gate, Identity
 from apiserver.errors import AuthenticationFailed, InvalidArgument
 from apiserver.middleware.address import parse_address
@@ -51,11 +52,9 @@ def parse_entry(ip) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(ip)
     host = ipaddress.ip_address(address)
     prefix_len = int(prefix) if slash else host.max_prefixlen
-    if host.version == 6 and host.ipv4_mapped is not None:
-        if prefix_len < 96:
-            raise ValueError(ip)
-        host, prefix_len = host.ipv4_mapped, prefix_len - 96
-    return ipaddress.ip_network((host, prefix_len), strict=False)
+    if host.version == 6 and host.ipv4_mapped is not None and prefix_len < 96:
+        raise ValueError(ip)  # wider than the mapped range: half IPv4, half IPv6
+    return unmap_network(ipaddress.ip_network((host, prefix_len), strict=False))
 
 
 def normalise_entry(ip) -> str:

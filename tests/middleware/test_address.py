@@ -110,3 +110,10 @@ def test_twisted_request_over_unix_socket():
     """A UNIX socket peer has no address: it is named 'unix', headers ignored."""
     request = request_from(UNIXAddress(b"/tmp/sock"), [b"192.0.2.9"])
     assert request_client_address(request, PROXIES) == "unix"
+
+
+def test_ipv4_mapped_trusted_proxy_entry_trusts_the_ipv4_peer():
+    """[core] http_trusted_forward written as IPv4-mapped IPv6 trusts that proxy's IPv4 (and mapped) peer address."""
+    trusted = parse_networks("::ffff:10.0.0.1")
+    assert client_address("10.0.0.1", ["192.0.2.1"], trusted) == "192.0.2.1"
+    assert client_address("::ffff:10.0.0.1", ["192.0.2.1"], trusted) == "192.0.2.1"

@@ -340,3 +340,11 @@ def test_non_ip_address_is_counted_as_given(app_factory):
     anvil = Anvil(app_factory())
     assert anvil.key_for("unix") == "unix"
     assert len(anvil.key_for("x" * 10_000)) == 100
+
+
+def test_ipv4_mapped_whitelist_entry_covers_the_ipv4_address(app_factory):
+    """A whitelist written as IPv4-mapped IPv6 (as a dual-stack socket shows peers) covers the IPv4 clients."""
+    anvil = Anvil(app_factory({"anvil": {"whitelist": "::ffff:192.0.2.0/120, ::ffff:198.51.100.7"}}))
+    assert anvil.key_for("192.0.2.5") is None
+    assert anvil.key_for("::ffff:198.51.100.7") is None
+    assert anvil.key_for("198.51.100.8") == "198.51.100.8"
