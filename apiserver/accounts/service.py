@@ -127,11 +127,18 @@ class Accounts:
         return identity
 
     def _verify_or_dummy(self, password: str, stored: Optional[str]) -> bool:
-        """Hashing pool: verify against ``stored``, or a dummy hash so an unknown account costs the same."""
+        """Hashing pool: verify against ``stored``, or a dummy hash so an unknown account costs the same.
+
+        A legacy or weaker hash is far cheaper than the dummy, so a wrong password for it pays
+        for the dummy too: answering faster than for an unknown account would show the account.
+        """
         if stored is None:
             passwords.verify_password(password, self._dummy())
             return False
-        return passwords.verify_password(password, stored)
+        ok = passwords.verify_password(password, stored)
+        if not ok and passwords.needs_rehash(stored, self.app.config.get("auth", "pbkdf2_iterations")):
+            passwords.verify_password(password, self._dummy())
+        return ok
 
     def _dummy(self) -> str:
         with self._dummy_lock:

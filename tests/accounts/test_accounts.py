@@ -86,6 +86,21 @@ def test_unknown_account_costs_one_full_hash(harness, monkeypatch):
     assert checked[0] == checked[1] and hashed == []
 
 
+def test_wrong_password_for_a_legacy_hash_costs_a_full_hash(harness, monkeypatch):
+    """A cheap SHA512-crypt hash does not answer a wrong password faster than an unknown account."""
+    site = harness.add_site()
+    users = harness.app.storage.tables.users
+    with harness.app.storage.write() as conn:
+        conn.execute(users.update().where(users.c.id == site.user_id).values(password_hash=LEGACY))
+    wait(harness.app.run_hashing(harness.app.accounts.prepare))
+    checked = []
+    real_verify = passwords.verify_password
+    monkeypatch.setattr(passwords, "verify_password", lambda pw, stored: checked.append(stored) or real_verify(pw, stored))
+    with pytest.raises(AuthenticationFailed):
+        harness.login(Credentials(username="siteadmin", site="example.com", password="Hello world?"))
+    assert checked[0] == LEGACY and checked[1].startswith("$pbkdf2-sha512$1000$")
+
+
 def test_legacy_hash_is_upgraded_on_successful_login(harness):
     """A seed SHA512-crypt hash logs in and is replaced by a PBKDF2 hash; a failed login changes nothing."""
     site = harness.add_site()
