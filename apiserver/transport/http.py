@@ -20,7 +20,8 @@ from urllib.parse import unquote_plus
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from apiserver.context import Credentials
+from apiserver.context import AuthRequest, Credentials, Gate
+from apiserver.errors import Denied
 
 log = Logger(namespace="apiserver.access")
 
@@ -218,10 +219,22 @@ def content_type_is(request, media_types) -> bool:
 
 
 def credentials_of(request) -> Credentials:
-    """``?authkey=`` or the ``esprit_id`` cookie, as sent."""
+    """``?authkey=`` or the ``esprit_id`` cookie, as sent.
+
+    Raises Denied for a repeated ``authkey``: which copy counts would be a guess, and a proxy
+    or filter in front may have read the other one.
+    """
     keys = request.args.get(b"authkey") if request.args else None
+    if keys and len(keys) > 1:
+        raise Denied("authkey is given more than once; send one API key")
     sid = request.received_cookies.get(b"esprit_id")
     return Credentials(
         api_key=keys[0].decode("utf-8", "replace") if keys else None,
         session_id=sid.decode("utf-8", "replace") if sid else None,
     )
+
+
+def auth_request(app, request, credentials: Credentials, gate: Gate = Gate.SOAP) -> AuthRequest:
+    """What ``app.admit`` needs: ``credentials`` at ``gate`` from the request's client address."""
+    return AuthRequest(gate=gate, address=app.gatekeeper.client_address(request),
+                       credentials=credentials, secure=request.isSecure())

@@ -13,9 +13,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 
-from apiserver.context import AuthRequest, Gate
 from apiserver.errors import ApiError, ServerError
-from apiserver.transport.http import ApiResource, content_type_is, credentials_of, gate_refusal, refuse
+from apiserver.transport.http import (
+    ApiResource, auth_request, content_type_is, credentials_of, gate_refusal, refuse,
+)
 from apiserver.transport.soap_codec import decode_request, encode_fault, encode_response
 from apiserver.transport.wsdl import DOCUMENT_STYLE, RPC_STYLE, WsdlCache, request_location
 
@@ -76,10 +77,9 @@ class SoapResource(ApiResource):
             return refuse(request, 415, "SOAP requests need Content-Type text/xml (charset UTF-8)")
         try:
             call = decode_request(request.content.read(), self._lookup)
+            auth = auth_request(app, request, credentials_of(request))
         except ApiError as error:
             return self._fault_body(request, error)
-        auth = AuthRequest(gate=Gate.SOAP, address=app.gatekeeper.client_address(request),
-                           credentials=credentials_of(request), secure=request.isSecure())
         d = app.admit(auth)
         d.addCallback(lambda ctx: app.call(ctx, call.operation, call.positional, call.named))
         d.addCallbacks(self._respond, self._fail, callbackArgs=(request, call), errbackArgs=(request,))

@@ -27,9 +27,9 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from apiserver.accounts.passwords import MAX_PASSWORD_LENGTH
-from apiserver.context import AuthRequest, Credentials, Gate, Identity
+from apiserver.context import Credentials, Gate, Identity
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
-from apiserver.transport.http import ApiResource, content_type_is
+from apiserver.transport.http import ApiResource, auth_request, content_type_is
 
 log = Logger(namespace="apiserver.ui")
 
@@ -122,9 +122,7 @@ class _UiResource(ApiResource):
         return _error(request, refusal.status, refusal.message, refusal.headers)
 
     def _admit(self, request, credentials: Credentials):
-        auth = AuthRequest(gate=Gate.UI, address=self.app.gatekeeper.client_address(request),
-                           credentials=credentials, secure=request.isSecure())
-        return self.app.admit(auth)
+        return self.app.admit(auth_request(self.app, request, credentials, Gate.UI))
 
     def _fail(self, failure: Failure, request, message: str) -> None:
         error = failure.value

@@ -30,9 +30,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
 
-from apiserver.transport.http import ApiResource, refuse
+from apiserver.transport.http import ApiResource, auth_request, credentials_of, gate_refusal, refuse
 from apiserver.transport.xmltext import escape_text
-from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import ApiError, InvalidArgument, Malformed, ServerError, Throttled
 from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT
 
@@ -432,13 +431,9 @@ class XmlRpcResource(ApiResource):
 
     def render_POST(self, request):
         """HTTP checks, decode, admit (gate SOAP), call, encode; faults for every failure."""
-        refusal = self.app.gatekeeper.check_http(request)
-        if refusal is not None:
-            request.setResponseCode(refusal.status)
-            for name, value in refusal.headers.items():
-                request.setHeader(name, value)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return refusal.message.encode("utf-8") + b"\n"
+        refused = gate_refusal(self.app, request)
+        if refused is not None:
+            return refused
         request.setHeader(b"content-type", _CONTENT_TYPE)
         try:
             name, params = parse_call(request.content.read())
@@ -447,7 +442,7 @@ class XmlRpcResource(ApiResource):
                 return encode_response(introspect(params))
             if name != "system.multicall":
                 self.app.registry.lookup(name)  # an unknown name is refused before authenticating
-            auth_request = self._auth_request(request)
+            auth = auth_request(self.app, request, credentials_of(request))
         except ApiError as error:
             return fault_for(error)
         except Exception:
@@ -455,7 +450,7 @@ class XmlRpcResource(ApiResource):
             return fault_for(ServerError())
         gone: list = []
         request.notifyFinish().addErrback(gone.append)
-        d = self.app.admit(auth_request)
+        d = self.app.admit(auth)
         if name == "system.multicall":
             d.addCallback(self._multicall, params)
         else:
@@ -464,18 +459,6 @@ class XmlRpcResource(ApiResource):
         d.addErrback(self._failed, request)  # the result could not be encoded
         d.addCallback(self._write, request, gone)
         return server.NOT_DONE_YET
-
-    def _auth_request(self, request) -> AuthRequest:
-        keys = request.args.get(b"authkey")
-        sid = request.getCookie(b"esprit_id")
-        credentials = Credentials(
-            api_key=keys[0].decode("utf-8", "replace") if keys else None,
-            session_id=sid.decode("utf-8", "replace") if sid is not None else None,
-        )
-        return AuthRequest(
-            gate=Gate.SOAP, address=self.app.gatekeeper.client_address(request),
-            credentials=credentials, secure=request.isSecure(),
-        )
 
     def _failed(self, failure, request) -> bytes:
         error = failure.value

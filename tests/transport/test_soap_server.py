@@ -144,3 +144,14 @@ def test_disabled_api_is_403_with_reason(tmp_path):
         assert conn.getresponse().status == 403
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("query", [f"authkey={BAD_KEY}&authkey={KEY}", f"authkey={KEY}&authkey={BAD_KEY}"])
+def test_repeated_authkey_is_denied_whatever_the_order(server, query):
+    """Two authkey parameters are a Client.Denied fault, not the first or last one silently."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("POST", "/soap?" + query, body=envelope('<m:sample_whoami xmlns:m="urn:x"/>'),
+                 headers={"Content-Type": "text/xml"})
+    response = conn.getresponse()
+    code, message = fault_of(response.status, response.read())
+    assert code == "SOAP-ENV:Client.Denied" and "more than once" in message

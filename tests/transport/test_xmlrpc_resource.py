@@ -322,3 +322,11 @@ def test_async_result_is_written_when_it_arrives(server):
     assert transport.value() == b""
     server.app.pending.callback("done")
     assert Answer(transport.value()).value() == "done"
+
+
+@pytest.mark.parametrize("query", [f"authkey={BAD_KEY}&authkey={GOOD_KEY}", f"authkey={GOOD_KEY}&authkey={BAD_KEY}",
+                                   f"authkey={GOOD_KEY}&authkey={GOOD_KEY}"])
+def test_repeated_authkey_is_denied_whatever_the_order(server, query):
+    """Two authkey parameters are refused: which one counts would otherwise depend on the order."""
+    fault = server.post(xmlrpc.client.dumps((), "probe.whoami").encode(), path="/xmlrpc?" + query).fault()
+    assert fault.faultCode == 403 and "more than once" in fault.faultString
