@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 from typing import Any, Optional
 
 from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, load_config
@@ -185,12 +186,32 @@ def check_startable(app, path: str) -> None:
         bind = config.get("frontend", "bind")
         if not is_host(bind):
             raise ConfigError("frontend", "bind", f"{bind!r} is neither an IP address nor a host name")
+        check_listenable(app, config)
         if config.get("frontend", "tls_certificate") or config.get("frontend", "tls_key"):
             from apiserver.transport.tls import ensure_certificate
 
             ensure_certificate(config)
     except ConfigError as exc:
         raise InvalidArgument(f"cp.config: refused, the server would not start: {exc}") from None
+
+
+def check_listenable(app, config: Config) -> None:
+    """ConfigError unless ``[frontend] bind`` is an address of this host and the ports this server
+    does not hold already are free to listen on (a port taken by another program, or below 1024
+    without the right, would stop the next start)."""
+    bind = config.get("frontend", "bind")
+    held = {app.config.get("frontend", "http_port"), app.config.get("frontend", "https_port")}
+    checks = [("bind", 0)] + [(key, config.get("frontend", key)) for key in ("http_port", "https_port")
+                              if config.get("frontend", key) and config.get("frontend", key) not in held]
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET  # as twisted's listenTCP chooses
+    for key, port in checks:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a listener sets it
+            try:
+                probe.bind((bind, port))
+            except OSError as exc:
+                where = f"{bind} port {port}" if port else bind
+                raise ConfigError("frontend", key, f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 def _need_text(value: Any, what: str) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 
 from twisted.internet import reactor
 from twisted.trial import unittest
@@ -83,6 +84,22 @@ class BuiltinScopeTests(unittest.TestCase):
         self.assertEqual(self.read_config(), before)
         self.assertEqual([n for n in os.listdir(self.directory) if n.endswith(".tmp")], [])
         self.assertEqual(audit_rows(self.app), [])
+
+    async def test_cp_config_refuses_listeners_that_cannot_listen(self):
+        """A bind address not of this host, or a port another program listens on, would stop the next start: refused."""
+        before = self.read_config()
+        self.assertIn("[frontend] bind: cannot listen on 192.0.2.1",
+                      await self.refused("cp.config", "frontend", "bind", "192.0.2.1"))
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        self.assertIn(f"[frontend] https_port: cannot listen on 127.0.0.1 port {port}",
+                      await self.refused("cp.config", "frontend", "https_port", str(port)))
+        self.assertEqual(self.read_config(), before)
+        await self.app.scopes.set("cp.config", ADMIN, "frontend", "bind", "0.0.0.0")  # the ports held stay allowed
+        self.assertIn("bind = 0.0.0.0", self.read_config())
 
     async def test_cp_config_unknown_section_or_key(self):
         """Reading or setting what does not exist is NotFound naming it."""
