@@ -94,7 +94,9 @@ def parse_envelope(body: bytes) -> etree._Element:
     try:
         root = etree.fromstring(body, _PARSER)
     except etree.XMLSyntaxError as exc:
-        raise Malformed(f"request is not well-formed UTF-8 XML: {_short(str(exc))}") from None
+        # exc.msg without lxml's advice to the programmer ("use XML_PARSE_HUGE option")
+        reason = (exc.msg or str(exc)).replace(", use XML_PARSE_HUGE option", "")
+        raise Malformed(f"request is not well-formed UTF-8 XML: {_short(reason)}") from None
     except ValueError as exc:
         raise Malformed(f"request is not well-formed XML: {_short(str(exc))}") from None
     if root.tag != _ENVELOPE:
@@ -244,6 +246,9 @@ class _ValueDecoder:
         target = self._ids.get(href[1:])
         if target is None or target is elem:
             raise Malformed(f"multi-reference href {href[:60]!r} names no element")
+        if target.get("href") is not None:
+            # SOAP-ENC: the referenced element carries the value; chains (and cycles) are not values.
+            raise Malformed(f"multi-reference href {href[:60]!r} points at another href")
         return target
 
     def _map(self, items: list, depth: int) -> dict:

@@ -253,3 +253,22 @@ def test_multiref_expansion_bomb_is_refused(registry):
                     f'</m:sample_anything>{levels}<multiRef id="l6">x</multiRef>', RPC_ATTRS)
     with pytest.raises(Malformed, match="more than"):
         decode_request(body, registry.lookup)
+
+
+@pytest.mark.parametrize("refs", [
+    '<multiRef id="a" href="#b"/><multiRef id="b" href="#a"/>',          # a cycle
+    '<multiRef id="a" href="#b"/><multiRef id="b">value</multiRef>',     # a chain
+])
+def test_href_to_another_href_is_refused(registry, refs):
+    """An href must name the element holding the value; chains and cycles are Malformed, not an empty string."""
+    body = envelope(f'<m:sample_echo xmlns:m="urn:x"><text href="#a"/></m:sample_echo>{refs}', RPC_ATTRS)
+    with pytest.raises(Malformed, match="points at another href"):
+        decode_request(body, registry.lookup)
+
+
+def test_too_deep_xml_is_refused_without_parser_advice(registry):
+    """Nesting past libxml2's limit is Malformed naming the depth, without lxml's XML_PARSE_HUGE hint."""
+    body = envelope('<m:sample_echo xmlns:m="urn:x"><text>' + "<a>" * 300 + "</a>" * 300 + "</text></m:sample_echo>")
+    with pytest.raises(Malformed, match="depth") as info:
+        decode_request(body, registry.lookup)
+    assert "XML_PARSE_HUGE" not in info.value.message
