@@ -200,7 +200,7 @@ def gate_refusal(app, request):
     return refuse(request, refusal.status, refusal.message, refusal.headers)
 
 
-_UTF8_CHARSETS = (b"utf-8", b"utf8", b'"utf-8"', b"us-ascii")
+_UTF8_CHARSETS = (b"utf-8", b"utf8", b"us-ascii")  # ASCII is a subset: the body is read as UTF-8
 
 
 def content_type_is(request, media_types) -> bool:
@@ -213,7 +213,7 @@ def content_type_is(request, media_types) -> bool:
         return False
     for param in parts[1:]:
         name, _, value = param.partition(b"=")
-        if name.strip() == b"charset" and value.strip() not in _UTF8_CHARSETS:
+        if name.strip() == b"charset" and value.strip().strip(b'"') not in _UTF8_CHARSETS:
             return False
     return True
 
