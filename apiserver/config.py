@@ -147,7 +147,7 @@ BUILTIN_SECTIONS = (
         K("ipv6_prefix", int_range(1, 128), "64", "IPv6 clients are counted per network of this prefix length.", runtime=True),
         K("max_tracked", int_range(100, 10_000_000), "200000", "Most addresses tracked at once; the oldest are pruned first."),
         K("backend", choice("memory", "redis"), "memory", "Where counters live: memory (one node) or redis (shared)."),
-        K("redis_url", parse_str, "redis://127.0.0.1:6379/0", "Redis URL when backend=redis."),
+        K("redis_url", parse_str, "redis://127.0.0.1:6379/0", "Redis URL when backend=redis.", secret=True),  # may hold a password
     )),
     Section("auth", "Accounts, passwords, API keys and IP restrictions.", (
         K("retain_ui_password", parse_bool, "true", "Keep the UI password in the session, AES-256-GCM encrypted with secret."),
@@ -180,7 +180,7 @@ BUILTIN_SECTIONS = (
     Section("session", "Sessions (esprit_id cookie).", (
         K("ttl", int_range(1, 86400 * 30), "900", "Seconds of inactivity after which a session ends.", runtime=True),
         K("backend", choice("memory", "redis", "db"), "memory", "Where sessions live: memory (one node), redis or db (shared)."),
-        K("redis_url", parse_str, "redis://127.0.0.1:6379/0", "Redis URL when backend=redis."),
+        K("redis_url", parse_str, "redis://127.0.0.1:6379/0", "Redis URL when backend=redis.", secret=True),  # may hold a password
     )),
     Section("db", "Storage.", (
         K("url", parse_str, "", "SQLAlchemy URL; empty: SQLite file apiserver.db in state_dir.", secret=True),

@@ -67,6 +67,14 @@ class BuiltinScopeTests(unittest.TestCase):
         self.assertNotIn("hunter2", repr(audit_rows(self.app)) + repr(self.events.changes))
         self.assertIn("password = hunter2-smtp", self.read_config())
 
+    async def test_cp_config_masks_urls_that_may_hold_passwords(self):
+        """Redis URLs (redis://:password@host) are masked in get and audit like [db] url."""
+        for section in ("anvil", "session"):
+            await self.app.scopes.set("cp.config", ADMIN, section, "redis_url", "redis://:hunter2-redis@127.0.0.1:6379/1")
+            self.assertEqual(await self.app.scopes.get("cp.config", section, "redis_url"), MASK)
+            self.assertEqual((await self.app.scopes.get("cp.config"))[section]["redis_url"], MASK)
+        self.assertNotIn("hunter2", repr(audit_rows(self.app)) + repr(self.events.changes))
+
     async def test_cp_config_refuses_bad_values_with_reason(self):
         """Bad types, unknown keys, protected keys and start-up breakers leave config.ini untouched."""
         before = self.read_config()
