@@ -333,10 +333,13 @@ class GeoipKeyScope(Scope):
 
             try:
                 value = parse_argument(value)
-            except ArgumentSyntaxError as exc:
-                raise InvalidArgument(f"auth.geoip-key: {exc}") from None
+            except ArgumentSyntaxError as exc:  # its message quotes the text, which holds the key
+                where = "the end" if exc.position >= len(exc.text) else f"position {exc.position + 1}"
+                raise InvalidArgument(f"auth.geoip-key: cannot read the hash: {exc.reason} at {where}") from None
         if not isinstance(value, dict) or set(value) != {"id", "key"}:
-            raise InvalidArgument(f"auth.geoip-key: expected a hash '[id:1234,key:key-name]', got {_show(value)}")
+            # The refused value is described, never quoted: it may be the licence key itself.
+            got = f"a hash with {', '.join(sorted(map(str, value)))}" if isinstance(value, dict) else type(value).__name__
+            raise InvalidArgument(f"auth.geoip-key: expected a hash '[id:1234,key:key-name]', got {got[:100]}")
         account = coerce(value["id"], TypeSpec(INT), "auth.geoip-key id")
         key = "" if value["key"] is None else str(value["key"])
         if not account and not key:

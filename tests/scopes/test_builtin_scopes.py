@@ -189,11 +189,19 @@ class BuiltinScopeTests(unittest.TestCase):
         self.assertEqual(self.app.config.get("geoip", "account_id"), 99)
         self.assertEqual(len(audit_rows(self.app)), 2)
 
+    async def test_geoip_key_refusals_never_quote_the_key(self):
+        """A refused value is described, not echoed: the licence key never appears in the error."""
+        for value in ("Licence_Secret_1", "[id:5,key:Licence_Secret_1", "[id:5,key:Licence_Secret_1,extra:1]",
+                      {"id": 5, "key": "Licence_Secret_1", "note": "x"}):
+            message = await self.refused("auth.geoip-key", value)
+            self.assertNotIn("Licence_Secret", message)
+        self.assertIn("got a hash with id, key, note", message)
+
     async def test_geoip_key_refuses_bad_hashes(self):
         """Wrong shapes, ids and keys are refused with the reason."""
         self.assertIn("expected a hash", await self.refused("auth.geoip-key", "key-name"))
         self.assertIn("expected a hash", await self.refused("auth.geoip-key", {"id": 1}))
         self.assertIn("positive number", await self.refused("auth.geoip-key", "[id:-5,key:abc]"))
         self.assertIn("licence key", await self.refused("auth.geoip-key", {"id": 5, "key": "a b"}))
-        self.assertIn("cannot read argument", await self.refused("auth.geoip-key", "[id:5,key:abc"))
+        self.assertIn("cannot read the hash", await self.refused("auth.geoip-key", "[id:5,key:abc"))
         self.assertEqual(self.read_config(), CONFIG_TEXT)
