@@ -30,16 +30,24 @@ def format_value(value) -> str:
 MAX_VALUE_LENGTH = 4096
 
 
+#: Line breaks and other control characters (a tab is allowed); str.splitlines splits at several.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def check_value_text(text: str) -> None:
     """Refuse what cannot be written as one ini value (ValueError with the reason)."""
     if len(text) > MAX_VALUE_LENGTH:
         raise ValueError(f"a config value is at most {MAX_VALUE_LENGTH} characters")
-    if "\n" in text or "\r" in text or "\x00" in text:
-        raise ValueError("a config value must be a single line")
-    if re.search(r"\s;", text):
-        raise ValueError("a config value cannot contain ' ;' (it starts a comment in config.ini)")
+    if _CONTROL.search(text):
+        raise ValueError("a config value must be a single line without control characters")
+    if re.search(r"(^|\s);", text):  # written after "key = ", a leading ';' follows a space too
+        raise ValueError("a config value cannot contain ' ;' or start with ';' (it starts a comment in config.ini)")
     if text != text.strip():
         raise ValueError("a config value cannot start or end with white space")
+
+
+#: One line with its end, split where configparser's file reading splits (not at \f or U+2028).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 
 
 def edit_text(text: str, section: str, key: str, value: str) -> str:
@@ -49,7 +57,7 @@ def edit_text(text: str, section: str, key: str, value: str) -> str:
     last key; a new section is appended at the end.
     """
     check_value_text(value)
-    lines = text.splitlines(keepends=True)
+    lines = _LINE.findall(text)
     newline = "\r\n" if "\r\n" in text else "\n"
     current = None
     last_key_line = None  # index of the last key line in the wanted section

@@ -107,3 +107,29 @@ def test_crlf_files_stay_crlf():
 def test_format_value_spells_ini_values():
     """Booleans, lists and null are written the way config.ini spells them."""
     assert [format_value(v) for v in (True, False, ["a", "b"], None, 5)] == ["true", "false", "a,b", "", "5"]
+
+
+@pytest.mark.parametrize("value", [
+    ";starts-like-a-comment", "#hash", "a;b", "a=b", "x:y", "%(home)s", "[soap]", "caf\u00e9", "a\tb",
+    "form\x0cfeed", "line\u2028separator", "next\x85line", "bell\x07",
+])
+def test_every_written_value_reads_back_as_written_or_is_refused(tmp_path, value):
+    """What edit_text writes, start-up reads back exactly; what it cannot write that way it refuses."""
+    path = tmp_path / "config.ini"
+    path.write_text(ORIGINAL, encoding="utf-8")
+    try:
+        text = edit_text(ORIGINAL, "mail", "sender", value)
+    except ValueError:
+        return
+    path.write_text(text, encoding="utf-8")
+    assert load_config(str(path)).get("mail", "sender") == value
+
+
+def test_lines_split_where_configparser_splits(tmp_path):
+    """A form feed or U+2028 in a key's comment is no line end: the edit keeps the line whole."""
+    text = "[mail]\nsender = a@example.com ; note\x0cwith\u2028odd breaks\n"
+    edited = edit_text(text, "mail", "sender", "b@example.com")
+    assert edited == text.replace("a@example.com", "b@example.com")
+    path = tmp_path / "config.ini"
+    path.write_text(edited, encoding="utf-8")
+    assert load_config(str(path)).get("mail", "sender") == "b@example.com"
