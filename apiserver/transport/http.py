@@ -18,7 +18,7 @@ import io
 from urllib.parse import unquote_plus
 
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import Denied
@@ -101,24 +101,75 @@ class ApiRequest(server.Request):
         self.content = _Discard()
         # Nothing of the body was wanted: no "100 Continue" after this answer.
         self.requestHeaders.removeHeader(b"Expect")
-        limit = self.channel.site.max_body_size
-        body = f"request body larger than {limit} bytes\n".encode()
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-            b"Connection: close\r\n\r\n" + body)
-        self.channel.loseConnection()
+        self.channel.answer_and_close(413, "Payload Too Large",
+                                      f"request body larger than {self.channel.site.max_body_size} bytes")
 
 
 #: Seconds a connection may stay silent (Twisted's default is 12 hours: a slow-client hazard).
 IDLE_TIMEOUT = 60
+#: Seconds from the first byte of a request to its last.  The idle timeout restarts on every
+#: byte, so without this a client sending a byte a minute holds a connection for hours.
+REQUEST_TIMEOUT = 60
+
+
+class ApiChannel(http.HTTPChannel):
+    """The HTTP/1.1 connection of every API listener (HTTP/2 is never negotiated).
+
+    On top of Twisted's: a request must arrive whole within :data:`REQUEST_TIMEOUT` (else 408),
+    and an over-long request or header line gets 431 instead of a silent close.
+    """
+
+    _request_deadline = None
+
+    def dataReceived(self, data):
+        # While a request is handled, Twisted buffers what follows; its clock starts once read.
+        if self._request_deadline is None and not self._handlingRequest:
+            self._request_deadline = self.callLater(REQUEST_TIMEOUT, self._request_too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self):
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason):
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def lineLengthExceeded(self, line):
+        self.answer_and_close(431, "Request Header Fields Too Large",
+                              f"request line or header line longer than {self.MAX_LENGTH} bytes")
+
+    def _request_too_slow(self) -> None:
+        self._request_deadline = None
+        self.answer_and_close(408, "Request Timeout", f"the request did not arrive within {REQUEST_TIMEOUT} seconds")
+
+    def _cancel_deadline(self) -> None:
+        if self._request_deadline is not None:
+            if self._request_deadline.active():
+                self._request_deadline.cancel()
+            self._request_deadline = None
+
+    def answer_and_close(self, status: int, reason: str, message: str) -> None:
+        """Answer a plain-text error for a request that will not be processed, then close.
+
+        For refusals before a request reaches a resource (nothing else was written for it).
+        A client that does not read the answer is cut off after Twisted's ``abortTimeout``.
+        """
+        self._cancel_deadline()
+        body = (message + "\n").encode("utf-8")
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (status, reason.encode("ascii"), len(body), body))
+        self.loseConnection()
+        if self.abortTimeout is not None and self._abortingCall is None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
 
 
 class ApiSite(server.Site):
     """The Site of every API listener; ``max_body_size`` and the access log come from config."""
 
     requestFactory = ApiRequest
+    protocol = ApiChannel
     noisy = False  # "Starting factory" lines say nothing the listening log line does not
 
     def __init__(self, resource, config, **kwargs):

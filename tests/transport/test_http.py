@@ -6,8 +6,9 @@ import http.client
 import socket
 
 import pytest
+from twisted.internet import task
 
-from apiserver.transport.http import masked_uri
+from apiserver.transport.http import REQUEST_TIMEOUT, ApiResource, ApiSite, masked_uri
 from tests.transport.soap_testing import KEY, SECRET_MARKER, SoapTestServer
 
 LIMIT = 4096
@@ -176,3 +177,55 @@ def test_percent_encoded_authkey_never_reaches_the_log(server):
     status, _, _ = post(server, envelope('<m:sample_whoami xmlns:m="urn:x"/>'), path=f"/soap?%61uthkey={KEY}")
     assert status == 200
     assert KEY not in server.log() and "%61uthkey=***" in server.log()
+
+
+class _Hello(ApiResource):
+    def render_GET(self, request):
+        return b"hello\n"
+
+
+def _channel(clock):
+    """An ApiSite connection on a StringTransport whose timers run on ``clock``."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+    from twisted.web import resource
+
+    from apiserver.config import BUILTIN_SECTIONS, Config
+
+    root = resource.Resource()
+    root.putChild(b"hello", _Hello())
+    site = ApiSite(root, Config(BUILTIN_SECTIONS, {}, None), reactor=clock)
+    peer = IPv4Address("TCP", "127.0.0.1", 40000)
+    channel = site.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer, hostAddress=IPv4Address("TCP", "127.0.0.1", 2082))
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_trickled_request_is_cut_off_with_408():
+    """A byte every few seconds keeps the idle timer alive, but the request as a whole must arrive in time."""
+    clock = task.Clock()
+    channel, transport = _channel(clock)
+    for _ in range(REQUEST_TIMEOUT // 5 + 1):
+        channel.dataReceived(b"X")  # never a whole header line
+        clock.advance(5)
+    assert transport.value().startswith(b"HTTP/1.1 408 ") and transport.disconnecting
+
+
+def test_requests_on_a_kept_alive_connection_each_get_the_full_time():
+    """The deadline covers one request: a connection serving several in sequence is not cut off."""
+    clock = task.Clock()
+    channel, transport = _channel(clock)
+    for _ in range(3):
+        channel.dataReceived(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+        clock.advance(REQUEST_TIMEOUT - 1)
+        channel.dataReceived(b"\r\n")
+        clock.advance(REQUEST_TIMEOUT - 1)
+    assert transport.value().count(b"HTTP/1.1 200 ") == 3 and b" 408 " not in transport.value()
+    assert not transport.disconnecting
+
+
+def test_overlong_header_line_gets_431_not_a_silent_close(server):
+    """A header line past Twisted's line limit is answered 431 naming the limit."""
+    answer = raw_exchange(server, b"GET /apnscp.wsdl HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"longer than 16384 bytes" in answer
