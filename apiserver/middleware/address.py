@@ -30,13 +30,23 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 MAX_FORWARDED_HOPS = 32
 
 
-@functools.lru_cache(maxsize=4096)  # every gate parses the same few addresses on every request
+#: Longest text taken for an address (``[<IPv6 with IPv4 tail>%zone]:port`` fits); longer is garbage.
+MAX_ADDRESS_TEXT = 100
+
+
 def parse_address(text: str) -> Optional[IPAddress]:
     """``text`` as an IP address (IPv4-mapped IPv6 as IPv4, zone id dropped), None if it is not one.
 
     Also accepts the forms proxies write into X-Forwarded-For: ``[2001:db8::1]``,
     ``[2001:db8::1]:443`` and ``192.0.2.1:8080``.
     """
+    if len(text) > MAX_ADDRESS_TEXT:  # never cached: a header's garbage must not fill the cache
+        return None
+    return _parse_address(text)
+
+
+@functools.lru_cache(maxsize=4096)  # every gate parses the same few addresses on every request
+def _parse_address(text: str) -> Optional[IPAddress]:
     text = text.strip()
     if text.startswith("["):
         end = text.find("]")

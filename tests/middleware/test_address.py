@@ -117,3 +117,14 @@ def test_ipv4_mapped_trusted_proxy_entry_trusts_the_ipv4_peer():
     trusted = parse_networks("::ffff:10.0.0.1")
     assert client_address("10.0.0.1", ["192.0.2.1"], trusted) == "192.0.2.1"
     assert client_address("::ffff:10.0.0.1", ["192.0.2.1"], trusted) == "192.0.2.1"
+
+
+def test_long_garbage_entries_are_not_cached():
+    """Overlong X-Forwarded-For entries are no address and never kept in the parse cache."""
+    from apiserver.middleware import address
+
+    before = address._parse_address.cache_info().currsize
+    for n in range(100):
+        assert parse_address(f"{n}" + "x" * 10_000) is None
+    assert client_address("10.0.0.1", ["y" * 10_000 + ", 192.0.2.7"], PROXIES) == "192.0.2.7"
+    assert address._parse_address.cache_info().currsize <= before + 2
