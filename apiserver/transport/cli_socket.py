@@ -83,6 +83,8 @@ def _request_fields(line: bytes) -> tuple:
         request = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Malformed(f"the request is not JSON: {exc}") from None
+    except RecursionError:
+        raise Malformed("the request nests arrays or objects too deeply") from None
     if not isinstance(request, dict):
         raise Malformed("the request must be a JSON object {function, args, kwargs, site, user}")
     unknown = set(request) - {"function", "args", "kwargs", "site", "user"}

@@ -200,6 +200,7 @@ def test_wrong_argument_count_names_the_signature(connect):
     (b'{"function": "probe:whoami", "site": 5}', "\\\"site\\\" must be a string"),
     (b'{"function": "probe:whoami", "extra": 1}', "unknown request field(s): extra"),
     (b"\xff\xfe", "not JSON"),
+    (b"[" * 100_000, "too deeply"),
 ])
 def test_bad_lines_get_a_fault_and_the_connection_survives(connect, line, fragment):
     """Malformed requests answer Client.Malformed; the next request on the connection works."""
