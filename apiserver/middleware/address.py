@@ -101,3 +101,15 @@ def request_client_address(request, trusted_networks: Sequence[IPNetwork]) -> st
         return "unix"
     headers = request.requestHeaders.getRawHeaders(b"x-forwarded-for", ())
     return client_address(host, [h.decode("latin-1") for h in headers], trusted_networks)
+
+
+def trusted_forwarded_value(request, name: bytes, trusted_networks: Sequence[IPNetwork]) -> str:
+    """The right-most value of the forwarding header ``name`` (``x-forwarded-proto``) of a
+    ``twisted.web`` request when its peer is a trusted proxy (the value that proxy wrote), else
+    ``""``: from anyone else such a header is the client's unverified word."""
+    peer = parse_address(getattr(request.getClientAddress(), "host", None) or "")
+    if peer is None or not is_trusted(peer, trusted_networks):
+        return ""
+    lines = request.requestHeaders.getRawHeaders(name, ())
+    entries = [entry.strip() for line in lines for entry in line.decode("latin-1").split(",")]
+    return entries[-1] if entries else ""

@@ -3,7 +3,10 @@
 The seed: "scope:set cp.config frontend https_only true will disable remote HTTP ports ...
 Unencrypted HTTP traffic over loopback is still permitted such as with cp-proxy."  The
 setting is read from the live config on every request, so the ``cp.config`` scope switches
-it at once.  The refusal names the HTTPS URL so that a client knows where to go.
+it at once.  The refusal names the HTTPS URL so that a client knows where to go.  Behind a
+TLS-ending proxy in ``[core] http_trusted_forward``, the proxy's ``X-Forwarded-Proto: https``
+says the client used HTTPS (without it, trusting the proxy for client addresses would make
+https_only refuse every proxied request).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Optional
+
+from apiserver.middleware.address import trusted_forwarded_value
 
 _HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
@@ -43,7 +48,7 @@ class HttpsOnly:
     def refusal(self, request) -> Optional[str]:
         """The reason to refuse ``request`` (a ``twisted.web`` request), or None to let it pass."""
         config = self.app.config
-        if not config.get("frontend", "https_only") or request.isSecure():
+        if not config.get("frontend", "https_only") or self.reached_over_https(request):
             return None
         if is_loopback(self.app.gatekeeper.client_address(request)):
             return None
@@ -51,6 +56,14 @@ class HttpsOnly:
         if target is None:
             return "plain HTTP is refused for remote clients ([frontend] https_only); use HTTPS"
         return f"plain HTTP is refused for remote clients ([frontend] https_only); use {target}"
+
+    def reached_over_https(self, request) -> bool:
+        """HTTPS to this server, or to a trusted proxy (``[core] http_trusted_forward``) that says so
+        with ``X-Forwarded-Proto: https``: TLS ended at the proxy, the client did not use plain HTTP."""
+        if request.isSecure():
+            return True
+        trusted = self.app.config.get("core", "http_trusted_forward")
+        return trusted_forwarded_value(request, b"x-forwarded-proto", trusted).lower() == "https"
 
     def https_url(self, request) -> Optional[str]:
         """Where the client should go: ``[frontend] public_url``, else the request's host on the HTTPS port.

@@ -27,7 +27,7 @@ def make_app(**frontend) -> Application:
 
 
 def make_request(peer="192.0.2.10", secure=False, host=b"api.example.com:2082", path=b"/soap",
-                 forwarded_for=None) -> Request:
+                 forwarded_for=None, forwarded_proto=None) -> Request:
     """A twisted.web Request as the HTTP(S) listener builds it."""
     address = IPv6Address("TCP", peer, 5555) if ":" in peer else IPv4Address("TCP", peer, 5555)
     channel = DummyChannel(peer=address)
@@ -39,6 +39,8 @@ def make_request(peer="192.0.2.10", secure=False, host=b"api.example.com:2082", 
         request.requestHeaders.setRawHeaders(b"host", [host])
     if forwarded_for:
         request.requestHeaders.setRawHeaders(b"x-forwarded-for", [forwarded_for])
+    if forwarded_proto:
+        request.requestHeaders.setRawHeaders(b"x-forwarded-proto", forwarded_proto)
     return request
 
 
@@ -52,6 +54,24 @@ def test_remote_client_behind_trusted_proxy_is_refused():
     """Loopback proxy forwarding for 192.0.2.10: the client is remote, so refused."""
     request = make_request(peer="127.0.0.1", forwarded_for=b"192.0.2.10")
     assert "https://api.example.com:2083/soap" in HttpsOnly(make_app()).refusal(request)
+
+
+def test_https_ended_at_a_trusted_proxy_passes():
+    """A trusted proxy that ended TLS says X-Forwarded-Proto: https (its right-most value): the remote client passes."""
+    app = make_app()
+    for proto in ([b"https"], [b"HTTPS"], [b"http, https"], [b"http", b"https"]):
+        assert HttpsOnly(app).refusal(make_request(peer="127.0.0.1", forwarded_for=b"192.0.2.10",
+                                                   forwarded_proto=proto)) is None
+
+
+@pytest.mark.parametrize("peer, proto", [
+    ("127.0.0.1", [b"http"]), ("127.0.0.1", [b"https, http"]), ("127.0.0.1", [b"https", b"http"]),
+    ("192.0.2.10", [b"https"]),  # the client's own word: not a trusted proxy
+])
+def test_forwarded_proto_http_or_untrusted_is_refused(peer, proto):
+    """X-Forwarded-Proto counts only from a trusted proxy, and only its right-most value."""
+    request = make_request(peer=peer, forwarded_for=b"192.0.2.10", forwarded_proto=proto)
+    assert HttpsOnly(make_app()).refusal(request) is not None
 
 
 @pytest.mark.parametrize("peer", ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"])
