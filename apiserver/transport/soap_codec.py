@@ -348,6 +348,20 @@ def _rpc_array_type(spec: TypeSpec) -> str:
     return _RPC_ITEM_TYPES.get(spec.kind, "xsd:anyType")
 
 
+#: Deepest nesting of a result: deeper is a module bug (or a cycle), answered Server.Internal.
+MAX_RESULT_DEPTH = 64
+
+
+def _wrote_nil(out: list, name: str, value: Any, depth: int) -> bool:
+    """Append ``<name xsi:nil="true"/>`` for None and say so; refuse results nested too deeply."""
+    if depth > MAX_RESULT_DEPTH:
+        raise ValueError("return value nested too deeply")
+    if value is None:
+        out.append(f'<{name} xsi:nil="true"/>')
+        return True
+    return False
+
+
 def _fields_of(value: Any) -> Optional[dict]:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
@@ -356,10 +370,7 @@ def _fields_of(value: Any) -> Optional[dict]:
 
 def rpc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) -> None:
     """Append ``<name xsi:type=...>value</name>`` in SOAP encoding to ``out``."""
-    if depth > 64:
-        raise ValueError("return value nested too deeply")
-    if value is None:
-        out.append(f'<{name} xsi:nil="true"/>')
+    if _wrote_nil(out, name, value, depth):
         return
     scalar = _xsd_scalar(value)
     if scalar is not None:
@@ -456,10 +467,7 @@ def doc_type_name(spec: TypeSpec) -> str:
 
 def doc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) -> None:
     """Append ``<name>`` as the document/literal schema declares ``spec`` (default namespace TNS)."""
-    if depth > 64:
-        raise ValueError("return value nested too deeply")
-    if value is None:
-        out.append(f'<{name} xsi:nil="true"/>')
+    if _wrote_nil(out, name, value, depth):
         return
     kind = spec.kind
     if kind == ANY:
@@ -502,10 +510,7 @@ def _doc_map(out: list, start_tag: str, name: str, mapping: dict, depth: int) ->
 
 def _doc_any(out: list, name: str, value: Any, depth: int) -> None:
     """An xsd:anyType element: the value's type named by xsi:type."""
-    if depth > 64:
-        raise ValueError("return value nested too deeply")
-    if value is None:
-        out.append(f'<{name} xsi:nil="true"/>')
+    if _wrote_nil(out, name, value, depth):
         return
     scalar = _xsd_scalar(value)
     if scalar is not None:

@@ -272,3 +272,16 @@ def test_too_deep_xml_is_refused_without_parser_advice(registry):
     with pytest.raises(Malformed, match="depth") as info:
         decode_request(body, registry.lookup)
     assert "XML_PARSE_HUGE" not in info.value.message
+
+
+@pytest.mark.parametrize("request_body", [
+    envelope('<m:sample_anything xmlns:m="urn:x"/>', RPC_ATTRS),
+    envelope('<tns:sample_anything xmlns:tns="urn:net.apnscp.soap"/>'),
+], ids=["rpc", "document"])
+def test_self_containing_result_is_refused_in_both_dialects(registry, request_body):
+    """A result that contains itself stops at the depth limit (ValueError -> Server.Internal), no RecursionError."""
+    loop: list = []
+    loop.append(loop)
+    call = decode_request(request_body, registry.lookup)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        encode_response(call, {"value": loop})
