@@ -9,6 +9,8 @@ Remote clients are named with ``X-Forwarded-For: 192.0.2.x`` through the trusted
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import zeep
 
@@ -19,6 +21,18 @@ BAD_KEY = "0" * 64
 
 def set_config(server, section: str, key: str, value: str) -> None:
     assert cpcmd(server, "scope:set", "cp.config", section, key, value) is True
+
+
+@contextlib.contextmanager
+def config_changed(server, *changes):
+    """``(section, key, value, value_after)`` changes made for the block and undone after it."""
+    for section, key, value, _ in changes:
+        set_config(server, section, key, value)
+    try:
+        yield
+    finally:
+        for section, key, _, value_after in reversed(changes):
+            set_config(server, section, key, value_after)
 
 
 def bad_key_from(server, address: str) -> str:
@@ -42,35 +56,25 @@ def server(tmp_path_factory):
 
 def test_anvil_limit_applies_at_once(server):
     """Lowering [anvil] limit to 2 makes the second failure from an address block it."""
-    set_config(server, "anvil", "limit", "2")
-    try:
+    with config_changed(server, ("anvil", "limit", "2", "20")):
         assert bad_key_from(server, "192.0.2.201") == "Client.Denied"
         assert bad_key_from(server, "192.0.2.201") == "Client.Throttled"
-    finally:
-        set_config(server, "anvil", "limit", "20")
 
 
 def test_anvil_whitelist_applies_at_once(server):
     """A network added to [anvil] whitelist is no longer counted or blocked."""
-    set_config(server, "anvil", "limit", "2")
-    set_config(server, "anvil", "whitelist", "127.0.0.1, 198.51.100.0/24")
-    try:
+    with config_changed(server, ("anvil", "limit", "2", "20"),
+                        ("anvil", "whitelist", "127.0.0.1, 198.51.100.0/24", "127.0.0.1")):
         assert [bad_key_from(server, "198.51.100.7") for _ in range(4)] == ["Client.Denied"] * 4
-    finally:
-        set_config(server, "anvil", "whitelist", "127.0.0.1")
-        set_config(server, "anvil", "limit", "20")
 
 
 def test_min_pw_length_applies_at_once(server):
     """Raising [auth] min_pw_length refuses a password that was long enough a moment ago."""
     soap = zeep_service(server)
-    set_config(server, "auth", "min_pw_length", "30")
-    try:
+    with config_changed(server, ("auth", "min_pw_length", "30", "7")):
         with pytest.raises(zeep.exceptions.Fault) as refused:
             soap.auth_change_password("Twenty-chars-passw0rd")
         assert refused.value.code.endswith("Client.InvalidArgument")
-    finally:
-        set_config(server, "auth", "min_pw_length", "7")
     assert soap.auth_change_password("Twenty-chars-passw0rd") is True
 
 
@@ -80,35 +84,24 @@ def test_ip_restriction_limit_applies_at_once(server):
     domain = "runtime.example.com"
     soap.admin_add_site(domain, "siteadmin", f"admin@{domain}", "Site-passw0rd")
     site = zeep_service(server, key=cpcmd(server, "-d", domain, "auth:create-api-key", "runtime"))
-    set_config(server, "auth", "ip_restriction_limit", "1")
-    try:
+    with config_changed(server, ("auth", "ip_restriction_limit", "1", "50")):
         assert site.auth_restrict_ip("127.0.0.1") is True
         with pytest.raises(zeep.exceptions.Fault) as refused:
             site.auth_restrict_ip("127.0.0.2")
         assert "at most 1 IP restrictions" in refused.value.message
-    finally:
-        set_config(server, "auth", "ip_restriction_limit", "50")
     assert site.auth_restrict_ip("127.0.0.2") is True
 
 
 def test_soap_enabled_through_cp_config_applies_at_once(server):
     """[soap] enabled=false through cp.config closes the API at once; true opens it again."""
-    set_config(server, "soap", "enabled", "false")
-    try:
+    with config_changed(server, ("soap", "enabled", "false", "true")):
         answer = soap_post(f"{server.url}/soap?authkey={server.admin_key}", "common_whoami")
         assert answer.status_code == 403 and "disabled by configuration" in answer.text
-    finally:
-        set_config(server, "soap", "enabled", "true")
     assert "appliance" in soap_post(f"{server.url}/soap?authkey={server.admin_key}", "common_whoami").text
 
 
 def test_trusted_forward_applies_at_once(server):
     """Without trusted proxies X-Forwarded-For is ignored: the loopback peer is whitelisted, never blocked."""
-    set_config(server, "anvil", "limit", "2")
-    set_config(server, "core", "http_trusted_forward", "")
-    try:
+    with config_changed(server, ("anvil", "limit", "2", "20"), ("core", "http_trusted_forward", "", "127.0.0.1")):
         assert [bad_key_from(server, "192.0.2.202") for _ in range(3)] == ["Client.Denied"] * 3
-    finally:
-        set_config(server, "core", "http_trusted_forward", "127.0.0.1")
-        set_config(server, "anvil", "limit", "20")
     assert [bad_key_from(server, "192.0.2.202") for _ in range(2)] == ["Client.Denied"] * 2

@@ -40,6 +40,14 @@ def settle(d, clock, step=0.25, limit=60.0):
     return d
 
 
+def burst(app, gatekeeper, count):
+    """``count`` bad-key attempts in flight at once: their Deferreds, and the held-open
+    authentications (Deferreds) the test fires in the order it likes."""
+    pending = []
+    app.accounts.authenticate = lambda *a: pending.append(defer.Deferred()) or pending[-1]
+    return [attempt(gatekeeper, BAD_KEY) for _ in range(count)], pending
+
+
 def test_admit_gives_call_context(app_factory):
     """A good key from an unrestricted account gives its identity, gate and address."""
     gatekeeper = keeper(app_factory())
@@ -139,9 +147,7 @@ def test_fifty_concurrent_failures_all_counted(app_factory):
     """50 failures in flight at once (slow hashing) are each counted."""
     app = app_factory({"anvil": {"limit": "100"}})
     gatekeeper = keeper(app)
-    pending = []
-    app.accounts.authenticate = lambda *a: pending.append(defer.Deferred()) or pending[-1]
-    attempts = [attempt(gatekeeper, BAD_KEY) for _ in range(50)]
+    attempts, pending = burst(app, gatekeeper, 50)
     assert len(pending) == 50
     for d in pending:
         d.errback(AuthenticationFailed("password"))
@@ -154,9 +160,7 @@ def test_concurrent_failures_past_limit_block_once(app_factory):
     """Concurrent failures crossing the limit start exactly one block; the later ones are Throttled."""
     app = app_factory()
     gatekeeper = keeper(app)
-    pending = []
-    app.accounts.authenticate = lambda *a: pending.append(defer.Deferred()) or pending[-1]
-    attempts = [attempt(gatekeeper, BAD_KEY) for _ in range(30)]
+    attempts, pending = burst(app, gatekeeper, 30)
     for d in pending:
         d.errback(AuthenticationFailed("key"))
     errors = [error_of(d) for d in attempts]
@@ -168,9 +172,7 @@ def test_burst_success_finishing_after_the_block_is_refused(app_factory):
     """A burst all passes the first check; an attempt that succeeds once its address is blocked is Throttled like the rest."""
     app = app_factory()
     gatekeeper = keeper(app)
-    pending = []
-    app.accounts.authenticate = lambda *a: pending.append(defer.Deferred()) or pending[-1]
-    attempts = [attempt(gatekeeper, BAD_KEY) for _ in range(30)]
+    attempts, pending = burst(app, gatekeeper, 30)
     for d in pending[:-1]:
         d.errback(AuthenticationFailed("password"))
     pending[-1].callback(ADMIN)  # the right password, tried in the same burst
@@ -183,9 +185,7 @@ def test_burst_success_before_the_block_is_admitted(app_factory):
     """In a burst, a success that finishes while the address is below the limit is admitted."""
     app = app_factory()
     gatekeeper = keeper(app)
-    pending = []
-    app.accounts.authenticate = lambda *a: pending.append(defer.Deferred()) or pending[-1]
-    attempts = [attempt(gatekeeper, BAD_KEY) for _ in range(30)]
+    attempts, pending = burst(app, gatekeeper, 30)
     for d in pending[:5]:
         d.errback(AuthenticationFailed("password"))
     pending[5].callback(ADMIN)
