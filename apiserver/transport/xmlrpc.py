@@ -22,6 +22,7 @@ import binascii
 import dataclasses
 import datetime
 import enum
+import math
 import re
 from typing import Any, Callable
 from xml.parsers import expat
@@ -81,12 +82,17 @@ def _children_named(el: _Element, allowed: str) -> list:
     return [value for _, value in el.children]
 
 
+# What the XML-RPC spec allows; Python's int() and float() also take "1_000", "nan" and "inf".
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_DOUBLE_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def _decode_int(el: _Element) -> int:
     text = _only_text(el).strip()
-    try:
-        return int(text)
-    except ValueError:
-        raise Malformed(f"<{el.tag}> needs a whole number, got {text[:40]!r}") from None
+    # The 64-bit range of <i8>, also for <int>: PHP sends 64-bit integers as <int>.
+    if not _INT_TEXT.fullmatch(text) or len(text) > 20 or not _INT64[0] <= int(text) <= _INT64[1]:
+        raise Malformed(f"<{el.tag}> needs a whole number within 64 bits, got {text[:40]!r}")
+    return int(text)
 
 
 def _decode_boolean(el: _Element) -> bool:
@@ -100,10 +106,10 @@ def _decode_boolean(el: _Element) -> bool:
 
 def _decode_double(el: _Element) -> float:
     text = _only_text(el).strip()
-    try:
-        return float(text)
-    except ValueError:
-        raise Malformed(f"<{el.tag}> needs a number, got {text[:40]!r}") from None
+    value = float(text) if _DOUBLE_TEXT.fullmatch(text) else math.nan
+    if not math.isfinite(value):  # not a number, or too large for a double
+        raise Malformed(f"<{el.tag}> needs a finite number, got {text[:40]!r}")
+    return value
 
 
 def _decode_datetime(el: _Element) -> datetime.datetime:
