@@ -142,7 +142,7 @@ BUILTIN_SECTIONS = (
         K("ttl", int_range(1, 86400 * 7), "900", "Seconds a failure is remembered and a block lasts.", runtime=True),
         K("min_attempts", int_range(0, 100000), "3", "Failures before answers to that address are delayed.", runtime=True),
         K("whitelist", parse_networks, "127.0.0.1", "Addresses or networks never counted (comma separated).", runtime=True),
-        K("base_delay", int_range(0, 60000), "250", "Milliseconds of delay at the first delayed attempt: an attempt after n failures (min_attempts <= n < limit) waits min(max_delay, base_delay * 2^(n - min_attempts)) ms.", runtime=True),
+        K("base_delay", int_range(0, 60000), "250", "Milliseconds of delay at the first delayed attempt: an attempt after n failures (m <= n < limit, m = max(min_attempts, 1)) waits min(max_delay, base_delay * 2^(n - m)) ms.", runtime=True),
         K("max_delay", int_range(0, 120000), "8000", "Cap of the delay in milliseconds.", runtime=True),
         K("ipv6_prefix", int_range(1, 128), "64", "IPv6 clients are counted per network of this prefix length.", runtime=True),
         K("max_tracked", int_range(100, 10_000_000), "200000", "Most addresses tracked at once; the oldest are pruned first."),

@@ -12,8 +12,8 @@ earlier failures inside the window.
 
 Delay (before the attempt is answered, on ``app.clock``, never holding up other clients)::
 
-    delay(n) = min(max_delay, base_delay * 2 ** (n - min_attempts))   milliseconds
-               for max(min_attempts, 1) <= n < limit, else 0
+    delay(n) = min(max_delay, base_delay * 2 ** (n - m))   milliseconds
+               for m <= n < limit, else 0;  m = max(min_attempts, 1)
 
 where ``n`` is the number of failures from that address already counted in the window.
 With the defaults (``min_attempts=3``, ``base_delay=250``, ``max_delay=8000``, ``limit=20``):

@@ -1,7 +1,7 @@
 """The API toggle: ``[soap] enabled=false`` turns the whole API off without a restart.
 
 Read from the live config on every request, so ``Config.set`` (the ``cp.api`` and
-``cp.config`` scopes) and a config reload switch it at once.  When off, ``/soap``,
+``cp.config`` scopes) switches it at once; a hand edit of config.ini applies at the next start.  When off, ``/soap``,
 ``/xmlrpc`` and both WSDL URLs answer 403 with :data:`DISABLED_MESSAGE`, and
 ``GateKeeper.admit`` refuses the SOAP gate with ``Client.Disabled`` (a request that passed
 the HTTP check just before the switch).  The local CLI socket and other gates are not the
