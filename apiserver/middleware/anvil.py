@@ -264,6 +264,8 @@ class Anvil:
         delay = self.delay_for(state.count)
         if not delay:
             return None
+        log.debug("anvil: delaying {address} {seconds}s after {count} failed logins",
+                  address=key, seconds=delay, count=state.count)
         d = task.deferLater(self.clock, delay, lambda: self._ask(self.store.get(key)))
         return d.addCallback(self._refuse_if_blocked)  # blocked by a concurrent attempt meanwhile?
 

@@ -1,9 +1,9 @@
 """cp.config run-time keys take effect at once on a running server, without a restart.
 
 Each key is changed with ``cpcmd scope:set cp.config SECTION KEY VALUE`` and its effect is then
-observed from outside, over SOAP: ``[anvil]`` (limit, whitelist), ``[auth]`` limits
-(``min_pw_length``, ``ip_restriction_limit``), ``[soap] enabled`` and ``[core]
-http_trusted_forward``.  (``[frontend] https_only`` is covered in ``test_https_listener.py``.)
+observed from outside, over SOAP or in the server's log: ``[anvil]`` (limit, whitelist),
+``[auth]`` limits (``min_pw_length``, ``ip_restriction_limit``), ``[soap] enabled``, ``[core]
+http_trusted_forward`` and ``[core] debug`` (``cp.debug``).  (``[frontend] https_only`` is covered in ``test_https_listener.py``.)
 Remote clients are named with ``X-Forwarded-For: 192.0.2.x`` through the trusted loopback proxy.
 """
 
@@ -105,3 +105,21 @@ def test_trusted_forward_applies_at_once(server):
     with config_changed(server, ("anvil", "limit", "2", "20"), ("core", "http_trusted_forward", "", "127.0.0.1")):
         assert [bad_key_from(server, "192.0.2.202") for _ in range(3)] == ["Client.Denied"] * 3
     assert [bad_key_from(server, "192.0.2.202") for _ in range(2)] == ["Client.Denied"] * 2
+
+
+def test_debug_logging_switches_at_once(server):
+    """cp.debug true makes the server log debug lines (an Anvil delay) at once; false stops them."""
+    with config_changed(server, ("anvil", "min_attempts", "1", "1000"), ("anvil", "base_delay", "1", "250")):
+        bad_key_from(server, "192.0.2.203")
+        bad_key_from(server, "192.0.2.203")  # delayed: logged at debug level only
+        assert "anvil: delaying 192.0.2.203" not in server.log()
+        assert cpcmd(server, "scope:set", "cp.debug", "true") is True
+        try:
+            bad_key_from(server, "192.0.2.204")
+            bad_key_from(server, "192.0.2.204")
+            assert "anvil: delaying 192.0.2.204" in server.log()
+        finally:
+            assert cpcmd(server, "scope:set", "cp.debug", "false") is True
+        bad_key_from(server, "192.0.2.205")
+        bad_key_from(server, "192.0.2.205")
+        assert "anvil: delaying 192.0.2.205" not in server.log()
