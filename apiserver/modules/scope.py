@@ -22,6 +22,7 @@ import json
 import os
 import re
 import socket
+import stat
 from typing import Any, Optional
 
 from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, load_config
@@ -187,6 +188,7 @@ def check_startable(app, path: str) -> None:
         if not is_host(bind):
             raise ConfigError("frontend", "bind", f"{bind!r} is neither an IP address nor a host name")
         check_listenable(app, config)
+        check_cli_socket(app, config)
         if config.get("frontend", "tls_certificate") or config.get("frontend", "tls_key"):
             from apiserver.transport.tls import ensure_certificate
 
@@ -212,6 +214,22 @@ def check_listenable(app, config: Config) -> None:
             except OSError as exc:
                 where = f"{bind} port {port}" if port else bind
                 raise ConfigError("frontend", key, f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
+#: Longest UNIX socket path the kernel takes (sun_path holds 108 bytes with the final NUL).
+MAX_SOCKET_PATH = 107
+
+
+def check_cli_socket(app, config: Config) -> None:
+    """ConfigError when the next start could not listen on ``[core] cli_socket``: a path too long
+    for a UNIX socket, or a file that is not a socket (start-up never removes one)."""
+    path = config.state_path(config.get("core", "cli_socket"))
+    if path == app.config.state_path(app.config.get("core", "cli_socket")):
+        return  # this server's own socket
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ConfigError("core", "cli_socket", f"{path} is longer than a UNIX socket path may be ({MAX_SOCKET_PATH} bytes)")
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise ConfigError("core", "cli_socket", f"{path} exists and is not a socket")
 
 
 def _need_text(value: Any, what: str) -> str:

@@ -109,6 +109,15 @@ class BuiltinScopeTests(unittest.TestCase):
         await self.app.scopes.set("cp.config", ADMIN, "frontend", "bind", "0.0.0.0")  # the ports held stay allowed
         self.assertIn("bind = 0.0.0.0", self.read_config())
 
+    async def test_cp_config_refuses_a_cli_socket_that_cannot_listen(self):
+        """A cli_socket naming a file that is not a socket (the database!) or too long a path is refused."""
+        before = self.read_config()
+        self.assertIn("exists and is not a socket", await self.refused("cp.config", "core", "cli_socket", "apiserver.db"))
+        self.assertIn("longer than a UNIX socket path", await self.refused("cp.config", "core", "cli_socket", "s" * 120))
+        self.assertEqual(self.read_config(), before)
+        await self.app.scopes.set("cp.config", ADMIN, "core", "cli_socket", "other.sock")
+        self.assertIn("cli_socket = other.sock", self.read_config())
+
     async def test_cp_config_unknown_section_or_key(self):
         """Reading or setting what does not exist is NotFound naming it."""
         with self.assertRaises(NotFound):
