@@ -224,7 +224,15 @@ class ApiKeys:
             else:
                 self._cache.pop(digest, None)
 
-    # --- write-behind of last_used and key logins ------------------------------------------
+    def forget_users(self, user_ids) -> None:
+        """After accounts are deleted: drop every cached key and the accounts' queued login
+        records (SQLite may give a deleted account's id to the next account created)."""
+        gone = set(user_ids)
+        self.invalidate()
+        with self._lock:
+            self._pending_logins = [login for login in self._pending_logins if login["user_id"] not in gone]
+
+    # --- write-behind of last_used and login records -----------------------------------------
     def _note_use(self, key_id: int) -> None:
         with self._lock:
             self._pending_use[key_id] = utcnow(self._app.clock)

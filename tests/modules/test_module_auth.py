@@ -210,3 +210,14 @@ def test_password_logins_are_recorded_after_the_answer(accounts):
     with h.app.storage.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(history)).scalar() == 0
     assert [(r.method, r.success) for r in h.call(bob, "auth_get_login_history")] == [("password", False)]
+
+
+def test_queued_logins_of_a_deleted_account_never_reach_the_next_one(accounts):
+    """SQLite gives a deleted account's id to the next one; the old account's queued logins are dropped."""
+    h, _log, site, _bob, _other = accounts
+    eve = h.add_user(site, "eve")
+    _logs_in(h, "eve", "example.com", "wrong-password")
+    h.call(site, "user_delete", "eve")
+    dave = h.add_user(site, "dave")
+    assert dave.user_id == eve.user_id  # the reuse this test is about
+    assert h.call(dave, "auth_get_login_history") == []
