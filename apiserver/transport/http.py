@@ -24,6 +24,7 @@ from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import Denied
 
 log = Logger(namespace="apiserver.access")
+resource_log = Logger(namespace="apiserver.transport")
 
 
 _CONTROL_CHARACTERS = {code: "?" for code in (*range(32), 127)}
@@ -232,6 +233,17 @@ class ApiResource(resource.Resource):
         return refuse(request, 405, f"method {request.method.decode('ascii', 'replace')[:20]} is not allowed "
                                     f"here; use {', '.join(allowed)}", {"allow": ", ".join(allowed)})
 
+    def server_failure(self, request) -> bytes:
+        """The answer when the server failed, in the resource's own format (plain text here)."""
+        return refuse(request, 500, "the request failed on the server; the error was logged")
+
+    def last_resort(self, failure, request) -> None:
+        """The final errback of every deferred answer: log, and answer :meth:`server_failure` if
+        nothing was sent yet, so a bug never leaves the client waiting or with an empty 500."""
+        resource_log.failure("answering {method} {path} failed", failure, method=request.method, path=request.path)
+        if answerable(request):
+            finish_with(request, self.server_failure(request))
+
 
 def refuse(request, status: int, message: str, headers: dict | None = None) -> bytes:
     """Answer a plain-text HTTP error (for refusals before any request body is read)."""
@@ -241,6 +253,20 @@ def refuse(request, status: int, message: str, headers: dict | None = None) -> b
         request.setHeader(name.encode() if isinstance(name, str) else name,
                           value.encode() if isinstance(value, str) else value)
     return (message.rstrip("\n") + "\n").encode("utf-8")
+
+
+def answerable(request) -> bool:
+    """The client is still there and nothing of the answer has been sent yet."""
+    return not (request._disconnected or request.finished or request.startedWriting)
+
+
+def finish_with(request, body: bytes) -> None:
+    """Send ``body`` as the whole answer of a request that returned NOT_DONE_YET (if still answerable)."""
+    if not answerable(request):
+        return
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
 
 
 def gate_refusal(app, request):

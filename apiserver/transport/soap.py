@@ -15,7 +15,7 @@ from twisted.web import server
 
 from apiserver.errors import ApiError, ServerError
 from apiserver.transport.http import (
-    ApiResource, auth_request, content_type_is, credentials_of, gate_refusal, refuse,
+    ApiResource, auth_request, content_type_is, credentials_of, finish_with, gate_refusal, refuse,
 )
 from apiserver.transport.soap_codec import decode_request, encode_fault, encode_response
 from apiserver.transport.wsdl import DOCUMENT_STYLE, RPC_STYLE, WsdlCache, request_location
@@ -83,7 +83,7 @@ class SoapResource(ApiResource):
         d = app.admit(auth)
         d.addCallback(lambda ctx: app.call(ctx, call.operation, call.positional, call.named))
         d.addCallbacks(self._respond, self._fail, callbackArgs=(request, call), errbackArgs=(request,))
-        d.addErrback(self._last_resort, request)
+        d.addErrback(self.last_resort, request)
         return server.NOT_DONE_YET
 
     def _respond(self, result, request, call) -> None:
@@ -111,18 +111,12 @@ class SoapResource(ApiResource):
         return encode_fault(error)
 
     def _finish(self, request, status: int, body: bytes) -> None:
-        if request._disconnected or request.finished:
-            return
         request.setResponseCode(status)
         request.responseHeaders.setRawHeaders(b"content-type", _RESPONSE_TYPE)
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
+        finish_with(request, body)
 
-    def _last_resort(self, failure: Failure, request) -> None:
-        log.failure("answering a SOAP request failed", failure)
-        if not request._disconnected and not request.finished and not request.startedWriting:
-            self._finish(request, 500, encode_fault(ServerError()))
+    def server_failure(self, request) -> bytes:
+        return self._fault_body(request, ServerError())
 
 
 class WsdlResource(ApiResource):

@@ -29,7 +29,7 @@ from twisted.web import server
 from apiserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from apiserver.context import Credentials, Gate, Identity
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
-from apiserver.transport.http import ApiResource, auth_request, content_type_is
+from apiserver.transport.http import ApiResource, auth_request, content_type_is, finish_with
 
 log = Logger(namespace="apiserver.ui")
 
@@ -135,20 +135,10 @@ class _UiResource(ApiResource):
         else:
             log.failure("a UI request failed", failure)
             body = _error(request, 500, SERVER_FAILED)
-        self._finish(request, body)
+        finish_with(request, body)
 
-    def _last_resort(self, failure: Failure, request) -> None:
-        log.failure("answering a UI request failed", failure)
-        if not request._disconnected and not request.finished and not request.startedWriting:
-            self._finish(request, _error(request, 500, SERVER_FAILED))
-
-    @staticmethod
-    def _finish(request, body: bytes) -> None:
-        if request._disconnected or request.finished:
-            return
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
+    def server_failure(self, request) -> bytes:
+        return _error(request, 500, SERVER_FAILED)
 
 
 class LoginResource(_UiResource):
@@ -167,7 +157,7 @@ class LoginResource(_UiResource):
         d = self._admit(request, credentials)
         d.addCallback(self._open_session, form["password"])
         d.addCallbacks(self._logged_in, self._fail, callbackArgs=(request,), errbackArgs=(request, LOGIN_FAILED))
-        d.addErrback(self._last_resort, request)
+        d.addErrback(self.last_resort, request)
         return server.NOT_DONE_YET
 
     def _open_session(self, ctx, password: str):
@@ -179,7 +169,7 @@ class LoginResource(_UiResource):
         _set_cookie(request, SESSION_COOKIE, sid)
         if tag is not None:
             _set_cookie(request, TAG_COOKIE, tag)
-        self._finish(request, answer(request, 200, _who(identity)))
+        finish_with(request, answer(request, 200, _who(identity)))
 
     def render_GET(self, request):
         refused = self._refusal(request)
@@ -189,9 +179,9 @@ class LoginResource(_UiResource):
         if sid is None:  # nothing offered: not an attempt Anvil should count
             return _error(request, 401, NOT_LOGGED_IN)
         d = self._admit(request, Credentials(session_id=sid))
-        d.addCallbacks(lambda ctx: self._finish(request, answer(request, 200, _who(ctx.identity))), self._fail,
+        d.addCallbacks(lambda ctx: finish_with(request, answer(request, 200, _who(ctx.identity))), self._fail,
                        errbackArgs=(request, NOT_LOGGED_IN))
-        d.addErrback(self._last_resort, request)
+        d.addErrback(self.last_resort, request)
         return server.NOT_DONE_YET
 
 
@@ -207,10 +197,10 @@ class LogoutResource(_UiResource):
         # answer is the same whether or not the id named a session.
         d = self.app.accounts.end_session(sid) if sid else defer.succeed(None)
         d.addCallbacks(self._logged_out, self._fail, callbackArgs=(request,), errbackArgs=(request, NOT_LOGGED_IN))
-        d.addErrback(self._last_resort, request)
+        d.addErrback(self.last_resort, request)
         return server.NOT_DONE_YET
 
     def _logged_out(self, _, request) -> None:
         _set_cookie(request, SESSION_COOKIE, "", expire=True)
         _set_cookie(request, TAG_COOKIE, "", expire=True)
-        self._finish(request, answer(request, 200, {"logged_out": True}))
+        finish_with(request, answer(request, 200, {"logged_out": True}))

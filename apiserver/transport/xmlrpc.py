@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
 
-from apiserver.transport.http import ApiResource, auth_request, credentials_of, gate_refusal, refuse
+from apiserver.transport.http import ApiResource, auth_request, credentials_of, finish_with, gate_refusal, refuse
 from apiserver.transport.xmltext import escape_text
 from apiserver.errors import ApiError, InvalidArgument, Malformed, ServerError, Throttled
 from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT
@@ -454,8 +454,6 @@ class XmlRpcResource(ApiResource):
         except Exception:
             log.failure("XML-RPC request failed")
             return fault_for(ServerError())
-        gone: list = []
-        request.notifyFinish().addErrback(gone.append)
         d = self.app.admit(auth)
         if name == "system.multicall":
             d.addCallback(self._multicall, params)
@@ -463,8 +461,12 @@ class XmlRpcResource(ApiResource):
             d.addCallback(self.app.call, name, params)
         d.addCallbacks(encode_response, self._failed, errbackArgs=(request,))
         d.addErrback(self._failed, request)  # the result could not be encoded
-        d.addCallback(self._write, request, gone)
+        d.addCallback(lambda body: finish_with(request, body))
+        d.addErrback(self.last_resort, request)
         return server.NOT_DONE_YET
+
+    def server_failure(self, request) -> bytes:
+        return fault_for(ServerError())
 
     def _failed(self, failure, request) -> bytes:
         error = failure.value
@@ -474,14 +476,6 @@ class XmlRpcResource(ApiResource):
         elif isinstance(error, Throttled) and error.retry_after:
             request.setHeader(b"retry-after", str(int(error.retry_after)).encode("ascii"))
         return fault_for(error)
-
-    @staticmethod
-    def _write(body: bytes, request, gone: list) -> None:
-        if gone:  # the client went away while the call ran
-            return
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
 
     # --- system.* ---------------------------------------------------------------------------
     def _list_methods(self, params) -> list:

@@ -330,3 +330,21 @@ def test_repeated_authkey_is_denied_whatever_the_order(server, query):
     """Two authkey parameters are refused: which one counts would otherwise depend on the order."""
     fault = server.post(xmlrpc.client.dumps((), "probe.whoami").encode(), path="/xmlrpc?" + query).fault()
     assert fault.faultCode == 403 and "more than once" in fault.faultString
+
+
+def test_failure_while_answering_still_gets_a_fault(server, monkeypatch):
+    """A bug in turning an error into a fault ends in the last-resort fault, not a request left hanging."""
+    from apiserver.transport import xmlrpc as xmlrpc_transport
+
+    real_fault_for = xmlrpc_transport.fault_for
+    calls = []
+
+    def broken_twice(error):
+        calls.append(error)
+        if len(calls) <= 2:  # both errbacks of the call fail
+            raise RuntimeError("bug in the fault encoder")
+        return real_fault_for(error)
+
+    monkeypatch.setattr(xmlrpc_transport, "fault_for", broken_twice)
+    fault = server.post(xmlrpc.client.dumps((), "probe.crash").encode()).fault()
+    assert fault.faultCode == 500 and "bug" not in fault.faultString
