@@ -152,11 +152,12 @@ def _decode_value(el: _Element) -> Any:
     return value
 
 
-def _decode_array(el: _Element) -> list:
-    data = _children_named(el, "data")
-    if len(data) != 1:
-        raise Malformed("<array> needs exactly one <data>")
-    return data[0]
+def _only_child(el: _Element, allowed: str) -> Any:
+    """The value of the one ``<allowed>`` child of ``el`` (``<array>``'s data, ``<param>``'s value)."""
+    values = _children_named(el, allowed)
+    if len(values) != 1:
+        raise Malformed(f"<{el.tag}> needs exactly one <{allowed}>")
+    return values[0]
 
 
 def _decode_member(el: _Element) -> tuple:
@@ -170,13 +171,6 @@ def _decode_member(el: _Element) -> tuple:
 
 def _decode_struct(el: _Element) -> dict:
     return dict(_children_named(el, "member"))
-
-
-def _decode_param(el: _Element) -> Any:
-    values = _children_named(el, "value")
-    if len(values) != 1:
-        raise Malformed("<param> needs exactly one <value>")
-    return values[0]
 
 
 def _decode_call(el: _Element) -> tuple:
@@ -201,9 +195,10 @@ _SCALARS: dict[str, Callable[[_Element], Any]] = {
 }
 _TYPED = frozenset(_SCALARS) | {"array", "struct"}
 _DECODERS: dict[str, Callable[[_Element], Any]] = dict(
-    _SCALARS, value=_decode_value, array=_decode_array, data=lambda el: _children_named(el, "value"),
-    struct=_decode_struct, member=_decode_member, name=_only_text, param=_decode_param,
-    params=lambda el: _children_named(el, "param"), methodName=_only_text, methodCall=_decode_call,
+    _SCALARS, value=_decode_value, array=lambda el: _only_child(el, "data"),
+    data=lambda el: _children_named(el, "value"), struct=_decode_struct, member=_decode_member, name=_only_text,
+    param=lambda el: _only_child(el, "value"), params=lambda el: _children_named(el, "param"),
+    methodName=_only_text, methodCall=_decode_call,
 )
 
 
