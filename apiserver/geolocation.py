@@ -50,7 +50,7 @@ class Location:
         return ", ".join(p for p in (self.city or self.region, self.country or self.country_code) if p)
 
 
-def lookup_address(address: str) -> Optional[str]:
+def lookup_address(address: Optional[str]) -> Optional[str]:
     """The address to look up for ``address`` (IPv4-mapped IPv6 unwrapped), or None when it
     is malformed or loopback, private or link-local."""
     try:
@@ -80,10 +80,10 @@ class Geolocator:
         self._reader: Optional[geoip2.database.Reader] = None
         self._reader_stamp = None      # (inode, size, mtime) of the file the reader was opened on
 
-    def locate(self, address: str) -> defer.Deferred:
+    def locate(self, address: Optional[str]) -> defer.Deferred:
         """A Deferred firing with the :class:`Location` of ``address`` or None; never fails.
 
-        Loopback, private, link-local and malformed addresses give None without a look-up.
+        No address, and loopback, private, link-local and malformed ones, give None without a look-up.
         """
         address = lookup_address(address)
         if address is None:

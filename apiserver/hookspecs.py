@@ -113,12 +113,13 @@ def apiserver_validate_password(app, identity, password):
 # --- events ---------------------------------------------------------------------------------
 
 @hookspec
-def apiserver_password_changed(app, target, actor, reset):
+def apiserver_password_changed(app, target, actor, reset, address):
     """Called after a password was stored.
 
     ``app`` is the application, ``target`` the :class:`apiserver.context.Identity` whose password changed, ``actor``
     who changed it (the same identity for a change of one's own password), ``reset`` True
-    when the server generated the password (``auth_reset_password``).  Used by the built-in
+    when the server generated the password (``auth_reset_password``), ``address`` the client
+    address of the request that changed it (None when unknown).  Used by the built-in
     notifications plugin to mail the notices of the seed's table.
     """
 

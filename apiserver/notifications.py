@@ -11,9 +11,10 @@ site       user      user
 user       self      self
 =========  ========  ==========
 
-A reset notifies the account whose password was reset, if it has an email address.  Mail goes
-through ``[mail]``'s SMTP relay on the blocking pool; a notice never contains the password, and a
-failure to send is logged, never raised into the call that changed the password.
+A reset notifies the account whose password was reset, if it has an email address.  A notice
+names the client address of the change and, when ``app.geolocator`` can place it, where that
+is.  Mail goes through ``[mail]``'s SMTP relay on the blocking pool; a notice never contains the
+password, and a failure to send is logged, never raised into the call that changed the password.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sqlalchemy as sa
 from twisted.logger import Logger
 
 from apiserver.context import Identity
+from apiserver.geolocation import Location
 from apiserver.hookspecs import hookimpl
 from apiserver.module import Role
 from apiserver.storage import schema
@@ -62,13 +64,19 @@ def _address_of(app, site: Optional[str], username: Optional[str]) -> Optional[s
         return conn.execute(query).scalar()
 
 
-def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipient: str) -> email.message.EmailMessage:
-    """The notice's message (without the password, which only the caller ever sees)."""
+def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipient: str,
+                   address: Optional[str] = None, location: Optional[Location] = None) -> email.message.EmailMessage:
+    """The notice's message (without the password, which only the caller ever sees).
+
+    ``address`` is the client address of the change, ``location`` where it is (either may be None).
+    """
     when = datetime.datetime.fromtimestamp(app.clock.seconds(), datetime.timezone.utc)
     account = target.describe()
     by = "you" if actor.user_id == target.user_id and actor.impersonator is None else actor.describe()
     if actor.impersonator is not None:
         by += f" (acting as {actor.impersonator.describe()})"
+    if address:
+        by += f" from {address}" + (f" ({location.describe()})" if location is not None else "")
     message = email.message.EmailMessage()
     message["From"] = app.config.get("mail", "sender")
     message["To"] = recipient
@@ -85,12 +93,13 @@ def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipien
     return message
 
 
-def send_notice(app, target: Identity, actor: Identity, reset: bool) -> Optional[str]:
+def send_notice(app, target: Identity, actor: Identity, reset: bool, address: Optional[str] = None,
+                location: Optional[Location] = None) -> Optional[str]:
     """Blocking: look up the recipient and mail the notice; returns the address used, or None."""
     recipient = _address_of(app, *notice_recipient(target, actor, reset))
     if not recipient:
         return None
-    message = compose_notice(app, target, actor, reset, recipient)
+    message = compose_notice(app, target, actor, reset, recipient, address, location)
     config = app.config
     with smtplib.SMTP(config.get("mail", "smtp_host"), config.get("mail", "smtp_port"), timeout=SMTP_TIMEOUT) as smtp:
         if config.get("mail", "starttls"):
@@ -102,15 +111,16 @@ def send_notice(app, target: Identity, actor: Identity, reset: bool) -> Optional
 
 
 @hookimpl
-def apiserver_password_changed(app, target, actor, reset):
-    """Mail the notice on the blocking pool when ``[mail] enabled``.
+def apiserver_password_changed(app, target, actor, reset, address):
+    """Place ``address`` and mail the notice, both on the blocking pool, when ``[mail] enabled``.
 
     Returns the Deferred of the sending (fires with the recipient or None; never fails) so
     callers that care, such as tests, can wait for it.
     """
     if not app.config.get("mail", "enabled"):
         return None
-    d = app.run_blocking(send_notice, app, target, actor, reset)
+    d = app.geolocator.locate(address)
+    d.addCallback(lambda location: app.run_blocking(send_notice, app, target, actor, reset, address, location))
 
     def failed(failure):
         log.failure("password notice for {account} could not be sent", failure, account=target.describe())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import datetime
+import email
+import email.policy
 import http.server
 import ipaddress
 import json
@@ -21,8 +23,10 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 from twisted.logger import globalLogPublisher
 
+from apiserver.context import CallContext, Gate
 from apiserver.geolocation import Location, lookup_address
-from tests.accounts.support import Harness, wait
+from tests.accounts.support import Harness, eventually, wait
+from tests.test_notifications import smtp  # noqa: F401  (the real SMTP server fixture)
 
 ACCOUNT_ID, LICENSE_KEY = 4711, "Test_Licence-Key"
 
@@ -186,7 +190,7 @@ def test_location_describes_city_and_country():
 def test_only_loopback_private_and_link_local_are_skipped():
     """Loopback, private, link-local and malformed addresses are not looked up; documentation ones are."""
     for address in ("127.0.0.1", "::1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "fd00::1",
-                    "169.254.1.1", "fe80::1", "::ffff:127.0.0.1", "not an address", ""):
+                    "169.254.1.1", "fe80::1", "::ffff:127.0.0.1", "not an address", "", None):
         assert lookup_address(address) is None, address
     for address in ("192.0.2.10", "198.51.100.7", "2001:db8::1", "8.8.8.8"):
         assert lookup_address(address) == address
@@ -283,6 +287,38 @@ def test_web_service_failure_falls_back_to_the_database(make_harness, tmp_path, 
     geoip_service.down = True
     assert wait(h.app.geolocator.locate("192.0.2.10")).city == "Berlin"
     assert len(geolog.lines) == 1
+
+
+def _body(message: str) -> str:
+    return email.message_from_string(message, policy=email.policy.default).get_content()
+
+
+def _call_from(h, address, identity, name, *args, **named):
+    """Call ``name`` as ``identity`` from client ``address`` (as a gate would)."""
+    return wait(h.app.call(CallContext(h.app, identity, Gate.SOAP, address), name, list(args), named))
+
+
+def test_password_notice_names_address_and_place(tmp_path, smtp):  # noqa: F811
+    """A change from 192.0.2.10 is mailed as "from 192.0.2.10 (Berlin, Germany)"; from loopback, no place."""
+    inbox, port = smtp
+    h = Harness(tmp_path / "state", {"mail": {"enabled": "true", "smtp_port": str(port)}})
+    try:
+        write_city_database(tmp_path / "state" / "GeoLite2-City.mmdb", {"192.0.2.0/24": BERLIN})
+        h.call(h.admin, "common_set_email", "root@example.net")
+        site = h.add_site(email="site@example.com")
+        _call_from(h, "192.0.2.10", h.admin, "auth_change_password", "Another-Password-1")
+        eventually(lambda: len(inbox.messages) == 1)
+        assert "by you from 192.0.2.10 (Berlin, Germany) on " in _body(inbox.messages[0][1])
+        _call_from(h, "198.51.100.7", h.admin, "auth_reset_password", None, "example.com")
+        eventually(lambda: len(inbox.messages) == 2)
+        recipients, text = inbox.messages[1]
+        assert recipients == ["site@example.com"] and "Subject: Password reset" in text
+        assert "from 198.51.100.7 on " in _body(text)  # not in the database: the address alone
+        _call_from(h, "127.0.0.1", site, "auth_change_password", "Another-Password-2")
+        eventually(lambda: len(inbox.messages) == 3)
+        assert "by you from 127.0.0.1 on " in _body(inbox.messages[2][1])
+    finally:
+        h.close()
 
 
 class socket_bound_to_loopback:

@@ -83,7 +83,8 @@ def test_reset_notifies_the_target_if_it_has_an_address(mailing):
     recipients, text = inbox.messages[0]
     assert recipients == ["bob@example.com"] and new not in text and "Subject: Password reset" in text
     h.call(bob, "common_set_email", "")
-    assert wait(notifications.apiserver_password_changed(app=h.app, target=bob, actor=site, reset=True)) is None
+    assert wait(notifications.apiserver_password_changed(app=h.app, target=bob, actor=site, reset=True,
+                                                         address=None)) is None
     assert len(inbox.messages) == 1
 
 
@@ -104,7 +105,7 @@ def test_smtp_failure_is_logged_not_raised(tmp_path):
         h.call(h.admin, "common_set_email", "root@example.net")
         assert h.call(h.admin, "auth_change_password", "another-password") is True
         assert wait(notifications.apiserver_password_changed(app=h.app, target=h.admin, actor=h.admin,
-                                                              reset=False)) is None
+                                                              reset=False, address=None)) is None
         assert any("could not be sent" in str(e.get("log_format", "")) for e in events)
     finally:
         globalLogPublisher.removeObserver(events.append)
@@ -117,7 +118,8 @@ def test_disabled_mail_sends_nothing(tmp_path, smtp):
     h = Harness(tmp_path / "state", {"mail": {"enabled": "false", "smtp_port": str(port)}})
     try:
         h.call(h.admin, "common_set_email", "root@example.net")
-        assert notifications.apiserver_password_changed(app=h.app, target=h.admin, actor=h.admin, reset=False) is None
+        assert notifications.apiserver_password_changed(app=h.app, target=h.admin, actor=h.admin, reset=False,
+                                                      address=None) is None
         assert inbox.messages == []
     finally:
         h.close()

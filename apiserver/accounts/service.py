@@ -281,13 +281,13 @@ class Accounts:
 
     def _insert_site(self, domain: str, admin_user: str, email: Optional[str], password_hash: str) -> None:
         now = utcnow(self.app.clock)
-        try:
-            with self.app.storage.write() as conn:
+        with self.app.storage.write() as conn:  # the site and its administrator, or neither
+            try:
                 site_id = conn.execute(_sites.insert().values(domain=domain, created_at=now)).inserted_primary_key[0]
-                conn.execute(_users.insert().values(site_id=site_id, username=admin_user, role="site",
-                                                    password_hash=password_hash, email=email, created_at=now))
-        except sa.exc.IntegrityError:
-            raise Exists(f"site {domain!r} exists already") from None
+            except sa.exc.IntegrityError:  # only the domain is unique: any other failure is no "exists"
+                raise Exists(f"site {domain!r} exists already") from None
+            conn.execute(_users.insert().values(site_id=site_id, username=admin_user, role="site",
+                                                password_hash=password_hash, email=email, created_at=now))
 
     async def delete_site(self, domain: str, actor: Identity) -> None:
         """Delete a site with all its accounts, keys, restrictions and sessions; NotFound if absent.
@@ -350,20 +350,24 @@ class Accounts:
             gatekeeper.ip_restrictions.invalidate(user_id)
 
     # --- passwords ------------------------------------------------------------------------
-    async def set_password(self, target: Identity, password: str, actor: Identity, reset: bool = False) -> None:
-        """Store a new password for ``target``; fires ``apiserver_password_changed``."""
+    async def set_password(self, target: Identity, password: str, actor: Identity, reset: bool = False,
+                           address: Optional[str] = None) -> None:
+        """Store a new password for ``target``; fires ``apiserver_password_changed``.
+
+        ``address`` is the client address of the request (None when unknown), for the notice.
+        """
         password_hash = await self._hash_new_password(target, password)
         await self.app.run_blocking(self._store_hash, target.user_id, password_hash)
-        self.app.fire("apiserver_password_changed", target=target, actor=actor, reset=reset)
+        self.app.fire("apiserver_password_changed", target=target, actor=actor, reset=reset, address=address)
 
-    async def reset_password(self, target: Identity, actor: Identity) -> str:
+    async def reset_password(self, target: Identity, actor: Identity, address: Optional[str] = None) -> str:
         """Give ``target`` a generated password and return it; fires the event with ``reset=True``.
 
         A reset locks a possibly compromised account out, so every session acting as ``target``
         or opened by it ends too (the caller's own included when it is one of them).
         """
         password = passwords.generate_password()
-        await self.set_password(target, password, actor, reset=True)
+        await self.set_password(target, password, actor, reset=True, address=address)
         await self._on_store(self.sessions.forget_users, [target.user_id])
         return password
 

@@ -31,7 +31,7 @@ class AuthModule(Module):
         """Set the password of the caller, or of USER (of DOMAIN); the account's owner is notified."""
         accounts = ctx.app.accounts
         target = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, domain)
-        await accounts.set_password(target, password, ctx.identity)
+        await accounts.set_password(target, password, ctx.identity, address=ctx.client_address)
         return True
 
     @export(roles=Role.ADMIN | Role.SITE)
@@ -39,7 +39,7 @@ class AuthModule(Module):
         """Replace the password of USER (null: the site administrator) of DOMAIN with a generated one and return it."""
         accounts = ctx.app.accounts
         target = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, domain)
-        return await accounts.reset_password(target, ctx.identity)
+        return await accounts.reset_password(target, ctx.identity, address=ctx.client_address)
 
     # --- API keys -------------------------------------------------------------------------
     @export(roles=Role.ALL)
