@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apiserver.context import Credentials
-from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound
+from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound, ServerError
 
 
 def test_add_site_with_generated_password(recorded):
@@ -38,6 +38,17 @@ def test_add_site_refuses_duplicates_and_bad_values(harness):
         with pytest.raises(InvalidArgument, match=message):
             harness.call(harness.admin, "admin_add_site", *args, "password-1")
     assert harness.call(harness.admin, "admin_list_sites") == ["example.com"]
+
+
+def test_add_site_failing_half_way_leaves_nothing(harness):
+    """When the administrator's row fails after the site's, neither is kept and the domain stays free."""
+    with harness.app.storage.write() as conn:
+        conn.exec_driver_sql("CREATE TRIGGER refuse_boom BEFORE INSERT ON users WHEN NEW.username = 'boom' "
+                             "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")
+    with pytest.raises(ServerError):
+        harness.call(harness.admin, "admin_add_site", "example.com", "boom", "o@example.com", "password-1")
+    assert harness.call(harness.admin, "admin_list_sites") == []
+    harness.call(harness.admin, "admin_add_site", "example.com", "owner", "o@example.com", "password-1")
 
 
 def test_delete_site_removes_accounts_keys_and_sessions(recorded):
