@@ -72,9 +72,10 @@ def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipien
     """
     when = datetime.datetime.fromtimestamp(app.clock.seconds(), datetime.timezone.utc)
     account = target.describe()
-    by = "you" if actor.user_id == target.user_id and actor.impersonator is None else actor.describe()
-    if actor.impersonator is not None:
-        by += f" (acting as {actor.impersonator.describe()})"
+    if actor.impersonator is not None:  # a hijacked session: the one behind it acted
+        by = f"{actor.impersonator.describe()} acting as {actor.describe()}"
+    else:
+        by = "you" if actor.user_id == target.user_id else actor.describe()
     if address:
         by += f" from {address}" + (f" ({location.describe()})" if location is not None else "")
     message = email.message.EmailMessage()

@@ -93,7 +93,7 @@ def test_notice_says_who_acted_for_a_hijacked_session(mailing):
     h, inbox, site, _bob = mailing
     hijacked = Identity(Role.SITE, site.user_id, site.username, site.site_id, site.site, impersonator=h.admin)
     message = notifications.compose_notice(h.app, site, hijacked, False, "site@example.com")
-    assert "acting as appliance admin" in message.get_content()
+    assert "by appliance admin acting as site siteadmin@example.com on " in message.get_content()
 
 
 def test_smtp_failure_is_logged_not_raised(tmp_path):
