@@ -407,6 +407,10 @@ class Accounts:
         """Blocking.  Store an entry validated by the gatekeeper; enforces ``[auth] ip_restriction_limit``."""
         limit = self.app.config.get("auth", "ip_restriction_limit")
         with self.app.storage.write() as conn:
+            # Concurrent adds for one account queue on its row (SQLite's BEGIN IMMEDIATE already
+            # does), so neither the limit nor an entry for every gate (NULL: no unique index
+            # catches it) can be doubled by a race.
+            conn.execute(sa.select(_users.c.id).where(_users.c.id == identity.user_id).with_for_update())
             entries = conn.execute(sa.select(_restrictions.c.network, _restrictions.c.gate)
                                    .where(_restrictions.c.user_id == identity.user_id)).all()
             if (network, gate) in {(e.network, e.gate) for e in entries}:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import threading
 
 import pytest
+import sqlalchemy as sa
 
 from apiserver.accounts.identities import HISTORY_KEEP, record_logins
 from apiserver.accounts.keys import USAGE_FLUSH_DELAY
@@ -64,3 +66,28 @@ def test_login_history_is_pruned_per_account(backend):
     history = h.call(site, "auth_get_login_history")
     assert len(history) == HISTORY_KEEP
     assert history[0].at == start + datetime.timedelta(seconds=2000 + HISTORY_KEEP - 51)
+
+
+def test_concurrent_identical_restrictions_store_one_entry(backend):
+    """An add racing an uncommitted identical entry (gate null, which no unique index covers) waits and is Exists."""
+    h = backend
+    site = h.add_site()
+    users, restrictions = h.app.storage.tables.users, h.app.storage.tables.ip_restrictions
+    outcome = []
+
+    def racing_add():
+        try:
+            h.app.accounts.add_ip_restriction(site, "192.0.2.0/24", None)
+            outcome.append("added")
+        except Exists:
+            outcome.append("exists")
+
+    with h.app.storage.write() as conn:
+        conn.execute(sa.select(users.c.id).where(users.c.id == site.user_id).with_for_update())
+        conn.execute(restrictions.insert().values(user_id=site.user_id, network="192.0.2.0/24", gate=None))
+        racer = threading.Thread(target=racing_add)
+        racer.start()
+        racer.join(1.0)  # without the row lock the racer finishes here, before this commit
+    racer.join(30)
+    assert outcome == ["exists"]
+    assert [(r.ip, r.gate) for r in h.call(site, "auth_get_ip_restrictions")] == [("192.0.2.0/24", None)]
