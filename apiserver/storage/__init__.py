@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 from typing import Iterator
 
 import sqlalchemy as sa
@@ -54,6 +55,7 @@ class Storage:
         """An engine for ``url`` tuned for its backend (the pool matches the blocking threads)."""
         parsed = sa.make_url(url)
         if parsed.get_backend_name() == "sqlite":
+            _create_private_file(parsed.database)
             engine = sa.create_engine(parsed, connect_args={"timeout": 30})
             _configure_sqlite(engine)
         else:
@@ -158,6 +160,17 @@ class Storage:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _create_private_file(path) -> None:
+    """Create the SQLite file readable by its owner only, whatever the umask: it holds password
+    hashes, and SQLite gives its -wal and -shm files the database file's permissions."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import os
+import stat
 import threading
 
 import pytest
@@ -178,6 +180,21 @@ def test_sqlite_file_uses_wal_and_foreign_keys(tmp_path):
             conn.execute(store.tables.api_keys.insert().values(user_id=999, lookup_hash="e" * 64,
                                                                key_encrypted="x", created_at=_now()))
     store.dispose()
+
+
+def test_sqlite_files_are_readable_by_the_owner_only(tmp_path):
+    """The database, WAL and shared-memory files are 0600 even under a permissive umask."""
+    old_umask = os.umask(0o022)
+    try:
+        store = Storage.from_url(f"sqlite:///{tmp_path / 'apiserver.db'}")
+        store.create_schema()
+        with store.read() as conn:
+            conn.exec_driver_sql("SELECT 1")
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+        store.dispose()
+    finally:
+        os.umask(old_umask)
+    assert modes == {"apiserver.db": 0o600, "apiserver.db-wal": 0o600, "apiserver.db-shm": 0o600}
 
 
 def test_sqlite_concurrent_writers_all_succeed(tmp_path):
