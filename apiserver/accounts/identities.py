@@ -30,6 +30,7 @@ def identity_select() -> sa.Select:
 
 
 def identity_from_row(row, impersonator: Optional[Identity] = None) -> Identity:
+    """The identity of a row of :func:`identity_select` (acting for ``impersonator``, if given)."""
     return Identity(role=ROLE_OF[row.role], user_id=row.id, username=row.username, site_id=row.site_id,
                     site=row.site, impersonator=impersonator)
 
@@ -61,5 +62,6 @@ def record_logins(conn: sa.Connection, rows: Iterable[dict]) -> None:
 
 
 def login_row(identity: Identity, at: datetime.datetime, address: str, gate, method: str, success: bool) -> dict:
+    """The values of one ``login_history`` row, as :func:`record_logins` takes them."""
     return {"user_id": identity.user_id, "at": at, "address": str(address)[:64], "gate": str(getattr(gate, "value", gate)),
             "method": method, "success": success}

@@ -74,13 +74,16 @@ class KeyCipher:
         self._aead = AESGCM(derive_key(secret, "api-key encryption v1"))
 
     def lookup_hash(self, key: str) -> str:
+        """HMAC-SHA256 of a normalised key, hex: what the database is searched by."""
         return hmac.new(self._lookup_key, key.encode("ascii"), hashlib.sha256).hexdigest()
 
     def encrypt(self, key: str) -> str:
+        """Base64 of a fresh 96-bit nonce and the AES-256-GCM ciphertext of a normalised key."""
         nonce = secrets.token_bytes(12)
         return base64.b64encode(nonce + self._aead.encrypt(nonce, bytes.fromhex(key), self._AAD)).decode("ascii")
 
     def decrypt(self, blob: str) -> str:
+        """The key :meth:`encrypt` sealed in ``blob``."""
         raw = base64.b64decode(blob)
         return self._aead.decrypt(raw[:12], raw[12:], self._AAD).hex()
 

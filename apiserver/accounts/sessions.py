@@ -38,6 +38,7 @@ class Session:
 
 
 def new_session_id() -> str:
+    """A new session id: 256 random bits as 64 lower-case hex characters."""
     return secrets.token_hex(32)
 
 

@@ -32,6 +32,7 @@ class InitResult:
 
 
 def secret_path(config: Config) -> str:
+    """Where ``apiserver init`` writes the secret when ``[auth] secret`` is empty."""
     return config.state_path(SECRET_FILE)
 
 

@@ -91,6 +91,7 @@ class Storage:
 
     @property
     def latest_version(self) -> int:
+        """The schema version this code creates and migrates to."""
         return MIGRATIONS[-1].version
 
     def create_schema(self) -> bool:
