@@ -54,13 +54,15 @@ class Storage:
     def from_url(cls, url: str, pool_size: int = 8) -> "Storage":
         """An engine for ``url`` tuned for its backend (the pool matches the blocking threads)."""
         parsed = sa.make_url(url)
+        # Database errors reach the server log: without hide_parameters their text would carry
+        # the statement's values (password hashes, sealed UI passwords, addresses).
         if parsed.get_backend_name() == "sqlite":
             _create_private_file(parsed.database)
-            engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+            engine = sa.create_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
             _configure_sqlite(engine)
         else:
             engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=pool_size,
-                                      pool_pre_ping=True, pool_recycle=3600)
+                                      pool_pre_ping=True, pool_recycle=3600, hide_parameters=True)
         return cls(engine)
 
     # --- transactions -----------------------------------------------------------------------

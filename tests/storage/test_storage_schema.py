@@ -261,3 +261,13 @@ def test_nodes_starting_together_migrate_once(kind, tmp_path):
         for store in stores:
             store.dispose()
         drop()
+
+
+def test_database_errors_never_show_the_values(storage):
+    """A failed statement's error (which the server logs) names no value it carried, such as a password hash."""
+    storage.create_schema()
+    with pytest.raises(sa.exc.IntegrityError) as failed:
+        with storage.write() as conn:
+            conn.execute(storage.tables.api_keys.insert().values(
+                user_id=424242, lookup_hash="f" * 64, key_encrypted="sealed-key-value", created_at=_now()))
+    assert "sealed-key-value" not in str(failed.value) and "f" * 64 not in str(failed.value)
