@@ -65,6 +65,24 @@ def test_write_keeps_mode_and_leaves_no_temp_file(config_file):
     assert os.listdir(os.path.dirname(config_file)) == ["config.ini"]
 
 
+def test_symlinked_config_stays_a_link(config_file, tmp_path):
+    """config.ini linked from elsewhere: the linked file is replaced, the link stays a link."""
+    link = tmp_path / "linked.ini"
+    link.symlink_to(config_file)
+    set_values(str(link), [("anvil", "limit", "9")])
+    assert link.is_symlink() and "limit = 9\n" in read(config_file)
+    assert sorted(os.listdir(tmp_path)) == ["config.ini", "linked.ini"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another owner")
+def test_owner_and_group_are_kept(config_file):
+    """A config.ini owned by another account keeps its owner and group after an edit by root."""
+    os.chown(config_file, 65534, 65534)
+    set_values(config_file, [("anvil", "limit", "8")])
+    info = os.stat(config_file)
+    assert (info.st_uid, info.st_gid) == (65534, 65534)
+
+
 def test_failed_check_leaves_original_untouched(config_file):
     """When the check of the candidate file fails, the original and its inode are unchanged."""
     inode = os.stat(config_file).st_ino
