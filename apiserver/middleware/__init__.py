@@ -3,7 +3,7 @@
 Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
 
     client address     address.request_client_address (trusted proxies only)
-    check_http         https_only (H5), then the API toggle (SOAP) -> HttpRefusal (403)
+    check_http         https_only, then the API toggle (SOAP)      -> HttpRefusal (403)
     admit              API toggle (SOAP gate)                      -> Client.Disabled
                        Anvil check: blocked?  delay?               -> Client.Throttled
                        app.accounts.authenticate                   -> AuthenticationFailed

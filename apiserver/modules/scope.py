@@ -128,6 +128,7 @@ PROTECTED_KEYS = {
     ("db", "url"): "it names the database; edit config.ini and run 'apiserver init'",
 }
 
+
 def file_config(app) -> Config:
     """config.ini as the next start will read it (the live config when the app has no file)."""
     if app.config.path is None:

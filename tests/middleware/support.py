@@ -40,7 +40,8 @@ class HookRecorder:
 
 
 class FakeAccounts:
-    """Stands in for H1's Accounts until it lands: one good key, one live session, stored restrictions."""
+    """Accounts reduced to what admission needs, so a test controls each answer: one good key,
+    one live session, stored restrictions (``test_gatekeeper_accounts.py`` uses the real ones)."""
 
     def __init__(self):
         self.restrictions: dict[int, list] = {}

@@ -1,4 +1,4 @@
-"""GateKeeper.admit on the real application: H1's Accounts on SQLite, keys, sessions, stored restrictions."""
+"""GateKeeper.admit on the real application: the real Accounts on SQLite, keys, sessions, stored restrictions."""
 
 import pytest
 
