@@ -36,8 +36,9 @@ State lives behind :class:`AnvilStore`: :class:`MemoryAnvilStore` (one node, the
 ``apiserver.middleware.anvil_redis.RedisAnvilStore`` (``[anvil] backend=redis``; nodes share
 counters and blocks).  While the store fails (Redis down), Anvil cannot tell a blocked address,
 so authentication fails closed: every attempt from a non-whitelisted address is answered
-``Server.Internal`` (:data:`STORE_DOWN_MESSAGE`) until the store answers again; the outage is
-logged once when it starts and once when it ends.
+``Server.Internal`` (:data:`STORE_DOWN_MESSAGE`) until the store answers again (asked at most
+every :data:`STORE_RETRY_SECONDS` meanwhile); the outage is logged once when it starts and once
+when it ends.
 
 Memory (memory store): one tracked address costs about 260 bytes (key string ~60, state
 tuple and float ~100, ordered-dict slot ~100; measured with tracemalloc by
@@ -66,6 +67,9 @@ log = Logger(namespace="apiserver.middleware.anvil")
 
 #: What a caller is told while the store (Redis) does not answer.
 STORE_DOWN_MESSAGE = "authentication is unavailable: the login throttle cannot reach its store; try again later"
+
+#: Seconds between attempts to reach a failed store (the answers in between fail at once).
+STORE_RETRY_SECONDS = 1.0
 
 #: Longest non-IP address text (a UNIX socket peer name) kept as a key.
 MAX_KEY_LENGTH = 100
@@ -186,6 +190,7 @@ class Anvil:
         self._unblocks: list[tuple[float, str]] = []  # heap of (until, key) for the unblock log
         self._timer = None
         self._store_down = False  # an outage is logged when it starts and when it ends
+        self._store_retry_at = 0.0  # during an outage the store is asked again from then on
 
     # --- what a gate asks -------------------------------------------------------------------
     def key_for(self, address: str) -> Optional[str]:
@@ -207,7 +212,7 @@ class Anvil:
         key = self.key_for(address)
         if key is None:
             return defer.succeed(None)
-        return self._ask(self.store.get(key)).addCallback(self._admit_or_delay, key)
+        return self._ask(self.store.get, key).addCallback(self._admit_or_delay, key)
 
     def check_now(self, address: str) -> Optional[defer.Deferred]:
         """Like :meth:`check` without a Deferred when none is needed: None when ``address`` may
@@ -228,7 +233,7 @@ class Anvil:
             self.app.fire("apiserver_login_failed", address=address, gate=gate, reason=reason)
             return defer.succeed(None)
         ttl, limit = self.config.get("anvil", "ttl"), self.config.get("anvil", "limit")
-        d = self._ask(self.store.record_failure(key, self.clock.seconds(), ttl, limit))
+        d = self._ask(self.store.record_failure, key, self.clock.seconds(), ttl, limit)
         return d.addCallback(self._counted, key, address, gate, reason)
 
     def delay_for(self, count: int) -> float:
@@ -244,7 +249,7 @@ class Anvil:
     def status(self, address: str) -> defer.Deferred:
         """Fires with the live :class:`AnvilState` of ``address`` (None: clean or whitelisted)."""
         key = self.key_for(address)
-        return defer.succeed(None) if key is None else self._ask(self.store.get(key))
+        return defer.succeed(None) if key is None else self._ask(self.store.get, key)
 
     # --- internals ---------------------------------------------------------------------------
     # Plain callbacks rather than coroutines: this runs on every authenticated request.
@@ -254,7 +259,7 @@ class Anvil:
             return None
         state = self.store.peek(key)
         if state is NOT_AT_ONCE:
-            return self._ask(self.store.get(key)).addCallback(decide, key)
+            return self._ask(self.store.get, key).addCallback(decide, key)
         return decide(state, key)
 
     def _admit_or_delay(self, state: Optional[AnvilState], key: str):
@@ -266,13 +271,17 @@ class Anvil:
             return None
         log.debug("anvil: delaying {address} {seconds}s after {count} failed logins",
                   address=key, seconds=delay, count=state.count)
-        d = task.deferLater(self.clock, delay, lambda: self._ask(self.store.get(key)))
+        d = task.deferLater(self.clock, delay, self._ask, self.store.get, key)
         return d.addCallback(self._refuse_if_blocked)  # blocked by a concurrent attempt meanwhile?
 
-    def _ask(self, answer: defer.Deferred) -> defer.Deferred:
-        """``answer`` of the store, its errors turned into :class:`ServerError`: without its
-        state Anvil cannot tell a blocked address, so authentication fails closed."""
-        return answer.addCallbacks(self._store_answered, self._store_failed)
+    def _ask(self, method, *args) -> defer.Deferred:
+        """``method(*args)`` of the store, its errors turned into :class:`ServerError`: without its
+        state Anvil cannot tell a blocked address, so authentication fails closed.  During an
+        outage the store is asked at most every :data:`STORE_RETRY_SECONDS`; the requests in
+        between fail at once instead of each holding a blocking-pool thread until a timeout."""
+        if self._store_down and self.clock.seconds() < self._store_retry_at:
+            return defer.fail(ServerError(STORE_DOWN_MESSAGE))
+        return method(*args).addCallbacks(self._store_answered, self._store_failed)
 
     def _store_answered(self, result):
         if self._store_down:
@@ -281,6 +290,7 @@ class Anvil:
         return result
 
     def _store_failed(self, failure: Failure):
+        self._store_retry_at = self.clock.seconds() + STORE_RETRY_SECONDS
         if not self._store_down:  # once per outage, not once per request
             self._store_down = True
             log.error("anvil: its store failed ({error}); authentications are refused until it answers",

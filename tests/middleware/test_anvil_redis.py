@@ -173,11 +173,12 @@ def test_failure_while_redis_is_down_is_not_reported_as_bad_credentials(app_fact
     anvil.store.close()
 
 
-def test_recovery_is_logged_once(node, app_factory):
-    """When the store answers again, Anvil says so once and counts as before."""
+def test_outage_asks_the_store_once_a_second_and_recovery_is_logged_once(node, clock):
+    """During an outage answers fail at once between probes (no thread held per request); recovery is logged once."""
     from twisted.logger import capturedLogs
 
     from apiserver.errors import ServerError
+    from apiserver.middleware.anvil import STORE_RETRY_SECONDS
 
     anvil = node()
     working = anvil.store
@@ -187,6 +188,12 @@ def test_recovery_is_logged_once(node, app_factory):
             result_of(anvil.check(REMOTE))
         anvil.store.close()
         anvil.store = working
+        asked = []
+        working.get = lambda key, real=working.get: asked.append(key) or real(key)
+        with pytest.raises(ServerError):
+            result_of(anvil.check(REMOTE))
+        assert asked == []
+        clock.advance(STORE_RETRY_SECONDS)
         assert result_of(anvil.check(REMOTE)) is None
         assert result_of(anvil.check(REMOTE)) is None
     texts = [e["log_format"] for e in events if e.get("log_namespace") == "apiserver.middleware.anvil"]
