@@ -172,8 +172,8 @@ def _create_private_file(path) -> None:
         return
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
+    except (FileExistsError, FileNotFoundError):
+        pass  # exists already, or no directory yet: SQLite's own error then says what is wrong
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
