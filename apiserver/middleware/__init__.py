@@ -8,7 +8,8 @@ Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
                        Anvil check: blocked?  delay?               -> Client.Throttled
                        app.accounts.authenticate                   -> AuthenticationFailed
                        IP restrictions of the identity             -> AuthenticationFailed("ip")
-                       (not for root on the CLI socket, verified by SO_PEERCRED)
+                       (neither Anvil nor restrictions for root on the CLI socket,
+                       verified by SO_PEERCRED)
                        Anvil again: blocked meanwhile (a burst)?   -> Client.Throttled
                        any AuthenticationFailed is counted by Anvil before it reaches the
                        caller; the failure that starts a block answers Client.Throttled
@@ -80,6 +81,10 @@ class GateKeeper:
         # cached) uses the Deferred of authentication alone, without nesting others in it.
         if auth_request.gate is Gate.SOAP and not self.toggle.enabled():
             return defer.fail(ApiDisabled(self.toggle.refusal()))
+        if _is_kernel_verified_root(auth_request):
+            # Nothing to guess: the kernel vouches for the caller.  Local failures counted
+            # against the socket's address (an emptied whitelist) must not lock root out.
+            return self._authenticate(None, auth_request)
         try:
             waiting = self.anvil.check_now(auth_request.address)
         except Throttled:
@@ -95,7 +100,7 @@ class GateKeeper:
         return d
 
     def _restrict(self, identity: Identity, request: AuthRequest):
-        if request.gate is Gate.CLI and request.credentials.peer_uid == 0:
+        if _is_kernel_verified_root(request):
             # Kernel-verified root on the local socket has no network address to restrict, and
             # must be able to undo restrictions that lock every address out.
             return self._context(identity, request)
@@ -122,3 +127,8 @@ class GateKeeper:
         credentials = request.credentials
         session_id = credentials.session_id if credentials.api_key is None else None
         return CallContext(self.app, identity, request.gate, request.address, session_id=session_id)
+
+
+def _is_kernel_verified_root(request: AuthRequest) -> bool:
+    """Root on the local cpcmd socket, its uid read from the kernel (SO_PEERCRED)."""
+    return request.gate is Gate.CLI and request.credentials.peer_uid == 0

@@ -84,3 +84,14 @@ def test_hijacked_session_ignores_the_sites_restrictions(harness):
     sid = harness.call(harness.admin, "admin_hijack", "example.com")
     ctx = admit(harness, address="203.0.113.9", session_id=sid)
     assert ctx.identity.site == "example.com" and ctx.session_id == sid
+
+
+def test_root_on_the_cli_socket_is_never_throttled(harness):
+    """Failures counted against the socket's address (whitelist emptied) block others there, never root."""
+    from apiserver.transport.cli_socket import LOCAL_ADDRESS
+
+    for _ in range(20):
+        refusal(harness, address=LOCAL_ADDRESS, gate=Gate.CLI, api_key="0" * 64)
+    assert isinstance(refusal(harness, address=LOCAL_ADDRESS, gate=Gate.CLI, api_key=harness.init.admin_key), Throttled)
+    ctx = admit(harness, address=LOCAL_ADDRESS, gate=Gate.CLI, peer_uid=0)
+    assert ctx.identity.role is Role.ADMIN
