@@ -1,15 +1,18 @@
-"""The HTTP layer every listener shares: body size limit, no form parsing, a quiet access log.
+"""The HTTP layer every listener shares: body size limit, request deadline, no form parsing,
+a quiet access log.
 
 :class:`ApiRequest` keeps request bodies in memory (never a temporary file), refuses a body
 over ``[soap] max_body_size`` with 413 as soon as the limit is known to be exceeded (at once
 from ``Content-Length``, while counting for chunked bodies) and skips Twisted's parsing of
 POST form bodies, which no API URL needs.  :class:`ApiSite` builds such requests and logs one
 short line per request only when ``[core] access_log`` is on, with ``authkey`` masked.  Bodies
-are never logged.
+are never logged.  :class:`ApiChannel` (its connections) gives each request
+:data:`REQUEST_TIMEOUT` seconds to arrive whole (408) and answers over-long header lines 431.
 
-:class:`ApiResource` is the base of every resource (SOAP, WSDL, XML-RPC, UI login):
-:func:`gate_refusal`, :func:`refuse`, :func:`content_type_is` and :func:`credentials_of` are the
-first steps they take.
+:class:`ApiResource` is the base of every resource (SOAP, WSDL, XML-RPC, UI login): 405 for
+other methods, HEAD as GET, one last-resort answer.  :func:`gate_refusal`, :func:`refuse`,
+:func:`content_type_is`, :func:`credentials_of` and :func:`auth_request` are the first steps
+they take, :func:`finish_with` the last.
 """
 
 from __future__ import annotations
