@@ -20,7 +20,7 @@ from typing import Iterable
 
 from lxml import etree
 
-from apiserver.middleware.address import is_trusted, parse_address
+from apiserver.middleware.address import trusted_forwarded_value
 from apiserver.module import FunctionSpec
 from apiserver.transport.soap_codec import APACHE_SOAP, SOAP_ENC, TNS, doc_type_name
 from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT, TypeSpec
@@ -252,20 +252,6 @@ class _SpyneModels:
 _HOST_OK = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
-def _last_forwarded(request, name: bytes) -> str:
-    """The right-most value of a forwarding header: the one our trusted proxy wrote."""
-    values = request.requestHeaders.getRawHeaders(name) or ()
-    entries = [entry.strip() for line in values for entry in line.decode("latin-1").split(",")]
-    return entries[-1] if entries else ""
-
-
-def _from_trusted_proxy(request, trusted_networks) -> bool:
-    if not trusted_networks:
-        return False
-    peer = parse_address(getattr(request.getClientAddress(), "host", None) or "")
-    return peer is not None and is_trusted(peer, trusted_networks)
-
-
 def request_location(request, trusted_networks=()) -> str:
     """The SOAP endpoint URL as the client reached it (scheme, Host header, port).
 
@@ -275,13 +261,12 @@ def request_location(request, trusted_networks=()) -> str:
     """
     scheme = "https" if request.isSecure() else "http"
     host_header = (request.getHeader(b"host") or b"").decode("ascii", "replace").strip()
-    if _from_trusted_proxy(request, trusted_networks):
-        proto = _last_forwarded(request, b"x-forwarded-proto").lower()
-        if proto in ("http", "https"):
-            scheme = proto
-        forwarded_host = _last_forwarded(request, b"x-forwarded-host")
-        if _HOST_OK.match(forwarded_host):
-            host_header = forwarded_host
+    proto = trusted_forwarded_value(request, b"x-forwarded-proto", trusted_networks).lower()
+    if proto in ("http", "https"):
+        scheme = proto
+    forwarded_host = trusted_forwarded_value(request, b"x-forwarded-host", trusted_networks)
+    if _HOST_OK.match(forwarded_host):
+        host_header = forwarded_host
     if not _HOST_OK.match(host_header):
         host = request.getHost()
         addr = f"[{host.host}]" if ":" in host.host else host.host
