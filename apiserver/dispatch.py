@@ -134,5 +134,11 @@ def bind_arguments(spec: FunctionSpec, positional: Sequence[Any] = (), named: Op
                 raise InvalidArgument(f"{spec.operation}: missing argument {param.name!r}: {spec.signature()}")
             out[param.name] = param.default
             continue
-        out[param.name] = coerce(value, param.spec, f"{spec.operation}: argument {param.name!r}")
+        out[param.name] = coerce(value, param.spec, f"{spec.operation}: argument {param.name!r}",
+                                 secret=_is_secret(param.name))
     return out
+
+
+def _is_secret(name: str) -> bool:
+    """Arguments whose values a fault must not repeat (passwords, keys, secrets)."""
+    return any(word in name for word in ("password", "key", "secret"))

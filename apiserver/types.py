@@ -96,12 +96,13 @@ def spec_from_hint(hint: Any) -> TypeSpec:
     raise TypeError(f"unsupported type hint {hint!r}")
 
 
-def coerce(value: Any, spec: TypeSpec, where: str) -> Any:
+def coerce(value: Any, spec: TypeSpec, where: str, secret: bool = False) -> Any:
     """Check ``value`` against ``spec`` and convert loosely-typed input to it.
 
     Dialects without types (untyped RPC elements, cpcmd words) hand over strings; this turns
     ``"5"`` into ``5`` for an int and ``"true"`` into ``True`` for a boolean, and refuses
-    anything that does not fit with :class:`InvalidArgument` naming ``where``.
+    anything that does not fit with :class:`InvalidArgument` naming ``where``.  With
+    ``secret`` the refusal names the type it got instead of echoing the value.
     """
     if value is None:
         if spec.nullable or spec.kind == ANY:
@@ -172,7 +173,8 @@ def coerce(value: Any, spec: TypeSpec, where: str) -> Any:
             return value
     except (ValueError, TypeError, OverflowError):
         pass
-    raise InvalidArgument(f"{where}: expected {spec.describe()}, got {_show(value)}")
+    got = f"a {type(value).__name__}" if secret else _show(value)
+    raise InvalidArgument(f"{where}: expected {spec.describe()}, got {got}")
 
 
 def to_plain(value: Any) -> Any:

@@ -154,3 +154,21 @@ def test_duplicate_module_names_refused():
     app = FakeApp()
     with pytest.raises(ValueError, match="greeter"):
         Registry([Greeter(app), Greeter(app)])
+
+
+def test_faults_never_repeat_secret_values():
+    """A wrongly typed password argument is refused without echoing the value."""
+
+    class Secretive(Module):
+        name = "secretive"
+
+        @export(Role.ALL, blocking=False)
+        def login(self, ctx, password: str, api_key: str = "") -> bool:
+            """Takes secrets."""
+            return True
+
+    spec = Secretive.functions()[0]
+    for named in ({"password": ["hunter2-secret"]}, {"password": "x", "api_key": {"k": "hunter2-secret"}}):
+        with pytest.raises(InvalidArgument) as info:
+            bind_arguments(spec, [], named)
+        assert "hunter2" not in str(info.value) and "got a " in str(info.value)
