@@ -35,6 +35,8 @@ STRING, INT, BOOLEAN, FLOAT, ARRAY, STRUCT, MAP, ANY, DATETIME = (
 
 _SCALARS = {str: STRING, int: INT, bool: BOOLEAN, float: FLOAT, datetime.datetime: DATETIME}
 
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
@@ -116,14 +118,17 @@ def coerce(value: Any, spec: TypeSpec, where: str, secret: bool = False) -> Any:
             if isinstance(value, bool):
                 return "true" if value else "false"
         elif kind == INT:
-            if isinstance(value, bool):
-                return int(value)
-            if isinstance(value, int):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                return int(value.strip())
+            number = None
+            if isinstance(value, int):  # bool included
+                number = int(value)
+            elif isinstance(value, float) and value.is_integer():
+                number = int(value)
+            elif isinstance(value, str):
+                number = int(value.strip())
+            if number is not None:
+                if not INT64_MIN <= number <= INT64_MAX:  # xsd:long, and what databases store
+                    raise InvalidArgument(f"{where}: {number} is out of range for a 64-bit integer")
+                return number
         elif kind == BOOLEAN:
             if isinstance(value, bool):
                 return value
