@@ -71,6 +71,9 @@ STORE_DOWN_MESSAGE = "authentication is unavailable: the login throttle cannot r
 #: Seconds between attempts to reach a failed store (the answers in between fail at once).
 STORE_RETRY_SECONDS = 1.0
 
+#: Addresses whose Anvil key is remembered at once (a few hundred KB at most).
+KEY_CACHE_SIZE = 4096
+
 #: Longest non-IP address text (a UNIX socket peer name) kept as a key.
 MAX_KEY_LENGTH = 100
 
@@ -190,11 +193,30 @@ class Anvil:
         self._unblocks: list[tuple[float, str]] = []  # heap of (until, key) for the unblock log
         self._timer = None
         self._store_down = False  # an outage is logged when it starts and when it ends
+        # key_for is asked twice per login and depends only on the address and two config
+        # keys: remember its answers until those keys change.
+        self._keys: dict[str, Optional[str]] = {}
+        self.config.observe(self._config_changed)
         self._store_retry_at = 0.0  # during an outage the store is asked again from then on
 
     # --- what a gate asks -------------------------------------------------------------------
     def key_for(self, address: str) -> Optional[str]:
         """What ``address`` is counted as (its IPv6 network), or None when it is whitelisted."""
+        try:
+            return self._keys[address]
+        except KeyError:
+            pass
+        key = self._key_for(address)
+        if len(self._keys) >= KEY_CACHE_SIZE:
+            self._keys.clear()  # bounded; refilled by the addresses that keep coming
+        self._keys[address] = key
+        return key
+
+    def _config_changed(self, section: str, key: str, old, new) -> None:
+        if section == "anvil" and key in ("whitelist", "ipv6_prefix"):
+            self._keys.clear()
+
+    def _key_for(self, address: str) -> Optional[str]:
         ip = parse_address(address)
         if ip is None:
             return address[:MAX_KEY_LENGTH]

@@ -168,6 +168,15 @@ def test_whitelist_change_applies_at_once(app_factory):
     assert result_of(anvil.status("127.0.0.1")).count == 5
 
 
+def test_ipv6_prefix_change_applies_at_once(app_factory):
+    """A new [anvil] ipv6_prefix regroups addresses already seen."""
+    app = app_factory()
+    anvil = Anvil(app)
+    assert anvil.key_for("2001:db8:0:1::5") == "2001:db8:0:1::/64"
+    app.config.set("anvil", "ipv6_prefix", "48")
+    assert anvil.key_for("2001:db8:0:1::5") == "2001:db8::/48"
+
+
 def test_ipv6_counted_per_64(app_factory):
     """IPv6 addresses of one /64 share a counter; another /64 has its own."""
     anvil = Anvil(app_factory())
