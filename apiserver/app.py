@@ -39,6 +39,8 @@ class Application:
         self.registry: Optional[Registry] = None
         self.scopes = None       # apiserver.scopes.ScopeRegistry
         self.geolocator = None   # apiserver.geolocation.Geolocator
+        self.site_homes = None   # apiserver.sites.SiteHomes
+        self.fortifier = None    # apiserver.sites.fortify.Fortifier
 
     # --- threads ----------------------------------------------------------------------------
     def start_pools(self) -> None:
@@ -110,9 +112,15 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     from apiserver.geolocation import Geolocator
     from apiserver.middleware import GateKeeper
     from apiserver.scopes import ScopeRegistry
+    from apiserver.sites import SiteHomes
+    from apiserver.sites.home import site_owner_name, web_server_user
     from apiserver.storage import Storage
 
     app.storage = Storage.from_config(config)
+    app.site_homes = SiteHomes(config.state_path(config.get("web", "sites_root")),
+                               site_owner_name(config.get("web", "site_owner")),
+                               web_user=web_server_user(config.get("web", "user")),
+                               state_dir=config.state_dir)
     app.accounts = Accounts(app)
     app.gatekeeper = GateKeeper(app)
     app.geolocator = Geolocator(app)

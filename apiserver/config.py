@@ -100,6 +100,22 @@ def parse_host(raw: str) -> str:
     return value
 
 
+def parse_system_user_or_auto(raw: str) -> str:
+    """A system user name that exists here, or empty (chosen when needed)."""
+    import pwd
+
+    value = raw.strip()
+    if value:
+        try:
+            pwd.getpwnam(value)
+        except KeyError:
+            raise ValueError(f"no system user {value!r} on this host") from None
+    return value
+
+
+parse_system_user_or_auto.type_name = "user"
+
+
 parse_bool.type_name = "bool"
 parse_str.type_name = "string"
 parse_host.type_name = "host"
@@ -193,6 +209,16 @@ BUILTIN_SECTIONS = (
         K("starttls", parse_bool, "false", "Use STARTTLS with the relay."),
         K("username", parse_str, "", "SMTP login; empty: none."),
         K("password", parse_str, "", "SMTP password.", secret=True),
+    )),
+    Section("web", "Sites on disk and the web server that serves them.", (
+        K("sites_root", parse_str, "sites", "Folder holding one home per site (<sites_root>/<domain>/); relative to state_dir."),
+        K("user", parse_system_user_or_auto, "", "The web server's system user (Fortification's ACLs, audit); empty: www-data, or apache where that is the one that exists."),
+        K("site_owner", parse_str, "", "System user owning the sites' files; empty: the user running the server, or when that is root the system user 'apiserver' (made by apiserver init)."),
+    )),
+    Section("security", "The security module: Fortification windows and the setuid scan.", (
+        K("learning_window", int_range(60, 86400 * 30), "1800", "Seconds fortify mode learn keeps a site writable before what the web server wrote becomes its profile.", runtime=True),
+        K("write_window", int_range(60, 86400 * 30), "600", "Seconds fortify mode write keeps a site writable before max applies again.", runtime=True),
+        K("template_root", parse_str, "/", "Filesystem template root that scan_setuid walks by default (ApisCP's FILESYSTEMTEMPLATE).", runtime=True),
     )),
     Section("geoip", "Geolocation of login notices.", (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir."),

@@ -15,6 +15,11 @@ php -m 2>/dev/null | grep -qx xmlrpc || need_pkgs+=(php-xmlrpc)
 perl -MSOAP::Lite -e1 2>/dev/null || need_pkgs+=(libsoap-lite-perl)
 perl -MXMLRPC::Lite -e1 2>/dev/null || need_pkgs+=(libxmlrpc-lite-perl)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# The security module and DAV: real ACLs, a real Apache and its htpasswd, the cadaver DAV client.
+command -v setfacl >/dev/null 2>&1 || need_pkgs+=(acl)
+command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need_pkgs+=(apache2)
+command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
+command -v cadaver >/dev/null 2>&1 || need_pkgs+=(cadaver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need_pkgs[*]}"

@@ -10,6 +10,7 @@ reactor thread when done.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Optional
 
@@ -281,13 +282,20 @@ class Accounts:
 
     def _insert_site(self, domain: str, admin_user: str, email: Optional[str], password_hash: str) -> None:
         now = utcnow(self.app.clock)
-        with self.app.storage.write() as conn:  # the site and its administrator, or neither
-            try:
-                site_id = conn.execute(_sites.insert().values(domain=domain, created_at=now)).inserted_primary_key[0]
-            except sa.exc.IntegrityError:  # only the domain is unique: any other failure is no "exists"
-                raise Exists(f"site {domain!r} exists already") from None
-            conn.execute(_users.insert().values(site_id=site_id, username=admin_user, role="site",
-                                                password_hash=password_hash, email=email, created_at=now))
+        home = None
+        try:
+            with self.app.storage.write() as conn:  # the site, its administrator and its home, or none
+                try:
+                    site_id = conn.execute(_sites.insert().values(domain=domain, created_at=now)).inserted_primary_key[0]
+                except sa.exc.IntegrityError:  # only the domain is unique: any other failure is no "exists"
+                    raise Exists(f"site {domain!r} exists already") from None
+                conn.execute(_users.insert().values(site_id=site_id, username=admin_user, role="site",
+                                                    password_hash=password_hash, email=email, created_at=now))
+                home = self.app.site_homes.create(domain)  # before the commit: a failure rolls the rows back
+        except BaseException:
+            if home is not None:  # the commit failed after the home was made
+                self.app.site_homes.purge(self.app.site_homes.detach(domain))
+            raise
 
     async def delete_site(self, domain: str, actor: Identity) -> None:
         """Delete a site with all its accounts, keys, restrictions and sessions; NotFound if absent.
@@ -300,12 +308,25 @@ class Accounts:
         self.app.fire("apiserver_site_deleted", site=domain, actor=actor)
 
     def _delete_site_rows(self, domain: str) -> list:
-        with self.app.storage.write() as conn:
-            site_id = conn.execute(sa.select(_sites.c.id).where(_sites.c.domain == domain)).scalar()
-            if site_id is None:
-                raise NotFound(f"no site {domain!r}")
-            user_ids = list(conn.execute(sa.select(_users.c.id).where(_users.c.site_id == site_id)).scalars())
-            conn.execute(_sites.delete().where(_sites.c.id == site_id))
+        homes = self.app.site_homes
+        detached = None
+        try:
+            with self.app.storage.write() as conn:
+                site_id = conn.execute(sa.select(_sites.c.id).where(_sites.c.domain == domain)).scalar()
+                if site_id is None:
+                    raise NotFound(f"no site {domain!r}")
+                user_ids = list(conn.execute(sa.select(_users.c.id).where(_users.c.site_id == site_id)).scalars())
+                conn.execute(_sites.delete().where(_sites.c.id == site_id))
+                detached = homes.detach(domain)  # one rename: the home leaves its place with the rows
+        except BaseException:
+            if detached is not None:  # the commit failed: put the home back
+                os.rename(detached, os.path.join(homes.sites_root, domain))
+            raise
+        if detached is not None:
+            try:
+                homes.purge(detached)
+            except OSError as exc:  # the site is gone; what is left on disk is named, not fatal
+                log.error("could not remove the deleted site's files at {path}: {error}", path=detached, error=exc)
         return user_ids
 
     async def add_user(self, site_admin: Identity, username: str, password: str, email: Optional[str]) -> None:

@@ -75,6 +75,7 @@ def initialize_state(config: Config) -> InitResult:
     if not os.path.isdir(state_dir):
         os.makedirs(state_dir, mode=0o700)
         lines.append(f"created state directory {state_dir}")
+    _ensure_site_owner(config, lines)
     storage = Storage.from_config(config)
     try:
         admin_key = _initialize_database(config, storage, lines)
@@ -85,6 +86,16 @@ def initialize_state(config: Config) -> InitResult:
     if not lines:
         return InitResult(False, None, [f"state exists in {state_dir}; nothing changed"])
     return InitResult(True, admin_key, lines)
+
+
+def _ensure_site_owner(config: Config, lines: list) -> None:
+    """As root with ``[web] site_owner`` empty, the sites' files belong to a system user made here."""
+    from apiserver.sites.home import ensure_system_user, site_owner_name
+
+    if os.geteuid() == 0 and not config.get("web", "site_owner"):
+        name = site_owner_name("")
+        if ensure_system_user(name):
+            lines.append(f"created system user {name!r} to own the sites' files")
 
 
 def _initialize_database(config: Config, storage: Storage, lines: list) -> Optional[str]:

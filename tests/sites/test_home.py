@@ -1,0 +1,112 @@
+"""SiteHome.resolve keeps every site path inside its home; SiteHomes makes and removes homes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from apiserver.errors import Exists, InvalidArgument, NotFound
+from apiserver.sites.home import SiteHomes, site_owner_name, split_site_path
+
+
+@pytest.fixture
+def homes(tmp_path):
+    """Homes under a temporary sites_root, owned by the user running the tests."""
+    return SiteHomes(str(tmp_path / "sites"), _me())
+
+
+def _me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_create_makes_home_and_document_root(homes):
+    """A new home has var/www/html inside it and resolves the site's paths there."""
+    home = homes.create("example.com")
+    assert os.path.isdir(os.path.join(home.root, "var", "www", "html"))
+    assert home.resolve("/var/www/html") == os.path.realpath(home.document_root)
+    assert home.resolve("var/www/html/new.txt").endswith("/var/www/html/new.txt")
+    assert home.site_path(home.resolve("/var/www/html/x")) == "/var/www/html/x"
+
+
+def test_create_refuses_an_existing_place(homes):
+    """A second create of the same domain is Exists and leaves the first home as it was."""
+    home = homes.create("example.com")
+    marker = os.path.join(home.document_root, "keep")
+    open(marker, "w").close()
+    with pytest.raises(Exists):
+        homes.create("example.com")
+    assert os.path.exists(marker)
+
+
+@pytest.mark.parametrize("path", [
+    "/var/www/../../../etc/passwd", "..", "/var/www/html/%2e%2e/x", "/var/www/html/%2E%2e%2fetc",
+    "/var/www/html/a\x00b", "/var/www/html\\..\\x", "%2f", "/var/%00",
+])
+def test_escapes_are_invalid(homes, path):
+    """Parent references, NUL bytes, backslashes and percent-encoded tricks are InvalidArgument."""
+    home = homes.create("example.com")
+    with pytest.raises(InvalidArgument):
+        home.resolve(path)
+
+
+def test_links_out_of_the_home_are_invalid(homes, tmp_path):
+    """Absolute links, links to another site and dangling links out are refused; links inside are fine."""
+    home = homes.create("example.com")
+    other = homes.create("other.example")
+    secret = os.path.join(other.document_root, "wp-config.php")
+    open(secret, "w").close()
+    docroot = home.document_root
+    os.symlink("/etc", os.path.join(docroot, "etc"))
+    os.symlink(secret, os.path.join(docroot, "theirs.php"))
+    os.symlink("../../../../other.example/var/www/html", os.path.join(docroot, "rel"))
+    os.symlink("/nonexistent/far/away", os.path.join(docroot, "dangling"))
+    os.mkdir(os.path.join(docroot, "real"))
+    os.symlink("real", os.path.join(docroot, "inside"))
+    for name in ("etc/passwd", "theirs.php", "rel/wp-config.php", "dangling", "etc"):
+        with pytest.raises(InvalidArgument):
+            home.resolve(f"/var/www/html/{name}")
+    assert home.resolve("/var/www/html/inside/f") == os.path.join(os.path.realpath(docroot), "real", "f")
+
+
+def test_must_exist(homes):
+    """must_exist turns a missing file into NotFound naming the site path."""
+    home = homes.create("example.com")
+    with pytest.raises(NotFound, match="/var/www/html/none"):
+        home.resolve("/var/www/html/none", must_exist=True)
+
+
+def test_non_strings_are_invalid():
+    """Only strings are paths."""
+    with pytest.raises(InvalidArgument):
+        split_site_path(5)
+
+
+def test_detach_and_purge_never_follow_links(homes, tmp_path):
+    """Removing a home deletes its tree but not what a link in it points to."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("x")
+    home = homes.create("example.com")
+    os.symlink(str(outside), os.path.join(home.document_root, "link"))
+    trash = homes.detach("example.com")
+    assert not os.path.exists(home.root)
+    homes.purge(trash)
+    assert not os.path.exists(trash)
+    assert (outside / "precious").read_text() == "x"
+    assert homes.detach("example.com") is None
+
+
+def test_get_unknown_site_is_not_found(homes):
+    """A site without a home on disk is NotFound."""
+    with pytest.raises(NotFound):
+        homes.get("missing.example")
+
+
+def test_site_owner_is_never_root():
+    """As root an empty [web] site_owner means the dedicated system user, otherwise the running user."""
+    assert site_owner_name("", euid=0) == "apiserver"
+    assert site_owner_name("", euid=33) == "www-data"
+    assert site_owner_name("bob", euid=0) == "bob"
