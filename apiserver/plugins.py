@@ -20,6 +20,7 @@ BUILTIN_PLUGINS = (
     "apiserver.modules.auth",
     "apiserver.modules.misc",
     "apiserver.modules.scope",
+    "apiserver.modules.security",
     "apiserver.notifications",
 )
 

@@ -1,0 +1,99 @@
+"""The ``security`` module: .htaccess policy, Fortification, file audit, htpasswd and the setuid scan.
+
+Thin on purpose: declarations, roles and which site a call acts on.  The filesystem work is in
+:mod:`apiserver.sites`; every function here that touches the disk runs on the blocking pool.
+Paths are as the site sees them (``/var/www/html/...``) and never leave the site's home.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from apiserver.accounts import validation
+from apiserver.errors import InvalidArgument, NotFound
+from apiserver.hookspecs import hookimpl
+from apiserver.module import Module, Role, export
+from apiserver.sites import DOCUMENT_ROOT, audit, htaccess, htpasswd, setuid
+from apiserver.sites.records import FortificationInfo, HtaccessFinding, SetuidFile
+
+
+class SecurityModule(Module):
+    """Keep a site's files safe from its own web applications and from the web server."""
+
+    name = "security"
+
+    # --- .htaccess policy ---------------------------------------------------------------------
+    @export(roles=Role.SITE)
+    def check_htaccess(self, ctx, path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
+        """Every .htaccess directive at or under PATH that re-enables symlink following or SSI, or that Apache refuses."""
+        return htaccess.check_tree(_home(ctx), path)
+
+    @export(roles=Role.ADMIN, blocking=False)
+    def apache_policy(self, ctx) -> str:
+        """The directives for the sites' document-root <Directory> block under which Apache refuses what check_htaccess reports."""
+        return htaccess.apache_policy()
+
+    # --- Fortification and audit --------------------------------------------------------------
+    @export(roles=Role.SITE)
+    def fortify(self, ctx, hostname: str, path: str = "", mode: str = "max") -> bool:
+        """Set what the web server may write in HOSTNAME's document root (or its folder PATH): max, min, learn, write, release or reset."""
+        return ctx.app.fortifier.fortify(_home(ctx, hostname), path, mode)
+
+    @export(roles=Role.SITE)
+    def fortification_info(self, ctx, hostname: str, path: str = "") -> FortificationInfo:
+        """The application, mode, writable paths and window end of HOSTNAME's document root (or its folder PATH)."""
+        return ctx.app.fortifier.info(_home(ctx, hostname), path)
+
+    @export(roles=Role.SITE)
+    def audit(self, ctx, path: str = DOCUMENT_ROOT, requirements: Optional[dict] = None,
+              union: bool = True) -> list[str]:
+        """Paths at or under PATH that the web server user owns or may write; REQUIREMENTS as file:audit ('[user:www-data,perm:o+w]'), UNION false needs all."""
+        return audit.audit(_home(ctx), path, ctx.app.site_homes.web_user, requirements, union)
+
+    # --- htpasswd -------------------------------------------------------------------------------
+    @export(roles=Role.SITE)
+    def htpasswd_add(self, ctx, file: str, user: str, password: str) -> bool:
+        """Add USER to the Apache password file FILE (or change its password); bcrypt cost 5."""
+        home = _home(ctx)
+        return htpasswd.add(home.resolve(file), user, password, home)
+
+    @export(roles=Role.SITE)
+    def htpasswd_verify(self, ctx, file: str, user: str, password: str) -> bool:
+        """Whether PASSWORD is USER's in the Apache password file FILE (bcrypt, $apr1$, {SHA} or crypt)."""
+        return htpasswd.verify(_home(ctx).resolve(file, must_exist=True), user, password)
+
+    @export(roles=Role.SITE)
+    def htpasswd_delete(self, ctx, file: str, user: str) -> bool:
+        """Remove USER from the Apache password file FILE; other lines stay as they are."""
+        home = _home(ctx)
+        return htpasswd.delete(home.resolve(file, must_exist=True), user, home)
+
+    @export(roles=Role.SITE)
+    def htpasswd_users(self, ctx, file: str) -> list[str]:
+        """The user names in the Apache password file FILE, in file order."""
+        return htpasswd.users(_home(ctx).resolve(file, must_exist=True))
+
+    # --- setuid ---------------------------------------------------------------------------------
+    @export(roles=Role.ADMIN)
+    def scan_setuid(self, ctx, root: Optional[str] = None) -> list[SetuidFile]:
+        """Every setuid or setgid file under ROOT (default [security] template_root) and whether its package vouches for it."""
+        return setuid.scan(root or ctx.app.config.get("security", "template_root"))
+
+
+def _home(ctx, hostname: Optional[str] = None):
+    """Blocking.  The caller's site home; HOSTNAME, when given, must name the caller's site."""
+    site = ctx.identity.site
+    if hostname is not None:
+        try:
+            named = validation.normalize_domain(hostname)
+        except InvalidArgument:
+            raise InvalidArgument(f"invalid hostname {hostname!r}") from None
+        if named != site:
+            raise NotFound(f"unknown hostname {hostname!r}: this account's site is {site}")
+    return ctx.app.site_homes.get(site)
+
+
+@hookimpl
+def apiserver_add_modules(app):
+    """Contribute the ``security`` module."""
+    return [SecurityModule]
