@@ -176,8 +176,12 @@ def can_search(path: str, user: str) -> bool:
                              capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         raise ServerError("getfacl is missing: install the acl package (Debian: apt-get install acl)") from None
-    return any(line.startswith(f"user:{entry.pw_uid}:") and line.split(":")[2][2:3] == "x"
-               for line in out.stdout.splitlines())
+    for line in out.stdout.splitlines():
+        if line.startswith(f"user:{entry.pw_uid}:"):
+            # "user:33:--x\t#effective:---": a chmod since the grant narrowed the mask.
+            rights = line.split("#effective:")[1] if "#effective:" in line else line.split(":")[2]
+            return rights.strip()[2:3] == "x"
+    return False
 
 
 def grant_search(path: str, user: str) -> None:

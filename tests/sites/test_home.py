@@ -110,3 +110,25 @@ def test_site_owner_is_never_root():
     assert site_owner_name("", euid=0) == "apiserver"
     assert site_owner_name("", euid=33) == "www-data"
     assert site_owner_name("bob", euid=0) == "bob"
+
+
+def test_reachability_survives_a_chmod_of_state_dir(tmp_path):
+    """A chmod 0700 of state_dir (which empties the ACL mask) is noticed and the web user's search restored."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as www-data")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    parent = str(tmp_path)
+    while parent != "/":  # pytest's own tmp folders are 0700
+        subprocess.run(["setfacl", "-m", "u:www-data:x", parent], check=True)
+        parent = os.path.dirname(parent)
+    homes = SiteHomes(str(state / "sites"), _me(), web_user="www-data", state_dir=str(state))
+    homes.ensure_reachable()
+    as_web = ["runuser", "-u", "www-data", "--", "test", "-x", str(state / "sites")]
+    assert subprocess.run(as_web).returncode == 0
+    os.chmod(state, 0o700)
+    assert subprocess.run(as_web).returncode != 0
+    homes.ensure_reachable()
+    assert subprocess.run(as_web).returncode == 0
