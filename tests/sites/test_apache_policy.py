@@ -5,6 +5,7 @@ the FileInfo and Options classes excepted: served, without effect), and the seed
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import pwd
@@ -17,12 +18,13 @@ import time
 
 import pytest
 
-from apiserver.sites import htaccess
+from apiserver.sites import htaccess, htpasswd
 from apiserver.sites.home import SiteHomes, ensure_system_user, grant_search
 
 APACHE = "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
-LOADED = ["mpm_event", "authz_core", "mime", "include", "dir", "alias", "rewrite", "headers", "filter"]
+LOADED = ["mpm_event", "authz_core", "mime", "include", "dir", "alias", "rewrite", "headers", "filter",
+          "auth_basic", "authn_core", "authn_file", "authz_user"]
 SECRET = "DB_PASSWORD=other-owners-secret-7f3a"
 #: The attacks of the seed in one page: include and size of the linked file, and a marker
 #: (the date) that shows whether SSI ran at all.
@@ -176,10 +178,10 @@ Alias /control/ {control_root}/
         self.stop()
         raise RuntimeError(f"apache2 did not listen within 20s:\n{self.log()}")
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, headers=None) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers or {})
             response = conn.getresponse()
             return response.status, response.read()
         finally:
@@ -246,6 +248,13 @@ def world(tmp_path_factory):
     for name, (text, _, expected) in CORPUS.items():
         if expected == "inert":
             plant(os.path.join(control.document_root, name), text)
+    # The seed's DAV protection: a password-protected folder and /var/www/.htpasswd.
+    protected = os.path.join(site.document_root, "protected")
+    os.makedirs(protected)
+    _write(os.path.join(protected, "index.html"), "members only\n")
+    password_file = os.path.join(site.root, "var", "www", ".htpasswd")
+    _write(os.path.join(protected, ".htaccess"), 'AuthType Basic\nAuthName "By Invitation Only"\n'
+           f'AuthUserFile "{os.path.realpath(password_file)}"\nRequire valid-user\n')
     owner_entry = pwd.getpwnam(owner)
     _chown_tree(site.root, owner_entry.pw_uid, owner_entry.pw_gid)
     _chown_tree(control.root, owner_entry.pw_uid, owner_entry.pw_gid)
@@ -253,6 +262,7 @@ def world(tmp_path_factory):
     os.mkdir(run_dir)
     apache = Apache(run_dir, os.path.realpath(site.document_root), os.path.realpath(control.document_root),
                     htaccess.apache_policy())
+    htpasswd.add(password_file, "someuser", "Invited-0nly", site, "www-data")
     try:
         yield site, apache
     finally:
@@ -329,3 +339,17 @@ def test_policy_is_what_apache_reads(world):
     assert "FollowSymLinks" not in policy.replace("SymLinksIfOwnerMatch", "")
     assert "Includes" not in policy and "Nonfatal" not in policy
     assert "AllowOverrideList None" in policy
+
+
+def test_apache_reads_our_htpasswd_entries(world):
+    """mod_authn_file (as www-data, through the 0640 file's group) accepts our bcrypt entry."""
+    _, apache = world
+
+    def get(user: str, password: str) -> int:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return apache.get("/protected/", {"Authorization": f"Basic {token}"})[0]
+
+    assert apache.get("/protected/")[0] == 401
+    assert get("someuser", "Invited-0nly") == 200
+    assert get("someuser", "invited-0nly") == 401
+    assert get("nobody", "Invited-0nly") == 401
