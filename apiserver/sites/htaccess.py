@@ -220,7 +220,7 @@ def _options(args: str) -> tuple[list[str], bool]:
             else:
                 problems.append(f"Apache answers 500: option {word} is not allowed here")
         first = False
-    return problems, refused
+    return list(dict.fromkeys(problems)), refused
 
 
 def _turns_on(word: str, bits: int) -> str:
@@ -299,8 +299,8 @@ def check_tree(home, site_path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
     root = os.path.realpath(home.root)
     info = os.lstat(top)
     if stat.S_ISDIR(info.st_mode):
-        candidates = _access_files(top, home)
-    elif os.path.basename(top) == ACCESS_FILE:
+        candidates = _access_files(top)
+    elif ACCESS_FILE in (os.path.basename(top), site_path.rstrip("/").rsplit("/", 1)[-1]):
         candidates = iter([(top, None)])
     else:
         raise InvalidArgument(f"{display_path(site_path)!r} is neither a folder nor a {ACCESS_FILE} file")
@@ -316,7 +316,7 @@ def check_tree(home, site_path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
     return out
 
 
-def _access_files(top: str, home):
+def _access_files(top: str):
     """``(path, None)`` of each .htaccess under ``top``, ``(folder, error)`` for unreadable folders."""
     errors = []
     for folder, dirs, files in os.walk(top, onerror=errors.append, followlinks=False):
@@ -333,12 +333,8 @@ def _access_files(top: str, home):
         yield getattr(error, "filename", top) or top, error.strerror or str(error)
 
 
-def check_file(path: str, root: str) -> list[Finding]:
-    """Blocking.  Findings of the .htaccess at host path ``path`` inside the home ``root``."""
-    return _check_file(path, root)
-
-
 def _check_file(path: str, root: str) -> list[Finding]:
+    """Blocking.  Findings of the .htaccess at host path ``path`` inside the home ``root``."""
     real = os.path.realpath(path)
     if not is_inside(real, root):
         return [Finding(1, "", "a symbolic link out of the site's home: Apache reads what it points to, "

@@ -12,8 +12,8 @@ import pwd
 import shutil
 import signal
 import socket
-import stat
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -213,13 +213,23 @@ def _chown_tree(top: str, uid: int, gid: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """Sites on disk (attacker, victim of another owner, control) served by one Apache."""
+def world():
+    """Sites on disk (attacker, victim of another owner, control) served by one Apache.
+
+    Not under pytest's tmp folder: every pytest session start chmods that to 0700, which
+    empties the ACL mask that lets www-data through, and other sessions may run meanwhile."""
     if os.geteuid() != 0:
         pytest.skip("needs root: Apache switches to www-data and files need distinct owners")
     if not os.path.exists(APACHE):
         pytest.fail("apache2 is required (scripts/test.sh installs it)")
-    base = str(tmp_path_factory.mktemp("apache"))
+    base = tempfile.mkdtemp(prefix="apiserver-apache-")
+    try:
+        yield from _world(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _world(base: str):
     os.chmod(base, 0o755)
     _reachable_for("www-data", base)
     owner = "apiserver"
