@@ -178,6 +178,8 @@ def test_link_inside_the_home_is_read(home):
     os.symlink("../shared.conf", os.path.join(home.document_root, "a", ".htaccess"))
     (finding,) = htaccess.check_tree(home, "/var/www/html/a")
     assert finding.file == "/var/www/html/a/.htaccess" and finding.directive == "Options +Includes"
+    (named,) = htaccess.check_tree(home, "/var/www/html/a/.htaccess")
+    assert named.directive == "Options +Includes"
 
 
 def test_odd_files_do_not_hang_or_crash(home):
