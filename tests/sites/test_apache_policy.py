@@ -6,6 +6,7 @@ the FileInfo and Options classes excepted: served, without effect), and the seed
 from __future__ import annotations
 
 import base64
+import ctypes
 import http.client
 import os
 import pwd
@@ -114,6 +115,12 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 class Apache:
     """One Apache in the foreground, a child of the test process, on a loopback port."""
 
@@ -165,7 +172,7 @@ Alias /control/ {control_root}/
         # Its own session: teardown ends exactly this Apache's process group, nothing else.
         self.process = subprocess.Popen([APACHE, "-f", self.config_path, "-DFOREGROUND"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
