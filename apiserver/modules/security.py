@@ -55,7 +55,7 @@ class SecurityModule(Module):
     def htpasswd_add(self, ctx, file: str, user: str, password: str) -> bool:
         """Add USER to the Apache password file FILE (or change its password); bcrypt cost 5."""
         home = _home(ctx)
-        return htpasswd.add(home.resolve(file), user, password, home)
+        return htpasswd.add(home.resolve(file), user, password, home, ctx.app.site_homes.web_user)
 
     @export(roles=Role.SITE)
     def htpasswd_verify(self, ctx, file: str, user: str, password: str) -> bool:
@@ -66,7 +66,7 @@ class SecurityModule(Module):
     def htpasswd_delete(self, ctx, file: str, user: str) -> bool:
         """Remove USER from the Apache password file FILE; other lines stay as they are."""
         home = _home(ctx)
-        return htpasswd.delete(home.resolve(file, must_exist=True), user, home)
+        return htpasswd.delete(home.resolve(file, must_exist=True), user, home, ctx.app.site_homes.web_user)
 
     @export(roles=Role.SITE)
     def htpasswd_users(self, ctx, file: str) -> list[str]:
