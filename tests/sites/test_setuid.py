@@ -127,3 +127,13 @@ def test_dpkg_output_and_aliases():
     assert setuid.merged_alias("/usr/bin/su") == "/bin/su"
     assert setuid.merged_alias("/bin/su") == "/usr/bin/su"
     assert setuid.merged_alias("/usr/local/bin/x") is None
+
+
+def test_rpm_dump_digests():
+    """rpm -q --dump lines give each path's recorded digest (paths may hold spaces).
+
+    rpm itself is not installed here: this covers the parsing, not a real rpm database."""
+    digest = "a" * 64
+    text = (f"/usr/bin/passwd 33424 1700000000 {digest} 0104755 root root 0 0 0 X\n"
+            f"/usr/share/doc/my file 10 1700000000 {'b' * 64} 0100644 root root 0 1 0 X\n")
+    assert setuid.parse_rpm_dump(text) == {"/usr/bin/passwd": digest, "/usr/share/doc/my file": "b" * 64}
