@@ -20,6 +20,7 @@ and database work through the injected ``run_blocking``; its timers run on the r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -106,10 +107,10 @@ def detect(folder: str) -> Optional[Profile]:
 
 @dataclasses.dataclass
 class _Entry:
-    path: str       # host path
     rel: str        # relative to the fortified folder ('.' for the folder itself)
     is_dir: bool
     uid: int
+    fd: int         # O_PATH descriptor of the entry (-1 once closed)
 
 
 @dataclasses.dataclass
@@ -337,36 +338,39 @@ class Fortifier(service.Service):
         return _Target(home, folder, "" if key == "." else key)
 
     def _apply(self, target: _Target, writable: list) -> None:
-        """Blocking.  Make exactly ``writable`` (profile entries) writable for the web server user."""
+        """Blocking.  Make exactly ``writable`` (profile entries) writable for the web server user.
+
+        Three passes over the tree, each on descriptors opened without following links: first
+        every ACL entry of the web user goes, then what it owns outside ``writable`` is given
+        to the owner, only then are the writable paths granted.  Once the first two passes are
+        done the web user can change nothing outside ``writable``, so it cannot steer the rest.
+        """
         web = self.web_user
         web_uid = self._web_uid()
         owner = target.home.owner
-        for entry in writable:  # a profile's folders that do not exist yet are made (as the owner)
-            if entry.endswith("/") and entry != EVERYTHING:
-                _make_folder(target.folder, entry.rstrip("/"), owner)
+        uids = manageable_uids(owner.uid, web_uid)
         recursive = {e.rstrip("/") or "." for e in writable if e.endswith("/")}
         single = {e for e in writable if not e.endswith("/")}
-        entries = list(walk(target.folder, manageable_uids(owner.uid, web_uid)))
-        grant_dirs, grant_dir_only, grant_files, closed_dirs, closed_files, give_back = [], [], [], [], [], []
-        for entry in entries:
-            if "." in recursive or _under_any(entry.rel, recursive):
-                (grant_dirs if entry.is_dir else grant_files).append(entry.path)
-            elif entry.rel in single:
-                (grant_dir_only if entry.is_dir else grant_files).append(entry.path)
-            else:
-                (closed_dirs if entry.is_dir else closed_files).append(entry.path)
-                if entry.uid == web_uid:
-                    give_back.append(entry.path)
-        for path in give_back:
-            try:
-                os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
-            except PermissionError:
-                log.warn("cannot give {path} to {owner}: the server does not run as root", path=path, owner=owner.name)
-        acl.revoke(closed_dirs + grant_dir_only, web)
-        acl.revoke_files(closed_files, web)
-        acl.grant_folders(grant_dirs, web)
-        acl.grant_folders_only(grant_dir_only, web)
-        acl.grant_files(grant_files, web)
+
+        def is_writable(rel: str) -> bool:
+            return "." in recursive or _under_any(rel, recursive) or rel in single
+
+        with _open_folder(target.folder) as top:
+            for batch in _batches(walk_fds(top, uids)):
+                acl.revoke([e.fd for e in batch if e.is_dir], web)
+                acl.revoke_files([e.fd for e in batch if not e.is_dir], web)
+            for batch in _batches(walk_fds(top, {web_uid})):
+                for entry in batch:
+                    if not is_writable(entry.rel):
+                        _give_back(entry, owner)
+            for entry in writable:  # a profile's folders that do not exist yet are made (as the owner)
+                if entry.endswith("/") and entry != EVERYTHING:
+                    _make_folder(top, entry.rstrip("/"), owner)
+            for batch in _batches(walk_fds(top, uids)):
+                chosen = [e for e in batch if is_writable(e.rel)]
+                acl.grant_folders([e.fd for e in chosen if e.is_dir and e.rel not in single], web)
+                acl.grant_folders_only([e.fd for e in chosen if e.is_dir and e.rel in single], web)
+                acl.grant_files([e.fd for e in chosen if not e.is_dir], web)
 
     # --- storage ----------------------------------------------------------------------------
     def _load(self, domain: str, key: str):
@@ -415,26 +419,109 @@ def manageable_uids(owner_uid: int, web_uid: int) -> set:
     return {owner_uid, web_uid} if euid == 0 else {euid}
 
 
-def walk(folder: str, uids: set) -> Iterable[_Entry]:
-    """Blocking.  The folder and the folders and regular files under it owned by ``uids``; links are never followed."""
-    info = os.lstat(folder)
-    if info.st_uid in uids:
-        yield _Entry(folder, ".", True, info.st_uid)
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        kept = []
-        for name in sorted(dirnames) + sorted(filenames):
-            path = os.path.join(dirpath, name)
+#: Deeper folders than this are not walked (each level holds one descriptor open).
+MAX_DEPTH = 256
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+@contextlib.contextmanager
+def _open_folder(path: str):
+    """Blocking.  A descriptor of the folder ``path``, opened one component at a time without following links."""
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for part in [p for p in path.split("/") if p]:
             try:
-                st = os.lstat(path)
-            except FileNotFoundError:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise InvalidArgument(f"the folder changed while it was being fortified: {exc.strerror}") from None
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def walk_fds(top: int, uids: set) -> Iterable[_Entry]:
+    """Blocking.  The folder open at ``top`` and the folders and regular files under it owned by
+    ``uids``, each with an ``O_PATH`` descriptor (closed by :func:`_batches`); links are never followed."""
+    fd = os.open(".", _PATH_FLAGS, dir_fd=top)
+    st = os.fstat(fd)
+    if st.st_uid in uids:
+        yield _Entry(".", True, st.st_uid, fd)
+    else:
+        os.close(fd)
+    yield from _walk_below(top, "", uids, 0)
+
+
+def _walk_below(dir_fd: int, rel: str, uids: set, depth: int) -> Iterable[_Entry]:
+    if depth > MAX_DEPTH:
+        log.warn("not fortifying below {rel}: deeper than {depth} folders", rel=rel, depth=MAX_DEPTH)
+        return
+    with os.scandir(dir_fd) as listing:
+        names = sorted(e.name for e in listing)
+    for name in names:
+        child = f"{rel}/{name}" if rel else name
+        try:
+            fd = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                os.close(fd)
                 continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if is_dir:
-                kept.append(name)
-            if not (is_dir or stat.S_ISREG(st.st_mode)) or st.st_uid not in uids:
+            if not os.path.samestat(os.fstat(sub), st):  # replaced between the two opens
+                os.close(sub)
+                os.close(fd)
                 continue
-            yield _Entry(path, os.path.relpath(path, folder), is_dir, st.st_uid)
-        dirnames[:] = [d for d in dirnames if d in kept]
+            if st.st_uid in uids:
+                yield _Entry(child, True, st.st_uid, fd)
+            else:
+                os.close(fd)
+            try:
+                yield from _walk_below(sub, child, uids, depth + 1)
+            finally:
+                os.close(sub)
+        elif stat.S_ISREG(st.st_mode) and st.st_uid in uids:
+            yield _Entry(child, False, st.st_uid, fd)
+        else:
+            os.close(fd)  # links, sockets, fifos: never touched
+
+
+def _batches(entries: Iterable[_Entry], size: int = acl.BATCH):
+    """Groups of ``size`` entries; each group's descriptors are closed once the caller is done with it."""
+    batch = []
+    try:
+        for entry in entries:
+            batch.append(entry)
+            if len(batch) >= size:
+                yield batch
+                _close_all(batch)
+                batch = []
+        if batch:
+            yield batch
+    finally:
+        _close_all(batch)
+
+
+def _close_all(batch: list) -> None:
+    for entry in batch:
+        if entry.fd >= 0:
+            os.close(entry.fd)
+            entry.fd = -1
+
+
+def _give_back(entry: _Entry, owner) -> None:
+    """Blocking.  The owner gets what the web user made, without group or other write."""
+    handle = f"/proc/self/fd/{entry.fd}"
+    try:
+        os.chown(handle, owner.uid, owner.gid)
+        os.chmod(handle, stat.S_IMODE(os.stat(handle).st_mode) & ~0o022)
+    except PermissionError:
+        log.warn("cannot give {rel} to {owner}: the server does not run as root", rel=entry.rel, owner=owner.name)
 
 
 def learn(folder: str, web_uid: int, since_ns: int) -> list:
@@ -490,14 +577,24 @@ def _under_any(rel: str, folders: set) -> bool:
     return False
 
 
-def _make_folder(folder: str, rel: str, owner) -> None:
-    """Blocking.  Make the profile folder ``rel`` under ``folder`` when its parent exists (as the owner)."""
-    path = os.path.join(folder, rel)
-    parent = os.path.dirname(path)
-    if os.path.lexists(path) or not os.path.isdir(parent) or os.path.islink(parent):
-        return
-    if not is_inside(os.path.realpath(parent), os.path.realpath(folder)):
-        return
-    os.mkdir(path, 0o755)
-    if os.geteuid() == 0:
-        os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
+def _make_folder(top: int, rel: str, owner) -> None:
+    """Blocking.  Make the profile folder ``rel`` under the folder open at ``top`` when its parent
+    exists (as the owner); never through a link."""
+    parts = rel.split("/")
+    fd = os.dup(top)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                return  # no such parent (or a link): this tree does not have that folder
+            os.close(fd)
+            fd = child
+        try:
+            os.mkdir(parts[-1], 0o755, dir_fd=fd)
+        except FileExistsError:
+            return
+        if os.geteuid() == 0:
+            os.chown(parts[-1], owner.uid, owner.gid, dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)

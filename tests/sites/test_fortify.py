@@ -273,3 +273,17 @@ def test_a_subfolder_is_fortified_on_its_own(site):
     assert _info(h, admin).mode == "none"
     assert web_can_write(os.path.join(blog, "wp-content/uploads"))
     assert not web_can_write(os.path.join(blog, "wp-config.php"))
+
+
+def test_what_the_web_user_opened_to_the_world_is_closed_when_given_back(site):
+    """A folder the web user made 0777 and a file it made 0666 are the owner's, without group/other write."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    script = 'mkdir "$1/open" && chmod 777 "$1/open" && echo x > "$1/open/f" && chmod 666 "$1/open/f"'
+    assert as_web(script, root).returncode == 0
+    h.call(admin, "security_fortify", "example.com", "", "reset")
+    for rel, mode in (("open", 0o755), ("open/f", 0o644)):
+        st = os.stat(os.path.join(root, rel))
+        assert (st.st_uid, st.st_mode & 0o777) == (home.owner.uid, mode), rel
+        assert not web_can_write(os.path.join(root, rel)), rel
