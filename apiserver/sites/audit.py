@@ -94,9 +94,9 @@ def _requirement(key: str, value, web_user: str) -> _Test:
         return _Test(lambda p, st, a, r: st.st_gid == gid)
     if key == "perm":
         want_set, bits = _perm(value)
-        if want_set:
-            return _Test(lambda p, st, a, r: (stat.S_IMODE(st.st_mode) & bits) == bits)
-        return _Test(lambda p, st, a, r: (stat.S_IMODE(st.st_mode) & bits) == 0)
+        wanted = bits if want_set else 0
+        # A link's own mode means nothing (always 0777): perm tests look at folders and files only.
+        return _Test(lambda p, st, a, r: not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & bits == wanted)
     if key == "name":
         pattern = str(value)
         return _Test(lambda p, st, a, r: fnmatch.fnmatchcase(os.path.basename(p), pattern))

@@ -78,6 +78,7 @@ def test_requirements_select_by_owner_mode_and_name(site):
     h.call(admin, "security_fortify", "example.com", "", "release")
     as_web('echo x > "$1/up/web.php" && echo y > "$1/up/web.txt" && chmod 666 "$1/up/web.txt"', root)
     os.chmod(os.path.join(root, "b.txt"), 0o666)
+    os.symlink("b.txt", os.path.join(root, "link.txt"))  # a link's 0777 is not a permission
     web = {"user": WEB_USER}
     assert _audit(h, admin, DOC, web) == [f"{DOC}/up/web.php", f"{DOC}/up/web.txt"]
     assert _audit(h, admin, DOC, {"perm": "o+w"}) == [f"{DOC}/b.txt", f"{DOC}/up/web.txt"]
