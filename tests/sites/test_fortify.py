@@ -287,3 +287,15 @@ def test_what_the_web_user_opened_to_the_world_is_closed_when_given_back(site):
         st = os.stat(os.path.join(root, rel))
         assert (st.st_uid, st.st_mode & 0o777) == (home.owner.uid, mode), rel
         assert not web_can_write(os.path.join(root, rel)), rel
+
+
+def test_a_window_of_a_deleted_site_ends_quietly(site):
+    """When the site is deleted during a window, its timer finds nothing to close and sets no retry."""
+    h, admin, home = site
+    _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "write")
+    h.call(h.admin, "admin_delete_site", "example.com")
+    h.clock.advance(600)
+    eventually(lambda: not h.app.fortifier._timers and not h.app.fortifier._locks["example.com"].locked)
+    h.clock.advance(120)  # a retry would have been scheduled within RETRY_SECONDS
+    assert h.app.fortifier._timers == {}
