@@ -1,13 +1,14 @@
 """setuid and setgid files of a filesystem template root, checked against the system's packages.
 
 A template root mirrors ``/`` (ApisCP's FILESYSTEMTEMPLATE layers): ``<root>/usr/bin/passwd``
-stands for ``/usr/bin/passwd``.  The walk stays on the root's filesystem (other mounts, and so
-/proc, /sys and /dev, are skipped by device number) and never follows a link.  For each setuid
-or setgid regular file the package manager says which package owns the same path, and the file
-is trusted only when its content is that package's: dpkg's recorded MD5 (``/var/lib/dpkg/info/
-<package>.md5sums``), or rpm's recorded digest (``rpm -q --dump``).  dpkg is asked once for all
-paths (in batches); on merged-/usr systems ``/usr/bin/su`` and ``/bin/su`` are the same file,
-so the other spelling is asked too.  Blocking work throughout.
+stands for ``/usr/bin/passwd``; a file no package owns there is also asked for by its own path,
+so that a scan of ``/usr/bin`` itself finds the host's packages.  The walk stays on the root's
+filesystem (other mounts, and so /proc, /sys and /dev, are skipped by device number) and never
+follows a link.  For each setuid or setgid regular file the package manager says which package
+owns the same path, and the file is trusted only when its content is that package's: dpkg's
+recorded MD5 (``/var/lib/dpkg/info/<package>.md5sums``), or rpm's recorded digest (``rpm -q
+--dump``).  dpkg is asked once for all paths (in batches); on merged-/usr systems ``/usr/bin/su``
+and ``/bin/su`` are the same file, so the other spelling is asked too.  Blocking work throughout.
 """
 
 from __future__ import annotations
@@ -42,11 +43,16 @@ def scan(root: str) -> list:
     template_paths = [_template_path(root, path) for path, _st in found]
     manager = package_manager()
     owners = manager.owners(template_paths)
+    # A file no package owns under the template's view may be one the host installed where it is
+    # (a scan of /usr/bin itself): ask for its own path too.
+    unowned = [path for (path, _st), template in zip(found, template_paths)
+               if template not in owners and path != template]
+    host_owners = manager.owners(unowned) if unowned else {}
     results = []
     for (path, st), template in zip(found, template_paths):
         sha256, md5 = _digests(path)
         package, trusted = None, False
-        for name, packaged_path in owners.get(template, []):
+        for name, packaged_path in owners.get(template) or host_owners.get(path, []):
             if package is None:
                 package = name
             if manager.vouches(name, packaged_path, sha256=sha256, md5=md5):

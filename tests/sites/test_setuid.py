@@ -137,3 +137,17 @@ def test_rpm_dump_digests():
     text = (f"/usr/bin/passwd 33424 1700000000 {digest} 0104755 root root 0 0 0 X\n"
             f"/usr/share/doc/my file 10 1700000000 {'b' * 64} 0100644 root root 0 1 0 X\n")
     assert setuid.parse_rpm_dump(text) == {"/usr/bin/passwd": digest, "/usr/share/doc/my file": "b" * 64}
+
+
+def test_real_host_usr_bin_scanned_directly():
+    """A scan of the host's /usr/bin itself finds every setuid/setgid file there, each trusted by its package."""
+    expected = sorted(entry.path for entry in os.scandir("/usr/bin")
+                      if stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode)
+                      and entry.stat(follow_symlinks=False).st_mode & (stat.S_ISUID | stat.S_ISGID))
+    found = setuid.scan("/usr/bin")
+    assert [r.path for r in found] == expected and expected
+    owners = {}
+    for r in found:
+        assert r.trusted and r.package, r
+        owners[os.path.basename(r.path)] = r.package
+    assert owners.get("passwd") == "passwd"
