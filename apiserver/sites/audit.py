@@ -136,7 +136,7 @@ def _group(value) -> int:
 
 
 def _walk(root: str, acls: dict, tests: list):
-    """(path, lstat, reachable) for root and everything under it; ``reachable`` says, per user
+    """Blocking.  (path, lstat, reachable) for root and everything under it; ``reachable`` says, per user
     an ACL test needs, whether it can reach the entry (search on every folder above it)."""
     users = [t.user for t in tests if t.user is not None]
     st = os.lstat(root)

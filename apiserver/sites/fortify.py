@@ -272,6 +272,7 @@ class Fortifier(service.Service):
         self._save(site_id, key, profile.name if profile else "unknown", "max", None, None, learned, now)
 
     def _info_blocking(self, home: SiteHome, path: str) -> FortificationInfo:
+        """Blocking.  The folder's FortificationInfo from its row and what exists on disk."""
         target = self._target(home, path)
         profile = detect(target.folder)
         _site_id, row = self._load(home.domain, target.key)
@@ -385,6 +386,7 @@ class Fortifier(service.Service):
         return site_id, row
 
     def _save(self, site_id: int, key: str, app: str, mode: str, until, since, learned, now: float) -> None:
+        """Blocking.  Insert or update the folder's row."""
         t = self.storage.tables
         values = dict(app=app, mode=mode, until=until, learn_since_ns=since,
                       profile=json.dumps(learned) if learned is not None else None, updated_at=utcnow(_At(now)))
@@ -395,6 +397,7 @@ class Fortifier(service.Service):
                 conn.execute(t.fortifications.insert().values(site_id=site_id, path=key, **values))
 
     def _delete(self, row_id: int) -> None:
+        """Blocking.  Forget a folder's row."""
         t = self.storage.tables
         with self.storage.write() as conn:
             conn.execute(t.fortifications.delete().where(t.fortifications.c.id == row_id))
@@ -455,6 +458,7 @@ def walk_fds(top: int, uids: set) -> Iterable[_Entry]:
 
 
 def _walk_below(dir_fd: int, rel: str, uids: set, depth: int) -> Iterable[_Entry]:
+    """Blocking.  :func:`walk_fds` below the folder open at ``dir_fd``, depth first."""
     if depth > MAX_DEPTH:
         log.warn("not fortifying below {rel}: deeper than {depth} folders", rel=rel, depth=MAX_DEPTH)
         return

@@ -85,7 +85,7 @@ def _check_root(root) -> str:
 
 
 def _find(root: str) -> list:
-    """(host path, lstat) of setuid/setgid regular files on root's filesystem, links never followed."""
+    """Blocking.  (host path, lstat) of setuid/setgid regular files on root's filesystem, links never followed."""
     device = os.lstat(root).st_dev
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -116,6 +116,7 @@ def _template_path(root: str, path: str) -> str:
 
 
 def _digests(path: str) -> tuple:
+    """Blocking.  (sha256, md5) hex digests of the regular file ``path`` (a link is refused)."""
     sha256, md5 = hashlib.sha256(), hashlib.md5()
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as fh:
@@ -166,7 +167,7 @@ class Dpkg:
         self._md5sums: dict = {}
 
     def owners(self, paths: list) -> dict:
-        """{path: [(package, path as dpkg lists it), ...]} for every path some package owns."""
+        """Blocking.  {path: [(package, path as dpkg lists it), ...]} for every path some package owns."""
         owned = self._query(paths)
         aliases = {merged_alias(p): p for p in paths if p not in owned and merged_alias(p)}
         for alias, entries in self._query(list(aliases)).items():
@@ -188,6 +189,7 @@ class Dpkg:
         return owned
 
     def vouches(self, package: str, packaged_path: str, sha256: str, md5: str) -> bool:
+        """Blocking.  Whether ``package`` recorded this MD5 for ``packaged_path``."""
         sums = self._md5sums.get(package)
         if sums is None:
             sums = self._md5sums[package] = self._read_md5sums(package)
@@ -234,6 +236,7 @@ class Rpm:
         self._dumps: dict = {}
 
     def owners(self, paths: list) -> dict:
+        """Blocking.  {path: [(package, path)]} through ``rpm -qf`` (one call per path)."""
         owned = {}
         for path in paths:
             proc = subprocess.run(["rpm", "-qf", "--queryformat", "%{NAME}\\n", "--", path],
@@ -243,6 +246,7 @@ class Rpm:
         return owned
 
     def vouches(self, package: str, packaged_path: str, sha256: str, md5: str) -> bool:
+        """Blocking.  Whether ``package``'s recorded digest of ``packaged_path`` is this file's."""
         dump = self._dumps.get(package)
         if dump is None:
             proc = subprocess.run(["rpm", "-q", "--dump", "--", package], capture_output=True, text=True, timeout=120)

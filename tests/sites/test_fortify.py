@@ -299,3 +299,27 @@ def test_a_window_of_a_deleted_site_ends_quietly(site):
     eventually(lambda: not h.app.fortifier._timers and not h.app.fortifier._locks["example.com"].locked)
     h.clock.advance(120)  # a retry would have been scheduled within RETRY_SECONDS
     assert h.app.fortifier._timers == {}
+
+
+def test_closing_a_window_runs_on_the_blocking_pool(site):
+    """The timer hands the ACL work to the run-blocking callable: it never runs on the reactor thread."""
+    import threading
+
+    h, admin, home = site
+    root = _wordpress(home)
+    threads = []
+    app = h.app
+
+    def run_blocking(fn, *args, **kwargs):
+        def recorded(*a, **k):
+            threads.append((fn.__name__, threading.current_thread() is threading.main_thread()))
+            return fn(*a, **k)
+        return app.run_blocking(recorded, *args, **kwargs)
+
+    fortifier = Fortifier(app.storage, h.clock, run_blocking, app.site_homes, app.site_homes.web_user, app.config)
+    wait(fortifier.fortify(home, "", "write"))
+    h.clock.advance(600)
+    eventually(lambda: ("_close_blocking", False) in threads)
+    assert all(not on_main for _name, on_main in threads)
+    eventually(lambda: not web_can_write(os.path.join(root, "wp-config.php")))
+    fortifier.stop()
