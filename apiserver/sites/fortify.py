@@ -35,7 +35,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from apiserver.errors import InvalidArgument, NotFound
+from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.sites import acl
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
 from apiserver.sites.records import FortificationInfo
@@ -241,7 +241,7 @@ class Fortifier(service.Service):
         if mode in WINDOWS:
             until = now + self.settings.get("security", WINDOWS[mode])
         if mode == "learn":
-            since = filesystem_now_ns()
+            since = filesystem_now_ns(home.root)  # the home is outside every fortified folder
             learned = None
         # The window is on record before the folder is opened: a crash in between still closes it.
         self._save(site_id, target.key, app_name, mode, until, since, learned, now)
@@ -315,7 +315,7 @@ class Fortifier(service.Service):
         try:
             return pwd.getpwnam(self.web_user).pw_uid
         except KeyError:
-            raise InvalidArgument(f"the web server user {self.web_user!r} does not exist; set [web] user") from None
+            raise ServerError(f"the web server user {self.web_user!r} does not exist; set [web] user") from None
 
     def _target(self, home: SiteHome, path: str) -> _Target:
         """Blocking.  The folder ``path`` names: relative to the document root, or a site path inside it."""
@@ -560,13 +560,13 @@ def learn(folder: str, web_uid: int, since_ns: int) -> list:
     return learned
 
 
-def filesystem_now_ns() -> int:
-    """Blocking.  The filesystem's current time: the modification time of a file made now.
+def filesystem_now_ns(directory: str) -> int:
+    """Blocking.  The filesystem's current time: the modification time of a file made now in ``directory``.
 
     Learning compares files' modification times with it, so it must come from the same
-    source as they do (not the injected clock).
+    source as they do (the site's filesystem, not the injected clock).
     """
-    with tempfile.NamedTemporaryFile(prefix="apiserver-fortify-") as marker:
+    with tempfile.NamedTemporaryFile(prefix=".apiserver-fortify-", dir=directory) as marker:
         return os.fstat(marker.fileno()).st_mtime_ns
 
 
