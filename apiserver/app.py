@@ -113,6 +113,7 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     from apiserver.middleware import GateKeeper
     from apiserver.scopes import ScopeRegistry
     from apiserver.sites import SiteHomes
+    from apiserver.sites.fortify import Fortifier
     from apiserver.sites.home import site_owner_name, web_server_user
     from apiserver.storage import Storage
 
@@ -121,6 +122,8 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
                                site_owner_name(config.get("web", "site_owner")),
                                web_user=web_server_user(config.get("web", "user")),
                                state_dir=config.state_dir)
+    app.fortifier = Fortifier(app.storage, app.clock, app.run_blocking, app.site_homes,
+                              app.site_homes.web_user, config)
     app.accounts = Accounts(app)
     app.gatekeeper = GateKeeper(app)
     app.geolocator = Geolocator(app)

@@ -34,15 +34,19 @@ class SecurityModule(Module):
         return htaccess.apache_policy()
 
     # --- Fortification and audit --------------------------------------------------------------
+    # Both run on the reactor: the Fortifier does its disk work on the blocking pool and keeps
+    # its window timers on the reactor.
     @export(roles=Role.SITE)
-    def fortify(self, ctx, hostname: str, path: str = "", mode: str = "max") -> bool:
+    async def fortify(self, ctx, hostname: str, path: str = "", mode: str = "max") -> bool:
         """Set what the web server may write in HOSTNAME's document root (or its folder PATH): max, min, learn, write, release or reset."""
-        return ctx.app.fortifier.fortify(_home(ctx, hostname), path, mode)
+        home = await ctx.app.run_blocking(_home, ctx, hostname)
+        return await ctx.app.fortifier.fortify(home, path, mode)
 
     @export(roles=Role.SITE)
-    def fortification_info(self, ctx, hostname: str, path: str = "") -> FortificationInfo:
+    async def fortification_info(self, ctx, hostname: str, path: str = "") -> FortificationInfo:
         """The application, mode, writable paths and window end of HOSTNAME's document root (or its folder PATH)."""
-        return ctx.app.fortifier.info(_home(ctx, hostname), path)
+        home = await ctx.app.run_blocking(_home, ctx, hostname)
+        return await ctx.app.fortifier.info(home, path)
 
     @export(roles=Role.SITE)
     def audit(self, ctx, path: str = DOCUMENT_ROOT, requirements: Optional[dict] = None,

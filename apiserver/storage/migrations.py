@@ -35,7 +35,13 @@ def _v2_session_data(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {schema.sessions.name} ADD COLUMN data TEXT"))
 
 
+def _v3_fortifications(conn: sa.Connection) -> None:
+    schema.fortifications.create(conn, checkfirst=True)
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
+    Migration(3, "fortifications: Fortification mode, learned profile and learn/write window per site folder",
+              _v3_fortifications),
 )

@@ -102,6 +102,24 @@ sessions = sa.Table(
     sa.Column("last_seen", sa.Double, nullable=False, index=True),
 )
 
+fortifications = sa.Table(
+    "fortifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    # The fortified folder relative to the site's document root ('' for the document root).
+    sa.Column("path", sa.String(512), nullable=False),
+    sa.Column("app", sa.String(32), nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False),
+    # End of a learn or write window on the injected clock (app.clock.seconds()); NULL otherwise.
+    sa.Column("until", sa.Double, nullable=True, index=True),
+    # The filesystem's time (st_mtime_ns of a fresh file) when a learn window opened.
+    sa.Column("learn_since_ns", sa.BigInteger, nullable=True),
+    # The learned profile: JSON list of paths relative to the folder ('dir/' means the whole tree).
+    sa.Column("profile", sa.Text, nullable=True),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("site_id", "path", name="uq_fortifications_site_path"),
+)
+
 
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
@@ -114,3 +132,4 @@ class Tables:
     login_history = login_history
     scope_changes = scope_changes
     sessions = sessions
+    fortifications = fortifications

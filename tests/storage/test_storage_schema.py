@@ -69,20 +69,38 @@ def test_version_1_database_gains_session_data(storage):
     """Migration 2 adds sessions.data to a version-1 database, keeping its sessions; data round-trips."""
     storage.create_schema()
     t = storage.tables
-    with storage.write() as conn:  # back to what version 1 shipped: no data column, no version 2
+    with storage.write() as conn:  # back to what version 1 shipped: no data column, no later versions
         conn.execute(sa.text("ALTER TABLE sessions DROP COLUMN data"))
-        conn.execute(t.schema_version.delete().where(t.schema_version.c.version == 2))
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version >= 2))
         admin = _add_user(conn, t, None, "admin", role="admin")
         conn.execute(sa.text("INSERT INTO sessions (id_hash, user_id, gate, created, last_seen) "
                              "VALUES ('old', :uid, 'SOAP', 1.0, 2.0)"), {"uid": admin})
     assert storage.version() == 1
-    assert storage.migrate() == [2]
+    assert storage.migrate() == [m.version for m in MIGRATIONS if m.version >= 2]
     storage.check()
     with storage.write() as conn:
         conn.execute(t.sessions.insert().values(id_hash="new", user_id=admin, data="sealed", created=3.0,
                                                 last_seen=3.0))
         rows = dict(conn.execute(sa.select(t.sessions.c.id_hash, t.sessions.c.data)).all())
     assert rows == {"old": None, "new": "sealed"}
+
+
+def test_version_2_database_gains_fortifications(storage):
+    """Migration 3 adds the fortifications table to a version-2 database; a row round-trips."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:
+        t.fortifications.drop(conn)
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version >= 3))
+    assert storage.version() == 2
+    assert 3 in storage.migrate()
+    with storage.write() as conn:
+        site = _add_site(conn, t)
+        conn.execute(t.fortifications.insert().values(site_id=site, path="blog", app="wordpress", mode="learn",
+                                                      until=1800000060.5, learn_since_ns=2 ** 62, profile=None,
+                                                      updated_at=_now()))
+        row = conn.execute(sa.select(t.fortifications)).mappings().one()
+    assert (row["path"], row["mode"], row["until"], row["learn_since_ns"]) == ("blog", "learn", 1800000060.5, 2 ** 62)
 
 
 def test_rows_round_trip(storage):

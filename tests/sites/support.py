@@ -1,0 +1,72 @@
+"""Test support for the security module: a site the web server user can reach, and acting as that user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+WEB_USER = "www-data"
+
+
+@pytest.fixture
+def sites_root():
+    """An absolute ``[web] sites_root`` the web user can reach: a fresh 0711 folder in /tmp.
+
+    Not under pytest's tmp_path: /tmp/pytest-of-root is 0700 and every new pytest session on
+    the machine chmods it back to 0700, which also clears an ACL mask granted on it.
+    """
+    path = tempfile.mkdtemp(prefix="apiserver-sites-", dir="/tmp")
+    os.chmod(path, 0o711)
+    yield os.path.join(path, "sites")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def as_web(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``sh -c script`` as the web server user with positional ``args``."""
+    return subprocess.run(["runuser", "-u", WEB_USER, "--", "sh", "-c", script, "sh", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def web_can_write(path: str) -> bool:
+    """Whether the web user can append to the file ``path``, or create a file in the folder ``path``."""
+    if os.path.isdir(path):
+        probe = os.path.join(path, ".probe-web")
+        ok = as_web('echo x > "$1"', probe).returncode == 0
+        if os.path.lexists(probe):
+            os.unlink(probe)
+        return ok
+    return as_web('echo x >> "$1"', path).returncode == 0
+
+
+def make_tree(root: str, files: dict, owner) -> None:
+    """Create ``files`` ({relative path: content}; a path ending in '/' is a folder) owned by ``owner``."""
+    for rel, content in files.items():
+        path = os.path.join(root, rel)
+        if rel.endswith("/"):
+            os.makedirs(path, 0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+            with open(path, "w") as fh:
+                fh.write(content)
+            os.chmod(path, 0o644)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+            os.chown(name, owner.uid, owner.gid, follow_symlinks=False)
+
+
+WORDPRESS = {
+    "index.php": "<?php require 'wp-blog-header.php';",
+    "wp-config.php": "<?php define('DB_PASSWORD', 'secret');",
+    "wp-includes/version.php": "<?php $wp_version = '6.5';",
+    "wp-content/uploads/2026/photo.jpg": "jpeg",
+    "wp-content/plugins/akismet/akismet.php": "<?php",
+    "wp-content/themes/twentytwenty/style.css": "body{}",
+}
+
+
+def requires_root():
+    return pytest.mark.skipif(os.geteuid() != 0, reason="acts as the web server user through runuser (root)")

@@ -1,0 +1,105 @@
+"""File audit: what the web server user owns or may write, checked against what it can really do."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from apiserver.errors import InvalidArgument, NotFound
+from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
+    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, web_can_write,
+)
+from tests.sites.test_fortify import site  # noqa: F401 - the fixture
+
+pytestmark = requires_root()
+
+DOC = "/var/www/html"
+
+
+def _audit(h, admin, *args):
+    return h.call(admin, "security_audit", *args)
+
+
+def _probe(root, home):
+    """Site paths the web user owns or can really write under root (by trying, as the web user)."""
+    import pwd
+
+    web_uid = pwd.getpwnam(WEB_USER).pw_uid
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for path in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+            if path != dirpath and os.path.isdir(path):
+                continue  # folders are probed as dirpath
+            if os.lstat(path).st_uid == web_uid or web_can_write(path):
+                found.add(home.site_path(path))
+    return found
+
+
+def test_audit_matches_what_the_web_user_can_really_write(site):
+    """Default audit equals the paths the web user owns or can write, found by trying each as www-data."""
+    h, admin, home = site
+    root = os.path.realpath(home.document_root)
+    make_tree(root, WORDPRESS, home.owner)
+    assert _audit(h, admin) == []
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    assert as_web('echo x > "$1"', os.path.join(root, "wp-content/uploads/new.jpg")).returncode == 0
+    private = os.path.join(root, "private")
+    os.mkdir(private, 0o700)
+    with open(os.path.join(private, "open.txt"), "w"):
+        pass
+    os.chmod(os.path.join(private, "open.txt"), 0o666)  # world-writable, but the web user cannot reach it
+    os.chmod(os.path.join(root, "index.php"), 0o646)    # others may write: the web user may
+    listed = _audit(h, admin)
+    assert set(listed) == _probe(root, home)
+    assert f"{DOC}/index.php" in listed and f"{DOC}/wp-content/uploads/new.jpg" in listed
+    assert f"{DOC}/private/open.txt" not in listed and f"{DOC}/wp-config.php" not in listed
+
+
+def test_after_release_everything_and_after_reset_nothing(site):
+    """release makes the whole tree writable; reset leaves nothing the web user owns or writes."""
+    h, admin, home = site
+    root = os.path.realpath(home.document_root)
+    make_tree(root, WORDPRESS, home.owner)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    as_web('echo x > "$1"', os.path.join(root, "dropped.php"))
+    everything = _audit(h, admin)
+    assert f"{DOC}/wp-config.php" in everything and f"{DOC}" in everything
+    assert set(everything) == _probe(root, home)
+    h.call(admin, "security_fortify", "example.com", "", "reset")
+    assert _audit(h, admin) == []
+
+
+def test_requirements_select_by_owner_mode_and_name(site):
+    """user, perm and name requirements, any of them (union) or all of them."""
+    h, admin, home = site
+    root = os.path.realpath(home.document_root)
+    make_tree(root, {"a.php": "", "b.txt": "", "up/": None}, home.owner)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    as_web('echo x > "$1/up/web.php" && echo y > "$1/up/web.txt" && chmod 666 "$1/up/web.txt"', root)
+    os.chmod(os.path.join(root, "b.txt"), 0o666)
+    os.symlink("b.txt", os.path.join(root, "link.txt"))  # a link's 0777 is not a permission
+    web = {"user": WEB_USER}
+    assert _audit(h, admin, DOC, web) == [f"{DOC}/up/web.php", f"{DOC}/up/web.txt"]
+    assert _audit(h, admin, DOC, {"perm": "o+w"}) == [f"{DOC}/b.txt", f"{DOC}/up/web.txt"]
+    assert _audit(h, admin, DOC, {"user": WEB_USER, "perm": "o+w"}, False) == [f"{DOC}/up/web.txt"]
+    assert _audit(h, admin, DOC, {"user": WEB_USER, "perm": "o+w"}, True) == [
+        f"{DOC}/b.txt", f"{DOC}/up/web.php", f"{DOC}/up/web.txt"]
+    assert _audit(h, admin, f"{DOC}/up", {"name": "*.php"}) == [f"{DOC}/up/web.php"]
+    assert _audit(h, admin, DOC, {"perm": ["u+w", "o-w"], "name": "*.php"}, False) == [
+        f"{DOC}/a.php", f"{DOC}/up/web.php"]
+
+
+def test_bad_requirements_and_paths_are_client_faults(site):
+    """Unknown keys, bad perm strings, unknown users, missing paths and escapes are refused."""
+    h, admin, _home = site
+    cases = [({"colour": "red"}, "use user, group, perm, name, writable"), ({"perm": "o=w"}, "not like"),
+             ({"user": "no-such-user-x"}, "does not exist"), ({"group": "no-such-group-x"}, "does not exist")]
+    for requirements, message in cases:
+        with pytest.raises(InvalidArgument, match=message):
+            _audit(h, admin, DOC, requirements)
+    with pytest.raises(NotFound):
+        _audit(h, admin, f"{DOC}/none")
+    for path in ("/var/www/html/../../../..", "/var/www/%2e%2e/x"):
+        with pytest.raises(InvalidArgument):
+            _audit(h, admin, path)

@@ -1,0 +1,325 @@
+"""Fortification for real: ACLs set by the security module, checked by acting as the web server user."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from apiserver.errors import Denied, InvalidArgument, NotFound
+from apiserver.sites.fortify import Fortifier, detect
+from tests.accounts.support import Harness, eventually, wait
+from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
+    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, web_can_write,
+)
+
+pytestmark = requires_root()
+
+DOC = "/var/www/html"
+
+
+@pytest.fixture
+def site(tmp_path, sites_root):
+    """(harness, site administrator, SiteHome) of example.com, its document root reachable by the web user."""
+    h = Harness(tmp_path / "state", {"web": {"sites_root": sites_root}})
+    admin = h.add_site()
+    home = h.app.site_homes.get("example.com")
+    yield h, admin, home
+    h.app.fortifier.stop()
+    h.close()
+
+
+def _docroot(home):
+    return os.path.realpath(home.document_root)
+
+
+def _wordpress(home):
+    make_tree(_docroot(home), WORDPRESS, home.owner)
+    return _docroot(home)
+
+
+def _info(h, admin, path=""):
+    return h.call(admin, "security_fortification_info", "example.com", path)
+
+
+def test_profiles_are_recognised_from_their_files(tmp_path):
+    """Each application's marker files select its profile; anything else is unknown."""
+    cases = {"wordpress": ["wp-includes/version.php"], "joomla": ["configuration.php", "libraries/joomla/x"],
+             "drupal": ["core/lib/Drupal.php"], "magento": ["app/etc/env.php", "bin/magento"],
+             "laravel": ["artisan", "bootstrap/app.php"], None: ["index.php"]}
+    for name, files in cases.items():
+        root = tmp_path / str(name)
+        for rel in files:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text("x")
+        found = detect(str(root))
+        assert (found.name if found else None) == name
+
+
+def test_max_lets_the_web_user_write_exactly_the_profile(site):
+    """After max the web user writes uploads and cache, never wp-config.php, the code or the document root."""
+    h, admin, home = site
+    root = _wordpress(home)
+    assert not web_can_write(os.path.join(root, "wp-content/uploads"))  # mode bits alone: read only
+    assert h.call(admin, "security_fortify", "example.com", "", "max") is True
+    uploads = os.path.join(root, "wp-content/uploads")
+    assert web_can_write(os.path.join(uploads, "2026/photo.jpg"))
+    assert web_can_write(os.path.join(uploads, "2026"))
+    assert web_can_write(os.path.join(root, "wp-content/cache"))  # made by max, owned by the site's owner
+    assert os.stat(os.path.join(root, "wp-content/cache")).st_uid == home.owner.uid
+    for closed in ("wp-config.php", "index.php", "", "wp-content", "wp-content/plugins",
+                   "wp-content/plugins/akismet/akismet.php", "wp-includes/version.php"):
+        assert not web_can_write(os.path.join(root, closed)), closed
+    info = _info(h, admin)
+    assert (info.app, info.mode, info.until) == ("wordpress", "max", None)
+    assert info.writable == [f"{DOC}/wp-content/cache", f"{DOC}/wp-content/uploads"]
+
+
+def test_new_files_in_writable_folders_inherit_the_acl(site):
+    """A folder the web user makes in uploads carries the default ACL, so what it puts there stays writable."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    made = os.path.join(root, "wp-content/uploads/2027")
+    assert as_web('mkdir "$1" && echo a > "$1/a.txt"', made).returncode == 0
+    acl = subprocess.run(["getfacl", "-n", "-p", made], capture_output=True, text=True).stdout
+    assert f"default:user:{_uid()}:rwx" in acl
+    assert os.stat(os.path.join(made, "a.txt")).st_uid == _uid()
+
+
+def _uid():
+    import pwd
+
+    return pwd.getpwnam(WEB_USER).pw_uid
+
+
+def test_min_adds_plugins_and_themes(site):
+    """min lets the web user update plugins and themes too, still not wp-config.php."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "min")
+    assert web_can_write(os.path.join(root, "wp-content/plugins/akismet/akismet.php"))
+    assert web_can_write(os.path.join(root, "wp-content/themes"))
+    assert not web_can_write(os.path.join(root, "wp-config.php"))
+    assert f"{DOC}/wp-content/plugins" in _info(h, admin).writable
+
+
+def test_release_opens_everything_and_reset_closes_it_and_hands_files_back(site):
+    """release: the web user writes anything; reset: nothing, and what it made belongs to the owner."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    assert web_can_write(os.path.join(root, "wp-config.php"))
+    assert as_web('echo x > "$1"', os.path.join(root, "shell.php")).returncode == 0
+    assert os.stat(os.path.join(root, "shell.php")).st_uid == _uid()
+    assert _info(h, admin).writable == [DOC]
+    h.call(admin, "security_fortify", "example.com", "", "reset")
+    assert os.stat(os.path.join(root, "shell.php")).st_uid == home.owner.uid
+    for path in ("wp-config.php", "shell.php", "", "wp-content/uploads", "wp-content/uploads/2026/photo.jpg"):
+        assert not web_can_write(os.path.join(root, path)), path
+    assert _info(h, admin).writable == []
+    assert as_web('cat "$1"', os.path.join(root, "index.php")).returncode == 0  # reading stays
+
+
+def test_max_after_release_takes_back_what_the_web_user_made_outside_the_profile(site):
+    """A file the web user made in the code while released is no longer its own after max."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    as_web('echo x > "$1"', os.path.join(root, "wp-content/backdoor.php"))
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    assert not web_can_write(os.path.join(root, "wp-content/backdoor.php"))
+    assert web_can_write(os.path.join(root, "wp-content/uploads"))
+
+
+def test_links_and_foreign_files_are_never_touched(site, tmp_path):
+    """A link to an outside file, and a hard link to a root-owned file, get no ACL even on release."""
+    h, admin, home = site
+    root = _wordpress(home)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("private")
+    hard = tmp_path / "rootfile.txt"
+    hard.write_text("root's")
+    os.symlink(str(outside), os.path.join(root, "wp-content/uploads/link.txt"))
+    os.link(str(hard), os.path.join(root, "hard.txt"))
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    for path in (outside, hard):
+        assert "user:" + WEB_USER not in subprocess.run(["getfacl", "-p", str(path)], capture_output=True,
+                                                        text=True).stdout
+
+
+def test_learn_window_turns_what_the_web_user_wrote_into_the_profile(site):
+    """An unknown application gets learn; when the window ends, what the web user wrote is its max."""
+    h, admin, home = site
+    root = _docroot(home)
+    make_tree(root, {"index.php": "<?php", "counter.txt": "0", "cache/": None, "lib/code.php": "<?php"}, home.owner)
+    start = h.clock.seconds()
+    assert h.call(admin, "security_fortify", "example.com", "", "max") is True
+    info = _info(h, admin)
+    assert (info.app, info.mode, info.writable) == ("unknown", "learn", [DOC])
+    assert info.until.timestamp() == pytest.approx(start + 1800)
+    assert as_web('echo 1 > "$1/counter.txt" && echo c > "$1/cache/page.html"', root).returncode == 0
+    h.clock.advance(1799)
+    assert _info(h, admin).mode == "learn"
+    h.clock.advance(1)
+    eventually(lambda: _info(h, admin).mode == "max")
+    info = _info(h, admin)
+    assert info.until is None
+    assert info.writable == [f"{DOC}/cache", f"{DOC}/cache/page.html", f"{DOC}/counter.txt"]
+    assert web_can_write(os.path.join(root, "counter.txt"))
+    assert web_can_write(os.path.join(root, "cache"))
+    for closed in ("index.php", "lib/code.php", "lib", ""):
+        assert not web_can_write(os.path.join(root, closed)), closed
+    # max again keeps the learned profile
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    assert _info(h, admin).writable == info.writable
+
+
+def test_write_window_ends_in_max(site):
+    """write opens everything for [security] write_window seconds, then max applies again."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "write")
+    assert web_can_write(os.path.join(root, "wp-config.php"))
+    h.clock.advance(600)
+    eventually(lambda: _info(h, admin).mode == "max")
+    assert not web_can_write(os.path.join(root, "wp-config.php"))
+    assert web_can_write(os.path.join(root, "wp-content/uploads"))
+
+
+def test_a_new_mode_cancels_the_window(site):
+    """release during a write window is not undone when the old window would have ended."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "write")
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    h.clock.advance(700)
+    assert _info(h, admin).mode == "release"
+    assert web_can_write(os.path.join(root, "wp-config.php"))
+
+
+def _restarted(h, seconds_later):
+    """A second Fortifier on the same database, as after a restart, its clock ``seconds_later`` on."""
+    from twisted.internet import task
+
+    clock = task.Clock()
+    clock.advance(h.clock.seconds() + seconds_later)
+    app = h.app
+    return Fortifier(app.storage, clock, app.run_blocking, app.site_homes, app.site_homes.web_user, app.config), clock
+
+
+def test_restart_closes_overdue_windows_at_once(site):
+    """A window that ended while the server was down is closed when it starts again."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "write")
+    h.app.fortifier.stop()  # the server goes down
+    fortifier, _clock = _restarted(h, 3600)
+    wait(fortifier.start())
+    eventually(lambda: _info(h, admin).mode == "max")
+    assert not web_can_write(os.path.join(root, "wp-config.php"))
+
+
+def test_restart_keeps_pending_windows(site):
+    """A window still open at start gets a timer for the time that is left, not a new full window."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "learn")
+    until = _info(h, admin).until
+    h.app.fortifier.stop()
+    fortifier, clock = _restarted(h, 1000)
+    wait(fortifier.start())
+    assert _info(h, admin).until == until and web_can_write(os.path.join(root, "wp-config.php"))
+    clock.advance(799)
+    assert _info(h, admin).mode == "learn"
+    clock.advance(1)
+    eventually(lambda: _info(h, admin).mode == "max")
+    fortifier.stop()
+
+
+def test_bad_calls_are_client_faults(site):
+    """Unknown modes list the modes; escapes, files, missing folders and other sites are refused."""
+    h, admin, home = site
+    root = _wordpress(home)
+    with pytest.raises(InvalidArgument, match="max, min, learn, write, release, reset"):
+        h.call(admin, "security_fortify", "example.com", "", "lockdown")
+    for path in ("../..", "/etc", "wp-content/../../..", "%2e%2e", "wp-config.php", "/var/www"):
+        with pytest.raises(InvalidArgument):
+            h.call(admin, "security_fortify", "example.com", path, "max")
+    os.symlink("/etc", os.path.join(root, "etc"))
+    with pytest.raises(InvalidArgument):
+        h.call(admin, "security_fortify", "example.com", "etc", "release")
+    with pytest.raises(NotFound):
+        h.call(admin, "security_fortify", "example.com", "no/such/folder", "max")
+    with pytest.raises(NotFound):
+        h.call(admin, "security_fortify", "other.example", "", "max")
+    with pytest.raises(NotFound):
+        h.call(admin, "security_fortification_info", "other.example")
+    with pytest.raises(Denied):
+        h.call(h.admin, "security_fortify", "example.com", "", "max")  # appliance: hijack first
+
+
+def test_a_subfolder_is_fortified_on_its_own(site):
+    """path names a folder of the document root, relative or as the site sees it, with its own profile."""
+    h, admin, home = site
+    blog = os.path.join(_docroot(home), "blog")
+    os.mkdir(blog)
+    make_tree(blog, WORDPRESS, home.owner)
+    h.call(admin, "security_fortify", "example.com", f"{DOC}/blog", "max")
+    info = _info(h, admin, "blog")
+    assert (info.app, info.mode) == ("wordpress", "max")
+    assert info.writable == [f"{DOC}/blog/wp-content/cache", f"{DOC}/blog/wp-content/uploads"]
+    assert _info(h, admin).mode == "none"
+    assert web_can_write(os.path.join(blog, "wp-content/uploads"))
+    assert not web_can_write(os.path.join(blog, "wp-config.php"))
+
+
+def test_what_the_web_user_opened_to_the_world_is_closed_when_given_back(site):
+    """A folder the web user made 0777 and a file it made 0666 are the owner's, without group/other write."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    script = 'mkdir "$1/open" && chmod 777 "$1/open" && echo x > "$1/open/f" && chmod 666 "$1/open/f"'
+    assert as_web(script, root).returncode == 0
+    h.call(admin, "security_fortify", "example.com", "", "reset")
+    for rel, mode in (("open", 0o755), ("open/f", 0o644)):
+        st = os.stat(os.path.join(root, rel))
+        assert (st.st_uid, st.st_mode & 0o777) == (home.owner.uid, mode), rel
+        assert not web_can_write(os.path.join(root, rel)), rel
+
+
+def test_a_window_of_a_deleted_site_ends_quietly(site):
+    """When the site is deleted during a window, its timer finds nothing to close and sets no retry."""
+    h, admin, home = site
+    _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "write")
+    h.call(h.admin, "admin_delete_site", "example.com")
+    h.clock.advance(600)
+    eventually(lambda: not h.app.fortifier._timers and not h.app.fortifier._locks["example.com"].locked)
+    h.clock.advance(120)  # a retry would have been scheduled within RETRY_SECONDS
+    assert h.app.fortifier._timers == {}
+
+
+def test_closing_a_window_runs_on_the_blocking_pool(site):
+    """The timer hands the ACL work to the run-blocking callable: it never runs on the reactor thread."""
+    import threading
+
+    h, admin, home = site
+    root = _wordpress(home)
+    threads = []
+    app = h.app
+
+    def run_blocking(fn, *args, **kwargs):
+        def recorded(*a, **k):
+            threads.append((fn.__name__, threading.current_thread() is threading.main_thread()))
+            return fn(*a, **k)
+        return app.run_blocking(recorded, *args, **kwargs)
+
+    fortifier = Fortifier(app.storage, h.clock, run_blocking, app.site_homes, app.site_homes.web_user, app.config)
+    wait(fortifier.fortify(home, "", "write"))
+    h.clock.advance(600)
+    eventually(lambda: ("_close_blocking", False) in threads)
+    assert all(not on_main for _name, on_main in threads)
+    eventually(lambda: not web_can_write(os.path.join(root, "wp-config.php")))
+    fortifier.stop()
