@@ -11,6 +11,7 @@ from twisted.logger import (
 )
 
 from apiserver.app import Application, freeze_heap
+from apiserver.plugins import log_loaded_plugins
 
 log = Logger(namespace="apiserver.server")
 
@@ -63,7 +64,8 @@ def start(app: Application, reactor) -> list:
     socket_path = config.state_path(config.get("core", "cli_socket"))
     ports.append(listen_cli_socket(app, reactor, socket_path))
     log.info("cpcmd socket at {path}", path=socket_path)
-    app.hook.apiserver_startup(app=app)
+    log_loaded_plugins(app.plugin_manager)
+    app.hook.apiserver_startup(app=app, api=app.api)
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown, app)
     # Start-up objects live for the whole process; keep the collector off them.
     reactor.callWhenRunning(freeze_heap)
@@ -71,7 +73,7 @@ def start(app: Application, reactor) -> list:
 
 
 def _shutdown(app: Application):
-    results = [r for r in app.hook.apiserver_shutdown(app=app) if isinstance(r, defer.Deferred)]
+    results = [r for r in app.hook.apiserver_shutdown(app=app, api=app.api) if isinstance(r, defer.Deferred)]
     log.info("apiserver stopping")
     return defer.gatherResults(results) if results else None
 

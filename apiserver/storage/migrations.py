@@ -35,7 +35,12 @@ def _v2_session_data(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {schema.sessions.name} ADD COLUMN data TEXT"))
 
 
+def _v5_plugin_state(conn: sa.Connection) -> None:
+    schema.plugin_state.create(conn, checkfirst=True)
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
+    Migration(5, "plugin_state: the per-plugin key/value store of the plugin API", _v5_plugin_state),
 )

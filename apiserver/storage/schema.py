@@ -102,6 +102,18 @@ sessions = sa.Table(
     sa.Column("last_seen", sa.Double, nullable=False, index=True),
 )
 
+plugin_state = sa.Table(
+    "plugin_state", metadata,
+    # One row per (plugin, key): the per-plugin key/value store of apiserver.plugin_api.PluginState.
+    sa.Column("plugin", sa.String(100), primary_key=True),
+    # Keys compare exactly on every backend (MariaDB's default collation ignores case).
+    sa.Column("key", sa.String(200).with_variant(mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"),
+                                                 "mysql", "mariadb"), primary_key=True),
+    # The value as JSON text (MEDIUMTEXT on MariaDB, whose TEXT stops at 64 KB).
+    sa.Column("value", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb"), nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
 
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
@@ -114,3 +126,4 @@ class Tables:
     login_history = login_history
     scope_changes = scope_changes
     sessions = sessions
+    plugin_state = plugin_state
