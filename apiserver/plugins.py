@@ -15,6 +15,7 @@ import difflib
 import importlib
 import importlib.metadata
 import os
+import re
 from typing import Iterable, Optional
 
 import pluggy
@@ -83,7 +84,7 @@ class PluginManager(pluggy.PluginManager):
         try:
             result = super().register(plugin, name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {name or exc.plugin!r}: {_first_line(exc)}") from None
+            raise PluginError(f"plugin {name or exc.plugin}: {_validation_reason(exc)}") from None
         if result is None:  # blocked
             return None
         problem = self._problem(plugin)
@@ -196,6 +197,14 @@ def log_loaded_plugins(pm) -> None:
 
 def _spec_names() -> list:
     return [name for name in vars(hookspecs) if name.startswith("apiserver_")]
+
+
+def _validation_reason(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's several-line message as one line: the hook and the last line's reason."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    hook = re.search(r"for hook '(\w+)'", lines[0]) if lines else None
+    reason = lines[-1] if lines else type(exc).__name__
+    return f"{hook.group(1)}: {reason}" if hook else reason
 
 
 def _first_line(exc: BaseException) -> str:

@@ -103,3 +103,8 @@ def test_plugin_scope_is_set_at_run_time(running_server, admin):
             admin.example_echo(text="x", times=3)
     finally:
         proxy.scope.set("example.max-times", 100)
+
+
+def test_server_log_names_the_plugin_and_its_version(running_server):
+    """Start-up logs each installed plugin with its distribution and version."""
+    assert "plugin example loaded: apiserver-example 0.1.0 (apiserver_example)" in running_server.log()
