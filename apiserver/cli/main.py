@@ -99,7 +99,10 @@ def cmd_wsdl(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    pm, _config = _load(args.config)
+    from apiserver.plugins import make_plugin_manager, read_disabled_plugins
+
+    # Informational: works without a config file; [core] disabled_plugins is honoured when there is one.
+    pm = make_plugin_manager(disabled=read_disabled_plugins(config_path(args.config)))
     for info in pm.plugins:
         print(info.describe())
     return 0
