@@ -77,6 +77,10 @@ class Application:
         kwargs["app"] = self
         kwargs["api"] = self.api
         for impl in reversed(getattr(self.hook, event).get_hookimpls()):  # pluggy's own order
+            if impl.wrapper or impl.hookwrapper:  # only a manager that bypassed apiserver.plugins lets one in
+                log.error("plugin {plugin}: {event} cannot be implemented as a wrapper; not called",
+                          plugin=impl.plugin_name, event=event)
+                continue
             try:
                 impl.function(*(kwargs[name] for name in impl.argnames))
             except Exception:

@@ -33,6 +33,6 @@ class CommonModule(Module):
 
 
 @hookimpl
-def apiserver_add_modules(app):
+def apiserver_add_modules(api):
     """Contribute the ``common`` module."""
     return [CommonModule]
