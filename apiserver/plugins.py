@@ -84,7 +84,7 @@ class PluginManager(pluggy.PluginManager):
         try:
             result = super().register(plugin, name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {name or exc.plugin}: {_validation_reason(exc)}") from None
+            raise PluginError(f"plugin {name or self.get_canonical_name(plugin)}: {_validation_reason(exc)}") from None
         if result is None:  # blocked
             return None
         problem = self._problem(plugin)
