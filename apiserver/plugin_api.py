@@ -105,6 +105,16 @@ class PluginApi:
         """Blocking.  The email address on record for ``identity``, or None."""
         return self._app.accounts.get_email(identity)
 
+    def recover_ui_password(self, session_id: str, tag_cookie: str) -> Optional[str]:
+        """Blocking.  The password of the UI login that opened session ``session_id``, given the
+        browser's ``esprit_tag`` cookie (single sign-on); None when it cannot be recovered.
+
+        Only with ``[auth] retain_ui_password=true``; never log or store what it returns.
+        """
+        from apiserver.accounts.ui_password import recover_ui_password
+
+        return recover_ui_password(self._app, session_id, tag_cookie)
+
     def invalidate_ip_restrictions(self, identity: Identity) -> None:
         """Forget this node's cached IP restrictions of ``identity``.
 

@@ -21,7 +21,7 @@ from tests.storage.support import database_url
 #: document it in docs/plugins.md and say so in the release notes.
 API_MEMBERS = [
     "clock", "config", "fire", "get_email", "get_identity", "get_scope", "invalidate_ip_restrictions",
-    "logger", "run_blocking", "state",
+    "logger", "recover_ui_password", "run_blocking", "state",
 ]
 STATE_MEMBERS = ["delete", "get", "keys", "plugin", "set"]
 
@@ -43,7 +43,7 @@ def test_state_store_members_are_exactly_these(tmp_path):
 
 def test_blocking_members_say_so():
     """Members that touch the database start their docstring with 'Blocking.'."""
-    for member in (PluginApi.get_identity, PluginApi.get_email, PluginState.get, PluginState.set,
+    for member in (PluginApi.get_identity, PluginApi.get_email, PluginApi.recover_ui_password, PluginState.get, PluginState.set,
                    PluginState.delete, PluginState.keys, StoredScope.current):
         assert member.__doc__.startswith("Blocking."), member.__qualname__
 
@@ -136,6 +136,17 @@ def test_accounts_lookups(hello):
     assert app.blocking(app.api.get_email, found) == "owner@example.com"
     with pytest.raises(NotFound, match="no site"):
         app.blocking(app.api.get_identity, "missing.example")
+
+
+def test_recover_ui_password_needs_the_browsers_tag(hello):
+    """A UI session's password comes back with its esprit_tag only (single sign-on for plugins)."""
+    app, _plugin = hello
+    owner = app.add_site("example.com", "owner", password="site-password")
+    sid, tag = wait(app.app.accounts.start_ui_session(owner, "site-password"))
+    assert app.blocking(app.api.recover_ui_password, sid, tag) == "site-password"
+    _other_sid, other_tag = wait(app.app.accounts.start_ui_session(owner, "site-password"))
+    assert app.blocking(app.api.recover_ui_password, sid, other_tag) is None
+    assert app.blocking(app.api.recover_ui_password, "0" * 64, tag) is None
 
 
 def test_invalidate_ip_restrictions_makes_the_next_login_read_them(hello):
