@@ -16,6 +16,7 @@ from twisted.python.threadpool import ThreadPool
 from apiserver.config import Config, load_config
 from apiserver.context import AuthRequest, CallContext
 from apiserver.dispatch import Registry, bind_arguments
+from apiserver.plugin_api import PluginApi
 from apiserver.plugins import make_plugin_manager
 
 log = Logger(namespace="apiserver.app")
@@ -41,6 +42,8 @@ class Application:
         self.geolocator = None   # apiserver.geolocation.Geolocator
         self.site_homes = None   # apiserver.sites.SiteHomes
         self.fortifier = None    # apiserver.sites.fortify.Fortifier
+        #: what plugins may use (hooks get it as ``api``, module functions as ``ctx.api``)
+        self.api = PluginApi(self)
 
     # --- threads ----------------------------------------------------------------------------
     def start_pools(self) -> None:
@@ -66,13 +69,20 @@ class Application:
 
     # --- events -----------------------------------------------------------------------------
     def fire(self, event: str, **kwargs: Any) -> None:
-        """Call every plugin's implementation of the event hook ``event`` with ``app`` and ``kwargs``.
+        """Call every plugin's implementation of the event hook ``event`` with ``api``, ``app`` and ``kwargs``.
 
         Unlike a plain hook call, a plugin that raises is logged and the plugins after it still
         run; the action that caused the event stands.  Must be called on the reactor thread.
+        Wrapper implementations are refused at registration (``apiserver.plugins``), so every
+        implementation of an event is a plain function called here.
         """
         kwargs["app"] = self
+        kwargs["api"] = self.api
         for impl in reversed(getattr(self.hook, event).get_hookimpls()):  # pluggy's own order
+            if impl.wrapper or impl.hookwrapper:  # only a manager that bypassed apiserver.plugins lets one in
+                log.error("plugin {plugin}: {event} cannot be implemented as a wrapper; not called",
+                          plugin=impl.plugin_name, event=event)
+                continue
             try:
                 impl.function(*(kwargs[name] for name in impl.argnames))
             except Exception:
@@ -102,7 +112,12 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     """
     if reactor is None:
         from twisted.internet import reactor  # noqa: the real reactor, only when none is given
-    pm = plugin_manager or make_plugin_manager(load_entrypoints=load_entrypoints)
+    if plugin_manager is None:
+        from apiserver.plugins import read_disabled_plugins
+
+        disabled = config.get("core", "disabled_plugins") if config is not None else read_disabled_plugins(config_file)
+        plugin_manager = make_plugin_manager(load_entrypoints=load_entrypoints, disabled=disabled)
+    pm = plugin_manager
     if config is None:
         extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
         config = load_config(config_file, extra)
@@ -127,9 +142,9 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     app.accounts = Accounts(app)
     app.gatekeeper = GateKeeper(app)
     app.geolocator = Geolocator(app)
-    module_classes = [cls for group in app.hook.apiserver_add_modules(app=app) for cls in group]
+    module_classes = [cls for group in app.hook.apiserver_add_modules(app=app, api=app.api) for cls in group]
     app.registry = Registry(cls(app) for cls in module_classes)
-    app.scopes = ScopeRegistry(app, [s for group in app.hook.apiserver_add_scopes(app=app) for s in group])
+    app.scopes = ScopeRegistry(app, [s for group in app.hook.apiserver_add_scopes(app=app, api=app.api) for s in group])
     return app
 
 

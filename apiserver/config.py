@@ -114,9 +114,13 @@ def parse_system_user_or_auto(raw: str) -> str:
 
 
 parse_system_user_or_auto.type_name = "user"
+def parse_names(raw: str) -> tuple:
+    """``example, other`` -> ``("example", "other")``: names separated by commas or spaces."""
+    return tuple(raw.replace(",", " ").split())
 
 
 parse_bool.type_name = "bool"
+parse_names.type_name = "names"
 parse_str.type_name = "string"
 parse_host.type_name = "host"
 parse_networks.type_name = "networks"
@@ -192,6 +196,7 @@ BUILTIN_SECTIONS = (
         K("log_format", choice("text", "json"), "text", "Log as text lines or one JSON object per line."),
         K("debug", parse_bool, "false", "Debug logging (scope cp.debug).", runtime=True),
         K("cli_socket", parse_str, "apiserver.sock", "UNIX socket for cpcmd as root; relative to state_dir."),
+        K("disabled_plugins", parse_names, "", "Installed plugins not to load: entry point or distribution names (comma separated); apiserver plugins lists them."),
     )),
     Section("session", "Sessions (esprit_id cookie).", (
         K("ttl", int_range(1, 86400 * 30), "900", "Seconds of inactivity after which a session ends.", runtime=True),

@@ -55,13 +55,21 @@ class Identity:
 
 @dataclasses.dataclass
 class CallContext:
-    """One call: the caller's identity, the gate and address it came through, the app."""
+    """One call: the caller's identity, the gate and address it came through, and ``api``.
+
+    ``app`` is apiserver's own (built-in modules); plugins use ``ctx.api``.
+    """
 
     app: "Application"
     identity: Identity
     gate: Gate
     client_address: str
     session_id: Optional[str] = None
+
+    @property
+    def api(self):
+        """The :class:`apiserver.plugin_api.PluginApi`: what a module function may use of the server."""
+        return self.app.api
 
 
 @dataclasses.dataclass

@@ -7,8 +7,14 @@ and what the return value means; ``tests/test_hookspecs.py`` fails for an undocu
 
 Hooks whose name ends in a past participle (``..._changed``, ``..._created``) are events: they
 run on the reactor thread after the fact, return nothing, and must not block (hand slow work
-to ``app.run_blocking``).  They are fired with ``app.fire``, so one plugin that raises is
+to ``api.run_blocking``).  They are fired with ``app.fire``, so one plugin that raises is
 logged and cannot stop the others or undo the action.  ``firstresult`` hooks are decisions: the first non-None answer wins.
+
+Hooks get ``api``, the :class:`apiserver.plugin_api.PluginApi` (what a plugin may use), and
+``app``, the application (private to apiserver; built-in plugins only); an implementation
+names only the arguments it needs.  Only ``apiserver_call`` takes ``@hookimpl(wrapper=True)``
+implementations: a wrapper of any other hook is refused when the plugin is registered.
+docs/plugins.md is the guide.
 """
 
 from __future__ import annotations
@@ -27,59 +33,63 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def apiserver_config_sections():
     """Called once before the config file is read, to collect config sections.
 
-    Returns a list of :class:`apiserver.config.Section` that the plugin adds (its own keys,
-    each with a type, a default and help text).  Keys are validated at start-up like the
-    built-in ones and appear in ``scope:get cp.config``.
+    Returns a list of :class:`apiserver.config.Section` that the plugin adds (its own keys, each
+    with a type, a default and help text).  Keys are validated at start-up like the built-in ones
+    and appear in ``scope:get cp.config``.
     """
 
 
 @hookspec
-def apiserver_add_modules(app):
+def apiserver_add_modules(api, app):
     """Called once at start-up, after storage is ready, to collect API modules.
 
-    ``app`` is the :class:`apiserver.app.Application`.  Returns a list of
-    :class:`apiserver.module.Module` subclasses; each becomes SOAP operations, XML-RPC
-    methods and cpcmd commands.  Two modules with the same ``name`` stop start-up.
+    ``api`` is the :class:`apiserver.plugin_api.PluginApi` (``app``, the application, is private
+    to apiserver's built-in plugins).  Returns a list of :class:`apiserver.module.Module`
+    subclasses; each becomes SOAP operations, XML-RPC methods and cpcmd commands.  Two modules
+    with the same ``name`` stop start-up.
     """
 
 
 @hookspec
-def apiserver_add_scopes(app):
+def apiserver_add_scopes(api, app):
     """Called once at start-up to collect scopes for ``scope:get``/``scope:set``.
 
-    ``app`` is the application.  Returns a list of :class:`apiserver.scopes.Scope` instances.  Two scopes with the same
-    name stop start-up.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins).  Returns a
+    list of :class:`apiserver.scopes.Scope` instances.  Two scopes with the same name stop
+    start-up.
     """
 
 
 @hookspec
-def apiserver_startup(app):
+def apiserver_startup(api, app):
     """Called once when the server has loaded everything and is about to listen.
 
-    ``app`` is the application.  Returns nothing; a plugin may start timers with
-    ``app.clock`` here.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins).  Returns
+    nothing; a plugin may start timers with ``api.clock`` here.
     """
 
 
 @hookspec
-def apiserver_shutdown(app):
+def apiserver_shutdown(api, app):
     """Called once when the server stops (SIGTERM/SIGINT), before storage is closed.
 
-    ``app`` is the application.  Returns nothing; may return a Deferred that the shutdown waits for.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins).  Returns
+    nothing; may return a Deferred that the shutdown waits for.
     """
 
 
 # --- around every call ----------------------------------------------------------------------
 
 @hookspec(firstresult=True)
-def apiserver_authenticate(app, username, site, password, gate, address):
+def apiserver_authenticate(api, app, username, site, password, gate, address):
     """Called on the thread pool for each password login, before the built-in account check.
 
-    ``app`` is the application; ``username`` and ``site`` (None for the appliance administrator) name the account,
-    ``password`` is the clear text, ``gate`` the :class:`apiserver.context.Gate`, ``address``
-    the client address.  Return an :class:`apiserver.context.Identity` to accept the login,
-    ``False`` to refuse it outright, or None to let the next source (finally the built-in
-    database) decide.  IP restrictions and Anvil still apply to an accepted login.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins); ``username``
+    and ``site`` (None for the appliance administrator) name the account, ``password`` is the
+    clear text, ``gate`` the :class:`apiserver.context.Gate`, ``address`` the client address.
+    Return an :class:`apiserver.context.Identity` to accept the login, ``False`` to refuse it
+    outright, or None to let the next source (finally the built-in database) decide.  IP
+    restrictions and Anvil still apply to an accepted login.
     """
 
 
@@ -89,97 +99,107 @@ def apiserver_call(ctx, function, args):
 
     Implement it with ``@hookimpl(wrapper=True)``; the built-in implementation makes the call.
 
-    ``ctx`` is the :class:`apiserver.context.CallContext`, ``function`` the
-    :class:`apiserver.module.FunctionSpec`, ``args`` the validated keyword arguments (a dict
-    the wrapper may change before yielding).  ``result = yield`` gives a Deferred that fires
-    with the function's return value or fails with its error; the wrapper returns it (or a
-    Deferred derived from it).  Raising :class:`apiserver.errors.ApiError` before the yield
-    refuses the call.
+    ``ctx`` is the :class:`apiserver.context.CallContext` (``ctx.api`` the plugin API),
+    ``function`` the :class:`apiserver.module.FunctionSpec`, ``args`` the validated keyword
+    arguments (a dict the wrapper may change before yielding).  ``result = yield`` gives a
+    Deferred that fires with the function's return value or fails with its error; the wrapper
+    returns it (or a Deferred derived from it).  Raising :class:`apiserver.errors.ApiError` before
+    the yield refuses the call.
     """
 
 
 # --- decisions ------------------------------------------------------------------------------
 
 @hookspec(firstresult=True)
-def apiserver_validate_password(app, identity, password):
+def apiserver_validate_password(api, app, identity, password):
     """Called on the thread pool before a new password is stored (change, add, reset).
 
-    ``app`` is the application, ``identity`` the account whose password is set, ``password`` the clear text.  Return a
-    reason (str) to refuse it; the caller gets ``Client.InvalidArgument`` with that reason.
-    Return None to accept.  ``[auth] min_pw_length`` is checked before this hook.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``identity``
+    the account whose password is set, ``password`` the clear text.  Return a reason (str) to
+    refuse it; the caller gets ``Client.InvalidArgument`` with that reason. Return None to accept.
+    ``[auth] min_pw_length`` is checked before this hook.
     """
 
 
 # --- events ---------------------------------------------------------------------------------
 
 @hookspec
-def apiserver_password_changed(app, target, actor, reset, address):
+def apiserver_password_changed(api, app, target, actor, reset, address):
     """Called after a password was stored.
 
-    ``app`` is the application, ``target`` the :class:`apiserver.context.Identity` whose password changed, ``actor``
-    who changed it (the same identity for a change of one's own password), ``reset`` True
-    when the server generated the password (``auth_reset_password``), ``address`` the client
-    address of the request that changed it (None when unknown).  Used by the built-in
-    notifications plugin to mail the notices of the seed's table.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``target``
+    the :class:`apiserver.context.Identity` whose password changed, ``actor`` who changed it (the
+    same identity for a change of one's own password), ``reset`` True when the server generated
+    the password (``auth_reset_password``), ``address`` the client address of the request that
+    changed it (None when unknown).  Used by the built-in notifications plugin to mail the notices
+    of the seed's table.
     """
 
 
 @hookspec
-def apiserver_api_key_created(app, owner, actor, comment):
+def apiserver_api_key_created(api, app, owner, actor, comment):
     """Called after an API key was created.
 
-    ``app`` is the application, ``owner`` the identity the key acts as, ``actor`` who created it, ``comment`` its
-    comment.  The key itself is never passed to hooks.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``owner``
+    the identity the key acts as, ``actor`` who created it, ``comment`` its comment.  The key
+    itself is never passed to hooks.
     """
 
 
 @hookspec
-def apiserver_api_key_deleted(app, owner, actor):
+def apiserver_api_key_deleted(api, app, owner, actor):
     """Called after an API key was deleted.
 
-    ``app`` is the application, ``owner`` the identity the key acted as, ``actor`` who deleted it.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``owner``
+    the identity the key acted as, ``actor`` who deleted it.
     """
 
 
 @hookspec
-def apiserver_login_failed(app, address, gate, reason):
+def apiserver_login_failed(api, app, address, gate, reason):
     """Called after an authentication failed (bad key, password or session, refused address).
 
-    ``app`` is the application, ``address`` the client address, ``gate`` the gate, ``reason`` a short word
-    (``key``, ``password``, ``session``, ``ip``).  Anvil has already counted it.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``address``
+    the client address, ``gate`` the gate, ``reason`` a short word (``key``, ``password``,
+    ``session``, ``ip``).  Anvil has already counted it.
     """
 
 
 @hookspec
-def apiserver_login_blocked(app, address, until):
+def apiserver_login_blocked(api, app, address, until):
     """Called once when Anvil starts refusing an address.
 
-    ``app`` is the application, ``address`` the refused client address (or its IPv6 network),
-    ``until`` the clock time (``app.clock.seconds()``) when the block ends.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``address``
+    the refused client address (or its IPv6 network), ``until`` the clock time
+    (``api.clock.seconds()``) when the block ends.
     """
 
 
 @hookspec
-def apiserver_scope_changed(app, name, old, new, actor):
+def apiserver_scope_changed(api, app, name, old, new, actor):
     """Called after a scope's value changed.
 
-    ``app`` is the application, ``name`` the scope name followed by the arguments that select
-    the changed value (``cp.config frontend https_only``, ``cp.bootstrapper has_low_memory``), ``old`` and ``new`` its values (secrets already masked), ``actor``
-    the identity that set it.  Plugins regenerate a service's configuration here.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``name`` the
+    scope name followed by the arguments that select the changed value (``cp.config frontend
+    https_only``, ``cp.bootstrapper has_low_memory``), ``old`` and ``new`` its values (secrets
+    already masked), ``actor`` the identity that set it.  Plugins regenerate a service's
+    configuration here.
     """
 
 
 @hookspec
-def apiserver_site_added(app, site, actor):
+def apiserver_site_added(api, app, site, actor):
     """Called after a site was created.
 
-    ``app`` is the application, ``site`` the new domain, ``actor`` the administrator who added it.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``site`` the
+    new domain, ``actor`` the administrator who added it.
     """
 
 
 @hookspec
-def apiserver_site_deleted(app, site, actor):
+def apiserver_site_deleted(api, app, site, actor):
     """Called after a site and all its users and keys were deleted.
 
-    ``app`` is the application, ``site`` the deleted domain, ``actor`` who deleted it.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``site`` the
+    deleted domain, ``actor`` who deleted it.
     """

@@ -17,7 +17,7 @@ Built-in modules and third-party plugins use exactly this::
 The framework derives from that one declaration the SOAP operation ``hello_greet`` (both WSDL
 styles), the XML-RPC methods ``hello_greet``/``hello.greet``, the cpcmd command
 ``hello:greet`` and the privilege check.  ``ctx`` is the :class:`apiserver.context.CallContext`
-of the call (who calls, through which gate, and ``ctx.app`` for services).
+of the call (who calls, through which gate, and ``ctx.api``, the plugin API, for services).
 
 A function runs on the thread pool unless declared ``blocking=False`` (for cheap functions
 that touch no database) or written as ``async def`` (it then runs on the reactor and may
@@ -115,14 +115,16 @@ def export(roles: Role = Role.ALL, *, blocking: bool = True, name: Optional[str]
 class Module:
     """Base class of every module.  Subclasses set ``name`` and mark methods with ``@export``.
 
-    One instance is made per application with the :class:`apiserver.app.Application` as
-    ``app``; it must keep no per-call state on ``self``.
+    One instance is made per application; ``self.api`` is the
+    :class:`apiserver.plugin_api.PluginApi` (``self.app``, the application, is for built-in
+    modules only).  It must keep no per-call state on ``self``.
     """
 
     name: str = ""
 
     def __init__(self, app):
         self.app = app
+        self.api = getattr(app, "api", None)
 
     @classmethod
     def functions(cls) -> list[FunctionSpec]:

@@ -1,13 +1,28 @@
-"""The plugin manager factory: built-in plugins and installed ones, through the same hooks."""
+"""The plugin manager factory: built-in plugins and installed ones, through the same hooks.
+
+Installed plugins are found through entry points in the group ``apiserver.plugins``.  A
+plugin that cannot be imported, names a hook that does not exist or implements an event as a
+wrapper stops start-up with one :class:`PluginError` line naming the plugin and the reason;
+``[core] disabled_plugins`` (entry point or distribution names) skips plugins before they are
+imported.
+"""
 
 from __future__ import annotations
 
+import configparser
+import dataclasses
+import difflib
 import importlib
-from typing import Iterable
+import importlib.metadata
+import os
+import re
+from typing import Iterable, Optional
 
 import pluggy
+from twisted.logger import Logger
 
 from apiserver import hookspecs
+from apiserver.config import parse_names
 
 ENTRY_POINT_GROUP = "apiserver.plugins"
 
@@ -24,19 +39,175 @@ BUILTIN_PLUGINS = (
     "apiserver.notifications",
 )
 
+#: The hooks that take ``@hookimpl(wrapper=True)`` implementations.  Events are called one
+#: implementation at a time by ``Application.fire`` (so one failing plugin cannot stop the
+#: others), which has no place for a wrapper: refusing it is honest, running it half is not.
+WRAPPER_HOOKS = frozenset({"apiserver_call"})
 
-def make_plugin_manager(load_entrypoints: bool = True, extra: Iterable[object] = ()) -> pluggy.PluginManager:
+log = Logger(namespace="apiserver.plugins")
+
+
+class PluginError(Exception):
+    """A plugin cannot be used; the message is one line naming the plugin and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginInfo:
+    """One plugin as ``apiserver plugins`` lists it."""
+
+    name: str                    # entry point name (built-ins: the module name)
+    distribution: str            # the installed distribution that provides it
+    version: str
+    target: str                  # what the entry point names (``apiserver_example``)
+    builtin: bool = False
+    disabled: bool = False       # named in [core] disabled_plugins: not imported
+
+    def describe(self) -> str:
+        """``example: apiserver-example 0.1.0 (apiserver_example)``."""
+        where = "built-in" if self.builtin else self.target
+        state = ", disabled by [core] disabled_plugins" if self.disabled else ""
+        return f"{self.name}: {self.distribution} {self.version} ({where}{state})"
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager with apiserver's hookspecs, checking every plugin as it is registered.
+
+    ``plugins`` lists what was registered or skipped, in order, as :class:`PluginInfo`.
+    """
+
+    def __init__(self):
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+
+    def register(self, plugin, name: Optional[str] = None):
+        """Register ``plugin``; :class:`PluginError` for an unknown hook or a refused wrapper."""
+        try:
+            result = super().register(plugin, name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name or self.get_canonical_name(plugin)}: {_validation_reason(exc)}") from None
+        if result is None:  # blocked
+            return None
+        problem = self._problem(plugin)
+        if problem:
+            self.unregister(plugin)
+            raise PluginError(f"plugin {result}: {problem}")
+        return result
+
+    def _problem(self, plugin) -> Optional[str]:
+        for caller in self.get_hookcallers(plugin) or ():
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                if caller.spec is None and not impl.optionalhook:
+                    close = difflib.get_close_matches(caller.name, _spec_names(), n=1)
+                    hint = f"; did you mean {close[0]}?" if close else ""
+                    return f"{caller.name} is not an apiserver hook{hint}"
+                if (impl.wrapper or impl.hookwrapper) and caller.name not in WRAPPER_HOOKS:
+                    return (f"{caller.name} cannot be implemented as a wrapper (only "
+                            f"{', '.join(sorted(WRAPPER_HOOKS))} can); use a plain @hookimpl")
+        return None
+
+    def load_entrypoint_plugins(self, disabled: Iterable[str] = ()) -> None:
+        """Import and register every installed plugin not named in ``disabled``."""
+        disabled = set(disabled)
+        for dist in importlib.metadata.distributions():
+            dist_name = dist.metadata["Name"] or "?"
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or self.get_plugin(ep.name) is not None or self.is_blocked(ep.name):
+                    continue
+                if any(p.name == ep.name for p in self.plugins):  # listed twice (an editable install)
+                    continue
+                info = PluginInfo(ep.name, dist_name, dist.version or "?", ep.value,
+                                  disabled=bool({ep.name, dist_name} & disabled))
+                self.plugins.append(info)
+                if info.disabled:
+                    continue
+                label = f"plugin {ep.name} ({dist_name} {info.version})"
+                try:
+                    plugin = ep.load()
+                except Exception as exc:  # any import-time error of the plugin's code
+                    raise PluginError(f"{label}: cannot import {ep.value}: {type(exc).__name__}: {_first_line(exc)}") from None
+                try:
+                    self.register(plugin, name=ep.name)
+                except PluginError as exc:
+                    raise PluginError(f"{label}: {str(exc).split(': ', 1)[-1]}") from None
+                except ValueError as exc:  # registered twice under another name
+                    raise PluginError(f"{label}: {_first_line(exc)}") from None
+
+    def third_party(self) -> list[PluginInfo]:
+        """The installed plugins (loaded or disabled), without the built-ins."""
+        return [p for p in self.plugins if not p.builtin]
+
+
+def make_plugin_manager(load_entrypoints: bool = True, extra: Iterable[object] = (),
+                        disabled: Iterable[str] = ()) -> PluginManager:
     """Build a fresh plugin manager with the hookspecs, the built-ins and installed plugins.
 
-    ``extra`` objects (tests, embedding code) are registered after the built-ins.
+    ``extra`` objects (tests, embedding code) are registered after the built-ins; installed
+    plugins named in ``disabled`` are skipped.  Raises :class:`PluginError`.
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
+    from apiserver import __version__
+
+    pm = PluginManager()
     for name in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
+        pm.plugins.append(PluginInfo(name, "apiserver", __version__, name, builtin=True))
     if load_entrypoints:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        pm.load_entrypoint_plugins(disabled)
     for plugin in extra:
         pm.register(plugin)
-    pm.check_pending()  # a misspelled hook name in any plugin stops start-up
+    pm.check_pending()  # already checked per plugin; kept for plugins registered by other means
     return pm
+
+
+def read_disabled_plugins(path: Optional[str]) -> tuple:
+    """``[core] disabled_plugins`` read straight from the file, before plugins load.
+
+    The config is validated only after plugins contributed their sections, but which plugins
+    load must be known first.  An unreadable file gives () here; load_config reports it.
+    """
+    if not path or not os.path.exists(path):
+        return ()
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.optionxform = str
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (OSError, configparser.Error, UnicodeDecodeError):
+        return ()
+    return parse_names(parser.get("core", "disabled_plugins", fallback=""))
+
+
+def log_loaded_plugins(pm) -> None:
+    """Log each installed plugin with its version (and each disabled one), once at start-up."""
+    plugins = getattr(pm, "plugins", [])
+    for info in plugins:
+        if info.builtin:
+            continue
+        if info.disabled:
+            log.info("plugin {name} ({dist} {version}) disabled by [core] disabled_plugins",
+                     name=info.name, dist=info.distribution, version=info.version)
+        else:
+            log.info("plugin {name} loaded: {dist} {version} ({target})",
+                     name=info.name, dist=info.distribution, version=info.version, target=info.target)
+    builtin = [p for p in plugins if p.builtin]
+    if builtin:
+        log.info("{count} built-in plugins of apiserver {version}", count=len(builtin), version=builtin[0].version)
+
+
+def _spec_names() -> list:
+    return [name for name in vars(hookspecs) if name.startswith("apiserver_")]
+
+
+def _validation_reason(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's several-line message as one line: the hook and the last line's reason."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    hook = re.search(r"for hook '(\w+)'", lines[0]) if lines else None
+    reason = lines[-1] if lines else type(exc).__name__
+    return f"{hook.group(1)}: {reason}" if hook else reason
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -11,6 +11,7 @@ from twisted.logger import (
 )
 
 from apiserver.app import Application, freeze_heap
+from apiserver.plugins import log_loaded_plugins
 
 log = Logger(namespace="apiserver.server")
 
@@ -66,7 +67,8 @@ def start(app: Application, reactor) -> list:
     # Fortification windows: overdue ones close now, pending ones get a timer (a Service of its own).
     app.fortifier.startService()
     reactor.addSystemEventTrigger("before", "shutdown", app.fortifier.stopService)
-    app.hook.apiserver_startup(app=app)
+    log_loaded_plugins(app.plugin_manager)
+    app.hook.apiserver_startup(app=app, api=app.api)
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown, app)
     # Start-up objects live for the whole process; keep the collector off them.
     reactor.callWhenRunning(freeze_heap)
@@ -74,7 +76,7 @@ def start(app: Application, reactor) -> list:
 
 
 def _shutdown(app: Application):
-    results = [r for r in app.hook.apiserver_shutdown(app=app) if isinstance(r, defer.Deferred)]
+    results = [r for r in app.hook.apiserver_shutdown(app=app, api=app.api) if isinstance(r, defer.Deferred)]
     log.info("apiserver stopping")
     return defer.gatherResults(results) if results else None
 

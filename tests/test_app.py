@@ -30,3 +30,37 @@ def test_fire_isolates_failing_plugins(tmp_path):
     app = Application(load_config(None), task.Clock(), pm)
     app.fire("apiserver_site_added", site="example.com", actor="admin")
     assert first.seen == [(app, "example.com", "admin")] and last.seen == first.seen
+
+
+class SneakedWrapper:
+    def __init__(self):
+        self.ran = False
+
+    @hookimpl(wrapper=True)
+    def apiserver_site_added(self, api, site):
+        self.ran = True
+        yield
+
+
+def test_fire_never_half_runs_a_wrapper_that_bypassed_registration_checks():
+    """A wrapper registered on a raw pluggy manager is skipped (and logged) by fire, the others still run."""
+    import pluggy
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from apiserver import hookspecs
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    sneaked, recorder = SneakedWrapper(), Recorder()
+    pm.register(sneaked)
+    pm.register(recorder)
+    app = Application(load_config(None), task.Clock(), pm)
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        app.fire("apiserver_site_added", site="example.com", actor="admin")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert recorder.seen == [(app, "example.com", "admin")] and not sneaked.ran
+    refused = [formatEvent(e) for e in events if e.get("log_namespace") == "apiserver.app"]
+    assert any("apiserver_site_added cannot be implemented as a wrapper; not called" in line for line in refused)

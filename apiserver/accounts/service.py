@@ -104,7 +104,7 @@ class Accounts:
     async def _password_login(self, credentials: Credentials, gate: Gate, address: str) -> Identity:
         app = self.app
         username, site, password = credentials.username or "", credentials.site, credentials.password
-        decided = await app.run_blocking(app.hook.apiserver_authenticate, app=app, username=username, site=site,
+        decided = await app.run_blocking(app.hook.apiserver_authenticate, app=app, api=app.api, username=username, site=site,
                                          password=password, gate=gate, address=address)
         if decided is False:
             raise AuthenticationFailed("password")
@@ -404,7 +404,7 @@ class Accounts:
             raise InvalidArgument("password must be a string")
         problem = passwords.policy_violation(password, self.app.config.get("auth", "min_pw_length"))
         if problem is None:
-            problem = await self.app.run_blocking(self.app.hook.apiserver_validate_password, app=self.app,
+            problem = await self.app.run_blocking(self.app.hook.apiserver_validate_password, app=self.app, api=self.app.api,
                                                   identity=target, password=password)
         if problem:
             raise InvalidArgument(str(problem))

@@ -1,4 +1,4 @@
-"""The ``apiserver`` command: ``init``, ``serve`` and ``wsdl``."""
+"""The ``apiserver`` command: ``init``, ``serve``, ``wsdl``, ``plugins`` and ``plugin-template``."""
 
 from __future__ import annotations
 
@@ -30,15 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     wsdl.add_argument("--style", choices=("rpc", "document"), default="rpc",
                       help="rpc: what ApisCP's clients use (default); document: document/literal wrapped")
     wsdl.add_argument("--location", default="http://localhost:2082/soap", help="soap:address location to write")
+    sub.add_parser("plugins", help="list the installed plugins with their versions")
+    template = sub.add_parser("plugin-template", help="write a new plugin package (module, scope, event hook, tests)")
+    template.add_argument("name", metavar="NAME", help="the plugin's module name: lower-case letters and digits")
+    template.add_argument("dir", metavar="DIR", nargs="?", help="where to write it (default: ./apiserver-NAME)")
     return parser
 
 
 def _load(path: Optional[str]):
-    from apiserver.plugins import make_plugin_manager
+    from apiserver.plugins import make_plugin_manager, read_disabled_plugins
 
-    pm = make_plugin_manager()
+    path = config_path(path)
+    pm = make_plugin_manager(disabled=read_disabled_plugins(path))
     extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
-    return pm, load_config(config_path(path), extra)
+    return pm, load_config(path, extra)
 
 
 def cmd_init(args) -> int:
@@ -93,19 +98,43 @@ def cmd_wsdl(args) -> int:
     return 0
 
 
+def cmd_plugins(args) -> int:
+    from apiserver.plugins import make_plugin_manager, read_disabled_plugins
+
+    # Informational: works without a config file; [core] disabled_plugins is honoured when there is one.
+    pm = make_plugin_manager(disabled=read_disabled_plugins(config_path(args.config)))
+    for info in pm.plugins:
+        print(info.describe())
+    return 0
+
+
+def cmd_plugin_template(args) -> int:
+    from apiserver.plugin_template import TemplateError, write_template
+
+    try:
+        written = write_template(args.name, args.dir)
+    except TemplateError as exc:
+        print(f"apiserver: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {written}; next: pip install -e {written} && python -m pytest {written}/tests")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from sqlalchemy.exc import SQLAlchemyError
 
     from apiserver.accounts import StateError
+    from apiserver.plugins import PluginError
     from apiserver.storage import SchemaError
 
     try:
-        return {"init": cmd_init, "serve": cmd_serve, "wsdl": cmd_wsdl}[args.command](args)
+        return {"init": cmd_init, "serve": cmd_serve, "wsdl": cmd_wsdl, "plugins": cmd_plugins,
+                "plugin-template": cmd_plugin_template}[args.command](args)
     except ConfigError as exc:
         print(f"apiserver: config error: {exc}", file=sys.stderr)
         return 2
-    except (StateError, SchemaError) as exc:
+    except (StateError, SchemaError, PluginError) as exc:
         print(f"apiserver: {exc}", file=sys.stderr)
         return 1
     except SQLAlchemyError as exc:  # an unreachable or refusing database: no traceback, no password

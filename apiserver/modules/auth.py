@@ -105,7 +105,7 @@ async def _edit_restrictions(ctx, change, ip: str, gate: Optional[str]) -> bool:
     restrictions = ctx.app.gatekeeper.ip_restrictions
     network, gate_name = restrictions.validate_entry(ip, gate)
     await ctx.app.run_blocking(change, ctx.identity, network, gate_name)
-    restrictions.invalidate(ctx.identity.user_id)
+    ctx.api.invalidate_ip_restrictions(ctx.identity)
     return True
 
 

@@ -17,7 +17,7 @@ class CommonModule(Module):
     @export(roles=Role.ALL)
     def get_email(self, ctx) -> Optional[str]:
         """The email address on record for the caller, or null."""
-        return ctx.app.accounts.get_email(ctx.identity)
+        return ctx.api.get_email(ctx.identity)
 
     @export(roles=Role.ALL)
     def set_email(self, ctx, email: str) -> bool:
@@ -33,6 +33,6 @@ class CommonModule(Module):
 
 
 @hookimpl
-def apiserver_add_modules(app):
+def apiserver_add_modules(api):
     """Contribute the ``common`` module."""
     return [CommonModule]

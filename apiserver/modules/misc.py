@@ -46,6 +46,6 @@ class MiscModule(Module):
 
 
 @hookimpl
-def apiserver_add_modules(app):
+def apiserver_add_modules(api):
     """Contribute the ``misc`` module."""
     return [MiscModule]

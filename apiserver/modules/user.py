@@ -33,6 +33,6 @@ class UserModule(Module):
 
 
 @hookimpl
-def apiserver_add_modules(app):
+def apiserver_add_modules(api):
     """Contribute the ``user`` module."""
     return [UserModule]

@@ -39,9 +39,14 @@ def _v3_fortifications(conn: sa.Connection) -> None:
     schema.fortifications.create(conn, checkfirst=True)
 
 
+def _v5_plugin_state(conn: sa.Connection) -> None:
+    schema.plugin_state.create(conn, checkfirst=True)
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
     Migration(3, "fortifications: Fortification mode, learned profile and learn/write window per site folder",
               _v3_fortifications),
+    Migration(5, "plugin_state: the per-plugin key/value store of the plugin API", _v5_plugin_state),
 )

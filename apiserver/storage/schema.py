@@ -120,6 +120,18 @@ fortifications = sa.Table(
     sa.UniqueConstraint("site_id", "path", name="uq_fortifications_site_path"),
 )
 
+plugin_state = sa.Table(
+    "plugin_state", metadata,
+    # One row per (plugin, key): the per-plugin key/value store of apiserver.plugin_api.PluginState.
+    sa.Column("plugin", sa.String(100), primary_key=True),
+    # Keys compare exactly on every backend (MariaDB's default collation ignores case).
+    sa.Column("key", sa.String(200).with_variant(mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"),
+                                                 "mysql", "mariadb"), primary_key=True),
+    # The value as JSON text (MEDIUMTEXT on MariaDB, whose TEXT stops at 64 KB).
+    sa.Column("value", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb"), nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
 
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
@@ -133,3 +145,4 @@ class Tables:
     scope_changes = scope_changes
     sessions = sessions
     fortifications = fortifications
+    plugin_state = plugin_state

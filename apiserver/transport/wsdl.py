@@ -312,7 +312,7 @@ def builtin_registry():
     from apiserver.plugins import make_plugin_manager
 
     pm = make_plugin_manager(load_entrypoints=False)
-    return Registry(cls(None) for group in pm.hook.apiserver_add_modules(app=None) for cls in group)
+    return Registry(cls(None) for group in pm.hook.apiserver_add_modules(app=None, api=None) for cls in group)
 
 
 def write_committed(root: str) -> list:

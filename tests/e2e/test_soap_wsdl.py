@@ -31,7 +31,7 @@ def operations(wsdl: bytes) -> set:
 def installed_registry() -> Registry:
     """The modules the server loads: built-ins plus installed plugins (entry points)."""
     pm = make_plugin_manager(load_entrypoints=True)
-    return Registry(cls(None) for group in pm.hook.apiserver_add_modules(app=None) for cls in group)
+    return Registry(cls(None) for group in pm.hook.apiserver_add_modules(app=None, api=None) for cls in group)
 
 
 @pytest.mark.parametrize("path,style", [

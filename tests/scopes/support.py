@@ -75,8 +75,8 @@ def make_app(directory, reactor, config_text: str = CONFIG_TEXT, extra_plugins=(
     os.makedirs(config.state_dir, exist_ok=True)
     app.storage = Storage.from_config(config)
     app.storage.create_schema()
-    app.registry = dispatch.Registry(cls(app) for group in pm.hook.apiserver_add_modules(app=app) for cls in group)
-    app.scopes = ScopeRegistry(app, [s for group in pm.hook.apiserver_add_scopes(app=app) for s in group])
+    app.registry = dispatch.Registry(cls(app) for group in pm.hook.apiserver_add_modules(app=app, api=app.api) for cls in group)
+    app.scopes = ScopeRegistry(app, [s for group in pm.hook.apiserver_add_scopes(app=app, api=app.api) for s in group])
     return app, events
 
 

@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 from apiserver.errors import InvalidArgument
-from apiserver.scopes import Scope
-from apiserver.types import INT, TypeSpec, coerce
+from apiserver.plugin_api import StoredScope
+from apiserver.types import INT, TypeSpec
 
-from apiserver_example.state import DEFAULT_MAX_TIMES, state_of
-
+#: ``example_echo`` repeats at most this many times unless the scope says otherwise.
+DEFAULT_MAX_TIMES = 100
 #: The largest limit the scope accepts, a bound on the size of one echo answer.
 LIMIT_CEILING = 1000
 
 
-class MaxTimes(Scope):
-    """How many copies ``example_echo`` may return."""
+class MaxTimes(StoredScope):
+    """How many copies ``example_echo`` may return; stored in the plugin's state, so it survives restarts."""
 
+    plugin = "example"
     name = "example.max-times"
     type = "int"
+    spec = TypeSpec(INT)
     default = DEFAULT_MAX_TIMES
-    help = f"Most copies example:echo returns (0 to {LIMIT_CEILING}); kept in memory until restart."
+    help = f"Most copies example:echo returns (0 to {LIMIT_CEILING})."
 
-    def get(self, app) -> int:
-        return state_of(app).max_times
-
-    def set(self, app, actor, value) -> None:
-        number = coerce(value, TypeSpec(INT), self.name)
-        if not 0 <= number <= LIMIT_CEILING:
-            raise InvalidArgument(f"{self.name} must be between 0 and {LIMIT_CEILING}, got {number}")
-        state_of(app).max_times = number
+    def check(self, value: int) -> None:
+        if not 0 <= value <= LIMIT_CEILING:
+            raise InvalidArgument(f"{self.name} must be between 0 and {LIMIT_CEILING}, got {value}")

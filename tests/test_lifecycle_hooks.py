@@ -1,0 +1,93 @@
+"""Start-up hooks through the real start path: apiserver_add_modules, apiserver_startup and
+apiserver_shutdown (whose Deferred the shutdown waits for), each with a test plugin."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+
+from apiserver.hookspecs import hookimpl
+from apiserver.module import Module, Role, export
+from apiserver.server import start
+from apiserver.testing import PluginTestApp, wait
+
+
+class Ticks(Module):
+    """Reports how often the plugin's start-up timer fired."""
+
+    name = "ticks"
+
+    @export(roles=Role.ADMIN, blocking=False)
+    def count(self, ctx) -> int:
+        """Timer ticks since start-up."""
+        return LIFECYCLE.ticks
+
+
+class Lifecycle:
+    """A plugin starting a timer on the API's clock at start-up and draining at shutdown."""
+
+    def __init__(self):
+        self.ticks = 0
+        self.started_with = None
+        self.drained = defer.Deferred()
+        self.shutdown_called = False
+
+    @hookimpl
+    def apiserver_add_modules(self, api):
+        return [Ticks]
+
+    @hookimpl
+    def apiserver_startup(self, api):
+        self.started_with = api
+        api.clock.callLater(10, self._tick, api)
+
+    def _tick(self, api):
+        self.ticks += 1
+        api.clock.callLater(10, self._tick, api)
+
+    @hookimpl
+    def apiserver_shutdown(self, api):
+        self.shutdown_called = True
+        return self.drained
+
+
+LIFECYCLE = Lifecycle()
+
+
+@pytest.fixture
+def started(tmp_path):
+    """(test app, memory reactor): the application started by apiserver.server.start on a memory reactor."""
+    global LIFECYCLE
+    LIFECYCLE = Lifecycle()
+    with PluginTestApp(tmp_path, plugins=[LIFECYCLE], sections={"frontend": {"http_port": "0", "https_port": "0"}}) as app:
+        reactor = MemoryReactorClock()
+        start(app.app, reactor)
+        yield app, reactor
+
+
+def test_add_modules_contributes_a_callable_module(started):
+    """The module a plugin returns from apiserver_add_modules is served."""
+    app, _reactor = started
+    assert app.call(app.admin, "ticks_count") == 0
+
+
+def test_startup_gets_the_api_and_may_start_timers_on_its_clock(started):
+    """apiserver_startup runs once with the plugin API; its timer follows the injected clock."""
+    app, _reactor = started
+    assert LIFECYCLE.started_with is app.api
+    app.clock.advance(10)
+    app.clock.advance(10)
+    assert app.call(app.admin, "ticks_count") == 2
+
+
+def test_shutdown_is_waited_for(started):
+    """apiserver_shutdown runs before the reactor stops, which waits for the Deferred it returned."""
+    _app, reactor = started
+    before = [trigger for trigger in reactor.triggers["before"]["shutdown"]]
+    assert before, "start() registered no shutdown trigger"
+    results = [fn(*args, **kwargs) for fn, args, kwargs in before]
+    waiting = [r for r in results if isinstance(r, defer.Deferred)]
+    assert LIFECYCLE.shutdown_called and waiting and not waiting[0].called
+    LIFECYCLE.drained.callback(None)
+    wait(waiting[0])  # the built-in flush of API keys' last_used runs on the pool meanwhile
