@@ -183,3 +183,51 @@ def apiserver_site_deleted(app, site, actor):
 
     ``app`` is the application, ``site`` the deleted domain, ``actor`` who deleted it.
     """
+
+
+# --- events of the security trail (apiserver.events records each) ---------------------------
+
+@hookspec
+def apiserver_login_succeeded(app, identity, address, gate, method):
+    """Called after a login by API key (when the key is not cached) or password succeeded.
+
+    ``app`` is the application, ``identity`` the account that logged in, ``address`` the client
+    address, ``gate`` the gate (as its name), ``method`` ``key`` or ``password``.
+    """
+
+
+@hookspec
+def apiserver_login_unblocked(app, address):
+    """Called once when Anvil's block of an address ended (its ttl passed, or it was pruned).
+
+    ``app`` is the application, ``address`` the address (or IPv6 network) that may log in again.
+    """
+
+
+@hookspec
+def apiserver_ip_restriction_added(app, identity, ip, gate, address):
+    """Called after an IP restriction entry was stored.
+
+    ``app`` is the application, ``identity`` the account it restricts, ``ip`` the address or
+    network as stored, ``gate`` its gate name (None: every gate), ``address`` the client address
+    of the request.
+    """
+
+
+@hookspec
+def apiserver_ip_restriction_removed(app, identity, ip, gate, address):
+    """Called after an IP restriction entry was removed.
+
+    ``app`` is the application, ``identity`` the account, ``ip`` and ``gate`` (None: every gate)
+    the removed entry, ``address`` the client address of the request.
+    """
+
+
+@hookspec
+def apiserver_hijack_started(app, actor, target, gate, address):
+    """Called after ``admin_hijack`` opened a session acting as another account.
+
+    ``app`` is the application, ``actor`` the appliance administrator, ``target`` the identity the
+    session acts as, ``gate`` the gate the session is bound to (None: every gate), ``address`` the
+    client address of the request.  The session id is never passed to hooks.
+    """

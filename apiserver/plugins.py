@@ -20,7 +20,7 @@ BUILTIN_PLUGINS = (
     "apiserver.modules.auth",
     "apiserver.modules.misc",
     "apiserver.modules.scope",
-    "apiserver.notifications",
+    "apiserver.events",
 )
 
 

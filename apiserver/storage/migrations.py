@@ -35,7 +35,12 @@ def _v2_session_data(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {schema.sessions.name} ADD COLUMN data TEXT"))
 
 
+def _v4_notices_events_devices(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.notices, schema.security_events, schema.known_devices])
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
+    Migration(4, "notice outbox, security events, known devices", _v4_notices_events_devices),
 )
