@@ -238,6 +238,15 @@ class NoticeSender(service.Service):
         running = self._running
         return running if running is not None else defer.succeed(None)
 
+    def idle(self) -> defer.Deferred:
+        """Fires when no look at the outbox is running (at once if none is)."""
+        running = self._running
+        if running is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        running.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
     def wake(self) -> None:
         """A notice was queued here: send it now rather than at the next poll (reactor thread)."""
         if self.running:
