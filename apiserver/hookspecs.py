@@ -119,8 +119,9 @@ def apiserver_password_changed(app, target, actor, reset, address):
     ``app`` is the application, ``target`` the :class:`apiserver.context.Identity` whose password changed, ``actor``
     who changed it (the same identity for a change of one's own password), ``reset`` True
     when the server generated the password (``auth_reset_password``), ``address`` the client
-    address of the request that changed it (None when unknown).  Used by the built-in
-    notifications plugin to mail the notices of the seed's table.
+    address of the request that changed it (None when unknown).  The notices of the seed's
+    table are already queued in the outbox, in the transaction that stored the password; the
+    built-in trail (:mod:`apiserver.events`) records the change.
     """
 
 
