@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import secrets
 import sqlite3
 import time
@@ -16,6 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from tests.conftest import free_port
+from tests.e2e.test_cpcmd_commands import Cpcmd
 from tests.storage.support import scratch_database
 from tests.test_geolocation import BERLIN, write_city_database
 from tests.test_notifications import Inbox
@@ -212,6 +214,9 @@ def test_trail_lists_each_action_and_stores_no_secret(server_factory, relay):
     assert failed and {(e["address"], e["gate"]) for e in failed} == {("192.0.2.50", "SOAP")}
     assert {e["kind"] for e in admin.admin.get_security_events({"site": "example.com"})} >= {
         "password_reset", "hijack_started"}
+    by_cpcmd = Cpcmd(server, "socket").ok("-o", "json", "admin:get-security-events",
+                                           "[kind:hijack_started,site:example.com]")
+    assert [(e["kind"], e["account"]) for e in json.loads(by_cpcmd)] == [("hijack_started", "exadmin")]
     mine = admin.auth.get_security_events(5)
     assert 0 < len(mine) <= 5 and {e["account"] for e in mine} == {"admin"}
     with sqlite3.connect(f"{server.state_dir}/apiserver.db") as db:
