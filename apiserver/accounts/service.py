@@ -357,9 +357,15 @@ class Accounts:
 
         ``address`` is the client address of the request (None when unknown), for the notice.
         """
-        password_hash = await self._hash_new_password(target, password)
         notices = self.app.notices
-        notice = await notices.password_notice(target, actor, reset, address) if notices is not None else None
+        # The notice is stored with the password, so the place of the address is needed first:
+        # looked up while the password is hashed (neither step fails the other).
+        placing = defer.ensureDeferred(notices.password_notice(target, actor, reset, address)) \
+            if notices is not None else defer.succeed(None)
+        try:
+            password_hash = await self._hash_new_password(target, password)
+        finally:
+            notice = await placing
         await self.app.run_blocking(self._store_hash, target.user_id, password_hash, notice)
         if notice is not None:
             notices.queued()
