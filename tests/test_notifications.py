@@ -11,7 +11,7 @@ from twisted.logger import globalLogPublisher
 from apiserver import notifications
 from apiserver.context import Identity
 from apiserver.module import Role
-from tests.accounts.support import Harness, eventually, wait
+from tests.accounts.support import Harness, eventually
 
 
 class Inbox:
