@@ -217,6 +217,9 @@ def test_trail_lists_each_action_and_stores_no_secret(server_factory, relay):
     by_cpcmd = Cpcmd(server, "socket").ok("-o", "json", "admin:get-security-events",
                                            "[kind:hijack_started,site:example.com]")
     assert [(e["kind"], e["account"]) for e in json.loads(by_cpcmd)] == [("hijack_started", "exadmin")]
+    Cpcmd(server, "socket").ok("-d", "example.com", "common:whoami")   # the socket's own hijack
+    hijacks = admin.admin.get_security_events({"kind": "hijack_started"})
+    assert [(e["gate"], e["detail"]) for e in hijacks] == [("CLI", "by appliance admin"), (None, "by appliance admin")]
     mine = admin.auth.get_security_events(5)
     assert 0 < len(mine) <= 5 and {e["account"] for e in mine} == {"admin"}
     with sqlite3.connect(f"{server.state_dir}/apiserver.db") as db:
