@@ -226,9 +226,10 @@ def apiserver_ip_restriction_removed(app, identity, ip, gate, address):
 
 @hookspec
 def apiserver_hijack_started(app, actor, target, gate, address):
-    """Called after ``admin_hijack`` opened a session acting as another account.
+    """Called after ``admin_hijack`` opened a session acting as another account, and when
+    ``cpcmd -d DOMAIN [-u USER]`` on the local socket acts as one.
 
-    ``app`` is the application, ``actor`` the appliance administrator, ``target`` the identity the
-    session acts as, ``gate`` the gate the session is bound to (None: every gate), ``address`` the
-    client address of the request.  The session id is never passed to hooks.
+    ``app`` is the application, ``actor`` the appliance administrator, ``target`` the identity
+    acted as, ``gate`` the gate the session is bound to (None: every gate; ``CLI`` for the
+    socket), ``address`` the client address of the request.  The session id is never passed to hooks.
     """
