@@ -11,7 +11,8 @@ Sessions (``esprit_id``, hijacks) and root on the cpcmd socket are no new device
 first device sends no notice (its very first login).  Each account's known devices are rows of
 ``known_devices`` (SHA-256 of the distinguishing value); the look-up runs on the blocking pool
 after admission, and each node remembers the last :data:`KNOWN_LIMIT` known (account, device)
-pairs in memory, so a repeated call costs one dictionary look-up on the reactor thread.  The
+pairs in memory (about 100 bytes each), so a repeated call costs one dictionary look-up on the
+reactor thread.  The
 notice is queued in the transaction that stores the device, so nodes sharing the database
 send it once.
 """
@@ -98,7 +99,8 @@ class Devices:
         if (identity.impersonator is not None or request.gate is Gate.UI or request.gate is Gate.CLI
                 or (credentials.api_key is None and credentials.password is None)):
             return
-        key = (identity.user_id, request.address, request.user_agent)
+        # The tuple's 64-bit hash (randomised per process) keeps an entry at ~100 bytes.
+        key = hash((identity.user_id, request.address, request.user_agent))
         if key in self._known or key in self._checking:
             return
         self._checking.add(key)
