@@ -96,7 +96,8 @@ class SecurityEvents(service.Service):
         self.clock = clock
         self.run_blocking = run_blocking
         self.config = config
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()         # the queue (reactor thread and pool)
+        self._write_lock = threading.Lock()   # one batch written at a time
         self._pending: list[tuple] = []
         self._dropped = 0
         self._flush_loop: Optional[task.LoopingCall] = None
@@ -153,22 +154,27 @@ class SecurityEvents(service.Service):
 
     # --- blocking ---------------------------------------------------------------------------
     def write_pending(self) -> None:
-        """Blocking.  Insert the queued events in one transaction."""
-        with self._lock:
-            events, self._pending = self._pending, []
-            dropped, self._dropped = self._dropped, 0
-        if dropped:
-            log.warn("{count} security events were dropped: more than {limit} waited to be written",
-                     count=dropped, limit=QUEUE_LIMIT)
-        if not events:
-            return
-        try:
-            with self.storage.write() as conn:
-                self._insert(conn, [_row(*event) for event in events])
-        except Exception:
-            with self._lock:  # kept for the next flush, within the bound
-                self._pending[:0] = events[:max(0, QUEUE_LIMIT - len(self._pending))]
-            raise
+        """Blocking.  Insert the queued events in one transaction.
+
+        Writers take turns, so when this returns every event queued before the call is stored
+        (one taken by a flush still running is committed before this call goes on).
+        """
+        with self._write_lock:
+            with self._lock:
+                events, self._pending = self._pending, []
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                log.warn("{count} security events were dropped: more than {limit} waited to be written",
+                         count=dropped, limit=QUEUE_LIMIT)
+            if not events:
+                return
+            try:
+                with self.storage.write() as conn:
+                    self._insert(conn, [_row(*event) for event in events])
+            except Exception:
+                with self._lock:  # kept for the next flush, within the bound
+                    self._pending[:0] = events[:max(0, QUEUE_LIMIT - len(self._pending))]
+                raise
 
     def _insert(self, conn, rows: list[dict]) -> None:
         """One executemany through the driver: SQLAlchemy's per-row parameter processing would
