@@ -222,15 +222,18 @@ class NoticeSender(service.Service):
         self._loop: Optional[task.LoopingCall] = None
         self._running: Optional[defer.Deferred] = None
         self._again = False
+        self._stopping = False
 
     def startService(self):
         super().startService()
+        self._stopping = False
         self._loop = task.LoopingCall(self.poll)
         self._loop.clock = self.clock
         self._loop.start(self.poll_interval, now=True)
 
     def stopService(self):
         super().stopService()
+        self._stopping = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
@@ -290,6 +293,8 @@ class NoticeSender(service.Service):
         smtp = None
         try:
             for notice_id in ids:
+                if self._stopping:  # the rest waits for the next start (or another node)
+                    break
                 claimed = self.outbox.claim(notice_id)
                 if claimed is None:
                     continue  # another node has it
@@ -300,7 +305,9 @@ class NoticeSender(service.Service):
                     smtp.send_message(email.message_from_string(text, policy=email.policy.SMTP),
                                       to_addrs=[recipient])
                 except Exception as exc:
-                    relay_down = smtp is None or isinstance(exc, (OSError, smtplib.SMTPServerDisconnected))
+                    # smtplib's errors are OSErrors too: only a lost or refused connection stops the batch.
+                    relay_down = smtp is None or isinstance(exc, smtplib.SMTPServerDisconnected) or (
+                        isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException))
                     error = _one_line(exc)
                     if self.outbox.mark_failed_attempt(notice_id, error, settings):
                         failed.append(FailedNotice(notice_id, recipient, error))

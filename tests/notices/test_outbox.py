@@ -132,3 +132,36 @@ def test_get_notices_refuses_an_unknown_state(harness, state):
 
     with pytest.raises(InvalidArgument):
         harness.call(harness.admin, "admin_get_notices", state)
+
+
+def test_a_refused_recipient_does_not_stop_the_batch(tmp_path):
+    """A 550 for one recipient counts an attempt for that notice only; the next one is still sent."""
+
+    class Picky(Inbox):
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address.startswith("nobody@"):
+                return "550 no such mailbox"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+    picky = Picky()
+    controller = Controller(picky, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    h = _mailing_harness(tmp_path, controller.port)
+    try:
+        def queue(to):
+            message = email.message.EmailMessage()
+            message["To"], message["Subject"] = to, f"to {to}"
+            message.set_content("hello")
+            with h.app.storage.write() as conn:
+                queue_notice(conn, h.clock, "password", message)
+
+        for to in ("nobody@example.net", "somebody@example.net"):
+            wait(h.app.run_blocking(queue, to))
+        wait(h.app.notices.sender.poll())
+        states = {n.to: (n.state, n.attempts) for n in h.call(h.admin, "admin_get_notices")}
+        assert states == {"nobody@example.net": ("queued", 1), "somebody@example.net": ("sent", 1)}
+        assert [to for to, _text in picky.messages] == [["somebody@example.net"]]
+    finally:
+        h.close()
+        controller.stop()
