@@ -44,6 +44,8 @@ class Application:
         self.fortifier = None    # apiserver.sites.fortify.Fortifier
         #: what plugins may use (hooks get it as ``api``, module functions as ``ctx.api``)
         self.api = PluginApi(self)
+        self.notices = None      # apiserver.notices.Notices (the outbox)
+        self.security_events = None  # apiserver.events.SecurityEvents (the trail)
 
     # --- threads ----------------------------------------------------------------------------
     def start_pools(self) -> None:
@@ -89,6 +91,11 @@ class Application:
                 log.failure("plugin {plugin} failed in {event}", plugin=impl.plugin_name, event=event)
 
     # --- the shared middle of every gate ----------------------------------------------------
+    def background_services(self) -> list:
+        """The Twisted services the server starts with its listeners and stops before the pools:
+        the notice sender and the security trail's writer."""
+        return [s for s in (getattr(self.notices, "sender", None), self.security_events) if s is not None]
+
     def admit(self, request: AuthRequest) -> defer.Deferred:
         """Toggle, Anvil, authentication and IP restriction: a Deferred CallContext or an ApiError."""
         return self.gatekeeper.admit(request)
@@ -124,8 +131,10 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     app = Application(config, reactor, pm, clock=clock)
 
     from apiserver.accounts import Accounts
+    from apiserver.events import SecurityEvents
     from apiserver.geolocation import Geolocator
     from apiserver.middleware import GateKeeper
+    from apiserver.notices import Notices
     from apiserver.scopes import ScopeRegistry
     from apiserver.sites import SiteHomes
     from apiserver.sites.fortify import Fortifier
@@ -139,6 +148,8 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
                                state_dir=config.state_dir)
     app.fortifier = Fortifier(app.storage, app.clock, app.run_blocking, app.site_homes,
                               app.site_homes.web_user, config)
+    app.notices = Notices(app)  # before the gatekeeper, which reports admitted devices to it
+    app.security_events = SecurityEvents(app.storage, app.clock, app.run_blocking, config)
     app.accounts = Accounts(app)
     app.gatekeeper = GateKeeper(app)
     app.geolocator = Geolocator(app)

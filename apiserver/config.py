@@ -206,14 +206,22 @@ BUILTIN_SECTIONS = (
     Section("db", "Storage.", (
         K("url", parse_str, "", "SQLAlchemy URL; empty: SQLite file apiserver.db in state_dir.", secret=True),
     )),
-    Section("mail", "Notices of password changes and resets.", (
-        K("enabled", parse_bool, "true", "Send notices by mail."),
+    Section("mail", "Notices of password changes and resets and of unrecognized devices (the outbox).", (
+        K("enabled", parse_bool, "true", "Queue notices in the outbox and send them by mail; false queues nothing.", runtime=True),
         K("smtp_host", parse_str, "127.0.0.1", "SMTP relay host."),
         K("smtp_port", port, "25", "SMTP relay port."),
         K("sender", parse_str, "apiserver@localhost", "From address of notices."),
         K("starttls", parse_bool, "false", "Use STARTTLS with the relay."),
         K("username", parse_str, "", "SMTP login; empty: none."),
         K("password", parse_str, "", "SMTP password.", secret=True),
+        K("max_attempts", int_range(1, 1000), "10", "Delivery attempts of a notice before it is failed (it stays listed by admin_get_notices).", runtime=True),
+        K("retry_base", int_range(1, 86400), "30", "Seconds before the second attempt; each further wait doubles, up to retry_cap.", runtime=True),
+        K("retry_cap", int_range(1, 7 * 86400), "3600", "Longest wait in seconds between two attempts of a notice.", runtime=True),
+        K("poll_interval", int_range(1, 3600), "10", "Seconds between looks at the outbox (a notice queued on this node is sent at once)."),
+    )),
+    Section("audit", "The security event trail.", (
+        K("enabled", parse_bool, "true", "Record security events (logins, blocks, keys, passwords, restrictions, scopes, hijacks, failed notices).", runtime=True),
+        K("keep_days", int_range(1, 36500), "90", "Days events are kept; older ones are pruned hourly.", runtime=True),
     )),
     Section("web", "Sites on disk and the web server that serves them.", (
         K("sites_root", parse_str, "sites", "Folder holding one home per site (<sites_root>/<domain>/); relative to state_dir."),

@@ -96,3 +96,4 @@ class AuthRequest:
     address: str                 # client address, already resolved through trusted proxies
     credentials: Credentials
     secure: bool = False         # arrived over TLS or the local socket
+    user_agent: Optional[str] = None  # the client's User-Agent header, to tell devices apart

@@ -131,8 +131,9 @@ def apiserver_password_changed(api, app, target, actor, reset, address):
     the :class:`apiserver.context.Identity` whose password changed, ``actor`` who changed it (the
     same identity for a change of one's own password), ``reset`` True when the server generated
     the password (``auth_reset_password``), ``address`` the client address of the request that
-    changed it (None when unknown).  Used by the built-in notifications plugin to mail the notices
-    of the seed's table.
+    changed it (None when unknown).  The notices of the seed's table are already
+    queued in the outbox, in the transaction that stored the password; the built-in trail
+    (:mod:`apiserver.events`) records the change.
     """
 
 
@@ -202,4 +203,54 @@ def apiserver_site_deleted(api, app, site, actor):
 
     ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``site`` the
     deleted domain, ``actor`` who deleted it.
+    """
+
+
+# --- events of the security trail (apiserver.events records each) ---------------------------
+
+@hookspec
+def apiserver_login_succeeded(api, app, identity, address, gate, method):
+    """Called after a login by API key (when the key is not cached) or password succeeded.
+
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``identity``
+    the account that logged in, ``address`` the client address, ``gate`` the gate (as its name),
+    ``method`` ``key`` or ``password``.
+    """
+
+
+@hookspec
+def apiserver_login_unblocked(api, app, address):
+    """Called once when Anvil's block of an address ended (its ttl passed, or it was pruned).
+
+    ``api`` is the plugin API (``app`` the application), ``address`` the address (or IPv6 network) that may log in again.
+    """
+
+
+@hookspec
+def apiserver_ip_restriction_added(api, app, identity, ip, gate, address):
+    """Called after an IP restriction entry was stored.
+
+    ``api`` is the plugin API (``app`` the application), ``identity`` the account it restricts, ``ip`` the address or
+    network as stored, ``gate`` its gate name (None: every gate), ``address`` the client address
+    of the request.
+    """
+
+
+@hookspec
+def apiserver_ip_restriction_removed(api, app, identity, ip, gate, address):
+    """Called after an IP restriction entry was removed.
+
+    ``api`` is the plugin API (``app`` the application), ``identity`` the account, ``ip`` and ``gate`` (None: every gate)
+    the removed entry, ``address`` the client address of the request.
+    """
+
+
+@hookspec
+def apiserver_hijack_started(api, app, actor, target, gate, address):
+    """Called after ``admin_hijack`` opened a session acting as another account, and when
+    ``cpcmd -d DOMAIN [-u USER]`` on the local socket acts as one.
+
+    ``api`` is the plugin API (``app`` the application), ``actor`` the appliance administrator,
+    ``target`` the identity acted as, ``gate`` the gate the session is bound to (None: every gate; ``CLI`` for the
+    socket), ``address`` the client address of the request.  The session id is never passed to hooks.
     """

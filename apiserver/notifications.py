@@ -1,4 +1,4 @@
-"""Built-in plugin: mail a notice whenever a password changes or is reset (the seed's table).
+"""Password notices: whom a password change or reset notifies (the seed's table) and what it says.
 
 =========  ========  ==========
 role       changes   notifies
@@ -13,8 +13,8 @@ user       self      self
 
 A reset notifies the account whose password was reset, if it has an email address.  A notice
 names the client address of the change and, when ``app.geolocator`` can place it, where that
-is.  Mail goes through ``[mail]``'s SMTP relay on the blocking pool; a notice never contains the
-password, and a failure to send is logged, never raised into the call that changed the password.
+is.  :func:`queue_password_notice` puts it in the outbox (:mod:`apiserver.notices.outbox`) in
+the transaction that stores the password; a notice never contains the password.
 """
 
 from __future__ import annotations
@@ -22,22 +22,15 @@ from __future__ import annotations
 import datetime
 import email.message
 import email.utils
-import smtplib
-import ssl
 from typing import Optional
 
 import sqlalchemy as sa
-from twisted.logger import Logger
 
 from apiserver.context import Identity
 from apiserver.geolocation import Location
-from apiserver.hookspecs import hookimpl
 from apiserver.module import Role
+from apiserver.notices.outbox import queue_notice
 from apiserver.storage import schema
-
-log = Logger(namespace="apiserver.notifications")
-
-SMTP_TIMEOUT = 30
 
 
 def notice_recipient(target: Identity, actor: Identity, reset: bool) -> tuple[Optional[str], Optional[str]]:
@@ -52,7 +45,7 @@ def notice_recipient(target: Identity, actor: Identity, reset: bool) -> tuple[Op
     return target.site, target.username
 
 
-def _address_of(app, site: Optional[str], username: Optional[str]) -> Optional[str]:
+def _address_of(conn: sa.Connection, site: Optional[str], username: Optional[str]) -> Optional[str]:
     users, sites = schema.users, schema.sites
     query = sa.select(users.c.email).select_from(users.outerjoin(sites, users.c.site_id == sites.c.id))
     if site is None:
@@ -60,8 +53,7 @@ def _address_of(app, site: Optional[str], username: Optional[str]) -> Optional[s
     else:
         query = query.where(sites.c.domain == site)
         query = query.where(users.c.role == "site") if username is None else query.where(users.c.username == username)
-    with app.storage.read() as conn:
-        return conn.execute(query).scalar()
+    return conn.execute(query).scalar()
 
 
 def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipient: str,
@@ -94,36 +86,11 @@ def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipien
     return message
 
 
-def send_notice(app, target: Identity, actor: Identity, reset: bool, address: Optional[str] = None,
-                location: Optional[Location] = None) -> Optional[str]:
-    """Blocking: look up the recipient and mail the notice; returns the address used, or None."""
-    recipient = _address_of(app, *notice_recipient(target, actor, reset))
+def queue_password_notice(app, conn: sa.Connection, target: Identity, actor: Identity, reset: bool,
+                          address: Optional[str] = None, location: Optional[Location] = None) -> Optional[int]:
+    """Blocking, in ``conn``'s transaction: queue the notice; its id, or None when the recipient has no address."""
+    recipient = _address_of(conn, *notice_recipient(target, actor, reset))
     if not recipient:
         return None
-    message = compose_notice(app, target, actor, reset, recipient, address, location)
-    config = app.config
-    with smtplib.SMTP(config.get("mail", "smtp_host"), config.get("mail", "smtp_port"), timeout=SMTP_TIMEOUT) as smtp:
-        if config.get("mail", "starttls"):
-            smtp.starttls(context=ssl.create_default_context())
-        if config.get("mail", "username"):
-            smtp.login(config.get("mail", "username"), config.get("mail", "password"))
-        smtp.send_message(message)
-    return recipient
-
-
-@hookimpl
-def apiserver_password_changed(app, target, actor, reset, address):
-    """Place ``address`` and mail the notice, both on the blocking pool, when ``[mail] enabled``.
-
-    Returns the Deferred of the sending (fires with the recipient or None; never fails) so
-    callers that care, such as tests, can wait for it.
-    """
-    if not app.config.get("mail", "enabled"):
-        return None
-    d = app.geolocator.locate(address)
-    d.addCallback(lambda location: app.run_blocking(send_notice, app, target, actor, reset, address, location))
-
-    def failed(failure):
-        log.failure("password notice for {account} could not be sent", failure, account=target.describe())
-
-    return d.addErrback(failed)
+    return queue_notice(conn, app.clock, "password",
+                        compose_notice(app, target, actor, reset, recipient, address, location))

@@ -36,7 +36,7 @@ BUILTIN_PLUGINS = (
     "apiserver.modules.misc",
     "apiserver.modules.scope",
     "apiserver.modules.security",
-    "apiserver.notifications",
+    "apiserver.events",
 )
 
 #: The hooks that take ``@hookimpl(wrapper=True)`` implementations.  Events are called one

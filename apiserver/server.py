@@ -70,6 +70,9 @@ def start(app: Application, reactor) -> list:
     log_loaded_plugins(app.plugin_manager)
     app.hook.apiserver_startup(app=app, api=app.api)
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown, app)
+    for background in app.background_services():  # notice sender, security trail writer
+        background.startService()
+        reactor.addSystemEventTrigger("before", "shutdown", background.stopService)
     # Start-up objects live for the whole process; keep the collector off them.
     reactor.callWhenRunning(freeze_heap)
     return ports

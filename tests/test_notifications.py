@@ -1,4 +1,4 @@
-"""Password notices: who is mailed for which change (the seed's table), via a real SMTP server."""
+"""Password notices: who is mailed for which change (the seed's table), through the outbox to a real SMTP server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from twisted.logger import globalLogPublisher
 from apiserver import notifications
 from apiserver.context import Identity
 from apiserver.module import Role
-from tests.accounts.support import Harness, eventually, wait
+from tests.accounts.support import Harness, eventually
 
 
 class Inbox:
@@ -76,15 +76,15 @@ def test_change_notices_follow_the_seed_table(mailing):
 
 
 def test_reset_notifies_the_target_if_it_has_an_address(mailing):
-    """A reset mails the reset account (not the password); without an address nobody is mailed."""
+    """A reset mails the reset account (not the password); without an address nothing is queued."""
     h, inbox, site, bob = mailing
     new = h.call(site, "auth_reset_password", "bob")
     eventually(lambda: len(inbox.messages) == 1)
     recipients, text = inbox.messages[0]
     assert recipients == ["bob@example.com"] and new not in text and "Subject: Password reset" in text
     h.call(bob, "common_set_email", "")
-    assert wait(notifications.apiserver_password_changed(app=h.app, target=bob, actor=site, reset=True,
-                                                         address=None)) is None
+    h.call(site, "auth_reset_password", "bob")
+    assert [n.to for n in h.call(h.admin, "admin_get_notices")] == ["bob@example.com"]
     assert len(inbox.messages) == 1
 
 
@@ -96,30 +96,34 @@ def test_notice_says_who_acted_for_a_hijacked_session(mailing):
     assert "by appliance admin acting as site siteadmin@example.com on " in message.get_content()
 
 
-def test_smtp_failure_is_logged_not_raised(tmp_path):
-    """With no relay listening the change still succeeds and the failure is logged."""
+def test_smtp_failure_keeps_the_notice_queued_and_logs_one_line(tmp_path):
+    """With no relay listening the change succeeds, the notice waits queued, one line (no traceback) is logged."""
     h = Harness(tmp_path / "state", {"mail": {"enabled": "true", "smtp_port": str(_free_port())}})
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
         h.call(h.admin, "common_set_email", "root@example.net")
         assert h.call(h.admin, "auth_change_password", "another-password") is True
-        assert wait(notifications.apiserver_password_changed(app=h.app, target=h.admin, actor=h.admin,
-                                                              reset=False, address=None)) is None
-        assert any("could not be sent" in str(e.get("log_format", "")) for e in events)
+        eventually(lambda: h.call(h.admin, "admin_get_notices")[0].attempts == 1)
+        [notice] = h.call(h.admin, "admin_get_notices")
+        assert (notice.state, notice.to, notice.sent) == ("queued", "root@example.net", None)
+        lines = [e for e in events if e.get("log_namespace") == "apiserver.notices"]
+        assert len(lines) == 1 and "log_failure" not in lines[0]
+        text = lines[0]["log_format"].format(**lines[0])
+        assert f"127.0.0.1:{h.config.get('mail', 'smtp_port')}" in text and "1 notices pending" in text
     finally:
         globalLogPublisher.removeObserver(events.append)
         h.close()
 
 
-def test_disabled_mail_sends_nothing(tmp_path, smtp):
-    """[mail] enabled = false: the hook does nothing."""
+def test_disabled_mail_queues_nothing(tmp_path, smtp):
+    """[mail] enabled = false: a password change puts nothing in the outbox and mails nothing."""
     inbox, port = smtp
     h = Harness(tmp_path / "state", {"mail": {"enabled": "false", "smtp_port": str(port)}})
     try:
         h.call(h.admin, "common_set_email", "root@example.net")
-        assert notifications.apiserver_password_changed(app=h.app, target=h.admin, actor=h.admin, reset=False,
-                                                      address=None) is None
+        h.call(h.admin, "auth_change_password", "another-password")
+        assert h.call(h.admin, "admin_get_notices") == []
         assert inbox.messages == []
     finally:
         h.close()

@@ -205,7 +205,7 @@ class ApiKeys:
             self._note_use(row.key_id)
             admitted = defer.ensureDeferred(self._app.accounts.address_admitted(identity, gate, address))
             admitted.addCallback(lambda ok: self.note_login(
-                login_row(identity, utcnow(self._app.clock), address, gate, "key", ok)))
+                login_row(identity, utcnow(self._app.clock), address, gate, "key", ok), identity))
             return admitted.addCallback(lambda _: identity)
 
         return self._app.run_blocking(self._lookup, digest).addCallback(found)
@@ -241,13 +241,17 @@ class ApiKeys:
             self._pending_use[key_id] = utcnow(self._app.clock)
         self._schedule_flush()
 
-    def note_login(self, login: dict) -> None:
+    def note_login(self, login: dict, identity: Optional[Identity] = None) -> None:
         """Queue a login record (of a key or a password), written with the next batch or before
-        the history is read (:meth:`write_pending`)."""
+        the history is read (:meth:`write_pending`).  With the ``identity`` of a successful one,
+        fires ``apiserver_login_succeeded`` (reactor thread)."""
         with self._lock:
             if len(self._pending_logins) < CACHE_LIMIT:
                 self._pending_logins.append(login)
         self._schedule_flush()
+        if identity is not None and login["success"]:
+            self._app.fire("apiserver_login_succeeded", identity=identity, address=login["address"],
+                           gate=login["gate"], method=login["method"])
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None or not self._flush_call.active():

@@ -118,7 +118,7 @@ class Accounts:
             # Queued, not written while the client waits: a known account must cost no more
             # time than an unknown one.
             admitted = ok and await self.address_admitted(identity, gate, address)
-            self.keys.note_login(login_row(identity, utcnow(app.clock), address, gate, "password", admitted))
+            self.keys.note_login(login_row(identity, utcnow(app.clock), address, gate, "password", admitted), identity)
         if not ok or identity is None:
             raise AuthenticationFailed("password")
         iterations = app.config.get("auth", "pbkdf2_iterations")
@@ -373,12 +373,23 @@ class Accounts:
     # --- passwords ------------------------------------------------------------------------
     async def set_password(self, target: Identity, password: str, actor: Identity, reset: bool = False,
                            address: Optional[str] = None) -> None:
-        """Store a new password for ``target``; fires ``apiserver_password_changed``.
+        """Store a new password for ``target`` and queue its notice in the same transaction; fires
+        ``apiserver_password_changed``.
 
         ``address`` is the client address of the request (None when unknown), for the notice.
         """
-        password_hash = await self._hash_new_password(target, password)
-        await self.app.run_blocking(self._store_hash, target.user_id, password_hash)
+        notices = self.app.notices
+        # The notice is stored with the password, so the place of the address is needed first:
+        # looked up while the password is hashed (neither step fails the other).
+        placing = defer.ensureDeferred(notices.password_notice(target, actor, reset, address)) \
+            if notices is not None else defer.succeed(None)
+        try:
+            password_hash = await self._hash_new_password(target, password)
+        finally:
+            notice = await placing
+        await self.app.run_blocking(self._store_hash, target.user_id, password_hash, notice)
+        if notice is not None:
+            notices.queued()
         self.app.fire("apiserver_password_changed", target=target, actor=actor, reset=reset, address=address)
 
     async def reset_password(self, target: Identity, actor: Identity, address: Optional[str] = None) -> str:
@@ -392,11 +403,14 @@ class Accounts:
         await self._on_store(self.sessions.forget_users, [target.user_id])
         return password
 
-    def _store_hash(self, user_id: int, password_hash: str) -> None:
+    def _store_hash(self, user_id: int, password_hash: str, also=None) -> None:
+        """The new hash and, through ``also(conn)``, its notice in the outbox: both or neither."""
         with self.app.storage.write() as conn:
             if not conn.execute(_users.update().where(_users.c.id == user_id)
                                 .values(password_hash=password_hash)).rowcount:
                 raise NotFound("the account no longer exists")
+            if also is not None:
+                also(conn)
 
     async def _hash_new_password(self, target: Identity, password: str) -> str:
         """Check ``[auth] min_pw_length`` then the ``apiserver_validate_password`` hook; hash."""

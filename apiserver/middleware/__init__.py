@@ -56,6 +56,7 @@ class GateKeeper:
         self.toggle = ApiToggle(app.config)
         self.anvil = Anvil(app)
         self.ip_restrictions = IPRestrictions(app)
+        self._devices = getattr(getattr(app, "notices", None), "devices", None)  # unrecognized-device notices
 
     def client_address(self, request) -> str:
         """The client address of a ``twisted.web`` request (``[core] http_trusted_forward`` applied)."""
@@ -126,6 +127,8 @@ class GateKeeper:
     def _context(self, identity: Identity, request: AuthRequest) -> CallContext:
         credentials = request.credentials
         session_id = credentials.session_id if credentials.api_key is None else None
+        if self._devices is not None:  # a dictionary look-up; a new device is checked on the pool
+            self._devices.admitted(identity, request)
         return CallContext(self.app, identity, request.gate, request.address, session_id=session_id)
 
 

@@ -364,8 +364,10 @@ class Anvil:
             if self._announced.get(key) == until:
                 del self._announced[key]
                 log.info("anvil: unblocked {address}", address=key)
+                self.app.fire("apiserver_login_unblocked", address=key)
         self._schedule_unblocks()
 
     def _evicted(self, key: str, state: AnvilState) -> None:
         if self._announced.pop(key, None) is not None:
             log.info("anvil: unblocked {address} early: [anvil] max_tracked addresses are tracked", address=key)
+            self.app.fire("apiserver_login_unblocked", address=key)

@@ -6,8 +6,11 @@ from typing import Optional
 
 from apiserver.accounts.records import NewSite
 from apiserver.accounts.validation import parse_gate
+from apiserver.errors import InvalidArgument
+from apiserver.events import SecurityEvent
 from apiserver.hookspecs import hookimpl
 from apiserver.module import Module, Role, export
+from apiserver.notices.outbox import STATES, NoticeInfo
 
 
 class AdminModule(Module):
@@ -33,9 +36,30 @@ class AdminModule(Module):
         return ctx.app.accounts.list_sites()
 
     @export(roles=Role.ADMIN)
-    def hijack(self, ctx, site: str, user: Optional[str] = None, gate: Optional[str] = None) -> str:
+    async def hijack(self, ctx, site: str, user: Optional[str] = None, gate: Optional[str] = None) -> str:
         """A session id (cookie esprit_id) acting as SITE's administrator, or as USER of it."""
-        return ctx.app.accounts.hijack(ctx.identity, site, user, parse_gate(gate))
+        gate_name = parse_gate(gate)
+        accounts = ctx.app.accounts
+        target = await ctx.app.run_blocking(accounts.identity_for, site, user)
+        sid = await ctx.app.run_blocking(accounts.hijack, ctx.identity, site, user, gate_name)
+        ctx.app.fire("apiserver_hijack_started", actor=ctx.identity, target=target, gate=gate_name,
+                     address=ctx.client_address)
+        return sid
+
+    @export(roles=Role.ADMIN)
+    def get_notices(self, ctx, state: Optional[str] = None, limit: Optional[int] = None) -> list[NoticeInfo]:
+        """The notice outbox, newest first: STATE queued, sent or failed (null: all), at most LIMIT."""
+        if state is not None and state not in STATES:
+            raise InvalidArgument(f"state must be one of {', '.join(STATES)} or null, got {state!r}")
+        if limit is not None and limit < 1:
+            raise InvalidArgument(f"limit must be at least 1, got {limit}")
+        return ctx.app.notices.outbox.list(state, limit)
+
+    @export(roles=Role.ADMIN)
+    def get_security_events(self, ctx, filter: Optional[dict] = None, limit: Optional[int] = None) -> list[SecurityEvent]:
+        """Security events of every account, newest first; FILTER e.g. '[kind:login_failed,site:example.com]'
+        (keys kind, account, site, address), at most LIMIT (null: 1000)."""
+        return ctx.app.security_events.list(filters=filter, limit=limit)
 
 
 @hookimpl

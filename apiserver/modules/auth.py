@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from apiserver.accounts.records import ApiKeyInfo, IpRestriction, LoginRecord
 from apiserver.accounts.validation import parse_gate
 from apiserver.errors import InvalidArgument
+from apiserver.events import SecurityEvent
 from apiserver.hookspecs import hookimpl
 from apiserver.module import Module, Role, export
 
@@ -99,6 +100,11 @@ class AuthModule(Module):
         """The caller's most recent successful login, or null."""
         return ctx.app.accounts.last_login(ctx.identity)
 
+    @export(roles=Role.ALL)
+    def get_security_events(self, ctx, limit: Optional[int] = None) -> list[SecurityEvent]:
+        """The security events of the caller's account, newest first, at most LIMIT (null: 1000)."""
+        return ctx.app.security_events.list(identity=ctx.identity, limit=limit)
+
 
 async def _edit_restrictions(ctx, change, ip: str, gate: Optional[str]) -> bool:
     """Validate the entry through the gatekeeper, ``change`` it on the pool, drop the cached entries."""
@@ -106,6 +112,9 @@ async def _edit_restrictions(ctx, change, ip: str, gate: Optional[str]) -> bool:
     network, gate_name = restrictions.validate_entry(ip, gate)
     await ctx.app.run_blocking(change, ctx.identity, network, gate_name)
     ctx.api.invalidate_ip_restrictions(ctx.identity)
+    event = "apiserver_ip_restriction_added" if change == ctx.app.accounts.add_ip_restriction \
+        else "apiserver_ip_restriction_removed"
+    ctx.app.fire(event, identity=ctx.identity, ip=network, gate=gate_name, address=ctx.client_address)
     return True
 
 

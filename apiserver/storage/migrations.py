@@ -39,6 +39,10 @@ def _v3_fortifications(conn: sa.Connection) -> None:
     schema.fortifications.create(conn, checkfirst=True)
 
 
+def _v4_notices_events_devices(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.notices, schema.security_events, schema.known_devices])
+
+
 def _v5_plugin_state(conn: sa.Connection) -> None:
     schema.plugin_state.create(conn, checkfirst=True)
 
@@ -48,5 +52,6 @@ MIGRATIONS = (
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
     Migration(3, "fortifications: Fortification mode, learned profile and learn/write window per site folder",
               _v3_fortifications),
+    Migration(4, "notice outbox, security events, known devices", _v4_notices_events_devices),
     Migration(5, "plugin_state: the per-plugin key/value store of the plugin API", _v5_plugin_state),
 )

@@ -132,6 +132,52 @@ plugin_state = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
 )
 
+# --- migration 4: the notice outbox, the security event trail, the devices accounts used -----
+
+notices = sa.Table(
+    "notices", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),          # password, device
+    sa.Column("recipient", sa.String(254), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),             # the whole RFC 5322 message, never a secret
+    sa.Column("state", sa.String(8), nullable=False),          # queued, sent, failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("sent_at", Timestamp, nullable=True),
+    # app.clock seconds: when the next attempt may start, and the lease of the node sending it.
+    sa.Column("next_attempt", sa.Double, nullable=False),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("claimed_until", sa.Double, nullable=True),
+    sa.Column("last_error", sa.String(255), nullable=True),
+    sa.Index("ix_notices_state_next", "state", "next_attempt"),
+)
+
+security_events = sa.Table(
+    "security_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # Few indexes: every event is an insert; the filters of admin_get_security_events walk ``at``.
+    sa.Column("at", Timestamp, nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    # No foreign key: the trail outlives deleted accounts and sites.
+    sa.Column("user_id", sa.Integer, nullable=True, index=True),
+    sa.Column("account", sa.String(64), nullable=True),
+    sa.Column("site", sa.String(253), nullable=True),
+    sa.Column("address", sa.String(64), nullable=True),
+    sa.Column("gate", sa.String(8), nullable=True),
+    sa.Column("detail", sa.String(255), nullable=True),
+)
+
+known_devices = sa.Table(
+    "known_devices", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # SHA-256 of what tells the device apart (the UI's device cookie, else address and User-Agent).
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("first_seen", Timestamp, nullable=False),
+    sa.UniqueConstraint("user_id", "device", name="uq_known_devices_entry"),
+)
+
 
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
@@ -146,3 +192,6 @@ class Tables:
     sessions = sessions
     fortifications = fortifications
     plugin_state = plugin_state
+    notices = notices
+    security_events = security_events
+    known_devices = known_devices

@@ -170,6 +170,9 @@ class CliProtocol(LineOnlyReceiver):
         target = await self.app.run_blocking(self.app.accounts.identity_for, site, user)
         if target.impersonator is None:
             target = dataclasses.replace(target, impersonator=ctx.identity)
+        # cpcmd -d/-u is the socket's admin_hijack: the trail records it the same way.
+        self.app.fire("apiserver_hijack_started", actor=ctx.identity, target=target, gate=Gate.CLI.value,
+                      address=LOCAL_ADDRESS)
         return CallContext(app=self.app, identity=target, gate=Gate.CLI, client_address=LOCAL_ADDRESS)
 
 

@@ -316,5 +316,7 @@ def credentials_of(request) -> Credentials:
 
 def auth_request(app, request, credentials: Credentials, gate: Gate = Gate.SOAP) -> AuthRequest:
     """What ``app.admit`` needs: ``credentials`` at ``gate`` from the request's client address."""
+    agent = request.getHeader(b"user-agent")
     return AuthRequest(gate=gate, address=app.gatekeeper.client_address(request),
-                       credentials=credentials, secure=request.isSecure())
+                       credentials=credentials, secure=request.isSecure(),
+                       user_agent=agent.decode("utf-8", "replace")[:512] if agent else None)

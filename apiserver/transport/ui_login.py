@@ -3,7 +3,8 @@
 ``POST /login`` takes a form (``username``, ``domain`` — empty for the appliance
 administrator — and ``password``), goes through ``app.gatekeeper.check_http`` for gate UI
 (``https_only`` applies; the ``[soap] enabled`` toggle does not, the UI is not the API) and
-``app.admit`` at gate UI (Anvil, password, IP restrictions), then opens a session bound to
+``app.admit`` at gate UI (Anvil, password, IP restrictions), tells the browser apart by its
+long-lived ``apiserver_device`` cookie (:mod:`apiserver.notices.devices`), then opens a session bound to
 gate UI: cookie ``esprit_id``, and with ``[auth] retain_ui_password`` the ``esprit_tag``
 cookie that opens the password sealed in the session
 (:mod:`apiserver.accounts.ui_password`).  ``GET /login`` answers who the ``esprit_id``
@@ -29,6 +30,7 @@ from twisted.web import server
 from apiserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from apiserver.context import Credentials, Gate, Identity
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
+from apiserver.notices.devices import COOKIE_MAX_AGE, DEVICE_COOKIE
 from apiserver.transport.http import ApiResource, auth_request, content_type_is, finish_with
 
 log = Logger(namespace="apiserver.ui")
@@ -59,9 +61,11 @@ def _error(request, status: int, message: str, headers: Optional[dict] = None) -
     return answer(request, status, {"error": message}, headers)
 
 
-def _set_cookie(request, name: str, value: str, expire: bool = False) -> None:
+def _set_cookie(request, name: str, value: str, expire: bool = False, max_age: Optional[int] = None) -> None:
     # Written by hand: Twisted's addCookie spells SameSite in lower case.
     cookie = f"{name}={value}; Path=/; HttpOnly; SameSite=Strict"
+    if max_age is not None:
+        cookie += f"; Max-Age={max_age}"
     if expire:
         cookie += "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
     if request.isSecure():
@@ -155,10 +159,27 @@ class LoginResource(_UiResource):
             return _error(request, 400, form)
         credentials = Credentials(username=form["username"], site=form["domain"] or None, password=form["password"])
         d = self._admit(request, credentials)
+        d.addCallback(self._note_device, request)
         d.addCallback(self._open_session, form["password"])
         d.addCallbacks(self._logged_in, self._fail, callbackArgs=(request,), errbackArgs=(request, LOGIN_FAILED))
         d.addErrback(self.last_resort, request)
         return server.NOT_DONE_YET
+
+    def _note_device(self, ctx, request):
+        """Tell the device apart by its long-lived cookie (issued now if it has none); a new one is mailed."""
+        devices = getattr(self.app.notices, "devices", None)
+        if devices is None:
+            return ctx
+        raw = request.received_cookies.get(DEVICE_COOKIE.encode("ascii"))
+        agent = request.getHeader(b"user-agent")
+        d = devices.ui_login(ctx.identity, raw.decode("ascii", "replace") if raw else None, ctx.client_address,
+                             agent.decode("utf-8", "replace")[:512] if agent else None)
+
+        def issue(token):
+            _set_cookie(request, DEVICE_COOKIE, token, max_age=COOKIE_MAX_AGE)
+            return ctx
+
+        return d.addCallback(issue)
 
     def _open_session(self, ctx, password: str):
         d = self.app.accounts.start_ui_session(ctx.identity, password)

@@ -66,12 +66,17 @@ class Harness:
         pm = make_plugin_manager(load_entrypoints=False, extra=plugins)
         self.app = create_application(self.config, reactor=reactor, clock=self.clock, plugin_manager=pm)
         self.app.start_pools()
+        self.services = self.app.background_services()  # the outbox sender, the trail writer
+        for each in self.services:
+            each.startService()
         if self.init.admin_key:
             self.admin = self.login_key(self.init.admin_key)
         else:  # the state existed already
             self.admin = wait(self.app.run_blocking(self.app.accounts.identity_for_uid, 0))
 
     def close(self) -> None:
+        for each in self.services:
+            wait(defer.maybeDeferred(each.stopService))
         self.app.stop_pools()
         self.app.storage.dispose()
 

@@ -76,6 +76,8 @@ def test_site_admin_logs_in_with_password(server_factory):
     sid, tag = answer.cookies["esprit_id"], answer.cookies["esprit_tag"]
     assert cookies["esprit_id"] == f"esprit_id={sid}; Path=/; HttpOnly; SameSite=Strict"
     assert cookies["esprit_tag"] == f"esprit_tag={tag}; Path=/; HttpOnly; SameSite=Strict"
+    device = answer.cookies["apiserver_device"]  # tells this browser apart for device notices
+    assert cookies["apiserver_device"] == f"apiserver_device={device}; Path=/; HttpOnly; SameSite=Strict; Max-Age=34560000"
     assert whoami(server, sid).json() == {"role": "site", "username": "siteadmin", "site": DOMAIN}
     history = xmlrpc_call(server, "auth_get_login_history", sid=xmlrpc_call(
         server, "admin_hijack", DOMAIN, key=server.admin_key))
@@ -117,7 +119,7 @@ def test_retain_ui_password_false_keeps_nothing(server_factory):
     server = server_factory({**NO_DELAYS, "session": {"backend": "db"}, "auth": {"retain_ui_password": "false"}})
     add_site(server)
     answer = login(server)
-    assert answer.status_code == 200 and set(set_cookies(answer)) == {"esprit_id"}
+    assert answer.status_code == 200 and set(set_cookies(answer)) == {"esprit_id", "apiserver_device"}
     with sqlite3.connect(os.path.join(server.state_dir, "apiserver.db")) as db:
         assert db.execute("SELECT data FROM sessions WHERE gate = 'UI'").fetchall() == [(None,)]
 

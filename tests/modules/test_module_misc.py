@@ -10,7 +10,8 @@ def test_list_commands_with_and_without_filter(harness):
     assert {"auth:restrict-ip", "admin:add-site", "common:whoami", "misc:info", "user:get-users"} <= set(commands)
     assert harness.call(harness.admin, "misc_list_commands", "user:*") == ["user:add", "user:delete", "user:get-users"]
     assert harness.call(harness.admin, "misc_list_commands", "auth_get_*") == [
-        "auth:get-api-keys", "auth:get-ip-restrictions", "auth:get-last-login", "auth:get-login-history"]
+        "auth:get-api-keys", "auth:get-ip-restrictions", "auth:get-last-login", "auth:get-login-history",
+        "auth:get-security-events"]
     assert harness.call(harness.admin, "misc_list_commands", "nothing:*") == []
 
 

@@ -1,0 +1,303 @@
+"""The security event trail (``app.security_events``), and the built-in plugin that feeds it.
+
+An append-only table of what matters for security: logins (success and failure, with gate and
+method), Anvil blocks and unblocks, API keys created and deleted, passwords changed and reset,
+IP restrictions added and removed, scope changes, hijacks and notices that failed for good.
+The event hooks (:mod:`apiserver.hookspecs`) feed it; an event names accounts, addresses, gates
+and scope names, never a password, key, session id or secret.
+
+:meth:`SecurityEvents.record` runs on the reactor thread and only appends to a bounded queue;
+a timer of the injected clock writes the queue in one batch on the blocking pool every
+:data:`FLUSH_INTERVAL` seconds, so the hot path never waits for the database.  Reading the
+trail writes the queue first.  Events older than ``[audit] keep_days`` are pruned hourly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import threading
+from typing import Optional
+
+import sqlalchemy as sa
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from apiserver.context import Identity
+from apiserver.errors import InvalidArgument
+from apiserver.hookspecs import hookimpl
+from apiserver.storage import schema, utcnow
+
+log = Logger(namespace="apiserver.events")
+
+KINDS = (
+    "login_succeeded", "login_failed", "login_blocked", "login_unblocked",
+    "api_key_created", "api_key_deleted", "password_changed", "password_reset",
+    "ip_restriction_added", "ip_restriction_removed", "scope_changed", "hijack_started", "notice_failed",
+)
+#: Filters ``admin_get_security_events`` takes.
+FILTERS = ("kind", "account", "site", "address")
+#: Seconds between batched writes of queued events.
+FLUSH_INTERVAL = 1.0
+#: Seconds between prunings of old events.
+PRUNE_INTERVAL = 3600.0
+#: Most events queued at once (a database outage must not fill the memory); more are counted, dropped.
+QUEUE_LIMIT = 100_000
+#: Events listed when no limit is given.
+DEFAULT_LIMIT = 1000
+
+_events = schema.security_events
+_COLUMNS = ("at", "kind", "user_id", "account", "site", "address", "gate", "detail")
+
+
+@dataclasses.dataclass
+class SecurityEvent:
+    """One security event: when (UTC), what, whose account (``account`` at ``site``, null for the
+    appliance), from which client address and gate, and a short detail."""
+
+    time: datetime.datetime
+    kind: str
+    account: Optional[str]
+    site: Optional[str]
+    address: Optional[str]
+    gate: Optional[str]
+    detail: Optional[str]
+
+
+def _gate(gate) -> Optional[str]:
+    return None if gate is None else str(getattr(gate, "value", gate))[:8]
+
+
+def _row(seconds: float, kind: str, identity: Optional[Identity], address, gate, detail) -> dict:
+    """The ``security_events`` values of one queued event."""
+    at = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).replace(tzinfo=None)
+    return {"at": at, "kind": kind, "user_id": identity.user_id if identity else None,
+            "account": identity.username if identity else None, "site": identity.site if identity else None,
+            "address": None if address is None else str(address)[:64], "gate": _gate(gate),
+            "detail": None if detail is None else str(detail)[:255]}
+
+
+def _by(actor: Optional[Identity]) -> str:
+    if actor is None:
+        return ""
+    if actor.impersonator is not None:
+        return f"by {actor.impersonator.describe()} acting as {actor.describe()}"
+    return f"by {actor.describe()}"
+
+
+class SecurityEvents(service.Service):
+    """The trail: ``record`` (reactor thread), batched writes, pruning and queries (blocking)."""
+
+    name = "security-events"
+
+    def __init__(self, storage, clock, run_blocking, config):
+        self.storage = storage
+        self.clock = clock
+        self.run_blocking = run_blocking
+        self.config = config
+        self._lock = threading.Lock()         # the queue (reactor thread and pool)
+        self._write_lock = threading.Lock()   # one batch written at a time
+        self._pending: list[tuple] = []
+        self._dropped = 0
+        self._flush_loop: Optional[task.LoopingCall] = None
+        self._prune_loop: Optional[task.LoopingCall] = None
+        self._statement = None  # (SQL, parameter order) of the batch insert, for this database
+
+    # --- reactor thread ---------------------------------------------------------------------
+    def record(self, kind: str, identity: Optional[Identity] = None, address: Optional[str] = None, gate=None,
+               detail: Optional[str] = None) -> None:
+        """Queue one event (nothing when ``[audit] enabled`` is false)."""
+        if not self.config.get("audit", "enabled"):
+            return
+        # As little as possible here: the row is built when the batch is written, on the pool.
+        event = (self.clock.seconds(), kind, identity, address, gate, detail)
+        with self._lock:
+            if len(self._pending) < QUEUE_LIMIT:
+                self._pending.append(event)
+            else:
+                self._dropped += 1
+
+    def flush(self) -> defer.Deferred:
+        """Write the queued events on the blocking pool."""
+        with self._lock:
+            idle = not self._pending
+        if idle:
+            return defer.succeed(None)
+        d = self.run_blocking(self.write_pending)
+        d.addErrback(lambda failure: log.error("security events could not be written: {error}",
+                                               error=" ".join(str(failure.value).split())[:200]))
+        return d
+
+    def startService(self):
+        super().startService()
+        self._flush_loop = task.LoopingCall(self.flush)
+        self._flush_loop.clock = self.clock
+        self._flush_loop.start(FLUSH_INTERVAL, now=False)
+        self._prune_loop = task.LoopingCall(self._prune_soon)
+        self._prune_loop.clock = self.clock
+        self._prune_loop.start(PRUNE_INTERVAL, now=True)
+
+    def stopService(self):
+        super().stopService()
+        for loop in (self._flush_loop, self._prune_loop):
+            if loop is not None and loop.running:
+                loop.stop()
+        self._flush_loop = self._prune_loop = None
+        return self.flush()
+
+    def _prune_soon(self) -> defer.Deferred:
+        d = self.run_blocking(self.prune)
+        d.addErrback(lambda failure: log.error("pruning security events failed: {error}",
+                                               error=" ".join(str(failure.value).split())[:200]))
+        return d
+
+    # --- blocking ---------------------------------------------------------------------------
+    def write_pending(self) -> None:
+        """Blocking.  Insert the queued events in one transaction.
+
+        Writers take turns, so when this returns every event queued before the call is stored
+        (one taken by a flush still running is committed before this call goes on).
+        """
+        with self._write_lock:
+            with self._lock:
+                events, self._pending = self._pending, []
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                log.warn("{count} security events were dropped: more than {limit} waited to be written",
+                         count=dropped, limit=QUEUE_LIMIT)
+            if not events:
+                return
+            try:
+                with self.storage.write() as conn:
+                    self._insert(conn, [_row(*event) for event in events])
+            except Exception:
+                with self._lock:  # kept for the next flush, within the bound
+                    self._pending[:0] = events[:max(0, QUEUE_LIMIT - len(self._pending))]
+                raise
+
+    def _insert(self, conn, rows: list[dict]) -> None:
+        """One executemany through the driver: SQLAlchemy's per-row parameter processing would
+        cost twice the insert itself, holding the GIL the reactor needs."""
+        if self._statement is None:
+            compiled = _events.insert().values({c: sa.bindparam(c) for c in _COLUMNS}).compile(dialect=conn.dialect)
+            self._statement = (compiled.string, compiled.positiontup)
+        sql, positions = self._statement
+        if self.storage.is_sqlite:  # SQLAlchemy's own text form of a DateTime on SQLite
+            for row in rows:
+                row["at"] = row["at"].strftime("%Y-%m-%d %H:%M:%S.%f")
+        if positions:
+            conn.exec_driver_sql(sql, [tuple(row[name] for name in positions) for row in rows])
+        else:
+            conn.exec_driver_sql(sql, rows)
+
+    def prune(self) -> int:
+        """Blocking.  Delete events older than ``[audit] keep_days``; returns how many."""
+        cutoff = utcnow(self.clock) - datetime.timedelta(days=self.config.get("audit", "keep_days"))
+        with self.storage.write() as conn:
+            return conn.execute(_events.delete().where(_events.c.at < cutoff)).rowcount
+
+    def list(self, identity: Optional[Identity] = None, filters: Optional[dict] = None,
+             limit: Optional[int] = None) -> list[SecurityEvent]:
+        """Blocking.  Events newest first: of ``identity``'s account only when given, matching
+        ``filters`` (``kind``, ``account``, ``site``, ``address``); at most ``limit`` (default 1000)."""
+        if limit is not None and limit < 1:
+            raise InvalidArgument(f"limit must be at least 1, got {limit}")
+        self.write_pending()
+        query = sa.select(_events).order_by(_events.c.at.desc(), _events.c.id.desc()).limit(limit or DEFAULT_LIMIT)
+        if identity is not None:
+            query = query.where(_events.c.user_id == identity.user_id, _events.c.account == identity.username,
+                                _events.c.site.is_(None) if identity.site is None else _events.c.site == identity.site)
+        for name, value in (filters or {}).items():
+            if name not in FILTERS:
+                raise InvalidArgument(f"filter: unknown key {name!r}; use {', '.join(FILTERS)}")
+            if value is None or value == "":
+                continue
+            value = str(value)
+            if name == "kind" and value not in KINDS:
+                raise InvalidArgument(f"filter: unknown kind {value!r}; one of {', '.join(KINDS)}")
+            column = _events.c[name]
+            query = query.where(column == (value.strip().lower().rstrip(".") if name == "site" else value))
+        with self.storage.read() as conn:
+            rows = conn.execute(query).all()
+        return [SecurityEvent(time=r.at, kind=r.kind, account=r.account, site=r.site, address=r.address,
+                              gate=r.gate, detail=r.detail) for r in rows]
+
+
+# --- the built-in plugin: event hooks -> trail ----------------------------------------------
+
+def _record(app, kind: str, **fields) -> None:
+    events = getattr(app, "security_events", None)
+    if events is not None:
+        events.record(kind, **fields)
+
+
+@hookimpl
+def apiserver_login_succeeded(app, identity, address, gate, method):
+    """Trail: a successful login (key or password) of ``identity``."""
+    _record(app, "login_succeeded", identity=identity, address=address, gate=gate, detail=f"method {method}")
+
+
+@hookimpl
+def apiserver_login_failed(app, address, gate, reason):
+    """Trail: a failed authentication (``reason``: key, password, session, ip)."""
+    detail = "address refused by an IP restriction" if reason == "ip" else f"method {reason}"
+    _record(app, "login_failed", address=address, gate=gate, detail=detail)
+
+
+@hookimpl
+def apiserver_login_blocked(app, address, until):
+    """Trail: Anvil blocks ``address``."""
+    ends = datetime.datetime.fromtimestamp(until, datetime.timezone.utc)
+    _record(app, "login_blocked", address=address, detail=f"blocked until {ends:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@hookimpl
+def apiserver_login_unblocked(app, address):
+    """Trail: Anvil's block of ``address`` ended."""
+    _record(app, "login_unblocked", address=address)
+
+
+@hookimpl
+def apiserver_api_key_created(app, owner, actor, comment):
+    """Trail: an API key of ``owner`` was created (never the key)."""
+    _record(app, "api_key_created", identity=owner, detail=_by(actor))
+
+
+@hookimpl
+def apiserver_api_key_deleted(app, owner, actor):
+    """Trail: an API key of ``owner`` was deleted (never the key)."""
+    _record(app, "api_key_deleted", identity=owner, detail=_by(actor))
+
+
+@hookimpl
+def apiserver_password_changed(app, target, actor, reset, address):
+    """Trail: ``target``'s password was changed or reset (never the password)."""
+    _record(app, "password_reset" if reset else "password_changed", identity=target, address=address,
+            detail=_by(actor))
+
+
+@hookimpl
+def apiserver_ip_restriction_added(app, identity, ip, gate, address):
+    """Trail: ``identity`` allowed ``ip`` at ``gate``."""
+    _record(app, "ip_restriction_added", identity=identity, address=address,
+            detail=f"{ip} at gate {gate}" if gate else f"{ip} at every gate")
+
+
+@hookimpl
+def apiserver_ip_restriction_removed(app, identity, ip, gate, address):
+    """Trail: ``identity`` removed the entry ``ip`` at ``gate``."""
+    _record(app, "ip_restriction_removed", identity=identity, address=address,
+            detail=f"{ip} at gate {gate}" if gate else f"{ip} at every gate")
+
+
+@hookimpl
+def apiserver_scope_changed(app, name, old, new, actor):
+    """Trail: scope ``name`` changed (the name only: values may be secrets)."""
+    _record(app, "scope_changed", identity=actor, detail=name)
+
+
+@hookimpl
+def apiserver_hijack_started(app, actor, target, gate, address):
+    """Trail: ``actor`` opened a session acting as ``target``."""
+    _record(app, "hijack_started", identity=target, address=address, gate=gate, detail=_by(actor))

@@ -1,0 +1,340 @@
+"""The durable outbox of notices, and the service that mails them.
+
+A notice is a row of ``notices`` inserted by :func:`queue_notice` in the transaction of the
+change that causes it, so a change is never stored without its notice nor a notice without its
+change.  :class:`NoticeSender` (a Twisted ``Service``) looks at the outbox every ``[mail]
+poll_interval`` seconds of the injected clock, and at once when this node queued one; it sends
+on the blocking pool, one SMTP connection per batch.  Several nodes on one database each claim
+a notice before sending it, with a conditional UPDATE whose row count says who won (portable to
+SQLite, PostgreSQL and MariaDB), so each notice is sent by one node.  A failed attempt is retried
+after ``min(retry_cap, retry_base * 2 ** (attempts - 1))`` seconds; after ``max_attempts`` the
+notice is ``failed`` and stays listed.  Each failed attempt logs one line (relay, error, notices
+pending), never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import email
+import email.message
+import email.policy
+import smtplib
+import socket
+import ssl
+import uuid
+from typing import Callable, Optional
+
+import sqlalchemy as sa
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from apiserver.storage import schema, utcnow
+
+log = Logger(namespace="apiserver.notices")
+
+QUEUED, SENT, FAILED = "queued", "sent", "failed"
+STATES = (QUEUED, SENT, FAILED)
+
+#: Seconds a node's claim on a notice lasts; a node that died mid-send loses it after this.
+CLAIM_LEASE = 300.0
+#: Notices sent over one SMTP connection per look at the outbox.
+BATCH = 50
+SMTP_TIMEOUT = 30
+
+_notices = schema.notices
+
+
+def queue_notice(conn: sa.Connection, clock, kind: str, message: email.message.EmailMessage) -> int:
+    """Insert ``message`` as a queued notice in ``conn``'s transaction; returns its id.
+
+    The caller checks ``[mail] enabled`` first (disabled mail queues nothing).
+    """
+    now = utcnow(clock)
+    return conn.execute(_notices.insert().values(
+        kind=kind, recipient=str(message["To"])[:254], subject=str(message["Subject"])[:255],
+        message=message.as_string(policy=email.policy.SMTP), state=QUEUED, attempts=0, created_at=now,
+        next_attempt=clock.seconds())).inserted_primary_key[0]
+
+
+def retry_delay(attempts: int, base: float, cap: float) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt: ``min(cap, base * 2 ** (attempts - 1))``."""
+    return float(min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+@dataclasses.dataclass
+class NoticeInfo:
+    """One notice of the outbox as ``admin_get_notices`` lists it (``state``: queued, sent, failed)."""
+
+    id: int
+    to: str
+    subject: str
+    state: str
+    attempts: int
+    created: datetime.datetime
+    sent: Optional[datetime.datetime]
+
+
+@dataclasses.dataclass(frozen=True)
+class MailSettings:
+    """What sending needs of ``[mail]``, read afresh for each batch."""
+
+    host: str
+    port: int
+    starttls: bool
+    username: str
+    password: str = dataclasses.field(repr=False)
+    max_attempts: int = 10
+    retry_base: float = 30.0
+    retry_cap: float = 3600.0
+
+    @classmethod
+    def from_config(cls, config) -> "MailSettings":
+        get = config.get
+        return cls(get("mail", "smtp_host"), get("mail", "smtp_port"), get("mail", "starttls"),
+                   get("mail", "username"), get("mail", "password"), get("mail", "max_attempts"),
+                   get("mail", "retry_base"), get("mail", "retry_cap"))
+
+    @property
+    def relay(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def smtp_connect(settings: MailSettings) -> smtplib.SMTP:
+    """Blocking: a connection to the relay, after STARTTLS and login when configured."""
+    smtp = smtplib.SMTP(settings.host, settings.port, timeout=SMTP_TIMEOUT)
+    try:
+        if settings.starttls:
+            smtp.starttls(context=ssl.create_default_context())
+        if settings.username:
+            smtp.login(settings.username, settings.password)
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+class Outbox:
+    """The ``notices`` table: claiming, marking and listing.  Every method blocks."""
+
+    def __init__(self, storage, clock, node: Optional[str] = None):
+        self.storage = storage
+        self.clock = clock
+        self.node = node or f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:12]}"
+
+    def due(self, limit: int = BATCH) -> list[int]:
+        """Ids of queued notices whose next attempt is due and that no live claim holds."""
+        now = self.clock.seconds()
+        free = sa.or_(_notices.c.claimed_until.is_(None), _notices.c.claimed_until < now)
+        with self.storage.read() as conn:
+            return list(conn.execute(sa.select(_notices.c.id).where(
+                _notices.c.state == QUEUED, _notices.c.next_attempt <= now, free)
+                .order_by(_notices.c.next_attempt, _notices.c.id).limit(limit)).scalars())
+
+    def claim(self, notice_id: int) -> Optional[tuple]:
+        """``(recipient, message, attempts)`` when this node won the notice, else None."""
+        now = self.clock.seconds()
+        with self.storage.write() as conn:
+            won = conn.execute(_notices.update().where(
+                _notices.c.id == notice_id, _notices.c.state == QUEUED, _notices.c.next_attempt <= now,
+                sa.or_(_notices.c.claimed_until.is_(None), _notices.c.claimed_until < now))
+                .values(claimed_by=self.node, claimed_until=now + CLAIM_LEASE)).rowcount
+            if won != 1:
+                return None
+            row = conn.execute(sa.select(_notices.c.recipient, _notices.c.message, _notices.c.attempts)
+                               .where(_notices.c.id == notice_id)).first()
+        return (row.recipient, row.message, row.attempts)
+
+    def mark_sent(self, notice_id: int) -> None:
+        with self.storage.write() as conn:
+            conn.execute(_notices.update().where(_notices.c.id == notice_id, _notices.c.claimed_by == self.node)
+                         .values(state=SENT, attempts=_notices.c.attempts + 1, sent_at=utcnow(self.clock),
+                                 claimed_by=None, claimed_until=None, last_error=None))
+
+    def mark_failed_attempt(self, notice_id: int, error: str, settings: MailSettings) -> bool:
+        """Count a failed attempt: retry later, or ``failed`` after ``max_attempts``.  True if failed now."""
+        with self.storage.write() as conn:
+            attempts = conn.execute(sa.select(_notices.c.attempts).where(_notices.c.id == notice_id)).scalar() or 0
+            attempts += 1
+            failed = attempts >= settings.max_attempts
+            conn.execute(_notices.update().where(_notices.c.id == notice_id, _notices.c.claimed_by == self.node)
+                         .values(attempts=attempts, state=FAILED if failed else QUEUED, last_error=error[:255],
+                                 next_attempt=self.clock.seconds() + retry_delay(attempts, settings.retry_base,
+                                                                                 settings.retry_cap),
+                                 claimed_by=None, claimed_until=None))
+        return failed
+
+    def release(self, notice_id: int) -> None:
+        """Give up this node's claim without counting an attempt (the batch stopped before it)."""
+        with self.storage.write() as conn:
+            conn.execute(_notices.update().where(_notices.c.id == notice_id, _notices.c.claimed_by == self.node)
+                         .values(claimed_by=None, claimed_until=None))
+
+    def pending(self) -> int:
+        """How many notices are queued."""
+        with self.storage.read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(_notices)
+                                .where(_notices.c.state == QUEUED)).scalar()
+
+    def list(self, state: Optional[str] = None, limit: Optional[int] = None) -> list[NoticeInfo]:
+        """Notices, newest first; only those in ``state`` when given."""
+        query = sa.select(_notices).order_by(_notices.c.id.desc())
+        if state is not None:
+            query = query.where(_notices.c.state == state)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.storage.read() as conn:
+            rows = conn.execute(query).all()
+        return [NoticeInfo(id=r.id, to=r.recipient, subject=r.subject, state=r.state, attempts=r.attempts,
+                           created=r.created_at, sent=r.sent_at) for r in rows]
+
+
+@dataclasses.dataclass
+class FailedNotice:
+    """A notice that reached ``max_attempts`` (for the security trail)."""
+
+    id: int
+    recipient: str
+    error: str
+
+
+class NoticeSender(service.Service):
+    """Sends the outbox: see the module docstring.
+
+    ``run_blocking(fn, *args)`` runs ``fn`` off the reactor thread and returns a Deferred;
+    ``settings()`` gives the current :class:`MailSettings` or None while mail is disabled;
+    ``on_failed(FailedNotice)`` is called on the reactor thread for each notice that failed for good.
+    """
+
+    name = "notice-sender"
+
+    def __init__(self, outbox: Outbox, clock, run_blocking: Callable, settings: Callable[[], Optional[MailSettings]],
+                 poll_interval: float, on_failed: Callable[[FailedNotice], None] = lambda notice: None,
+                 connect: Callable[[MailSettings], smtplib.SMTP] = smtp_connect):
+        self.outbox = outbox
+        self.clock = clock
+        self.run_blocking = run_blocking
+        self.settings = settings
+        self.poll_interval = poll_interval
+        self.on_failed = on_failed
+        self.connect = connect
+        self._loop: Optional[task.LoopingCall] = None
+        self._running: Optional[defer.Deferred] = None
+        self._again = False
+        self._stopping = False
+
+    def startService(self):
+        super().startService()
+        self._stopping = False
+        self._loop = task.LoopingCall(self.poll)
+        self._loop.clock = self.clock
+        self._loop.start(self.poll_interval, now=True)
+
+    def stopService(self):
+        super().stopService()
+        self._stopping = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        self._again = False
+        running = self._running
+        return running if running is not None else defer.succeed(None)
+
+    def idle(self) -> defer.Deferred:
+        """Fires when no look at the outbox is running (at once if none is)."""
+        running = self._running
+        if running is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        running.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
+    def wake(self) -> None:
+        """A notice was queued here: send it now rather than at the next poll (reactor thread)."""
+        if self.running:
+            self.poll()
+
+    def poll(self) -> Optional[defer.Deferred]:
+        """Send what is due, on the blocking pool; a poll while one runs makes it look again after."""
+        if self._running is not None:
+            self._again = True
+            return self._running
+        settings = self.settings()
+        if settings is None:
+            return None
+        self._again = False
+        d = self.run_blocking(self.send_due, settings)
+        self._running = d
+        d.addCallback(self._report)
+        d.addErrback(lambda failure: log.error("outbox: looking at the queue failed: {error}",
+                                               error=_one_line(failure.value)))
+        d.addBoth(self._done)
+        return d
+
+    def _report(self, failed: list) -> None:
+        for notice in failed:
+            try:
+                self.on_failed(notice)
+            except Exception as exc:  # the trail's trouble is not the sender's
+                log.error("outbox: reporting failed notice {id} raised {error}", id=notice.id, error=_one_line(exc))
+
+    def _done(self, _):
+        self._running = None
+        if self._again and self.running:
+            self.poll()
+
+    def send_due(self, settings: MailSettings) -> list[FailedNotice]:
+        """Blocking: claim and send the due notices over one connection; returns those failed for good."""
+        failed: list[FailedNotice] = []
+        ids = self.outbox.due()
+        if not ids:
+            return failed
+        smtp = None
+        try:
+            for notice_id in ids:
+                if self._stopping:  # the rest waits for the next start (or another node)
+                    break
+                claimed = self.outbox.claim(notice_id)
+                if claimed is None:
+                    continue  # another node has it
+                recipient, text, _attempts = claimed
+                try:
+                    if smtp is None:
+                        smtp = self.connect(settings)
+                    smtp.send_message(email.message_from_string(text, policy=email.policy.SMTP),
+                                      to_addrs=[recipient])
+                except Exception as exc:
+                    # smtplib's errors are OSErrors too: only a lost or refused connection stops the batch.
+                    relay_down = smtp is None or isinstance(exc, smtplib.SMTPServerDisconnected) or (
+                        isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException))
+                    error = _one_line(exc)
+                    if self.outbox.mark_failed_attempt(notice_id, error, settings):
+                        failed.append(FailedNotice(notice_id, recipient, error))
+                    log.warn("outbox: notice {id} to {recipient} not sent via {relay}: {error}; {pending} notices pending",
+                             id=notice_id, recipient=recipient, relay=settings.relay, error=error,
+                             pending=self.outbox.pending())
+                    if relay_down:
+                        # The relay is unreachable: the rest waits for the next poll, uncounted.
+                        _close(smtp)
+                        smtp = None
+                        break
+                    continue
+                self.outbox.mark_sent(notice_id)
+        finally:
+            _close(smtp)
+        return failed
+
+
+def _close(smtp: Optional[smtplib.SMTP]) -> None:
+    if smtp is None:
+        return
+    try:
+        smtp.quit()
+    except Exception:
+        smtp.close()
+
+
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
