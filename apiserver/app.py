@@ -93,8 +93,9 @@ class Application:
     # --- the shared middle of every gate ----------------------------------------------------
     def background_services(self) -> list:
         """The Twisted services the server starts with its listeners and stops before the pools:
-        the notice sender and the security trail's writer."""
-        return [s for s in (getattr(self.notices, "sender", None), self.security_events) if s is not None]
+        the notice sender, the security trail's writer and Fortification's window timers."""
+        return [s for s in (getattr(self.notices, "sender", None), self.security_events, self.fortifier)
+                if s is not None]
 
     def admit(self, request: AuthRequest) -> defer.Deferred:
         """Toggle, Anvil, authentication and IP restriction: a Deferred CallContext or an ApiError."""

@@ -64,13 +64,10 @@ def start(app: Application, reactor) -> list:
     socket_path = config.state_path(config.get("core", "cli_socket"))
     ports.append(listen_cli_socket(app, reactor, socket_path))
     log.info("cpcmd socket at {path}", path=socket_path)
-    # Fortification windows: overdue ones close now, pending ones get a timer (a Service of its own).
-    app.fortifier.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", app.fortifier.stopService)
     log_loaded_plugins(app.plugin_manager)
     app.hook.apiserver_startup(app=app, api=app.api)
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown, app)
-    for background in app.background_services():  # notice sender, security trail writer
+    for background in app.background_services():  # notice sender, trail writer, fortification windows
         background.startService()
         reactor.addSystemEventTrigger("before", "shutdown", background.stopService)
     # Start-up objects live for the whole process; keep the collector off them.
