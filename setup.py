@@ -17,6 +17,7 @@ setup(
         "geoip2>=4.8",
         "SQLAlchemy>=2.0",
         "PyYAML>=6",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "redis": ["redis>=5"],

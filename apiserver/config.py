@@ -16,7 +16,6 @@ import os
 from typing import Any, Callable, Iterable, Optional
 
 ENV_VAR = "APISERVER_CONFIG"
-DEFAULT_PATH = os.path.join("conf", "config.ini")
 
 
 class ConfigError(Exception):
@@ -176,6 +175,9 @@ BUILTIN_SECTIONS = (
         K("log_format", choice("text", "json"), "text", "Log as text lines or one JSON object per line."),
         K("debug", parse_bool, "false", "Debug logging (scope cp.debug).", runtime=True),
         K("cli_socket", parse_str, "apiserver.sock", "UNIX socket for cpcmd as root; relative to state_dir."),
+        K("log_file", parse_str, "", "Log file, appended to and reopened on SIGHUP; relative to state_dir; empty: standard output."),
+        K("shutdown_timeout", int_range(0, 3600), "10", "Seconds SIGTERM/SIGINT wait for calls in flight before the server exits."),
+        K("metrics_allow", parse_networks, "127.0.0.1,::1", "Client addresses or networks that may read /health and /metrics (comma separated).", runtime=True),
     )),
     Section("session", "Sessions (esprit_id cookie).", (
         K("ttl", int_range(1, 86400 * 30), "900", "Seconds of inactivity after which a session ends.", runtime=True),
@@ -198,7 +200,7 @@ BUILTIN_SECTIONS = (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir."),
         K("account_id", int_range(0, 2**31 - 1), "0", "MaxMind GeoIP2 web service account id; 0: not used (scope auth.geoip-key).", runtime=True),
         K("license_key", parse_str, "", "MaxMind GeoIP2 web service licence key (scope auth.geoip-key).", runtime=True, secret=True),
-        K("service_host", parse_host, "geoip.maxmind.com", "Host (host:port) of the GeoIP2 web service, always reached over HTTPS; geolite.info for MaxMind's GeoLite2 web service."),
+        K("service_host", parse_host, "geoip.maxmind.com", "Host (host:port) of the GeoIP2 web service, always reached over HTTPS; geolite.info for MaxMind's GeoLite2 web service.", runtime=True),
     )),
 )
 
@@ -278,9 +280,75 @@ class Config:
         return value
 
 
+#: Where an installed server keeps its config (the systemd unit names it too).
+SYSTEM_PATH = "/etc/apiserver/config.ini"
+#: The checkout's config, found from this file, never from the working directory.
+CHECKOUT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "config.ini")
+#: state_dir written into a new config outside a checkout (the unit's StateDirectory).
+SYSTEM_STATE_DIR = "/var/lib/apiserver"
+
+
 def config_path(explicit: Optional[str] = None) -> str:
-    """The config file: ``--config``, else ``$APISERVER_CONFIG``, else ``conf/config.ini``."""
-    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+    """The config file: ``--config``, else ``$APISERVER_CONFIG``, else ``/etc/apiserver/config.ini``
+    when it exists, else the checkout's ``conf/config.ini`` (when this is a checkout), else
+    ``/etc/apiserver/config.ini`` (which ``apiserver init`` then writes)."""
+    if explicit:
+        return os.path.abspath(explicit)
+    if os.environ.get(ENV_VAR):
+        return os.path.abspath(os.environ[ENV_VAR])
+    if os.path.exists(SYSTEM_PATH):
+        return SYSTEM_PATH
+    if os.path.exists(CHECKOUT_PATH):
+        return CHECKOUT_PATH
+    return SYSTEM_PATH
+
+
+def cross_check(config: "Config") -> None:
+    """The checks that span keys, for start-up and for ``cp.config`` alike: ConfigError naming
+    the section and key when the listeners would clash, ``[frontend] bind`` is not an address
+    of this host, or a TLS certificate is given without its key (or a key without one)."""
+    import socket
+
+    from apiserver.middleware.https_only import is_host
+
+    http_port, https_port = config.get("frontend", "http_port"), config.get("frontend", "https_port")
+    if http_port and http_port == https_port:
+        raise ConfigError("frontend", "https_port", f"equals http_port ({http_port}); both listeners cannot share a port")
+    cert, key = config.get("frontend", "tls_certificate"), config.get("frontend", "tls_key")
+    if https_port and cert and not key:
+        raise ConfigError("frontend", "tls_key", f"empty, but tls_certificate is set ({cert}); give the certificate's private key")
+    if https_port and key and not cert:
+        raise ConfigError("frontend", "tls_certificate", f"empty, but tls_key is set ({key}); give the certificate for it")
+    bind = config.get("frontend", "bind")
+    if not is_host(bind):
+        raise ConfigError("frontend", "bind", f"{bind!r} is neither an IP address nor a host name")
+    if http_port or https_port:
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET  # as twisted's listenTCP chooses
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((bind, 0))
+            except OSError as exc:
+                raise ConfigError("frontend", "bind", f"{bind} is not an address of this host: {exc.strerror or exc}") from None
+
+
+def secret_values(config: "Config") -> list:
+    """``(section, key)`` of every secret key that holds a secret: a non-empty value, and for a
+    URL (``redis_url``, ``[db] url``) one with a password in it."""
+    from urllib.parse import urlsplit
+
+    found = []
+    for (section, name), key in config._keys.items():
+        raw = config.raw(section, name).strip()
+        if not key.secret or not raw:
+            continue
+        if name.endswith("url"):
+            try:
+                if not urlsplit(raw).password:
+                    continue
+            except ValueError:
+                pass
+        found.append((section, name))
+    return found
 
 
 def load_config(path: Optional[str], extra_sections: Iterable[Section] = ()) -> Config:
@@ -311,11 +379,13 @@ def load_config(path: Optional[str], extra_sections: Iterable[Section] = ()) -> 
     return Config(sections, raw, path)
 
 
-def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS) -> str:
-    """The shipped ``conf/config.ini``: every key with its help as a comment and its default.
+def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS, values: Optional[dict] = None) -> str:
+    """The shipped ``conf/config.ini``: every key with its help as a comment and its default
+    (or the value ``values[(section, key)]``, which ``apiserver init`` uses for state_dir).
 
     ``tests/test_config.py`` fails when the committed file drifts from this.
     """
+    values = values or {}
     lines = [
         "; apiserver configuration (ApisCP-style sections).",
         "; Every key is optional; the value shown is the default. A bad value stops start-up",
@@ -329,7 +399,7 @@ def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS) -> str:
         for key in section.keys:
             note = " (run time)" if key.runtime else ""
             lines.append(f"; {key.help}{note} [{key.type_name}]")
-            lines.append(f"{key.name} = {key.default}")
+            lines.append(f"{key.name} = {values.get((section.name, key.name), key.default)}")
         lines.append("")
     return "\n".join(lines)
 
