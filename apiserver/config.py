@@ -328,7 +328,7 @@ def cross_check(config: "Config") -> None:
             try:
                 probe.bind((bind, 0))
             except OSError as exc:
-                raise ConfigError("frontend", "bind", f"{bind} is not an address of this host: {exc.strerror or exc}") from None
+                raise ConfigError("frontend", "bind", f"cannot listen on {bind}: not an address of this host ({exc.strerror or exc})") from None
 
 
 def secret_values(config: "Config") -> list:
