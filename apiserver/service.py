@@ -238,8 +238,9 @@ class ApiServer(service.MultiService):
         except ListenFailed as exc:
             if not self.exit_on_listen_failure:
                 raise
-            sys.stderr.write(f"apiserver: {exc}\n")
-            sys.stderr.flush()
+            stderr = sys.__stderr__ or sys.stderr  # twistd has sent sys.stderr into the log
+            stderr.write(f"apiserver: {exc}\n")
+            stderr.flush()
             raise SystemExit(1) from None
 
     def startService(self):
