@@ -104,3 +104,28 @@ def json_lines(text: str) -> list:
             assert isinstance(value, dict), line
             out.append(value)
     return out
+
+
+def rewrite(path: str, overrides: dict) -> None:
+    """Change keys of the config file at ``path`` (the others kept)."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    parser.read(path)
+    sections = {s: dict(parser.items(s)) for s in parser.sections()}
+    write_config(path, merge(sections, overrides))
+
+
+def metric(url: str, name: str, labels: dict | None = None) -> float | None:
+    """The value of sample ``name`` (with ``labels``) scraped from ``url``/metrics, parsed by
+    prometheus_client's own text parser; None when absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _headers, body = get(url + "/metrics")
+    assert status == 200, body
+    for family in text_string_to_metric_families(body.decode("utf-8")):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return sample.value
+    return None
