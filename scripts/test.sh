@@ -15,6 +15,7 @@ php -m 2>/dev/null | grep -qx xmlrpc || need_pkgs+=(php-xmlrpc)
 perl -MSOAP::Lite -e1 2>/dev/null || need_pkgs+=(libsoap-lite-perl)
 perl -MXMLRPC::Lite -e1 2>/dev/null || need_pkgs+=(libxmlrpc-lite-perl)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # tests/test_systemd_unit.py
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need_pkgs[*]}"
