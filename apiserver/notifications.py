@@ -124,6 +124,11 @@ def apiserver_password_changed(app, target, actor, reset, address):
     d.addCallback(lambda location: app.run_blocking(send_notice, app, target, actor, reset, address, location))
 
     def failed(failure):
+        if failure.check(OSError, smtplib.SMTPException):  # the relay is absent or refuses: one line
+            log.warn("password notice for {account} not sent: SMTP relay {relay} failed: {error}",
+                     account=target.describe(), relay=f"{app.config.get('mail', 'smtp_host')}:{app.config.get('mail', 'smtp_port')}",
+                     error=f"{type(failure.value).__name__}: {failure.value}"[:300])
+            return None
         log.failure("password notice for {account} could not be sent", failure, account=target.describe())
 
     return d.addErrback(failed)

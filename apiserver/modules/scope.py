@@ -60,7 +60,7 @@ class ScopeModule(Module):
 
     @export(roles=Role.ADMIN, name="list")
     async def list_scopes(self, ctx, filter: Optional[str] = None) -> list[str]:
-        """Names of the scopes matching the glob FILTER (``cp.*``), or all of them."""
+        """Names of the scopes matching FILTER (a word: names containing it; a glob such as ``cp.*``), or all."""
         return self.app.scopes.names(filter)
 
     @export(roles=Role.ADMIN, name="get")
