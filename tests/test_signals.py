@@ -6,6 +6,8 @@ import signal
 import threading
 import xmlrpc.client
 
+import pytest
+
 from tests.ops_support import get, init, listening, make_config, metric, read, rewrite, serve_cmd, spawn, wait_for
 
 REMOTE = {"X-Forwarded-For": "192.0.2.9"}
@@ -49,13 +51,14 @@ def _slow_call_in_flight(url, proc, log_path):
     return thread, outcome
 
 
-def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path):
-    """SIGTERM closes the listener, the delayed call still gets its fault, the process exits 0."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path, signum):
+    """SIGTERM (and SIGINT) close the listener, the delayed call still gets its fault, the process exits 0."""
     _path, url, proc, log_path = _start(tmp_path, {
         "anvil": {"min_attempts": "1", "base_delay": "4000"}, "core": {"shutdown_timeout": "60"}})
     try:
         thread, outcome = _slow_call_in_flight(url, proc, log_path)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         thread.join(timeout=60)
         assert proc.wait(timeout=60) == 0, read(log_path)
     finally:

@@ -1,12 +1,14 @@
 """/health and /metrics against the real server: answers, the metrics_allow gate, a failed dependency."""
 
 import json
+import subprocess
+import sys
 import xmlrpc.client
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
-from tests.ops_support import get, metric
+from tests.ops_support import env, get, metric
 
 REMOTE = {"X-Forwarded-For": "192.0.2.44"}
 
@@ -64,5 +66,7 @@ def test_metrics_count_calls_faults_and_live_gauges(server_factory):
     assert metric(server.url, "apiserver_faults_total", {"code": "Client.Denied"}) == 1
     assert metric(server.url, "apiserver_anvil_tracked_addresses") == 1  # 192.0.2.44
     assert metric(server.url, "apiserver_threadpool_queue_depth", {"pool": "blocking"}) == 0
-    build = metric(server.url, "apiserver_build_info")
-    assert build == 1
+    assert metric(server.url, "apiserver_build_info") == 1
+    subprocess.run([sys.executable, "-m", "apiserver.cli.cpcmd", "--config", server.config_path, "common:whoami"],
+                   check=True, capture_output=True, env=env(), timeout=60)
+    assert metric(server.url, "apiserver_requests_total", {"dialect": "cli", "function": "common_whoami"}) == 1
