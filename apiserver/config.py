@@ -134,7 +134,7 @@ K = Key
 BUILTIN_SECTIONS = (
     Section("soap", "The SOAP and XML-RPC API.", (
         K("enabled", parse_bool, "true", "Serve the API; false answers every API URL with 403 (scope cp.api).", runtime=True),
-        K("max_body_size", int_range(1024, 64 << 20), "1048576", "Largest request body in bytes; larger gets 413 before it is stored."),
+        K("max_body_size", int_range(1024, 64 << 20), "1048576", "Largest request body in bytes; larger gets 413 before it is stored.", runtime=True),
     )),
     Section("anvil", "Brute-force throttle for every authentication gate.", (
         K("limit", int_range(1, 100000), "20", "Failed authentications from one address within ttl that block it.", runtime=True),
@@ -149,14 +149,14 @@ BUILTIN_SECTIONS = (
         K("redis_url", parse_str, "redis://127.0.0.1:6379/0", "Redis URL when backend=redis.", secret=True),  # may hold a password
     )),
     Section("auth", "Accounts, passwords, API keys and IP restrictions.", (
-        K("retain_ui_password", parse_bool, "true", "Keep the UI password in the session, AES-256-GCM encrypted with secret."),
+        K("retain_ui_password", parse_bool, "true", "Keep the UI password in the session, AES-256-GCM encrypted with secret.", runtime=True),
         K("secret", parse_str, "", "Key for encrypting API keys and session passwords; empty: generated into state_dir on init.", secret=True),
         K("min_pw_length", int_range(1, 1024), "7", "Shortest password accepted.", runtime=True),
         K("ip_restriction_limit", int_range(0, 100000), "50", "Most IP restrictions one account may have.", runtime=True),
         K("ip_restriction_cache_ttl", int_range(0, 3600), "5", "Seconds a node reuses an account's IP restrictions before reading them again (other nodes' changes show after at most this; 0: read on every login).", runtime=True),
-        K("pbkdf2_iterations", int_range(1000, 10_000_000), "210000", "PBKDF2-HMAC-SHA512 iterations for new password hashes."),
+        K("pbkdf2_iterations", int_range(1000, 10_000_000), "210000", "PBKDF2-HMAC-SHA512 iterations for new password hashes.", runtime=True),
         K("hash_threads", int_range(1, 256), "4", "Threads for password hashing (hashing releases the GIL)."),
-        K("key_cache_ttl", int_range(0, 3600), "60", "Seconds a verified API key is trusted without a database look-up (0: always look up)."),
+        K("key_cache_ttl", int_range(0, 3600), "60", "Seconds a verified API key is trusted without a database look-up (0: always look up).", runtime=True),
     )),
     Section("frontend", "HTTP and HTTPS listeners.", (
         K("bind", parse_str, "127.0.0.1", "Address the listeners bind to (0.0.0.0 or :: for all)."),
@@ -165,13 +165,13 @@ BUILTIN_SECTIONS = (
         K("https_only", parse_bool, "false", "Refuse remote HTTP (loopback HTTP keeps working).", runtime=True),
         K("tls_certificate", parse_str, "", "PEM certificate (chain) for HTTPS; empty: a self-signed one in state_dir."),
         K("tls_key", parse_str, "", "PEM private key for tls_certificate."),
-        K("public_url", parse_str, "", "HTTPS URL named in https_only refusals; empty: derived from the request's host."),
+        K("public_url", parse_str, "", "HTTPS URL named in https_only refusals; empty: derived from the request's host.", runtime=True),
     )),
     Section("core", "Process-wide settings.", (
         K("state_dir", parse_str, "../state", "Database, secret and certificate; relative to this file."),
         K("http_trusted_forward", parse_networks, "", "Proxies whose X-Forwarded-For is believed (comma separated).", runtime=True),
         K("db_threads", int_range(1, 256), "8", "Threads for database calls and blocking module functions."),
-        K("access_log", parse_bool, "false", "Log one line per HTTP request (never bodies or keys)."),
+        K("access_log", parse_bool, "false", "Log one line per HTTP request (never bodies or keys).", runtime=True),
         K("log_format", choice("text", "json"), "text", "Log as text lines or one JSON object per line."),
         K("debug", parse_bool, "false", "Debug logging (scope cp.debug).", runtime=True),
         K("cli_socket", parse_str, "apiserver.sock", "UNIX socket for cpcmd as root; relative to state_dir."),
@@ -188,16 +188,16 @@ BUILTIN_SECTIONS = (
         K("url", parse_str, "", "SQLAlchemy URL; empty: SQLite file apiserver.db in state_dir.", secret=True),
     )),
     Section("mail", "Notices of password changes and resets.", (
-        K("enabled", parse_bool, "true", "Send notices by mail."),
-        K("smtp_host", parse_str, "127.0.0.1", "SMTP relay host."),
-        K("smtp_port", port, "25", "SMTP relay port."),
-        K("sender", parse_str, "apiserver@localhost", "From address of notices."),
-        K("starttls", parse_bool, "false", "Use STARTTLS with the relay."),
-        K("username", parse_str, "", "SMTP login; empty: none."),
-        K("password", parse_str, "", "SMTP password.", secret=True),
+        K("enabled", parse_bool, "true", "Send notices by mail.", runtime=True),
+        K("smtp_host", parse_str, "127.0.0.1", "SMTP relay host.", runtime=True),
+        K("smtp_port", port, "25", "SMTP relay port.", runtime=True),
+        K("sender", parse_str, "apiserver@localhost", "From address of notices.", runtime=True),
+        K("starttls", parse_bool, "false", "Use STARTTLS with the relay.", runtime=True),
+        K("username", parse_str, "", "SMTP login; empty: none.", runtime=True),
+        K("password", parse_str, "", "SMTP password.", runtime=True, secret=True),
     )),
     Section("geoip", "Geolocation of login notices.", (
-        K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir."),
+        K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir.", runtime=True),
         K("account_id", int_range(0, 2**31 - 1), "0", "MaxMind GeoIP2 web service account id; 0: not used (scope auth.geoip-key).", runtime=True),
         K("license_key", parse_str, "", "MaxMind GeoIP2 web service licence key (scope auth.geoip-key).", runtime=True, secret=True),
         K("service_host", parse_host, "geoip.maxmind.com", "Host (host:port) of the GeoIP2 web service, always reached over HTTPS; geolite.info for MaxMind's GeoLite2 web service.", runtime=True),

@@ -272,7 +272,8 @@ class ApiServer(service.MultiService):
     async def _stop(self) -> None:
         reactor = self.app.reactor
         timeout = self.app.config.get("core", "shutdown_timeout")
-        log.info("apiserver stopping: listeners closed, waiting up to {timeout}s for {count} request(s) in flight",
+        log.info("apiserver stopping: closing the listeners, then waiting up to {timeout}s "
+                 "for {count} request(s) in flight",
                  timeout=timeout, count=len(self.site.in_flight))
         await defer.gatherResults([defer.maybeDeferred(s.stopService) for s in self.listeners if s.running])
         try:

@@ -94,13 +94,14 @@ def test_sighup_rereads_config_and_reopens_the_log(tmp_path):
     try:
         assert get(url + "/apnscp.wsdl")[0] == 200
         os.rename(log_path, log_path + ".1")
-        rewrite(path, {"soap": {"enabled": "false"}, "core": {"db_threads": "3"}})
+        rewrite(path, {"soap": {"enabled": "false"}, "core": {"db_threads": "3", "access_log": "true"}})
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: os.path.exists(log_path) and "SIGHUP: reloaded" in read(log_path), proc, out_path,
                  what="the reload logged in a new file")
         assert get(url + "/apnscp.wsdl")[0] == 403  # [soap] enabled=false applied at once
+        wait_for(lambda: "GET /apnscp.wsdl 403" in read(log_path), proc, out_path, what="the access log turned on")
         log = read(log_path)
-        assert "applied: [soap] enabled" in log
+        assert "applied: [soap] enabled, [core] access_log" in log
         assert "[core] db_threads changed in" in log and "after a restart" in log
         assert "HTTP API listening" in read(log_path + ".1")
 

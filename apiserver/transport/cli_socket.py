@@ -191,6 +191,8 @@ class CliProtocol(LineOnlyReceiver):
 class CliFactory(protocol.Factory):
     """Makes a :class:`CliProtocol` per cpcmd connection."""
 
+    noisy = False  # the "cpcmd socket at" line says where it listens
+
     def __init__(self, app):
         self.app = app
 

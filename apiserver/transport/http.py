@@ -216,8 +216,7 @@ class ApiSite(server.Site):
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self._parsePOSTFormSubmission = False  # parsing form bodies costs ~45 us per POST
-        self.max_body_size = config.get("soap", "max_body_size")
-        self.access_log = config.get("core", "access_log")
+        self.config = config
         self.displayTracebacks = False
         #: request -> the client address the middleware decided (trusted proxies applied)
         self.client_address = client_address or (lambda request: getattr(request.getClientAddress(), "host", "-"))
@@ -227,6 +226,16 @@ class ApiSite(server.Site):
         self._drain_waiters: list = []
         self.channels: set = set()  # open connections
         self._close_waiters: list = []
+
+    @property
+    def max_body_size(self) -> int:
+        """``[soap] max_body_size``, read live (run time)."""
+        return self.config.get("soap", "max_body_size")
+
+    @property
+    def access_log(self) -> bool:
+        """``[core] access_log``, read live (run time)."""
+        return self.config.get("core", "access_log")
 
     def request_started(self, request) -> None:
         self.in_flight.add(request)
