@@ -23,7 +23,6 @@ from typing import Callable, Optional
 from urllib.parse import unquote_plus
 
 from twisted.internet import defer
-
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
