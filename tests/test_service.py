@@ -1,5 +1,6 @@
 """One start path: `apiserver serve` and `twistd -n apiserver` check, log and fail alike."""
 
+import os
 import signal
 import socket
 
@@ -63,7 +64,8 @@ def test_port_in_use_exits_non_zero_naming_the_address(tmp_path, starter):
 
 
 def test_twistd_logs_json_lines_and_stops_cleanly(tmp_path):
-    """Under twistd, log_format=json gives one JSON object per line and SIGTERM closes the port."""
+    """Under twistd, log_format=json gives one JSON object per line, SIGHUP reopens the log and
+    SIGTERM closes the port."""
     log_name = "server.log"
     path, port = make_config(tmp_path, {"core": {"log_format": "json", "log_file": log_name, "access_log": "true"}})
     key = init(path)
@@ -75,10 +77,14 @@ def test_twistd_logs_json_lines_and_stops_cleanly(tmp_path):
         assert status == 200 and b"urn:net.apnscp.soap" in body
         assert headers["Server"] == "apiserver"
         wait_for(lambda: "apnscp.wsdl" in read(log_path), proc, log_path, what="the access log line")
+        os.rename(log_path, log_path + ".1")  # as logrotate does; SIGHUP reopens the file
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: os.path.exists(log_path) and "SIGHUP: reloaded" in read(log_path), proc, log_path + ".1",
+                 what="the reload under twistd")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    text = read(log_path)
+    text = read(log_path + ".1") + read(log_path)
     assert "\x1e" not in text
     events = json_lines(text)
     for event in events:
