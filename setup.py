@@ -18,6 +18,7 @@ setup(
         "SQLAlchemy>=2.0",
         "PyYAML>=6",
         "bcrypt>=4.1",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "redis": ["redis>=5"],

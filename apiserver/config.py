@@ -16,7 +16,6 @@ import os
 from typing import Any, Callable, Iterable, Optional
 
 ENV_VAR = "APISERVER_CONFIG"
-DEFAULT_PATH = os.path.join("conf", "config.ini")
 
 
 class ConfigError(Exception):
@@ -155,7 +154,7 @@ K = Key
 BUILTIN_SECTIONS = (
     Section("soap", "The SOAP and XML-RPC API.", (
         K("enabled", parse_bool, "true", "Serve the API; false answers every API URL with 403 (scope cp.api).", runtime=True),
-        K("max_body_size", int_range(1024, 64 << 20), "1048576", "Largest request body in bytes; larger gets 413 before it is stored."),
+        K("max_body_size", int_range(1024, 64 << 20), "1048576", "Largest request body in bytes; larger gets 413 before it is stored.", runtime=True),
     )),
     Section("anvil", "Brute-force throttle for every authentication gate.", (
         K("limit", int_range(1, 100000), "20", "Failed authentications from one address within ttl that block it.", runtime=True),
@@ -170,14 +169,14 @@ BUILTIN_SECTIONS = (
         K("redis_url", parse_str, "redis://127.0.0.1:6379/0", "Redis URL when backend=redis.", secret=True),  # may hold a password
     )),
     Section("auth", "Accounts, passwords, API keys and IP restrictions.", (
-        K("retain_ui_password", parse_bool, "true", "Keep the UI password in the session, AES-256-GCM encrypted with secret."),
+        K("retain_ui_password", parse_bool, "true", "Keep the UI password in the session, AES-256-GCM encrypted with secret.", runtime=True),
         K("secret", parse_str, "", "Key for encrypting API keys and session passwords; empty: generated into state_dir on init.", secret=True),
         K("min_pw_length", int_range(1, 1024), "7", "Shortest password accepted.", runtime=True),
         K("ip_restriction_limit", int_range(0, 100000), "50", "Most IP restrictions one account may have.", runtime=True),
         K("ip_restriction_cache_ttl", int_range(0, 3600), "5", "Seconds a node reuses an account's IP restrictions before reading them again (other nodes' changes show after at most this; 0: read on every login).", runtime=True),
-        K("pbkdf2_iterations", int_range(1000, 10_000_000), "210000", "PBKDF2-HMAC-SHA512 iterations for new password hashes."),
+        K("pbkdf2_iterations", int_range(1000, 10_000_000), "210000", "PBKDF2-HMAC-SHA512 iterations for new password hashes.", runtime=True),
         K("hash_threads", int_range(1, 256), "4", "Threads for password hashing (hashing releases the GIL)."),
-        K("key_cache_ttl", int_range(0, 3600), "60", "Seconds a verified API key is trusted without a database look-up (0: always look up)."),
+        K("key_cache_ttl", int_range(0, 3600), "60", "Seconds a verified API key is trusted without a database look-up (0: always look up).", runtime=True),
     )),
     Section("frontend", "HTTP and HTTPS listeners.", (
         K("bind", parse_str, "127.0.0.1", "Address the listeners bind to (0.0.0.0 or :: for all)."),
@@ -186,17 +185,20 @@ BUILTIN_SECTIONS = (
         K("https_only", parse_bool, "false", "Refuse remote HTTP (loopback HTTP keeps working).", runtime=True),
         K("tls_certificate", parse_str, "", "PEM certificate (chain) for HTTPS; empty: a self-signed one in state_dir."),
         K("tls_key", parse_str, "", "PEM private key for tls_certificate."),
-        K("public_url", parse_str, "", "HTTPS URL named in https_only refusals; empty: derived from the request's host."),
+        K("public_url", parse_str, "", "HTTPS URL named in https_only refusals; empty: derived from the request's host.", runtime=True),
     )),
     Section("core", "Process-wide settings.", (
         K("state_dir", parse_str, "../state", "Database, secret and certificate; relative to this file."),
         K("http_trusted_forward", parse_networks, "", "Proxies whose X-Forwarded-For is believed (comma separated).", runtime=True),
         K("db_threads", int_range(1, 256), "8", "Threads for database calls and blocking module functions."),
-        K("access_log", parse_bool, "false", "Log one line per HTTP request (never bodies or keys)."),
+        K("access_log", parse_bool, "false", "Log one line per HTTP request (never bodies or keys).", runtime=True),
         K("log_format", choice("text", "json"), "text", "Log as text lines or one JSON object per line."),
         K("debug", parse_bool, "false", "Debug logging (scope cp.debug).", runtime=True),
         K("cli_socket", parse_str, "apiserver.sock", "UNIX socket for cpcmd as root; relative to state_dir."),
         K("disabled_plugins", parse_names, "", "Installed plugins not to load: entry point or distribution names (comma separated); apiserver plugins lists them."),
+        K("log_file", parse_str, "", "Log file, appended to and reopened on SIGHUP; relative to state_dir; empty: standard output."),
+        K("shutdown_timeout", int_range(0, 3600), "10", "Seconds SIGTERM/SIGINT wait for calls in flight before the server exits."),
+        K("metrics_allow", parse_networks, "127.0.0.1,::1", "Client addresses or networks that may read /health and /metrics (comma separated).", runtime=True),
     )),
     Section("session", "Sessions (esprit_id cookie).", (
         K("ttl", int_range(1, 86400 * 30), "900", "Seconds of inactivity after which a session ends.", runtime=True),
@@ -208,12 +210,12 @@ BUILTIN_SECTIONS = (
     )),
     Section("mail", "Notices of password changes and resets and of unrecognized devices (the outbox).", (
         K("enabled", parse_bool, "true", "Queue notices in the outbox and send them by mail; false queues nothing.", runtime=True),
-        K("smtp_host", parse_str, "127.0.0.1", "SMTP relay host."),
-        K("smtp_port", port, "25", "SMTP relay port."),
-        K("sender", parse_str, "apiserver@localhost", "From address of notices."),
-        K("starttls", parse_bool, "false", "Use STARTTLS with the relay."),
-        K("username", parse_str, "", "SMTP login; empty: none."),
-        K("password", parse_str, "", "SMTP password.", secret=True),
+        K("smtp_host", parse_str, "127.0.0.1", "SMTP relay host.", runtime=True),
+        K("smtp_port", port, "25", "SMTP relay port.", runtime=True),
+        K("sender", parse_str, "apiserver@localhost", "From address of notices.", runtime=True),
+        K("starttls", parse_bool, "false", "Use STARTTLS with the relay.", runtime=True),
+        K("username", parse_str, "", "SMTP login; empty: none.", runtime=True),
+        K("password", parse_str, "", "SMTP password.", runtime=True, secret=True),
         K("max_attempts", int_range(1, 1000), "10", "Delivery attempts of a notice before it is failed (it stays listed by admin_get_notices).", runtime=True),
         K("retry_base", int_range(1, 86400), "30", "Seconds before the second attempt; each further wait doubles, up to retry_cap.", runtime=True),
         K("retry_cap", int_range(1, 7 * 86400), "3600", "Longest wait in seconds between two attempts of a notice.", runtime=True),
@@ -234,10 +236,10 @@ BUILTIN_SECTIONS = (
         K("template_root", parse_str, "/", "Filesystem template root that scan_setuid walks by default (ApisCP's FILESYSTEMTEMPLATE).", runtime=True),
     )),
     Section("geoip", "Geolocation of login notices.", (
-        K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir."),
+        K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir.", runtime=True),
         K("account_id", int_range(0, 2**31 - 1), "0", "MaxMind GeoIP2 web service account id; 0: not used (scope auth.geoip-key).", runtime=True),
         K("license_key", parse_str, "", "MaxMind GeoIP2 web service licence key (scope auth.geoip-key).", runtime=True, secret=True),
-        K("service_host", parse_host, "geoip.maxmind.com", "Host (host:port) of the GeoIP2 web service, always reached over HTTPS; geolite.info for MaxMind's GeoLite2 web service."),
+        K("service_host", parse_host, "geoip.maxmind.com", "Host (host:port) of the GeoIP2 web service, always reached over HTTPS; geolite.info for MaxMind's GeoLite2 web service.", runtime=True),
     )),
 )
 
@@ -317,9 +319,75 @@ class Config:
         return value
 
 
+#: Where an installed server keeps its config (the systemd unit names it too).
+SYSTEM_PATH = "/etc/apiserver/config.ini"
+#: The checkout's config, found from this file, never from the working directory.
+CHECKOUT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "config.ini")
+#: state_dir written into a new config outside a checkout (the unit's StateDirectory).
+SYSTEM_STATE_DIR = "/var/lib/apiserver"
+
+
 def config_path(explicit: Optional[str] = None) -> str:
-    """The config file: ``--config``, else ``$APISERVER_CONFIG``, else ``conf/config.ini``."""
-    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+    """The config file: ``--config``, else ``$APISERVER_CONFIG``, else ``/etc/apiserver/config.ini``
+    when it exists, else the checkout's ``conf/config.ini`` (when this is a checkout), else
+    ``/etc/apiserver/config.ini`` (which ``apiserver init`` then writes)."""
+    if explicit:
+        return os.path.abspath(explicit)
+    if os.environ.get(ENV_VAR):
+        return os.path.abspath(os.environ[ENV_VAR])
+    if os.path.exists(SYSTEM_PATH):
+        return SYSTEM_PATH
+    if os.path.exists(CHECKOUT_PATH):
+        return CHECKOUT_PATH
+    return SYSTEM_PATH
+
+
+def cross_check(config: "Config") -> None:
+    """The checks that span keys, for start-up and for ``cp.config`` alike: ConfigError naming
+    the section and key when the listeners would clash, ``[frontend] bind`` is not an address
+    of this host, or a TLS certificate is given without its key (or a key without one)."""
+    import socket
+
+    from apiserver.middleware.https_only import is_host
+
+    http_port, https_port = config.get("frontend", "http_port"), config.get("frontend", "https_port")
+    if http_port and http_port == https_port:
+        raise ConfigError("frontend", "https_port", f"equals http_port ({http_port}); both listeners cannot share a port")
+    cert, key = config.get("frontend", "tls_certificate"), config.get("frontend", "tls_key")
+    if https_port and cert and not key:
+        raise ConfigError("frontend", "tls_key", f"empty, but tls_certificate is set ({cert}); give the certificate's private key")
+    if https_port and key and not cert:
+        raise ConfigError("frontend", "tls_certificate", f"empty, but tls_key is set ({key}); give the certificate for it")
+    bind = config.get("frontend", "bind")
+    if not is_host(bind):
+        raise ConfigError("frontend", "bind", f"{bind!r} is neither an IP address nor a host name")
+    if http_port or https_port:
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET  # as twisted's listenTCP chooses
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((bind, 0))
+            except OSError as exc:
+                raise ConfigError("frontend", "bind", f"cannot listen on {bind}: not an address of this host ({exc.strerror or exc})") from None
+
+
+def secret_values(config: "Config") -> list:
+    """``(section, key)`` of every secret key that holds a secret: a non-empty value, and for a
+    URL (``redis_url``, ``[db] url``) one with a password in it."""
+    from urllib.parse import urlsplit
+
+    found = []
+    for (section, name), key in config._keys.items():
+        raw = config.raw(section, name).strip()
+        if not key.secret or not raw:
+            continue
+        if name.endswith("url"):
+            try:
+                if not urlsplit(raw).password:
+                    continue
+            except ValueError:
+                pass
+        found.append((section, name))
+    return found
 
 
 def load_config(path: Optional[str], extra_sections: Iterable[Section] = ()) -> Config:
@@ -350,11 +418,13 @@ def load_config(path: Optional[str], extra_sections: Iterable[Section] = ()) -> 
     return Config(sections, raw, path)
 
 
-def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS) -> str:
-    """The shipped ``conf/config.ini``: every key with its help as a comment and its default.
+def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS, values: Optional[dict] = None) -> str:
+    """The shipped ``conf/config.ini``: every key with its help as a comment and its default
+    (or the value ``values[(section, key)]``, which ``apiserver init`` uses for state_dir).
 
     ``tests/test_config.py`` fails when the committed file drifts from this.
     """
+    values = values or {}
     lines = [
         "; apiserver configuration (ApisCP-style sections).",
         "; Every key is optional; the value shown is the default. A bad value stops start-up",
@@ -368,7 +438,7 @@ def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS) -> str:
         for key in section.keys:
             note = " (run time)" if key.runtime else ""
             lines.append(f"; {key.help}{note} [{key.type_name}]")
-            lines.append(f"{key.name} = {key.default}")
+            lines.append(f"{key.name} = {values.get((section.name, key.name), key.default)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -138,13 +138,13 @@ def atomic_write(path: str, text: str, mode: Optional[int] = None,
         os.close(dir_fd)
 
 
-def set_values(path: str, edits, check: Optional[Callable[[str], None]] = None) -> None:
+def set_values(path: str, edits, check: Optional[Callable[[str], None]] = None, mode: Optional[int] = None) -> None:
     """Apply ``edits`` (``(section, key, value)`` triples) to the ini file at ``path`` in one atomic write.
 
-    See :func:`atomic_write` for ``check``.
+    See :func:`atomic_write` for ``check`` and ``mode``.
     """
     with open(path, encoding="utf-8", newline="") as fh:
         text = fh.read()
     for section, key, value in edits:
         text = edit_text(text, section, key, value)
-    atomic_write(path, text, check=check)
+    atomic_write(path, text, mode=mode, check=check)

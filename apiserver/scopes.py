@@ -36,7 +36,6 @@ leading part of the selectors (``cp.config``, ``cp.config frontend``,
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import json
 from typing import Any, Optional
 
@@ -129,10 +128,14 @@ class ScopeRegistry:
         self._changes = defer.DeferredLock()  # one change at a time: each is read-modify-write
 
     def names(self, pattern: Optional[str] = None) -> list[str]:
-        """Scope names matching the glob ``pattern`` (``cp.*``; all when None), sorted."""
+        """Scope names matching ``pattern``, sorted: a word matches names containing it, a glob
+        (``cp.*``) the whole name; all when None (:mod:`apiserver.filters`)."""
+        from apiserver.filters import name_matcher
+
         if pattern is not None and len(pattern) > MAX_PATTERN:
             raise InvalidArgument(f"scope:list: the filter is longer than {MAX_PATTERN} characters")
-        return sorted(n for n in self._scopes if pattern in (None, "") or fnmatch.fnmatchcase(n, pattern))
+        matches = name_matcher(pattern)
+        return sorted(n for n in self._scopes if matches(n))
 
     def scope(self, name: str) -> Scope:
         """The scope called ``name``, or NotFound suggesting close names."""

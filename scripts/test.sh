@@ -20,6 +20,7 @@ command -v setfacl >/dev/null 2>&1 || need_pkgs+=(acl)
 command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need_pkgs+=(apache2)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 command -v cadaver >/dev/null 2>&1 || need_pkgs+=(cadaver)
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # tests/test_systemd_unit.py
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need_pkgs[*]}"

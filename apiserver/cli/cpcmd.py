@@ -238,10 +238,9 @@ def socket_path(config_file: Optional[str]) -> str:
 
 
 def list_filter(text: str) -> Optional[str]:
-    """``-l auth`` lists every command containing "auth"; a glob (``auth:*``) is used as given."""
-    if not text:
-        return None
-    return text if any(c in text for c in "*?[") else f"*{text}*"
+    """The filter of ``-l``, as given: the server matches it as ``misc:list-commands`` does
+    (:mod:`apiserver.filters`: a word by substring, a pattern with ``*`` as a glob)."""
+    return text or None
 
 
 def _values(words: list, as_json: bool) -> list:

@@ -13,7 +13,8 @@ USAGE_EPILOG = """\
 first start:   apiserver init    (creates the database, secret, certificate and the
                                   appliance administrator; prints its API key last)
 run:           apiserver serve   (foreground; stop with Ctrl-C or SIGTERM)
-config file:   --config FILE, else $APISERVER_CONFIG, else conf/config.ini
+config file:   --config FILE, else $APISERVER_CONFIG, else /etc/apiserver/config.ini,
+               else the checkout's conf/config.ini (init writes a commented one if none exists)
 """
 
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apiserver", description="ApisCP-compatible SOAP/XML-RPC API server.",
         epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", metavar="FILE", help="config file (default: $APISERVER_CONFIG or conf/config.ini)")
+    parser.add_argument("--config", metavar="FILE", help="config file (default: $APISERVER_CONFIG, /etc/apiserver/config.ini or the checkout's conf/config.ini)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     sub.add_parser("init", help="create the state a first start needs and print the administrator's API key")
@@ -46,12 +47,30 @@ def _load(path: Optional[str]):
     return pm, load_config(path, extra)
 
 
+def write_default_config(path: str, sections) -> None:
+    """Write a commented config (every key, its help and default) at ``path``, owner-only."""
+    from apiserver.config import SYSTEM_PATH, SYSTEM_STATE_DIR, render_ini
+    from apiserver.config_file import atomic_write
+
+    state_dir = SYSTEM_STATE_DIR if os.path.abspath(path) == SYSTEM_PATH else "state"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+    atomic_write(path, render_ini(sections, {("core", "state_dir"): state_dir}) + "\n", mode=0o600)
+
+
 def cmd_init(args) -> int:
     from apiserver.accounts import initialize_state
+    from apiserver.config import BUILTIN_SECTIONS
+    from apiserver.plugins import make_plugin_manager
 
-    _pm, config = _load(args.config)
+    path = config_path(args.config)
+    written = None
+    if not os.path.exists(path):
+        pm = make_plugin_manager()
+        write_default_config(path, list(BUILTIN_SECTIONS) + [s for g in pm.hook.apiserver_config_sections() for s in g])
+        written = f"Config written: {path} (every key with its default; edit it, then run init again if you change state_dir or [db])"
+    _pm, config = _load(path)
     result = initialize_state(config)
-    lines = list(result.lines)
+    lines = ([written] if written else []) + list(result.lines)
     if config.get("frontend", "https_port"):
         from apiserver.transport.tls import ensure_certificate
 
@@ -66,26 +85,31 @@ def cmd_init(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    """Build the service tree (the same as twistd's), bind, run until SIGTERM/SIGINT."""
     from twisted.internet import reactor
 
-    from apiserver.app import create_application
-    from apiserver.server import start, start_logging
+    from apiserver.service import make_service
 
-    pm, config = _load(args.config)
-    start_logging(config)
-    app = create_application(config, reactor=reactor, plugin_manager=pm)
-    if not os.path.isdir(config.state_dir) or app.storage.version() == 0:
-        print(f"apiserver: no database in {config.state_dir}: run 'apiserver --config {config.path} init' first",
-              file=sys.stderr)
-        return 1
-    app.storage.migrate()  # an older schema is upgraded before the reactor runs
-    try:
-        start(app, reactor)
-    except Exception as exc:  # a port in use, an unreadable certificate: say so, no traceback
-        print(f"apiserver: cannot start: {exc}", file=sys.stderr)
-        return 1
+    server = make_service(args.config, reactor=reactor)
+    server.begin_logging()
+    server.privilegedStartService()  # binds every listener; ListenFailed names the address
+    status = []
+
+    def start():
+        try:
+            server.startService()
+        except Exception as exc:
+            from twisted.logger import Logger
+
+            Logger(namespace="apiserver.server").failure("start-up failed")
+            print(f"apiserver: cannot start: {exc}", file=sys.stderr)
+            status.append(1)
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     reactor.run()
-    return 0
+    return status[0] if status else 0
 
 
 def cmd_wsdl(args) -> int:
@@ -126,6 +150,7 @@ def main(argv=None) -> int:
 
     from apiserver.accounts import StateError
     from apiserver.plugins import PluginError
+    from apiserver.service import StartError
     from apiserver.storage import SchemaError
 
     try:
@@ -134,7 +159,7 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"apiserver: config error: {exc}", file=sys.stderr)
         return 2
-    except (StateError, SchemaError, PluginError) as exc:
+    except (StateError, SchemaError, PluginError, StartError) as exc:
         print(f"apiserver: {exc}", file=sys.stderr)
         return 1
     except SQLAlchemyError as exc:  # an unreachable or refusing database: no traceback, no password

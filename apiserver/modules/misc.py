@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from typing import Optional
+
+from apiserver.errors import InvalidArgument
+from apiserver.filters import name_matcher
 
 from apiserver.hookspecs import hookimpl
 from apiserver.module import FunctionSpec, Module, Role, export
@@ -22,9 +24,11 @@ class CommandInfo:
 
 def _matching(app, pattern: Optional[str]) -> list[FunctionSpec]:
     specs = sorted(app.registry.functions(), key=lambda spec: spec.command)
-    if not pattern:
-        return specs
-    return [s for s in specs if fnmatch.fnmatchcase(s.command, pattern) or fnmatch.fnmatchcase(s.operation, pattern)]
+    try:
+        matches = name_matcher(pattern)
+    except ValueError as exc:
+        raise InvalidArgument(f"filter: {exc}") from None
+    return [s for s in specs if matches(s.command) or matches(s.operation)]
 
 
 class MiscModule(Module):
@@ -34,12 +38,14 @@ class MiscModule(Module):
 
     @export(roles=Role.ALL, blocking=False)
     def list_commands(self, ctx, filter: Optional[str] = None) -> list[str]:
-        """Every command (``module:function-name``) matching the glob FILTER, sorted."""
+        """Every command (``module:function-name``) matching FILTER, sorted: a word matches names
+        containing it, a pattern with ``*`` is a glob."""
         return [spec.command for spec in _matching(ctx.app, filter)]
 
     @export(roles=Role.ALL, blocking=False)
     def info(self, ctx, filter: Optional[str] = None) -> list[CommandInfo]:
-        """Signature, help and roles of every command matching the glob FILTER."""
+        """Signature, help and roles of every command matching FILTER (a word: names containing it;
+        with ``*``: a glob)."""
         return [CommandInfo(command=spec.command, signature=spec.signature(), help=spec.summary,
                             roles=[role.label for role in (Role.ADMIN, Role.SITE, Role.USER) if role in spec.roles])
                 for spec in _matching(ctx.app, filter)]

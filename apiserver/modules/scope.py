@@ -25,11 +25,10 @@ import socket
 import stat
 from typing import Any, Optional
 
-from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, load_config
+from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, cross_check, load_config, secret_values
 from apiserver.config_file import atomic_write, check_value_text, format_value, set_values
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.hookspecs import hookimpl
-from apiserver.middleware.https_only import is_host
 from apiserver.module import Module, Role, export
 from apiserver.scopes import Scope, mask_secret
 from apiserver.types import BOOLEAN, INT, TypeSpec, coerce
@@ -50,6 +49,8 @@ class ScopeInfo:
     help: str
     allowed: list[str]
     usage: str
+    running: Any = None                   # the value the running server uses (value: what is saved)
+    restart_needed: list[str] = dataclasses.field(default_factory=list)  # saved keys a restart applies
 
 
 class ScopeModule(Module):
@@ -59,7 +60,7 @@ class ScopeModule(Module):
 
     @export(roles=Role.ADMIN, name="list")
     async def list_scopes(self, ctx, filter: Optional[str] = None) -> list[str]:
-        """Names of the scopes matching the glob FILTER (``cp.*``), or all of them."""
+        """Names of the scopes matching FILTER (a word: names containing it; a glob such as ``cp.*``), or all."""
         return self.app.scopes.names(filter)
 
     @export(roles=Role.ADMIN, name="get")
@@ -69,16 +70,37 @@ class ScopeModule(Module):
         return await self.app.scopes.get(name, *args)
 
     @export(roles=Role.ADMIN, name="set")
-    async def set_scope(self, ctx, name: str, arg1: Any = None, arg2: Any = None, arg3: Any = None) -> bool:
-        """Set scope NAME: ARGs are its selectors then the value (``scope:set cp.config frontend https_only true``)."""
-        args = _spread(self.app.scopes.scope(name), (arg1, arg2, arg3), for_set=True)
+    async def set_scope(self, ctx, name: str, arg1: Any = None, arg2: Any = None, arg3: Any = None) -> Any:
+        """Set scope NAME: ARGs are its selectors then the value (``scope:set cp.config frontend https_only true``).
+
+        True when the change is in force; for a config key that needs a restart, a text saying so.
+        """
+        scope = self.app.scopes.scope(name)
+        args = _spread(scope, (arg1, arg2, arg3), for_set=True)
         await self.app.scopes.set(name, ctx.identity, *args)
+        if isinstance(scope, ConfigScope):
+            section, key = args[0], args[1]
+            if not self.app.config.key(section, key).runtime:
+                return (f"saved to config.ini; [{section}] {key} takes effect after a restart "
+                        f"(the running server keeps {_show(plain_value(self.app.config, section, key))})"
+                        if not self.app.config.key(section, key).secret else
+                        f"saved to config.ini; [{section}] {key} takes effect after a restart")
         return True
 
     @export(roles=Role.ADMIN, name="info")
     async def info(self, ctx, name: str) -> ScopeInfo:
-        """Value, default, type, help text and allowed values of scope NAME."""
-        return ScopeInfo(**(await self.app.scopes.info(name)))
+        """Value (as saved), running value, default, type, help text and allowed values of scope NAME,
+        and the saved config keys that take effect only after a restart."""
+        scope = self.app.scopes.scope(name)
+        info = await self.app.scopes.info(name)
+        running = getattr(scope, "running", None)
+        info["running"] = scope.mask(running(self.app)) if running is not None else info["value"]
+        if isinstance(scope, (ConfigScope, ConfigFlagScope, GeoipKeyScope)):
+            from apiserver.service import pending_restart
+
+            pending = await self.app.run_blocking(pending_restart, self.app)
+            info["restart_needed"] = sorted(k for k in pending if not self.app.config.key(*k[1:].split("] ")).runtime)
+        return ScopeInfo(**info)
 
 
 def _spread(scope: Scope, values: tuple, for_set: bool) -> tuple:
@@ -175,19 +197,30 @@ def write_config(app, edits) -> None:
         except ConfigError as exc:
             raise InvalidArgument(f"cp.config: {exc}") from None
         texts.append((section, key, text))
-    set_values(app.config.path, texts, check=lambda candidate: check_startable(app, candidate))
+    set_values(app.config.path, texts, check=lambda candidate: check_startable(app, candidate),
+               mode=_private_mode_if_secret(app, texts))
+
+
+def _private_mode_if_secret(app, texts) -> Optional[int]:
+    """0600 (or tighter) when config.ini will hold a secret (a licence key, an SMTP password, a
+    Redis URL with a password), so no other user can read it; None keeps the file's mode."""
+    holds = any(app.config.key(section, key).secret and text for section, key, text in texts)
+    if not holds:
+        holds = bool(secret_values(file_config(app)))
+    if not holds:
+        return None
+    try:
+        current = os.stat(app.config.path).st_mode & 0o7777
+    except OSError:
+        return 0o600
+    return current & 0o700 or 0o600
 
 
 def check_startable(app, path: str) -> None:
     """Refuse (InvalidArgument) a candidate config file that would stop the server starting."""
     try:
         config = load_config(path, _plugin_sections(app))
-        http_port, https_port = config.get("frontend", "http_port"), config.get("frontend", "https_port")
-        if http_port and http_port == https_port:
-            raise ConfigError("frontend", "https_port", f"equals http_port ({http_port}); both listeners cannot share a port")
-        bind = config.get("frontend", "bind")
-        if not is_host(bind):
-            raise ConfigError("frontend", "bind", f"{bind!r} is neither an IP address nor a host name")
+        cross_check(config)  # what start-up checks too
         check_listenable(app, config)
         check_cli_socket(app, config)
         if config.get("frontend", "tls_certificate") or config.get("frontend", "tls_key"):
@@ -269,6 +302,10 @@ class ConfigScope(Scope):
             raise NotFound(f"cp.config: {exc}") from None
         return plain_value(config, section, key)
 
+    def running(self, app) -> dict:
+        """Every key's value as the running server uses it."""
+        return {s: {k.name: plain_value(app.config, s, k.name) for k in spec.keys} for s, spec in app.config.sections.items()}
+
     def set(self, app, actor, section, key, value) -> None:
         write_config(app, [(_need_text(section, "SECTION"), _need_text(key, "KEY"), value)])
 
@@ -306,6 +343,9 @@ class ConfigFlagScope(Scope):
     def get(self, app) -> bool:
         return file_config(app).get(self.section, self.key)
 
+    def running(self, app) -> bool:
+        return app.config.get(self.section, self.key)
+
     def set(self, app, actor, value) -> None:
         write_config(app, [(self.section, self.key, coerce(value, BOOL, self.name))])
 
@@ -331,6 +371,9 @@ class GeoipKeyScope(Scope):
     def get(self, app) -> dict:
         config = file_config(app)
         return {"id": config.get("geoip", "account_id"), "key": config.get("geoip", "license_key")}
+
+    def running(self, app) -> dict:
+        return {"id": app.config.get("geoip", "account_id"), "key": app.config.get("geoip", "license_key")}
 
     def set(self, app, actor, value) -> None:
         account, key = self.parse(value)

@@ -223,6 +223,8 @@ class NoticeSender(service.Service):
         self._running: Optional[defer.Deferred] = None
         self._again = False
         self._stopping = False
+        #: Notices queued as of the last look at the outbox (the /metrics gauge; None: not looked yet).
+        self.last_pending: Optional[int] = None
 
     def startService(self):
         super().startService()
@@ -286,6 +288,12 @@ class NoticeSender(service.Service):
 
     def send_due(self, settings: MailSettings) -> list[FailedNotice]:
         """Blocking: claim and send the due notices over one connection; returns those failed for good."""
+        try:
+            return self._send_due(settings)
+        finally:
+            self.last_pending = self.outbox.pending()
+
+    def _send_due(self, settings: MailSettings) -> list[FailedNotice]:
         failed: list[FailedNotice] = []
         ids = self.outbox.due()
         if not ids:

@@ -26,6 +26,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from typing import Any, Optional
 
 from twisted.internet import defer, protocol
@@ -141,8 +142,22 @@ class CliProtocol(LineOnlyReceiver):
             self.transport.write(data + b"\n")
 
     async def _answer(self, line: bytes) -> dict:
+        started = time.perf_counter()
+        known = []  # the operation name, once the registry knows it (for the metrics)
+        answer = await self._call(line, known)
+        metrics = getattr(self.app, "metrics", None)
+        if metrics is not None and known:
+            metrics.count_call("cli", known[0], time.perf_counter() - started,
+                               answer["fault"]["code"] if "fault" in answer else None)
+        return answer
+
+    async def _call(self, line: bytes, known: list) -> dict:
         try:
             function, args, kwargs, site, user = _request_fields(line)
+            try:
+                known.append(self.app.registry.lookup(function).spec.operation)
+            except ApiError:
+                pass  # app.call answers the unknown name in its turn, after admission
             ctx = await self._admit()
             if site is not None or user is not None:
                 ctx = await self._act_as(ctx, site, user)
@@ -178,6 +193,8 @@ class CliProtocol(LineOnlyReceiver):
 
 class CliFactory(protocol.Factory):
     """Makes a :class:`CliProtocol` per cpcmd connection."""
+
+    noisy = False  # the "cpcmd socket at" line says where it listens
 
     def __init__(self, app):
         self.app = app

@@ -18,16 +18,25 @@ they take, :func:`finish_with` the last.
 from __future__ import annotations
 
 import io
+import time
+from typing import Callable, Optional
 from urllib.parse import unquote_plus
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import Denied
+from apiserver.logs import mask_url
 
 log = Logger(namespace="apiserver.access")
 resource_log = Logger(namespace="apiserver.transport")
+
+# Twisted has no phrase for 429 and would send "Unknown Status".
+http.RESPONSES.setdefault(429, b"Too Many Requests")
+#: The Server header: the product, never a version a scanner could match against advisories.
+SERVER_HEADER = b"apiserver"
 
 
 _CONTROL_CHARACTERS = {code: "?" for code in (*range(32), 127)}
@@ -37,19 +46,20 @@ def masked_uri(uri: bytes) -> str:
     """``uri`` for the log with the value of every ``authkey`` parameter replaced by ``***``.
 
     Names are compared as the query parser sees them (percent-decoded), so ``%61uthkey=KEY``,
-    which authenticates like ``authkey=KEY``, is masked too.
+    which authenticates like ``authkey=KEY``, is masked too; then :func:`apiserver.logs.mask_url`
+    hides keys sent under another name (``?key=``, ``?api_key=``, ``authkey%3D``, in the path).
     """
     text = uri.decode("ascii", "backslashreplace").translate(_CONTROL_CHARACTERS)  # no escapes into the log
     path, sep, query = text.partition("?")
     if not sep:
-        return path
+        return mask_url(path)
     parts = []
     for part in query.split("&"):
         name, eq, _ = part.partition("=")
         if eq and unquote_plus(name).strip().lower() == "authkey":
             part = name + "=***"
         parts.append(part)
-    return path + "?" + "&".join(parts)
+    return mask_url(path + "?" + "&".join(parts))
 
 
 class _Discard:
@@ -72,10 +82,30 @@ class _Discard:
 
 
 class ApiRequest(server.Request):
-    """A request whose body is capped at the site's ``max_body_size`` and kept in memory."""
+    """A request whose body is capped at the site's ``max_body_size`` and kept in memory.
+
+    From the moment it is processed until it is answered (or the client is gone) it counts as
+    in flight on its site (what a graceful shutdown waits for); the transports note on it the
+    dialect, function and fault for the metrics (:func:`note_call`, :func:`note_fault`).
+    """
 
     _refused = False
     _received = 0
+    started_at: Optional[float] = None
+    api_dialect: Optional[str] = None
+    api_function: Optional[str] = None
+    api_fault: Optional[str] = None
+
+    def process(self):
+        site = self.channel.site
+        self.started_at = time.perf_counter()
+        site.request_started(self)
+        self.notifyFinish().addBoth(lambda _: site.request_ended(self))
+        super().process()
+
+    def render(self, resrc):
+        self.setHeader(b"server", SERVER_HEADER)  # Twisted's process() set its own versioned one
+        super().render(resrc)
 
     def gotLength(self, length):
         """Refuse a declared body over the limit before any of it is read; else use BytesIO."""
@@ -135,9 +165,14 @@ class ApiChannel(http.HTTPChannel):
         self._cancel_deadline()
         super().allContentReceived()
 
+    def connectionMade(self):
+        super().connectionMade()
+        self.site.channels.add(self)
+
     def connectionLost(self, reason):
         self._cancel_deadline()
         super().connectionLost(reason)
+        self.site.channel_closed(self)
 
     def lineLengthExceeded(self, line):
         self.answer_and_close(431, "Request Header Fields Too Large",
@@ -176,23 +211,99 @@ class ApiSite(server.Site):
     protocol = ApiChannel
     noisy = False  # "Starting factory" lines say nothing the listening log line does not
 
-    def __init__(self, resource, config, **kwargs):
+    def __init__(self, resource, config, client_address: Optional[Callable] = None, **kwargs):
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self._parsePOSTFormSubmission = False  # parsing form bodies costs ~45 us per POST
-        self.max_body_size = config.get("soap", "max_body_size")
-        self.access_log = config.get("core", "access_log")
+        self.config = config
         self.displayTracebacks = False
+        #: request -> the client address the middleware decided (trusted proxies applied)
+        self.client_address = client_address or (lambda request: getattr(request.getClientAddress(), "host", "-"))
+        #: callables(request) told of every answered request (the metrics)
+        self.request_observers: list = []
+        self.in_flight: set = set()
+        self._drain_waiters: list = []
+        self.channels: set = set()  # open connections
+        self._close_waiters: list = []
+
+    @property
+    def max_body_size(self) -> int:
+        """``[soap] max_body_size``, read live (run time)."""
+        return self.config.get("soap", "max_body_size")
+
+    @property
+    def access_log(self) -> bool:
+        """``[core] access_log``, read live (run time)."""
+        return self.config.get("core", "access_log")
+
+    def request_started(self, request) -> None:
+        self.in_flight.add(request)
+
+    def request_ended(self, request) -> None:
+        self.in_flight.discard(request)
+        if not self.in_flight:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                if not d.called:  # a waiter that timed out was cancelled
+                    d.callback(None)
+
+    def drained(self) -> defer.Deferred:
+        """Fires once no request is in flight (at once when none is)."""
+        if not self.in_flight:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._drain_waiters.append(d)
+        return d
+
+    def channel_closed(self, channel) -> None:
+        self.channels.discard(channel)
+        if not self.channels:
+            waiters, self._close_waiters = self._close_waiters, []
+            for d in waiters:
+                if not d.called:
+                    d.callback(None)
+
+    def close_connections(self) -> defer.Deferred:
+        """Close every connection once what was written to it is sent; fires when all are closed."""
+        if not self.channels:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._close_waiters.append(d)
+        for channel in list(self.channels):
+            channel.loseConnection()
+        return d
 
     def log(self, request) -> None:
-        """One line per request when ``[core] access_log`` is on; keys masked, no body."""
+        """Tell the observers; one line per request when ``[core] access_log`` is on: the client
+        address the middleware decided, the connection's peer (a proxy) when it differs, keys
+        masked, no body."""
+        for observer in self.request_observers:
+            try:
+                observer(request)
+            except Exception:
+                resource_log.failure("a request observer failed")
         if not self.access_log:
             return
-        log.info("{client} {method} {uri} {code} {length}",
-                 client=getattr(request.getClientAddress(), "host", "-"),
+        peer = getattr(request.getClientAddress(), "host", "-")
+        try:
+            client = self.client_address(request)
+        except Exception:
+            client = peer
+        log.info("{client}{via} {method} {uri} {code} {length}",
+                 client=client, via="" if client == peer else f" via {peer}", proxy=peer,
                  method=request.method.decode("ascii", "replace"),
                  uri=masked_uri(request.uri or b"")[:300],
                  code=request.code, length=request.sentLength)
+
+
+def note_call(request, dialect: str, function: Optional[str]) -> None:
+    """Record on ``request`` which dialect and function it called (for the metrics)."""
+    request.api_dialect, request.api_function = dialect, function
+
+
+def note_fault(request, code: str) -> None:
+    """Record on ``request`` the fault code it was answered with (for the metrics)."""
+    request.api_fault = code
 
 
 # --- shared by the API resources (SOAP, XML-RPC, UI login) ---------------------------------

@@ -11,8 +11,10 @@ from apiserver.transport.wsdl import WsdlCache
 
 
 def build_site(app) -> ApiSite:
-    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login`` and ``/logout`` on an :class:`ApiSite`;
-    anything else is 404."""
+    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/health`` and ``/metrics``
+    on an :class:`ApiSite`; anything else is 404."""
+    from apiserver.transport.health import HealthResource
+    from apiserver.transport.metrics import Metrics, MetricsResource
     from apiserver.transport.xmlrpc import XmlRpcResource  # imported late to keep the transports apart
 
     wsdl_cache = WsdlCache(app.registry)
@@ -22,7 +24,16 @@ def build_site(app) -> ApiSite:
     root.putChild(b"xmlrpc", XmlRpcResource(app))
     root.putChild(b"login", LoginResource(app))
     root.putChild(b"logout", LogoutResource(app))
-    return ApiSite(root, app.config)
+    if getattr(app, "metrics", None) is None:
+        app.metrics = Metrics(app)
+        sender = getattr(app.notices, "sender", None)
+        if sender is not None:  # counted on the pool at each look at the outbox, read when scraped
+            app.metrics.outbox_depth = lambda: sender.last_pending or 0
+    root.putChild(b"health", HealthResource(app))
+    root.putChild(b"metrics", MetricsResource(app, app.metrics))
+    site = ApiSite(root, app.config, client_address=app.gatekeeper.client_address)
+    app.metrics.watch_site(site)
+    return site
 
 
 class ApiRoot(resource.Resource):

@@ -15,7 +15,7 @@ from twisted.web import server
 
 from apiserver.errors import ApiError, ServerError
 from apiserver.transport.http import (
-    ApiResource, auth_request, content_type_is, credentials_of, finish_with, gate_refusal, refuse,
+    ApiResource, auth_request, content_type_is, credentials_of, finish_with, gate_refusal, note_call, note_fault, refuse,
 )
 from apiserver.transport.soap_codec import decode_request, encode_fault, encode_response
 from apiserver.transport.wsdl import DOCUMENT_STYLE, RPC_STYLE, WsdlCache, request_location
@@ -77,6 +77,7 @@ class SoapResource(ApiResource):
             return refuse(request, 415, "SOAP requests need Content-Type text/xml (charset UTF-8)")
         try:
             call = decode_request(request.content.read(), self._lookup)
+            note_call(request, f"soap-{call.dialect}".lower(), call.spec.operation)
             auth = auth_request(app, request, credentials_of(request))
         except ApiError as error:
             return self._fault_body(request, error)
@@ -100,12 +101,14 @@ class SoapResource(ApiResource):
         if not isinstance(error, ApiError):
             log.failure("SOAP call failed", failure)
             error = ServerError("the call failed on the server; the error was logged")
+        note_fault(request, error.code)
         retry_after = getattr(error, "retry_after", None)
         if retry_after:
             request.setHeader(b"retry-after", str(int(retry_after)).encode())
         self._finish(request, 500, encode_fault(error))
 
     def _fault_body(self, request, error: ApiError) -> bytes:
+        note_fault(request, error.code)
         request.setResponseCode(500)
         request.setHeader(b"content-type", _RESPONSE_TYPE[0])
         return encode_fault(error)

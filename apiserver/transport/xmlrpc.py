@@ -31,7 +31,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
 
-from apiserver.transport.http import ApiResource, auth_request, credentials_of, finish_with, gate_refusal, refuse
+from apiserver.transport.http import (
+    ApiResource, auth_request, credentials_of, finish_with, gate_refusal, note_call, note_fault, refuse,
+)
 from apiserver.transport.xmltext import escape_text
 from apiserver.errors import ApiError, InvalidArgument, Malformed, ServerError, Throttled
 from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT
@@ -440,14 +442,20 @@ class XmlRpcResource(ApiResource):
             name, params = parse_call(request.content.read())
             introspect = self._introspection.get(name)
             if introspect is not None:
+                note_call(request, "xmlrpc", name)
                 return encode_response(introspect(params))
             if name != "system.multicall":
-                self.app.registry.lookup(name)  # an unknown name is refused before authenticating
+                # an unknown name is refused before authenticating
+                note_call(request, "xmlrpc", self.app.registry.lookup(name).spec.operation)
+            else:
+                note_call(request, "xmlrpc", name)
             auth = auth_request(self.app, request, credentials_of(request))
         except ApiError as error:
+            note_fault(request, error.code)
             return fault_for(error)
         except Exception:
             log.failure("XML-RPC request failed")
+            note_fault(request, ServerError.code)
             return fault_for(ServerError())
         d = self.app.admit(auth)
         if name == "system.multicall":
@@ -470,6 +478,7 @@ class XmlRpcResource(ApiResource):
             error = ServerError()
         elif isinstance(error, Throttled) and error.retry_after:
             request.setHeader(b"retry-after", str(int(error.retry_after)).encode("ascii"))
+        note_fault(request, error.code)
         return fault_for(error)
 
     # --- system.* ---------------------------------------------------------------------------

@@ -1,37 +1,26 @@
-"""``twistd -n apiserver [--config FILE]``: the same server as ``apiserver serve``."""
+"""``twistd -n apiserver [--config FILE]``: the same server as ``apiserver serve``.
 
-from twisted.application.service import IServiceMaker, Service
+Both build it with :func:`apiserver.service.make_service`; a bad config, missing state or a
+port that cannot be bound ends twistd with one line on stderr and a non-zero status.
+"""
+
+import sys
+
+from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
 
 
 class Options(usage.Options):
-    optParameters = [["config", "c", None, "config file (default: $APISERVER_CONFIG or conf/config.ini)"]]
+    optParameters = [["config", "c", None,
+                      "config file (default: $APISERVER_CONFIG, /etc/apiserver/config.ini or the checkout's conf/config.ini)"]]
 
 
-class ApiService(Service):
-    """Builds the application and starts the listeners when twistd starts the service."""
-
-    def __init__(self, config_file):
-        self.config_file = config_file
-        self.ports = []
-
-    def startService(self):
-        from twisted.internet import reactor
-
-        from apiserver.app import create_application
-        from apiserver.config import config_path
-        from apiserver.server import start
-
-        super().startService()
-        app = create_application(config_file=config_path(self.config_file), reactor=reactor)
-        app.storage.migrate()
-        self.ports = start(app, reactor)
-
-    def stopService(self):
-        super().stopService()
-        return None
+def _exit(message: str, status: int):
+    sys.stderr.write(f"apiserver: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
 
 
 @implementer(IServiceMaker, IPlugin)
@@ -41,7 +30,17 @@ class ApiServiceMaker:
     options = Options
 
     def makeService(self, options):
-        return ApiService(options["config"])
+        from apiserver.config import ConfigError
+        from apiserver.service import StartError, make_service
+
+        try:
+            server = make_service(options["config"])
+        except ConfigError as exc:
+            _exit(f"config error: {exc}", 2)
+        except StartError as exc:
+            _exit(str(exc), 1)
+        server.exit_on_listen_failure = True
+        return server
 
 
 serviceMaker = ApiServiceMaker()

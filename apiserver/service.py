@@ -1,0 +1,358 @@
+"""The whole server as one Twisted service tree: the only start path.
+
+:func:`make_service` does what ``twisted/web/tap.py``'s ``makeService`` does for twistd's web
+server: from a config file it builds a :class:`ApiServer` (a ``MultiService``) whose children
+are the background services (thread pools first, then what :func:`background_services`
+lists) and the listeners (HTTP, HTTPS, the cpcmd socket).  ``apiserver serve`` and
+``twistd -n apiserver`` both call it, so they share every check, the logging and the shutdown:
+
+* the config is read and validated, cross-key checks included (:func:`apiserver.config.cross_check`,
+  the same code ``cp.config`` uses): a bad value is :class:`~apiserver.config.ConfigError`;
+* the state must exist (``apiserver init``), else :class:`StartError` with one line;
+* binding a listener that fails is :class:`ListenFailed`, one line naming the address;
+* SIGTERM/SIGINT stop the listeners, wait up to ``[core] shutdown_timeout`` for requests in
+  flight, close the connections, run the ``apiserver_shutdown`` hooks, stop the background
+  services; SIGHUP re-reads the config (run-time keys applied, others logged as needing a
+  restart) and reopens the log file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Optional
+
+from twisted.application import internet, service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import ILogObserver, Logger, globalLogBeginner
+from twisted.python.components import Componentized
+
+from apiserver.plugins import log_loaded_plugins
+from apiserver.config import (
+    BUILTIN_SECTIONS, ConfigError, config_path as find_config_path, cross_check, load_config, secret_values,
+)
+
+log = Logger(namespace="apiserver.server")
+
+
+class StartError(Exception):
+    """The server cannot start for a reason one line says (no traceback)."""
+
+
+class ListenFailed(StartError):
+    """A listener could not bind its address."""
+
+
+# --- building ---------------------------------------------------------------------------------
+
+def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_manager=None,
+                 log_stream=None) -> "ApiServer":
+    """Validate the config, check the state, set up logging and build the service tree.
+
+    Raises ConfigError (naming section and key), StartError (no state: "run apiserver init
+    first"; an unreadable database) before anything listens.  Nothing is bound until
+    ``privilegedStartService``.
+    """
+    from apiserver.app import create_application
+    from apiserver.logs import log_stream_for, make_observer
+    from apiserver.plugins import make_plugin_manager
+
+    if reactor is None:
+        from twisted.internet import reactor  # noqa: the real one, only when none is given
+    pm = plugin_manager or make_plugin_manager()
+    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
+    path = find_config_path(config_file)
+    config = load_config(path, extra)
+    cross_check(config)
+    _check_state_dir(config)
+    stream = log_stream if log_stream is not None else log_stream_for(config)
+    observer, _predicate = make_observer(config, stream)
+    app = create_application(config, reactor=reactor, plugin_manager=pm)
+    _check_database(app)
+    return ApiServer(app, observer, stream)
+
+
+def _init_hint(config) -> str:
+    return f"run 'apiserver --config {config.path} init' first"
+
+
+def _check_state_dir(config) -> None:
+    if not os.path.isdir(config.state_dir):
+        raise StartError(f"no state in {config.state_dir}: {_init_hint(config)}")
+
+
+def _check_database(app) -> None:
+    """The schema exists (else "run init first") and is migrated to this version."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from apiserver.storage import SchemaError
+
+    try:
+        if app.storage.version() == 0:
+            raise StartError(f"no database in {app.config.state_dir}: {_init_hint(app.config)}")
+        app.storage.migrate()  # an older schema is upgraded before anything listens
+    except SchemaError as exc:
+        raise StartError(str(exc)) from None
+    except SQLAlchemyError as exc:  # unreachable or refusing: no traceback, no password
+        orig = getattr(exc, "orig", None) or exc
+        raise StartError(f"database error: {type(exc).__name__}: {str(orig).splitlines()[0][:300]}") from None
+
+
+class ThreadPoolsService(service.Service):
+    """The application's thread pools: started first, stopped last."""
+
+    name = "thread-pools"
+
+    def __init__(self, app):
+        self.app = app
+
+    def startService(self):
+        super().startService()
+        self.app.start_pools()
+
+    def stopService(self):
+        super().stopService()
+        self.app.stop_pools()
+
+
+def background_services(app) -> list:
+    """Services that run beside the listeners, started in this order after the thread pools.
+
+    Each is a ``twisted.application`` Service that stops cleanly in ``stopService`` (it may
+    return a Deferred): the notice sender, the security trail's writer, Fortification's windows.
+    """
+    return app.background_services()
+
+
+class _Listener:
+    """A listening service that names its address and turns a bind failure into ListenFailed."""
+
+    where = "?"
+    what = "listener"
+
+    def privilegedStartService(self):
+        try:
+            self.prepare()
+            super().privilegedStartService()
+        except CannotListenError as exc:
+            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+            raise ListenFailed(f"cannot listen on {self.where} ({self.what}): {reason}") from None
+        except OSError as exc:
+            raise ListenFailed(f"cannot listen on {self.where} ({self.what}): {exc.strerror or exc}") from None
+
+    def prepare(self) -> None:
+        """What must happen before binding."""
+
+    def bound_port(self) -> Optional[int]:
+        port = getattr(self, "_port", None)
+        return port.getHost().port if port is not None and hasattr(port.getHost(), "port") else None
+
+
+class TCPListener(_Listener, internet.TCPServer):
+    what = "HTTP"
+
+
+class SSLListener(_Listener, internet.SSLServer):
+    what = "HTTPS"
+
+
+class UNIXListener(_Listener, internet.UNIXServer):
+    what = "cpcmd socket"
+
+    def prepare(self) -> None:
+        from apiserver.transport.cli_socket import remove_stale_socket
+
+        path = self.args[0]
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        remove_stale_socket(path)
+
+
+def listener_services(app, site) -> list:
+    """The HTTP and HTTPS listeners (``[frontend]``) on ``site`` and the cpcmd socket."""
+    from apiserver.transport.cli_socket import CliFactory
+
+    config = app.config
+    bind = config.get("frontend", "bind")
+    host = f"[{bind}]" if ":" in bind else bind
+    listeners = []
+    http_port = config.get("frontend", "http_port")
+    if http_port:
+        listener = TCPListener(http_port, site, interface=bind)
+        listener.where, listener.url = f"{host}:{http_port}", f"http://{host}:{{port}}/soap"
+        listeners.append(listener)
+    https_port = config.get("frontend", "https_port")
+    if https_port:
+        from apiserver.transport.tls import ensure_certificate, server_context_factory
+
+        cert, _key = ensure_certificate(config)
+        listener = SSLListener(https_port, site, server_context_factory(config), interface=bind)
+        listener.where, listener.url = f"{host}:{https_port}", f"https://{host}:{{port}}/soap (certificate {cert})"
+        listeners.append(listener)
+    path = config.state_path(config.get("core", "cli_socket"))
+    listener = UNIXListener(path, CliFactory(app), mode=0o600, wantPID=False)
+    listener.where, listener.url = path, None
+    listeners.append(listener)
+    return listeners
+
+
+# --- the tree ---------------------------------------------------------------------------------
+
+class ApiServer(service.MultiService):
+    """The running server: thread pools, background services, listeners; see the module docstring."""
+
+    name = "apiserver"
+    #: twistd sets this: a listen failure then ends the process with one line on stderr
+    exit_on_listen_failure = False
+
+    def __init__(self, app, observer, log_stream):
+        from apiserver.transport.site import build_site
+
+        super().__init__()
+        self.app = app
+        self.observer = observer
+        self.log_stream = log_stream
+        self.site = build_site(app)
+        self.background = [ThreadPoolsService(app)] + list(background_services(app))
+        self.listeners = listener_services(app, self.site)
+        for child in self.background + self.listeners:
+            child.setServiceParent(self)
+        self._previous_sighup = None
+
+    # logging -----------------------------------------------------------------------------
+    def begin_logging(self) -> None:
+        """Send Twisted's global log to this server's observer (``apiserver serve``)."""
+        globalLogBeginner.beginLoggingTo([self.observer], redirectStandardIO=False)
+
+    def setServiceParent(self, parent):
+        # Under twistd the parent is the Application: its ILogObserver component is the log
+        # twistd starts, so twistd logs exactly as `apiserver serve` does.
+        if isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.observer)
+        return super().setServiceParent(parent)
+
+    # starting ----------------------------------------------------------------------------
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except ListenFailed as exc:
+            if not self.exit_on_listen_failure:
+                raise
+            stderr = sys.__stderr__ or sys.stderr  # twistd has sent sys.stderr into the log
+            stderr.write(f"apiserver: {exc}\n")
+            stderr.flush()
+            raise SystemExit(1) from None
+
+    def startService(self):
+        super().startService()
+        reactor = self.app.reactor
+        for listener in self.listeners:
+            if listener.url is None:
+                log.info("cpcmd socket at {path}", path=listener.where)
+            else:
+                log.info("{what} API listening on {url}", what=listener.what,
+                         url=listener.url.format(port=listener.bound_port()))
+        for section, key in secret_values(self.app.config):
+            _warn_if_readable(self.app.config.path, section, key)
+        log_loaded_plugins(self.app.plugin_manager)
+        self.app.hook.apiserver_startup(app=self.app, api=self.app.api)
+        if hasattr(signal, "SIGHUP"):
+            self._previous_sighup = signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload))
+        from apiserver.app import freeze_heap
+
+        reactor.callLater(0, freeze_heap)  # start-up objects live for the whole process
+
+    # stopping ----------------------------------------------------------------------------
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        reactor = self.app.reactor
+        timeout = self.app.config.get("core", "shutdown_timeout")
+        log.info("apiserver stopping: closing the listeners, then waiting up to {timeout}s "
+                 "for {count} request(s) in flight",
+                 timeout=timeout, count=len(self.site.in_flight))
+        await defer.gatherResults([defer.maybeDeferred(s.stopService) for s in self.listeners if s.running])
+        try:
+            await self.site.drained().addTimeout(timeout, reactor)
+        except defer.TimeoutError:
+            log.warn("{count} request(s) still in flight after {timeout}s; stopping anyway",
+                     count=len(self.site.in_flight), timeout=timeout)
+        try:  # written answers are sent before the connections close
+            await self.site.close_connections().addTimeout(5, reactor)
+        except defer.TimeoutError:
+            for channel in list(self.site.channels):
+                channel.transport.abortConnection()
+        results = [r for r in self.app.hook.apiserver_shutdown(app=self.app, api=self.app.api) if isinstance(r, defer.Deferred)]
+        if results:
+            await defer.gatherResults(results)
+        for child in reversed(self.background):
+            if child.running:
+                await defer.maybeDeferred(child.stopService)
+        log.info("apiserver stopped")
+
+    # SIGHUP ------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Reopen the log file, re-read the config file: run-time keys take effect, others are
+        logged as needing a restart; a config that does not validate changes nothing."""
+        if self.log_stream is not None:
+            self.log_stream.reopen()
+        config = self.app.config
+        try:
+            fresh = load_config(config.path, [s for s in config.sections.values() if s not in BUILTIN_SECTIONS])
+            cross_check(fresh)
+        except ConfigError as exc:
+            log.error("SIGHUP: {path} not reloaded, the running config stays: {error}", path=config.path, error=str(exc))
+            return
+        applied, restart = [], []
+        for (section, key), value in fresh.items():
+            if value == config.get(section, key):
+                continue
+            if config.key(section, key).runtime:
+                config.set(section, key, fresh.raw(section, key))
+                applied.append(f"[{section}] {key}")
+            else:
+                restart.append(f"[{section}] {key}")
+        log.info("SIGHUP: reloaded {path}; applied: {applied}; needs a restart: {restart}", path=config.path,
+                 applied=", ".join(applied) or "nothing", restart=", ".join(restart) or "nothing")
+        for name in restart:
+            log.warn("{name} changed in {path}: the new value takes effect after a restart", name=name, path=config.path)
+
+
+def _warn_if_readable(path: Optional[str], section: str, key: str) -> None:
+    if path is None:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warn("{path} holds a secret ([{section}] {key}) and is readable by others: chmod 600 {path}",
+                 path=path, section=section, key=key)
+
+
+def pending_restart(app) -> dict:
+    """``"[section] key" -> {"running": value, "saved": value}`` for every key whose value in
+    config.ini differs from the running one (secrets masked); what a restart would change."""
+    from apiserver.scopes import mask_secret
+
+    config = app.config
+    if config.path is None:
+        return {}
+    try:
+        fresh = load_config(config.path, [s for s in config.sections.values() if s not in BUILTIN_SECTIONS])
+    except ConfigError:
+        return {}
+    out = {}
+    for (section, key), value in fresh.items():
+        if value != config.get(section, key):
+            running, saved = config.raw(section, key), fresh.raw(section, key)
+            if config.key(section, key).secret:
+                running, saved = mask_secret(running), mask_secret(saved)
+            out[f"[{section}] {key}"] = {"running": running, "saved": saved}
+    return out

@@ -1,0 +1,102 @@
+"""Logs: one JSON object per line with the rendered message, credentials masked in URLs, the
+access log naming the client the middleware decided and the proxy, cp.debug switching levels."""
+
+import json
+import xmlrpc.client
+
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+
+from apiserver.logs import event_as_json, mask_url
+from tests.ops_support import get, init, json_lines, listening, make_config, read, serve_cmd, spawn, wait_for
+
+KEY = "0123456789abcdef" * 4
+
+
+def test_mask_url_hides_keys_however_sent():
+    """?key=, ?api_key=, authkey%3D, a key in the path, a dashed key: all masked; the rest kept."""
+    dashed = "-".join(KEY[i:i + 8] for i in range(0, 64, 8))
+    for url in (f"/soap?key={KEY}", f"/soap?api_key=short", f"/soap?authkey%3D{KEY}", f"/soap/{KEY}",
+                f"/soap/authkey={KEY}/x", f"/xmlrpc?authkey={dashed}", f"/soap?x=1&API-KEY=abc&style=rpc"):
+        masked = mask_url(url)
+        assert KEY not in masked and "short" not in masked and dashed not in masked and "=abc" not in masked, masked
+        assert "***" in masked
+    assert mask_url("/apnscp.wsdl?style=document") == "/apnscp.wsdl?style=document"
+
+
+def test_event_as_json_is_one_object_with_rendered_message():
+    """An event becomes one line: ISO UTC time, level, namespace, rendered message, safe fields only."""
+    line = event_as_json({"log_time": 0.25, "log_level": LogLevel.warn, "log_namespace": "x.y",
+                          "log_format": "hello {who} from {url}", "who": "you", "url": f"/soap?key={KEY}",
+                          "password": "hunter2", "count": 3, "obj": object()})
+    assert line.endswith("\n") and line.count("\n") == 1 and "\x1e" not in line
+    event = json.loads(line)
+    assert event["time"] == "1970-01-01T00:00:00.250Z"
+    assert (event["level"], event["namespace"]) == ("warn", "x.y")
+    assert event["message"] == "hello you from /soap?key=***"
+    assert event["who"] == "you" and event["count"] == 3
+    assert "password" not in event and "obj" not in event and "hunter2" not in line and KEY not in line
+
+
+def test_event_as_json_carries_a_failure_traceback():
+    """A logged failure keeps its traceback in the object, still one line."""
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        failure = Failure()
+    line = event_as_json({"log_time": 1, "log_level": LogLevel.critical, "log_namespace": "n",
+                          "log_format": "it failed", "log_failure": failure})
+    assert line.count("\n") == 1 and "ZeroDivisionError" in json.loads(line)["traceback"]
+
+
+class _As(xmlrpc.client.Transport):
+    def __init__(self, address):
+        super().__init__()
+        self.address = address
+
+    def send_headers(self, connection, headers):
+        super().send_headers(connection, headers + [("X-Forwarded-For", self.address)])
+
+
+def test_access_log_json_masks_keys_names_client_and_proxy_and_cp_debug_switches(tmp_path):
+    """Against serve with log_format=json: the access log names the forwarded client and the
+    proxy beside it, never a key; scope cp.debug turns debug lines on at once."""
+    path, port = make_config(tmp_path, {"core": {"log_format": "json", "access_log": "true"},
+                                        "anvil": {"min_attempts": "1", "base_delay": "1"}})
+    admin_key = init(path)
+    log_path = str(tmp_path / "server.out")
+    proc = spawn(serve_cmd(path), str(tmp_path), log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(listening(port), proc, log_path, what="listening")
+        for target in (f"/apnscp.wsdl?key={KEY}", f"/apnscp.wsdl?api_key={admin_key}", f"/soap/authkey%3D{KEY}",
+                       f"/apnscp.wsdl?authkey={admin_key}"):
+            get(url + target, {"X-Forwarded-For": "192.0.2.7"})
+
+        def fail_twice(address):
+            bad = xmlrpc.client.ServerProxy(f"{url}/xmlrpc?authkey={'0' * 64}", transport=_As(address))
+            for _ in range(2):
+                try:
+                    bad.common.whoami()
+                except xmlrpc.client.Fault:
+                    pass
+
+        fail_twice("192.0.2.20")  # the second is delayed: a debug line, not shown yet
+        admin = xmlrpc.client.ServerProxy(f"{url}/xmlrpc?authkey={admin_key}", allow_none=True)
+        assert admin.scope.set("cp.debug", True) is True
+        fail_twice("192.0.2.21")
+        wait_for(lambda: "192.0.2.21" in read(log_path), proc, log_path, what="the debug line")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = read(log_path)
+    assert KEY not in text and admin_key not in text
+    events = json_lines(text)
+    access = [e for e in events if e["namespace"] == "apiserver.access"]
+    forwarded = [e for e in access if e.get("client") == "192.0.2.7"]
+    assert len(forwarded) == 4, access
+    for event in forwarded:
+        assert event["proxy"] == "127.0.0.1" and event["message"].startswith("192.0.2.7 via 127.0.0.1 GET ")
+    debug = [e for e in events if e["level"] == "debug"]
+    assert debug and all("192.0.2.20" not in e["message"] for e in debug)
+    assert any("anvil: delaying 192.0.2.21" in e["message"] for e in debug), debug

@@ -1,0 +1,116 @@
+"""Signals: SIGTERM lets calls in flight finish (up to shutdown_timeout) and exits 0; SIGHUP
+re-reads the config and reopens the log file."""
+
+import os
+import signal
+import threading
+import xmlrpc.client
+
+import pytest
+
+from tests.ops_support import get, init, listening, make_config, metric, read, rewrite, serve_cmd, spawn, wait_for
+
+REMOTE = {"X-Forwarded-For": "192.0.2.9"}
+
+
+class _ForwardingTransport(xmlrpc.client.Transport):
+    """XML-RPC over the trusted local proxy, as remote client 192.0.2.9."""
+
+    def send_headers(self, connection, headers):
+        super().send_headers(connection, headers + list(REMOTE.items()))
+
+
+def _bad_login(url: str):
+    """One failed XML-RPC login from 192.0.2.9; returns the fault (or the error)."""
+    proxy = xmlrpc.client.ServerProxy(f"{url}/xmlrpc?authkey={'0' * 64}", transport=_ForwardingTransport())
+    try:
+        proxy.common.whoami()
+    except Exception as exc:  # the fault, or the connection cut off
+        return exc
+    return None
+
+
+def _start(tmp_path, overrides):
+    path, port = make_config(tmp_path, overrides)
+    init(path)
+    log_path = str(tmp_path / "server.out")
+    proc = spawn(serve_cmd(path), str(tmp_path), log_path)
+    wait_for(listening(port), proc, log_path, what="serve listening")
+    return path, f"http://127.0.0.1:{port}", proc, log_path
+
+
+def _slow_call_in_flight(url, proc, log_path):
+    """Start a login that Anvil delays (the second failure) and wait until it is in flight."""
+    assert isinstance(_bad_login(url), xmlrpc.client.Fault)  # the first failure is answered at once
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(_bad_login(url)))
+    thread.start()
+    # the scrape itself is one request in flight; the delayed login makes two
+    wait_for(lambda: (metric(url, "apiserver_requests_in_flight") or 0) >= 2, proc, log_path,
+             what="the delayed call in flight")
+    return thread, outcome
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path, signum):
+    """SIGTERM (and SIGINT) close the listener, the delayed call still gets its fault, the process exits 0."""
+    _path, url, proc, log_path = _start(tmp_path, {
+        "anvil": {"min_attempts": "1", "base_delay": "4000"}, "core": {"shutdown_timeout": "60"}})
+    try:
+        thread, outcome = _slow_call_in_flight(url, proc, log_path)
+        proc.send_signal(signum)
+        thread.join(timeout=60)
+        assert proc.wait(timeout=60) == 0, read(log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert isinstance(outcome[0], xmlrpc.client.Fault) and "Client.Denied" in outcome[0].faultString, outcome
+    log = read(log_path)
+    assert "waiting up to 60s for 1 request(s) in flight" in log and "apiserver stopped" in log
+
+
+def test_sigterm_stops_after_shutdown_timeout(tmp_path):
+    """A call still running after [core] shutdown_timeout is cut off; the exit is still 0."""
+    _path, url, proc, log_path = _start(tmp_path, {
+        "anvil": {"min_attempts": "1", "base_delay": "60000", "max_delay": "60000"},
+        "core": {"shutdown_timeout": "1"}})
+    try:
+        thread, outcome = _slow_call_in_flight(url, proc, log_path)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, read(log_path)
+        thread.join(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not isinstance(outcome[0], xmlrpc.client.Fault), outcome  # cut off, not answered
+    assert "1 request(s) still in flight after 1s; stopping anyway" in read(log_path)
+
+
+def test_sighup_rereads_config_and_reopens_the_log(tmp_path):
+    """SIGHUP: a run-time key applies, a restart-needed key is logged so, the log file is reopened,
+    and a config that does not validate changes nothing; the server keeps running."""
+    path, url, proc, out_path = _start(tmp_path, {"core": {"log_file": "server.log"}})
+    log_path = str(tmp_path / "state" / "server.log")
+    try:
+        assert get(url + "/apnscp.wsdl")[0] == 200
+        os.rename(log_path, log_path + ".1")
+        rewrite(path, {"soap": {"enabled": "false"}, "core": {"db_threads": "3", "access_log": "true"}})
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: os.path.exists(log_path) and "SIGHUP: reloaded" in read(log_path), proc, out_path,
+                 what="the reload logged in a new file")
+        assert get(url + "/apnscp.wsdl")[0] == 403  # [soap] enabled=false applied at once
+        wait_for(lambda: "GET /apnscp.wsdl 403" in read(log_path), proc, out_path, what="the access log turned on")
+        log = read(log_path)
+        assert "applied: [soap] enabled, [core] access_log" in log
+        assert "[core] db_threads changed in" in log and "after a restart" in log
+        assert "HTTP API listening" in read(log_path + ".1")
+
+        rewrite(path, {"soap": {"enabled": "true"}, "anvil": {"limit": "many"}})
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "not reloaded" in read(log_path), proc, out_path, what="the refused reload")
+        assert "[anvil] limit" in read(log_path)
+        assert get(url + "/apnscp.wsdl")[0] == 403  # nothing of the bad file was applied
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
