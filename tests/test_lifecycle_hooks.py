@@ -63,6 +63,8 @@ def started(tmp_path):
     with PluginTestApp(tmp_path, plugins=[LIFECYCLE], sections={"frontend": {"http_port": "0", "https_port": "0"}}) as app:
         reactor = MemoryReactorClock()
         start(app.app, reactor)
+        for hook, args, kwargs in reactor.whenRunningHooks:  # as reactor.run() would
+            hook(*args, **kwargs)
         yield app, reactor
 
 
@@ -88,6 +90,20 @@ def test_shutdown_is_waited_for(started):
     assert before, "start() registered no shutdown trigger"
     results = [fn(*args, **kwargs) for fn, args, kwargs in before]
     waiting = [r for r in results if isinstance(r, defer.Deferred)]
-    assert LIFECYCLE.shutdown_called and waiting and not waiting[0].called
+    assert waiting, "the shutdown trigger returned nothing to wait for"
+    _iterate_until(lambda: LIFECYCLE.shutdown_called)  # listeners close first, on the real reactor
+    assert not waiting[0].called
     LIFECYCLE.drained.callback(None)
     wait(waiting[0])  # the built-in flush of API keys' last_used runs on the pool meanwhile
+
+
+def _iterate_until(condition, timeout: float = 20.0) -> None:
+    """Let the real reactor (the test app's) work until ``condition()`` holds."""
+    import time
+
+    from twisted.internet import reactor
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        reactor.iterate(0.005)

@@ -40,7 +40,7 @@ def test_absent_mail_relay_logs_one_line_per_attempt(server_factory):
     api.admin.add_site("example.com", "exadmin", "owner@example.com")
     for _ in range(2):
         api.auth.reset_password(None, "example.com")
-    wait_for(lambda: read(server.log_path).count("not sent: SMTP relay") == 2, server.process, server.log_path,
+    wait_for(lambda: read(server.log_path).count(" not sent via ") == 2, server.process, server.log_path,
              what="two notice failures logged")
     log = read(server.log_path)
     assert "Traceback" not in log and "ConnectionRefusedError" in log
