@@ -159,6 +159,25 @@ def is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def open_inside(path: str, root: str, flags: int) -> int:
+    """Blocking.  ``os.open(path, flags)``, refused (InvalidArgument) when what was opened lies outside
+    the folder ``root`` (a real path).
+
+    The check is on the opened file itself (its ``/proc/self/fd`` link), so a folder on the path
+    swapped for a symbolic link after the path was resolved cannot send root's read elsewhere.
+    """
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        os.close(fd)
+        raise
+    if not is_inside(opened, root):
+        os.close(fd)
+        raise InvalidArgument("the path leads out of the site's home")
+    return fd
+
+
 def can_search(path: str, user: str) -> bool:
     """Blocking.  Whether ``user`` may pass through folder ``path`` by its mode bits or ACL."""
     entry = pwd.getpwnam(user)
