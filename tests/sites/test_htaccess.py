@@ -199,3 +199,26 @@ def test_missing_path_and_other_files(home):
     _put(home, "index.php", "<?php")
     with pytest.raises(InvalidArgument):
         htaccess.check_tree(home, "/var/www/html/index.php")
+
+
+def test_a_folder_swapped_for_a_link_while_checking_is_not_read(home, tmp_path, monkeypatch):
+    """A folder replaced by a link out of the home just before its .htaccess is opened: reported, not read."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".htaccess").write_text("Options +FollowSymLinks\n")
+    folder = os.path.join(home.document_root, "private")
+    _put(home, "private/.htaccess", "Options -Indexes\n")
+    real_open = os.open
+
+    def swapping_open(path, *args, **kwargs):
+        if str(path).endswith("private/.htaccess") and not os.path.islink(folder):
+            os.unlink(os.path.join(folder, ".htaccess"))
+            os.rmdir(folder)
+            os.symlink(str(outside), folder)  # the web application wins the race
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", swapping_open)
+    (finding,) = htaccess.check_tree(home, "/var/www/html")
+    assert os.path.islink(folder)
+    assert finding.file == "/var/www/html/private/.htaccess" and finding.directive == ""
+    assert "out of the site's home" in finding.reason
