@@ -10,6 +10,7 @@ filesystem work: callers run it on the blocking pool.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import pwd
 import re
@@ -176,6 +177,62 @@ def open_inside(path: str, root: str, flags: int) -> int:
         os.close(fd)
         raise InvalidArgument("the path leads out of the site's home")
     return fd
+
+
+#: A folder opened by a walk: never through a link, never blocking (on a FIFO swapped in).
+_WALK_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Deeper folders than this are not walked (each level holds a descriptor open).
+MAX_WALK_DEPTH = 256
+
+
+def walk_inside(top: str, root: str, onerror=None):
+    """Blocking.  Walk the folder ``top`` top-down without ever following a link or leaving ``root``
+    (a real path): ``(folder, folders, files, folder_fd)`` like :func:`os.fwalk`, ``folders`` the
+    real folders only (links are among ``files``); the caller may prune ``folders``.
+
+    ``top`` is checked on its descriptor (InvalidArgument when it turns out to be outside
+    ``root``); every folder below is opened through its parent's descriptor with ``O_NOFOLLOW``,
+    so one swapped for a link mid-walk is not entered.  (:func:`os.fwalk` would follow such a link
+    before noticing it, and hang on a FIFO swapped in.)  ``onerror`` gets the OSError of a folder
+    that cannot be opened or listed.
+    """
+    fd = open_inside(top, root, _WALK_DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        yield from _walk_fd(fd, top, onerror, 0)
+    finally:
+        os.close(fd)
+
+
+def _walk_fd(folder_fd: int, folder: str, onerror, depth: int):
+    try:
+        with os.scandir(folder_fd) as listing:
+            entries = list(listing)
+    except OSError as exc:
+        exc.filename = folder
+        if onerror is not None:
+            onerror(exc)
+        return
+    folders = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+    files = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
+    yield folder, folders, files, folder_fd
+    for name in folders:
+        path = os.path.join(folder, name)
+        if depth >= MAX_WALK_DEPTH:
+            if onerror is not None:
+                onerror(OSError(errno.ELOOP, f"deeper than {MAX_WALK_DEPTH} folders", path))
+            continue
+        try:
+            child = os.open(name, _WALK_DIR_FLAGS, dir_fd=folder_fd)
+        except OSError as exc:
+            # Gone, or swapped for a link or a file since the listing: nothing to walk there.
+            if onerror is not None and exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                exc.filename = path
+                onerror(exc)
+            continue
+        try:
+            yield from _walk_fd(child, path, onerror, depth + 1)
+        finally:
+            os.close(child)
 
 
 def can_search(path: str, user: str) -> bool:

@@ -103,3 +103,52 @@ def test_bad_requirements_and_paths_are_client_faults(site):
     for path in ("/var/www/html/../../../..", "/var/www/%2e%2e/x"):
         with pytest.raises(InvalidArgument):
             _audit(h, admin, path)
+
+
+def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(tmp_path, monkeypatch):
+    """A folder replaced by a link out of the home just before it is listed: nothing beyond the link is listed."""
+    from apiserver.sites import audit
+    from apiserver.sites.home import SiteHomes
+
+    home = SiteHomes(str(tmp_path / "sites"), "root").create("example.com")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "other-site-secret.php").write_text("x")
+    docroot = os.path.realpath(home.document_root)
+    sub = os.path.join(docroot, "sub")
+    os.mkdir(sub)
+    real_scandir = os.scandir
+
+    class Listing:
+        """What os.scandir returns, over entries read before the swap."""
+
+        def __init__(self, entries):
+            self._entries = iter(entries)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self._entries)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def close(self):
+            pass
+
+    def swapping_scandir(path="."):
+        listed = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else path
+        if listed == sub and not os.path.islink(sub):  # the last moment before the folder is listed
+            os.rmdir(sub)
+            os.symlink(str(outside), sub)  # the web application wins the race
+        with real_scandir(path) as listing:
+            return Listing(list(listing))
+
+    monkeypatch.setattr(os, "scandir", swapping_scandir)
+    found = audit.audit(home, DOC, WEB_USER, {"name": "*"}, True)
+    assert os.path.islink(sub)
+    assert found == [DOC, f"{DOC}/sub"]
