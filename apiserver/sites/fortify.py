@@ -37,7 +37,7 @@ from twisted.logger import Logger
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.sites import acl
-from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
+from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path, walk_inside
 from apiserver.sites.records import FortificationInfo
 from apiserver.storage import utcnow
 
@@ -267,7 +267,8 @@ class Fortifier(service.Service):
         profile = detect(target.folder)
         learned = json.loads(row["profile"]) if row["profile"] else None
         if row["mode"] == "learn":
-            learned = learn(target.folder, self._web_uid(), row["learn_since_ns"] or 0)
+            learned = learn(target.folder, self._web_uid(), row["learn_since_ns"] or 0,
+                            os.path.realpath(home.root))
         self._apply(target, self._writable("max", profile, learned))
         self._save(site_id, key, profile.name if profile else "unknown", "max", None, None, learned, now)
 
@@ -528,25 +529,25 @@ def _give_back(entry: _Entry, owner) -> None:
         log.warn("cannot give {rel} to {owner}: the server does not run as root", rel=entry.rel, owner=owner.name)
 
 
-def learn(folder: str, web_uid: int, since_ns: int) -> list:
+def learn(folder: str, web_uid: int, since_ns: int, home_root: str) -> list:
     """Blocking.  What the web server user wrote under ``folder`` since ``since_ns`` (filesystem time).
 
     A folder it owns counts with everything under it (``dir/``); a folder in which entries were
     made or removed counts alone (``dir``); a file counts when it owns it or it was modified.
+    The walk never follows a link nor leaves the home ``home_root`` (a real path).
     """
     learned = []
     top = os.lstat(folder)
     if top.st_uid != web_uid and top.st_mtime_ns >= since_ns:
         learned.append(".")
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames, dir_fd in walk_inside(folder, home_root):
         descend = []
         for name in sorted(dirnames) + sorted(filenames):
-            path = os.path.join(dirpath, name)
             try:
-                st = os.lstat(path)
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            rel = os.path.relpath(path, folder)
+            rel = os.path.relpath(os.path.join(dirpath, name), folder)
             if stat.S_ISDIR(st.st_mode):
                 if st.st_uid == web_uid:
                     learned.append(rel + "/")

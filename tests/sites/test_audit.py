@@ -8,7 +8,8 @@ import pytest
 
 from apiserver.errors import InvalidArgument, NotFound
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
-    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, web_can_write,
+    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, swap_for_link_before_listing,
+    web_can_write,
 )
 from tests.sites.test_fortify import site  # noqa: F401 - the fixture
 
@@ -117,38 +118,7 @@ def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(tmp_path, monkeypat
     docroot = os.path.realpath(home.document_root)
     sub = os.path.join(docroot, "sub")
     os.mkdir(sub)
-    real_scandir = os.scandir
-
-    class Listing:
-        """What os.scandir returns, over entries read before the swap."""
-
-        def __init__(self, entries):
-            self._entries = iter(entries)
-
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            return next(self._entries)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def close(self):
-            pass
-
-    def swapping_scandir(path="."):
-        listed = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else path
-        if listed == sub and not os.path.islink(sub):  # the last moment before the folder is listed
-            os.rmdir(sub)
-            os.symlink(str(outside), sub)  # the web application wins the race
-        with real_scandir(path) as listing:
-            return Listing(list(listing))
-
-    monkeypatch.setattr(os, "scandir", swapping_scandir)
+    swap_for_link_before_listing(monkeypatch, sub, str(outside))
     found = audit.audit(home, DOC, WEB_USER, {"name": "*"}, True)
     assert os.path.islink(sub)
     assert found == [DOC, f"{DOC}/sub"]

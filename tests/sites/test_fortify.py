@@ -11,7 +11,8 @@ from apiserver.errors import Denied, InvalidArgument, NotFound
 from apiserver.sites.fortify import Fortifier, detect
 from tests.accounts.support import Harness, eventually, wait
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
-    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, web_can_write,
+    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, swap_for_link_before_listing,
+    web_can_write,
 )
 
 pytestmark = requires_root()
@@ -323,3 +324,20 @@ def test_closing_a_window_runs_on_the_blocking_pool(site):
     assert all(not on_main for _name, on_main in threads)
     eventually(lambda: not web_can_write(os.path.join(root, "wp-config.php")))
     fortifier.stop()
+
+
+def test_learning_never_follows_a_folder_swapped_for_a_link(tmp_path, monkeypatch):
+    """What a learn window records comes from the site's folder only, even when a folder becomes a link mid-walk."""
+    from apiserver.sites.fortify import learn
+    from apiserver.sites.home import SiteHomes
+
+    home = SiteHomes(str(tmp_path / "sites"), "root").create("example.com")
+    outside = tmp_path / "outside"
+    (outside / "elsewhere").mkdir(parents=True)
+    (outside / "elsewhere" / "written.php").write_text("x")
+    docroot = os.path.realpath(home.document_root)
+    os.makedirs(os.path.join(docroot, "cache", "elsewhere"))
+    swap_for_link_before_listing(monkeypatch, os.path.join(docroot, "cache"), str(outside))
+    learned = learn(docroot, os.stat(outside).st_uid + 12345, 0, os.path.realpath(home.root))
+    assert os.path.islink(os.path.join(docroot, "cache"))
+    assert learned == [".", "cache"]  # nothing of what lies behind the link
