@@ -20,7 +20,7 @@ import stat
 from typing import Iterable, Optional
 
 from apiserver.errors import InvalidArgument
-from apiserver.sites.home import DOCUMENT_ROOT, display_path, open_inside
+from apiserver.sites.home import DOCUMENT_ROOT, display_path, open_inside, walk_inside
 from apiserver.sites.records import HtaccessFinding
 
 ACCESS_FILE = ".htaccess"
@@ -299,7 +299,7 @@ def check_tree(home, site_path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
     root = os.path.realpath(home.root)
     info = os.lstat(top)
     if stat.S_ISDIR(info.st_mode):
-        candidates = _access_files(top)
+        candidates = _access_files(top, root)
     elif ACCESS_FILE in (os.path.basename(top), site_path.rstrip("/").rsplit("/", 1)[-1]):
         candidates = iter([(top, None)])
     else:
@@ -316,10 +316,11 @@ def check_tree(home, site_path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
     return out
 
 
-def _access_files(top: str):
-    """``(path, None)`` of each .htaccess under ``top``, ``(folder, error)`` for unreadable folders."""
+def _access_files(top: str, root: str):
+    """``(path, None)`` of each .htaccess under ``top`` (never leaving the home ``root``), ``(folder,
+    error)`` for unreadable folders."""
     errors = []
-    for folder, dirs, files in os.walk(top, onerror=errors.append, followlinks=False):
+    for folder, dirs, files, _fd in walk_inside(top, root, onerror=errors.append):
         while errors:
             error = errors.pop()
             yield getattr(error, "filename", folder) or folder, error.strerror or str(error)

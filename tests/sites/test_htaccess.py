@@ -222,3 +222,17 @@ def test_a_folder_swapped_for_a_link_while_checking_is_not_read(home, tmp_path, 
     assert os.path.islink(folder)
     assert finding.file == "/var/www/html/private/.htaccess" and finding.directive == ""
     assert "out of the site's home" in finding.reason
+
+
+def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(home, tmp_path, monkeypatch):
+    """A folder replaced by a link out of the home just before it is listed: nothing behind the link is reported."""
+    from tests.sites.support import swap_for_link_before_listing
+
+    outside = tmp_path / "outside"
+    (outside / "deeper").mkdir(parents=True)
+    (outside / "deeper" / ".htaccess").write_text("Options +Includes\n")
+    sub = os.path.join(os.path.realpath(home.document_root), "sub")
+    os.makedirs(os.path.join(sub, "deeper"))
+    swap_for_link_before_listing(monkeypatch, sub, str(outside))
+    assert htaccess.check_tree(home, "/var/www/html") == []
+    assert os.path.islink(sub)
