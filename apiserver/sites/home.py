@@ -329,7 +329,8 @@ class SiteHomes:
         try:
             os.mkdir(root, 0o755)
         except FileExistsError:
-            raise Exists(f"a home for {domain!r} already exists at {root}; move it away first") from None
+            # The fault names no host path (the server's layout); the administrator finds it in sites_root.
+            raise Exists(f"a home for {domain!r} already exists in [web] sites_root; move it away first") from None
         try:
             path = root
             for part in DOCUMENT_ROOT.strip("/").split("/"):

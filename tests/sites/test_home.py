@@ -36,9 +36,10 @@ def test_create_refuses_an_existing_place(homes):
     home = homes.create("example.com")
     marker = os.path.join(home.document_root, "keep")
     open(marker, "w").close()
-    with pytest.raises(Exists):
+    with pytest.raises(Exists) as refused:
         homes.create("example.com")
     assert os.path.exists(marker)
+    assert homes.sites_root not in str(refused.value)  # a fault names no host path
 
 
 @pytest.mark.parametrize("path", [
