@@ -19,7 +19,11 @@ import stat
 import time
 from typing import Optional
 
+from twisted.logger import Logger
+
 from apiserver.errors import Exists, InvalidArgument, NotFound, ServerError
+
+_log = Logger(namespace="apiserver.sites.home")
 
 #: The document root inside every home, as the site sees it.
 DOCUMENT_ROOT = "/var/www/html"
@@ -118,7 +122,7 @@ class SiteHome:
         candidate = os.path.join(root_real, *parts) if parts else root_real
         resolved = os.path.realpath(candidate)
         if not is_inside(resolved, root_real):
-            raise InvalidArgument(f"path {site_path!r} leads out of the site's home")
+            raise InvalidArgument(f"path {display_path(site_path)!r} leads out of the site's home")
         if must_exist and not os.path.lexists(resolved):
             raise NotFound(f"no file or folder {display_path(site_path)!r} in the site")
         return resolved
@@ -269,7 +273,10 @@ def grant_search(path: str, user: str) -> None:
     except FileNotFoundError:
         raise ServerError("setfacl is missing: install the acl package (Debian: apt-get install acl)") from None
     except subprocess.CalledProcessError as exc:
-        raise ServerError(f"cannot let {user} reach {path}: {exc.stderr.decode(errors='replace').strip()}") from None
+        # The host path goes to the log only: a fault never names the server's layout.
+        _log.error("cannot let {user} reach {path}: {error}", user=user, path=path,
+                   error=exc.stderr.decode(errors="replace").strip())
+        raise ServerError(f"cannot let {user} reach the sites' folders through state_dir (see the server log)") from None
 
 
 class SiteHomes:
