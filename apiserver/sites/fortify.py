@@ -284,7 +284,9 @@ class Fortifier(service.Service):
         writable = []
         for entry in entries:
             host = target.folder if entry == EVERYTHING else os.path.join(target.folder, entry.rstrip("/"))
-            if os.path.lexists(host):
+            # Only what lies in the folder itself: through a link, lexists would say whether a
+            # host path (named by a learned entry) exists.
+            if is_inside(os.path.realpath(host), target.folder) and os.path.lexists(host):
                 writable.append(home.site_path(host))
         until = None
         if row["until"] is not None:

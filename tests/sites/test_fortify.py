@@ -341,3 +341,18 @@ def test_learning_never_follows_a_folder_swapped_for_a_link(tmp_path, monkeypatc
     learned = learn(docroot, os.stat(outside).st_uid + 12345, 0, os.path.realpath(home.root))
     assert os.path.islink(os.path.join(docroot, "cache"))
     assert learned == [".", "cache"]  # nothing of what lies behind the link
+
+
+def test_info_never_looks_through_a_link_for_a_learned_path(site, tmp_path):
+    """A learned entry whose folder became a link out of the site is not listed: info is no oracle for host paths."""
+    h, admin, home = site
+    docroot = _docroot(home)
+    outside = tmp_path / "outside"
+    (outside / "b").mkdir(parents=True)
+    os.makedirs(os.path.join(docroot, "kept", "b"))
+    site_id, _row = h.app.fortifier._load("example.com", "")
+    h.app.fortifier._save(site_id, "", "unknown", "max", None, None, ["a/b/", "kept/b/"], 0.0)
+    os.symlink(str(outside), os.path.join(docroot, "a"))
+    assert _info(h, admin).writable == [f"{DOC}/kept/b"]
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    assert _info(h, admin).writable == [DOC]  # the folder itself stands for everything in it
