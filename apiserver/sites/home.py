@@ -165,22 +165,21 @@ def is_inside(path: str, root: str) -> bool:
 
 
 def open_inside(path: str, root: str, flags: int) -> int:
-    """Blocking.  ``os.open(path, flags)``, refused (InvalidArgument) when what was opened lies outside
+    """Blocking.  ``os.open(path, flags)``, refused (InvalidArgument) when what it names lies outside
     the folder ``root`` (a real path).
 
-    The check is on the opened file itself (its ``/proc/self/fd`` link), so a folder on the path
-    swapped for a symbolic link after the path was resolved cannot send root's read elsewhere.
+    The check is on the file itself, opened first with ``O_PATH`` (which reads nothing and has no
+    side effects, not even on a device or FIFO) and named by its ``/proc/self/fd`` link: a folder
+    on the path swapped for a link after the path was resolved cannot send root elsewhere.  Only
+    then is that same file opened with ``flags``.
     """
-    fd = os.open(path, flags | os.O_CLOEXEC)
+    located = os.open(path, os.O_PATH | os.O_CLOEXEC | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY)))
     try:
-        opened = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        os.close(fd)
-        raise
-    if not is_inside(opened, root):
-        os.close(fd)
-        raise InvalidArgument("the path leads out of the site's home")
-    return fd
+        if not is_inside(os.readlink(f"/proc/self/fd/{located}"), root):
+            raise InvalidArgument("the path leads out of the site's home")
+        return os.open(f"/proc/self/fd/{located}", (flags & ~os.O_NOFOLLOW) | os.O_CLOEXEC)
+    finally:
+        os.close(located)
 
 
 #: A folder opened by a walk: never through a link, never blocking (on a FIFO swapped in).

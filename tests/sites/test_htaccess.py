@@ -236,3 +236,23 @@ def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(home, tmp_path, mon
     swap_for_link_before_listing(monkeypatch, sub, str(outside))
     assert htaccess.check_tree(home, "/var/www/html") == []
     assert os.path.islink(sub)
+
+
+def test_a_link_out_of_the_home_is_never_opened(home, tmp_path, monkeypatch):
+    """A .htaccess linking to a FIFO (or a device) outside the home is reported without root ever opening it."""
+    fifo = tmp_path / "outside.fifo"
+    os.mkfifo(fifo)
+    os.symlink(str(fifo), os.path.join(home.document_root, ".htaccess"))
+    opened = []
+    real_open = os.open
+
+    def recording_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if not flags & os.O_PATH:
+            opened.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return fd
+
+    monkeypatch.setattr(os, "open", recording_open)
+    (finding,) = htaccess.check_tree(home, "/var/www/html")
+    assert "out of the site's home" in finding.reason
+    assert str(fifo) not in opened
