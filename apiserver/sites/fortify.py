@@ -111,6 +111,7 @@ class _Entry:
     is_dir: bool
     uid: int
     fd: int         # O_PATH descriptor of the entry (-1 once closed)
+    links: int = 1  # hard links to a file
 
 
 @dataclasses.dataclass
@@ -371,7 +372,9 @@ class Fortifier(service.Service):
                 if entry.endswith("/") and entry != EVERYTHING:
                     _make_folder(top, entry.rstrip("/"), owner)
             for batch in _batches(walk_fds(top, uids)):
-                chosen = [e for e in batch if is_writable(e.rel)]
+                # A file with several hard links may be a protected one under another name (the web
+                # user links wp-config.php into uploads while released): never granted.
+                chosen = [e for e in batch if is_writable(e.rel) and (e.is_dir or e.links == 1)]
                 acl.grant_folders([e.fd for e in chosen if e.is_dir and e.rel not in single], web)
                 acl.grant_folders_only([e.fd for e in chosen if e.is_dir and e.rel in single], web)
                 acl.grant_files([e.fd for e in chosen if not e.is_dir], web)
@@ -493,7 +496,7 @@ def _walk_below(dir_fd: int, rel: str, uids: set, depth: int) -> Iterable[_Entry
             finally:
                 os.close(sub)
         elif stat.S_ISREG(st.st_mode) and st.st_uid in uids:
-            yield _Entry(child, False, st.st_uid, fd)
+            yield _Entry(child, False, st.st_uid, fd, st.st_nlink)
         else:
             os.close(fd)  # links, sockets, fifos: never touched
 

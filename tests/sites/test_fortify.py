@@ -356,3 +356,17 @@ def test_info_never_looks_through_a_link_for_a_learned_path(site, tmp_path):
     assert _info(h, admin).writable == [f"{DOC}/kept/b"]
     h.call(admin, "security_fortify", "example.com", "", "release")
     assert _info(h, admin).writable == [DOC]  # the folder itself stands for everything in it
+
+
+def test_a_hard_link_made_while_released_does_not_keep_wp_config_writable(site):
+    """The web user hard-links wp-config.php into uploads while everything is writable; after max the
+    file is closed under both names (a hard link is the same file, so it is never granted)."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    linked = os.path.join(root, "wp-content/uploads/config.php")
+    assert as_web('ln "$1" "$2"', os.path.join(root, "wp-config.php"), linked).returncode == 0
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    assert os.path.samefile(linked, os.path.join(root, "wp-config.php"))
+    assert not web_can_write(os.path.join(root, "wp-config.php"))
+    assert web_can_write(os.path.join(root, "wp-content/uploads/2026/photo.jpg"))
