@@ -47,7 +47,7 @@ def audit(home: SiteHome, site_path: str, web_user: str, requirements: Optional[
     combine = any if union else all
     acls = acl.read_tree(root) if any(t.needs_acl for t in tests) else {}
     found = []
-    for path, st, reachable in _walk(root, os.path.realpath(home.root), acls, tests):
+    for path, st, reachable in _walk(root, home.real_root, acls, tests):
         if combine(t(path, st, acls, reachable) for t in tests):
             found.append(home.site_path(path))
             if len(found) > MAX_RESULTS:

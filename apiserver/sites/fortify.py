@@ -268,8 +268,7 @@ class Fortifier(service.Service):
         profile = detect(target.folder)
         learned = json.loads(row["profile"]) if row["profile"] else None
         if row["mode"] == "learn":
-            learned = learn(target.folder, self._web_uid(), row["learn_since_ns"] or 0,
-                            os.path.realpath(home.root))
+            learned = learn(target.folder, self._web_uid(), row["learn_since_ns"] or 0, home.real_root)
         self._apply(target, self._writable("max", profile, learned))
         self._save(site_id, key, profile.name if profile else "unknown", "max", None, None, learned, now)
 

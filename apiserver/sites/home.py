@@ -110,6 +110,11 @@ class SiteHome:
     def document_root(self) -> str:
         return os.path.join(self.root, DOCUMENT_ROOT.lstrip("/"))
 
+    @property
+    def real_root(self) -> str:
+        """Blocking.  The home's real path: what every resolved path, walk and opened file must lie in."""
+        return os.path.realpath(self.root)
+
     def resolve(self, site_path: str, must_exist: bool = False) -> str:
         """Blocking.  The host path of ``site_path`` (as the site sees it), inside the home.
 
@@ -118,7 +123,7 @@ class SiteHome:
         leaves the home, NotFound when ``must_exist`` and the path does not exist.
         """
         parts = split_site_path(site_path)
-        root_real = os.path.realpath(self.root)
+        root_real = self.real_root
         candidate = os.path.join(root_real, *parts) if parts else root_real
         resolved = os.path.realpath(candidate)
         if not is_inside(resolved, root_real):
@@ -129,7 +134,7 @@ class SiteHome:
 
     def site_path(self, host_path: str) -> str:
         """The path as the site sees it (``/var/www/html/x``) of a host path inside the home."""
-        root_real = os.path.realpath(self.root)
+        root_real = self.real_root
         rel = os.path.relpath(host_path, root_real)
         if rel == ".":
             return "/"

@@ -296,7 +296,7 @@ def check_tree(home, site_path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
     under its own path anyway); a .htaccess that links out of the home is reported, not read.
     """
     top = home.resolve(site_path, must_exist=True)
-    root = os.path.realpath(home.root)
+    root = home.real_root
     info = os.lstat(top)
     if stat.S_ISDIR(info.st_mode):
         candidates = _access_files(top, root)

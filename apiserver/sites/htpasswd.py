@@ -233,7 +233,7 @@ class _Folder:
         if self.name in ("", ".", ".."):
             raise InvalidArgument("a password file needs a file name")
         try:
-            self.fd = open_inside(folder, os.path.realpath(home.root), os.O_RDONLY | os.O_DIRECTORY)
+            self.fd = open_inside(folder, home.real_root, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
             raise NotFound(f"no folder {display_path(home.site_path(folder))!r} for the password file") from None
         except NotADirectoryError:
