@@ -212,6 +212,7 @@ def walk_inside(top: str, root: str, onerror=None):
 
 
 def _walk_fd(folder_fd: int, folder: str, onerror, depth: int):
+    """Blocking.  :func:`walk_inside` from the folder open at ``folder_fd`` (named ``folder``) down."""
     try:
         with os.scandir(folder_fd) as listing:
             entries = list(listing)
