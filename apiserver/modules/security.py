@@ -64,7 +64,8 @@ class SecurityModule(Module):
     @export(roles=Role.SITE)
     def htpasswd_verify(self, ctx, file: str, user: str, password: str) -> bool:
         """Whether PASSWORD is USER's in the Apache password file FILE (bcrypt, $apr1$, {SHA} or crypt)."""
-        return htpasswd.verify(_home(ctx).resolve(file, must_exist=True), user, password)
+        home = _home(ctx)
+        return htpasswd.verify(home.resolve(file, must_exist=True), user, password, home)
 
     @export(roles=Role.SITE)
     def htpasswd_delete(self, ctx, file: str, user: str) -> bool:
@@ -75,7 +76,8 @@ class SecurityModule(Module):
     @export(roles=Role.SITE)
     def htpasswd_users(self, ctx, file: str) -> list[str]:
         """The user names in the Apache password file FILE, in file order."""
-        return htpasswd.users(_home(ctx).resolve(file, must_exist=True))
+        home = _home(ctx)
+        return htpasswd.users(home.resolve(file, must_exist=True), home)
 
     # --- setuid ---------------------------------------------------------------------------------
     @export(roles=Role.ADMIN)

@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 from apiserver.errors import InvalidArgument
 from apiserver.sites import acl
-from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path
+from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, walk_inside
 
 KEYS = ("user", "group", "perm", "name", "writable")
 _PERM = re.compile(r"^([ugoa]*)([+-])([rwx]+)$")
@@ -47,7 +47,7 @@ def audit(home: SiteHome, site_path: str, web_user: str, requirements: Optional[
     combine = any if union else all
     acls = acl.read_tree(root) if any(t.needs_acl for t in tests) else {}
     found = []
-    for path, st, reachable in _walk(root, acls, tests):
+    for path, st, reachable in _walk(root, home.real_root, acls, tests):
         if combine(t(path, st, acls, reachable) for t in tests):
             found.append(home.site_path(path))
             if len(found) > MAX_RESULTS:
@@ -135,28 +135,34 @@ def _group(value) -> int:
         raise InvalidArgument(f"group {display_path(text)!r} does not exist") from None
 
 
-def _walk(root: str, acls: dict, tests: list):
-    """Blocking.  (path, lstat, reachable) for root and everything under it; ``reachable`` says, per user
-    an ACL test needs, whether it can reach the entry (search on every folder above it)."""
+def _walk(root: str, home_root: str, acls: dict, tests: list):
+    """Blocking.  (path, lstat, reachable) for root and everything under it, never leaving the home
+    ``home_root``; ``reachable`` says, per user an ACL test needs, whether it can reach the entry
+    (search on every folder above it)."""
     users = [t.user for t in tests if t.user is not None]
     st = os.lstat(root)
     top = {u.pw_uid: True for u in users}
     yield root, st, top
+    if not stat.S_ISDIR(st.st_mode):
+        return
     reach = {root: top}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dir_st = os.lstat(dirpath)
-        here = {u.pw_uid: reach[dirpath][u.pw_uid] and _allows(dirpath, dir_st, acls, u, 1) for u in users}
+    for dirpath, dirnames, filenames, dir_fd in walk_inside(root, home_root):
+        above = reach.pop(dirpath, None)
+        if above is None:  # not the folder its parent listed (swapped meanwhile): not audited
+            dirnames.clear()
+            continue
+        dir_st = os.fstat(dir_fd)
+        here = {u.pw_uid: above[u.pw_uid] and _allows(dirpath, dir_st, acls, u, 1) for u in users}
         dirnames.sort()
         for name in dirnames + sorted(filenames):
             path = os.path.join(dirpath, name)
             try:
-                st = os.lstat(path)
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 reach[path] = here
             yield path, st, here
-        reach.pop(dirpath, None)  # os.walk(followlinks=False) never enters a linked folder
 
 
 def _writable(path, st, acls, reachable, user) -> bool:

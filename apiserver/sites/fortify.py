@@ -37,7 +37,7 @@ from twisted.logger import Logger
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.sites import acl
-from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
+from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path, walk_inside
 from apiserver.sites.records import FortificationInfo
 from apiserver.storage import utcnow
 
@@ -111,6 +111,7 @@ class _Entry:
     is_dir: bool
     uid: int
     fd: int         # O_PATH descriptor of the entry (-1 once closed)
+    links: int = 1  # hard links to a file
 
 
 @dataclasses.dataclass
@@ -267,7 +268,7 @@ class Fortifier(service.Service):
         profile = detect(target.folder)
         learned = json.loads(row["profile"]) if row["profile"] else None
         if row["mode"] == "learn":
-            learned = learn(target.folder, self._web_uid(), row["learn_since_ns"] or 0)
+            learned = learn(target.folder, self._web_uid(), row["learn_since_ns"] or 0, home.real_root)
         self._apply(target, self._writable("max", profile, learned))
         self._save(site_id, key, profile.name if profile else "unknown", "max", None, None, learned, now)
 
@@ -283,7 +284,9 @@ class Fortifier(service.Service):
         writable = []
         for entry in entries:
             host = target.folder if entry == EVERYTHING else os.path.join(target.folder, entry.rstrip("/"))
-            if os.path.lexists(host):
+            # Only what lies in the folder itself: through a link, lexists would say whether a
+            # host path (named by a learned entry) exists.
+            if is_inside(os.path.realpath(host), target.folder) and os.path.lexists(host):
                 writable.append(home.site_path(host))
         until = None
         if row["until"] is not None:
@@ -368,7 +371,9 @@ class Fortifier(service.Service):
                 if entry.endswith("/") and entry != EVERYTHING:
                     _make_folder(top, entry.rstrip("/"), owner)
             for batch in _batches(walk_fds(top, uids)):
-                chosen = [e for e in batch if is_writable(e.rel)]
+                # A file with several hard links may be a protected one under another name (the web
+                # user links wp-config.php into uploads while released): never granted.
+                chosen = [e for e in batch if is_writable(e.rel) and (e.is_dir or e.links == 1)]
                 acl.grant_folders([e.fd for e in chosen if e.is_dir and e.rel not in single], web)
                 acl.grant_folders_only([e.fd for e in chosen if e.is_dir and e.rel in single], web)
                 acl.grant_files([e.fd for e in chosen if not e.is_dir], web)
@@ -490,7 +495,7 @@ def _walk_below(dir_fd: int, rel: str, uids: set, depth: int) -> Iterable[_Entry
             finally:
                 os.close(sub)
         elif stat.S_ISREG(st.st_mode) and st.st_uid in uids:
-            yield _Entry(child, False, st.st_uid, fd)
+            yield _Entry(child, False, st.st_uid, fd, st.st_nlink)
         else:
             os.close(fd)  # links, sockets, fifos: never touched
 
@@ -528,25 +533,25 @@ def _give_back(entry: _Entry, owner) -> None:
         log.warn("cannot give {rel} to {owner}: the server does not run as root", rel=entry.rel, owner=owner.name)
 
 
-def learn(folder: str, web_uid: int, since_ns: int) -> list:
+def learn(folder: str, web_uid: int, since_ns: int, home_root: str) -> list:
     """Blocking.  What the web server user wrote under ``folder`` since ``since_ns`` (filesystem time).
 
     A folder it owns counts with everything under it (``dir/``); a folder in which entries were
     made or removed counts alone (``dir``); a file counts when it owns it or it was modified.
+    The walk never follows a link nor leaves the home ``home_root`` (a real path).
     """
     learned = []
     top = os.lstat(folder)
     if top.st_uid != web_uid and top.st_mtime_ns >= since_ns:
         learned.append(".")
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames, dir_fd in walk_inside(folder, home_root):
         descend = []
         for name in sorted(dirnames) + sorted(filenames):
-            path = os.path.join(dirpath, name)
             try:
-                st = os.lstat(path)
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            rel = os.path.relpath(path, folder)
+            rel = os.path.relpath(os.path.join(dirpath, name), folder)
             if stat.S_ISDIR(st.st_mode):
                 if st.st_uid == web_uid:
                     learned.append(rel + "/")

@@ -10,6 +10,7 @@ filesystem work: callers run it on the blocking pool.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import pwd
 import re
@@ -18,7 +19,11 @@ import stat
 import time
 from typing import Optional
 
+from twisted.logger import Logger
+
 from apiserver.errors import Exists, InvalidArgument, NotFound, ServerError
+
+_log = Logger(namespace="apiserver.sites.home")
 
 #: The document root inside every home, as the site sees it.
 DOCUMENT_ROOT = "/var/www/html"
@@ -105,6 +110,11 @@ class SiteHome:
     def document_root(self) -> str:
         return os.path.join(self.root, DOCUMENT_ROOT.lstrip("/"))
 
+    @property
+    def real_root(self) -> str:
+        """Blocking.  The home's real path: what every resolved path, walk and opened file must lie in."""
+        return os.path.realpath(self.root)
+
     def resolve(self, site_path: str, must_exist: bool = False) -> str:
         """Blocking.  The host path of ``site_path`` (as the site sees it), inside the home.
 
@@ -113,18 +123,18 @@ class SiteHome:
         leaves the home, NotFound when ``must_exist`` and the path does not exist.
         """
         parts = split_site_path(site_path)
-        root_real = os.path.realpath(self.root)
+        root_real = self.real_root
         candidate = os.path.join(root_real, *parts) if parts else root_real
         resolved = os.path.realpath(candidate)
         if not is_inside(resolved, root_real):
-            raise InvalidArgument(f"path {site_path!r} leads out of the site's home")
+            raise InvalidArgument(f"path {display_path(site_path)!r} leads out of the site's home")
         if must_exist and not os.path.lexists(resolved):
             raise NotFound(f"no file or folder {display_path(site_path)!r} in the site")
         return resolved
 
     def site_path(self, host_path: str) -> str:
         """The path as the site sees it (``/var/www/html/x``) of a host path inside the home."""
-        root_real = os.path.realpath(self.root)
+        root_real = self.real_root
         rel = os.path.relpath(host_path, root_real)
         if rel == ".":
             return "/"
@@ -157,6 +167,81 @@ def display_path(path: str) -> str:
 
 def is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def open_inside(path: str, root: str, flags: int) -> int:
+    """Blocking.  ``os.open(path, flags)``, refused (InvalidArgument) when what it names lies outside
+    the folder ``root`` (a real path).
+
+    The check is on the file itself, opened first with ``O_PATH`` (which reads nothing and has no
+    side effects, not even on a device or FIFO) and named by its ``/proc/self/fd`` link: a folder
+    on the path swapped for a link after the path was resolved cannot send root elsewhere.  Only
+    then is that same file opened with ``flags``.
+    """
+    located = os.open(path, os.O_PATH | os.O_CLOEXEC | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY)))
+    try:
+        if not is_inside(os.readlink(f"/proc/self/fd/{located}"), root):
+            raise InvalidArgument("the path leads out of the site's home")
+        return os.open(f"/proc/self/fd/{located}", (flags & ~os.O_NOFOLLOW) | os.O_CLOEXEC)
+    finally:
+        os.close(located)
+
+
+#: A folder opened by a walk: never through a link, never blocking (on a FIFO swapped in).
+_WALK_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Deeper folders than this are not walked (each level holds a descriptor open).
+MAX_WALK_DEPTH = 256
+
+
+def walk_inside(top: str, root: str, onerror=None):
+    """Blocking.  Walk the folder ``top`` top-down without ever following a link or leaving ``root``
+    (a real path): ``(folder, folders, files, folder_fd)`` like :func:`os.fwalk`, ``folders`` the
+    real folders only (links are among ``files``); the caller may prune ``folders``.
+
+    ``top`` is checked on its descriptor (InvalidArgument when it turns out to be outside
+    ``root``); every folder below is opened through its parent's descriptor with ``O_NOFOLLOW``,
+    so one swapped for a link mid-walk is not entered.  (:func:`os.fwalk` would follow such a link
+    before noticing it, and hang on a FIFO swapped in.)  ``onerror`` gets the OSError of a folder
+    that cannot be opened or listed.
+    """
+    fd = open_inside(top, root, _WALK_DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        yield from _walk_fd(fd, top, onerror, 0)
+    finally:
+        os.close(fd)
+
+
+def _walk_fd(folder_fd: int, folder: str, onerror, depth: int):
+    """Blocking.  :func:`walk_inside` from the folder open at ``folder_fd`` (named ``folder``) down."""
+    try:
+        with os.scandir(folder_fd) as listing:
+            entries = list(listing)
+    except OSError as exc:
+        exc.filename = folder
+        if onerror is not None:
+            onerror(exc)
+        return
+    folders = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+    files = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
+    yield folder, folders, files, folder_fd
+    for name in folders:
+        path = os.path.join(folder, name)
+        if depth >= MAX_WALK_DEPTH:
+            if onerror is not None:
+                onerror(OSError(errno.ELOOP, f"deeper than {MAX_WALK_DEPTH} folders", path))
+            continue
+        try:
+            child = os.open(name, _WALK_DIR_FLAGS, dir_fd=folder_fd)
+        except OSError as exc:
+            # Gone, or swapped for a link or a file since the listing: nothing to walk there.
+            if onerror is not None and exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                exc.filename = path
+                onerror(exc)
+            continue
+        try:
+            yield from _walk_fd(child, path, onerror, depth + 1)
+        finally:
+            os.close(child)
 
 
 def can_search(path: str, user: str) -> bool:
@@ -193,7 +278,10 @@ def grant_search(path: str, user: str) -> None:
     except FileNotFoundError:
         raise ServerError("setfacl is missing: install the acl package (Debian: apt-get install acl)") from None
     except subprocess.CalledProcessError as exc:
-        raise ServerError(f"cannot let {user} reach {path}: {exc.stderr.decode(errors='replace').strip()}") from None
+        # The host path goes to the log only: a fault never names the server's layout.
+        _log.error("cannot let {user} reach {path}: {error}", user=user, path=path,
+                   error=exc.stderr.decode(errors="replace").strip())
+        raise ServerError(f"cannot let {user} reach the sites' folders through state_dir (see the server log)") from None
 
 
 class SiteHomes:
@@ -253,7 +341,8 @@ class SiteHomes:
         try:
             os.mkdir(root, 0o755)
         except FileExistsError:
-            raise Exists(f"a home for {domain!r} already exists at {root}; move it away first") from None
+            # The fault names no host path (the server's layout); the administrator finds it in sites_root.
+            raise Exists(f"a home for {domain!r} already exists in [web] sites_root; move it away first") from None
         try:
             path = root
             for part in DOCUMENT_ROOT.strip("/").split("/"):

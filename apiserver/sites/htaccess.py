@@ -20,7 +20,7 @@ import stat
 from typing import Iterable, Optional
 
 from apiserver.errors import InvalidArgument
-from apiserver.sites.home import DOCUMENT_ROOT, display_path, is_inside
+from apiserver.sites.home import DOCUMENT_ROOT, display_path, open_inside, walk_inside
 from apiserver.sites.records import HtaccessFinding
 
 ACCESS_FILE = ".htaccess"
@@ -296,10 +296,10 @@ def check_tree(home, site_path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
     under its own path anyway); a .htaccess that links out of the home is reported, not read.
     """
     top = home.resolve(site_path, must_exist=True)
-    root = os.path.realpath(home.root)
+    root = home.real_root
     info = os.lstat(top)
     if stat.S_ISDIR(info.st_mode):
-        candidates = _access_files(top)
+        candidates = _access_files(top, root)
     elif ACCESS_FILE in (os.path.basename(top), site_path.rstrip("/").rsplit("/", 1)[-1]):
         candidates = iter([(top, None)])
     else:
@@ -316,10 +316,11 @@ def check_tree(home, site_path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
     return out
 
 
-def _access_files(top: str):
-    """``(path, None)`` of each .htaccess under ``top``, ``(folder, error)`` for unreadable folders."""
+def _access_files(top: str, root: str):
+    """``(path, None)`` of each .htaccess under ``top`` (never leaving the home ``root``), ``(folder,
+    error)`` for unreadable folders."""
     errors = []
-    for folder, dirs, files in os.walk(top, onerror=errors.append, followlinks=False):
+    for folder, dirs, files, _fd in walk_inside(top, root, onerror=errors.append):
         while errors:
             error = errors.pop()
             yield getattr(error, "filename", folder) or folder, error.strerror or str(error)
@@ -334,22 +335,23 @@ def _access_files(top: str):
 
 
 def _check_file(path: str, root: str) -> list[Finding]:
-    """Blocking.  Findings of the .htaccess at host path ``path`` inside the home ``root``."""
-    real = os.path.realpath(path)
-    if not is_inside(real, root):
+    """Blocking.  Findings of the .htaccess at host path ``path`` inside the home ``root``.
+
+    Whether it lies inside the home is decided on the opened file (a folder swapped for a link
+    meanwhile cannot make root read a file elsewhere); a link as the file itself is followed
+    as Apache does, and reported when it leaves the home.
+    """
+    try:
+        fd = open_inside(path, root, os.O_RDONLY | os.O_NONBLOCK)
+    except InvalidArgument:
         return [Finding(1, "", "a symbolic link out of the site's home: Apache reads what it points to, "
                                "which is not checked here", False)]
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        info = os.stat(real)
-        if not stat.S_ISREG(info.st_mode):
-            return [Finding(1, "", "not a regular file: Apache answers 403 for everything in this folder", True)]
-        fd = os.open(real, flags)
     except OSError as exc:
         return [Finding(1, "", f"cannot be read: {exc.strerror}", False)]
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return [Finding(1, "", "not a regular file: Apache answers 403 for everything in this folder", True)]
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # swapped after the stat
-            return [Finding(1, "", "not a regular file: Apache answers 403 for everything in this folder", True)]
         data = fh.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         return [Finding(1, "", f"larger than {MAX_FILE_BYTES} bytes: not checked", False)]

@@ -27,7 +27,7 @@ from typing import Optional
 import bcrypt
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
-from apiserver.sites.home import display_path, is_inside, web_server_user
+from apiserver.sites.home import display_path, open_inside, web_server_user
 
 BCRYPT_COST = 5
 FILE_MODE = 0o640
@@ -201,17 +201,16 @@ def _read_fd(fd: int, shown: str) -> bytes:
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _read(path: str, dir_fd: Optional[int] = None, missing_ok: bool = False) -> Optional[bytes]:
-    """The file's bytes (never through a link, never blocking on a FIFO); None when missing and allowed."""
-    shown = display_path(os.path.basename(path))  # never the host path: it names the server's layout
+def _read(name: str, dir_fd: int) -> Optional[bytes]:
+    """The bytes of the file ``name`` in the folder open at ``dir_fd`` (never through a link, never
+    blocking on a FIFO); None when it is missing."""
+    shown = display_path(name)  # never the host path: it names the server's layout
     try:
-        fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise NotFound(f"no password file {shown!r}") from None
+        return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # swapped for a link since the path was resolved
+        if exc.errno == errno.ELOOP:
             raise InvalidArgument(f"{shown!r} is a symbolic link") from None
         raise InvalidArgument(f"{shown!r} cannot be read: {exc.strerror}") from None
     try:
@@ -229,21 +228,18 @@ class _Folder:
     """The password file's folder, opened once and locked: every step names the file relative to
     it, so a folder swapped for a link meanwhile cannot send a write elsewhere."""
 
-    def __init__(self, host_path: str, home):
+    def __init__(self, host_path: str, home, lock: int = fcntl.LOCK_EX):
         folder, self.name = os.path.split(host_path)
         if self.name in ("", ".", ".."):
             raise InvalidArgument("a password file needs a file name")
         try:
-            self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.fd = open_inside(folder, home.real_root, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
             raise NotFound(f"no folder {display_path(home.site_path(folder))!r} for the password file") from None
         except NotADirectoryError:
             raise InvalidArgument(f"{display_path(home.site_path(folder))!r} is not a folder") from None
-        real = os.readlink(f"/proc/self/fd/{self.fd}")
-        if not is_inside(real, os.path.realpath(home.root)):
-            os.close(self.fd)
-            raise InvalidArgument("the password file's folder is outside the site's home")
-        fcntl.flock(self.fd, fcntl.LOCK_EX)  # one writer at a time (advisory, among ourselves)
+        # One writer at a time, readers alongside each other (advisory, among ourselves).
+        fcntl.flock(self.fd, lock)
 
     def __enter__(self):
         return self
@@ -252,7 +248,7 @@ class _Folder:
         os.close(self.fd)  # also releases the lock
 
     def read(self) -> Optional[bytes]:
-        return _read(self.name, dir_fd=self.fd, missing_ok=True)
+        return _read(self.name, self.fd)
 
     def replace(self, data: bytes, uid: Optional[int], gid: Optional[int]) -> None:
         """Write ``data`` as the file: temporary file, chown, chmod 0640, fsync, rename, fsync folder."""
@@ -332,10 +328,19 @@ def delete(host_path: str, user: str, home, web_user: str = "") -> bool:
     return True
 
 
-def verify(host_path: str, user: str, password: str) -> bool:
+def _read_file(host_path: str, home) -> bytes:
+    """Blocking.  The password file's bytes, read through its folder opened inside ``home``."""
+    with _Folder(host_path, home, fcntl.LOCK_SH) as folder:
+        data = folder.read()
+    if data is None:
+        raise NotFound(f"no password file {display_path(home.site_path(host_path))!r}")
+    return data
+
+
+def verify(host_path: str, user: str, password: str, home) -> bool:
     """Blocking.  Whether ``password`` is ``user``'s: the first line for the user decides, as in Apache."""
     name = check_user(user)
-    for _, entry in _entries_of(_read(host_path)):
+    for _, entry in _entries_of(_read_file(host_path, home)):
         if entry is not None and entry[0] == name:
             return check_password(password, entry[1])
     if not isinstance(password, str):
@@ -343,10 +348,10 @@ def verify(host_path: str, user: str, password: str) -> bool:
     return False
 
 
-def users(host_path: str) -> list[str]:
+def users(host_path: str, home) -> list[str]:
     """Blocking.  The user names of the password file in file order, each once."""
     seen, out = set(), []
-    for _, entry in _entries_of(_read(host_path)):
+    for _, entry in _entries_of(_read_file(host_path, home)):
         if entry is None or entry[0] in seen:
             continue
         seen.add(entry[0])

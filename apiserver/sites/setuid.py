@@ -13,6 +13,7 @@ and ``/bin/su`` are the same file, so the other spelling is asked too.  Blocking
 
 from __future__ import annotations
 
+import errno
 import glob
 import grp
 import hashlib
@@ -24,7 +25,7 @@ import subprocess
 from typing import Optional
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
-from apiserver.sites.home import display_path
+from apiserver.sites.home import display_path, walk_inside
 from apiserver.sites.records import SetuidFile
 
 DPKG_INFO = "/var/lib/dpkg/info"
@@ -40,17 +41,16 @@ def scan(root: str) -> list:
     found = _find(root)
     if not found:
         return []
-    template_paths = [_template_path(root, path) for path, _st in found]
+    template_paths = [_template_path(root, path) for path, *_rest in found]
     manager = package_manager()
     owners = manager.owners(template_paths)
     # A file no package owns under the template's view may be one the host installed where it is
     # (a scan of /usr/bin itself): ask for its own path too.
-    unowned = [path for (path, _st), template in zip(found, template_paths)
+    unowned = [path for (path, *_rest), template in zip(found, template_paths)
                if template not in owners and path != template]
     host_owners = manager.owners(unowned) if unowned else {}
     results = []
-    for (path, st), template in zip(found, template_paths):
-        sha256, md5 = _digests(path)
+    for (path, st, sha256, md5), template in zip(found, template_paths):
         package, trusted = None, False
         for name, packaged_path in owners.get(template) or host_owners.get(path, []):
             if package is None:
@@ -85,27 +85,32 @@ def _check_root(root) -> str:
 
 
 def _find(root: str) -> list:
-    """Blocking.  (host path, lstat) of setuid/setgid regular files on root's filesystem, links never followed."""
+    """Blocking.  (host path, lstat, sha256, md5) of setuid/setgid regular files on root's filesystem;
+    the walk goes by descriptors (home.walk_inside), so a link, even one swapped in mid-walk, is
+    never followed."""
     device = os.lstat(root).st_dev
     found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames, dir_fd in walk_inside(root, os.path.realpath(root)):
         keep = []
         for name in sorted(dirnames):
             try:
-                st = os.lstat(os.path.join(dirpath, name))
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
                 keep.append(name)  # other filesystems (/proc, /sys, /dev, mounts) are not walked
         dirnames[:] = keep
         for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
             try:
-                st = os.lstat(path)
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                found.append((path, st))
+                try:
+                    digests = _digests(name, dir_fd)
+                except OSError:
+                    continue  # gone or replaced since it was listed
+                found.append((os.path.join(dirpath, name), st) + digests)
     return found
 
 
@@ -115,11 +120,14 @@ def _template_path(root: str, path: str) -> str:
     return "/" + rel if rel != "." else "/"
 
 
-def _digests(path: str) -> tuple:
-    """Blocking.  (sha256, md5) hex digests of the regular file ``path`` (a link is refused)."""
+def _digests(name: str, dir_fd: int) -> tuple:
+    """Blocking.  (sha256, md5) hex digests of the regular file ``name`` in the folder open at
+    ``dir_fd`` (a link or anything but a regular file is refused)."""
     sha256, md5 = hashlib.sha256(), hashlib.md5()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", name)
         for chunk in iter(lambda: fh.read(1 << 16), b""):
             sha256.update(chunk)
             md5.update(chunk)

@@ -20,6 +20,8 @@ from apiserver.sites.home import FileOwner
 from tests.conftest import start_server
 from tests.e2e.clients.soap_clients import php_calls
 from tests.e2e.test_cpcmd_commands import Cpcmd
+from tests.e2e.test_security_htaccess_htpasswd import php_runner, xmlrpc_runner
+from tests.e2e.test_soap_zeep import zeep_runner
 from tests.sites.support import WEB_USER, WORDPRESS, as_web, make_tree, web_can_write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acts as the web server user through runuser (root)")
@@ -238,3 +240,86 @@ def _epoch(moment) -> float:
     if moment.tzinfo is not None:
         moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
     return calendar.timegm(moment.timetuple()) + moment.microsecond / 1e6
+
+
+def _setuid_template() -> str:
+    """A template root holding a setuid copy of /usr/bin/passwd (the caller removes it)."""
+    template = tempfile.mkdtemp(prefix="apiserver-template-")
+    os.makedirs(os.path.join(template, "usr/bin"))
+    shutil.copy2("/usr/bin/passwd", os.path.join(template, "usr/bin/passwd"))
+    os.chmod(os.path.join(template, "usr/bin/passwd"), 0o4755)
+    return template
+
+
+def _items(value) -> list:
+    """An array as the runners give it: a list, None (empty) or zeep's {"item": [...]} wrapper."""
+    if isinstance(value, dict):
+        (value,) = value.values()
+    return list(value or [])
+
+
+@pytest.mark.parametrize("client", ["zeep", "php-wsdl", "php-nonwsdl", "xmlrpc"])
+def test_roles_and_client_faults_for_every_function(server, sites_dir, client, request):
+    """Each client: fortify, fortification_info, audit and scan_setuid answer bad paths, unknown hostnames,
+    unknown modes and missing files with Client.* faults, refuse the wrong role, and scan_setuid works."""
+    if client.startswith("php"):
+        request.getfixturevalue("php")
+    run = {"zeep": lambda: zeep_runner(server), "xmlrpc": lambda: xmlrpc_runner(server),
+           "php-wsdl": lambda: php_runner(server, wsdl=True), "php-nonwsdl": lambda: php_runner(server, wsdl=False),
+           }[client]()
+    domain = f"faults-{client}.example"
+    _root, sid = _site(server, sites_dir, domain)
+    as_site = run([
+        ["security_fortify", [domain, "", "lockdown"]],
+        ["security_fortify", [domain, "../../..", "max"]],
+        ["security_fortify", [domain, "%2e%2e/%2e%2e", "max"]],
+        ["security_fortify", ["unknown.example", "", "max"]],
+        ["security_fortify", [domain, "missing", "max"]],
+        ["security_fortification_info", ["unknown.example", ""]],
+        ["security_fortification_info", [domain, "../../.."]],
+        ["security_fortification_info", [domain, "missing"]],
+        ["security_audit", [f"{DOC}/../../..", None, True]],
+        ["security_audit", [f"{DOC}/missing", None, True]],
+        ["security_scan_setuid", [None]],
+    ], cookie=sid)
+    assert [r.get("fault", "").replace("SOAP-ENV:", "") for r in as_site] == [
+        "Client.InvalidArgument", "Client.InvalidArgument", "Client.InvalidArgument", "Client.NotFound",
+        "Client.NotFound", "Client.NotFound", "Client.InvalidArgument", "Client.NotFound",
+        "Client.InvalidArgument", "Client.NotFound", "Client.Denied"], as_site
+    assert sites_dir not in str(as_site)  # faults name site paths only
+    template = _setuid_template()
+    try:
+        as_admin = run([
+            ["security_fortify", [domain, "", "max"]],
+            ["security_fortification_info", [domain, ""]],
+            ["security_audit", [DOC, None, True]],
+            ["security_scan_setuid", [template]],
+            ["security_scan_setuid", [os.path.join(template, "none")]],
+            ["security_scan_setuid", ["relative/root"]],
+        ], key=server.admin_key)
+    finally:
+        shutil.rmtree(template)
+    assert [r.get("fault", "ok").replace("SOAP-ENV:", "") for r in as_admin] == [
+        "Client.Denied", "Client.Denied", "Client.Denied", "ok", "Client.NotFound", "Client.InvalidArgument"], as_admin
+    (found,) = _items(as_admin[3]["ok"])
+    assert (found["path"], found["package"], found["trusted"], found["mode"]) == (
+        os.path.join(template, "usr/bin/passwd"), "passwd", True, "4755")
+
+
+def test_cpcmd_client_faults(server, sites_dir):
+    """cpcmd: bad paths, unknown hostnames and missing files for fortify, fortification-info and audit,
+    and a missing root for scan-setuid, each a Client.* fault."""
+    _site(server, sites_dir, "cpcmd-faults.example")
+    run = Cpcmd(server, "socket")
+    site = ["-d", "cpcmd-faults.example"]
+    for argv, code in (
+            (site + ["security:fortify", "cpcmd-faults.example", "../../..", "max"], "Client.InvalidArgument"),
+            (site + ["security:fortify", "unknown.example", "", "max"], "Client.NotFound"),
+            (site + ["security:fortify", "cpcmd-faults.example", "missing", "max"], "Client.NotFound"),
+            (site + ["security:fortification-info", "unknown.example"], "Client.NotFound"),
+            (site + ["security:fortification-info", "cpcmd-faults.example", "%2e%2e"], "Client.InvalidArgument"),
+            (site + ["security:audit", f"{DOC}/missing"], "Client.NotFound"),
+            (site + ["security:audit", f"{DOC}/../../../.."], "Client.InvalidArgument"),
+            (["security:scan-setuid", "/nonexistent-template-root"], "Client.NotFound")):
+        result = run(*argv)
+        assert result.returncode != 0 and f"cpcmd: {code}:" in result.stderr, (argv, result)

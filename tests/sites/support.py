@@ -68,5 +68,45 @@ WORDPRESS = {
 }
 
 
+class _Listing:
+    """What os.scandir returns, over entries already read."""
+
+    def __init__(self, entries):
+        self._entries = iter(entries)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._entries)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def close(self):
+        pass
+
+
+def swap_for_link_before_listing(monkeypatch, folder: str, target: str) -> None:
+    """Make the first listing of ``folder`` find it replaced by a link to ``target``, as a web
+    application winning a race would: the last moment before a walk reads the folder."""
+    real_scandir = os.scandir
+    swapped = []
+
+    def swapping_scandir(path="."):
+        listed = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else path
+        if listed == folder and not swapped:
+            swapped.append(folder)
+            shutil.rmtree(folder)
+            os.symlink(target, folder)
+        with real_scandir(path) as listing:
+            return _Listing(list(listing))
+
+    monkeypatch.setattr(os, "scandir", swapping_scandir)
+
+
 def requires_root():
     return pytest.mark.skipif(os.geteuid() != 0, reason="acts as the web server user through runuser (root)")

@@ -8,7 +8,8 @@ import pytest
 
 from apiserver.errors import InvalidArgument, NotFound
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
-    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, web_can_write,
+    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, swap_for_link_before_listing,
+    web_can_write,
 )
 from tests.sites.test_fortify import site  # noqa: F401 - the fixture
 
@@ -103,3 +104,21 @@ def test_bad_requirements_and_paths_are_client_faults(site):
     for path in ("/var/www/html/../../../..", "/var/www/%2e%2e/x"):
         with pytest.raises(InvalidArgument):
             _audit(h, admin, path)
+
+
+def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(tmp_path, monkeypatch):
+    """A folder replaced by a link out of the home just before it is listed: nothing beyond the link is listed."""
+    from apiserver.sites import audit
+    from apiserver.sites.home import SiteHomes
+
+    home = SiteHomes(str(tmp_path / "sites"), "root").create("example.com")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "other-site-secret.php").write_text("x")
+    docroot = os.path.realpath(home.document_root)
+    sub = os.path.join(docroot, "sub")
+    os.mkdir(sub)
+    swap_for_link_before_listing(monkeypatch, sub, str(outside))
+    found = audit.audit(home, DOC, WEB_USER, {"name": "*"}, True)
+    assert os.path.islink(sub)
+    assert found == [DOC, f"{DOC}/sub"]

@@ -11,7 +11,8 @@ from apiserver.errors import Denied, InvalidArgument, NotFound
 from apiserver.sites.fortify import Fortifier, detect
 from tests.accounts.support import Harness, eventually, wait
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
-    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, web_can_write,
+    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, swap_for_link_before_listing,
+    web_can_write,
 )
 
 pytestmark = requires_root()
@@ -323,3 +324,49 @@ def test_closing_a_window_runs_on_the_blocking_pool(site):
     assert all(not on_main for _name, on_main in threads)
     eventually(lambda: not web_can_write(os.path.join(root, "wp-config.php")))
     fortifier.stop()
+
+
+def test_learning_never_follows_a_folder_swapped_for_a_link(tmp_path, monkeypatch):
+    """What a learn window records comes from the site's folder only, even when a folder becomes a link mid-walk."""
+    from apiserver.sites.fortify import learn
+    from apiserver.sites.home import SiteHomes
+
+    home = SiteHomes(str(tmp_path / "sites"), "root").create("example.com")
+    outside = tmp_path / "outside"
+    (outside / "elsewhere").mkdir(parents=True)
+    (outside / "elsewhere" / "written.php").write_text("x")
+    docroot = os.path.realpath(home.document_root)
+    os.makedirs(os.path.join(docroot, "cache", "elsewhere"))
+    swap_for_link_before_listing(monkeypatch, os.path.join(docroot, "cache"), str(outside))
+    learned = learn(docroot, os.stat(outside).st_uid + 12345, 0, home.real_root)
+    assert os.path.islink(os.path.join(docroot, "cache"))
+    assert learned == [".", "cache"]  # nothing of what lies behind the link
+
+
+def test_info_never_looks_through_a_link_for_a_learned_path(site, tmp_path):
+    """A learned entry whose folder became a link out of the site is not listed: info is no oracle for host paths."""
+    h, admin, home = site
+    docroot = _docroot(home)
+    outside = tmp_path / "outside"
+    (outside / "b").mkdir(parents=True)
+    os.makedirs(os.path.join(docroot, "kept", "b"))
+    site_id, _row = h.app.fortifier._load("example.com", "")
+    h.app.fortifier._save(site_id, "", "unknown", "max", None, None, ["a/b/", "kept/b/"], 0.0)
+    os.symlink(str(outside), os.path.join(docroot, "a"))
+    assert _info(h, admin).writable == [f"{DOC}/kept/b"]
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    assert _info(h, admin).writable == [DOC]  # the folder itself stands for everything in it
+
+
+def test_a_hard_link_made_while_released_does_not_keep_wp_config_writable(site):
+    """The web user hard-links wp-config.php into uploads while everything is writable; after max the
+    file is closed under both names (a hard link is the same file, so it is never granted)."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    linked = os.path.join(root, "wp-content/uploads/config.php")
+    assert as_web('ln "$1" "$2"', os.path.join(root, "wp-config.php"), linked).returncode == 0
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    assert os.path.samefile(linked, os.path.join(root, "wp-config.php"))
+    assert not web_can_write(os.path.join(root, "wp-config.php"))
+    assert web_can_write(os.path.join(root, "wp-content/uploads/2026/photo.jpg"))

@@ -36,9 +36,10 @@ def test_create_refuses_an_existing_place(homes):
     home = homes.create("example.com")
     marker = os.path.join(home.document_root, "keep")
     open(marker, "w").close()
-    with pytest.raises(Exists):
+    with pytest.raises(Exists) as refused:
         homes.create("example.com")
     assert os.path.exists(marker)
+    assert homes.sites_root not in str(refused.value)  # a fault names no host path
 
 
 @pytest.mark.parametrize("path", [
@@ -132,3 +133,26 @@ def test_reachability_survives_a_chmod_of_state_dir(tmp_path):
     assert subprocess.run(as_web).returncode != 0
     homes.ensure_reachable()
     assert subprocess.run(as_web).returncode == 0
+
+
+def test_faults_name_no_host_path(tmp_path, monkeypatch):
+    """A failed grant of search on state_dir, or a path out of the home, is a fault without a host path
+    or raw control characters."""
+    import subprocess
+
+    from apiserver.errors import ServerError
+    from apiserver.sites import home as home_module
+
+    def failing_setfacl(command, **kwargs):
+        raise subprocess.CalledProcessError(1, command, stderr=f"setfacl: {command[-1]}: Operation not supported".encode())
+
+    monkeypatch.setattr(subprocess, "run", failing_setfacl)
+    with pytest.raises(ServerError) as refused:
+        home_module.grant_search(str(tmp_path), "www-data")
+    assert str(tmp_path) not in str(refused.value)
+    monkeypatch.undo()
+    home = SiteHomes(str(tmp_path / "sites"), _me()).create("example.com")
+    os.symlink("/etc", os.path.join(home.document_root, "etc"))
+    with pytest.raises(InvalidArgument) as escaped:
+        home.resolve("/var/www/html/etc/\x1b[2Jpasswd")
+    assert "\x1b" not in str(escaped.value) and "/etc/?[2Jpasswd" in str(escaped.value)

@@ -199,3 +199,60 @@ def test_missing_path_and_other_files(home):
     _put(home, "index.php", "<?php")
     with pytest.raises(InvalidArgument):
         htaccess.check_tree(home, "/var/www/html/index.php")
+
+
+def test_a_folder_swapped_for_a_link_while_checking_is_not_read(home, tmp_path, monkeypatch):
+    """A folder replaced by a link out of the home just before its .htaccess is opened: reported, not read."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".htaccess").write_text("Options +FollowSymLinks\n")
+    folder = os.path.join(home.document_root, "private")
+    _put(home, "private/.htaccess", "Options -Indexes\n")
+    real_open = os.open
+
+    def swapping_open(path, *args, **kwargs):
+        if str(path).endswith("private/.htaccess") and not os.path.islink(folder):
+            os.unlink(os.path.join(folder, ".htaccess"))
+            os.rmdir(folder)
+            os.symlink(str(outside), folder)  # the web application wins the race
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", swapping_open)
+    (finding,) = htaccess.check_tree(home, "/var/www/html")
+    assert os.path.islink(folder)
+    assert finding.file == "/var/www/html/private/.htaccess" and finding.directive == ""
+    assert "out of the site's home" in finding.reason
+
+
+def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(home, tmp_path, monkeypatch):
+    """A folder replaced by a link out of the home just before it is listed: nothing behind the link is reported."""
+    from tests.sites.support import swap_for_link_before_listing
+
+    outside = tmp_path / "outside"
+    (outside / "deeper").mkdir(parents=True)
+    (outside / "deeper" / ".htaccess").write_text("Options +Includes\n")
+    sub = os.path.join(os.path.realpath(home.document_root), "sub")
+    os.makedirs(os.path.join(sub, "deeper"))
+    swap_for_link_before_listing(monkeypatch, sub, str(outside))
+    assert htaccess.check_tree(home, "/var/www/html") == []
+    assert os.path.islink(sub)
+
+
+def test_a_link_out_of_the_home_is_never_opened(home, tmp_path, monkeypatch):
+    """A .htaccess linking to a FIFO (or a device) outside the home is reported without root ever opening it."""
+    fifo = tmp_path / "outside.fifo"
+    os.mkfifo(fifo)
+    os.symlink(str(fifo), os.path.join(home.document_root, ".htaccess"))
+    opened = []
+    real_open = os.open
+
+    def recording_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if not flags & os.O_PATH:
+            opened.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return fd
+
+    monkeypatch.setattr(os, "open", recording_open)
+    (finding,) = htaccess.check_tree(home, "/var/www/html")
+    assert "out of the site's home" in finding.reason
+    assert str(fifo) not in opened

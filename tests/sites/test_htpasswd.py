@@ -56,7 +56,7 @@ def test_add_writes_bcrypt_cost_5_that_apache_htpasswd_accepts(home, path):
     assert _read(path).startswith(b"alice:$2y$05$") and _read(path).endswith(b"\n")
     assert _htpasswd("-vb", path, "alice", "Sesame-ouvre-toi").returncode == 0
     assert _htpasswd("-vb", path, "alice", "sesame-ouvre-toi").returncode != 0
-    assert htpasswd.verify(path, "alice", "Sesame-ouvre-toi") is True
+    assert htpasswd.verify(path, "alice", "Sesame-ouvre-toi", home) is True
 
 
 def test_file_is_0640_site_owner_and_web_group(home, path):
@@ -78,15 +78,15 @@ def test_file_is_0640_site_owner_and_web_group(home, path):
 
 
 @pytest.mark.parametrize("flag", ["-B", "-m", "-s", "-d"])
-def test_we_verify_what_apache_htpasswd_writes(tmp_path, flag):
+def test_we_verify_what_apache_htpasswd_writes(home, flag):
     """bcrypt (-B), $apr1$ MD5 (-m), {SHA} (-s) and crypt (-d) entries from htpasswd itself."""
-    path = str(tmp_path / "pw")
+    path = os.path.join(home.document_root, "pw")
     assert _htpasswd("-cb", flag, path, "carol", "Tr0ub4dor").returncode == 0
     prefix = {"-B": b"carol:$2y$", "-m": b"carol:$apr1$", "-s": b"carol:{SHA}", "-d": b"carol:"}[flag]
     assert _read(path).startswith(prefix)
-    assert htpasswd.verify(path, "carol", "Tr0ub4dor") is True
-    assert htpasswd.verify(path, "carol", "Xr0ub4dor") is False  # crypt (-d) reads only 8 characters
-    assert htpasswd.users(path) == ["carol"]
+    assert htpasswd.verify(path, "carol", "Tr0ub4dor", home) is True
+    assert htpasswd.verify(path, "carol", "Xr0ub4dor", home) is False  # crypt (-d) reads only 8 characters
+    assert htpasswd.users(path, home) == ["carol"]
 
 
 def test_apr1_matches_htpasswd_for_many_lengths(tmp_path):
@@ -100,22 +100,23 @@ def test_apr1_matches_htpasswd_for_many_lengths(tmp_path):
         assert htpasswd.apr1_md5(password.encode(), salt.encode()) == stored
 
 
-def test_long_passwords(tmp_path, home, path):
+def test_long_passwords(home, path):
     """Over 72 bytes add refuses (bcrypt would ignore the rest); htpasswd's own long entries verify."""
     with pytest.raises(InvalidArgument, match="72"):
         htpasswd.add(path, "alice", "x" * 73, home)
-    other = str(tmp_path / "pw")
+    other = os.path.join(home.document_root, "pw")
     assert _htpasswd("-cbB", other, "long", "y" * 80).returncode == 0
-    assert htpasswd.verify(other, "long", "y" * 80) is True
+    assert htpasswd.verify(other, "long", "y" * 80, home) is True
 
 
-def test_plaintext_and_broken_entries_never_match(tmp_path):
+def test_plaintext_and_broken_entries_never_match(home):
     """A plaintext line, a truncated bcrypt and an empty hash are not accepted for their 'password'."""
-    path = tmp_path / "pw"
-    path.write_bytes(b"eve:secret\nmal:$2y$05$short\nnil:\nodd:$apr1$\nbad:*0\n")
+    path = os.path.join(home.document_root, "pw")
+    with open(path, "wb") as fh:
+        fh.write(b"eve:secret\nmal:$2y$05$short\nnil:\nodd:$apr1$\nbad:*0\n")
     for user, password in (("eve", "secret"), ("mal", "x"), ("nil", ""), ("odd", ""), ("bad", "*0")):
-        assert htpasswd.verify(str(path), user, password) is False
-    assert htpasswd.users(str(path)) == ["eve", "mal", "nil", "odd", "bad"]
+        assert htpasswd.verify(path, user, password, home) is False
+    assert htpasswd.users(path, home) == ["eve", "mal", "nil", "odd", "bad"]
 
 
 def test_other_lines_stay_byte_for_byte(home, path):
@@ -132,10 +133,10 @@ def test_other_lines_stay_byte_for_byte(home, path):
     assert after[:5] == old[:5]
     assert after[5].startswith(b"bob:$2y$05$") and after[5].endswith(b"\r")
     assert after[6:] == old[7:]  # the dead duplicate is gone, dave untouched and unterminated
-    assert htpasswd.verify(path, "bob", "new-secret") and htpasswd.verify(path, "carol", "secret")
+    assert htpasswd.verify(path, "bob", "new-secret", home) and htpasswd.verify(path, "carol", "secret", home)
     htpasswd.add(path, "erin", "erin-pw", home)
     assert _read(path).endswith(b"KKS9Z7m422\nerin:" + _read(path).split(b"erin:")[1])
-    assert htpasswd.users(path) == ["alice", "carol", "bob", "dave", "erin"]
+    assert htpasswd.users(path, home) == ["alice", "carol", "bob", "dave", "erin"]
 
 
 def test_delete(home, path):
@@ -145,7 +146,7 @@ def test_delete(home, path):
     with open(path, "ab") as fh:
         fh.write(b"# trailer\n")
     assert htpasswd.delete(path, "alice", home) is True
-    assert htpasswd.users(path) == ["bob"] and _read(path).endswith(b"\n# trailer\n")
+    assert htpasswd.users(path, home) == ["bob"] and _read(path).endswith(b"\n# trailer\n")
     inode = os.stat(path).st_ino
     assert htpasswd.delete(path, "alice", home) is False
     assert os.stat(path).st_ino == inode
@@ -156,16 +157,16 @@ def test_delete(home, path):
 def test_bad_user_names_are_invalid(home, path, user):
     """Empty names, ':', newlines, control characters, edge spaces, '#' and overlong names are refused."""
     htpasswd.add(path, "ok", "pw", home)
-    for call in (lambda: htpasswd.add(path, user, "pw", home), lambda: htpasswd.verify(path, user, "pw"),
+    for call in (lambda: htpasswd.add(path, user, "pw", home), lambda: htpasswd.verify(path, user, "pw", home),
                  lambda: htpasswd.delete(path, user, home)):
         with pytest.raises(InvalidArgument):
             call()
-    assert htpasswd.users(path) == ["ok"]
+    assert htpasswd.users(path, home) == ["ok"]
 
 
 def test_missing_files_and_odd_paths(home, path):
     """Missing files are NotFound except for add (which creates); folders, FIFOs and links are refused."""
-    for call in (lambda: htpasswd.verify(path, "a", "pw"), lambda: htpasswd.users(path),
+    for call in (lambda: htpasswd.verify(path, "a", "pw", home), lambda: htpasswd.users(path, home),
                  lambda: htpasswd.delete(path, "a", home)):
         with pytest.raises(NotFound):
             call()
@@ -176,14 +177,14 @@ def test_missing_files_and_odd_paths(home, path):
     fifo = os.path.join(home.document_root, "fifo")
     os.mkfifo(fifo)
     with pytest.raises(InvalidArgument):
-        htpasswd.users(fifo)
+        htpasswd.users(fifo, home)
     with pytest.raises(InvalidArgument):
         htpasswd.add(fifo, "a", "pw", home)
     htpasswd.add(path, "a", "pw", home)
     link = os.path.join(home.document_root, "link")
     os.symlink(path, link)
     with pytest.raises(InvalidArgument):
-        htpasswd.verify(link, "a", "pw")
+        htpasswd.verify(link, "a", "pw", home)
 
 
 def test_a_failed_write_leaves_the_old_file(home, path, monkeypatch):
@@ -208,8 +209,8 @@ def test_concurrent_adds_keep_every_user(home, path):
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(htpasswd.users(path)) == [f"user{i}" for i in range(8)]
-    assert htpasswd.verify(path, "user5", "pw-5")
+    assert sorted(htpasswd.users(path, home)) == [f"user{i}" for i in range(8)]
+    assert htpasswd.verify(path, "user5", "pw-5", home)
 
 
 def test_new_passwords_are_checked(home, path):
@@ -218,3 +219,21 @@ def test_new_passwords_are_checked(home, path):
         with pytest.raises(InvalidArgument):
             htpasswd.add(path, "alice", password, home)
     assert not os.path.exists(path)
+
+
+def test_a_folder_swapped_for_a_link_after_resolving_is_not_read(home, tmp_path):
+    """A folder of the resolved path replaced by a link out of the home is refused: root never reads
+    (nor checks passwords against) a file elsewhere, such as another site's or /etc/shadow."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".htpasswd").write_text("root:" + htpasswd.hash_password("hunter2") + "\n")
+    folder = os.path.join(home.document_root, "private")
+    os.mkdir(folder)
+    resolved = home.resolve("/var/www/html/private/.htpasswd")  # what the module resolved...
+    os.rmdir(folder)
+    os.symlink(str(outside), folder)  # ...before the web application swapped the folder
+    for call in (lambda: htpasswd.users(resolved, home), lambda: htpasswd.verify(resolved, "root", "hunter2", home),
+                 lambda: htpasswd.delete(resolved, "root", home), lambda: htpasswd.add(resolved, "x", "pw", home)):
+        with pytest.raises(InvalidArgument, match="out of the site's home"):
+            call()
+    assert (outside / ".htpasswd").read_text().startswith("root:$2y$05$")

@@ -151,3 +151,17 @@ def test_real_host_usr_bin_scanned_directly():
         assert r.trusted and r.package, r
         owners[os.path.basename(r.path)] = r.package
     assert owners.get("passwd") == "passwd"
+
+
+def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(tmp_path, monkeypatch):
+    """A folder of the root replaced by a link to elsewhere just before it is listed: what lies behind is not scanned."""
+    from tests.sites.support import swap_for_link_before_listing
+
+    root = tmp_path / "template"
+    _copy("/usr/bin/passwd", str(root / "usr/bin/passwd"))
+    os.makedirs(root / "opt" / "bin")
+    outside = tmp_path / "outside"
+    _copy("/usr/bin/passwd", str(outside / "bin" / "passwd"))
+    swap_for_link_before_listing(monkeypatch, str(root / "opt"), str(outside))
+    assert [r.path for r in setuid.scan(str(root))] == [str(root / "usr/bin/passwd")]
+    assert os.path.islink(root / "opt")
