@@ -170,6 +170,28 @@ def test_new_restriction_applies_at_once(accounts):
     assert admit("203.0.113.9").identity == site
 
 
+def test_restriction_writes_update_the_cached_entries_without_reading_them(accounts, monkeypatch):
+    """restrict_ip and remove_ip_restriction change the cached entries: neither the checks nor
+    the listing read the account's entries again (a write costs the same however many it has)."""
+    h, _log, site, _bob, _other = accounts
+    h.app.config.set("auth", "ip_restriction_cache_ttl", "600")
+    key = h.call(site, "auth_create_api_key")
+    h.call(site, "auth_restrict_ip", "192.0.2.0/24", "SOAP")
+    admitted = wait(h.app.admit(AuthRequest(Gate.SOAP, "192.0.2.1", Credentials(api_key=key))))
+    loads = []
+    real = h.app.accounts.load_ip_restrictions
+    monkeypatch.setattr(h.app.accounts, "load_ip_restrictions", lambda uid: loads.append(uid) or real(uid))
+    for n in range(5):
+        h.call(site, "auth_restrict_ip", f"198.51.100.{n}")
+    h.call(site, "auth_remove_ip_restriction", "198.51.100.0")
+    assert wait(h.app.admit(AuthRequest(Gate.SOAP, "198.51.100.4", Credentials(api_key=key)))).identity == site
+    with pytest.raises(AuthenticationFailed):
+        wait(h.app.admit(AuthRequest(Gate.SOAP, "198.51.100.0", Credentials(api_key=key))))
+    assert [r.ip for r in h.call(admitted.identity, "auth_get_ip_restrictions")] == [
+        "192.0.2.0/24", "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"]
+    assert loads == []
+
+
 def test_login_history_limit_and_last_login(accounts):
     """History is newest first and honours limit; a bad limit is refused; key logins are recorded."""
     h, _log, _site, bob, _other = accounts
