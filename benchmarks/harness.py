@@ -195,9 +195,14 @@ def run_wrk(url: str, body: str, headers: dict, duration: int, workdir: str, pid
     With the server's ``pid``, also the server's CPU time per request: it moves much less than
     req/s when other processes compete for the core, so it is the steadier figure to compare.
     """
+    return run_wrk_script(url, lua_script(body, headers), duration, workdir, pid)
+
+
+def run_wrk_script(url: str, script_text: str, duration: int, workdir: str, pid: Optional[int] = None) -> WrkResult:
+    """Like :func:`run_wrk` with a wrk Lua script of the caller's (for requests that differ)."""
     script = os.path.join(workdir, "post.lua")
     with open(script, "w", encoding="utf-8") as fh:
-        fh.write(lua_script(body, headers))
+        fh.write(script_text)
     argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s",
             "--timeout", "10s", "--latency", "-s", script, url]
     cpu_before = process_cpu_seconds(pid) if pid else None

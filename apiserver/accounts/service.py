@@ -443,16 +443,25 @@ class Accounts:
             # Concurrent adds for one account queue on its row (SQLite's BEGIN IMMEDIATE already
             # does), so neither the limit nor an entry for every gate (NULL: no unique index
             # catches it) can be doubled by a race.
-            conn.execute(sa.select(_users.c.id).where(_users.c.id == identity.user_id).with_for_update())
-            # One indexed probe and a count (uq_ip_restrictions_entry), not every row into Python.
+            count = conn.execute(sa.select(_users.c.ip_restriction_count)
+                                 .where(_users.c.id == identity.user_id).with_for_update()).scalar()
+            # One indexed probe (uq_ip_restrictions_entry) and the account's counter: the same
+            # cost however many entries it has.
             if conn.execute(sa.select(_restrictions.c.id).where(
                     _restrictions.c.user_id == identity.user_id, _restrictions.c.network == network, gate_match)
                     .limit(1)).first() is not None:
                 raise Exists(f"{network} is already allowed{_at(gate)}")
-            if conn.execute(_RESTRICTION_COUNT, {"user_id": identity.user_id}).scalar() >= limit:
-                raise InvalidArgument(f"an account may have at most {limit} IP restrictions "
-                                      "([auth] ip_restriction_limit); remove one first")
+            if count is not None and count >= limit:
+                # The counter may be off after rows were edited by hand: count them before refusing.
+                count = conn.execute(_RESTRICTION_COUNT, {"user_id": identity.user_id}).scalar()
+                conn.execute(_users.update().where(_users.c.id == identity.user_id)
+                             .values(ip_restriction_count=count))
+                if count >= limit:
+                    raise InvalidArgument(f"an account may have at most {limit} IP restrictions "
+                                          "([auth] ip_restriction_limit); remove one first")
             conn.execute(_restrictions.insert().values(user_id=identity.user_id, network=network, gate=gate))
+            conn.execute(_users.update().where(_users.c.id == identity.user_id)
+                         .values(ip_restriction_count=_users.c.ip_restriction_count + 1))
         self.app.gatekeeper.ip_restrictions.added(identity.user_id, network, gate)
 
     def remove_ip_restriction(self, identity: Identity, network: str, gate: Optional[str]) -> None:
@@ -461,6 +470,9 @@ class Accounts:
         with self.app.storage.write() as conn:
             removed = conn.execute(_restrictions.delete().where(
                 _restrictions.c.user_id == identity.user_id, _restrictions.c.network == network, gate_match)).rowcount
+            if removed:
+                conn.execute(_users.update().where(_users.c.id == identity.user_id, _users.c.ip_restriction_count > 0)
+                             .values(ip_restriction_count=_users.c.ip_restriction_count - removed))
         if not removed:
             raise NotFound(f"no IP restriction {network}{_at(gate)}")
         self.app.gatekeeper.ip_restrictions.removed(identity.user_id, network, gate)

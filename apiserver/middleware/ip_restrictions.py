@@ -118,6 +118,9 @@ class CompiledRestrictions:
     def __init__(self, entries: Iterable[tuple]):
         self.entries = tuple(entries)
         self._spans = tuple(_span(ip, gate) for ip, gate in self.entries)
+        # Membership for with_entry, shared with the versions made from this one (only the
+        # newest is ever changed: the cache replaces it under its lock).
+        self._members = set(self.entries)
         self._build()
 
     def _build(self) -> None:
@@ -129,10 +132,14 @@ class CompiledRestrictions:
                         for gate in Gate}
 
     def with_entry(self, ip: str, gate: Optional[str]) -> "CompiledRestrictions":
-        """These entries and one more (stored after them)."""
+        """These entries and one more (stored after them); these if it is among them already."""
+        if (ip, gate) in self._members:
+            return self
         new = object.__new__(CompiledRestrictions)
         span = _span(ip, gate)
         new.entries, new._spans, new.enabled = self.entries + ((ip, gate),), self._spans + (span,), True
+        new._members = self._members
+        new._members.add((ip, gate))
         new._ranges = dict(self._ranges)
         if span is not None:
             entry_gate, version, first, last = span
@@ -143,11 +150,12 @@ class CompiledRestrictions:
 
     def without_entry(self, ip: str, gate: Optional[str]) -> "CompiledRestrictions":
         """These entries less ``(ip, gate)`` (the ranges are merged again from the parsed spans)."""
-        if (ip, gate) not in self.entries:
+        if (ip, gate) not in self._members:
             return self
         i = self.entries.index((ip, gate))
         new = object.__new__(CompiledRestrictions)
         new.entries, new._spans = self.entries[:i] + self.entries[i + 1:], self._spans[:i] + self._spans[i + 1:]
+        new._members = set(new.entries)
         new._build()
         return new
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import threading
 from typing import Iterator
 
 import sqlalchemy as sa
@@ -43,6 +44,7 @@ class Storage:
         self.metadata = schema.metadata
         self.tables = schema.Tables
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self._sqlite_writer = threading.RLock()  # reentrant: a write may open a nested one
 
     @classmethod
     def from_config(cls, config) -> "Storage":
@@ -73,9 +75,16 @@ class Storage:
         On SQLite it starts with ``BEGIN IMMEDIATE`` so two writers queue on the busy timeout
         instead of one failing when it upgrades a read lock.
         """
+        if self.is_sqlite:
+            # SQLite has one writer at a time.  Writers of this process queue on a lock, handed
+            # over at once, instead of in SQLite's busy handler, which sleeps up to 100 ms
+            # between tries (measured: a third of the throughput and a p99 of a second with 8
+            # threads writing).  Other processes on the same file still queue there.
+            with self._sqlite_writer, self.engine.connect() as conn:
+                with conn.execution_options(sqlite_immediate=True).begin():
+                    yield conn
+            return
         with self.engine.connect() as conn:
-            if self.is_sqlite:
-                conn = conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 yield conn
 

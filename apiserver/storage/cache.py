@@ -10,9 +10,11 @@ passing back and forth, several times the read itself (``benchmarks/README.md``)
   :meth:`~ReadThroughCache.get_blocking` on the pool;
 * a miss asked on the reactor thread loads on the blocking pool, once per key however many
   requests wait for it;
-* a write on this node calls :meth:`~ReadThroughCache.invalidate` (or
-  :meth:`~ReadThroughCache.update`) after its commit, so the change shows at once; a load that
-  ran meanwhile is not kept, since it may have read the old rows;
+* a write on this node calls :meth:`~ReadThroughCache.invalidate` after its commit, so the
+  change shows at once; a load that ran meanwhile is not kept, since it may have read the old
+  rows.  Or it calls :meth:`~ReadThroughCache.update` with the change to apply to the cached
+  value, which is applied to a load running meanwhile too, so frequent writes of one key never
+  keep its cache empty (which would make every request read all of the key's rows);
 * other nodes' writes show after at most ``ttl()`` seconds (read at every fill, so a change
   at run time applies); a ttl of 0 caches nothing;
 * at most ``max_entries`` keys: the longest cached (first to expire) make room, O(1) per fill.
@@ -47,6 +49,7 @@ class ReadThroughCache:
         # fills: the front holds the entries that expire first (while the ttl is unchanged).
         self._entries: dict = {}
         self._loading: dict = {}    # key -> Deferreds waiting for the load running on the pool
+        self._changes: dict = {}    # key -> update() changes made while that load ran
         self._generation = 0        # bumped by every invalidation: loads that overlap one are not kept
 
     def __len__(self) -> int:
@@ -94,14 +97,21 @@ class ReadThroughCache:
             self._generation += 1
             self._entries.pop(key, None)
             self._loading.pop(key, None)
+            self._changes.pop(key, None)
 
     def update(self, key: Hashable, change: Callable[[Any], Any]) -> None:
         """After a write of ``key`` commits: replace a live cached value with ``change(value)``
         (keeping its expiry, so other nodes' writes still show within the ttl) instead of
-        reading every row again.  Any thread; ``change`` must be quick and must not block."""
+        reading every row again.  Any thread; ``change`` must be quick and must not block.
+
+        A load of ``key`` running meanwhile may or may not have seen the write: its value gets
+        ``change`` too, so ``change`` must be idempotent (a value that already shows the write
+        comes back equal), as adding or removing one member of a set is.
+        """
         with self._lock:
             self._generation += 1
-            self._loading.pop(key, None)
+            if key in self._loading:
+                self._changes.setdefault(key, []).append(change)
             entry = self._entries.get(key)
             if entry is None:
                 return
@@ -116,14 +126,22 @@ class ReadThroughCache:
             self._generation += 1
             self._entries.clear()
             self._loading.clear()
+            self._changes.clear()
 
     # --- internals ---------------------------------------------------------------------------
     def _loaded(self, result, key: Hashable, waiters: list) -> None:
         with self._lock:
             if self._loading.get(key) is waiters:  # not invalidated meanwhile: safe to keep
                 del self._loading[key]
+                changes = self._changes.pop(key, ())
                 if not isinstance(result, Failure):
-                    self._store(key, result)
+                    try:
+                        for change in changes:
+                            result = change(result)
+                    except Exception:
+                        result = Failure()
+                    else:
+                        self._store(key, result)
         for waiter in waiters:
             if isinstance(result, Failure):
                 waiter.errback(result)

@@ -153,6 +153,34 @@ def test_ip_restriction_limit(accounts):
         h.call(site, "auth_restrict_ip", "192.0.2.3")
 
 
+def test_restriction_counter_follows_writes_and_is_recounted_at_the_limit(accounts):
+    """The limit is checked against users.ip_restriction_count; rows deleted by hand (counter too
+    high) are recounted before a refusal, so the account is not locked below its limit."""
+    h, _log, site, _bob, _other = accounts
+    storage = h.app.storage
+    users, restrictions = storage.tables.users, storage.tables.ip_restrictions
+
+    def counter():
+        with storage.read() as conn:
+            return conn.execute(sa.select(users.c.ip_restriction_count).where(users.c.id == site.user_id)).scalar()
+
+    h.app.config.set("auth", "ip_restriction_limit", "3")
+    for n in range(3):
+        h.call(site, "auth_restrict_ip", f"192.0.2.{n}")
+    assert counter() == 3
+    with pytest.raises(InvalidArgument, match="at most 3"):
+        h.call(site, "auth_restrict_ip", "192.0.2.9")
+    h.call(site, "auth_remove_ip_restriction", "192.0.2.0")
+    assert counter() == 2
+    with storage.write() as conn:  # edited by hand: the counter is now one too high
+        conn.execute(restrictions.delete().where(restrictions.c.network == "192.0.2.1"))
+    h.call(site, "auth_restrict_ip", "192.0.2.5")
+    h.call(site, "auth_restrict_ip", "192.0.2.6")
+    assert counter() == 3
+    with pytest.raises(InvalidArgument, match="at most 3"):
+        h.call(site, "auth_restrict_ip", "192.0.2.7")
+
+
 def test_new_restriction_applies_at_once(accounts):
     """restrict_ip invalidates the gatekeeper's cached entries: the next login from elsewhere is refused."""
     h, _log, site, _bob, _other = accounts

@@ -144,11 +144,30 @@ def test_update_changes_a_live_value_and_keeps_its_expiry(setup):
     cache.update(9, lambda value: pytest.fail("no cached value to change"))
 
 
-def test_update_during_a_load_does_not_keep_the_load(setup):
-    """A load that read before a local write is not cached after the write's update."""
+def test_update_during_a_load_applies_to_the_loaded_value(setup):
+    """A load running while writes update its key gets their changes too and is kept, so
+    constant writes never leave the key uncached (each request would read every row)."""
+    clock, rows, ttl, cache = setup
+    rows.values[1] = frozenset({"a"})  # what the load reads: it began before both writes
+    d = cache.get(1)
+    cache.update(1, lambda value: value | {"b"})
+    cache.update(1, lambda value: value - {"a"})
+    rows.run_pool()
+    assert result_of(d) == frozenset({"b"}) and cache.peek(1) == frozenset({"b"})
+    rows.values[1] = frozenset({"b"})  # a load that already saw the write: idempotent change
+    cache.invalidate(1)
+    d = cache.get(1)
+    cache.update(1, lambda value: value | {"b"})
+    rows.run_pool()
+    assert cache.peek(1) == frozenset({"b"}) and rows.loads == 2
+
+
+def test_invalidate_after_update_during_a_load_drops_both(setup):
+    """An invalidation after an update still discards the running load and its pending changes."""
     clock, rows, ttl, cache = setup
     d = cache.get(1)
-    cache.update(1, lambda value: value)
+    cache.update(1, lambda value: pytest.fail("the invalidated load's changes must not run"))
+    cache.invalidate(1)
     rows.run_pool()
     assert has_fired(d) and cache.peek(1) is MISSING
 

@@ -71,18 +71,45 @@ def test_version_1_database_gains_session_data(storage):
     t = storage.tables
     with storage.write() as conn:  # back to what version 1 shipped: no data column, no version 2
         conn.execute(sa.text("ALTER TABLE sessions DROP COLUMN data"))
-        conn.execute(t.schema_version.delete().where(t.schema_version.c.version == 2))
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 1))
         admin = _add_user(conn, t, None, "admin", role="admin")
         conn.execute(sa.text("INSERT INTO sessions (id_hash, user_id, gate, created, last_seen) "
                              "VALUES ('old', :uid, 'SOAP', 1.0, 2.0)"), {"uid": admin})
     assert storage.version() == 1
-    assert storage.migrate() == [2]
+    assert storage.migrate() == [m.version for m in MIGRATIONS[1:]]
     storage.check()
     with storage.write() as conn:
         conn.execute(t.sessions.insert().values(id_hash="new", user_id=admin, data="sealed", created=3.0,
                                                 last_seen=3.0))
         rows = dict(conn.execute(sa.select(t.sessions.c.id_hash, t.sessions.c.data)).all())
     assert rows == {"old": None, "new": "sealed"}
+
+
+def test_migration_6_counts_existing_restrictions_and_indexes_roles(storage):
+    """Migration 6 gives a version-2 database users.ip_restriction_count, set from the rows, and ix_users_role."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:  # back to what version 2 had: no counter, no role index
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 2))
+        conn.execute(sa.text("DROP INDEX ix_users_role" + (" ON users" if storage.engine.dialect.name in
+                                                            ("mysql", "mariadb") else "")))
+        conn.execute(sa.text("ALTER TABLE users DROP COLUMN ip_restriction_count"))
+    with storage.write() as conn:
+        site = _add_site(conn, t)
+        conn.execute(sa.text("INSERT INTO users (site_id, username, role, created_at) "
+                             "VALUES (:site, 'busy', 'site', :now)"), {"site": site, "now": _now()})
+        busy_id = conn.execute(sa.text("SELECT id FROM users WHERE username = 'busy'")).scalar()
+        conn.execute(sa.text("INSERT INTO users (site_id, username, role, created_at) "
+                             "VALUES (:site, 'idle', 'user', :now)"), {"site": site, "now": _now()})
+        conn.execute(t.ip_restrictions.insert(), [{"user_id": busy_id, "network": f"192.0.2.{i}", "gate": None}
+                                                  for i in range(3)])
+    assert storage.version() == 2
+    assert 6 in storage.migrate()
+    storage.check()
+    with storage.read() as conn:
+        counts = dict(conn.execute(sa.select(t.users.c.username, t.users.c.ip_restriction_count)).all())
+    assert counts == {"busy": 3, "idle": 0}
+    assert "ix_users_role" in {i["name"] for i in sa.inspect(storage.engine).get_indexes("users")}
 
 
 def test_rows_round_trip(storage):
