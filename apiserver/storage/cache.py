@@ -23,6 +23,7 @@ passing back and forth, several times the read itself (``benchmarks/README.md``)
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
 from twisted.internet import defer
@@ -47,7 +48,9 @@ class ReadThroughCache:
         self._lock = threading.Lock()
         # key -> (expires, value).  Every fill re-inserts its key, so the order is that of the
         # fills: the front holds the entries that expire first (while the ttl is unchanged).
-        self._entries: dict = {}
+        # An OrderedDict, as a plain dict takes time growing with the dropped entries to find
+        # its first live one.
+        self._entries: OrderedDict = OrderedDict()
         self._loading: dict = {}    # key -> Deferreds waiting for the load running on the pool
         self._changes: dict = {}    # key -> update() changes made while that load ran
         self._generation = 0        # bumped by every invalidation: loads that overlap one are not kept
@@ -154,8 +157,7 @@ class ReadThroughCache:
         if ttl <= 0:
             return
         entries = self._entries
-        now = self._clock.seconds()
         entries.pop(key, None)
         while len(entries) >= self.max_entries:  # the front expires first: O(1) per fill
-            del entries[next(iter(entries))]
-        entries[key] = (now + ttl, value)
+            entries.popitem(last=False)
+        entries[key] = (self._clock.seconds() + ttl, value)
