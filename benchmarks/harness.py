@@ -379,7 +379,7 @@ def xmlrpc_proxy(setup: "ApiserverSetup", key: Optional[str] = None):
 
 def site_admin_key(setup: "ApiserverSetup", domain: str = "bench.example", restrictions: int = 3) -> str:
     """Make site ``domain`` (with an email address and ``restrictions`` IP restrictions, 127.0.0.1
-    at gate SOAP among them) through the API and return an API key of its administrator."""
+    at every gate among them) through the API and return an API key of its administrator."""
     import xmlrpc.client
 
     admin = xmlrpc_proxy(setup)
@@ -391,7 +391,7 @@ def site_admin_key(setup: "ApiserverSetup", domain: str = "bench.example", restr
         raise RuntimeError(f"auth_create_api_key as {domain} answered {status}: {text[:400]}")
     key = xmlrpc.client.loads(text)[0][0]
     site = xmlrpc_proxy(setup, key)
-    site.auth_restrict_ip("127.0.0.1", "SOAP")
+    site.auth_restrict_ip("127.0.0.1", None)
     for i in range(restrictions - 1):
         site.auth_restrict_ip(f"198.51.100.{i}" if i % 2 else f"2001:db8:{i:x}::/48", None)
     return key

@@ -193,3 +193,19 @@ def test_init_names_an_unreachable_database(tmp_path):
     with pytest.raises(StateError, match=r"cannot use the database at postgresql\+psycopg://postgres:\*\*\*@") as caught:
         initialize_state(config)
     assert "hunter2" not in str(caught.value)
+
+
+def test_hashing_threads_yield_to_request_handling(harness):
+    """Password hashing runs on threads at nice HASH_NICE, so logins hashing at once cannot take
+    the core from the reactor thread; database threads keep the process's priority."""
+    import os
+    import threading
+
+    from apiserver.app import HASH_NICE
+
+    def niceness():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = niceness()
+    assert wait(harness.app.run_hashing(niceness)) == max(base, HASH_NICE)
+    assert wait(harness.app.run_blocking(niceness)) == base
