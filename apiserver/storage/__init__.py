@@ -22,6 +22,9 @@ __all__ = ["Storage", "SchemaError", "DEFAULT_SQLITE_FILE", "utcnow"]
 
 DEFAULT_SQLITE_FILE = "apiserver.db"
 
+#: Bytes of the SQLite file each connection maps (address space, shared with the OS page cache).
+SQLITE_MMAP_BYTES = 1 << 30
+
 
 _MIGRATION_LOCK_ID = 0x61706973  # PostgreSQL advisory lock key ("apis")
 _MIGRATION_LOCK_NAME = "apiserver_schema_migration"
@@ -90,8 +93,15 @@ class Storage:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        """A connection for reading."""
+        """A connection for reading.
+
+        On SQLite each statement reads the latest committed data on its own (no ``BEGIN``): a
+        statement that releases and retakes the GIL costs a thread switch when the reactor
+        is busy, and most reads are one statement.
+        """
         with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.execution_options(sqlite_autocommit_read=True)
             yield conn
 
     # --- schema -----------------------------------------------------------------------------
@@ -195,12 +205,20 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         if engine.url.database and engine.url.database != ":memory:":
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Pages are read through a shared memory map instead of a read() into each
+            # connection's own small page cache: a large database costs no more per query
+            # than a small one (benchmarks/bench_scale.py).
+            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("sqlite_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif not options.get("sqlite_autocommit_read"):
+            conn.exec_driver_sql("BEGIN")
 
 
 def _version(conn: sa.Connection) -> int:
