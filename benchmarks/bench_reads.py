@@ -14,7 +14,7 @@ which has an email address and ``--restrictions`` IP restrictions).  Printed: ea
 throughput against bare Spyne and against ``common_whoami`` (per-round ratios, medians), and
 its p99/p50 latency ratio.
 
-    python benchmarks/bench_reads.py [--db sqlite|postgresql|mariadb] [--rounds 4] [--duration 4]
+    python benchmarks/bench_reads.py [--db sqlite|postgresql|mariadb] [--account-cache-ttl N] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -34,10 +34,14 @@ def main() -> None:
     parser = h.bench_parser(__doc__.splitlines()[0], rounds=4)
     parser.add_argument("--db", choices=("sqlite", "postgresql", "mariadb"), default="sqlite")
     parser.add_argument("--restrictions", type=int, default=3, help="IP restrictions of the site administrator")
+    parser.add_argument("--account-cache-ttl", type=int, default=None,
+                        help="[auth] account_cache_ttl of the server (0: every common_get_email reads the database)")
     args = parser.parse_args()
     h.header(f"reads as a site administrator ({args.db}) vs common_whoami vs bare Spyne", args)
     with h.scratch_dir("bench-reads-") as workdir, contextlib.ExitStack() as stack:
         extra = {}
+        if args.account_cache_ttl is not None:
+            extra["auth"] = {"account_cache_ttl": str(args.account_cache_ttl)}
         if args.db != "sqlite":
             extra["db"] = {"url": stack.enter_context(h.scratch_database(args.db))}
         log = os.path.join(workdir, "servers.log")
@@ -53,7 +57,8 @@ def main() -> None:
         targets += [h.Target(f"apiserver {op}", url, server.pid, h.soap_envelope(op)) for op in READS]
         for target in targets:
             h.check_answer(target.url, target.body, h.SOAP_HEADERS, "Response")
-        print(f"site administrator's restrictions: {args.restrictions}; database: {args.db}\n")
+        print(f"site administrator's restrictions: {args.restrictions}; database: {args.db}; "
+              f"[auth] account_cache_ttl: {args.account_cache_ttl if args.account_cache_ttl is not None else 'default'}\n")
         results = h.alternate(targets, "", h.SOAP_HEADERS, args.rounds, args.duration, args.warmup, workdir)
         report(results)
 

@@ -10,7 +10,7 @@ from twisted.internet import defer
 
 from apiserver.context import Gate
 from apiserver.errors import AuthenticationFailed, InvalidArgument
-from apiserver.middleware.ip_restrictions import CompiledRestrictions, IPRestrictions
+from apiserver.middleware.ip_restrictions import CompiledRestrictions, IPRestrictions, parse_entry
 from tests.middleware.support import ADMIN, SITE_ADMIN, has_fired, result_of
 
 
@@ -150,6 +150,26 @@ def test_matching_agrees_with_naive_rule_for_many_entries():
         for gate in Gate:
             naive = any(ip in net and g in (None, gate.value) for net, g in networks)
             assert compiled.allows(gate, address) is naive, (address, gate)
+
+
+@pytest.mark.parametrize("text", [
+    "192.0.2.1", "192.0.2.0/24", "0.0.0.0/0", "10.0.0.0/8", "2001:db8::1", "2001:db8::/32", "::/0", "::",
+    "::1", "2001:db8::/127", "::ffff:192.0.2.1", "192.0.2.1/32", "192.0.2.1/24", "2001:DB8::/32", "010.0.0.1",
+    "192.0.2.0/024", "2001:db8::/64 ", "garbage", "192.0.2.256",
+])
+def test_stored_entries_compile_like_their_parsed_networks(text):
+    """The quick parse of stored (canonical) entries gives what parse_entry gives; anything else
+    takes parse_entry's path, and text it refuses matches nothing."""
+    from apiserver.middleware.ip_restrictions import _canonical_span, _span
+
+    try:
+        net = parse_entry(text)
+        expected = (None, net.version, int(net.network_address), int(net.broadcast_address))
+    except ValueError:
+        expected = None
+    assert _span(text, None) == expected
+    fast = _canonical_span(text)
+    assert fast is None or (None, *fast) == expected
 
 
 def same_decisions(a: CompiledRestrictions, b: CompiledRestrictions, probes) -> bool:
