@@ -22,20 +22,33 @@ from apiserver.plugins import make_plugin_manager
 
 log = Logger(namespace="apiserver.app")
 
-#: Nice value of the hashing pool's threads (Linux schedules threads one by one).
+#: Nice value of the hashing pool's threads where SCHED_IDLE is not available.
 HASH_NICE = 19
 
 _thread_state = threading.local()
 
 
+def lower_thread_priority() -> str:
+    """Make the calling thread yield the CPU to every normal thread: Linux ``SCHED_IDLE`` (a
+    waking normal thread preempts it at once), else nice :data:`HASH_NICE`.  Returns which."""
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        return "idle"
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, HASH_NICE)
+        return "nice"
+    except (AttributeError, OSError):  # no per-thread priorities here: hash at normal priority
+        return "normal"
+
+
 def _at_low_priority(fn: Callable, *args, **kwargs):
-    """Blocking.  ``fn(*args, **kwargs)`` on a thread lowered to :data:`HASH_NICE` (once per thread)."""
+    """Blocking.  ``fn(*args, **kwargs)`` on a thread of lowered priority (lowered once per thread)."""
     if not getattr(_thread_state, "lowered", False):
         _thread_state.lowered = True
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
-        except (AttributeError, OSError):  # no per-thread priorities here: hash at normal priority
-            pass
+        lower_thread_priority()
     return fn(*args, **kwargs)
 
 
@@ -79,10 +92,11 @@ class Application:
     def run_hashing(self, fn: Callable, *args, **kwargs) -> defer.Deferred:
         """Run password hashing on its own pool, so logins cannot starve database calls.
 
-        The pool's threads run at nice :data:`HASH_NICE`: hashing releases the GIL but needs a
-        core, and at normal priority 8 logins hashing at once would take most of it from the
-        reactor thread (measured: p99 of other calls 5x).  They run at full speed when the
-        server has CPU to spare and yield to request handling when it has not.
+        The pool's threads run at the lowest priority (:func:`lower_thread_priority`): hashing
+        releases the GIL but needs a core, and at normal priority 8 logins hashing at once take
+        most of it from the reactor thread (measured on one core: p99 of other calls 5x).  They
+        run at full speed when the server has CPU to spare and yield to request handling when
+        it has not (a saturated server then answers logins late, not the other calls).
         """
         return threads.deferToThreadPool(self.reactor, self.hash_pool, _at_low_priority, fn, *args, **kwargs)
 
