@@ -20,8 +20,9 @@ styles), the XML-RPC methods ``hello_greet``/``hello.greet``, the cpcmd command
 of the call (who calls, through which gate, and ``ctx.api``, the plugin API, for services).
 
 A function runs on the thread pool unless declared ``blocking=False`` (for cheap functions
-that touch no database) or written as ``async def`` (it then runs on the reactor and may
-``await`` Deferreds).
+that touch no database, or that return the Deferred of a service's cached read such as
+``app.accounts.fetch_email``: a hit then needs no thread) or written as ``async def`` (it
+then runs on the reactor and may ``await`` Deferreds).
 """
 
 from __future__ import annotations

@@ -195,9 +195,14 @@ def run_wrk(url: str, body: str, headers: dict, duration: int, workdir: str, pid
     With the server's ``pid``, also the server's CPU time per request: it moves much less than
     req/s when other processes compete for the core, so it is the steadier figure to compare.
     """
+    return run_wrk_script(url, lua_script(body, headers), duration, workdir, pid)
+
+
+def run_wrk_script(url: str, script_text: str, duration: int, workdir: str, pid: Optional[int] = None) -> WrkResult:
+    """Like :func:`run_wrk` with a wrk Lua script of the caller's (for requests that differ)."""
     script = os.path.join(workdir, "post.lua")
     with open(script, "w", encoding="utf-8") as fh:
-        fh.write(lua_script(body, headers))
+        fh.write(script_text)
     argv = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s",
             "--timeout", "10s", "--latency", "-s", script, url]
     cpu_before = process_cpu_seconds(pid) if pid else None
@@ -217,6 +222,7 @@ class Target:
     label: str
     url: str
     pid: Optional[int] = None
+    body: Optional[str] = None  # what this target is sent, when not the run's common body
 
 
 def alternate(targets: Sequence[Target], body: str, headers: dict, rounds: int, duration: int, warmup: int,
@@ -229,12 +235,12 @@ def alternate(targets: Sequence[Target], body: str, headers: dict, rounds: int, 
     """
     for target in targets:
         if warmup:
-            run_wrk(target.url, body, headers, warmup, workdir)
+            run_wrk(target.url, target.body or body, headers, warmup, workdir)
     results: dict[str, list[WrkResult]] = {t.label: [] for t in targets}
     for round_no in range(rounds):
         order = targets if round_no % 2 == 0 else list(reversed(targets))
         for target in order:
-            result = run_wrk(target.url, body, headers, duration, workdir, target.pid)
+            result = run_wrk(target.url, target.body or body, headers, duration, workdir, target.pid)
             results[target.label].append(result)
             print(result.row(f"round {round_no + 1}: {target.label}"), flush=True)
     return results
@@ -334,6 +340,61 @@ def scratch_dir(prefix: str) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_database(kind: str) -> Iterator[str]:
+    """The URL of a uniquely named database on the loopback ``postgresql`` or ``mariadb`` test
+    server (created empty, dropped afterwards)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    servers = {"postgresql": "postgresql+psycopg://postgres@127.0.0.1/test",
+               "mariadb": "mysql+pymysql://root@127.0.0.1/test"}
+    admin = sa.create_engine(servers[kind], isolation_level="AUTOCOMMIT")
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield sa.make_url(servers[kind]).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name}" + (" WITH (FORCE)" if kind == "postgresql" else ""))
+        admin.dispose()
+
+
+def soap_call(operation: str, **args: str) -> str:
+    """A document/literal wrapped SOAP 1.1 request with string arguments."""
+    inner = "".join(f"<tns:{name}>{value}</tns:{name}>" for name, value in args.items())
+    return soap_envelope(operation).replace(f"<tns:{operation}/>", f"<tns:{operation}>{inner}</tns:{operation}>")
+
+
+def xmlrpc_proxy(setup: "ApiserverSetup", key: Optional[str] = None):
+    """An XML-RPC client of the server calling with ``key`` (default: the administrator's)."""
+    import xmlrpc.client
+
+    return xmlrpc.client.ServerProxy(f"{setup.url}/xmlrpc?authkey={key or setup.admin_key}", allow_none=True)
+
+
+def site_admin_key(setup: "ApiserverSetup", domain: str = "bench.example", restrictions: int = 3) -> str:
+    """Make site ``domain`` (with an email address and ``restrictions`` IP restrictions, 127.0.0.1
+    at every gate among them) through the API and return an API key of its administrator."""
+    import xmlrpc.client
+
+    admin = xmlrpc_proxy(setup)
+    admin.admin_add_site(domain, "siteadmin", f"siteadmin@{domain}", "bench-password-1")
+    sid = admin.admin_hijack(domain)
+    body = xmlrpc.client.dumps(("benchmark",), "auth_create_api_key")
+    status, text = post(f"{setup.url}/xmlrpc", body, {"Content-Type": "text/xml", "Cookie": f"esprit_id={sid}"})
+    if status != 200:
+        raise RuntimeError(f"auth_create_api_key as {domain} answered {status}: {text[:400]}")
+    key = xmlrpc.client.loads(text)[0][0]
+    site = xmlrpc_proxy(setup, key)
+    site.auth_restrict_ip("127.0.0.1", None)
+    for i in range(restrictions - 1):
+        site.auth_restrict_ip(f"198.51.100.{i}" if i % 2 else f"2001:db8:{i:x}::/48", None)
+    return key
 
 
 def ratio(numerator: float, denominator: float) -> float:

@@ -211,10 +211,9 @@ class ApiKeys:
         return self._app.run_blocking(self._lookup, digest).addCallback(found)
 
     def _trim_cache(self) -> None:
-        now = self._app.clock.seconds()
-        if len(self._cache) > CACHE_LIMIT:
-            for digest in [d for d, c in self._cache.items() if c.expires <= now]:
-                del self._cache[digest]
+        # Entries are (re)inserted at the end with the same ttl, so the front expires first:
+        # dropping from the front removes expired entries, then the oldest, in O(1) each
+        # (not a scan of all CACHE_LIMIT entries for every key verified once the cache is full).
         while len(self._cache) > CACHE_LIMIT:
             self._cache.popitem(last=False)
 

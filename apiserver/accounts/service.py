@@ -29,6 +29,7 @@ from apiserver.context import Credentials, Gate, Identity
 from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound
 from apiserver.module import Role
 from apiserver.storage import schema, utcnow
+from apiserver.storage.cache import ReadThroughCache
 
 log = Logger(namespace="apiserver.accounts")
 
@@ -36,6 +37,17 @@ _users, _sites, _restrictions, _history = schema.users, schema.sites, schema.ip_
 
 #: Root's uid: a cpcmd caller with it acts as the appliance administrator.
 ROOT_UID = 0
+
+#: Most accounts whose email address is cached at once.
+MAX_CACHED_ACCOUNTS = 10_000
+
+# Statements of the hot paths, built once (SQLAlchemy then finds their compiled form in its cache
+# without building a new statement object per call).
+_EMAIL_OF = sa.select(_users.c.email).where(_users.c.id == sa.bindparam("user_id"))
+_RESTRICTIONS_OF = (sa.select(_restrictions.c.network, _restrictions.c.gate)
+                    .where(_restrictions.c.user_id == sa.bindparam("user_id")).order_by(_restrictions.c.id))
+_RESTRICTION_COUNT = (sa.select(sa.func.count()).select_from(_restrictions)
+                      .where(_restrictions.c.user_id == sa.bindparam("user_id")))
 
 
 class Accounts:
@@ -50,6 +62,10 @@ class Accounts:
         self._key_cipher: Optional[KeyCipher] = None
         self._ui_cipher: Optional[UIPasswordCipher] = None
         self._dummy_hash: Optional[str] = None
+        # Email addresses by account id: answered without a thread when cached, invalidated by
+        # this node's writes, other nodes' writes show within [auth] account_cache_ttl.
+        self._emails = ReadThroughCache(app.clock, lambda fn, *a: app.run_blocking(fn, *a), self._load_email,
+                                        lambda: app.config.get("auth", "account_cache_ttl"), MAX_CACHED_ACCOUNTS)
 
     def prepare(self) -> None:
         """Blocking (hashing pool, at start-up): read the secret and make the dummy password hash,
@@ -230,23 +246,32 @@ class Accounts:
         return self.identity_for(actor.site, user)
 
     def load_ip_restrictions(self, user_id: int) -> list:
-        """Blocking.  ``[(network, gate or None), ...]`` of account ``user_id``."""
+        """Blocking.  ``[(network, gate or None), ...]`` of account ``user_id``, read from the database."""
         with self.app.storage.read() as conn:
-            rows = conn.execute(sa.select(_restrictions.c.network, _restrictions.c.gate)
-                                .where(_restrictions.c.user_id == user_id).order_by(_restrictions.c.id)).all()
+            rows = conn.execute(_RESTRICTIONS_OF, {"user_id": user_id}).all()
         return [(row.network, row.gate) for row in rows]
 
-    # --- email (blocking) -------------------------------------------------------------------
+    # --- email ------------------------------------------------------------------------------
     def get_email(self, identity: Identity) -> Optional[str]:
-        """Blocking.  The email address on record for ``identity``, or None."""
+        """Blocking.  The email address on record for ``identity``, or None (cached, see :meth:`fetch_email`)."""
+        return self._emails.get_blocking(identity.user_id)
+
+    def fetch_email(self, identity: Identity) -> defer.Deferred:
+        """Reactor thread: a Deferred firing with :meth:`get_email`'s answer.  Cached per account
+        (no thread when cached; read on the blocking pool otherwise); this node's changes show
+        at once, other nodes' within ``[auth] account_cache_ttl`` seconds."""
+        return self._emails.get(identity.user_id)
+
+    def _load_email(self, user_id: int) -> Optional[str]:
         with self.app.storage.read() as conn:
-            return conn.execute(sa.select(_users.c.email).where(_users.c.id == identity.user_id)).scalar()
+            return conn.execute(_EMAIL_OF, {"user_id": user_id}).scalar()
 
     def set_email(self, identity: Identity, email: Optional[str]) -> None:
         """Blocking.  Set (or with None, clear) ``identity``'s email address."""
         value = validation.normalize_email(email) if email else None
         with self.app.storage.write() as conn:
             conn.execute(_users.update().where(_users.c.id == identity.user_id).values(email=value))
+        self._emails.invalidate(identity.user_id)
 
     # --- sites and users --------------------------------------------------------------------
     def list_sites(self) -> list[str]:
@@ -289,13 +314,15 @@ class Accounts:
                     site_id = conn.execute(_sites.insert().values(domain=domain, created_at=now)).inserted_primary_key[0]
                 except sa.exc.IntegrityError:  # only the domain is unique: any other failure is no "exists"
                     raise Exists(f"site {domain!r} exists already") from None
-                conn.execute(_users.insert().values(site_id=site_id, username=admin_user, role="site",
-                                                    password_hash=password_hash, email=email, created_at=now))
+                user_id = conn.execute(_users.insert().values(
+                    site_id=site_id, username=admin_user, role="site", password_hash=password_hash, email=email,
+                    created_at=now)).inserted_primary_key[0]
                 home = self.app.site_homes.create(domain)  # before the commit: a failure rolls the rows back
         except BaseException:
             if home is not None:  # the commit failed after the home was made
                 self.app.site_homes.purge(self.app.site_homes.detach(domain))
             raise
+        self._emails.invalidate(user_id)  # SQLite may reuse the id of an account deleted on another node
 
     async def delete_site(self, domain: str, actor: Identity) -> None:
         """Delete a site with all its accounts, keys, restrictions and sessions; NotFound if absent.
@@ -340,11 +367,12 @@ class Accounts:
     def _insert_user(self, site_id: int, username: str, password_hash: str, email: Optional[str]) -> None:
         try:
             with self.app.storage.write() as conn:
-                conn.execute(_users.insert().values(site_id=site_id, username=username, role="user",
-                                                    password_hash=password_hash, email=email,
-                                                    created_at=utcnow(self.app.clock)))
+                user_id = conn.execute(_users.insert().values(
+                    site_id=site_id, username=username, role="user", password_hash=password_hash, email=email,
+                    created_at=utcnow(self.app.clock))).inserted_primary_key[0]
         except sa.exc.IntegrityError:
             raise Exists(f"user {username!r} exists already") from None
+        self._emails.invalidate(user_id)  # SQLite may reuse the id of an account deleted on another node
 
     async def delete_user(self, site_admin: Identity, username: str) -> None:
         """Delete a user of ``site_admin``'s site (not the administrator); NotFound if absent."""
@@ -369,6 +397,7 @@ class Accounts:
         gatekeeper = self.app.gatekeeper
         for user_id in user_ids:
             gatekeeper.ip_restrictions.invalidate(user_id)
+            self._emails.invalidate(user_id)
 
     # --- passwords ------------------------------------------------------------------------
     async def set_password(self, target: Identity, password: str, actor: Identity, reset: bool = False,
@@ -439,36 +468,59 @@ class Accounts:
 
     # --- IP restrictions (blocking) ---------------------------------------------------------
     def add_ip_restriction(self, identity: Identity, network: str, gate: Optional[str]) -> None:
-        """Blocking.  Store an entry validated by the gatekeeper; enforces ``[auth] ip_restriction_limit``."""
+        """Blocking.  Store an entry validated by the gatekeeper; enforces ``[auth] ip_restriction_limit``.
+
+        The gatekeeper's cached entries of the account gain it at once.
+        """
         limit = self.app.config.get("auth", "ip_restriction_limit")
+        gate_match = _restrictions.c.gate.is_(None) if gate is None else _restrictions.c.gate == gate
         with self.app.storage.write() as conn:
             # Concurrent adds for one account queue on its row (SQLite's BEGIN IMMEDIATE already
             # does), so neither the limit nor an entry for every gate (NULL: no unique index
             # catches it) can be doubled by a race.
-            conn.execute(sa.select(_users.c.id).where(_users.c.id == identity.user_id).with_for_update())
-            entries = conn.execute(sa.select(_restrictions.c.network, _restrictions.c.gate)
-                                   .where(_restrictions.c.user_id == identity.user_id)).all()
-            if (network, gate) in {(e.network, e.gate) for e in entries}:
+            count = conn.execute(sa.select(_users.c.ip_restriction_count)
+                                 .where(_users.c.id == identity.user_id).with_for_update()).scalar()
+            # One indexed probe (uq_ip_restrictions_entry) and the account's counter: the same
+            # cost however many entries it has.
+            if conn.execute(sa.select(_restrictions.c.id).where(
+                    _restrictions.c.user_id == identity.user_id, _restrictions.c.network == network, gate_match)
+                    .limit(1)).first() is not None:
                 raise Exists(f"{network} is already allowed{_at(gate)}")
-            if len(entries) >= limit:
-                raise InvalidArgument(f"an account may have at most {limit} IP restrictions "
-                                      "([auth] ip_restriction_limit); remove one first")
+            if count is not None and count >= limit:
+                # The counter may be off after rows were edited by hand: count them before refusing.
+                count = conn.execute(_RESTRICTION_COUNT, {"user_id": identity.user_id}).scalar()
+                conn.execute(_users.update().where(_users.c.id == identity.user_id)
+                             .values(ip_restriction_count=count))
+                if count >= limit:
+                    raise InvalidArgument(f"an account may have at most {limit} IP restrictions "
+                                          "([auth] ip_restriction_limit); remove one first")
             conn.execute(_restrictions.insert().values(user_id=identity.user_id, network=network, gate=gate))
+            conn.execute(_users.update().where(_users.c.id == identity.user_id)
+                         .values(ip_restriction_count=_users.c.ip_restriction_count + 1))
+        self.app.gatekeeper.ip_restrictions.added(identity.user_id, network, gate)
 
     def remove_ip_restriction(self, identity: Identity, network: str, gate: Optional[str]) -> None:
-        """Blocking.  Remove one entry; NotFound if there is none."""
+        """Blocking.  Remove one entry; NotFound if there is none.  The cached entries lose it at once."""
         gate_match = _restrictions.c.gate.is_(None) if gate is None else _restrictions.c.gate == gate
         with self.app.storage.write() as conn:
             removed = conn.execute(_restrictions.delete().where(
                 _restrictions.c.user_id == identity.user_id, _restrictions.c.network == network, gate_match)).rowcount
+            if removed:
+                conn.execute(_users.update().where(_users.c.id == identity.user_id, _users.c.ip_restriction_count > 0)
+                             .values(ip_restriction_count=_users.c.ip_restriction_count - removed))
         if not removed:
             raise NotFound(f"no IP restriction {network}{_at(gate)}")
+        self.app.gatekeeper.ip_restrictions.removed(identity.user_id, network, gate)
 
     def ip_restrictions(self, identity: Identity, gate: Optional[str]) -> list[IpRestriction]:
         """Blocking.  The entries of ``identity``; with ``gate``, those that apply at that gate."""
-        return [IpRestriction(ip=network, gate=entry_gate)
-                for network, entry_gate in self.load_ip_restrictions(identity.user_id)
-                if gate is None or entry_gate in (None, gate)]
+        return _listed(self.load_ip_restrictions(identity.user_id), gate)
+
+    def fetch_ip_restrictions(self, identity: Identity, gate: Optional[str]) -> defer.Deferred:
+        """Reactor thread: a Deferred firing with :meth:`ip_restrictions`'s answer, from the
+        entries the gatekeeper caches for its checks (no thread when cached)."""
+        d = self.app.gatekeeper.ip_restrictions.entries(identity.user_id)
+        return d.addCallback(_listed, gate)
 
     # --- login history (blocking) -----------------------------------------------------------
     def login_history(self, identity: Identity, limit: Optional[int]) -> list[LoginRecord]:
@@ -515,6 +567,11 @@ class Accounts:
         impersonated = Identity(target.role, target.user_id, target.username, target.site_id, target.site,
                                 impersonator=actor)
         return self.sessions.create(impersonated, gate)
+
+
+def _listed(entries, gate: Optional[str]) -> list[IpRestriction]:
+    return [IpRestriction(ip=network, gate=entry_gate) for network, entry_gate in entries
+            if gate is None or entry_gate in (None, gate)]
 
 
 def _at(gate: Optional[str]) -> str:

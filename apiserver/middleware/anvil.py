@@ -40,12 +40,14 @@ so authentication fails closed: every attempt from a non-whitelisted address is 
 every :data:`STORE_RETRY_SECONDS` meanwhile); the outage is logged once when it starts and once
 when it ends.
 
-Memory (memory store): one tracked address costs about 260 bytes (key string ~60, state
-tuple and float ~100, ordered-dict slot ~100; measured with tracemalloc by
-``tests/middleware/test_anvil.py``, which asserts at most 400), so 100,000 addresses take at
-most 40 MB and the default bound ``[anvil] max_tracked=200000`` at most 80 MB.  Expired
-entries are dropped when met and, once ``max_tracked`` is reached, the least recently failing
-address is dropped to make room (its block, if any, ends early and is logged as such).
+Memory (memory store): one tracked address costs about 110 bytes (the address as an int ~32,
+its state packed into one int ~40, a dict slot ~40; measured with tracemalloc by
+``tests/middleware/test_anvil.py``, which asserts at most 150, and for a million addresses
+by ``benchmarks/bench_anvil_memory.py``), so the default bound ``[anvil] max_tracked=200000``
+takes about 22 MB and a million addresses about 110 MB.  Times are kept to the millisecond,
+rounded up.  Expired entries are dropped when met and, once ``max_tracked`` is reached, the
+least recently failing addresses are dropped to make room (a block among them ends early and
+is logged as such).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import math
-from collections import OrderedDict
+import socket
 from typing import Callable, NamedTuple, Optional
 
 from twisted.internet import defer, task
@@ -128,14 +130,84 @@ class AnvilStore:
         return NOT_AT_ONCE
 
 
+# --- the memory store's compact form ------------------------------------------------------
+# A million tracked addresses must fit in well under 200 MB, so the memory store keeps neither
+# key strings nor state tuples: a key in the canonical text Anvil makes is kept as an int
+# (IPv4: the address; IPv6 network: its prefix bits and length, negated so it never equals
+# an IPv4 int), any other key as the string; the state is one int of the failure count and
+# the two times in milliseconds, rounded up (a block never ends early).
+
+_COUNT_BITS, _TIME_BITS = 20, 42
+_COUNT_MASK, _TIME_MASK = (1 << _COUNT_BITS) - 1, (1 << _TIME_BITS) - 1
+_BLOCK_SHIFT = _COUNT_BITS + _TIME_BITS
+
+
+def pack_key(key: str):
+    """The compact form of a store key: an int for canonical IPv4 or IPv6 (network) text, else ``key``."""
+    address, slash, prefix = key.partition("/")
+    try:
+        if not slash and "." in address and ":" not in address:
+            packed = socket.inet_pton(socket.AF_INET, address)
+            if socket.inet_ntop(socket.AF_INET, packed) == address:
+                return int.from_bytes(packed, "big")
+            return key
+        if ":" in address and (not slash or (prefix.isdigit() and prefix[0] != "0" and int(prefix) < 128)):
+            bits = int(prefix) if slash else 128
+            packed = socket.inet_pton(socket.AF_INET6, address)
+            value = int.from_bytes(packed, "big")
+            if socket.inet_ntop(socket.AF_INET6, packed) == address and not value & ((1 << (128 - bits)) - 1):
+                return -(((value >> (128 - bits)) << 8 | bits) + 1)
+    except (OSError, ValueError):
+        pass
+    return key
+
+
+def unpack_key(packed) -> str:
+    """The key text :func:`pack_key` was given."""
+    if isinstance(packed, str):
+        return packed
+    if packed >= 0:
+        return socket.inet_ntop(socket.AF_INET, packed.to_bytes(4, "big"))
+    packed = -packed - 1
+    bits = packed & 0xFF
+    text = socket.inet_ntop(socket.AF_INET6, ((packed >> 8) << (128 - bits)).to_bytes(16, "big"))
+    return text if bits == 128 else f"{text}/{bits}"
+
+
+def _ms(seconds: float) -> int:
+    return min(math.ceil(seconds * 1000), _TIME_MASK) if seconds > 0 else 0
+
+
+def pack_state(state: AnvilState) -> int:
+    """One int of ``state`` (count capped at 2**20 - 1; times in ms, rounded up)."""
+    return (min(state.count, _COUNT_MASK) | _ms(state.window_end) << _COUNT_BITS
+            | _ms(state.blocked_until) << _BLOCK_SHIFT)
+
+
+def unpack_state(packed: int) -> AnvilState:
+    return AnvilState(packed & _COUNT_MASK, ((packed >> _COUNT_BITS) & _TIME_MASK) / 1000,
+                      (packed >> _BLOCK_SHIFT) / 1000)
+
+
+def _live_packed(packed: int, now_ms: float) -> bool:
+    blocked = packed >> _BLOCK_SHIFT
+    return blocked > now_ms if blocked else ((packed >> _COUNT_BITS) & _TIME_MASK) > now_ms
+
+
 class MemoryAnvilStore(AnvilStore):
-    """In-process state, bounded to ``max_tracked`` addresses (least recently failing dropped first)."""
+    """In-process state, bounded to ``max_tracked`` addresses (least recently failing dropped first).
+
+    Compact (see :func:`pack_key`, :func:`pack_state`): about 110 bytes per address.  A plain
+    dict keeps the order (a failure moves its key to the end); once full, the oldest
+    ``max_tracked // 1000`` (at least one) and the expired ones behind them go in one pass, so
+    making room costs O(1) per new address however many are tracked.
+    """
 
     def __init__(self, clock, max_tracked: int, on_evict: Callable[[str, AnvilState], None] = lambda k, s: None):
         self.clock = clock
         self.max_tracked = max_tracked
         self.on_evict = on_evict
-        self._states: OrderedDict[str, AnvilState] = OrderedDict()
+        self._states: dict = {}  # pack_key(key) -> pack_state(state), least recently failing first
 
     def __len__(self) -> int:
         return len(self._states)
@@ -144,31 +216,39 @@ class MemoryAnvilStore(AnvilStore):
         return defer.succeed(self.peek(key))
 
     def peek(self, key: str) -> Optional[AnvilState]:
-        state = self._states.get(key)
-        if state is not None and not state.live(self.clock.seconds()):
-            del self._states[key]
-            state = None
-        return state
+        packed_key = pack_key(key)
+        packed = self._states.get(packed_key)
+        if packed is None:
+            return None
+        if not _live_packed(packed, self.clock.seconds() * 1000):
+            del self._states[packed_key]
+            return None
+        return unpack_state(packed)
 
     def record_failure(self, key: str, now: float, ttl: int, limit: int) -> defer.Deferred:
         states = self._states
-        old = states.get(key)
+        packed_key = pack_key(key)
+        old = states.pop(packed_key, None)  # re-inserted below: now the most recent
         if old is None:
             self._make_room(now)
-        state, started = after_failure(old, now, ttl, limit)
-        states[key] = state
-        states.move_to_end(key)
-        return defer.succeed((state, started))
+        state, started = after_failure(unpack_state(old) if old is not None else None, now, ttl, limit)
+        packed = states[packed_key] = pack_state(state)
+        return defer.succeed((unpack_state(packed), started))
 
     def _make_room(self, now: float) -> None:
         states = self._states
-        while states:
-            key, oldest = next(iter(states.items()))
-            if oldest.live(now) and len(states) < self.max_tracked:
-                return
-            del states[key]
-            if oldest.live(now):
-                self.on_evict(key, oldest)
+        if len(states) < self.max_tracked:
+            return
+        batch, now_ms = max(1, self.max_tracked // 1000), now * 1000
+        doomed = []
+        for packed_key, packed in states.items():  # from the front: least recently failing first
+            if len(doomed) >= batch and _live_packed(packed, now_ms):
+                break
+            doomed.append(packed_key)
+        for packed_key in doomed:
+            packed = states.pop(packed_key)
+            if _live_packed(packed, now_ms):
+                self.on_evict(unpack_key(packed_key), unpack_state(packed))
 
 
 def make_store(app, on_evict: Callable[[str, AnvilState], None]) -> AnvilStore:

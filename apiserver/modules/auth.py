@@ -82,10 +82,10 @@ class AuthModule(Module):
         """Remove the entry IP at GATE (null: the entry for every gate)."""
         return await _edit_restrictions(ctx, ctx.app.accounts.remove_ip_restriction, ip, gate)
 
-    @export(roles=Role.ALL)
+    @export(roles=Role.ALL, blocking=False)
     def get_ip_restrictions(self, ctx, gate: Optional[str] = None) -> list[IpRestriction]:
         """The caller's IP restrictions; with GATE, those that apply at it. Empty: every address may log in."""
-        return ctx.app.accounts.ip_restrictions(ctx.identity, parse_gate(gate))
+        return ctx.app.accounts.fetch_ip_restrictions(ctx.identity, parse_gate(gate))  # cached: usually no thread
 
     # --- logins ---------------------------------------------------------------------------
     @export(roles=Role.ALL)
@@ -107,11 +107,9 @@ class AuthModule(Module):
 
 
 async def _edit_restrictions(ctx, change, ip: str, gate: Optional[str]) -> bool:
-    """Validate the entry through the gatekeeper, ``change`` it on the pool, drop the cached entries."""
-    restrictions = ctx.app.gatekeeper.ip_restrictions
-    network, gate_name = restrictions.validate_entry(ip, gate)
+    """Validate the entry through the gatekeeper and ``change`` it on the pool (which updates the cached entries)."""
+    network, gate_name = ctx.app.gatekeeper.ip_restrictions.validate_entry(ip, gate)
     await ctx.app.run_blocking(change, ctx.identity, network, gate_name)
-    ctx.api.invalidate_ip_restrictions(ctx.identity)
     event = "apiserver_ip_restriction_added" if change == ctx.app.accounts.add_ip_restriction \
         else "apiserver_ip_restriction_removed"
     ctx.app.fire(event, identity=ctx.identity, ip=network, gate=gate_name, address=ctx.client_address)

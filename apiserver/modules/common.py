@@ -14,10 +14,10 @@ class CommonModule(Module):
 
     name = "common"
 
-    @export(roles=Role.ALL)
+    @export(roles=Role.ALL, blocking=False)
     def get_email(self, ctx) -> Optional[str]:
         """The email address on record for the caller, or null."""
-        return ctx.api.get_email(ctx.identity)
+        return ctx.app.accounts.fetch_email(ctx.identity)  # cached: usually no thread hand-off
 
     @export(roles=Role.ALL)
     def set_email(self, ctx, email: str) -> bool:

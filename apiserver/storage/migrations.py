@@ -47,6 +47,19 @@ def _v5_plugin_state(conn: sa.Connection) -> None:
     schema.plugin_state.create(conn, checkfirst=True)
 
 
+def _v6_restriction_count_and_role_index(conn: sa.Connection) -> None:
+    # Version 1 creates the tables as they are now: a database made by this code has both.
+    inspector = sa.inspect(conn)
+    if "ip_restriction_count" not in {c["name"] for c in inspector.get_columns(schema.users.name)}:
+        conn.execute(sa.text(f"ALTER TABLE {schema.users.name} ADD COLUMN ip_restriction_count "
+                             "INTEGER DEFAULT 0 NOT NULL"))
+    conn.execute(sa.text(f"UPDATE {schema.users.name} SET ip_restriction_count = (SELECT count(*) FROM "
+                         f"{schema.ip_restrictions.name} r WHERE r.user_id = {schema.users.name}.id)"))
+    if "ix_users_role" not in {i["name"] for i in inspector.get_indexes(schema.users.name)}:
+        # Plain DDL: an sa.Index built here would attach a second copy to the users Table.
+        conn.execute(sa.text(f"CREATE INDEX ix_users_role ON {schema.users.name} (role)"))
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
@@ -54,4 +67,6 @@ MIGRATIONS = (
               _v3_fortifications),
     Migration(4, "notice outbox, security events, known devices", _v4_notices_events_devices),
     Migration(5, "plugin_state: the per-plugin key/value store of the plugin API", _v5_plugin_state),
+    Migration(6, "users.ip_restriction_count (constant-cost limit check) and an index on users.role",
+              _v6_restriction_count_and_role_index),
 )

@@ -41,8 +41,14 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255), nullable=True),
     sa.Column("email", sa.String(254), nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # How many ip_restrictions rows the account has, kept by the accounts service in the
+    # transaction that adds or removes one, so the limit check reads one row however many
+    # there are (added by migration 6).
+    sa.Column("ip_restriction_count", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("site_id", "username", name="uq_users_site_username"),
     sa.CheckConstraint("role IN ('admin', 'site', 'user')", name="ck_users_role"),
+    # The appliance administrator is found by role (cpcmd as root, init): no scan of every user.
+    sa.Index("ix_users_role", "role"),
 )
 
 api_keys = sa.Table(

@@ -193,3 +193,20 @@ def test_init_names_an_unreachable_database(tmp_path):
     with pytest.raises(StateError, match=r"cannot use the database at postgresql\+psycopg://postgres:\*\*\*@") as caught:
         initialize_state(config)
     assert "hunter2" not in str(caught.value)
+
+
+def test_hashing_threads_yield_to_request_handling(harness):
+    """Password hashing runs on SCHED_BATCH threads at nice 19 ([auth] hash_priority=batch), so
+    logins hashing at once cannot take the core from the reactor; database threads keep theirs."""
+    import os
+    import threading
+
+    from apiserver.app import HASH_NICE
+
+    def priority():
+        tid = threading.get_native_id()
+        return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
+
+    policy, nice = wait(harness.app.run_hashing(priority))
+    assert policy == os.SCHED_BATCH and nice == HASH_NICE
+    assert wait(harness.app.run_blocking(priority)) == priority()

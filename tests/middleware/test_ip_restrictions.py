@@ -10,7 +10,7 @@ from twisted.internet import defer
 
 from apiserver.context import Gate
 from apiserver.errors import AuthenticationFailed, InvalidArgument
-from apiserver.middleware.ip_restrictions import CompiledRestrictions, IPRestrictions
+from apiserver.middleware.ip_restrictions import CompiledRestrictions, IPRestrictions, parse_entry
 from tests.middleware.support import ADMIN, SITE_ADMIN, has_fired, result_of
 
 
@@ -152,6 +152,66 @@ def test_matching_agrees_with_naive_rule_for_many_entries():
             assert compiled.allows(gate, address) is naive, (address, gate)
 
 
+@pytest.mark.parametrize("text", [
+    "192.0.2.1", "192.0.2.0/24", "0.0.0.0/0", "10.0.0.0/8", "2001:db8::1", "2001:db8::/32", "::/0", "::",
+    "::1", "2001:db8::/127", "::ffff:192.0.2.1", "192.0.2.1/32", "192.0.2.1/24", "2001:DB8::/32", "010.0.0.1",
+    "192.0.2.0/024", "2001:db8::/64 ", "garbage", "192.0.2.256",
+])
+def test_stored_entries_compile_like_their_parsed_networks(text):
+    """The quick parse of stored (canonical) entries gives what parse_entry gives; anything else
+    takes parse_entry's path, and text it refuses matches nothing."""
+    from apiserver.middleware.ip_restrictions import _canonical_span, _span
+
+    try:
+        net = parse_entry(text)
+        expected = (None, net.version, int(net.network_address), int(net.broadcast_address))
+    except ValueError:
+        expected = None
+    assert _span(text, None) == expected
+    fast = _canonical_span(text)
+    assert fast is None or (None, *fast) == expected
+
+
+def same_decisions(a: CompiledRestrictions, b: CompiledRestrictions, probes) -> bool:
+    return all(a.allows(gate, address) is b.allows(gate, address) for address in probes for gate in Gate)
+
+
+def test_one_changed_entry_compiles_like_all_of_them():
+    """with_entry/without_entry give the entries and decisions of compiling the whole list again."""
+    rng = random.Random(11)
+    entries = random_entries(rng, 60) + [("192.0.2.0/25", None), ("192.0.2.128/25", "SOAP"), ("192.0.2.127", "UI")]
+    probes = [str(ipaddress.ip_network(ip).network_address) for ip, _ in entries]
+    probes += [str(ipaddress.ip_network(ip).broadcast_address) for ip, _ in entries]
+    probes += [str(ipaddress.ip_address(rng.getrandbits(32))) for _ in range(100)] + ["192.0.2.200", "unix:peer"]
+    grown = CompiledRestrictions([])
+    for n, (ip, gate) in enumerate(entries):
+        grown = grown.with_entry(ip, gate)
+        if n % 10 == 9:
+            assert same_decisions(grown, CompiledRestrictions(entries[:n + 1]), probes)
+    assert grown.entries == tuple(entries) and same_decisions(grown, CompiledRestrictions(entries), probes)
+    shrunk = grown
+    for ip, gate in entries[::3]:
+        shrunk = shrunk.without_entry(ip, gate)
+    rest = [e for e in entries if e not in entries[::3]]
+    assert shrunk.entries == tuple(rest) and same_decisions(shrunk, CompiledRestrictions(rest), probes)
+    assert shrunk.without_entry("203.0.113.1", None) is shrunk
+    assert CompiledRestrictions([]).with_entry("192.0.2.1", "UI").allows(Gate.SOAP, "192.0.2.1") is False
+
+
+def test_added_and_removed_change_the_cache_without_a_read(app_factory):
+    """After a local write the cached entries change by that entry at once; nothing is read again."""
+    app = app_factory({"auth": {"ip_restriction_cache_ttl": "600"}})
+    app.accounts.restrictions[ADMIN.user_id] = [("192.0.2.1", None)]
+    restrictions = IPRestrictions(app)
+    assert result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1")) is None
+    restrictions.added(ADMIN.user_id, "198.51.100.0/24", "SOAP")
+    assert result_of(restrictions.check(ADMIN, Gate.SOAP, "198.51.100.9")) is None
+    assert result_of(restrictions.entries(ADMIN.user_id)) == (("192.0.2.1", None), ("198.51.100.0/24", "SOAP"))
+    restrictions.removed(ADMIN.user_id, "192.0.2.1", None)
+    assert refused(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    assert app.accounts.loads == 1
+
+
 def test_matching_is_fast_for_the_full_limit():
     """10,000 checks against 100 entries take well under a second (parsed once, binary search)."""
     rng = random.Random(3)
@@ -245,13 +305,16 @@ def test_invalidate_during_load_does_not_cache_stale_entries(app_factory):
     """A load that was running when invalidate came is answered but not cached."""
     app = app_factory({"auth": {"ip_restriction_cache_ttl": "600"}})
     pending = defer.Deferred()
-    app.run_blocking = lambda fn, *a: pending
+    calls = []
+    app.run_blocking = lambda fn, *a: calls.append((fn, a)) or pending
     restrictions = IPRestrictions(app)
     first = restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1")
     restrictions.invalidate(ADMIN.user_id)
-    pending.callback([])
+    fn, args = calls[0]
+    pending.callback(fn(*args))  # read before the change: no entries
     assert result_of(first) is None
-    app.run_blocking = lambda fn, *a: defer.succeed([("198.51.100.1", None)])
+    app.accounts.restrictions[ADMIN.user_id] = [("198.51.100.1", None)]
+    app.run_blocking = lambda fn, *a: defer.maybeDeferred(fn, *a)
     assert refused(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
 
 
@@ -262,7 +325,7 @@ def test_load_error_is_not_a_login_failure_and_not_cached(app_factory):
     restrictions = IPRestrictions(app)
     with pytest.raises(RuntimeError):
         result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
-    app.run_blocking = lambda fn, *a: defer.succeed([])
+    app.run_blocking = lambda fn, *a: defer.maybeDeferred(fn, *a)
     assert result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1")) is None
 
 

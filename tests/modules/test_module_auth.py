@@ -153,6 +153,34 @@ def test_ip_restriction_limit(accounts):
         h.call(site, "auth_restrict_ip", "192.0.2.3")
 
 
+def test_restriction_counter_follows_writes_and_is_recounted_at_the_limit(accounts):
+    """The limit is checked against users.ip_restriction_count; rows deleted by hand (counter too
+    high) are recounted before a refusal, so the account is not locked below its limit."""
+    h, _log, site, _bob, _other = accounts
+    storage = h.app.storage
+    users, restrictions = storage.tables.users, storage.tables.ip_restrictions
+
+    def counter():
+        with storage.read() as conn:
+            return conn.execute(sa.select(users.c.ip_restriction_count).where(users.c.id == site.user_id)).scalar()
+
+    h.app.config.set("auth", "ip_restriction_limit", "3")
+    for n in range(3):
+        h.call(site, "auth_restrict_ip", f"192.0.2.{n}")
+    assert counter() == 3
+    with pytest.raises(InvalidArgument, match="at most 3"):
+        h.call(site, "auth_restrict_ip", "192.0.2.9")
+    h.call(site, "auth_remove_ip_restriction", "192.0.2.0")
+    assert counter() == 2
+    with storage.write() as conn:  # edited by hand: the counter is now one too high
+        conn.execute(restrictions.delete().where(restrictions.c.network == "192.0.2.1"))
+    h.call(site, "auth_restrict_ip", "192.0.2.5")
+    h.call(site, "auth_restrict_ip", "192.0.2.6")
+    assert counter() == 3
+    with pytest.raises(InvalidArgument, match="at most 3"):
+        h.call(site, "auth_restrict_ip", "192.0.2.7")
+
+
 def test_new_restriction_applies_at_once(accounts):
     """restrict_ip invalidates the gatekeeper's cached entries: the next login from elsewhere is refused."""
     h, _log, site, _bob, _other = accounts
@@ -168,6 +196,28 @@ def test_new_restriction_applies_at_once(accounts):
     assert admit("192.0.2.44").identity == site
     h.call(site, "auth_remove_ip_restriction", "192.0.2.0/24", "SOAP")
     assert admit("203.0.113.9").identity == site
+
+
+def test_restriction_writes_update_the_cached_entries_without_reading_them(accounts, monkeypatch):
+    """restrict_ip and remove_ip_restriction change the cached entries: neither the checks nor
+    the listing read the account's entries again (a write costs the same however many it has)."""
+    h, _log, site, _bob, _other = accounts
+    h.app.config.set("auth", "ip_restriction_cache_ttl", "600")
+    key = h.call(site, "auth_create_api_key")
+    h.call(site, "auth_restrict_ip", "192.0.2.0/24", "SOAP")
+    admitted = wait(h.app.admit(AuthRequest(Gate.SOAP, "192.0.2.1", Credentials(api_key=key))))
+    loads = []
+    real = h.app.accounts.load_ip_restrictions
+    monkeypatch.setattr(h.app.accounts, "load_ip_restrictions", lambda uid: loads.append(uid) or real(uid))
+    for n in range(5):
+        h.call(site, "auth_restrict_ip", f"198.51.100.{n}")
+    h.call(site, "auth_remove_ip_restriction", "198.51.100.0")
+    assert wait(h.app.admit(AuthRequest(Gate.SOAP, "198.51.100.4", Credentials(api_key=key)))).identity == site
+    with pytest.raises(AuthenticationFailed):
+        wait(h.app.admit(AuthRequest(Gate.SOAP, "198.51.100.0", Credentials(api_key=key))))
+    assert [r.ip for r in h.call(admitted.identity, "auth_get_ip_restrictions")] == [
+        "192.0.2.0/24", "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"]
+    assert loads == []
 
 
 def test_login_history_limit_and_last_login(accounts):

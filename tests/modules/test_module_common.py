@@ -31,3 +31,35 @@ def test_whoami_for_each_role(harness):
     assert [(a.role, a.username, a.site) for a in answers] == [
         ("appliance", "admin", None), ("site", "siteadmin", "example.com"), ("user", "bob", "example.com"),
         ("site", "siteadmin", "example.com")]
+
+
+def test_email_is_read_once_then_shown_at_once_after_a_local_write(harness, monkeypatch):
+    """get_email reads the row once per [auth] account_cache_ttl; set_email on this node shows at
+    once, a write by another node (straight to the database) after at most the ttl."""
+    site = harness.add_site()
+    reads = []
+    real = harness.app.accounts._load_email
+    monkeypatch.setattr(harness.app.accounts._emails, "_load", lambda uid: reads.append(uid) or real(uid))
+    for _ in range(3):
+        assert harness.call(site, "common_get_email") == "owner@example.com"
+    assert reads == [site.user_id]
+    harness.call(site, "common_set_email", "new@example.com")
+    assert harness.call(site, "common_get_email") == "new@example.com"
+    storage = harness.app.storage
+    with storage.write() as conn:  # another node's change
+        conn.execute(storage.tables.users.update().where(storage.tables.users.c.id == site.user_id)
+                     .values(email="elsewhere@example.com"))
+    assert harness.call(site, "common_get_email") == "new@example.com"
+    harness.clock.advance(harness.app.config.get("auth", "account_cache_ttl") + 0.1)
+    assert harness.call(site, "common_get_email") == "elsewhere@example.com"
+
+
+def test_a_deleted_account_leaves_no_cached_email(harness):
+    """Deleting a user drops its cached address: an account made later with the same id reads its own."""
+    site = harness.add_site()
+    bob = harness.add_user(site, "bob", email="bob@example.com")
+    harness.app.config.set("auth", "account_cache_ttl", "600")
+    assert harness.call(bob, "common_get_email") == "bob@example.com"
+    harness.call(site, "user_delete", "bob")
+    carol = harness.add_user(site, "carol", email=None)
+    assert harness.call(carol, "common_get_email") is None

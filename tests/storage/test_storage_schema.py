@@ -103,6 +103,33 @@ def test_version_2_database_gains_fortifications(storage):
     assert (row["path"], row["mode"], row["until"], row["learn_since_ns"]) == ("blog", "learn", 1800000060.5, 2 ** 62)
 
 
+def test_migration_6_counts_existing_restrictions_and_indexes_roles(storage):
+    """Migration 6 gives a version-2 database users.ip_restriction_count, set from the rows, and ix_users_role."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:  # back to what version 2 had: no counter, no role index
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 2))
+        conn.execute(sa.text("DROP INDEX ix_users_role" + (" ON users" if storage.engine.dialect.name in
+                                                            ("mysql", "mariadb") else "")))
+        conn.execute(sa.text("ALTER TABLE users DROP COLUMN ip_restriction_count"))
+    with storage.write() as conn:
+        site = _add_site(conn, t)
+        conn.execute(sa.text("INSERT INTO users (site_id, username, role, created_at) "
+                             "VALUES (:site, 'busy', 'site', :now)"), {"site": site, "now": _now()})
+        busy_id = conn.execute(sa.text("SELECT id FROM users WHERE username = 'busy'")).scalar()
+        conn.execute(sa.text("INSERT INTO users (site_id, username, role, created_at) "
+                             "VALUES (:site, 'idle', 'user', :now)"), {"site": site, "now": _now()})
+        conn.execute(t.ip_restrictions.insert(), [{"user_id": busy_id, "network": f"192.0.2.{i}", "gate": None}
+                                                  for i in range(3)])
+    assert storage.version() == 2
+    assert 6 in storage.migrate()
+    storage.check()
+    with storage.read() as conn:
+        counts = dict(conn.execute(sa.select(t.users.c.username, t.users.c.ip_restriction_count)).all())
+    assert counts == {"busy": 3, "idle": 0}
+    assert "ix_users_role" in {i["name"] for i in sa.inspect(storage.engine).get_indexes("users")}
+
+
 def test_rows_round_trip(storage):
     """Every table stores and returns its values, timestamps to the microsecond."""
     storage.create_schema()
