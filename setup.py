@@ -17,6 +17,7 @@ setup(
         "geoip2>=4.8",
         "SQLAlchemy>=2.0",
         "PyYAML>=6",
+        "WsgiDAV>=4.3",
     ],
     extras_require={
         "redis": ["redis>=5"],
@@ -24,7 +25,7 @@ setup(
         "postgresql": ["psycopg[binary]>=3.1"],
         "test": [
             "pytest>=8", "zeep>=4.2", "redis>=5", "PyMySQL>=1.1", "psycopg[binary]>=3.1", "aiosmtpd>=1.4",
-            "mmdb-writer>=0.2.7", "netaddr>=1.0",
+            "mmdb-writer>=0.2.7", "netaddr>=1.0", "requests>=2.31",
         ],
     },
     entry_points={

@@ -25,6 +25,7 @@ from apiserver.accounts.records import IpRestriction, LoginRecord, NewSite, User
 from apiserver.accounts.sessions import make_session_store
 from apiserver.accounts.state import load_secret
 from apiserver.accounts.ui_password import UIPasswordCipher
+from apiserver.accounts.verified import VerifiedPasswords
 from apiserver.context import Credentials, Gate, Identity
 from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound
 from apiserver.module import Role
@@ -36,6 +37,9 @@ _users, _sites, _restrictions, _history = schema.users, schema.sites, schema.ip_
 
 #: Root's uid: a cpcmd caller with it acts as the appliance administrator.
 ROOT_UID = 0
+#: Gates whose clients send the password with every request: a verified one is remembered
+#: (:mod:`apiserver.accounts.verified`) instead of hashed again.
+REMEMBERED_GATES = (Gate.DAV,)
 
 
 class Accounts:
@@ -50,6 +54,7 @@ class Accounts:
         self._key_cipher: Optional[KeyCipher] = None
         self._ui_cipher: Optional[UIPasswordCipher] = None
         self._dummy_hash: Optional[str] = None
+        self.verified_passwords = VerifiedPasswords(app.clock, lambda: app.config.get("dav", "verified_password_ttl"))
 
     def prepare(self) -> None:
         """Blocking (hashing pool, at start-up): read the secret and make the dummy password hash,
@@ -110,6 +115,11 @@ class Accounts:
             raise AuthenticationFailed("password")
         if isinstance(decided, Identity):
             return decided
+        remembered = gate in REMEMBERED_GATES
+        if remembered:
+            known = await self._remembered_login(gate, site, username, password)
+            if known is not None:
+                return known
         found = await app.run_blocking(self._password_row, site, username)
         stored = found[1] if found else None
         ok = await app.run_hashing(self._verify_or_dummy, password, stored)
@@ -125,7 +135,25 @@ class Accounts:
         if passwords.needs_rehash(stored, iterations):
             upgraded = await app.run_hashing(passwords.hash_password, password, iterations)
             await app.run_blocking(self._replace_hash, identity.user_id, stored, upgraded)
+            stored = upgraded
+        if remembered:
+            self.verified_passwords.remember(gate.value, site, username, password, identity, stored)
         return identity
+
+    async def _remembered_login(self, gate: Gate, site, username: str, password: str) -> Optional[Identity]:
+        """The identity of a password verified within ``[dav] verified_password_ttl`` whose hash is
+        still the account's (read from the row: a change on any node counts), else None.
+
+        No login is recorded for it: the verification that put it there was.
+        """
+        hit = self.verified_passwords.lookup(gate.value, site, username, password)
+        if hit is None:
+            return None
+        found = await self.app.run_blocking(self._password_row, site, username)
+        if found is not None and found[1] == hit[1] and found[0].user_id == hit[0].user_id:
+            return found[0]
+        self.verified_passwords.forget((gate.value, site, username, password))
+        return None
 
     def _verify_or_dummy(self, password: str, stored: Optional[str]) -> bool:
         """Hashing pool: verify against ``stored``, or a dummy hash so an unknown account costs the same.
@@ -365,6 +393,8 @@ class Accounts:
     async def _forget_users(self, user_ids: list) -> None:
         """After accounts are deleted: drop their cached keys, queued logins, sessions and cached restrictions."""
         self.keys.forget_users(user_ids)
+        for user_id in user_ids:
+            self.verified_passwords.forget_user(user_id)
         await self._on_store(self.sessions.forget_users, user_ids)
         gatekeeper = self.app.gatekeeper
         for user_id in user_ids:
@@ -379,6 +409,7 @@ class Accounts:
         """
         password_hash = await self._hash_new_password(target, password)
         await self.app.run_blocking(self._store_hash, target.user_id, password_hash)
+        self.verified_passwords.forget_user(target.user_id)
         self.app.fire("apiserver_password_changed", target=target, actor=actor, reset=reset, address=address)
 
     async def reset_password(self, target: Identity, actor: Identity, address: Optional[str] = None) -> str:

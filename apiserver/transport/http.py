@@ -18,6 +18,7 @@ they take, :func:`finish_with` the last.
 from __future__ import annotations
 
 import io
+import tempfile
 from urllib.parse import unquote_plus
 
 from twisted.logger import Logger
@@ -29,6 +30,9 @@ from apiserver.errors import Denied
 log = Logger(namespace="apiserver.access")
 resource_log = Logger(namespace="apiserver.transport")
 
+
+#: The challenge of ``/dav/`` (clients send ``user@domain`` and the account's password).
+DAV_CHALLENGE = 'Basic realm="apiserver DAV: user@domain", charset="UTF-8"'
 
 _CONTROL_CHARACTERS = {code: "?" for code in (*range(32), 127)}
 
@@ -71,28 +75,68 @@ class _Discard:
         pass
 
 
+#: Bytes per second a DAV upload must keep up: each chunk received moves the request deadline
+#: (:data:`REQUEST_TIMEOUT`) by its length at this rate, so large uploads are not cut at 60 s.
+MIN_UPLOAD_RATE = 64 * 1024
+#: DAV bodies above this size are spooled to a temporary file instead of memory.
+SPOOL_ABOVE = 256 * 1024
+
+
+def is_dav_path(path: bytes) -> bool:
+    """The request path (as sent, query included) is ``/dav`` or below it."""
+    path = path.split(b"?", 1)[0]
+    return path == b"/dav" or path.startswith(b"/dav/")
+
+
 class ApiRequest(server.Request):
-    """A request whose body is capped at the site's ``max_body_size`` and kept in memory."""
+    """A request whose body is capped at the site's ``max_body_size`` and kept in memory.
+
+    ``PUT`` under ``/dav/`` is the exception: capped at ``[dav] max_upload_size``, spooled to
+    a temporary file (never held in memory), refused with 401 before any of it is read when it
+    carries no credentials, and given time in proportion to its size (:data:`MIN_UPLOAD_RATE`).
+    """
 
     _refused = False
     _received = 0
+    _upload = False
+    _limit = 0
 
     def gotLength(self, length):
-        """Refuse a declared body over the limit before any of it is read; else use BytesIO."""
-        if length is not None and length > self.channel.site.max_body_size:
+        """Refuse a declared body over the limit before any of it is read; else store it."""
+        site = self.channel.site
+        self._upload = self.method_sent() == b"PUT" and is_dav_path(getattr(self.channel, "_path", None) or b"")
+        self._limit = site.dav_upload_limit() if self._upload else site.max_body_size
+        if self._upload and (length is None or length > 0) and not self.requestHeaders.hasHeader(b"authorization"):
+            # Clients send a first PUT without credentials: do not store a body that gets 401.
+            self._refused = True
+            self.content = _Discard()
+            self.requestHeaders.removeHeader(b"Expect")
+            self.channel.answer_and_close(401, "Unauthorized", "log in with HTTP Basic: user@domain and password",
+                                          {"WWW-Authenticate": DAV_CHALLENGE})
+            return
+        if length is not None and length > self._limit:
             self._refuse_too_large()
             return
-        self.content = io.BytesIO()
+        if self._upload and (length is None or length > SPOOL_ABOVE):
+            self.content = tempfile.TemporaryFile(prefix="apiserver-dav-")
+        else:
+            self.content = io.BytesIO()
+
+    def method_sent(self) -> bytes:
+        """The method of the request line (known before ``requestReceived`` sets ``method``)."""
+        return getattr(self.channel, "_command", None) or b""
 
     def handleContentChunk(self, data: bytes) -> None:
         """Count what arrives (chunked bodies declare no length) and refuse past the limit."""
         if self._refused:
             return
         self._received += len(data)
-        if self._received > self.channel.site.max_body_size:
+        if self._received > self._limit:
             self.content.close()
             self._refuse_too_large()
             return
+        if self._upload:
+            self.channel.extend_deadline(len(data) / MIN_UPLOAD_RATE)
         self.content.write(data)
 
     def requestReceived(self, command, path, version):
@@ -105,8 +149,8 @@ class ApiRequest(server.Request):
         self.content = _Discard()
         # Nothing of the body was wanted: no "100 Continue" after this answer.
         self.requestHeaders.removeHeader(b"Expect")
-        self.channel.answer_and_close(413, "Payload Too Large",
-                                      f"request body larger than {self.channel.site.max_body_size} bytes")
+        what = "upload ([dav] max_upload_size)" if self._upload else "request body"
+        self.channel.answer_and_close(413, "Payload Too Large", f"{what} larger than {self._limit} bytes")
 
 
 #: Seconds a connection may stay silent (Twisted's default is 12 hours: a slow-client hazard).
@@ -147,13 +191,18 @@ class ApiChannel(http.HTTPChannel):
         self._request_deadline = None
         self.answer_and_close(408, "Request Timeout", f"the request did not arrive within {REQUEST_TIMEOUT} seconds")
 
+    def extend_deadline(self, seconds: float) -> None:
+        """Give the request being received ``seconds`` more to arrive whole (DAV uploads)."""
+        if self._request_deadline is not None and self._request_deadline.active():
+            self._request_deadline.delay(seconds)
+
     def _cancel_deadline(self) -> None:
         if self._request_deadline is not None:
             if self._request_deadline.active():
                 self._request_deadline.cancel()
             self._request_deadline = None
 
-    def answer_and_close(self, status: int, reason: str, message: str) -> None:
+    def answer_and_close(self, status: int, reason: str, message: str, headers: dict | None = None) -> None:
         """Answer a plain-text error for a request that will not be processed, then close.
 
         For refusals before a request reaches a resource (nothing else was written for it).
@@ -161,9 +210,11 @@ class ApiChannel(http.HTTPChannel):
         """
         self._cancel_deadline()
         body = (message + "\n").encode("utf-8")
-        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        extra = b"".join(b"%s: %s\r\n" % (name.encode("ascii"), value.encode("ascii"))
+                         for name, value in (headers or {}).items())
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                             % (status, reason.encode("ascii"), len(body), body))
+                             % (status, reason.encode("ascii"), extra, len(body), body))
         self.loseConnection()
         if self.abortTimeout is not None and self._abortingCall is None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
@@ -181,8 +232,13 @@ class ApiSite(server.Site):
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self._parsePOSTFormSubmission = False  # parsing form bodies costs ~45 us per POST
         self.max_body_size = config.get("soap", "max_body_size")
+        self._config = config
         self.access_log = config.get("core", "access_log")
         self.displayTracebacks = False
+
+    def dav_upload_limit(self) -> int:
+        """``[dav] max_upload_size`` right now (the largest PUT under ``/dav/``)."""
+        return self._config.get("dav", "max_upload_size")
 
     def log(self, request) -> None:
         """One line per request when ``[core] access_log`` is on; keys masked, no body."""

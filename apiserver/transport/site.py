@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.web import resource
 
+from apiserver.transport.dav import DavResource
 from apiserver.transport.http import ApiSite, refuse
 from apiserver.transport.soap import SoapResource, WsdlResource
 from apiserver.transport.ui_login import LoginResource, LogoutResource
@@ -11,8 +12,8 @@ from apiserver.transport.wsdl import WsdlCache
 
 
 def build_site(app) -> ApiSite:
-    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login`` and ``/logout`` on an :class:`ApiSite`;
-    anything else is 404."""
+    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout`` and ``/dav/`` on an
+    :class:`ApiSite`; anything else is 404."""
     from apiserver.transport.xmlrpc import XmlRpcResource  # imported late to keep the transports apart
 
     wsdl_cache = WsdlCache(app.registry)
@@ -22,6 +23,7 @@ def build_site(app) -> ApiSite:
     root.putChild(b"xmlrpc", XmlRpcResource(app))
     root.putChild(b"login", LoginResource(app))
     root.putChild(b"logout", LogoutResource(app))
+    root.putChild(b"dav", DavResource(app))
     return ApiSite(root, app.config)
 
 
@@ -37,4 +39,4 @@ class _NotFound(resource.Resource):
 
     def render(self, request):
         return refuse(request, 404, "no such resource; the API is at /soap, /xmlrpc and /apnscp.wsdl, "
-                                   "the UI login at /login")
+                                   "the UI login at /login, WebDAV at /dav/")
