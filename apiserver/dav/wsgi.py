@@ -27,7 +27,6 @@ from typing import Optional
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.lock_man.lock_storage import LockStorageDict
-from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -82,12 +81,17 @@ class FileSystemUser:
             raise RuntimeError(f"cannot act as uid {uid} for DAV file access")
 
 
-class _SelectProvider(BaseMiddleware):
-    """Routes each request to the provider :class:`DavApplication` chose for its account."""
+#: The provider of the request the calling thread serves (a WSGI thread serves one at a time).
+_serving = threading.local()
 
-    def __call__(self, environ, start_response):
-        environ["wsgidav.provider"] = environ["apiserver.dav.provider"]
-        return self.next_app(environ, start_response)
+
+class AccountDavApp(WsgiDAVApp):
+    """WsgiDAV routing every path of a request (its URL and a COPY/MOVE Destination) to the
+    provider :class:`DavApplication` chose for the request's account, never to another's."""
+
+    def resolve_provider(self, path):
+        provider = getattr(_serving, "provider", None)
+        return ("/", provider) if provider is not None else (None, None)
 
 
 def wsgidav_config(placeholder_root: str) -> dict:
@@ -95,7 +99,7 @@ def wsgidav_config(placeholder_root: str) -> dict:
     return {
         "provider_mapping": {"/": HomeProvider(placeholder_root, readonly=True)},
         "mount_path": MOUNT_PATH,
-        "middleware_stack": [ErrorPrinter, _SelectProvider, RequestResolver],
+        "middleware_stack": [ErrorPrinter, RequestResolver],
         "lock_storage": False,          # per provider, see DavApplication.provider_for
         "property_manager": None,
         "block_size": BLOCK_SIZE,
@@ -114,7 +118,7 @@ class DavApplication:
     def __init__(self, site_homes, as_owner: Optional[bool] = None):
         self.site_homes = site_homes
         os.makedirs(site_homes.sites_root, exist_ok=True)
-        self.wsgidav = WsgiDAVApp(wsgidav_config(site_homes.sites_root))
+        self.wsgidav = AccountDavApp(wsgidav_config(site_homes.sites_root))
         route_wsgidav_logging()
         self.as_owner = os.geteuid() == 0 if as_owner is None else as_owner
         self.fs_user = FileSystemUser() if self.as_owner else None
@@ -142,6 +146,7 @@ class DavApplication:
             self._reachable_by = owner.uid
 
     def __call__(self, environ, start_response):
+        _serving.provider = None
         account: DavAccount = environ["apiserver.dav.account"]
         try:
             home = self.site_homes.get(account.site)
@@ -153,7 +158,7 @@ class DavApplication:
         root = os.path.realpath(home.root)
         if account.user is not None:
             root = self._user_folder(root, account.user)
-        environ["apiserver.dav.provider"] = self.provider_for(root)
+        _serving.provider = self.provider_for(root)
         environ["wsgidav.auth.user_name"] = f"{account.user}@{account.site}" if account.user else account.site
         environ["wsgidav.auth.realm"] = "apiserver DAV"
         return self.wsgidav(environ, start_response)
