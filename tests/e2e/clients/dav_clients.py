@@ -59,7 +59,7 @@ class Dav:
         self.base = base_url.rstrip("/") + "/dav/"
         self.session = requests.Session()
         self.session.auth = (user, password)
-        self.session.verify = verify
+        self.verify = verify
         if address:
             self.session.headers["X-Forwarded-For"] = address
 
@@ -68,6 +68,8 @@ class Dav:
 
     def request(self, method: str, path: str = "", **kw) -> requests.Response:
         kw.setdefault("timeout", 120)
+        if self.verify is not None:
+            kw.setdefault("verify", self.verify)
         return self.session.request(method, self.url(path), **kw)
 
     def propfind(self, path: str = "", depth: str = "1", body: Optional[bytes] = None) -> requests.Response:
