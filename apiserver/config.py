@@ -224,7 +224,7 @@ BUILTIN_SECTIONS = (
         K("enabled", parse_bool, "true", "Serve /dav/; false answers it with 403 (scope apache.dav).", runtime=True),
         K("max_upload_size", int_range(1, 1 << 50), "1073741824", "Largest PUT body in bytes (spooled to a temporary file, never held in memory); larger gets 413 before it is stored.", runtime=True),
         K("threads", int_range(1, 256), "10", "Threads serving DAV requests (file work runs there, off the reactor)."),
-        K("verified_password_ttl", int_range(0, 86400), "300", "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; the account's row is still read each time, so a password change, reset or deletion ends it at once (0: hash on every request).", runtime=True),
+        K("verified_password_ttl", int_range(0, 86400), "300", "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; a password change, reset or deletion ends it at once on this node, within 10 s on others (0: hash on every request).", runtime=True),
     )),
     Section("geoip", "Geolocation of login notices.", (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir."),

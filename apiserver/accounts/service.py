@@ -141,18 +141,25 @@ class Accounts:
         return identity
 
     async def _remembered_login(self, gate: Gate, site, username: str, password: str) -> Optional[Identity]:
-        """The identity of a password verified within ``[dav] verified_password_ttl`` whose hash is
-        still the account's (read from the row: a change on any node counts), else None.
+        """The identity of a password verified within ``[dav] verified_password_ttl``, else None.
 
-        No login is recorded for it: the verification that put it there was.
+        Changes on this node drop entries at once; the account's row is read again when the
+        entry says so (``RECHECK_AFTER``), and the hit counts only while its hash is still the
+        row's (a change made on another node).  No login is recorded for it: the verification
+        that put it there was.
         """
-        hit = self.verified_passwords.lookup(gate.value, site, username, password)
+        credentials = (gate.value, site, username, password)
+        hit = self.verified_passwords.lookup(*credentials)
         if hit is None:
             return None
+        identity, stored, recheck = hit
+        if not recheck:
+            return identity
         found = await self.app.run_blocking(self._password_row, site, username)
-        if found is not None and found[1] == hit[1] and found[0].user_id == hit[0].user_id:
+        if found is not None and found[1] == stored and found[0].user_id == identity.user_id:
+            self.verified_passwords.checked(credentials)
             return found[0]
-        self.verified_passwords.forget((gate.value, site, username, password))
+        self.verified_passwords.forget(credentials)
         return None
 
     def _verify_or_dummy(self, password: str, stored: Optional[str]) -> bool:

@@ -4,10 +4,11 @@ is not hashed 210,000 PBKDF2 rounds each time.
 An entry is keyed by an HMAC (a random key made per process) of gate, site, user name and
 password: the password itself is never kept, and a stolen memory image yields no key a
 password can be tested against without that process key.  An entry holds the identity and
-the stored hash it was verified against; a hit counts only while that hash is still the
-account's (the caller reads the row), so a password change, reset or deletion on any node
-ends it, and :meth:`forget_user` drops a node's entries at once.  Entries live ``ttl``
-seconds and at most ``max_entries`` are kept (the oldest go first).
+the stored hash it was verified against.  A password change, reset or deletion on this node
+drops the account's entries at once (:meth:`forget_user`); one made on another node is seen
+when the caller reads the account's row again, at most :data:`RECHECK_AFTER` seconds after
+the last read (the hit counts only while that hash is still the row's).  Entries live
+``ttl`` seconds and at most ``max_entries`` are kept (the oldest go first).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from apiserver.context import Identity
 
 #: Most verified passwords remembered at once (about 300 bytes each).
 MAX_ENTRIES = 10_000
+#: Seconds a hit is trusted without reading the account's row again (changes made on other nodes).
+RECHECK_AFTER = 10
 
 
 class VerifiedPasswords:
@@ -41,7 +44,8 @@ class VerifiedPasswords:
         return hmac.new(self._key, message.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
     def lookup(self, gate: str, site: Optional[str], username: str, password: str) -> Optional[tuple]:
-        """``(identity, stored_hash)`` verified for exactly these credentials within ``ttl``, or None."""
+        """``(identity, stored_hash, recheck)`` verified for exactly these credentials within ``ttl``,
+        or None; ``recheck`` is True when the row was last read :data:`RECHECK_AFTER` seconds ago or more."""
         if self.ttl() <= 0:
             return None
         digest = self._digest(gate, site, username, password)
@@ -50,11 +54,11 @@ class VerifiedPasswords:
             entry = self._entries.get(digest)
             if entry is None:
                 return None
-            identity, stored, until = entry
+            identity, stored, until, checked = entry
             if until <= now:
                 del self._entries[digest]
                 return None
-            return identity, stored
+            return identity, stored, now - checked >= RECHECK_AFTER
 
     def remember(self, gate: str, site: Optional[str], username: str, password: str,
                  identity: Identity, stored: str) -> None:
@@ -63,11 +67,20 @@ class VerifiedPasswords:
         if ttl <= 0:
             return
         digest = self._digest(gate, site, username, password)
+        now = self.clock.seconds()
         with self._lock:
             self._entries.pop(digest, None)
-            self._entries[digest] = (identity, stored, self.clock.seconds() + ttl)
+            self._entries[digest] = (identity, stored, now + ttl, now)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def checked(self, digest_of: tuple) -> None:
+        """The row of ``(gate, site, username, password)``'s account was read and still matches."""
+        digest = self._digest(*digest_of)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is not None:
+                self._entries[digest] = (*entry[:3], self.clock.seconds())
 
     def forget(self, digest_of: tuple) -> None:
         """Drop the entry of ``(gate, site, username, password)`` (a hit whose hash no longer matches)."""
@@ -78,7 +91,7 @@ class VerifiedPasswords:
     def forget_user(self, user_id: int) -> None:
         """Drop every entry of account ``user_id`` (its password changed, it was reset or deleted)."""
         with self._lock:
-            for digest in [d for d, (identity, _, _) in self._entries.items() if identity.user_id == user_id]:
+            for digest in [d for d, entry in self._entries.items() if entry[0].user_id == user_id]:
                 del self._entries[digest]
 
     def __len__(self) -> int:

@@ -7,7 +7,7 @@ import pytest
 from twisted.internet import task
 
 from apiserver.accounts import passwords
-from apiserver.accounts.verified import VerifiedPasswords
+from apiserver.accounts.verified import RECHECK_AFTER, VerifiedPasswords
 from apiserver.context import Credentials, Gate, Identity
 from apiserver.errors import AuthenticationFailed
 from apiserver.module import Role
@@ -21,10 +21,14 @@ def test_entries_expire_are_bounded_and_hold_no_password():
     clock = task.Clock()
     remembered = VerifiedPasswords(clock, lambda: 60, max_entries=3)
     remembered.remember("DAV", "example.com", "bob", "secret-pw", BOB, "$hash")
-    assert remembered.lookup("DAV", "Example.COM.", "bob", "secret-pw") == (BOB, "$hash")
+    assert remembered.lookup("DAV", "Example.COM.", "bob", "secret-pw") == (BOB, "$hash", False)
+    clock.advance(RECHECK_AFTER)
+    assert remembered.lookup("DAV", "example.com", "bob", "secret-pw") == (BOB, "$hash", True)
+    remembered.checked(("DAV", "example.com", "bob", "secret-pw"))
+    assert remembered.lookup("DAV", "example.com", "bob", "secret-pw")[2] is False
     assert remembered.lookup("DAV", "example.com", "bob", "other") is None
     assert "secret-pw" not in repr(remembered._entries)
-    clock.advance(61)
+    clock.advance(61 - RECHECK_AFTER)
     assert remembered.lookup("DAV", "example.com", "bob", "secret-pw") is None
     for n in range(5):
         remembered.remember("DAV", "example.com", f"u{n}", "pw", BOB, "$h")
@@ -95,8 +99,8 @@ def test_change_reset_and_deletion_end_the_remembered_password(counted):
         login(harness, "changed-password")
 
 
-def test_hash_changed_elsewhere_is_not_trusted(counted):
-    """A remembered entry counts only while its hash is still the row's (another node changed the password)."""
+def test_hash_changed_elsewhere_is_not_trusted_after_the_recheck(counted):
+    """A password changed on another node (the row only) ends the remembered one within RECHECK_AFTER seconds."""
     harness, _, calls = counted
     login(harness)
     import sqlalchemy as sa
@@ -106,6 +110,8 @@ def test_hash_changed_elsewhere_is_not_trusted(counted):
     new_hash = passwords.hash_password("other-node-password", 1000)
     with harness.app.storage.write() as conn:
         conn.execute(sa.update(schema.users).where(schema.users.c.username == "bob").values(password_hash=new_hash))
+    assert login(harness).username == "bob"  # within RECHECK_AFTER of the verification
+    harness.clock.advance(RECHECK_AFTER)
     with pytest.raises(AuthenticationFailed):
         login(harness)
     assert login(harness, "other-node-password").username == "bob"
