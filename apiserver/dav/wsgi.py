@@ -66,16 +66,33 @@ class DavAccount:
     user: Optional[str] = None
 
 
+#: Number of the setgroups system call: called directly it changes the calling thread only
+#: (glibc's setgroups, and so os.setgroups, changes every thread of the process).
+_SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159}
+
+
 class FileSystemUser:
-    """Sets the calling thread's file-system uid/gid (Linux ``setfsuid``/``setfsgid``)."""
+    """Sets the calling thread's file-system uid/gid (Linux ``setfsuid``/``setfsgid``) and its
+    supplementary groups, so the kernel checks that thread's file access as another account."""
 
     def __init__(self):
+        import platform
+
         self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self._setgroups = _SYS_SETGROUPS.get(platform.machine())
+        if self._setgroups is None:
+            raise RuntimeError(f"DAV as root needs the setgroups system call number of {platform.machine()}")
+        self._own_groups = tuple(os.getgroups())
 
     def become(self, uid: int, gid: int) -> None:
-        """Make the kernel check this thread's file access as ``uid``/``gid``; RuntimeError if it did not take."""
-        self._libc.setfsuid(uid)
+        """Act as ``uid``/``gid`` (groups: ``gid`` alone; for uid 0 the process's own); RuntimeError if it did not take."""
+        groups = self._own_groups if uid == 0 else (gid,)
+        array = (ctypes.c_uint * max(len(groups), 1))(*groups)
+        if self._libc.syscall(self._setgroups, len(groups), array) != 0:
+            raise RuntimeError(f"cannot set the groups of uid {uid} for DAV file access: errno {ctypes.get_errno()}")
         self._libc.setfsgid(gid)
+        self._libc.setfsuid(uid)
         # Both calls return the previous id; a second call with the same id returns the one in force.
         if self._libc.setfsuid(uid) != uid or self._libc.setfsgid(gid) != gid:
             raise RuntimeError(f"cannot act as uid {uid} for DAV file access")
