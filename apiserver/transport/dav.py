@@ -23,8 +23,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
 from typing import Optional
 
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web import resource, server
@@ -121,17 +125,32 @@ class DavResource(resource.Resource):
             return
         account = DavAccount(site=identity.site, user=identity.username if identity.role is Role.USER else None)
         length = _body_length(request)
-        dav_app = self.dav_app
+        dav_app, reactor = self.dav_app, self.app.reactor
+        backpressure = Backpressure()
+        request.registerProducer(backpressure, True)
 
         def application(environ, start_response):
             environ["apiserver.dav.account"] = account
             if length is not None:  # Twisted has de-chunked the body: tell WsgiDAV its length
                 environ.pop("HTTP_TRANSFER_ENCODING", None)
                 environ["CONTENT_LENGTH"] = str(length)
-            return dav_app(environ, start_response)
+            try:
+                result = dav_app(environ, start_response)
+                try:
+                    for chunk in result:
+                        if not backpressure.wait_writable():
+                            reactor.callFromThread(_drop, request)  # before WSGIResource's finish
+                            return
+                        yield chunk
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
+            finally:  # queued before WSGIResource's finish, which must find no producer
+                reactor.callFromThread(_unregister, request)
 
         self._ensure_pool()
-        WSGIResource(self.app.reactor, self.pool, application).render(request)
+        WSGIResource(reactor, self.pool, application).render(request)
 
     def _refused(self, failure, request) -> None:
         error = failure.value
@@ -150,6 +169,51 @@ class DavResource(resource.Resource):
         log.failure("answering DAV {method} failed", failure, method=request.method)
         if answerable(request):
             finish_with(request, refuse(request, 500, "the request failed on the server; the error was logged"))
+
+
+#: Seconds a DAV thread waits for a client that reads nothing before it gives up the answer.
+STALLED_CLIENT_TIMEOUT = 60
+
+
+@implementer(IPushProducer)
+class Backpressure:
+    """Holds a DAV thread while the connection's send buffer is full, so a large GET never piles
+    up in memory: the transport pauses and resumes it (registered on the request), the thread
+    calls :meth:`wait_writable` before each chunk."""
+
+    def __init__(self, timeout: float = STALLED_CLIENT_TIMEOUT):
+        self.timeout = timeout
+        self._writable = threading.Event()
+        self._writable.set()
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        self._writable.clear()
+
+    def resumeProducing(self) -> None:
+        self._writable.set()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self._writable.set()
+
+    def wait_writable(self) -> bool:
+        """Blocking (DAV thread).  True when the client may take more; False when it is gone or
+        read nothing for ``timeout`` seconds (the answer is then abandoned)."""
+        if not self._writable.wait(self.timeout):
+            self.stopped = True
+        return not self.stopped
+
+
+def _drop(request) -> None:
+    """Close the connection of an answer that was abandoned half-way (its length was promised)."""
+    if getattr(request, "channel", None) is not None:
+        request.loseConnection()
+
+
+def _unregister(request) -> None:
+    if getattr(request, "channel", None) is not None and request.producer is not None:
+        request.unregisterProducer()
 
 
 def _body_length(request) -> Optional[int]:

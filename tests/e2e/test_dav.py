@@ -187,8 +187,18 @@ def test_user_of_a_site_gets_its_own_folder(dav_server):
 
 def test_appliance_administrator_has_no_site_home(dav_server):
     """The appliance administrator's password is checked but it has no home to serve: 403 saying user@domain."""
-    answer = Dav(dav_server.url, "admin", "wrong").propfind()
-    assert answer.status_code == 401
+    assert Dav(dav_server.url, "admin", "Appliance-passw0rd").propfind().status_code == 401
+    assert xmlrpc_call(dav_server, "auth_change_password", "Appliance-passw0rd", key=dav_server.admin_key) is True
+    answer = Dav(dav_server.url, "admin", "Appliance-passw0rd").propfind()
+    assert answer.status_code == 403 and "user@domain" in answer.text
+
+
+def test_get_of_a_folder_and_dav_without_slash(dav):
+    """GET on a folder (no HTML browser here) is refused cleanly; /dav without its slash is the root."""
+    folder = dav.request("GET", "var/www/")
+    assert 400 <= folder.status_code < 500
+    bare = dav.session.request("PROPFIND", dav.base.rstrip("/"), headers={"Depth": "0"}, timeout=30)
+    assert bare.status_code == 207
 
 
 @pytest.mark.parametrize("raw_path", [

@@ -213,3 +213,27 @@ def test_dav_threads_act_as_the_sites_owner(tmp_path):
     assert private.read_text() == "root's"  # the main thread is still root
     with open("/proc/self/status") as fh:
         assert "Uid:\t0\t0\t0\t0" in fh.read()
+
+
+def test_backpressure_holds_the_thread_until_the_transport_resumes():
+    """A paused connection holds the DAV thread; resume releases it; a client that reads nothing is given up."""
+    import threading
+
+    from apiserver.transport.dav import Backpressure
+
+    gate = Backpressure(timeout=5)
+    gate.pauseProducing()
+    released = []
+    worker = threading.Thread(target=lambda: released.append(gate.wait_writable()))
+    worker.start()
+    worker.join(0.2)
+    assert worker.is_alive() and released == []
+    gate.resumeProducing()
+    worker.join(5)
+    assert released == [True]
+    stalled = Backpressure(timeout=0.05)
+    stalled.pauseProducing()
+    assert stalled.wait_writable() is False and stalled.stopped
+    gone = Backpressure()
+    gone.stopProducing()
+    assert gone.wait_writable() is False
