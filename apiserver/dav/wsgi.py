@@ -26,6 +26,7 @@ from typing import Optional
 
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.lock_man.lock_manager import LockManager
+from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -111,12 +112,43 @@ class AccountDavApp(WsgiDAVApp):
         return ("/", provider) if provider is not None else (None, None)
 
 
+SERVER_FAILED = b"the request failed on the server; the error was logged\n"
+
+
+class HideServerErrors(BaseMiddleware):
+    """Answers a 5xx with a fixed plain text: WsgiDAV's error page would show the exception (with
+    host paths); ErrorPrinter below has logged it (to the server log, see route_wsgidav_logging)."""
+
+    def __call__(self, environ, start_response):
+        hidden = []
+
+        def start(status, headers, exc_info=None):
+            if status[:1] == "5":
+                hidden.append(True)
+                headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(SERVER_FAILED)))]
+            return start_response(status, headers, exc_info)
+
+        result = self.next_app(environ, start)
+        try:
+            for chunk in result:
+                if hidden:
+                    if hidden[0]:
+                        hidden[0] = False
+                        yield SERVER_FAILED
+                    continue
+                yield chunk
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+
 def wsgidav_config(placeholder_root: str) -> dict:
     """WsgiDAV's configuration: no authentication of its own (done before), no HTML browser."""
     return {
         "provider_mapping": {"/": HomeProvider(placeholder_root, readonly=True)},
         "mount_path": MOUNT_PATH,
-        "middleware_stack": [ErrorPrinter, RequestResolver],
+        "middleware_stack": [HideServerErrors, ErrorPrinter, RequestResolver],
         "lock_storage": False,          # per provider, see DavApplication.provider_for
         "property_manager": None,
         "block_size": BLOCK_SIZE,

@@ -237,3 +237,20 @@ def test_backpressure_holds_the_thread_until_the_transport_resumes():
     gone = Backpressure()
     gone.stopProducing()
     assert gone.wait_writable() is False
+
+
+def test_server_errors_never_show_the_exception():
+    """A failure inside WsgiDAV is a plain 500 without the exception's text (host paths), which goes to the log."""
+    from wsgidav.error_printer import ErrorPrinter
+
+    from apiserver.dav.wsgi import SERVER_FAILED, HideServerErrors
+
+    def failing(environ, start_response):
+        raise FileNotFoundError(2, "No such file", "/srv/state/sites/example.com/secret")
+        yield b""  # a generator, as WsgiDAV's handlers are
+
+    stack = HideServerErrors(None, ErrorPrinter(None, failing, {}), {})
+    seen = []
+    body = b"".join(stack({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda s, h, e=None: seen.append((s, h))))
+    assert seen[0][0].startswith("500") and body == SERVER_FAILED
+    assert dict(seen[0][1])["Content-Length"] == str(len(SERVER_FAILED))
