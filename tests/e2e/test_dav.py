@@ -283,3 +283,27 @@ def test_cadaver_over_https(dav_server, tmp_path):
     out = cadaver(dav_server.https_url + "/dav/var/www/", f"{ADMIN}@{DOMAIN}", PASSWORD, ["ls"], home=str(tmp_path),
                   insecure=True)
     assert "html" in out, out
+
+
+def test_fortification_acls_apply_to_what_dav_writes(dav, dav_server):
+    """A folder's default ACL (as Fortification sets it) reaches files PUT into it; a replaced file keeps its ACL."""
+    import shutil
+    import subprocess
+
+    if shutil.which("setfacl") is None:
+        pytest.skip("the acl package (setfacl, getfacl) is not installed")
+    html = os.path.join(site_home(dav_server, DOMAIN), "var/www/html")
+    assert dav.request("MKCOL", "var/www/html/uploads").status_code == 201
+    uploads = os.path.join(html, "uploads")
+    subprocess.run(["setfacl", "-d", "-m", "u:www-data:rwx", uploads], check=True)
+    assert dav.request("PUT", "var/www/html/uploads/photo.jpg", data=b"jpg").status_code == 201
+    acl = subprocess.run(["getfacl", "--omit-header", os.path.join(uploads, "photo.jpg")], capture_output=True,
+                         text=True, check=True).stdout
+    assert "user:www-data:rwx" in acl
+    assert dav.request("PUT", "var/www/html/config.php", data=b"<?php // v1").status_code == 201
+    config = os.path.join(html, "config.php")
+    subprocess.run(["setfacl", "-m", "u:www-data:r", config], check=True)
+    assert dav.request("PUT", "var/www/html/config.php", data=b"<?php // v2").status_code == 204
+    acl = subprocess.run(["getfacl", "--omit-header", config], capture_output=True, text=True, check=True).stdout
+    assert "user:www-data:r--" in acl
+    assert os.stat(config).st_uid == owner_uid()
