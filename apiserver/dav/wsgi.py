@@ -143,10 +143,11 @@ class HideServerErrors(BaseMiddleware):
                 close()
 
 
-def wsgidav_config(placeholder_root: str) -> dict:
-    """WsgiDAV's configuration: no authentication of its own (done before), no HTML browser."""
+def wsgidav_config() -> dict:
+    """WsgiDAV's configuration: no authentication of its own (done before), no HTML browser, no
+    shares (:class:`AccountDavApp` routes each request to its account's provider)."""
     return {
-        "provider_mapping": {"/": HomeProvider(placeholder_root, readonly=True)},
+        "provider_mapping": {},
         "mount_path": MOUNT_PATH,
         "middleware_stack": [HideServerErrors, ErrorPrinter, RequestResolver],
         "lock_storage": False,          # per provider, see DavApplication.provider_for
@@ -166,8 +167,7 @@ class DavApplication:
 
     def __init__(self, site_homes, as_owner: Optional[bool] = None):
         self.site_homes = site_homes
-        os.makedirs(site_homes.sites_root, exist_ok=True)
-        self.wsgidav = AccountDavApp(wsgidav_config(site_homes.sites_root))
+        self.wsgidav = AccountDavApp(wsgidav_config())
         route_wsgidav_logging()
         self.as_owner = os.geteuid() == 0 if as_owner is None else as_owner
         self.fs_user = FileSystemUser() if self.as_owner else None
