@@ -24,10 +24,11 @@ import os
 import threading
 from typing import Optional
 
+from twisted.logger import Logger
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.lock_man.lock_manager import LockManager
-from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.lock_man.lock_storage import LockStorageDict
+from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -44,10 +45,10 @@ BLOCK_SIZE = 256 * 1024
 class _TwistedLogHandler(logging.Handler):
     """WsgiDAV's errors (it logs through ``logging``) into the server log."""
 
-    def emit(self, record):
-        from twisted.logger import Logger
+    log = Logger(namespace="apiserver.dav")
 
-        Logger(namespace="apiserver.dav").error("WsgiDAV: {message}", message=self.format(record))
+    def emit(self, record):
+        self.log.error("WsgiDAV: {message}", message=self.format(record))
 
 
 def route_wsgidav_logging() -> None:
