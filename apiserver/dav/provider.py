@@ -25,7 +25,7 @@ import secrets
 import stat
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, DAVError
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, DAVError
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
 from wsgidav.prop_man.property_manager import PropertyManager
 
@@ -36,6 +36,8 @@ from apiserver.sites.home import is_inside, split_site_path
 TEMP_PREFIX = ".dav-upload-"
 #: The extended attribute holding a file's access ACL (copied to its replacement).
 ACL_XATTR = "system.posix_acl_access"
+#: Longest file name and path (Linux's NAME_MAX and PATH_MAX).
+NAME_MAX, PATH_MAX = 255, 4096
 #: Bytes of dead properties (PROPPATCH) one site may keep in memory.
 MAX_PROPERTY_BYTES = 1 << 20
 _BUFFER = 256 * 1024
@@ -266,6 +268,8 @@ class HomeProvider(FilesystemProvider):
         root = self.root_folder_path_real
         if not parts:
             return root
+        if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in parts) or len(path) > PATH_MAX:
+            raise DAVError(HTTP_BAD_REQUEST, f"a name may have at most {NAME_MAX} bytes, a path {PATH_MAX}")
         folder = os.path.realpath(os.path.join(root, *parts[:-1]))
         if not is_inside(folder, root):
             raise _forbidden("the path leads out of the site's home")

@@ -117,14 +117,14 @@ SERVER_FAILED = b"the request failed on the server; the error was logged\n"
 
 
 class HideServerErrors(BaseMiddleware):
-    """Answers a 5xx with a fixed plain text: WsgiDAV's error page would show the exception (with
+    """Answers a 500 with a fixed plain text: WsgiDAV's error page would show the exception (with
     host paths); ErrorPrinter below has logged it (to the server log, see route_wsgidav_logging)."""
 
     def __call__(self, environ, start_response):
         hidden = []
 
         def start(status, headers, exc_info=None):
-            if status[:1] == "5":
+            if status[:3] == "500":
                 hidden.append(True)
                 headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(SERVER_FAILED)))]
             return start_response(status, headers, exc_info)

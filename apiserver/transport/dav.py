@@ -82,6 +82,15 @@ def escapes_home(request) -> bool:
     return any(seg == b".." or b"/" in seg or b"\\" in seg or b"\x00" in seg for seg in request.postpath)
 
 
+def path_is_utf8(request) -> bool:
+    """The decoded path is UTF-8, as WebDAV clients send it (RFC 4918 8.3)."""
+    try:
+        b"/".join(request.postpath).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class DavResource(resource.Resource):
     """``/dav`` and everything below it (a leaf: WsgiDAV resolves the rest)."""
 
@@ -106,6 +115,8 @@ class DavResource(resource.Resource):
             return refuse(request, refusal.status, refusal.message, refusal.headers)
         if escapes_home(request):
             return refuse(request, 403, "the path leads out of the site's home")
+        if not path_is_utf8(request):
+            return refuse(request, 400, "the path must be UTF-8 (percent-encoded)")
         credentials = basic_credentials(request)
         if credentials is None:
             return refuse(request, 401, NO_CREDENTIALS, {"www-authenticate": DAV_CHALLENGE})

@@ -307,3 +307,31 @@ def test_fortification_acls_apply_to_what_dav_writes(dav, dav_server):
     acl = subprocess.run(["getfacl", "--omit-header", config], capture_output=True, text=True, check=True).stdout
     assert "user:www-data:r--" in acl
     assert os.stat(config).st_uid == owner_uid()
+
+
+BOMB = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+        b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY e "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]>'
+        b'<D:propfind xmlns:D="DAV:"><D:prop><D:displayname>&e;&e;&e;&e;</D:displayname></D:prop></D:propfind>')
+
+
+@pytest.mark.parametrize("method, path, headers, body", [
+    ("PROPFIND", "", {"Depth": "soon"}, None),
+    ("PROPFIND", "", {"Depth": "0", "Content-Type": "application/xml"}, b"<not-xml"),
+    ("PROPFIND", "", {"Depth": "0", "Content-Type": "application/xml"}, BOMB),
+    ("PROPPATCH", "var", {"Content-Type": "application/xml"}, b"<D:propertyupdate xmlns:D='DAV:'><D:set/>"),
+    ("LOCK", "var", {"Content-Type": "application/xml", "Timeout": "Second-x"}, b"<garbage/>"),
+    ("COPY", "var", {"Destination": "::::"}, None),
+    ("MOVE", "var", {}, None),
+    ("PUT", "var/www/html/x.txt", {"Content-Range": "bytes 0-1/2"}, b"xy"),
+    ("PUT", "var/www/html/x.txt", {"Content-Encoding": "gzip"}, b"xy"),
+    ("GET", "%ff%fe", {}, None),
+    ("GET", "a" * 3000, {}, None),
+    ("UNLOCK", "var", {"Lock-Token": "<nope>"}, None),
+    ("BREW", "", {}, None),
+])
+def test_bad_requests_never_fail_the_server(dav, method, path, headers, body):
+    """Malformed DAV requests of every kind get an answer that is no 500 (a 4xx; 501 for an unknown method or
+    encoding; 502 for a Destination on another server, as RFC 4918 says; an entity never expands)."""
+    answer = dav.request(method, path, headers=headers, data=body, timeout=30)
+    assert answer.status_code != 500 and answer.status_code >= 400 or body is BOMB, (answer.status_code, answer.text[:300])
+    assert b"aaaaaaaaaaaaaaaaaaaa" not in answer.content
