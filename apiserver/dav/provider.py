@@ -216,6 +216,13 @@ def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
 class HomeFolderResource(FolderResource):
     """A folder of the home: links that lead out and temporary uploads are not listed."""
 
+    def get_used_bytes(self):
+        """No RFC 4331 quota properties: the figures would be the host disk's, shared by every site."""
+        return None
+
+    def get_available_bytes(self):
+        return None
+
     def get_member_names(self) -> list:
         names = []
         for name in os.listdir(self._file_path):

@@ -335,3 +335,10 @@ def test_bad_requests_never_fail_the_server(dav, method, path, headers, body):
     answer = dav.request(method, path, headers=headers, data=body, timeout=30)
     assert answer.status_code != 500 and answer.status_code >= 400 or body is BOMB, (answer.status_code, answer.text[:300])
     assert b"aaaaaaaaaaaaaaaaaaaa" not in answer.content
+
+
+def test_no_host_disk_figures_in_properties(dav):
+    """PROPFIND does not report the host disk's used and free bytes (they are no site's quota)."""
+    answer = dav.propfind("", "1")
+    assert answer.status_code == 207 and b"quota-used-bytes" not in answer.content
+    assert b"quota-available-bytes" not in answer.content
