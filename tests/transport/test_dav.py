@@ -254,3 +254,33 @@ def test_server_errors_never_show_the_exception():
     body = b"".join(stack({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda s, h, e=None: seen.append((s, h))))
     assert seen[0][0].startswith("500") and body == SERVER_FAILED
     assert dict(seen[0][1])["Content-Length"] == str(len(SERVER_FAILED))
+
+
+def test_dav_toggle_at_the_gatekeeper():
+    """[dav] enabled=false: check_http refuses gate DAV only, admit refuses DAV with Client.Disabled; switched live."""
+    from twisted.internet import task
+
+    from apiserver.context import AuthRequest, Credentials, Gate
+    from apiserver.errors import ApiDisabled
+    from apiserver.middleware import GateKeeper
+    from apiserver.middleware.toggle import DAV_DISABLED_MESSAGE
+    from tests.middleware.support import GOOD_KEY, make_app, result_of
+
+    app = make_app(task.Clock(), {"dav": {"enabled": "false"}})
+    app.gatekeeper = GateKeeper(app)
+
+    class Plain:
+        def isSecure(self):
+            return False
+
+    request = Plain()
+    app.gatekeeper.https_only.refusal = lambda r: None  # only the toggle is under test here
+    assert app.gatekeeper.check_http(request, Gate.DAV).message == DAV_DISABLED_MESSAGE
+    assert app.gatekeeper.check_http(request, Gate.SOAP) is None and app.gatekeeper.check_http(request, Gate.UI) is None
+    admission = app.gatekeeper.admit(AuthRequest(Gate.DAV, "192.0.2.1", Credentials(api_key=GOOD_KEY)))
+    with pytest.raises(ApiDisabled):
+        result_of(admission)
+    assert result_of(app.gatekeeper.admit(AuthRequest(Gate.SOAP, "192.0.2.1", Credentials(api_key=GOOD_KEY))))
+    app.config.set("dav", "enabled", "true")
+    assert app.gatekeeper.check_http(request, Gate.DAV) is None
+    assert result_of(app.gatekeeper.admit(AuthRequest(Gate.DAV, "192.0.2.1", Credentials(api_key=GOOD_KEY))))
