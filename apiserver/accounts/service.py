@@ -54,6 +54,7 @@ class Accounts:
         self._key_cipher: Optional[KeyCipher] = None
         self._ui_cipher: Optional[UIPasswordCipher] = None
         self._dummy_hash: Optional[str] = None
+        self._verifying: dict = {}  # HMAC of credentials being verified -> Deferreds waiting for it
         self.verified_passwords = VerifiedPasswords(app.clock, lambda: app.config.get("dav", "verified_password_ttl"))
 
     def prepare(self) -> None:
@@ -115,11 +116,35 @@ class Accounts:
             raise AuthenticationFailed("password")
         if isinstance(decided, Identity):
             return decided
-        remembered = gate in REMEMBERED_GATES
-        if remembered:
+        if gate not in REMEMBERED_GATES:
+            return await self._verify_password(gate, site, username, password, address, False)
+        known = await self._remembered_login(gate, site, username, password)
+        if known is not None:
+            return known
+        # A client's parallel connections send the same credentials at once: one verification
+        # runs, the others wait for it and use what it remembered.
+        key = self.verified_passwords.key_of(gate.value, site, username, password)
+        waiting = self._verifying.get(key)
+        if waiting is not None:
+            settled = defer.Deferred()
+            waiting.append(settled)
+            await settled
             known = await self._remembered_login(gate, site, username, password)
             if known is not None:
                 return known
+            if key in self._verifying:  # the first failed and another verification runs: no queue of queues
+                return await self._verify_password(gate, site, username, password, address, True)
+        self._verifying[key] = []
+        try:
+            return await self._verify_password(gate, site, username, password, address, True)
+        finally:
+            for settled in self._verifying.pop(key, []):
+                settled.callback(None)
+
+    async def _verify_password(self, gate: Gate, site, username: str, password: str, address: str,
+                               remembered: bool) -> Identity:
+        """Hash and check the password against the account's row; remember it when ``remembered``."""
+        app = self.app
         found = await app.run_blocking(self._password_row, site, username)
         stored = found[1] if found else None
         ok = await app.run_hashing(self._verify_or_dummy, password, stored)

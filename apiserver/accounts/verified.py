@@ -39,6 +39,10 @@ class VerifiedPasswords:
         self._entries: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
 
+    def key_of(self, gate: str, site: Optional[str], username: str, password: str) -> bytes:
+        """The keyed digest that stands for these credentials (never the password itself)."""
+        return self._digest(gate, site, username, password)
+
     def _digest(self, gate: str, site: Optional[str], username: str, password: str) -> bytes:
         message = "\0".join((gate, (site or "").strip().lower().rstrip("."), username, password))
         return hmac.new(self._key, message.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()

@@ -115,3 +115,20 @@ def test_hash_changed_elsewhere_is_not_trusted_after_the_recheck(counted):
     with pytest.raises(AuthenticationFailed):
         login(harness)
     assert login(harness, "other-node-password").username == "bob"
+
+
+def test_parallel_logins_with_the_same_password_hash_once(counted):
+    """A client's parallel connections (same credentials at once) cost one verification; wrong ones each pay."""
+    from twisted.internet import defer
+
+    harness, _, calls = counted
+    accounts = harness.app.accounts
+    same = Credentials(username="bob", site="example.com", password="user-password")
+    results = wait(defer.gatherResults([accounts.authenticate(same, Gate.DAV, "192.0.2.1") for _ in range(6)]))
+    assert [r.username for r in results] == ["bob"] * 6
+    assert calls == ["user-password"]
+    wrong = Credentials(username="bob", site="example.com", password="wrong-one")
+    outcomes = wait(defer.DeferredList([accounts.authenticate(wrong, Gate.DAV, "192.0.2.1") for _ in range(3)],
+                                       consumeErrors=True))
+    assert [ok for ok, _ in outcomes] == [False] * 3
+    assert calls.count("wrong-one") == 3
