@@ -4,14 +4,16 @@ On the reactor thread, for every request, in this order:
 
 1. ``app.gatekeeper.check_http(request, Gate.DAV)``: ``https_only`` and ``[dav] enabled``
    (the ``apache.dav`` scope), 403 with the reason;
-2. no path segment may decode to ``..`` or carry ``/``, ``\\`` or NUL (403);
+2. no path segment may decode to ``..`` or carry ``/``, ``\\`` or NUL (403), and the path must
+   be UTF-8 (400);
 3. HTTP Basic ``user@domain`` and the account's password (none or unreadable: 401 with the
    challenge, not counted), admitted by ``app.admit`` at gate DAV like every gate: Anvil
    (429 with ``Retry-After``), the password (checked on the hashing pool; a verified one is
    remembered, see :mod:`apiserver.accounts.verified`) and the account's IP restrictions; a
    wrong password and a refused address are the same 401 and count in Anvil;
 4. the request goes to WsgiDAV on the DAV thread pool (:mod:`apiserver.dav.wsgi`), which
-   serves the site's home to its administrator and ``/home/<user>`` to a user of the site.
+   serves the site's home to its administrator and ``/home/<user>`` to a user of the site;
+   its answer is sent as fast as the client takes it (:class:`Backpressure`).
 
 The appliance administrator has no site home: its correct password gets 403 naming
 ``user@domain``.  Bodies: see :class:`apiserver.transport.http.ApiRequest` (PUT is spooled to
