@@ -94,9 +94,13 @@ def test_change_reset_and_deletion_end_the_remembered_password(counted):
     with pytest.raises(AuthenticationFailed):
         login(harness)
     assert login(harness, "changed-password").user_id == bob.user_id
-    harness.call(site, "user_delete", "bob")
+    generated = harness.call(site, "auth_reset_password", "bob")
     with pytest.raises(AuthenticationFailed):
         login(harness, "changed-password")
+    assert login(harness, generated).user_id == bob.user_id
+    harness.call(site, "user_delete", "bob")
+    with pytest.raises(AuthenticationFailed):
+        login(harness, generated)
 
 
 def test_hash_changed_elsewhere_is_not_trusted_after_the_recheck(counted):
