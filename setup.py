@@ -19,6 +19,7 @@ setup(
         "PyYAML>=6",
         "bcrypt>=4.1",
         "prometheus_client>=0.17",
+        "WsgiDAV>=4.3",
     ],
     extras_require={
         "redis": ["redis>=5"],
@@ -26,7 +27,7 @@ setup(
         "postgresql": ["psycopg[binary]>=3.1"],
         "test": [
             "pytest>=8", "zeep>=4.2", "redis>=5", "PyMySQL>=1.1", "psycopg[binary]>=3.1", "aiosmtpd>=1.4",
-            "mmdb-writer>=0.2.7", "netaddr>=1.0",
+            "mmdb-writer>=0.2.7", "netaddr>=1.0", "requests>=2.31",
         ],
     },
     entry_points={

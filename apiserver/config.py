@@ -237,6 +237,12 @@ BUILTIN_SECTIONS = (
         K("write_window", int_range(60, 86400 * 30), "600", "Seconds fortify mode write keeps a site writable before max applies again.", runtime=True),
         K("template_root", parse_str, "/", "Filesystem template root that scan_setuid walks by default (ApisCP's FILESYSTEMTEMPLATE).", runtime=True),
     )),
+    Section("dav", "WebDAV at /dav/ on both listeners: each account's site home (gate DAV).", (
+        K("enabled", parse_bool, "true", "Serve /dav/; false answers it with 403 (scope apache.dav).", runtime=True),
+        K("max_upload_size", int_range(1, 1 << 50), "1073741824", "Largest PUT body in bytes (spooled to a temporary file, never held in memory); larger gets 413 before it is stored.", runtime=True),
+        K("threads", int_range(1, 256), "10", "Threads serving DAV requests (file work runs there, off the reactor)."),
+        K("verified_password_ttl", int_range(0, 86400), "300", "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; a password change, reset or deletion ends it at once on this node, within 10 s on others (0: hash on every request).", runtime=True),
+    )),
     Section("geoip", "Geolocation of login notices.", (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir.", runtime=True),
         K("account_id", int_range(0, 2**31 - 1), "0", "MaxMind GeoIP2 web service account id; 0: not used (scope auth.geoip-key).", runtime=True),

@@ -25,6 +25,7 @@ from apiserver.accounts.records import IpRestriction, LoginRecord, NewSite, User
 from apiserver.accounts.sessions import make_session_store
 from apiserver.accounts.state import load_secret
 from apiserver.accounts.ui_password import UIPasswordCipher
+from apiserver.accounts.verified import VerifiedPasswords
 from apiserver.context import Credentials, Gate, Identity
 from apiserver.errors import AuthenticationFailed, Denied, Exists, InvalidArgument, NotFound
 from apiserver.module import Role
@@ -37,6 +38,9 @@ _users, _sites, _restrictions, _history = schema.users, schema.sites, schema.ip_
 
 #: Root's uid: a cpcmd caller with it acts as the appliance administrator.
 ROOT_UID = 0
+#: Gates whose clients send the password with every request: a verified one is remembered
+#: (:mod:`apiserver.accounts.verified`) instead of hashed again.
+REMEMBERED_GATES = (Gate.DAV,)
 
 #: Most accounts whose email address is cached at once.
 MAX_CACHED_ACCOUNTS = 10_000
@@ -66,6 +70,8 @@ class Accounts:
         # this node's writes, other nodes' writes show within [auth] account_cache_ttl.
         self._emails = ReadThroughCache(app.clock, lambda fn, *a: app.run_blocking(fn, *a), self._load_email,
                                         lambda: app.config.get("auth", "account_cache_ttl"), MAX_CACHED_ACCOUNTS)
+        self._verifying: dict = {}  # HMAC of credentials being verified -> Deferreds waiting for it
+        self.verified_passwords = VerifiedPasswords(app.clock, lambda: app.config.get("dav", "verified_password_ttl"))
 
     def prepare(self) -> None:
         """Blocking (hashing pool, at start-up): read the secret and make the dummy password hash,
@@ -126,6 +132,35 @@ class Accounts:
             raise AuthenticationFailed("password")
         if isinstance(decided, Identity):
             return decided
+        if gate not in REMEMBERED_GATES:
+            return await self._verify_password(gate, site, username, password, address, False)
+        known = await self._remembered_login(gate, site, username, password)
+        if known is not None:
+            return known
+        # A client's parallel connections send the same credentials at once: one verification
+        # runs, the others wait for it and use what it remembered.
+        key = self.verified_passwords.key_of(gate.value, site, username, password)
+        waiting = self._verifying.get(key)
+        if waiting is not None:
+            settled = defer.Deferred()
+            waiting.append(settled)
+            await settled
+            known = await self._remembered_login(gate, site, username, password)
+            if known is not None:
+                return known
+            if key in self._verifying:  # the first failed and another verification runs: no queue of queues
+                return await self._verify_password(gate, site, username, password, address, True)
+        self._verifying[key] = []
+        try:
+            return await self._verify_password(gate, site, username, password, address, True)
+        finally:
+            for settled in self._verifying.pop(key, []):
+                settled.callback(None)
+
+    async def _verify_password(self, gate: Gate, site, username: str, password: str, address: str,
+                               remembered: bool) -> Identity:
+        """Hash and check the password against the account's row; remember it when ``remembered``."""
+        app = self.app
         found = await app.run_blocking(self._password_row, site, username)
         stored = found[1] if found else None
         ok = await app.run_hashing(self._verify_or_dummy, password, stored)
@@ -141,7 +176,32 @@ class Accounts:
         if passwords.needs_rehash(stored, iterations):
             upgraded = await app.run_hashing(passwords.hash_password, password, iterations)
             await app.run_blocking(self._replace_hash, identity.user_id, stored, upgraded)
+            stored = upgraded
+        if remembered:
+            self.verified_passwords.remember(gate.value, site, username, password, identity, stored)
         return identity
+
+    async def _remembered_login(self, gate: Gate, site, username: str, password: str) -> Optional[Identity]:
+        """The identity of a password verified within ``[dav] verified_password_ttl``, else None.
+
+        Changes on this node drop entries at once; the account's row is read again when the
+        entry says so (``RECHECK_AFTER``), and the hit counts only while its hash is still the
+        row's (a change made on another node).  No login is recorded for it: the verification
+        that put it there was.
+        """
+        credentials = (gate.value, site, username, password)
+        hit = self.verified_passwords.lookup(*credentials)
+        if hit is None:
+            return None
+        identity, stored, recheck = hit
+        if not recheck:
+            return identity
+        found = await self.app.run_blocking(self._password_row, site, username)
+        if found is not None and found[1] == stored and found[0].user_id == identity.user_id:
+            self.verified_passwords.checked(credentials)
+            return found[0]
+        self.verified_passwords.forget(credentials)
+        return None
 
     def _verify_or_dummy(self, password: str, stored: Optional[str]) -> bool:
         """Hashing pool: verify against ``stored``, or a dummy hash so an unknown account costs the same.
@@ -393,6 +453,8 @@ class Accounts:
     async def _forget_users(self, user_ids: list) -> None:
         """After accounts are deleted: drop their cached keys, queued logins, sessions and cached restrictions."""
         self.keys.forget_users(user_ids)
+        for user_id in user_ids:
+            self.verified_passwords.forget_user(user_id)
         await self._on_store(self.sessions.forget_users, user_ids)
         gatekeeper = self.app.gatekeeper
         for user_id in user_ids:
@@ -419,6 +481,7 @@ class Accounts:
         await self.app.run_blocking(self._store_hash, target.user_id, password_hash, notice)
         if notice is not None:
             notices.queued()
+        self.verified_passwords.forget_user(target.user_id)
         self.app.fire("apiserver_password_changed", target=target, actor=actor, reset=reset, address=address)
 
     async def reset_password(self, target: Identity, actor: Identity, address: Optional[str] = None) -> str:

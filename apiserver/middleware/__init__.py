@@ -4,7 +4,8 @@ Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
 
     client address     address.request_client_address (trusted proxies only)
     check_http         https_only, then the API toggle (SOAP)      -> HttpRefusal (403)
-    admit              API toggle (SOAP gate)                      -> Client.Disabled
+                       or the DAV toggle (DAV)
+    admit              API toggle (SOAP gate), DAV toggle (DAV)    -> Client.Disabled
                        Anvil check: blocked?  delay?               -> Client.Throttled
                        app.accounts.authenticate                   -> AuthenticationFailed
                        IP restrictions of the identity             -> AuthenticationFailed("ip")
@@ -33,7 +34,7 @@ from apiserver.middleware.address import request_client_address
 from apiserver.middleware.anvil import Anvil
 from apiserver.middleware.https_only import HttpsOnly
 from apiserver.middleware.ip_restrictions import IPRestrictions
-from apiserver.middleware.toggle import ApiToggle
+from apiserver.middleware.toggle import ApiToggle, DavToggle
 
 __all__ = ["GateKeeper", "HttpRefusal"]
 
@@ -54,6 +55,7 @@ class GateKeeper:
         self.app = app
         self.https_only = HttpsOnly(app)
         self.toggle = ApiToggle(app.config)
+        self.dav_toggle = DavToggle(app.config)
         self.anvil = Anvil(app)
         self.ip_restrictions = IPRestrictions(app)
         self._devices = getattr(getattr(app, "notices", None), "devices", None)  # unrecognized-device notices
@@ -65,10 +67,13 @@ class GateKeeper:
     def check_http(self, request, gate: Gate = Gate.SOAP) -> Optional[HttpRefusal]:
         """Why a request must be refused before its body is read, or None: plain HTTP under
         ``https_only``, then (for the API, gate SOAP: ``/soap``, ``/xmlrpc``, the WSDLs) the API
-        toggle, both 403.  The UI login (gate UI) is not the API: the toggle does not close it."""
+        toggle, both 403; for ``/dav/`` (gate DAV) the DAV toggle.  The UI login (gate UI) is not
+        the API: the toggle does not close it."""
         reason = self.https_only.refusal(request)
         if reason is None and gate is Gate.SOAP:
             reason = self.toggle.refusal()
+        elif reason is None and gate is Gate.DAV:
+            reason = self.dav_toggle.refusal()
         return None if reason is None else HttpRefusal(403, reason)
 
     def api_enabled(self) -> bool:
@@ -82,6 +87,8 @@ class GateKeeper:
         # cached) uses the Deferred of authentication alone, without nesting others in it.
         if auth_request.gate is Gate.SOAP and not self.toggle.enabled():
             return defer.fail(ApiDisabled(self.toggle.refusal()))
+        if auth_request.gate is Gate.DAV and not self.dav_toggle.enabled():
+            return defer.fail(ApiDisabled(self.dav_toggle.refusal()))
         if _is_kernel_verified_root(auth_request):
             # Nothing to guess: the kernel vouches for the caller.  Local failures counted
             # against the socket's address (an emptied whitelist) must not lock root out.

@@ -28,3 +28,22 @@ class ApiToggle:
     def refusal(self) -> Optional[str]:
         """The reason to refuse an API request, or None while the API is enabled."""
         return None if self.enabled() else DISABLED_MESSAGE
+
+
+DAV_DISABLED_MESSAGE = "WebDAV is disabled by configuration ([dav] enabled=false, scope apache.dav)"
+
+
+class DavToggle:
+    """Whether ``/dav/`` is served right now: ``[dav] enabled``, read live (the ``apache.dav``
+    scope switches it at once)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def enabled(self) -> bool:
+        """The current ``[dav] enabled``."""
+        return self.config.get("dav", "enabled")
+
+    def refusal(self) -> Optional[str]:
+        """The reason to refuse a DAV request, or None while DAV is enabled."""
+        return None if self.enabled() else DAV_DISABLED_MESSAGE

@@ -11,7 +11,9 @@ Where each built-in scope keeps its value:
 * ``cp.config``, ``cp.api`` (``[soap] enabled``), ``cp.debug`` (``[core] debug``) and
   ``auth.geoip-key`` (``[geoip] account_id``/``license_key``): ``config.ini``, edited
   atomically, and the live config for keys that apply at run time.
-* ``cp.bootstrapper``, ``apache.dav``, ``apache.insecure-ssl``, ``mail.insecure-ssl``: the
+* ``apache.dav``: ``[dav] enabled`` in ``config.ini`` (``/dav/`` switches at once), mirrored
+  to the Bootstrapper variable ``apache_dav_enabled``.
+* ``cp.bootstrapper``, ``apache.insecure-ssl``, ``mail.insecure-ssl``: the
   Bootstrapper variables in ``state_dir/bootstrapper.json`` (0600, replaced atomically).
 """
 
@@ -130,8 +132,7 @@ def apiserver_add_scopes(app):
                         "Serve the SOAP and XML-RPC API ([soap] enabled); false answers every API URL with 403."),
         ConfigFlagScope("cp.debug", "core", "debug", "Debug logging ([core] debug), switched at once."),
         BootstrapperScope(),
-        BootstrapperFlagScope("apache.dav", ("apache_dav_enabled",),
-                              "WebDAV support in Apache; protect each DAV location with authentication."),
+        DavScope(),
         BootstrapperFlagScope("apache.insecure-ssl", ("apache_insecure_ssl",),
                               "Allow TLSv1.0/v1.1 in Apache (SSLv2/SSLv3 stay disabled)."),
         BootstrapperFlagScope("mail.insecure-ssl", MAIL_INSECURE_SSL_VARS,
@@ -351,6 +352,20 @@ class ConfigFlagScope(Scope):
 
     def apply(self, app, value) -> None:
         app.config.set(self.section, self.key, format_value(coerce(value, BOOL, self.name)))
+
+
+class DavScope(ConfigFlagScope):
+    """``apache.dav``: ``[dav] enabled`` (``/dav/`` at once), kept in step with the Bootstrapper
+    variable ``apache_dav_enabled`` that ApisCP's Apache side reads."""
+
+    def __init__(self):
+        super().__init__("apache.dav", "dav", "enabled",
+                         "WebDAV at /dav/ ([dav] enabled), switched at once; false answers /dav/ with 403. "
+                         "Each account reaches only its own site's home, with its password (gate DAV).")
+
+    def set(self, app, actor, value) -> None:
+        super().set(app, actor, value)
+        save_bootstrapper(app, {"apache_dav_enabled": coerce(value, BOOL, self.name)})
 
 
 # --- auth.geoip-key ---------------------------------------------------------------------------

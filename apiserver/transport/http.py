@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import time
 from typing import Callable, Optional
+import tempfile
 from urllib.parse import unquote_plus
 
 from twisted.internet import defer
@@ -38,6 +39,9 @@ http.RESPONSES.setdefault(429, b"Too Many Requests")
 #: The Server header: the product, never a version a scanner could match against advisories.
 SERVER_HEADER = b"apiserver"
 
+
+#: The challenge of ``/dav/`` (clients send ``user@domain`` and the account's password).
+DAV_CHALLENGE = 'Basic realm="apiserver DAV: user@domain", charset="UTF-8"'
 
 _CONTROL_CHARACTERS = {code: "?" for code in (*range(32), 127)}
 
@@ -81,12 +85,28 @@ class _Discard:
         pass
 
 
+#: Bytes per second a DAV upload must keep up: each chunk received moves the request deadline
+#: (:data:`REQUEST_TIMEOUT`) by its length at this rate, so large uploads are not cut at 60 s.
+MIN_UPLOAD_RATE = 64 * 1024
+#: DAV bodies above this size are spooled to a temporary file instead of memory.
+SPOOL_ABOVE = 256 * 1024
+
+
+def is_dav_path(path: bytes) -> bool:
+    """The request path (as sent, query included) is ``/dav`` or below it."""
+    path = path.split(b"?", 1)[0]
+    return path == b"/dav" or path.startswith(b"/dav/")
+
+
 class ApiRequest(server.Request):
     """A request whose body is capped at the site's ``max_body_size`` and kept in memory.
 
     From the moment it is processed until it is answered (or the client is gone) it counts as
     in flight on its site (what a graceful shutdown waits for); the transports note on it the
     dialect, function and fault for the metrics (:func:`note_call`, :func:`note_fault`).
+    ``PUT`` under ``/dav/`` is the exception: capped at ``[dav] max_upload_size``, spooled to
+    a temporary file (never held in memory), refused with 401 before any of it is read when it
+    carries no credentials, and given time in proportion to its size (:data:`MIN_UPLOAD_RATE`).
     """
 
     _refused = False
@@ -95,6 +115,8 @@ class ApiRequest(server.Request):
     api_dialect: Optional[str] = None
     api_function: Optional[str] = None
     api_fault: Optional[str] = None
+    _upload = False
+    _limit = 0
 
     def process(self):
         site = self.channel.site
@@ -108,21 +130,41 @@ class ApiRequest(server.Request):
         super().render(resrc)
 
     def gotLength(self, length):
-        """Refuse a declared body over the limit before any of it is read; else use BytesIO."""
-        if length is not None and length > self.channel.site.max_body_size:
+        """Refuse a declared body over the limit before any of it is read; else store it."""
+        site = self.channel.site
+        self._upload = self.method_sent() == b"PUT" and is_dav_path(getattr(self.channel, "_path", None) or b"")
+        self._limit = site.dav_upload_limit() if self._upload else site.max_body_size
+        if self._upload and (length is None or length > 0) and not self.requestHeaders.hasHeader(b"authorization"):
+            # Clients send a first PUT without credentials: do not store a body that gets 401.
+            self._refused = True
+            self.content = _Discard()
+            self.requestHeaders.removeHeader(b"Expect")
+            self.channel.answer_and_close(401, "Unauthorized", "log in with HTTP Basic: user@domain and password",
+                                          {"WWW-Authenticate": DAV_CHALLENGE})
+            return
+        if length is not None and length > self._limit:
             self._refuse_too_large()
             return
-        self.content = io.BytesIO()
+        if self._upload and (length is None or length > SPOOL_ABOVE):
+            self.content = tempfile.TemporaryFile(prefix="apiserver-dav-")
+        else:
+            self.content = io.BytesIO()
+
+    def method_sent(self) -> bytes:
+        """The method of the request line (known before ``requestReceived`` sets ``method``)."""
+        return getattr(self.channel, "_command", None) or b""
 
     def handleContentChunk(self, data: bytes) -> None:
         """Count what arrives (chunked bodies declare no length) and refuse past the limit."""
         if self._refused:
             return
         self._received += len(data)
-        if self._received > self.channel.site.max_body_size:
+        if self._received > self._limit:
             self.content.close()
             self._refuse_too_large()
             return
+        if self._upload:
+            self.channel.extend_deadline(len(data) / MIN_UPLOAD_RATE)
         self.content.write(data)
 
     def requestReceived(self, command, path, version):
@@ -135,8 +177,8 @@ class ApiRequest(server.Request):
         self.content = _Discard()
         # Nothing of the body was wanted: no "100 Continue" after this answer.
         self.requestHeaders.removeHeader(b"Expect")
-        self.channel.answer_and_close(413, "Payload Too Large",
-                                      f"request body larger than {self.channel.site.max_body_size} bytes")
+        what = "upload ([dav] max_upload_size)" if self._upload else "request body"
+        self.channel.answer_and_close(413, "Payload Too Large", f"{what} larger than {self._limit} bytes")
 
 
 #: Seconds a connection may stay silent (Twisted's default is 12 hours: a slow-client hazard).
@@ -182,13 +224,18 @@ class ApiChannel(http.HTTPChannel):
         self._request_deadline = None
         self.answer_and_close(408, "Request Timeout", f"the request did not arrive within {REQUEST_TIMEOUT} seconds")
 
+    def extend_deadline(self, seconds: float) -> None:
+        """Give the request being received ``seconds`` more to arrive whole (DAV uploads)."""
+        if self._request_deadline is not None and self._request_deadline.active():
+            self._request_deadline.delay(seconds)
+
     def _cancel_deadline(self) -> None:
         if self._request_deadline is not None:
             if self._request_deadline.active():
                 self._request_deadline.cancel()
             self._request_deadline = None
 
-    def answer_and_close(self, status: int, reason: str, message: str) -> None:
+    def answer_and_close(self, status: int, reason: str, message: str, headers: dict | None = None) -> None:
         """Answer a plain-text error for a request that will not be processed, then close.
 
         For refusals before a request reaches a resource (nothing else was written for it).
@@ -196,9 +243,11 @@ class ApiChannel(http.HTTPChannel):
         """
         self._cancel_deadline()
         body = (message + "\n").encode("utf-8")
-        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        extra = b"".join(b"%s: %s\r\n" % (name.encode("ascii"), value.encode("ascii"))
+                         for name, value in (headers or {}).items())
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                             % (status, reason.encode("ascii"), len(body), body))
+                             % (status, reason.encode("ascii"), extra, len(body), body))
         self.loseConnection()
         if self.abortTimeout is not None and self._abortingCall is None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
@@ -272,6 +321,10 @@ class ApiSite(server.Site):
         for channel in list(self.channels):
             channel.loseConnection()
         return d
+
+    def dav_upload_limit(self) -> int:
+        """``[dav] max_upload_size`` right now (the largest PUT under ``/dav/``)."""
+        return self.config.get("dav", "max_upload_size")
 
     def log(self, request) -> None:
         """Tell the observers; one line per request when ``[core] access_log`` is on: the client

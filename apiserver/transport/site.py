@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.web import resource
 
+from apiserver.transport.dav import DavResource
 from apiserver.transport.http import ApiSite, refuse
 from apiserver.transport.soap import SoapResource, WsdlResource
 from apiserver.transport.ui_login import LoginResource, LogoutResource
@@ -11,7 +12,7 @@ from apiserver.transport.wsdl import WsdlCache
 
 
 def build_site(app) -> ApiSite:
-    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/health`` and ``/metrics``
+    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/dav/``, ``/health`` and ``/metrics``
     on an :class:`ApiSite`; anything else is 404."""
     from apiserver.transport.health import HealthResource
     from apiserver.transport.metrics import Metrics, MetricsResource
@@ -24,6 +25,7 @@ def build_site(app) -> ApiSite:
     root.putChild(b"xmlrpc", XmlRpcResource(app))
     root.putChild(b"login", LoginResource(app))
     root.putChild(b"logout", LogoutResource(app))
+    root.putChild(b"dav", DavResource(app))
     if getattr(app, "metrics", None) is None:
         app.metrics = Metrics(app)
         sender = getattr(app.notices, "sender", None)
@@ -48,4 +50,4 @@ class _NotFound(resource.Resource):
 
     def render(self, request):
         return refuse(request, 404, "no such resource; the API is at /soap, /xmlrpc and /apnscp.wsdl, "
-                                   "the UI login at /login")
+                                   "the UI login at /login, WebDAV at /dav/")

@@ -17,7 +17,7 @@ ROUND_TRIPS = [
     ("cp.debug", [], True, True, "false", False),
     ("cp.bootstrapper", ["has_low_memory"], True, True, "false", False),
     ("cp.bootstrapper", ["postfix_insecure_ssl"], True, True, "false", False),
-    ("apache.dav", [], True, True, "false", False),
+    ("apache.dav", [], False, False, "true", True),  # [dav] enabled, true by default
     ("apache.insecure-ssl", [], True, True, "false", False),
     ("mail.insecure-ssl", [], True, True, "false", False),
     ("auth.geoip-key", [], "[id:1234,key:key-name-0123456789]", {"id": 1234, "key": MASKED_KEY},
@@ -87,7 +87,7 @@ def test_list_and_info(running_server):
                "cp.debug", "mail.insecure-ssl"}
     assert builtin <= set(cpcmd(running_server, "scope:list"))  # installed plugins may add more
     info = soap.scope_info("apache.dav")
-    assert (info.type, info.default, info.allowed["string"]) == ("bool", False, ["true", "false"])  # zeep names array items
+    assert (info.type, info.default, info.allowed["string"]) == ("bool", True, ["true", "false"])  # zeep names array items
     assert "WebDAV" in info.help
     assert cpcmd(running_server, "scope:info", "cp.bootstrapper")["usage"] == "cp.bootstrapper VAR VALUE"
 

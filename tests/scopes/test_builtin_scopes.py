@@ -185,6 +185,16 @@ class BuiltinScopeTests(unittest.TestCase):
         self.assertEqual((values["apache_dav_enabled"], values["apache_insecure_ssl"]), (True, True))
         self.assertIn("apache.dav: expected boolean", await self.refused("apache.dav", "[a,b]"))
 
+    async def test_apache_dav_switches_dav_enabled_at_once(self):
+        """apache.dav is [dav] enabled: live at once, in config.ini for the next start."""
+        self.assertIs(await self.app.scopes.get("apache.dav"), True)  # /dav/ is served by default
+        await self.app.scopes.set("apache.dav", ADMIN, False)
+        self.assertIs(self.app.config.get("dav", "enabled"), False)
+        self.assertIs(load_config(self.app.config.path).get("dav", "enabled"), False)
+        self.assertIs((await self.app.scopes.get("cp.bootstrapper"))["apache_dav_enabled"], False)
+        await self.app.scopes.set("apache.dav", ADMIN, "true")
+        self.assertIs(self.app.config.get("dav", "enabled"), True)
+
     # --- auth.geoip-key -------------------------------------------------------------------------
     async def test_geoip_key_hash_stored_and_never_shown_in_full(self):
         """The hash (or its ApisCP spelling) is stored in [geoip]; get and audit mask the key."""

@@ -1,0 +1,320 @@
+"""WsgiDAV's filesystem provider, confined to one site's home and writing atomically.
+
+Blocking: everything here is filesystem work and runs on the DAV thread pool.
+
+* Every DAV path is checked like a site path (:func:`apiserver.sites.home.split_site_path`:
+  no ``..``, NUL, backslash or percent-encoded tricks) and its folder must resolve inside the
+  home (links in folders are followed only while they stay inside).  A symbolic link as the
+  last part is never served, listed, written through or used as a COPY/MOVE destination
+  (403): the link could lead anywhere, and DELETE would act on its target.
+* GET opens the file and checks, on the open descriptor, that it is inside the home, so a link
+  swapped in after the check is caught.
+* PUT writes a temporary file created in the target's own folder (so it inherits the folder's
+  default ACL, as Fortification sets them), gives it the replaced file's mode and access ACL,
+  and renames it over the target when the body is complete: an interrupted or refused PUT
+  leaves the old file (or, for a new one, nothing).
+* New files and folders are owned by the thread's file-system user, which
+  :mod:`apiserver.dav.wsgi` sets to the sites' owner when the server runs as root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+
+from wsgidav import util
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, DAVError
+from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
+from wsgidav.prop_man.property_manager import PropertyManager
+
+from apiserver.errors import InvalidArgument
+from apiserver.sites.home import is_inside, split_site_path
+
+#: Prefix of the temporary files of PUTs in progress (never listed).
+TEMP_PREFIX = ".dav-upload-"
+#: The extended attribute holding a file's access ACL (copied to its replacement).
+ACL_XATTR = "system.posix_acl_access"
+#: Longest file name and path (Linux's NAME_MAX and PATH_MAX).
+NAME_MAX, PATH_MAX = 255, 4096
+#: Bytes of dead properties (PROPPATCH) one site may keep in memory.
+MAX_PROPERTY_BYTES = 1 << 20
+_BUFFER = 256 * 1024
+
+
+def _forbidden(reason: str) -> DAVError:
+    return DAVError(HTTP_FORBIDDEN, reason)
+
+
+def fd_path(fd: int) -> str:
+    """The path the kernel has for open descriptor ``fd`` (what it really opened)."""
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+class AtomicWriter:
+    """A file object for PUT: writes ``<folder>/.dav-upload-*`` and renames it over the target on
+    :meth:`commit`; :meth:`abort` removes it."""
+
+    def __init__(self, folder_fd: int, name: str, temp_name: str, fd: int):
+        self.folder_fd, self.name, self.temp_name = folder_fd, name, temp_name
+        self.file = os.fdopen(fd, "wb", _BUFFER)
+        self.done = False
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def close(self) -> None:
+        """Flush the data (WsgiDAV closes before ``end_write``); the rename waits for :meth:`commit`."""
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def commit(self) -> None:
+        self.close()
+        os.rename(self.temp_name, self.name, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
+        self.done = True
+        os.close(self.folder_fd)
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.temp_name, dir_fd=self.folder_fd)
+        except FileNotFoundError:
+            pass
+        os.close(self.folder_fd)
+
+
+class HomeFileResource(FileResource):
+    """A file of the home; ``pending`` while a PUT creates it (nothing is on disk yet)."""
+
+    def __init__(self, path: str, environ: dict, file_path: str, pending: bool = False):
+        if pending:  # DAVNonCollection's constructor, without FileResource's stat of a missing file
+            super(FileResource, self).__init__(path, environ)
+            self._file_path = file_path
+            self.file_stat = os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+            self.name = util.to_str(os.path.basename(file_path))
+        else:
+            super().__init__(path, environ, file_path)
+        self._writer = None
+
+    def get_content(self):
+        """Open for reading and check on the descriptor that the file is inside the home."""
+        fd = os.open(self._file_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not is_inside(fd_path(fd), self.provider.root_folder_path_real) or \
+                    not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _forbidden("the file is not inside the site's home")
+            return os.fdopen(fd, "rb", _BUFFER)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def begin_write(self, *, content_type=None):
+        """A temporary file in the target's folder, checked on the folder's descriptor."""
+        if self.provider.readonly:
+            raise _forbidden("read only")
+        folder, name = os.path.split(self._file_path)
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if not is_inside(fd_path(folder_fd), self.provider.root_folder_path_real):
+                raise _forbidden("the folder is not inside the site's home")
+            temp_name = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            # 0666 and the umask, or the folder's default ACL: as any file created in place.
+            fd = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o666, dir_fd=folder_fd)
+            try:
+                _keep_permissions(folder_fd, name, fd)
+            except BaseException:
+                os.close(fd)
+                os.unlink(temp_name, dir_fd=folder_fd)
+                raise
+        except BaseException:
+            os.close(folder_fd)
+            raise
+        self._writer = AtomicWriter(folder_fd, name, temp_name, fd)
+        return self._writer
+
+    def end_write(self, *, with_errors):
+        """Rename the complete upload over the target, or drop it."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        if with_errors:
+            writer.abort()
+            return
+        try:
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        self.file_stat = os.stat(self._file_path)
+
+    def copy_move_single(self, dest_path, *, is_move):
+        """COPY of one file: through a temporary file and a rename, like PUT."""
+        if self.provider.readonly:
+            raise _forbidden("read only")
+        dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
+        target = HomeFileResource(dest_path, self.environ, dest_file, pending=True)
+        target.provider = self.provider
+        with self.get_content() as source:
+            writer = target.begin_write()
+            try:
+                while True:
+                    chunk = source.read(_BUFFER)
+                    if not chunk:
+                        break
+                    writer.write(chunk)
+            except BaseException:
+                target.end_write(with_errors=True)
+                raise
+            target.end_write(with_errors=False)
+        try:
+            st = os.stat(self._file_path)
+            os.utime(dest_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            pass
+        prop_manager = self.provider.prop_manager
+        if prop_manager:
+            dest_url = self.provider.share_path + dest_path
+            if is_move:
+                prop_manager.move_properties(self.get_ref_url(), dest_url, with_children=False, environ=self.environ)
+            else:
+                prop_manager.copy_properties(self.get_ref_url(), dest_url, self.environ)
+
+    def delete(self):
+        if self.provider.readonly:
+            raise _forbidden("read only")
+        super().delete()
+
+
+def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
+    """Give the new file ``fd`` the mode and access ACL of the file it will replace, if any."""
+    try:
+        old = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(old.st_mode):
+        return
+    os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
+    try:
+        acl = os.getxattr(f"/proc/self/fd/{folder_fd}/{name}", ACL_XATTR, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return
+        raise
+    os.setxattr(fd, ACL_XATTR, acl)
+
+
+class HomeFolderResource(FolderResource):
+    """A folder of the home: links that lead out and temporary uploads are not listed."""
+
+    def get_used_bytes(self):
+        """No RFC 4331 quota properties: the figures would be the host disk's, shared by every site."""
+        return None
+
+    def get_available_bytes(self):
+        return None
+
+    def get_member_names(self) -> list:
+        names = []
+        for name in os.listdir(self._file_path):
+            if name.startswith(TEMP_PREFIX):
+                continue
+            full = os.path.join(self._file_path, name)
+            if os.path.islink(full) or not (os.path.isdir(full) or os.path.isfile(full)):
+                continue
+            names.append(name)
+        return names
+
+    def create_empty_resource(self, name):
+        """For PUT nothing is made until the body is complete (see :class:`HomeFileResource`);
+        for LOCK of an unmapped URL an empty file, as RFC 4918 says."""
+        if self.provider.readonly:
+            raise _forbidden("read only")
+        path = util.join_uri(self.path, name)
+        file_path = self.provider._loc_to_file_path(path, self.environ)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            res = HomeFileResource(path, self.environ, file_path, pending=True)
+            return res
+        fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        os.close(fd)
+        return self.provider.get_resource_inst(path, self.environ)
+
+    def create_collection(self, name):
+        if self.provider.readonly:
+            raise _forbidden("read only")
+        os.mkdir(self.provider._loc_to_file_path(util.join_uri(self.path, name), self.environ), 0o777)
+
+    def delete(self):
+        if self.provider.readonly:
+            raise _forbidden("read only")
+        super().delete()
+
+
+class HomeProvider(FilesystemProvider):
+    """One DAV root (a site's home, or a user's folder in it), with its own locks and properties."""
+
+    def __init__(self, root: str, readonly: bool = False):
+        super().__init__(root, readonly=readonly, fs_opts={"follow_symlinks": False})
+        self.root_folder_path = self.root_folder_path_real
+
+    def _loc_to_file_path(self, path: str, environ: dict = None) -> str:
+        """The host path of DAV ``path``: its folder resolved inside the root, its last part no link."""
+        try:
+            parts = split_site_path(path)
+        except InvalidArgument as exc:
+            raise _forbidden(exc.message) from None
+        root = self.root_folder_path_real
+        if not parts:
+            return root
+        if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in parts) or len(path) > PATH_MAX:
+            raise DAVError(HTTP_BAD_REQUEST, f"a name may have at most {NAME_MAX} bytes, a path {PATH_MAX}")
+        folder = os.path.realpath(os.path.join(root, *parts[:-1]))
+        if not is_inside(folder, root):
+            raise _forbidden("the path leads out of the site's home")
+        file_path = os.path.join(folder, parts[-1])
+        if parts[-1].startswith(TEMP_PREFIX):
+            raise _forbidden("names starting with .dav-upload- are reserved for uploads in progress")
+        if os.path.islink(file_path):
+            raise _forbidden("symbolic links are not served over DAV")
+        return file_path
+
+    def custom_request_handler(self, environ, start_response, default_handler):
+        """Refuse PROPFIND with Depth infinity (403 with DAV:propfind-finite-depth, RFC 4918 9.1):
+        one request would walk the whole home."""
+        default_handler.__self__.allow_propfind_infinite = False
+        return default_handler(environ, start_response)
+
+    def get_resource_inst(self, path: str, environ: dict):
+        self._count_get_resource_inst += 1
+        file_path = self._loc_to_file_path(path, environ)
+        try:
+            info = os.lstat(file_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISDIR(info.st_mode):
+            return HomeFolderResource(path, environ, file_path)
+        if stat.S_ISREG(info.st_mode):
+            return HomeFileResource(path, environ, file_path)
+        raise _forbidden("only files and folders are served over DAV")
+
+
+class BoundedPropertyManager(PropertyManager):
+    """WsgiDAV's in-memory dead properties (PROPPATCH), at most :data:`MAX_PROPERTY_BYTES` per root."""
+
+    def write_property(self, norm_url, name, property_value, dry_run, environ=None):
+        if not dry_run:
+            self._lazy_open()
+            used = sum(len(k) + len(v) for props in self._dict.values() for k, v in props.items()
+                       if isinstance(v, (str, bytes)))
+            if used + len(name) + len(property_value or b"") > MAX_PROPERTY_BYTES:
+                raise DAVError(HTTP_INSUFFICIENT_STORAGE, "too many dead properties for this site")
+        return super().write_property(norm_url, name, property_value, dry_run, environ)

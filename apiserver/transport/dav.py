@@ -1,0 +1,243 @@
+"""``/dav/``: each account's site files over WebDAV (RFC 4918 classes 1 and 2), gate DAV.
+
+On the reactor thread, for every request, in this order:
+
+1. ``app.gatekeeper.check_http(request, Gate.DAV)``: ``https_only`` and ``[dav] enabled``
+   (the ``apache.dav`` scope), 403 with the reason;
+2. no path segment may decode to ``..`` or carry ``/``, ``\\`` or NUL (403), and the path must
+   be UTF-8 (400);
+3. HTTP Basic ``user@domain`` and the account's password (none or unreadable: 401 with the
+   challenge, not counted), admitted by ``app.admit`` at gate DAV like every gate: Anvil
+   (429 with ``Retry-After``), the password (checked on the hashing pool; a verified one is
+   remembered, see :mod:`apiserver.accounts.verified`) and the account's IP restrictions; a
+   wrong password and a refused address are the same 401 and count in Anvil;
+4. the request goes to WsgiDAV on the DAV thread pool (:mod:`apiserver.dav.wsgi`), which
+   serves the site's home to its administrator and ``/home/<user>`` to a user of the site;
+   its answer is sent as fast as the client takes it (:class:`Backpressure`).
+
+The appliance administrator has no site home: its correct password gets 403 naming
+``user@domain``.  Bodies: see :class:`apiserver.transport.http.ApiRequest` (PUT is spooled to
+a temporary file and capped at ``[dav] max_upload_size``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+from typing import Optional
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web import resource, server
+from twisted.web.wsgi import WSGIResource
+
+from apiserver.accounts.passwords import MAX_PASSWORD_LENGTH
+from apiserver.context import AuthRequest, Credentials, Gate
+from apiserver.dav.wsgi import DavAccount, DavApplication
+from apiserver.errors import ApiError, AuthenticationFailed, Throttled
+from apiserver.module import Role
+from apiserver.transport.http import DAV_CHALLENGE, answerable, finish_with, refuse
+
+log = Logger(namespace="apiserver.dav")
+
+LOGIN_FAILED = "login failed: wrong user@domain or password, or this address may not log in"
+NO_CREDENTIALS = "log in with HTTP Basic: user@domain and the account's password"
+APPLIANCE_HAS_NO_SITE = ("the appliance administrator has no site home; log in as a site's administrator "
+                         "or user (user@domain)")
+_MAX_AUTHORIZATION = 4096
+
+
+def basic_credentials(request) -> Optional[Credentials]:
+    """``user@domain`` and password from ``Authorization: Basic``, or None when absent or unreadable.
+
+    The domain is what follows the last ``@``; without one the name is the appliance
+    administrator's (who has no site home).  Credentials are UTF-8 (RFC 7617's charset).
+    """
+    raw = request.getHeader(b"authorization")
+    if raw is None or len(raw) > _MAX_AUTHORIZATION:
+        return None
+    scheme, _, token = raw.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    login, sep, password = decoded.partition(":")
+    if not sep or not login or len(password) > MAX_PASSWORD_LENGTH or "\x00" in decoded:
+        return None
+    user, at, domain = login.rpartition("@")
+    if not at:
+        return Credentials(username=login, site=None, password=password)
+    if not user or not domain:
+        return None
+    return Credentials(username=user, site=domain, password=password)
+
+
+def escapes_home(request) -> bool:
+    """A path segment that decodes to ``..`` or holds a separator or NUL (``%2e%2e``, ``%2f``)."""
+    return any(seg == b".." or b"/" in seg or b"\\" in seg or b"\x00" in seg for seg in request.postpath)
+
+
+def path_is_utf8(request) -> bool:
+    """The decoded path is UTF-8, as WebDAV clients send it (RFC 4918 8.3)."""
+    try:
+        b"/".join(request.postpath).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class DavResource(resource.Resource):
+    """``/dav`` and everything below it (a leaf: WsgiDAV resolves the rest)."""
+
+    isLeaf = True
+
+    def __init__(self, app, dav_app: Optional[DavApplication] = None, pool: Optional[ThreadPool] = None):
+        super().__init__()
+        self.app = app
+        self.pool = pool or ThreadPool(minthreads=0, maxthreads=app.config.get("dav", "threads"), name="apiserver-dav")
+        self.dav_app = dav_app or DavApplication(app.site_homes)
+        self._started = False
+
+    def _ensure_pool(self) -> None:
+        if not self._started:
+            self._started = True
+            self.pool.start()
+            self.app.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
+
+    def render(self, request):
+        refusal = self.app.gatekeeper.check_http(request, Gate.DAV)
+        if refusal is not None:
+            return refuse(request, refusal.status, refusal.message, refusal.headers)
+        if escapes_home(request):
+            return refuse(request, 403, "the path leads out of the site's home")
+        if not path_is_utf8(request):
+            return refuse(request, 400, "the path must be UTF-8 (percent-encoded)")
+        credentials = basic_credentials(request)
+        if credentials is None:
+            return refuse(request, 401, NO_CREDENTIALS, {"www-authenticate": DAV_CHALLENGE})
+        auth = AuthRequest(gate=Gate.DAV, address=self.app.gatekeeper.client_address(request),
+                           credentials=credentials, secure=request.isSecure())
+        d = self.app.admit(auth)
+        d.addCallbacks(self._admitted, self._refused, callbackArgs=(request,), errbackArgs=(request,))
+        d.addErrback(self._last_resort, request)
+        return server.NOT_DONE_YET
+
+    def _admitted(self, ctx, request) -> None:
+        if not answerable(request):
+            return
+        identity = ctx.identity
+        if identity.role is Role.ADMIN or identity.site is None:
+            finish_with(request, refuse(request, 403, APPLIANCE_HAS_NO_SITE))
+            return
+        account = DavAccount(site=identity.site, user=identity.username if identity.role is Role.USER else None)
+        length = _body_length(request)
+        dav_app, reactor = self.dav_app, self.app.reactor
+        backpressure = Backpressure()
+        request.registerProducer(backpressure, True)
+
+        def application(environ, start_response):
+            environ["apiserver.dav.account"] = account
+            if length is not None:  # Twisted has de-chunked the body: tell WsgiDAV its length
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
+                environ["CONTENT_LENGTH"] = str(length)
+            try:
+                result = dav_app(environ, start_response)
+                try:
+                    for chunk in result:
+                        if not backpressure.wait_writable():
+                            reactor.callFromThread(_drop, request)  # before WSGIResource's finish
+                            return
+                        yield chunk
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
+            finally:  # queued before WSGIResource's finish, which must find no producer
+                reactor.callFromThread(_unregister, request)
+
+        self._ensure_pool()
+        WSGIResource(reactor, self.pool, application).render(request)
+
+    def _refused(self, failure, request) -> None:
+        error = failure.value
+        if isinstance(error, Throttled):
+            body = refuse(request, 429, error.message, {"retry-after": str(max(1, int(error.retry_after)))})
+        elif isinstance(error, AuthenticationFailed):
+            body = refuse(request, 401, LOGIN_FAILED, {"www-authenticate": DAV_CHALLENGE})
+        elif isinstance(error, ApiError) and error.http_status < 500:
+            body = refuse(request, error.http_status, error.message)
+        else:
+            log.failure("a DAV request failed", failure)
+            body = refuse(request, 500, "the request failed on the server; the error was logged")
+        finish_with(request, body)
+
+    def _last_resort(self, failure, request) -> None:
+        log.failure("answering DAV {method} failed", failure, method=request.method)
+        if answerable(request):
+            finish_with(request, refuse(request, 500, "the request failed on the server; the error was logged"))
+
+
+#: Seconds a DAV thread waits for a client that reads nothing before it gives up the answer.
+STALLED_CLIENT_TIMEOUT = 60
+
+
+@implementer(IPushProducer)
+class Backpressure:
+    """Holds a DAV thread while the connection's send buffer is full, so a large GET never piles
+    up in memory: the transport pauses and resumes it (registered on the request), the thread
+    calls :meth:`wait_writable` before each chunk."""
+
+    def __init__(self, timeout: float = STALLED_CLIENT_TIMEOUT):
+        self.timeout = timeout
+        self._writable = threading.Event()
+        self._writable.set()
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        self._writable.clear()
+
+    def resumeProducing(self) -> None:
+        self._writable.set()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self._writable.set()
+
+    def wait_writable(self) -> bool:
+        """Blocking (DAV thread).  True when the client may take more; False when it is gone or
+        read nothing for ``timeout`` seconds (the answer is then abandoned)."""
+        if not self._writable.wait(self.timeout):
+            self.stopped = True
+        return not self.stopped
+
+
+def _drop(request) -> None:
+    """Close the connection of an answer that was abandoned half-way (its length was promised)."""
+    if getattr(request, "channel", None) is not None:
+        request.loseConnection()
+
+
+def _unregister(request) -> None:
+    if getattr(request, "channel", None) is not None and request.producer is not None:
+        request.unregisterProducer()
+
+
+def _body_length(request) -> Optional[int]:
+    """The received body's size when the client sent it chunked (no Content-Length), else None."""
+    if request.getHeader(b"content-length") is not None:
+        return None
+    content = request.content
+    try:
+        content.seek(0, os.SEEK_END)
+        size = content.tell()
+        content.seek(0)
+    except (OSError, ValueError):
+        return None
+    return size
