@@ -34,7 +34,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from apiserver.dav.provider import BoundedPropertyManager, HomeProvider
 from apiserver.errors import NotFound
-from apiserver.sites.home import FileOwner, can_search, grant_search, is_inside
+from apiserver.sites.home import FileOwner, is_inside
 
 #: Where ``/dav/`` is mounted (WSGI SCRIPT_NAME).
 MOUNT_PATH = "/dav"
@@ -184,15 +184,7 @@ class DavApplication:
             return
         with self._lock:
             self.fs_user.become(0, 0)
-            homes = self.site_homes
-            top = os.path.realpath(homes.state_dir or homes.sites_root)
-            path = os.path.realpath(homes.sites_root)
-            while is_inside(path, top):
-                if not can_search(path, owner.name):
-                    grant_search(path, owner.name)
-                if path == top:
-                    break
-                path = os.path.dirname(path)
+            self.site_homes.let_reach(owner.name)
             self._reachable_by = owner.uid
 
     def __call__(self, environ, start_response):

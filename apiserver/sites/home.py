@@ -301,13 +301,19 @@ class SiteHomes:
     def ensure_reachable(self) -> None:
         """Blocking.  Make ``sites_root`` and let the web server user reach it through ``state_dir``."""
         os.makedirs(self.sites_root, mode=0o755, exist_ok=True)
-        if not self.web_user or not self.state_dir:
+        if self.web_user:
+            self.let_reach(self.web_user)
+
+    def let_reach(self, user: str) -> None:
+        """Blocking.  Give ``user`` search (``x``, no listing) on every folder from ``state_dir``
+        down to ``sites_root`` that does not let it pass yet."""
+        if not self.state_dir:
             return
         top = os.path.realpath(self.state_dir)
         path = os.path.realpath(self.sites_root)
         while is_inside(path, top):
-            if not can_search(path, self.web_user):
-                grant_search(path, self.web_user)
+            if not can_search(path, user):
+                grant_search(path, user)
             if path == top:
                 break
             path = os.path.dirname(path)
