@@ -51,19 +51,20 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
                  log_stream=None) -> "ApiServer":
     """Validate the config, check the state, set up logging and build the service tree.
 
-    Raises ConfigError (naming section and key), StartError (no state: "run apiserver init
-    first"; an unreadable database) before anything listens.  Nothing is bound until
+    Raises ConfigError (naming section and key), PluginError (one line naming the plugin),
+    StartError (no state: "run apiserver init first"; an unreadable database) before anything
+    listens.  ``[core] disabled_plugins`` is honoured.  Nothing is bound until
     ``privilegedStartService``.
     """
     from apiserver.app import create_application
     from apiserver.logs import log_stream_for, make_observer
-    from apiserver.plugins import make_plugin_manager
+    from apiserver.plugins import make_plugin_manager, read_disabled_plugins
 
     if reactor is None:
         from twisted.internet import reactor  # noqa: the real one, only when none is given
-    pm = plugin_manager or make_plugin_manager()
-    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
     path = find_config_path(config_file)
+    pm = plugin_manager or make_plugin_manager(disabled=read_disabled_plugins(path))
+    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
     config = load_config(path, extra)
     cross_check(config)
     _check_state_dir(config)
