@@ -62,10 +62,12 @@ def started(tmp_path):
     LIFECYCLE = Lifecycle()
     with PluginTestApp(tmp_path, plugins=[LIFECYCLE], sections={"frontend": {"http_port": "0", "https_port": "0"}}) as app:
         reactor = MemoryReactorClock()
-        start(app.app, reactor)
+        server = start(app.app, reactor)
         for hook, args, kwargs in reactor.whenRunningHooks:  # as reactor.run() would
             hook(*args, **kwargs)
         yield app, reactor
+        # the listeners bound real ports on the global reactor: close them for the tests after
+        wait(defer.gatherResults([defer.maybeDeferred(s.stopService) for s in server.listeners if s.running]))
 
 
 def test_add_modules_contributes_a_callable_module(started):
