@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
 import threading
 
 import pytest
 from twisted.internet import task
 
+import apiserver.modules
 from apiserver.config import ConfigError, Key, Section, parse_str
 from apiserver.context import Gate
 from apiserver.errors import AuthenticationFailed, InvalidArgument, NotFound
@@ -261,3 +264,20 @@ def test_concurrent_first_writes_of_one_key_all_succeed(storage):
     for thread in threads:
         thread.join()
     assert errors == [] and state.get("race") in range(4)
+
+
+#: what built-in modules must ask the plugin API for, not the application (the API offers it)
+APP_REACHES_THE_API_OFFERS = re.compile(
+    r"\b(?:ctx|self)\.app\.(?:run_blocking|fire|clock)\b|\b(?:ctx|self)\.app\.config\.get\(|ip_restrictions\.invalidate\("
+    r"|\b(?:ctx|self)\.app\.accounts\.(?:identity_for|get_email)\b|\b(?:ctx|self)\.app\.scopes\.get\(")
+
+
+def test_builtin_modules_use_the_api_where_it_offers_the_operation():
+    """apiserver/modules/*.py run blocking work, fire events, read their module's config and look
+    up accounts through ctx.api / self.api, as a plugin would."""
+    folder = pathlib.Path(apiserver.modules.__file__).parent
+    found = [f"{path.name}:{number}: {line.strip()}"
+             for path in sorted(folder.glob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if APP_REACHES_THE_API_OFFERS.search(line)]
+    assert not found, "\n".join(found)
