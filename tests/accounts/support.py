@@ -11,31 +11,15 @@ from typing import Optional
 
 import pytest
 from twisted.internet import defer, reactor, task
-from twisted.python.failure import Failure
 
 from apiserver.accounts import initialize_state
 from apiserver.app import create_application
 from apiserver.config import BUILTIN_SECTIONS, Config
 from apiserver.context import CallContext, Credentials, Gate
 from apiserver.plugins import make_plugin_manager
+from apiserver.testing import wait  # noqa: F401 - tests import it from here
 
 FAST = {"auth": {"pbkdf2_iterations": "1000"}, "mail": {"enabled": "false"}}
-
-
-def wait(d, timeout: float = 20.0):
-    """The result of Deferred (or coroutine) ``d``; its failure is raised."""
-    if not isinstance(d, defer.Deferred):
-        d = defer.ensureDeferred(d)
-    results = []
-    d.addBoth(results.append)
-    deadline = time.monotonic() + timeout
-    while not results:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Deferred did not fire within {timeout}s")
-        reactor.iterate(0.005)
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def eventually(predicate, timeout: float = 20.0) -> None:
