@@ -271,3 +271,20 @@ def test_builtin_modules_use_the_api_where_it_offers_the_operation():
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if APP_REACHES_THE_API_OFFERS.search(line)]
     assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("event, kwargs, error", [
+    ("apiserver_site_addd", {"site": "example.net", "actor": None}, "apiserver_site_addd is not an event hook"),
+    ("apiserver_add_modules", {}, "apiserver_add_modules is not an event hook"),
+    ("apiserver_startup", {}, "apiserver_startup is not an event hook"),
+    ("apiserver_site_added", {"site": "example.net"}, "apiserver_site_added takes actor, site; got site"),
+    ("apiserver_site_added", {"site": "example.net", "actor": None, "domain": "x"},
+     "apiserver_site_added takes actor, site; got actor, domain, site"),
+])
+def test_fire_refuses_what_is_not_an_event_or_its_arguments(hello, event, kwargs, error):
+    """api.fire names a misspelled or non-event hook, or wrong arguments, instead of calling plugins with them."""
+    app, plugin = hello
+    with pytest.raises(ValueError) as caught:
+        app.api.fire(event, **kwargs)
+    assert str(caught.value) == error
+    assert plugin.events == []
