@@ -17,7 +17,7 @@ from apiserver.config import Config, load_config
 from apiserver.context import AuthRequest, CallContext
 from apiserver.dispatch import Registry, bind_arguments
 from apiserver.plugin_api import PluginApi
-from apiserver.plugins import make_plugin_manager
+from apiserver.plugins import make_plugin_manager, plugin_sections
 
 log = Logger(namespace="apiserver.app")
 
@@ -127,7 +127,7 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
         plugin_manager = make_plugin_manager(load_entrypoints=load_entrypoints, disabled=disabled)
     pm = plugin_manager
     if config is None:
-        extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
+        extra = plugin_sections(pm)
         config = load_config(config_file, extra)
     app = Application(config, reactor, pm, clock=clock)
 

@@ -29,7 +29,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger, globalLogBeginner
 from twisted.python.components import Componentized
 
-from apiserver.plugins import log_loaded_plugins
+from apiserver.plugins import log_loaded_plugins, plugin_sections
 from apiserver.config import (
     BUILTIN_SECTIONS, ConfigError, config_path as find_config_path, cross_check, load_config, secret_values,
 )
@@ -64,7 +64,7 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
         from twisted.internet import reactor  # noqa: the real one, only when none is given
     path = find_config_path(config_file)
     pm = plugin_manager or make_plugin_manager(disabled=read_disabled_plugins(path))
-    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
+    extra = plugin_sections(pm)
     config = load_config(path, extra)
     cross_check(config)
     _check_state_dir(config)
