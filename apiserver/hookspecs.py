@@ -76,7 +76,8 @@ def apiserver_shutdown(api, app):
     """Called once when the server stops (SIGTERM/SIGINT), before storage is closed.
 
     ``api`` is the plugin API (``app`` the application, private to built-in plugins).  Returns
-    nothing; may return a Deferred that the shutdown waits for.
+    nothing; may return a Deferred that the shutdown waits for.  An implementation that raises
+    or whose Deferred fails is logged; the shutdown goes on.
     """
 
 

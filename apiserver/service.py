@@ -289,7 +289,8 @@ class ApiServer(service.MultiService):
         except defer.TimeoutError:
             for channel in list(self.site.channels):
                 channel.transport.abortConnection()
-        results = [r for r in self.app.hook.apiserver_shutdown(app=self.app, api=self.app.api) if isinstance(r, defer.Deferred)]
+        # through fire: a plugin whose shutdown raises or fails is logged and cannot stop the rest
+        results = [r for r in self.app.fire("apiserver_shutdown") if isinstance(r, defer.Deferred)]
         if results:
             await defer.gatherResults(results)
         for child in reversed(self.background):
