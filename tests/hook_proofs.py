@@ -75,7 +75,7 @@ def _defined_in_tests(function) -> bool:
 
 def install_recorder() -> None:
     """Make every hook implementation defined under tests/ record its calls in ``CALLED``."""
-    from pluggy._hooks import HookImpl
+    from pluggy import HookImpl
 
     original = HookImpl.__init__
     if getattr(original, "records_hooks", False):
