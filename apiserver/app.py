@@ -19,7 +19,7 @@ from apiserver.config import Config, load_config
 from apiserver.context import AuthRequest, CallContext
 from apiserver.dispatch import Registry, bind_arguments
 from apiserver.plugin_api import PluginApi
-from apiserver.plugins import make_plugin_manager
+from apiserver.plugins import make_plugin_manager, plugin_sections
 
 log = Logger(namespace="apiserver.app")
 
@@ -117,25 +117,33 @@ class Application:
                                          self.config.get("auth", "hash_priority"), fn, *args, **kwargs)
 
     # --- events -----------------------------------------------------------------------------
-    def fire(self, event: str, **kwargs: Any) -> None:
+    def fire(self, event: str, **kwargs: Any) -> list:
         """Call every plugin's implementation of the event hook ``event`` with ``api``, ``app`` and ``kwargs``.
 
         Unlike a plain hook call, a plugin that raises is logged and the plugins after it still
         run; the action that caused the event stands.  Must be called on the reactor thread.
         Wrapper implementations are refused at registration (``apiserver.plugins``), so every
-        implementation of an event is a plain function called here.
+        implementation of an event is a plain function called here.  Returns what the
+        implementations that did not raise returned (``apiserver_shutdown``: Deferreds).
         """
         kwargs["app"] = self
         kwargs["api"] = self.api
+        results = []
         for impl in reversed(getattr(self.hook, event).get_hookimpls()):  # pluggy's own order
             if impl.wrapper or impl.hookwrapper:  # only a manager that bypassed apiserver.plugins lets one in
                 log.error("plugin {plugin}: {event} cannot be implemented as a wrapper; not called",
                           plugin=impl.plugin_name, event=event)
                 continue
             try:
-                impl.function(*(kwargs[name] for name in impl.argnames))
+                result = impl.function(*(kwargs[name] for name in impl.argnames))
             except Exception:
                 log.failure("plugin {plugin} failed in {event}", plugin=impl.plugin_name, event=event)
+                continue
+            if isinstance(result, defer.Deferred):
+                result.addErrback(lambda failure, plugin=impl.plugin_name: log.failure(
+                    "plugin {plugin} failed in {event}", failure, plugin=plugin, event=event))
+            results.append(result)
+        return results
 
     # --- the shared middle of every gate ----------------------------------------------------
     def background_services(self) -> list:
@@ -174,7 +182,7 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
         plugin_manager = make_plugin_manager(load_entrypoints=load_entrypoints, disabled=disabled)
     pm = plugin_manager
     if config is None:
-        extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
+        extra = plugin_sections(pm)
         config = load_config(config_file, extra)
     app = Application(config, reactor, pm, clock=clock)
 

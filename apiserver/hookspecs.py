@@ -8,11 +8,13 @@ and what the return value means; ``tests/test_hookspecs.py`` fails for an undocu
 Hooks whose name ends in a past participle (``..._changed``, ``..._created``) are events: they
 run on the reactor thread after the fact, return nothing, and must not block (hand slow work
 to ``api.run_blocking``).  They are fired with ``app.fire``, so one plugin that raises is
-logged and cannot stop the others or undo the action.  ``firstresult`` hooks are decisions: the first non-None answer wins.
+logged and cannot stop the others or undo the action.  ``firstresult`` hooks are decisions:
+the first non-None answer wins.
 
 Hooks get ``api``, the :class:`apiserver.plugin_api.PluginApi` (what a plugin may use), and
 ``app``, the application (private to apiserver; built-in plugins only); an implementation
-names only the arguments it needs.  Only ``apiserver_call`` takes ``@hookimpl(wrapper=True)``
+names only the arguments it needs.  ``apiserver_config_sections`` runs before either exists
+and gets neither; ``apiserver_call`` reaches the API as ``ctx.api``.  Only ``apiserver_call`` takes ``@hookimpl(wrapper=True)``
 implementations: a wrapper of any other hook is refused when the plugin is registered.
 docs/plugins.md is the guide.
 """
@@ -74,7 +76,8 @@ def apiserver_shutdown(api, app):
     """Called once when the server stops (SIGTERM/SIGINT), before storage is closed.
 
     ``api`` is the plugin API (``app`` the application, private to built-in plugins).  Returns
-    nothing; may return a Deferred that the shutdown waits for.
+    nothing; may return a Deferred that the shutdown waits for.  An implementation that raises
+    or whose Deferred fails is logged; the shutdown goes on.
     """
 
 
@@ -222,7 +225,8 @@ def apiserver_login_succeeded(api, app, identity, address, gate, method):
 def apiserver_login_unblocked(api, app, address):
     """Called once when Anvil's block of an address ended (its ttl passed, or it was pruned).
 
-    ``api`` is the plugin API (``app`` the application), ``address`` the address (or IPv6 network) that may log in again.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins),
+    ``address`` the address (or IPv6 network) that may log in again.
     """
 
 
@@ -230,9 +234,9 @@ def apiserver_login_unblocked(api, app, address):
 def apiserver_ip_restriction_added(api, app, identity, ip, gate, address):
     """Called after an IP restriction entry was stored.
 
-    ``api`` is the plugin API (``app`` the application), ``identity`` the account it restricts, ``ip`` the address or
-    network as stored, ``gate`` its gate name (None: every gate), ``address`` the client address
-    of the request.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins),
+    ``identity`` the account it restricts, ``ip`` the address or network as stored, ``gate`` its
+    gate name (None: every gate), ``address`` the client address of the request.
     """
 
 
@@ -240,8 +244,9 @@ def apiserver_ip_restriction_added(api, app, identity, ip, gate, address):
 def apiserver_ip_restriction_removed(api, app, identity, ip, gate, address):
     """Called after an IP restriction entry was removed.
 
-    ``api`` is the plugin API (``app`` the application), ``identity`` the account, ``ip`` and ``gate`` (None: every gate)
-    the removed entry, ``address`` the client address of the request.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins),
+    ``identity`` the account, ``ip`` and ``gate`` (None: every gate) the removed entry,
+    ``address`` the client address of the request.
     """
 
 
@@ -250,7 +255,8 @@ def apiserver_hijack_started(api, app, actor, target, gate, address):
     """Called after ``admin_hijack`` opened a session acting as another account, and when
     ``cpcmd -d DOMAIN [-u USER]`` on the local socket acts as one.
 
-    ``api`` is the plugin API (``app`` the application), ``actor`` the appliance administrator,
-    ``target`` the identity acted as, ``gate`` the gate the session is bound to (None: every gate; ``CLI`` for the
-    socket), ``address`` the client address of the request.  The session id is never passed to hooks.
+    ``api`` is the plugin API (``app`` the application, private to built-in plugins), ``actor``
+    the appliance administrator, ``target`` the identity acted as, ``gate`` the gate the session
+    is bound to (None: every gate; ``CLI`` for the socket), ``address`` the client address of the
+    request.  The session id is never passed to hooks.
     """

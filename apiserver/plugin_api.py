@@ -42,6 +42,8 @@ __all__ = ["PluginApi", "PluginState", "StoredScope"]
 #: A plugin's state namespace: lower-case letters, digits, ``-``, ``_`` and ``.``.
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 MAX_KEY_LENGTH = 200
+#: the event hooks (hookspecs: names ending in a past participle); the others are not fired
+_EVENT = re.compile(r"^apiserver_\w+ed$")
 
 
 class PluginApi:
@@ -91,8 +93,15 @@ class PluginApi:
         """Call every plugin's implementation of the event hook ``event`` (``apiserver_...``).
 
         ``api`` and ``app`` are added; a plugin that raises is logged and the others still run.
-        Call it on the reactor thread.
+        Call it on the reactor thread.  ``ValueError`` for a hook that is not an event (its name
+        ends in a past participle) or for arguments other than the hook's.
         """
+        caller = getattr(self._app.hook, event, None) if _EVENT.match(event) else None
+        if caller is None or caller.spec is None:
+            raise ValueError(f"{event} is not an event hook")
+        takes = sorted(set(caller.spec.argnames) - {"api", "app"})
+        if sorted(kwargs) != takes:
+            raise ValueError(f"{event} takes {', '.join(takes)}; got {', '.join(sorted(kwargs)) or 'nothing'}")
         self._app.fire(event, **kwargs)
 
     # --- accounts ---------------------------------------------------------------------------

@@ -161,6 +161,11 @@ def make_plugin_manager(load_entrypoints: bool = True, extra: Iterable[object] =
     return pm
 
 
+def plugin_sections(pm) -> list:
+    """The config sections the plugins add (``apiserver_config_sections``), in one list."""
+    return [section for group in pm.hook.apiserver_config_sections() for section in group]
+
+
 def read_disabled_plugins(path: Optional[str]) -> tuple:
     """``[core] disabled_plugins`` read straight from the file, before plugins load.
 

@@ -29,7 +29,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger, globalLogBeginner
 from twisted.python.components import Componentized
 
-from apiserver.plugins import log_loaded_plugins
+from apiserver.plugins import log_loaded_plugins, plugin_sections
 from apiserver.config import (
     BUILTIN_SECTIONS, ConfigError, config_path as find_config_path, cross_check, load_config, secret_values,
 )
@@ -51,19 +51,20 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
                  log_stream=None) -> "ApiServer":
     """Validate the config, check the state, set up logging and build the service tree.
 
-    Raises ConfigError (naming section and key), StartError (no state: "run apiserver init
-    first"; an unreadable database) before anything listens.  Nothing is bound until
+    Raises ConfigError (naming section and key), PluginError (one line naming the plugin),
+    StartError (no state: "run apiserver init first"; an unreadable database) before anything
+    listens.  ``[core] disabled_plugins`` is honoured.  Nothing is bound until
     ``privilegedStartService``.
     """
     from apiserver.app import create_application
     from apiserver.logs import log_stream_for, make_observer
-    from apiserver.plugins import make_plugin_manager
+    from apiserver.plugins import make_plugin_manager, read_disabled_plugins
 
     if reactor is None:
         from twisted.internet import reactor  # noqa: the real one, only when none is given
-    pm = plugin_manager or make_plugin_manager()
-    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
     path = find_config_path(config_file)
+    pm = plugin_manager or make_plugin_manager(disabled=read_disabled_plugins(path))
+    extra = plugin_sections(pm)
     config = load_config(path, extra)
     cross_check(config)
     _check_state_dir(config)
@@ -288,7 +289,8 @@ class ApiServer(service.MultiService):
         except defer.TimeoutError:
             for channel in list(self.site.channels):
                 channel.transport.abortConnection()
-        results = [r for r in self.app.hook.apiserver_shutdown(app=self.app, api=self.app.api) if isinstance(r, defer.Deferred)]
+        # through fire: a plugin whose shutdown raises or fails is logged and cannot stop the rest
+        results = [r for r in self.app.fire("apiserver_shutdown") if isinstance(r, defer.Deferred)]
         if results:
             await defer.gatherResults(results)
         for child in reversed(self.background):

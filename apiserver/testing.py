@@ -67,14 +67,14 @@ class PluginTestApp:
         from apiserver.accounts import initialize_state
         from apiserver.app import create_application
         from apiserver.config import BUILTIN_SECTIONS, Config
-        from apiserver.plugins import make_plugin_manager
+        from apiserver.plugins import make_plugin_manager, plugin_sections
 
         raw = {s: dict(k) for s, k in TEST_SECTIONS.items()}
         raw.setdefault("core", {})["state_dir"] = os.path.join(str(directory), "state")
         for section, keys in (sections or {}).items():
             raw.setdefault(section, {}).update({k: str(v) for k, v in keys.items()})
         pm = make_plugin_manager(load_entrypoints=False, extra=plugins)
-        extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
+        extra = plugin_sections(pm)
         self.config = Config(list(BUILTIN_SECTIONS) + extra, raw, None)
         init = initialize_state(self.config)
         self.clock = task.Clock()

@@ -14,6 +14,10 @@ from typing import Optional
 
 import pytest
 
+from tests import hook_proofs
+
+hook_proofs.install_recorder()  # before any test registers a plugin
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APISERVER = [sys.executable, "-m", "apiserver.cli.main"]
 
@@ -205,3 +209,20 @@ def require_debian_tool(binary: str, packages: list, check: list, expect: str) -
     if not present():
         pytest.fail(f"{binary} with {', '.join(packages)} is required for this test and could not be installed")
     return shutil.which(binary)
+
+
+@pytest.fixture(autouse=True)
+def hook_proof(request):
+    """A test listed in tests/hook_proofs.py as a hook's proof fails unless a test plugin's
+    implementation of that hook was called while it ran (its fixtures included)."""
+    hook_proofs.CALLED.clear()
+    yield
+    test = f"{request.node.path.relative_to(hook_proofs.TESTS)}::{request.node.originalname}"
+    dump = os.environ.get("HOOK_PROOFS_DUMP")
+    if dump:
+        with open(dump, "a") as fh:
+            fh.write(f"{test} {' '.join(sorted(hook_proofs.CALLED))}\n")
+    missing = [hook for hook in hook_proofs.proofs_of(test) if hook not in hook_proofs.CALLED]
+    if missing:
+        pytest.fail(f"{test} is the proof of {', '.join(missing)} (tests/hook_proofs.py) but no test "
+                    "plugin implementing it was called", pytrace=False)

@@ -80,3 +80,33 @@ def test_plugin_guide_lists_every_api_member():
     missing = [m for m in API_MEMBERS if f"api.{m}" not in guide]
     missing += [m for m in STATE_MEMBERS if m != "plugin" and f"`{m}(" not in guide]
     assert not missing, f"plugin API members missing from docs/plugins.md: {missing}"
+
+
+def _python_blocks(section: str) -> list:
+    """The ```python blocks of docs/plugins.md's section ``section`` (``"2."``)."""
+    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {section} ")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], re.S)
+
+
+def test_guide_examples_make_a_plugin_whose_guide_tests_pass(tmp_path):
+    """The guide's module (2), config section (4) and site hook (6) make a plugin that passes the
+    guide's tests (8), run with pytest as a plugin author would."""
+    import os
+    import subprocess
+    import sys
+
+    hook = next(b for b in _python_blocks("6.") if "def apiserver_site_added(" in b)
+    package = tmp_path / "apiserver_hello"
+    package.mkdir()
+    (package / "__init__.py").write_text("\n".join([
+        "from apiserver import hookimpl", _python_blocks("2.")[0], _python_blocks("4.")[0],
+        "@hookimpl\ndef apiserver_add_modules(api):\n    return [Hello]\n", hook]))
+    (tmp_path / "test_guide.py").write_text(_python_blocks("8.")[0])
+    env = {k: v for k, v in os.environ.items() if k != "APISERVER_CONFIG"}
+    env["PYTHONPATH"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

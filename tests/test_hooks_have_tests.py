@@ -1,53 +1,62 @@
-"""Every hook proves itself: some test registers a plugin implementing it (like Datasette's
-test_plugin_hooks_have_tests).  Add a test plugin to tests/ when you add a hookspec."""
+"""Every hook proves itself (like Datasette's test_plugin_hooks_have_tests): tests/hook_proofs.py
+names, for each hookspec, a test during which a test plugin implementing it must be called
+(tests/conftest.py fails that test otherwise).  Add an entry when you add a hookspec."""
 
 from __future__ import annotations
 
 import ast
-import pathlib
+
+import pytest
 
 from apiserver import hookspecs
-
-TESTS = pathlib.Path(__file__).resolve().parent
-
-
-def _hookimpl_names(tree: ast.AST) -> set:
-    """Names of functions decorated with ``hookimpl`` / ``hookimpl(...)`` / ``x.hookimpl``."""
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for decorator in node.decorator_list:
-                target = decorator.func if isinstance(decorator, ast.Call) else decorator
-                name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
-                if name == "hookimpl":
-                    found.add(node.name)
-    return found
+from apiserver.hookspecs import hookimpl
+from apiserver.plugins import make_plugin_manager
+from tests import hook_proofs
 
 
-def implemented_in_tests() -> dict:
-    """{hook name: [test files with a test plugin implementing it]}."""
-    found: dict = {}
-    for path in sorted(TESTS.rglob("*.py")):
-        if path.name == pathlib.Path(__file__).name:
-            continue
-        for name in _hookimpl_names(ast.parse(path.read_text(encoding="utf-8"))):
-            found.setdefault(name, []).append(str(path.relative_to(TESTS)))
-    return found
+def _test_functions(path) -> set:
+    """Names of the test functions and test methods defined in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")}
 
 
-def test_every_hookspec_has_a_test_plugin():
-    """Each hookspec is implemented by at least one test plugin under tests/."""
+def test_every_hookspec_has_a_proof():
+    """Each hookspec is listed in hook_proofs.PROOFS, and nothing else is."""
     specs = sorted(name for name in vars(hookspecs) if name.startswith("apiserver_"))
-    implemented = implemented_in_tests()
-    missing = [name for name in specs if name not in implemented]
-    assert not missing, f"hooks with no test plugin implementing them (add one under tests/): {missing}"
+    missing = [name for name in specs if name not in hook_proofs.PROOFS]
+    assert not missing, f"hooks without a proving test (add one to tests/hook_proofs.py): {missing}"
+    assert sorted(hook_proofs.PROOFS) == specs, "tests/hook_proofs.py lists a hook that is no hookspec"
 
 
-def test_the_scan_finds_decorated_functions_only():
-    """The scan counts @hookimpl and @hookimpl(...) functions, not other functions of that name."""
-    tree = ast.parse(
-        "@hookimpl\ndef apiserver_a(): pass\n"
-        "@hookspecs.hookimpl(wrapper=True)\ndef apiserver_b(): pass\n"
-        "def apiserver_c(): pass\n"
-        "@other\ndef apiserver_d(): pass\n")
-    assert _hookimpl_names(tree) == {"apiserver_a", "apiserver_b"}
+@pytest.mark.parametrize("hook", sorted(hook_proofs.PROOFS))
+def test_each_proof_names_an_existing_test(hook):
+    """The proof of each hook is a test function that exists in the named file."""
+    path, _, name = hook_proofs.PROOFS[hook].partition("::")
+    module = hook_proofs.TESTS / path
+    assert module.is_file(), f"{hook}: no test file {path}"
+    assert name in _test_functions(module), f"{hook}: no test {name} in {path}"
+
+
+class SiteWatcher:
+    @hookimpl
+    def apiserver_site_added(self, api, site):
+        self.site = site
+
+
+class CallWrapper:
+    @hookimpl(wrapper=True)
+    def apiserver_call(self, ctx, function, args):
+        return (yield)
+
+
+def test_recorder_sees_calls_of_test_plugins_only():
+    """Calling a test plugin records its hook; registering it, or calling only built-ins, does not."""
+    watcher = SiteWatcher()
+    pm = make_plugin_manager(load_entrypoints=False, extra=[watcher, CallWrapper()])
+    hook_proofs.CALLED.clear()
+    pm.hook.apiserver_add_modules(api=None, app=None)  # built-in implementations only
+    assert hook_proofs.CALLED == set()
+    pm.hook.apiserver_site_added(api=None, app=None, site="example.com", actor=None)
+    assert watcher.site == "example.com" and hook_proofs.CALLED == {"apiserver_site_added"}
+    assert any(impl.wrapper for impl in pm.hook.apiserver_call.get_hookimpls())  # still a valid wrapper

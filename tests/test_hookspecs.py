@@ -1,6 +1,7 @@
 """Hooks are documented, and built-in plugins load through the same manager as third-party ones."""
 
 import inspect
+import re
 
 from apiserver import hookspecs
 from apiserver.plugins import BUILTIN_PLUGINS, make_plugin_manager
@@ -47,3 +48,14 @@ def test_decision_and_wrapper_hooks_are_marked():
     pm = make_plugin_manager(load_entrypoints=False)
     for name in ("apiserver_authenticate", "apiserver_validate_password", "apiserver_call"):
         assert getattr(pm.hook, name).spec.opts["firstresult"], name
+
+
+def test_hooks_take_api_then_app_and_say_app_is_private():
+    """Every hook but the config collector (no api yet) and the call wrapper (ctx.api) takes
+    ``api, app`` first, and its docstring says that ``app`` is private to built-in plugins."""
+    for name, fn in _specs():
+        if name in ("apiserver_config_sections", "apiserver_call"):
+            continue
+        assert list(inspect.signature(fn).parameters)[:2] == ["api", "app"], name
+        doc = " ".join((inspect.getdoc(fn) or "").split())
+        assert re.search(r"``app``[^.]* private to (apiserver's )?built-in plugins", doc), name

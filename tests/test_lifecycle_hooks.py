@@ -55,17 +55,35 @@ class Lifecycle:
 LIFECYCLE = Lifecycle()
 
 
+class FailingShutdown:
+    """A plugin whose shutdown raises, and one whose shutdown Deferred fails."""
+
+    @hookimpl
+    def apiserver_shutdown(self, api):
+        raise RuntimeError("shutdown hook broke")
+
+
+class FailingDeferredShutdown:
+    @hookimpl
+    def apiserver_shutdown(self, api):
+        return defer.fail(RuntimeError("shutdown Deferred broke"))
+
+
 @pytest.fixture
-def started(tmp_path):
-    """(test app, memory reactor): the application started by apiserver.server.start on a memory reactor."""
+def started(tmp_path, request):
+    """(test app, memory reactor): the application started by apiserver.server.start on a memory
+    reactor, with the Lifecycle plugin and those of an indirect parameter."""
     global LIFECYCLE
     LIFECYCLE = Lifecycle()
-    with PluginTestApp(tmp_path, plugins=[LIFECYCLE], sections={"frontend": {"http_port": "0", "https_port": "0"}}) as app:
+    plugins = [*getattr(request, "param", ()), LIFECYCLE]
+    with PluginTestApp(tmp_path, plugins=plugins, sections={"frontend": {"http_port": "0", "https_port": "0"}}) as app:
         reactor = MemoryReactorClock()
-        start(app.app, reactor)
+        server = start(app.app, reactor)
         for hook, args, kwargs in reactor.whenRunningHooks:  # as reactor.run() would
             hook(*args, **kwargs)
         yield app, reactor
+        # the listeners bound real ports on the global reactor: close them for the tests after
+        wait(defer.gatherResults([defer.maybeDeferred(s.stopService) for s in server.listeners if s.running]))
 
 
 def test_add_modules_contributes_a_callable_module(started):
@@ -95,6 +113,28 @@ def test_shutdown_is_waited_for(started):
     assert not waiting[0].called
     LIFECYCLE.drained.callback(None)
     wait(waiting[0])  # the built-in flush of API keys' last_used runs on the pool meanwhile
+
+
+@pytest.mark.parametrize("started", [[FailingShutdown(), FailingDeferredShutdown()]], indirect=True)
+def test_failing_shutdown_hooks_do_not_stop_the_shutdown(started):
+    """A shutdown hook that raises or whose Deferred fails is logged; the others still run and
+    the shutdown completes ("apiserver stopped" logged)."""
+    from twisted.logger import globalLogPublisher
+
+    _app, reactor = started
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        results = [fn(*args, **kwargs) for fn, args, kwargs in reactor.triggers["before"]["shutdown"]]
+        waiting = [r for r in results if isinstance(r, defer.Deferred)]
+        _iterate_until(lambda: LIFECYCLE.shutdown_called)
+        LIFECYCLE.drained.callback(None)
+        wait(waiting[0])
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    failures = sorted(str(e["log_failure"].value) for e in events if "log_failure" in e)
+    assert failures == ["shutdown Deferred broke", "shutdown hook broke"]
+    assert any(e.get("log_format") == "apiserver stopped" for e in events)
 
 
 def _iterate_until(condition, timeout: float = 20.0) -> None:

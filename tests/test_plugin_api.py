@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
 import threading
 
 import pytest
 from twisted.internet import task
 
+import apiserver.modules
 from apiserver.config import ConfigError, Key, Section, parse_str
 from apiserver.context import Gate
 from apiserver.errors import AuthenticationFailed, InvalidArgument, NotFound
@@ -15,7 +18,7 @@ from apiserver.plugin_api import PluginApi, PluginState, StoredScope
 from apiserver.storage import Storage
 from apiserver.testing import PluginTestApp, wait
 from apiserver.types import INT, TypeSpec
-from tests.storage.support import database_url
+from tests.storage.support import storage  # noqa: F401 - the fixture
 
 #: The plugin API.  Changing this list changes what plugins may rely on: do it on purpose,
 #: document it in docs/plugins.md and say so in the release notes.
@@ -188,16 +191,6 @@ def test_state_is_cached_per_namespace(hello):
 
 # --- the state store on every backend -----------------------------------------------------
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def storage(request, tmp_path):
-    """A migrated database of each backend, removed afterwards."""
-    url, drop = database_url(request.param, tmp_path)
-    store = Storage.from_url(url, pool_size=4)
-    store.create_schema()
-    yield store
-    store.dispose()
-    drop()
-
 
 def test_state_round_trips_json_values(storage):
     """Every JSON type comes back as stored; set replaces; a missing key gives the default."""
@@ -261,3 +254,37 @@ def test_concurrent_first_writes_of_one_key_all_succeed(storage):
     for thread in threads:
         thread.join()
     assert errors == [] and state.get("race") in range(4)
+
+
+#: what built-in modules must ask the plugin API for, not the application (the API offers it)
+APP_REACHES_THE_API_OFFERS = re.compile(
+    r"\b(?:ctx|self)\.app\.(?:run_blocking|fire|clock)\b|\b(?:ctx|self)\.app\.config\.get\(|ip_restrictions\.invalidate\("
+    r"|\b(?:ctx|self)\.app\.accounts\.(?:identity_for|get_email)\b|\b(?:ctx|self)\.app\.scopes\.get\(")
+
+
+def test_builtin_modules_use_the_api_where_it_offers_the_operation():
+    """apiserver/modules/*.py run blocking work, fire events, read their module's config and look
+    up accounts through ctx.api / self.api, as a plugin would."""
+    folder = pathlib.Path(apiserver.modules.__file__).parent
+    found = [f"{path.name}:{number}: {line.strip()}"
+             for path in sorted(folder.glob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if APP_REACHES_THE_API_OFFERS.search(line)]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("event, kwargs, error", [
+    ("apiserver_site_addd", {"site": "example.net", "actor": None}, "apiserver_site_addd is not an event hook"),
+    ("apiserver_add_modules", {}, "apiserver_add_modules is not an event hook"),
+    ("apiserver_startup", {}, "apiserver_startup is not an event hook"),
+    ("apiserver_site_added", {"site": "example.net"}, "apiserver_site_added takes actor, site; got site"),
+    ("apiserver_site_added", {"site": "example.net", "actor": None, "domain": "x"},
+     "apiserver_site_added takes actor, site; got actor, domain, site"),
+])
+def test_fire_refuses_what_is_not_an_event_or_its_arguments(hello, event, kwargs, error):
+    """api.fire names a misspelled or non-event hook, or wrong arguments, instead of calling plugins with them."""
+    app, plugin = hello
+    with pytest.raises(ValueError) as caught:
+        app.api.fire(event, **kwargs)
+    assert str(caught.value) == error
+    assert plugin.events == []

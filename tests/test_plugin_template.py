@@ -74,7 +74,8 @@ def server(venv, tmp_path_factory):
             assert process.poll() is None, f"serve exited:\n{log_path.read_text()}"
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                if (base / "state" / "apiserver.sock").exists():
+                # ports are bound before start-up logs the plugins and runs apiserver_startup
+                if (base / "state" / "apiserver.sock").exists() and "built-in plugins of" in log_path.read_text():
                     break
             except OSError:
                 pass

@@ -98,3 +98,44 @@ def test_twistd_logs_json_lines_and_stops_cleanly(tmp_path):
     assert not listening(port)()
     # twistd re-raises the stopping signal after a clean shutdown, as daemons should.
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+@pytest.fixture
+def broken_plugin(tmp_path, monkeypatch):
+    """An installed plugin (apiserver-broken 0.1, entry point ``broken``) whose import fails, on the children's path."""
+    from tests.test_plugin_loading import make_distribution
+
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(site, "apiserver-broken", "0.1", "broken_start_plugin", "1/0\n", entry="broken")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    return "plugin broken (apiserver-broken 0.1): cannot import broken_start_plugin: ZeroDivisionError: division by zero"
+
+
+@pytest.mark.parametrize("starter", sorted(STARTERS))
+def test_broken_plugin_stops_start_up_with_one_line(tmp_path, starter, broken_plugin):
+    """A plugin that fails to import ends both starters with status 1 and one stderr line, no traceback."""
+    path, _port = make_config(tmp_path)
+    out = run_to_end(STARTERS[starter](path), str(tmp_path))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.splitlines() == [f"apiserver: {broken_plugin}"], out.stdout + out.stderr
+    assert "Traceback" not in out.stdout
+
+
+@pytest.mark.parametrize("starter", sorted(STARTERS))
+def test_start_up_logs_the_plugins_and_skips_disabled_ones(tmp_path, starter, broken_plugin):
+    """With the broken plugin in [core] disabled_plugins both starters run, and their log names each
+    installed plugin with its version (the example loaded, the broken one disabled)."""
+    path, port = make_config(tmp_path, {"core": {"disabled_plugins": "broken"}})
+    init(path)
+    out_path = str(tmp_path / "out.txt")
+    proc = spawn(STARTERS[starter](path), str(tmp_path), out_path)
+    try:
+        wait_for(lambda: "listening on" in read(out_path), proc, out_path, what=f"{starter} listening")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    text = read(out_path)
+    assert "plugin example loaded: apiserver-example 0.1.0 (apiserver_example)" in text, text
+    assert "plugin broken (apiserver-broken 0.1) disabled by [core] disabled_plugins" in text, text
+    assert "built-in plugins of apiserver" in text, text

@@ -39,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Optional[str]):
-    from apiserver.plugins import make_plugin_manager, read_disabled_plugins
+    from apiserver.plugins import make_plugin_manager, plugin_sections, read_disabled_plugins
 
     path = config_path(path)
     pm = make_plugin_manager(disabled=read_disabled_plugins(path))
-    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
+    extra = plugin_sections(pm)
     return pm, load_config(path, extra)
 
 
@@ -60,13 +60,13 @@ def write_default_config(path: str, sections) -> None:
 def cmd_init(args) -> int:
     from apiserver.accounts import initialize_state
     from apiserver.config import BUILTIN_SECTIONS
-    from apiserver.plugins import make_plugin_manager
+    from apiserver.plugins import make_plugin_manager, plugin_sections
 
     path = config_path(args.config)
     written = None
     if not os.path.exists(path):
         pm = make_plugin_manager()
-        write_default_config(path, list(BUILTIN_SECTIONS) + [s for g in pm.hook.apiserver_config_sections() for s in g])
+        write_default_config(path, list(BUILTIN_SECTIONS) + plugin_sections(pm))
         written = f"Config written: {path} (every key with its default; edit it, then run init again if you change state_dir or [db])"
     _pm, config = _load(path)
     result = initialize_state(config)

@@ -31,7 +31,7 @@ class AuthModule(Module):
                               domain: Optional[str] = None) -> bool:
         """Set the password of the caller, or of USER (of DOMAIN); the account's owner is notified."""
         accounts = ctx.app.accounts
-        target = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, domain)
+        target = await ctx.api.run_blocking(accounts.resolve_target, ctx.identity, user, domain)
         await accounts.set_password(target, password, ctx.identity, address=ctx.client_address)
         return True
 
@@ -39,7 +39,7 @@ class AuthModule(Module):
     async def reset_password(self, ctx, user: Optional[str] = None, domain: Optional[str] = None) -> str:
         """Replace the password of USER (null: the site administrator) of DOMAIN with a generated one and return it."""
         accounts = ctx.app.accounts
-        target = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, domain)
+        target = await ctx.api.run_blocking(accounts.resolve_target, ctx.identity, user, domain)
         return await accounts.reset_password(target, ctx.identity, address=ctx.client_address)
 
     # --- API keys -------------------------------------------------------------------------
@@ -47,7 +47,7 @@ class AuthModule(Module):
     async def create_api_key(self, ctx, comment: str = "", user: Optional[str] = None) -> str:
         """Create an API key for the caller (or USER of the caller's site) and return it."""
         accounts = ctx.app.accounts
-        owner = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, None)
+        owner = await ctx.api.run_blocking(accounts.resolve_target, ctx.identity, user, None)
         return await accounts.create_api_key(owner, comment, ctx.identity)
 
     @export(roles=Role.ALL)
@@ -60,7 +60,7 @@ class AuthModule(Module):
     async def delete_api_key(self, ctx, key: str, user: Optional[str] = None) -> bool:
         """Delete API key KEY of the caller (or USER); it stops working at once."""
         accounts = ctx.app.accounts
-        owner = await ctx.app.run_blocking(accounts.resolve_target, ctx.identity, user, None)
+        owner = await ctx.api.run_blocking(accounts.resolve_target, ctx.identity, user, None)
         await accounts.delete_api_key(owner, key, ctx.identity)
         return True
 
@@ -109,10 +109,10 @@ class AuthModule(Module):
 async def _edit_restrictions(ctx, change, ip: str, gate: Optional[str]) -> bool:
     """Validate the entry through the gatekeeper and ``change`` it on the pool (which updates the cached entries)."""
     network, gate_name = ctx.app.gatekeeper.ip_restrictions.validate_entry(ip, gate)
-    await ctx.app.run_blocking(change, ctx.identity, network, gate_name)
+    await ctx.api.run_blocking(change, ctx.identity, network, gate_name)
     event = "apiserver_ip_restriction_added" if change == ctx.app.accounts.add_ip_restriction \
         else "apiserver_ip_restriction_removed"
-    ctx.app.fire(event, identity=ctx.identity, ip=network, gate=gate_name, address=ctx.client_address)
+    ctx.api.fire(event, identity=ctx.identity, ip=network, gate=gate_name, address=ctx.client_address)
     return True
 
 

@@ -69,7 +69,7 @@ class ScopeModule(Module):
     async def get_scope(self, ctx, name: str, arg1: Any = None, arg2: Any = None, arg3: Any = None) -> Any:
         """Value of scope NAME; ARGs select a part (``scope:get cp.config frontend https_only``)."""
         args = _spread(self.app.scopes.scope(name), (arg1, arg2, arg3), for_set=False)
-        return await self.app.scopes.get(name, *args)
+        return await self.api.get_scope(name, *args)
 
     @export(roles=Role.ADMIN, name="set")
     async def set_scope(self, ctx, name: str, arg1: Any = None, arg2: Any = None, arg3: Any = None) -> Any:
@@ -100,7 +100,7 @@ class ScopeModule(Module):
         if isinstance(scope, (ConfigScope, ConfigFlagScope, GeoipKeyScope)):
             from apiserver.service import pending_restart
 
-            pending = await self.app.run_blocking(pending_restart, self.app)
+            pending = await self.api.run_blocking(pending_restart, self.app)
             info["restart_needed"] = sorted(k for k in pending if not self.app.config.key(*k[1:].split("] ")).runtime)
         return ScopeInfo(**info)
 

@@ -39,13 +39,13 @@ class SecurityModule(Module):
     @export(roles=Role.SITE)
     async def fortify(self, ctx, hostname: str, path: str = "", mode: str = "max") -> bool:
         """Set what the web server may write in HOSTNAME's document root (or its folder PATH): max, min, learn, write, release or reset."""
-        home = await ctx.app.run_blocking(_home, ctx, hostname)
+        home = await ctx.api.run_blocking(_home, ctx, hostname)
         return await ctx.app.fortifier.fortify(home, path, mode)
 
     @export(roles=Role.SITE)
     async def fortification_info(self, ctx, hostname: str, path: str = "") -> FortificationInfo:
         """The application, mode, writable paths and window end of HOSTNAME's document root (or its folder PATH)."""
-        home = await ctx.app.run_blocking(_home, ctx, hostname)
+        home = await ctx.api.run_blocking(_home, ctx, hostname)
         return await ctx.app.fortifier.info(home, path)
 
     @export(roles=Role.SITE)
@@ -83,7 +83,7 @@ class SecurityModule(Module):
     @export(roles=Role.ADMIN)
     def scan_setuid(self, ctx, root: Optional[str] = None) -> list[SetuidFile]:
         """Every setuid or setgid file under ROOT (default [security] template_root) and whether its package vouches for it."""
-        return setuid.scan(root or ctx.app.config.get("security", "template_root"))
+        return setuid.scan(root or ctx.api.config("security", "template_root"))
 
 
 def _home(ctx, hostname: Optional[str] = None):

@@ -17,7 +17,7 @@ from apiserver.app import create_application
 from apiserver.config import BUILTIN_SECTIONS, Config
 from apiserver.context import CallContext, Credentials, Gate
 from apiserver.plugins import make_plugin_manager
-from apiserver.testing import wait  # noqa: F401  (the tests import it from here)
+from apiserver.testing import wait  # noqa: F401 - tests import it from here
 
 FAST = {"auth": {"pbkdf2_iterations": "1000"}, "mail": {"enabled": "false"}}
 
