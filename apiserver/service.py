@@ -57,13 +57,13 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
     """
     from apiserver.app import create_application
     from apiserver.logs import log_stream_for, make_observer
-    from apiserver.plugins import make_plugin_manager
+    from apiserver.plugins import make_plugin_manager, read_disabled_plugins
 
     if reactor is None:
         from twisted.internet import reactor  # noqa: the real one, only when none is given
-    pm = plugin_manager or make_plugin_manager()
-    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
     path = find_config_path(config_file)
+    pm = plugin_manager or make_plugin_manager(disabled=read_disabled_plugins(path))
+    extra = [s for group in pm.hook.apiserver_config_sections() for s in group]
     config = load_config(path, extra)
     cross_check(config)
     _check_state_dir(config)

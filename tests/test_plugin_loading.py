@@ -202,3 +202,32 @@ def test_disabled_plugins_key_lets_the_server_start_without_it(tmp_path, site_pa
     assert result.returncode == 0, result.stderr
     listed = run_apiserver(tmp_path, site_packages, "plugins", config=config).stdout.splitlines()
     assert "broken: apiserver-broken 0.1 (broken_cli_plugin2, disabled by [core] disabled_plugins)" in listed
+
+
+@pytest.mark.parametrize("starter", ["serve", "twistd"])
+def test_disabled_plugins_key_is_honoured_by_serve_and_twistd(tmp_path, site_packages, starter):
+    """serve and twistd skip a plugin [core] disabled_plugins names: they get as far as binding
+    (a taken port) instead of stopping on the broken plugin."""
+    import socket
+
+    from tests.conftest import free_port
+    from tests.ops_support import TWISTD
+
+    make_distribution(site_packages, "apiserver-broken", "0.1", "broken_serve_plugin", "1/0\n", entry="broken")
+    port = free_port()
+    config = (f"disabled_plugins = broken\n[auth]\npbkdf2_iterations = 1000\n"
+              f"[frontend]\nhttp_port = {port}\nhttps_port = 0\n")
+    assert run_apiserver(tmp_path, site_packages, "init", config=config).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        if starter == "serve":
+            result = run_apiserver(tmp_path, site_packages, "serve", config=config)
+        else:
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site_packages), ROOT]))
+            env.pop("APISERVER_CONFIG", None)
+            result = subprocess.run([TWISTD, "-n", "--pidfile=", "apiserver", "--config", str(tmp_path / "config.ini")],
+                                    capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stdout + result.stderr
+    assert "broken_serve_plugin" not in result.stdout + result.stderr
