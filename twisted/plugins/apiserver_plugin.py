@@ -1,7 +1,8 @@
 """``twistd -n apiserver [--config FILE]``: the same server as ``apiserver serve``.
 
-Both build it with :func:`apiserver.service.make_service`; a bad config, missing state or a
-port that cannot be bound ends twistd with one line on stderr and a non-zero status.
+Both build it with :func:`apiserver.service.make_service`; a bad config, missing state, a plugin
+that fails to load or a port that cannot be bound ends twistd with one line on stderr and a
+non-zero status.
 """
 
 import sys
@@ -31,13 +32,14 @@ class ApiServiceMaker:
 
     def makeService(self, options):
         from apiserver.config import ConfigError
+        from apiserver.plugins import PluginError
         from apiserver.service import StartError, make_service
 
         try:
             server = make_service(options["config"])
         except ConfigError as exc:
             _exit(f"config error: {exc}", 2)
-        except StartError as exc:
+        except (StartError, PluginError) as exc:
             _exit(str(exc), 1)
         server.exit_on_listen_failure = True
         return server
