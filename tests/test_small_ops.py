@@ -8,7 +8,7 @@ import urllib.parse
 import xmlrpc.client
 
 from tests.conftest import free_port
-from tests.ops_support import env, read, wait_for
+from tests.ops_support import env, metric, read, wait_for
 
 
 def _post_login(server, address):
@@ -34,7 +34,8 @@ def test_429_reason_and_server_header(server_factory):
 
 
 def test_absent_mail_relay_logs_one_line_per_attempt(server_factory):
-    """With the default relay absent, each notice that cannot be sent is one warning line, no traceback."""
+    """With the default relay absent, each notice that cannot be sent is one warning line, no
+    traceback, and /metrics counts both waiting in the outbox."""
     server = server_factory({"mail": {"enabled": "true", "smtp_port": str(free_port())}})
     api = xmlrpc.client.ServerProxy(f"{server.url}/xmlrpc?authkey={server.admin_key}", allow_none=True)
     api.admin.add_site("example.com", "exadmin", "owner@example.com")
@@ -44,6 +45,8 @@ def test_absent_mail_relay_logs_one_line_per_attempt(server_factory):
              what="two notice failures logged")
     log = read(server.log_path)
     assert "Traceback" not in log and "ConnectionRefusedError" in log
+    wait_for(lambda: metric(server.url, "apiserver_outbox_depth") == 2, server.process, server.log_path,
+             what="apiserver_outbox_depth 2")
 
 
 def test_filters_match_alike_everywhere(server_factory):
