@@ -114,3 +114,21 @@ def test_sighup_rereads_config_and_reopens_the_log(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_sigterm_flushes_the_security_trail(tmp_path):
+    """A failed login recorded just before SIGTERM is in the trail's table after the exit (the
+    trail's writer is flushed before the thread pools stop; its own timer waits a second)."""
+    import sqlite3
+
+    _path, url, proc, log_path = _start(tmp_path, {})
+    try:
+        assert isinstance(_bad_login(url), xmlrpc.client.Fault)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, read(log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with sqlite3.connect(str(tmp_path / "state" / "apiserver.db")) as db:
+        rows = db.execute("SELECT address FROM security_events WHERE kind = 'login_failed'").fetchall()
+    assert rows == [("192.0.2.9",)], rows
