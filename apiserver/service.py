@@ -74,6 +74,16 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
     return ApiServer(app, observer, stream)
 
 
+def start_application(app, reactor) -> "ApiServer":
+    """Bind and start the service tree of an application built already (benchmarks swap parts
+    of it first; tests drive a memory reactor): no config or state checks, logging as it is."""
+    server = ApiServer(app, observer=None, log_stream=None)
+    server.privilegedStartService()
+    reactor.callWhenRunning(server.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
+    return server
+
+
 def _init_hint(config) -> str:
     return f"run 'apiserver --config {config.path} init' first"
 
