@@ -31,7 +31,7 @@ from twisted.python.components import Componentized
 
 from apiserver.plugins import log_loaded_plugins
 from apiserver.config import (
-    BUILTIN_SECTIONS, ConfigError, config_path as find_config_path, cross_check, load_config, secret_values,
+    ConfigError, changed_keys, config_path as find_config_path, cross_check, load_config, reread_config, secret_values,
 )
 
 log = Logger(namespace="apiserver.server")
@@ -307,22 +307,33 @@ class ApiServer(service.MultiService):
         log.info("apiserver stopped")
 
     # SIGHUP ------------------------------------------------------------------------------
-    def reload(self) -> None:
-        """Reopen the log file, re-read the config file: run-time keys take effect, others are
-        logged as needing a restart; a config that does not validate changes nothing."""
+    def reload(self) -> defer.Deferred:
+        """Reopen the log file and re-read the config file on the blocking pool, then apply the
+        run-time keys on the reactor thread and log the others as needing a restart; a config
+        that does not validate changes nothing."""
+        d = self.app.run_blocking(self._reread)
+        d.addCallback(self._apply)
+        d.addErrback(lambda failure: log.failure("SIGHUP: reloading failed", failure))
+        return d
+
+    def _reread(self):
+        """Blocking.  The log file reopened; the config file read and cross-checked, or the error."""
         if self.log_stream is not None:
             self.log_stream.reopen()
-        config = self.app.config
         try:
-            fresh = load_config(config.path, [s for s in config.sections.values() if s not in BUILTIN_SECTIONS])
+            fresh = reread_config(self.app.config)
             cross_check(fresh)
         except ConfigError as exc:
-            log.error("SIGHUP: {path} not reloaded, the running config stays: {error}", path=config.path, error=str(exc))
+            return exc
+        return fresh
+
+    def _apply(self, fresh) -> None:
+        config = self.app.config
+        if isinstance(fresh, ConfigError):
+            log.error("SIGHUP: {path} not reloaded, the running config stays: {error}", path=config.path, error=str(fresh))
             return
         applied, restart = [], []
-        for (section, key), value in fresh.items():
-            if value == config.get(section, key):
-                continue
+        for section, key in changed_keys(config, fresh):
             if config.key(section, key).runtime:
                 config.set(section, key, fresh.raw(section, key))
                 applied.append(f"[{section}] {key}")
@@ -347,7 +358,7 @@ def _warn_if_readable(path: Optional[str], section: str, key: str) -> None:
 
 
 def pending_restart(app) -> dict:
-    """``"[section] key" -> {"running": value, "saved": value}`` for every key whose value in
+    """Blocking.  ``"[section] key" -> {"running": value, "saved": value}`` for every key whose value in
     config.ini differs from the running one (secrets masked); what a restart would change."""
     from apiserver.scopes import mask_secret
 
@@ -355,14 +366,13 @@ def pending_restart(app) -> dict:
     if config.path is None:
         return {}
     try:
-        fresh = load_config(config.path, [s for s in config.sections.values() if s not in BUILTIN_SECTIONS])
+        fresh = reread_config(config)
     except ConfigError:
         return {}
     out = {}
-    for (section, key), value in fresh.items():
-        if value != config.get(section, key):
-            running, saved = config.raw(section, key), fresh.raw(section, key)
-            if config.key(section, key).secret:
-                running, saved = mask_secret(running), mask_secret(saved)
-            out[f"[{section}] {key}"] = {"running": running, "saved": saved}
+    for section, key in changed_keys(config, fresh):
+        running, saved = config.raw(section, key), fresh.raw(section, key)
+        if config.key(section, key).secret:
+            running, saved = mask_secret(running), mask_secret(saved)
+        out[f"[{section}] {key}"] = {"running": running, "saved": saved}
     return out

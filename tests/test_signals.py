@@ -132,3 +132,27 @@ def test_sigterm_flushes_the_security_trail(tmp_path):
     with sqlite3.connect(str(tmp_path / "state" / "apiserver.db")) as db:
         rows = db.execute("SELECT address FROM security_events WHERE kind = 'login_failed'").fetchall()
     assert rows == [("192.0.2.9",)], rows
+
+
+def test_sighup_reads_the_config_file_off_the_reactor_thread(tmp_path, monkeypatch):
+    """ApiServer.reload reads and checks config.ini on the blocking pool, then applies a run-time key."""
+    from apiserver import service
+    from apiserver.testing import PluginTestApp, wait
+
+    threads = []
+    real = service.reread_config
+
+    def recording(config, *args):
+        threads.append(threading.current_thread())
+        return real(config, *args)
+
+    monkeypatch.setattr(service, "reread_config", recording)
+    with PluginTestApp(tmp_path, sections={"frontend": {"http_port": "0", "https_port": "0"}}) as test_app:
+        app = test_app.app
+        path = tmp_path / "config.ini"
+        path.write_text(f"[core]\nstate_dir = {app.config.state_dir}\n[soap]\nenabled = false\n")
+        app.config.path = str(path)
+        server = service.ApiServer(app, observer=None, log_stream=None)
+        wait(server.reload())
+        assert app.config.get("soap", "enabled") is False
+    assert threads and threading.main_thread() not in threads
