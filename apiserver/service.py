@@ -213,8 +213,9 @@ class ApiServer(service.MultiService):
     """The running server: thread pools, background services, listeners; see the module docstring."""
 
     name = "apiserver"
-    #: twistd sets this: a listen failure then ends the process with one line on stderr
-    exit_on_listen_failure = False
+    #: twistd sets this: a listen failure or a failed start then ends the process with one line
+    #: on stderr (``apiserver serve`` says the same itself)
+    exit_on_start_failure = False
 
     def __init__(self, app, observer, log_stream):
         from apiserver.transport.site import build_site
@@ -247,14 +248,21 @@ class ApiServer(service.MultiService):
         try:
             super().privilegedStartService()
         except ListenFailed as exc:
-            if not self.exit_on_listen_failure:
+            if not self.exit_on_start_failure:
                 raise
-            stderr = sys.__stderr__ or sys.stderr  # twistd has sent sys.stderr into the log
-            stderr.write(f"apiserver: {exc}\n")
-            stderr.flush()
-            raise SystemExit(1) from None
+            _exit_with(str(exc))
 
     def startService(self):
+        try:
+            self._start()
+        except Exception as exc:
+            if not self.exit_on_start_failure:
+                raise
+            log.failure("start-up failed")
+            self.app.stop_pools()  # their threads would keep the process alive
+            _exit_with(f"cannot start: {exc}")
+
+    def _start(self) -> None:
         super().startService()
         reactor = self.app.reactor
         for listener in self.listeners:
@@ -343,6 +351,14 @@ class ApiServer(service.MultiService):
                  applied=", ".join(applied) or "nothing", restart=", ".join(restart) or "nothing")
         for name in restart:
             log.warn("{name} changed in {path}: the new value takes effect after a restart", name=name, path=config.path)
+
+
+def _exit_with(message: str):
+    """End the process (under twistd) with ``apiserver: message`` on the real stderr and status 1."""
+    stderr = sys.__stderr__ or sys.stderr  # twistd has sent sys.stderr into the log
+    stderr.write(f"apiserver: {message}\n")
+    stderr.flush()
+    raise SystemExit(1) from None
 
 
 def _warn_if_readable(path: Optional[str], section: str, key: str) -> None:

@@ -166,3 +166,35 @@ def test_both_starters_run_plugin_hooks_and_background_services(tmp_path, starte
     with sqlite3.connect(str(tmp_path / "state" / "apiserver.db")) as db:
         kinds = {row[0] for row in db.execute("SELECT kind FROM security_events")}
     assert "login_failed" in kinds, kinds
+
+
+FAILING_STARTUP_PLUGIN = '''
+from apiserver import hookimpl
+
+
+@hookimpl
+def apiserver_startup(api):
+    raise RuntimeError("the plugin cannot start")
+'''
+
+
+@pytest.mark.parametrize("starter", sorted(STARTERS))
+def test_failing_startup_hook_ends_both_starters(tmp_path, starter):
+    """A plugin whose startup hook raises ends serve and twistd alike: exit 1, a line naming the error."""
+    import subprocess
+
+    from tests.ops_support import env
+    from tests.test_plugin_loading import make_distribution
+
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(site, "apiserver-fails", "0.1", "failing_startup_plugin", FAILING_STARTUP_PLUGIN, entry="fails")
+    path, port = make_config(tmp_path)
+    init(path)
+    process_env = env()
+    process_env["PYTHONPATH"] = os.pathsep.join([str(site), process_env["PYTHONPATH"]])
+    out = subprocess.run(STARTERS[starter](path), capture_output=True, text=True, cwd=str(tmp_path),
+                         env=process_env, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "apiserver: cannot start: the plugin cannot start" in out.stderr, out.stdout + out.stderr
+    assert not listening(port)()

@@ -41,7 +41,7 @@ class ApiServiceMaker:
             _exit(f"config error: {exc}", 2)
         except (StartError, PluginError) as exc:
             _exit(str(exc), 1)
-        server.exit_on_listen_failure = True
+        server.exit_on_start_failure = True
         return server
 
 
