@@ -50,7 +50,7 @@ def test_absent_mail_relay_logs_one_line_per_attempt(server_factory):
 
 
 def test_filters_match_alike_everywhere(server_factory):
-    """A bare word matches by substring (any case), a pattern with * as a glob, in all four places."""
+    """A bare word matches by substring, a pattern with * as a glob (both in any case), in all four places."""
     server = server_factory()
     api = xmlrpc.client.ServerProxy(f"{server.url}/xmlrpc?authkey={server.admin_key}", allow_none=True)
     listed = api.misc.list_commands("auth")
@@ -58,6 +58,7 @@ def test_filters_match_alike_everywhere(server_factory):
     assert [i["command"] for i in api.misc.info("auth")] == listed
     assert api.misc.list_commands("AUTH") == listed
     assert api.misc.list_commands("auth:*") == [c for c in listed if c.startswith("auth:")]
+    assert api.misc.list_commands("AUTH:*") == api.misc.list_commands("auth:*")  # any case, as a word
     assert "auth.geoip-key" in api.scope.list("auth") and "auth.geoip-key" in api.scope.list("geoip")
     assert api.scope.list("cp.*") == [n for n in api.scope.list() if n.startswith("cp.")]
     out = subprocess.run([sys.executable, "-m", "apiserver.cli.cpcmd", "--config", server.config_path, "-l", "auth"],
