@@ -10,8 +10,8 @@ lists) and the listeners (HTTP, HTTPS, the cpcmd socket).  ``apiserver serve`` a
   the same code ``cp.config`` uses): a bad value is :class:`~apiserver.config.ConfigError`;
 * the state must exist (``apiserver init``), else :class:`StartError` with one line;
 * binding a listener that fails is :class:`ListenFailed`, one line naming the address;
-* SIGTERM/SIGINT stop the listeners, wait up to ``[core] shutdown_timeout`` for requests in
-  flight, close the connections, run the ``apiserver_shutdown`` hooks, stop the background
+* SIGTERM/SIGINT stop the listeners, wait up to ``[core] shutdown_timeout`` for requests and
+  cpcmd calls in flight, close the connections, run the ``apiserver_shutdown`` hooks, stop the background
   services; SIGHUP re-reads the config (run-time keys applied, others logged as needing a
   restart) and reopens the log file.
 """
@@ -292,15 +292,16 @@ class ApiServer(service.MultiService):
     async def _stop(self) -> None:
         reactor = self.app.reactor
         timeout = self.app.config.get("core", "shutdown_timeout")
+        in_flight = self._in_flight()
         log.info("apiserver stopping: closing the listeners, then waiting up to {timeout}s "
                  "for {count} request(s) in flight",
-                 timeout=timeout, count=len(self.site.in_flight))
+                 timeout=timeout, count=sum(len(s) for s in in_flight))
         await defer.gatherResults([defer.maybeDeferred(s.stopService) for s in self.listeners if s.running])
         try:
-            await self.site.drained().addTimeout(timeout, reactor)
+            await _all_fired([s.emptied() for s in in_flight]).addTimeout(timeout, reactor)
         except defer.TimeoutError:
             log.warn("{count} request(s) still in flight after {timeout}s; stopping anyway",
-                     count=len(self.site.in_flight), timeout=timeout)
+                     count=sum(len(s) for s in in_flight), timeout=timeout)
         try:  # written answers are sent before the connections close
             await self.site.close_connections().addTimeout(5, reactor)
         except defer.TimeoutError:
@@ -313,6 +314,11 @@ class ApiServer(service.MultiService):
             if child.running:
                 await defer.maybeDeferred(child.stopService)
         log.info("apiserver stopped")
+
+    def _in_flight(self) -> list:
+        """What a shutdown waits for: the HTTP requests and the cpcmd calls not yet answered."""
+        return [self.site.in_flight] + [listener.args[1].calls for listener in self.listeners
+                                        if isinstance(listener, UNIXListener)]
 
     # SIGHUP ------------------------------------------------------------------------------
     def reload(self) -> defer.Deferred:
@@ -351,6 +357,13 @@ class ApiServer(service.MultiService):
                  applied=", ".join(applied) or "nothing", restart=", ".join(restart) or "nothing")
         for name in restart:
             log.warn("{name} changed in {path}: the new value takes effect after a restart", name=name, path=config.path)
+
+
+def _all_fired(deferreds: list) -> defer.Deferred:
+    """Fires once every one of ``deferreds`` has; cancelling it (a timeout) leaves them be."""
+    waiter = defer.Deferred()
+    defer.DeferredList(deferreds).addBoth(lambda _: None if waiter.called else waiter.callback(None))
+    return waiter
 
 
 def _exit_with(message: str):
