@@ -398,6 +398,17 @@ def secret_values(config: "Config") -> list:
     return found
 
 
+def reread_config(config: "Config", path: Optional[str] = None) -> "Config":
+    """Blocking.  ``path`` (default: ``config``'s own file) read and validated with the same
+    sections, plugins' included, as ``config``: what the next start would run with."""
+    return load_config(path or config.path, [s for s in config.sections.values() if s not in BUILTIN_SECTIONS])
+
+
+def changed_keys(running: "Config", fresh: "Config") -> list:
+    """``(section, key)`` of every key whose value in ``fresh`` differs from ``running``."""
+    return [(section, key) for (section, key), value in fresh.items() if value != running.get(section, key)]
+
+
 def load_config(path: Optional[str], extra_sections: Iterable[Section] = ()) -> Config:
     """Read and validate ``path`` (a missing file means all defaults only when ``path`` is None).
 

@@ -1,8 +1,9 @@
 """One rule for name filters (``cpcmd -l``, ``misc:info``, ``misc:list-commands``, ``scope:list``).
 
 A filter with ``*``, ``?`` or ``[`` is a glob matched against the whole name (``auth:*``,
-``cp.*``); any other word matches every name containing it, case-insensitively (``auth``
-finds ``auth:restrict-ip`` and ``auth.geoip-key``); no filter or an empty one matches all.
+``cp.*``); any other word matches every name containing it (``auth`` finds
+``auth:restrict-ip`` and ``auth.geoip-key``); both ignore case; no filter or an empty one
+matches all.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def name_matcher(pattern: Optional[str]) -> Callable[[str], bool]:
         return lambda name: True
     if len(pattern) > MAX_FILTER:
         raise ValueError(f"the filter is longer than {MAX_FILTER} characters")
-    if any(c in pattern for c in GLOB_CHARACTERS):
-        return lambda name: fnmatch.fnmatchcase(name, pattern)
     word = pattern.lower()
+    if any(c in pattern for c in GLOB_CHARACTERS):
+        return lambda name: fnmatch.fnmatchcase(name.lower(), word)
     return lambda name: word in name.lower()

@@ -64,7 +64,8 @@ def apiserver_add_scopes(api, app):
 
 @hookspec
 def apiserver_startup(api, app):
-    """Called once when the server has loaded everything and is about to listen.
+    """Called once when the server has loaded everything and bound its listeners, before it
+    serves the first request (``apiserver serve`` and twistd alike).
 
     ``api`` is the plugin API (``app`` the application, private to built-in plugins).  Returns
     nothing; a plugin may start timers with ``api.clock`` here.

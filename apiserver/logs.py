@@ -1,9 +1,10 @@
 """The server's log: text lines or one JSON object per line, to stdout or ``[core] log_file``.
 
-``[core] log_format=json`` writes one object per line (no record separator) with ``time``
-(ISO 8601, UTC), ``level``, ``namespace``, ``message`` (the rendered text), ``traceback`` for
-failures, and the event's own fields that are plain values and whose names do not suggest a
-secret.  :func:`mask_url` hides API keys in logged URLs however they were sent.
+Text lines (the default) are Twisted's classic format.  ``[core] log_format=json`` writes one
+object per line (no record separator) with ``time`` (ISO 8601, UTC), ``level``, ``namespace``,
+``message`` (the rendered text), ``traceback`` for failures, and the event's own fields that
+are plain values and whose names do not suggest a secret.  In both, :func:`mask_url` hides API
+keys in logged URLs however they were sent, in messages and tracebacks alike.
 :class:`LogStream` is the destination; SIGHUP calls its :meth:`LogStream.reopen` so
 logrotate can move the file away.
 """
@@ -18,8 +19,8 @@ import threading
 from typing import IO, Optional
 
 from twisted.logger import (
-    FileLogObserver, FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent, globalLogBeginner,
-    textFileLogObserver,
+    FileLogObserver, FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent,
+    formatEventAsClassicLogText, globalLogBeginner,
 )
 
 # --- masking ----------------------------------------------------------------------------------
@@ -69,9 +70,9 @@ def event_as_json(event: dict) -> str:
     failure = event.get("log_failure")
     if failure is not None:
         try:
-            out["traceback"] = failure.getTraceback()
+            out["traceback"] = mask_url(failure.getTraceback())
         except Exception:
-            out["traceback"] = repr(failure)
+            out["traceback"] = mask_url(repr(failure))
     for name, value in event.items():
         if name.startswith(("log_", "_")) or name in _SKIPPED or name in out or _SECRET_NAME.search(name):
             continue
@@ -85,6 +86,11 @@ def event_as_json(event: dict) -> str:
 def json_lines_observer(stream) -> FileLogObserver:
     """A Twisted observer writing :func:`event_as_json` lines to ``stream``."""
     return FileLogObserver(stream, event_as_json)
+
+
+def masked_text_observer(stream) -> FileLogObserver:
+    """Twisted's classic text lines (traceback included) with :func:`mask_url` applied, as JSON has."""
+    return FileLogObserver(stream, lambda event: mask_url(formatEventAsClassicLogText(event) or "") or None)
 
 
 # --- destination -------------------------------------------------------------------------------
@@ -127,7 +133,7 @@ def make_observer(config, stream) -> tuple:
     if config.get("core", "log_format") == "json":
         observer = json_lines_observer(stream)
     else:
-        observer = textFileLogObserver(stream)
+        observer = masked_text_observer(stream)
     predicate = LogLevelFilterPredicate(
         defaultLogLevel=LogLevel.debug if config.get("core", "debug") else LogLevel.info)
 

@@ -10,8 +10,8 @@ lists) and the listeners (HTTP, HTTPS, the cpcmd socket).  ``apiserver serve`` a
   the same code ``cp.config`` uses): a bad value is :class:`~apiserver.config.ConfigError`;
 * the state must exist (``apiserver init``), else :class:`StartError` with one line;
 * binding a listener that fails is :class:`ListenFailed`, one line naming the address;
-* SIGTERM/SIGINT stop the listeners, wait up to ``[core] shutdown_timeout`` for requests in
-  flight, close the connections, run the ``apiserver_shutdown`` hooks, stop the background
+* SIGTERM/SIGINT stop the listeners, wait up to ``[core] shutdown_timeout`` for requests and
+  cpcmd calls in flight, close the connections, run the ``apiserver_shutdown`` hooks, stop the background
   services; SIGHUP re-reads the config (run-time keys applied, others logged as needing a
   restart) and reopens the log file.
 """
@@ -31,7 +31,7 @@ from twisted.python.components import Componentized
 
 from apiserver.plugins import log_loaded_plugins, plugin_sections
 from apiserver.config import (
-    BUILTIN_SECTIONS, ConfigError, config_path as find_config_path, cross_check, load_config, secret_values,
+    ConfigError, changed_keys, config_path as find_config_path, cross_check, load_config, reread_config, secret_values,
 )
 
 log = Logger(namespace="apiserver.server")
@@ -73,6 +73,16 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
     app = create_application(config, reactor=reactor, plugin_manager=pm)
     _check_database(app)
     return ApiServer(app, observer, stream)
+
+
+def start_application(app, reactor) -> "ApiServer":
+    """Bind and start the service tree of an application built already (benchmarks swap parts
+    of it first; tests drive a memory reactor): no config or state checks, logging as it is."""
+    server = ApiServer(app, observer=None, log_stream=None)
+    server.privilegedStartService()
+    reactor.callWhenRunning(server.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
+    return server
 
 
 def _init_hint(config) -> str:
@@ -204,8 +214,9 @@ class ApiServer(service.MultiService):
     """The running server: thread pools, background services, listeners; see the module docstring."""
 
     name = "apiserver"
-    #: twistd sets this: a listen failure then ends the process with one line on stderr
-    exit_on_listen_failure = False
+    #: twistd sets this: a listen failure or a failed start then ends the process with one line
+    #: on stderr (``apiserver serve`` says the same itself)
+    exit_on_start_failure = False
 
     def __init__(self, app, observer, log_stream):
         from apiserver.transport.site import build_site
@@ -238,14 +249,21 @@ class ApiServer(service.MultiService):
         try:
             super().privilegedStartService()
         except ListenFailed as exc:
-            if not self.exit_on_listen_failure:
+            if not self.exit_on_start_failure:
                 raise
-            stderr = sys.__stderr__ or sys.stderr  # twistd has sent sys.stderr into the log
-            stderr.write(f"apiserver: {exc}\n")
-            stderr.flush()
-            raise SystemExit(1) from None
+            _exit_with(str(exc))
 
     def startService(self):
+        try:
+            self._start()
+        except Exception as exc:
+            if not self.exit_on_start_failure:
+                raise
+            log.failure("start-up failed")
+            self.app.stop_pools()  # their threads would keep the process alive
+            _exit_with(f"cannot start: {exc}")
+
+    def _start(self) -> None:
         super().startService()
         reactor = self.app.reactor
         for listener in self.listeners:
@@ -275,15 +293,16 @@ class ApiServer(service.MultiService):
     async def _stop(self) -> None:
         reactor = self.app.reactor
         timeout = self.app.config.get("core", "shutdown_timeout")
+        in_flight = self._in_flight()
         log.info("apiserver stopping: closing the listeners, then waiting up to {timeout}s "
                  "for {count} request(s) in flight",
-                 timeout=timeout, count=len(self.site.in_flight))
+                 timeout=timeout, count=sum(len(s) for s in in_flight))
         await defer.gatherResults([defer.maybeDeferred(s.stopService) for s in self.listeners if s.running])
         try:
-            await self.site.drained().addTimeout(timeout, reactor)
+            await _all_fired([s.emptied() for s in in_flight]).addTimeout(timeout, reactor)
         except defer.TimeoutError:
             log.warn("{count} request(s) still in flight after {timeout}s; stopping anyway",
-                     count=len(self.site.in_flight), timeout=timeout)
+                     count=sum(len(s) for s in in_flight), timeout=timeout)
         try:  # written answers are sent before the connections close
             await self.site.close_connections().addTimeout(5, reactor)
         except defer.TimeoutError:
@@ -298,23 +317,39 @@ class ApiServer(service.MultiService):
                 await defer.maybeDeferred(child.stopService)
         log.info("apiserver stopped")
 
+    def _in_flight(self) -> list:
+        """What a shutdown waits for: the HTTP requests and the cpcmd calls not yet answered."""
+        return [self.site.in_flight] + [listener.args[1].calls for listener in self.listeners
+                                        if isinstance(listener, UNIXListener)]
+
     # SIGHUP ------------------------------------------------------------------------------
-    def reload(self) -> None:
-        """Reopen the log file, re-read the config file: run-time keys take effect, others are
-        logged as needing a restart; a config that does not validate changes nothing."""
+    def reload(self) -> defer.Deferred:
+        """Reopen the log file and re-read the config file on the blocking pool, then apply the
+        run-time keys on the reactor thread and log the others as needing a restart; a config
+        that does not validate changes nothing."""
+        d = self.app.run_blocking(self._reread)
+        d.addCallback(self._apply)
+        d.addErrback(lambda failure: log.failure("SIGHUP: reloading failed", failure))
+        return d
+
+    def _reread(self):
+        """Blocking.  The log file reopened; the config file read and cross-checked, or the error."""
         if self.log_stream is not None:
             self.log_stream.reopen()
-        config = self.app.config
         try:
-            fresh = load_config(config.path, [s for s in config.sections.values() if s not in BUILTIN_SECTIONS])
+            fresh = reread_config(self.app.config)
             cross_check(fresh)
         except ConfigError as exc:
-            log.error("SIGHUP: {path} not reloaded, the running config stays: {error}", path=config.path, error=str(exc))
+            return exc
+        return fresh
+
+    def _apply(self, fresh) -> None:
+        config = self.app.config
+        if isinstance(fresh, ConfigError):
+            log.error("SIGHUP: {path} not reloaded, the running config stays: {error}", path=config.path, error=str(fresh))
             return
         applied, restart = [], []
-        for (section, key), value in fresh.items():
-            if value == config.get(section, key):
-                continue
+        for section, key in changed_keys(config, fresh):
             if config.key(section, key).runtime:
                 config.set(section, key, fresh.raw(section, key))
                 applied.append(f"[{section}] {key}")
@@ -324,6 +359,21 @@ class ApiServer(service.MultiService):
                  applied=", ".join(applied) or "nothing", restart=", ".join(restart) or "nothing")
         for name in restart:
             log.warn("{name} changed in {path}: the new value takes effect after a restart", name=name, path=config.path)
+
+
+def _all_fired(deferreds: list) -> defer.Deferred:
+    """Fires once every one of ``deferreds`` has; cancelling it (a timeout) leaves them be."""
+    waiter = defer.Deferred()
+    defer.DeferredList(deferreds).addBoth(lambda _: None if waiter.called else waiter.callback(None))
+    return waiter
+
+
+def _exit_with(message: str):
+    """End the process (under twistd) with ``apiserver: message`` on the real stderr and status 1."""
+    stderr = sys.__stderr__ or sys.stderr  # twistd has sent sys.stderr into the log
+    stderr.write(f"apiserver: {message}\n")
+    stderr.flush()
+    raise SystemExit(1) from None
 
 
 def _warn_if_readable(path: Optional[str], section: str, key: str) -> None:
@@ -339,7 +389,7 @@ def _warn_if_readable(path: Optional[str], section: str, key: str) -> None:
 
 
 def pending_restart(app) -> dict:
-    """``"[section] key" -> {"running": value, "saved": value}`` for every key whose value in
+    """Blocking.  ``"[section] key" -> {"running": value, "saved": value}`` for every key whose value in
     config.ini differs from the running one (secrets masked); what a restart would change."""
     from apiserver.scopes import mask_secret
 
@@ -347,14 +397,13 @@ def pending_restart(app) -> dict:
     if config.path is None:
         return {}
     try:
-        fresh = load_config(config.path, [s for s in config.sections.values() if s not in BUILTIN_SECTIONS])
+        fresh = reread_config(config)
     except ConfigError:
         return {}
     out = {}
-    for (section, key), value in fresh.items():
-        if value != config.get(section, key):
-            running, saved = config.raw(section, key), fresh.raw(section, key)
-            if config.key(section, key).secret:
-                running, saved = mask_secret(running), mask_secret(saved)
-            out[f"[{section}] {key}"] = {"running": running, "saved": saved}
+    for section, key in changed_keys(config, fresh):
+        running, saved = config.raw(section, key), fresh.raw(section, key)
+        if config.key(section, key).secret:
+            running, saved = mask_secret(running), mask_secret(saved)
+        out[f"[{section}] {key}"] = {"running": running, "saved": saved}
     return out

@@ -49,14 +49,15 @@ def main() -> int:
 
     from apiserver.app import create_application
     from apiserver.cli.main import _load
-    from apiserver.server import start, start_logging
+    from apiserver.logs import start_logging
+    from apiserver.service import start_application
 
     pm, config = _load(args.config)
     start_logging(config)
     app = create_application(config, reactor=reactor, plugin_manager=pm)
     app.gatekeeper = AuthenticationOnly(app)
     app.storage.migrate()
-    start(app, reactor)
+    start_application(app, reactor)
     reactor.run()
     return 0
 

@@ -75,3 +75,17 @@ def test_secrets_make_config_owner_only_and_restart_keys_say_so(server_factory):
     assert info["running"]["geoip"]["service_host"] == "geolite.info"
     assert info["restart_needed"] == ["[core] db_threads"]
     assert info["running"]["frontend"]["http_port"] == port
+
+
+def test_smtp_password_and_redis_url_with_password_make_config_owner_only(server_factory):
+    """scope:set cp.config of [mail] password or a Redis URL holding a password leaves config.ini
+    0600; neither secret is shown back in full."""
+    server = server_factory()
+    api = xmlrpc.client.ServerProxy(f"{server.url}/xmlrpc?authkey={server.admin_key}", allow_none=True)
+    for section, key, value in (("mail", "password", "smtp-hunter2"),
+                                ("anvil", "redis_url", "redis://:redis-hunter2@127.0.0.1:6379/3")):
+        os.chmod(server.config_path, 0o644)
+        api.scope.set("cp.config", section, key, value)
+        assert stat.S_IMODE(os.stat(server.config_path).st_mode) == 0o600, (section, key)
+        assert "hunter2" not in str(api.scope.get("cp.config", section, key))
+    assert "hunter2" not in str(api.scope.info("cp.config"))

@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from apiserver.hookspecs import hookimpl
 from apiserver.module import Module, Role, export
-from apiserver.server import start
+from apiserver.service import start_application
 from apiserver.testing import PluginTestApp, wait
 
 
@@ -71,14 +71,14 @@ class FailingDeferredShutdown:
 
 @pytest.fixture
 def started(tmp_path, request):
-    """(test app, memory reactor): the application started by apiserver.server.start on a memory
+    """(test app, memory reactor): the application started by apiserver.service.start_application on a memory
     reactor, with the Lifecycle plugin and those of an indirect parameter."""
     global LIFECYCLE
     LIFECYCLE = Lifecycle()
     plugins = [*getattr(request, "param", ()), LIFECYCLE]
     with PluginTestApp(tmp_path, plugins=plugins, sections={"frontend": {"http_port": "0", "https_port": "0"}}) as app:
         reactor = MemoryReactorClock()
-        server = start(app.app, reactor)
+        server = start_application(app.app, reactor)
         for hook, args, kwargs in reactor.whenRunningHooks:  # as reactor.run() would
             hook(*args, **kwargs)
         yield app, reactor
@@ -105,7 +105,7 @@ def test_shutdown_is_waited_for(started):
     """apiserver_shutdown runs before the reactor stops, which waits for the Deferred it returned."""
     _app, reactor = started
     before = [trigger for trigger in reactor.triggers["before"]["shutdown"]]
-    assert before, "start() registered no shutdown trigger"
+    assert before, "start_application() registered no shutdown trigger"
     results = [fn(*args, **kwargs) for fn, args, kwargs in before]
     waiting = [r for r in results if isinstance(r, defer.Deferred)]
     assert waiting, "the shutdown trigger returned nothing to wait for"

@@ -100,3 +100,30 @@ def test_access_log_json_masks_keys_names_client_and_proxy_and_cp_debug_switches
     debug = [e for e in events if e["level"] == "debug"]
     assert debug and all("192.0.2.20" not in e["message"] for e in debug)
     assert any("anvil: delaying 192.0.2.21" in e["message"] for e in debug), debug
+
+
+def test_text_log_and_json_traceback_mask_keys(tmp_path):
+    """log_format=text masks keys in logged URLs as JSON does, and a JSON traceback is masked too."""
+    import io
+
+    from twisted.logger import Logger
+
+    from apiserver.config import load_config
+    from apiserver.logs import make_observer
+
+    path = tmp_path / "config.ini"
+    path.write_text(f"[core]\nstate_dir = {tmp_path}\nlog_format = text\n")
+    stream = io.StringIO()
+    observer, _predicate = make_observer(load_config(str(path)), stream)
+    try:
+        raise ValueError(f"bad request /soap?key={KEY}")
+    except ValueError:
+        failure = Failure()
+    log = Logger(namespace="t", observer=observer)
+    log.error("answering {path} failed", path=f"/soap/{KEY}")
+    log.failure("it failed", failure)
+    text = stream.getvalue()
+    assert "answering /soap/*** failed" in text and "ValueError" in text and KEY not in text, text
+    line = event_as_json({"log_time": 1, "log_level": LogLevel.critical, "log_namespace": "n",
+                          "log_format": "it failed", "log_failure": failure})
+    assert "ValueError" in line and KEY not in line

@@ -173,6 +173,16 @@ def run_apiserver(tmp_path, site_packages, *args, config: str = ""):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
 
 
+def run_twistd(tmp_path, site_packages):
+    """``twistd -n apiserver`` on ``tmp_path``'s config.ini, run to its end."""
+    from tests.ops_support import TWISTD
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site_packages), ROOT]))
+    env.pop("APISERVER_CONFIG", None)
+    return subprocess.run([TWISTD, "-n", "--pidfile=", "apiserver", "--config", str(tmp_path / "config.ini")],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
+
+
 def test_plugins_command_lists_installed_plugins_with_versions(tmp_path, site_packages):
     """apiserver plugins prints one line per plugin: built-ins, the example plugin and an installed one."""
     make_distribution(site_packages, "apiserver-good", "1.2.3", "good_plugin", GOOD, entry="good")
@@ -202,3 +212,38 @@ def test_disabled_plugins_key_lets_the_server_start_without_it(tmp_path, site_pa
     assert result.returncode == 0, result.stderr
     listed = run_apiserver(tmp_path, site_packages, "plugins", config=config).stdout.splitlines()
     assert "broken: apiserver-broken 0.1 (broken_cli_plugin2, disabled by [core] disabled_plugins)" in listed
+
+
+@pytest.mark.parametrize("starter", ["serve", "twistd"])
+def test_disabled_plugins_key_is_honoured_by_serve_and_twistd(tmp_path, site_packages, starter):
+    """serve and twistd skip a plugin [core] disabled_plugins names: they get as far as binding
+    (a taken port) instead of stopping on the broken plugin."""
+    import socket
+
+    from tests.conftest import free_port
+
+    make_distribution(site_packages, "apiserver-broken", "0.1", "broken_serve_plugin", "1/0\n", entry="broken")
+    port = free_port()
+    config = (f"disabled_plugins = broken\n[auth]\npbkdf2_iterations = 1000\n"
+              f"[frontend]\nhttp_port = {port}\nhttps_port = 0\n")
+    assert run_apiserver(tmp_path, site_packages, "init", config=config).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        if starter == "serve":
+            result = run_apiserver(tmp_path, site_packages, "serve", config=config)
+        else:
+            result = run_twistd(tmp_path, site_packages)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stdout + result.stderr
+    assert "broken_serve_plugin" not in result.stdout + result.stderr
+
+
+def test_broken_plugin_stops_twistd_with_one_line(tmp_path, site_packages):
+    """Under twistd too, a plugin that fails to import ends the process: exit 1, one line, no traceback."""
+    make_distribution(site_packages, "apiserver-broken", "0.1", "broken_twistd_plugin", "1/0\n", entry="broken")
+    (tmp_path / "config.ini").write_text(f"[core]\nstate_dir = {tmp_path / 'state'}\n")
+    result = run_twistd(tmp_path, site_packages)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "apiserver: plugin broken (apiserver-broken 0.1): cannot import broken_twistd_plugin: ZeroDivisionError: division by zero"]

@@ -139,3 +139,103 @@ def test_start_up_logs_the_plugins_and_skips_disabled_ones(tmp_path, starter, br
     assert "plugin example loaded: apiserver-example 0.1.0 (apiserver_example)" in text, text
     assert "plugin broken (apiserver-broken 0.1) disabled by [core] disabled_plugins" in text, text
     assert "built-in plugins of apiserver" in text, text
+
+
+MARKING_PLUGIN = '''
+import os
+
+from apiserver import hookimpl
+
+
+def _mark(text):
+    with open(os.environ["APISERVER_TEST_MARKS"], "a") as fh:
+        fh.write(text + "\\n")
+
+
+@hookimpl
+def apiserver_startup(api):
+    _mark("startup " + type(api).__name__)
+
+
+@hookimpl
+def apiserver_shutdown(api):
+    _mark("shutdown " + type(api).__name__)
+'''
+
+
+@pytest.mark.parametrize("starter", sorted(STARTERS))
+def test_both_starters_run_plugin_hooks_and_background_services(tmp_path, starter):
+    """serve and twistd alike call an installed plugin's startup and shutdown hooks with the
+    plugin API, run the notice sender (an absent relay is logged) and flush the trail at SIGTERM."""
+    import sqlite3
+    import subprocess
+    import xmlrpc.client
+
+    from tests.ops_support import env
+    from tests.test_plugin_loading import make_distribution
+
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(site, "apiserver-marks", "0.1", "marking_plugin", MARKING_PLUGIN, entry="marks")
+    marks = tmp_path / "marks.txt"
+    path, port = make_config(tmp_path, {"mail": {"enabled": "true", "smtp_port": str(free_port())}})
+    key = init(path)
+    process_env = dict(env(), APISERVER_TEST_MARKS=str(marks))
+    process_env["PYTHONPATH"] = os.pathsep.join([str(site), process_env["PYTHONPATH"]])
+    log_path = str(tmp_path / "out.txt")
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(STARTERS[starter](path), stdout=out, stderr=subprocess.STDOUT, cwd=str(tmp_path),
+                                env=process_env)
+    try:
+        wait_for(listening(port), proc, log_path, what=f"{starter} listening")
+        wait_for(marks.exists, proc, log_path, what="the startup hook")
+        assert read(str(marks)) == "startup PluginApi\n"
+        api = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/xmlrpc?authkey={key}", allow_none=True)
+        api.admin.add_site("example.com", "exadmin", "owner@example.com")
+        api.auth.reset_password(None, "example.com")
+        wait_for(lambda: " not sent via " in read(log_path), proc, log_path, what="the sender's attempt")
+        bad = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/xmlrpc?authkey={'0' * 64}")
+        try:
+            bad.common.whoami()
+        except xmlrpc.client.Fault:
+            pass
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode in (0, -signal.SIGTERM), read(log_path)  # twistd re-raises the signal
+    assert read(str(marks)) == "startup PluginApi\nshutdown PluginApi\n"
+    with sqlite3.connect(str(tmp_path / "state" / "apiserver.db")) as db:
+        kinds = {row[0] for row in db.execute("SELECT kind FROM security_events")}
+    assert "login_failed" in kinds, kinds
+
+
+FAILING_STARTUP_PLUGIN = '''
+from apiserver import hookimpl
+
+
+@hookimpl
+def apiserver_startup(api):
+    raise RuntimeError("the plugin cannot start")
+'''
+
+
+@pytest.mark.parametrize("starter", sorted(STARTERS))
+def test_failing_startup_hook_ends_both_starters(tmp_path, starter):
+    """A plugin whose startup hook raises ends serve and twistd alike: exit 1, a line naming the error."""
+    import subprocess
+
+    from tests.ops_support import env
+    from tests.test_plugin_loading import make_distribution
+
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(site, "apiserver-fails", "0.1", "failing_startup_plugin", FAILING_STARTUP_PLUGIN, entry="fails")
+    path, port = make_config(tmp_path)
+    init(path)
+    process_env = env()
+    process_env["PYTHONPATH"] = os.pathsep.join([str(site), process_env["PYTHONPATH"]])
+    out = subprocess.run(STARTERS[starter](path), capture_output=True, text=True, cwd=str(tmp_path),
+                         env=process_env, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "apiserver: cannot start: the plugin cannot start" in out.stderr, out.stdout + out.stderr
+    assert not listening(port)()

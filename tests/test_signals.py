@@ -114,3 +114,107 @@ def test_sighup_rereads_config_and_reopens_the_log(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_sigterm_flushes_the_security_trail(tmp_path):
+    """A failed login recorded just before SIGTERM is in the trail's table after the exit (the
+    trail's writer is flushed before the thread pools stop; its own timer waits a second)."""
+    import sqlite3
+
+    _path, url, proc, log_path = _start(tmp_path, {})
+    try:
+        assert isinstance(_bad_login(url), xmlrpc.client.Fault)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, read(log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with sqlite3.connect(str(tmp_path / "state" / "apiserver.db")) as db:
+        rows = db.execute("SELECT address FROM security_events WHERE kind = 'login_failed'").fetchall()
+    assert rows == [("192.0.2.9",)], rows
+
+
+def test_sighup_reads_the_config_file_off_the_reactor_thread(tmp_path, monkeypatch):
+    """ApiServer.reload reads and checks config.ini on the blocking pool, then applies a run-time key."""
+    from apiserver import service
+    from apiserver.testing import PluginTestApp, wait
+
+    threads = []
+    real = service.reread_config
+
+    def recording(config, *args):
+        threads.append(threading.current_thread())
+        return real(config, *args)
+
+    monkeypatch.setattr(service, "reread_config", recording)
+    with PluginTestApp(tmp_path, sections={"frontend": {"http_port": "0", "https_port": "0"}}) as test_app:
+        app = test_app.app
+        path = tmp_path / "config.ini"
+        path.write_text(f"[core]\nstate_dir = {app.config.state_dir}\n[soap]\nenabled = false\n")
+        app.config.path = str(path)
+        server = service.ApiServer(app, observer=None, log_stream=None)
+        wait(server.reload())
+        assert app.config.get("soap", "enabled") is False
+    assert threads and threading.main_thread() not in threads
+
+
+NAPPING_PLUGIN = '''
+import os
+import time
+
+from apiserver import hookimpl
+from apiserver.module import Module, Role, export
+
+
+class Nap(Module):
+    """A call that takes a while."""
+
+    name = "nap"
+
+    @export(roles=Role.ADMIN)
+    def take(self, ctx, seconds: int) -> int:
+        """Blocking.  Note the call, sleep SECONDS, answer them."""
+        open(os.environ["APISERVER_TEST_NAPPING"], "w").close()
+        time.sleep(seconds)
+        return seconds
+
+
+@hookimpl
+def apiserver_add_modules(api):
+    return [Nap]
+'''
+
+
+def test_sigterm_lets_a_cpcmd_call_in_flight_finish(tmp_path):
+    """A call over the cpcmd socket still running at SIGTERM gets its answer; the exit is 0."""
+    import subprocess
+    import sys
+
+    from tests.ops_support import env
+    from tests.test_plugin_loading import make_distribution
+
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(site, "apiserver-nap", "0.1", "napping_plugin", NAPPING_PLUGIN, entry="nap")
+    napping = tmp_path / "napping"
+    path, port = make_config(tmp_path, {"core": {"shutdown_timeout": "60"}})
+    init(path)
+    process_env = dict(env(), APISERVER_TEST_NAPPING=str(napping))
+    process_env["PYTHONPATH"] = os.pathsep.join([str(site), process_env["PYTHONPATH"]])
+    log_path = str(tmp_path / "server.out")
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(serve_cmd(path), stdout=out, stderr=subprocess.STDOUT, cwd=str(tmp_path),
+                                env=process_env)
+    try:
+        wait_for(listening(port), proc, log_path, what="serve listening")
+        call = subprocess.Popen([sys.executable, "-m", "apiserver.cli.cpcmd", "--config", path, "-o", "json",
+                                 "nap:take", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=process_env)
+        wait_for(napping.exists, proc, log_path, what="the cpcmd call in flight")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = call.communicate(timeout=60)
+        assert proc.wait(timeout=60) == 0, read(log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert call.returncode == 0 and stdout.strip() == "3", (stdout, stderr)

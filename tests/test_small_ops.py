@@ -8,7 +8,7 @@ import urllib.parse
 import xmlrpc.client
 
 from tests.conftest import free_port
-from tests.ops_support import env, read, wait_for
+from tests.ops_support import env, metric, read, wait_for
 
 
 def _post_login(server, address):
@@ -34,7 +34,8 @@ def test_429_reason_and_server_header(server_factory):
 
 
 def test_absent_mail_relay_logs_one_line_per_attempt(server_factory):
-    """With the default relay absent, each notice that cannot be sent is one warning line, no traceback."""
+    """With the default relay absent, each notice that cannot be sent is one warning line, no
+    traceback, and /metrics counts both waiting in the outbox."""
     server = server_factory({"mail": {"enabled": "true", "smtp_port": str(free_port())}})
     api = xmlrpc.client.ServerProxy(f"{server.url}/xmlrpc?authkey={server.admin_key}", allow_none=True)
     api.admin.add_site("example.com", "exadmin", "owner@example.com")
@@ -44,10 +45,12 @@ def test_absent_mail_relay_logs_one_line_per_attempt(server_factory):
              what="two notice failures logged")
     log = read(server.log_path)
     assert "Traceback" not in log and "ConnectionRefusedError" in log
+    wait_for(lambda: metric(server.url, "apiserver_outbox_depth") == 2, server.process, server.log_path,
+             what="apiserver_outbox_depth 2")
 
 
 def test_filters_match_alike_everywhere(server_factory):
-    """A bare word matches by substring (any case), a pattern with * as a glob, in all four places."""
+    """A bare word matches by substring, a pattern with * as a glob (both in any case), in all four places."""
     server = server_factory()
     api = xmlrpc.client.ServerProxy(f"{server.url}/xmlrpc?authkey={server.admin_key}", allow_none=True)
     listed = api.misc.list_commands("auth")
@@ -55,6 +58,7 @@ def test_filters_match_alike_everywhere(server_factory):
     assert [i["command"] for i in api.misc.info("auth")] == listed
     assert api.misc.list_commands("AUTH") == listed
     assert api.misc.list_commands("auth:*") == [c for c in listed if c.startswith("auth:")]
+    assert api.misc.list_commands("AUTH:*") == api.misc.list_commands("auth:*")  # any case, as a word
     assert "auth.geoip-key" in api.scope.list("auth") and "auth.geoip-key" in api.scope.list("geoip")
     assert api.scope.list("cp.*") == [n for n in api.scope.list() if n.startswith("cp.")]
     out = subprocess.run([sys.executable, "-m", "apiserver.cli.cpcmd", "--config", server.config_path, "-l", "auth"],

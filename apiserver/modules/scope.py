@@ -27,7 +27,7 @@ import socket
 import stat
 from typing import Any, Optional
 
-from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, cross_check, load_config, secret_values
+from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, cross_check, reread_config, secret_values
 from apiserver.config_file import atomic_write, check_value_text, format_value, set_values
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.hookspecs import hookimpl
@@ -157,13 +157,9 @@ def file_config(app) -> Config:
     if app.config.path is None:
         return app.config
     try:
-        return load_config(app.config.path, _plugin_sections(app))
+        return reread_config(app.config)
     except ConfigError as exc:
         raise ServerError(f"{app.config.path} cannot be read: {exc}") from None
-
-
-def _plugin_sections(app) -> list:
-    return [s for s in app.config.sections.values() if s not in BUILTIN_SECTIONS]
 
 
 def plain_value(config: Config, section: str, key: str) -> Any:
@@ -220,7 +216,7 @@ def _private_mode_if_secret(app, texts) -> Optional[int]:
 def check_startable(app, path: str) -> None:
     """Refuse (InvalidArgument) a candidate config file that would stop the server starting."""
     try:
-        config = load_config(path, _plugin_sections(app))
+        config = reread_config(app.config, path)
         cross_check(config)  # what start-up checks too
         check_listenable(app, config)
         check_cli_socket(app, config)

@@ -263,10 +263,11 @@ class NoticeSender(service.Service):
             self._again = True
             return self._running
         settings = self.settings()
-        if settings is None:
-            return None
         self._again = False
-        d = self.run_blocking(self.send_due, settings)
+        if settings is None:  # mail is off: nothing is sent, but what waits is still counted
+            d = self.run_blocking(self.count_pending)
+        else:
+            d = self.run_blocking(self.send_due, settings)
         self._running = d
         d.addCallback(self._report)
         d.addErrback(lambda failure: log.error("outbox: looking at the queue failed: {error}",
@@ -285,6 +286,11 @@ class NoticeSender(service.Service):
         self._running = None
         if self._again and self.running:
             self.poll()
+
+    def count_pending(self) -> list:
+        """Blocking: update :attr:`last_pending` only (no notice failed: an empty list)."""
+        self.last_pending = self.outbox.pending()
+        return []
 
     def send_due(self, settings: MailSettings) -> list[FailedNotice]:
         """Blocking: claim and send the due notices over one connection; returns those failed for good."""

@@ -36,6 +36,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from apiserver.context import AuthRequest, CallContext, Credentials, Gate
 from apiserver.errors import ApiError, AuthenticationFailed, Denied, Malformed, ServerError
 from apiserver.module import Role
+from apiserver.transport.waitable import WaitableSet
 from apiserver.types import to_plain
 
 log = Logger(namespace="apiserver.transport.cli_socket")
@@ -124,8 +125,11 @@ class CliProtocol(LineOnlyReceiver):
     def lineReceived(self, line: bytes):
         if not line.strip():
             return
+        token = object()
+        self.factory.calls.add(token)  # in flight until answered: a shutdown waits for it
         self._queue.addCallback(lambda _: defer.ensureDeferred(self._answer(line)))
         self._queue.addCallback(self._send)
+        self._queue.addBoth(lambda result: (self.factory.calls.discard(token), result)[1])
 
     def lineLengthExceeded(self, line):
         # The rest of the oversized line cannot be told apart from the next request: close.
@@ -198,6 +202,7 @@ class CliFactory(protocol.Factory):
 
     def __init__(self, app):
         self.app = app
+        self.calls = WaitableSet()  # calls received and not yet answered, on every connection
 
     def buildProtocol(self, addr):
         proto = CliProtocol(self.app)

@@ -30,6 +30,7 @@ from twisted.web import http, resource, server
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import Denied
 from apiserver.logs import mask_url
+from apiserver.transport.waitable import WaitableSet
 
 log = Logger(namespace="apiserver.access")
 resource_log = Logger(namespace="apiserver.transport")
@@ -270,10 +271,8 @@ class ApiSite(server.Site):
         self.client_address = client_address or (lambda request: getattr(request.getClientAddress(), "host", "-"))
         #: callables(request) told of every answered request (the metrics)
         self.request_observers: list = []
-        self.in_flight: set = set()
-        self._drain_waiters: list = []
-        self.channels: set = set()  # open connections
-        self._close_waiters: list = []
+        self.in_flight = WaitableSet()
+        self.channels = WaitableSet()  # open connections
 
     @property
     def max_body_size(self) -> int:
@@ -290,37 +289,20 @@ class ApiSite(server.Site):
 
     def request_ended(self, request) -> None:
         self.in_flight.discard(request)
-        if not self.in_flight:
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for d in waiters:
-                if not d.called:  # a waiter that timed out was cancelled
-                    d.callback(None)
 
     def drained(self) -> defer.Deferred:
         """Fires once no request is in flight (at once when none is)."""
-        if not self.in_flight:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._drain_waiters.append(d)
-        return d
+        return self.in_flight.emptied()
 
     def channel_closed(self, channel) -> None:
         self.channels.discard(channel)
-        if not self.channels:
-            waiters, self._close_waiters = self._close_waiters, []
-            for d in waiters:
-                if not d.called:
-                    d.callback(None)
 
     def close_connections(self) -> defer.Deferred:
         """Close every connection once what was written to it is sent; fires when all are closed."""
-        if not self.channels:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._close_waiters.append(d)
+        closed = self.channels.emptied()
         for channel in list(self.channels):
             channel.loseConnection()
-        return d
+        return closed
 
     def dav_upload_limit(self) -> int:
         """``[dav] max_upload_size`` right now (the largest PUT under ``/dav/``)."""

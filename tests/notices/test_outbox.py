@@ -165,3 +165,19 @@ def test_a_refused_recipient_does_not_stop_the_batch(tmp_path):
     finally:
         h.close()
         controller.stop()
+
+
+def test_pending_count_is_kept_while_mail_is_disabled(tmp_path):
+    """Notices left queued are counted (the /metrics outbox depth) even when [mail] enabled is false."""
+    h = _mailing_harness(tmp_path, _free_port())
+    try:
+        h.call(h.admin, "auth_change_password", "Changed-Password-1")
+        eventually(lambda: h.app.notices.sender.last_pending == 1)
+    finally:
+        h.close()
+    h = Harness(tmp_path / "state", {"mail": {"enabled": "false", "poll_interval": "5"}})
+    try:
+        _tick(h, 5)
+        assert h.app.notices.sender.last_pending == 1
+    finally:
+        h.close()

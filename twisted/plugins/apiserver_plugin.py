@@ -1,7 +1,8 @@
 """``twistd -n apiserver [--config FILE]``: the same server as ``apiserver serve``.
 
-Both build it with :func:`apiserver.service.make_service`; a bad config, a broken plugin, missing state
-or a port that cannot be bound ends twistd with one line on stderr and a non-zero status.
+Both build it with :func:`apiserver.service.make_service`; a bad config, missing state, a plugin
+that fails to load or a port that cannot be bound ends twistd with one line on stderr and a
+non-zero status.
 """
 
 import sys
@@ -38,9 +39,9 @@ class ApiServiceMaker:
             server = make_service(options["config"])
         except ConfigError as exc:
             _exit(f"config error: {exc}", 2)
-        except (PluginError, StartError) as exc:
+        except (StartError, PluginError) as exc:
             _exit(str(exc), 1)
-        server.exit_on_listen_failure = True
+        server.exit_on_start_failure = True
         return server
 
 
