@@ -7,10 +7,13 @@ import email
 import threading
 
 import pytest
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from apiserver.notices.outbox import NoticeSender, Outbox, queue_notice, retry_delay
+from apiserver.service import background_services
 from tests.accounts.support import Harness, eventually, wait
 from tests.test_notifications import Inbox, _free_port, smtp  # noqa: F401  (the real SMTP server fixture)
 
@@ -165,3 +168,30 @@ def test_a_refused_recipient_does_not_stop_the_batch(tmp_path):
     finally:
         h.close()
         controller.stop()
+
+
+def test_notice_failed_while_stopping_reaches_the_trail(tmp_path):
+    """A batch still sending at SIGTERM reports its failed notice to the trail, which then writes it."""
+    h = _mailing_harness(tmp_path, _free_port(), max_attempts="1")
+    release = threading.Event()
+
+    def slow_refusal(settings):
+        release.wait(10)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    h.app.notices.sender.connect = slow_refusal
+    h.call(h.admin, "auth_change_password", "Changed-Password-2")
+    eventually(lambda: h.app.notices.sender._running is not None)
+    threading.Timer(0.3, release.set).start()
+
+    async def stop_like_the_server():  # ApiServer._stop: the background services in reverse order
+        for each in reversed(background_services(h.app)):
+            await defer.maybeDeferred(each.stopService)
+
+    wait(defer.ensureDeferred(stop_like_the_server()))
+    h.services = []
+    table = h.app.storage.tables.security_events
+    with h.app.storage.read() as conn:
+        kinds = list(conn.execute(sa.select(table.c.kind)).scalars())
+    h.close()
+    assert "notice_failed" in kinds
