@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from apiserver.context import Identity
 from apiserver.errors import InvalidArgument
 from apiserver.hookspecs import hookimpl
+from apiserver.logs import one_line_error as _one_line
 from apiserver.storage import schema, utcnow
 
 log = Logger(namespace="apiserver.events")
@@ -77,10 +78,6 @@ def _row(seconds: float, kind: str, identity: Optional[Identity], address, gate,
             "address": None if address is None else str(address)[:64], "gate": _gate(gate),
             "detail": None if detail is None else str(detail)[:255]}
 
-
-def _one_line(exc) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def _by(actor: Optional[Identity]) -> str:

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 
 from apiserver.context import AuthRequest, Gate, Identity
 from apiserver.geolocation import Location, lookup_address
+from apiserver.logs import one_line_error as _one_line
 from apiserver.notices.outbox import queue_notice
 from apiserver.storage import schema, utcnow
 
@@ -168,8 +169,3 @@ class Devices:
                 return True
         except sa.exc.IntegrityError:  # another node (or request) stored it first, and sends the notice
             return False
-
-
-def _one_line(exc) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

@@ -31,6 +31,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from apiserver.storage import schema, utcnow
+from apiserver.logs import one_line_error as _one_line
 
 log = Logger(namespace="apiserver.notices")
 
@@ -341,8 +342,3 @@ def _close(smtp: Optional[smtplib.SMTP]) -> None:
         smtp.quit()
     except Exception:
         smtp.close()
-
-
-def _one_line(exc) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
