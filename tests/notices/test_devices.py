@@ -101,3 +101,15 @@ def test_user_agent_is_printable_and_bounded():
     """Control characters never reach a notice; an absent or long User-Agent is shown sensibly."""
     assert printable_agent("a\r\nBcc: x@example.net\x00") == "aBcc: x@example.net"
     assert printable_agent(None) == "(none sent)" and len(printable_agent("x" * 1000)) == 200
+
+
+def test_dav_password_logins_are_checked_in_the_shared_admission(devices):
+    """The device check is in GateKeeper's admission, so the DAV gate (password logins) gets it too."""
+    h, inbox, _key = devices
+    credentials = Credentials(username="siteadmin", site="example.com", password="site-password")
+    for address, agent in (("198.51.100.1", "davfs2/1.6"), ("198.51.100.1", "davfs2/1.6"), ("192.0.2.10", "cadaver/0.24")):
+        wait(h.app.admit(AuthRequest(Gate.DAV, address, credentials, user_agent=agent)))
+        eventually(lambda: not h.app.notices.devices._checking)
+    eventually(lambda: len(inbox.messages) == 1)
+    body = _body(inbox.messages[0][1])
+    assert "Client: cadaver/0.24" in body and "Gate:   DAV" in body and "192.0.2.10 (Berlin, Germany)" in body
