@@ -43,6 +43,8 @@ CLAIM_LEASE = 300.0
 #: Notices sent over one SMTP connection per look at the outbox.
 BATCH = 50
 SMTP_TIMEOUT = 30
+#: Notices listed when no limit is given (the outbox keeps every notice).
+DEFAULT_LIMIT = 1000
 
 _notices = schema.notices
 
@@ -179,12 +181,10 @@ class Outbox:
                                 .where(_notices.c.state == QUEUED)).scalar()
 
     def list(self, state: Optional[str] = None, limit: Optional[int] = None) -> list[NoticeInfo]:
-        """Notices, newest first; only those in ``state`` when given."""
-        query = sa.select(_notices).order_by(_notices.c.id.desc())
+        """Notices, newest first; only those in ``state`` when given; at most ``limit`` (default 1000)."""
+        query = sa.select(_notices).order_by(_notices.c.id.desc()).limit(limit or DEFAULT_LIMIT)
         if state is not None:
             query = query.where(_notices.c.state == state)
-        if limit is not None:
-            query = query.limit(limit)
         with self.storage.read() as conn:
             rows = conn.execute(query).all()
         return [NoticeInfo(id=r.id, to=r.recipient, subject=r.subject, state=r.state, attempts=r.attempts,

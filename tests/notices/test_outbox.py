@@ -195,3 +195,19 @@ def test_notice_failed_while_stopping_reaches_the_trail(tmp_path):
         kinds = list(conn.execute(sa.select(table.c.kind)).scalars())
     h.close()
     assert "notice_failed" in kinds
+
+
+def test_get_notices_without_a_limit_lists_the_newest_1000(harness):
+    """The outbox keeps every notice, so a null limit lists the newest 1000 (as the trail does), not the table."""
+    message = email.message.EmailMessage()
+    message["To"], message["Subject"] = "root@example.net", "hello"
+    message.set_content("hello")
+
+    def fill():
+        with harness.app.storage.write() as conn:
+            return [queue_notice(conn, harness.clock, "password", message) for _ in range(1003)]
+
+    ids = wait(harness.app.run_blocking(fill))
+    listed = harness.call(harness.admin, "admin_get_notices")
+    assert [n.id for n in listed] == sorted(ids, reverse=True)[:1000]
+    assert len(harness.call(harness.admin, "admin_get_notices", None, 1003)) == 1003
