@@ -168,12 +168,6 @@ class Outbox:
                                  claimed_by=None, claimed_until=None))
         return failed
 
-    def release(self, notice_id: int) -> None:
-        """Give up this node's claim without counting an attempt (the batch stopped before it)."""
-        with self.storage.write() as conn:
-            conn.execute(_notices.update().where(_notices.c.id == notice_id, _notices.c.claimed_by == self.node)
-                         .values(claimed_by=None, claimed_until=None))
-
     def pending(self) -> int:
         """How many notices are queued."""
         with self.storage.read() as conn:
