@@ -15,7 +15,7 @@ from apiserver.plugin_api import PluginApi, PluginState, StoredScope
 from apiserver.storage import Storage
 from apiserver.testing import PluginTestApp, wait
 from apiserver.types import INT, TypeSpec
-from tests.storage.support import database_url
+from tests.storage.support import schema_storage  # noqa: F401 - the fixture
 
 #: The plugin API.  Changing this list changes what plugins may rely on: do it on purpose,
 #: document it in docs/plugins.md and say so in the release notes.
@@ -188,15 +188,10 @@ def test_state_is_cached_per_namespace(hello):
 
 # --- the state store on every backend -----------------------------------------------------
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def storage(request, tmp_path):
-    """A migrated database of each backend, removed afterwards."""
-    url, drop = database_url(request.param, tmp_path)
-    store = Storage.from_url(url, pool_size=4)
-    store.create_schema()
-    yield store
-    store.dispose()
-    drop()
+@pytest.fixture
+def storage(schema_storage):
+    """A database of each backend with the current schema (tests.storage.support)."""
+    return schema_storage
 
 
 def test_state_round_trips_json_values(storage):

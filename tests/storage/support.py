@@ -41,3 +41,16 @@ def database_url(kind: str, tmp_path):
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'apiserver.db'}", lambda: None
     return scratch_database(kind)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def schema_storage(request, tmp_path):
+    """A Storage of each backend with the current schema, removed afterwards."""
+    from apiserver.storage import Storage
+
+    url, drop = database_url(request.param, tmp_path)
+    store = Storage.from_url(url, pool_size=4)
+    store.create_schema()
+    yield store
+    store.dispose()
+    drop()

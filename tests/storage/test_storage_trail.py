@@ -12,19 +12,13 @@ from apiserver.context import Identity
 from apiserver.events import SecurityEvents
 from apiserver.module import Role
 from apiserver.notices.outbox import Outbox, queue_notice
-from apiserver.storage import Storage
-from tests.storage.support import database_url
+from tests.storage.support import schema_storage  # noqa: F401 - the fixture
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def storage(request, tmp_path):
-    """A database of each backend with the current schema, removed afterwards."""
-    url, drop = database_url(request.param, tmp_path)
-    store = Storage.from_url(url, pool_size=4)
-    store.create_schema()
-    yield store
-    store.dispose()
-    drop()
+@pytest.fixture
+def storage(schema_storage):
+    """A database of each backend with the current schema (tests.storage.support)."""
+    return schema_storage
 
 
 def _clock(seconds: float = 1_800_000_000.0) -> task.Clock:
