@@ -218,6 +218,7 @@ class NoticeSender(service.Service):
         self._running: Optional[defer.Deferred] = None
         self._again = False
         self._stopping = False
+        self._unreachable = False  # the last look at the outbox failed (logged once per outage)
         #: Notices queued as of the last look at the outbox (the /metrics gauge; None: not looked yet).
         self.last_pending: Optional[int] = None
 
@@ -263,13 +264,20 @@ class NoticeSender(service.Service):
         self._again = False
         d = self.run_blocking(self.send_due, settings)
         self._running = d
-        d.addCallback(self._report)
-        d.addErrback(lambda failure: log.error("outbox: looking at the queue failed: {error}",
-                                               error=_one_line(failure.value)))
+        d.addCallbacks(self._report, self._look_failed)
         d.addBoth(self._done)
         return d
 
+    def _look_failed(self, failure) -> None:
+        if not self._unreachable:  # a database down for hours logs one line, not one a poll
+            self._unreachable = True
+            log.error("outbox: looking at the queue failed (logged once until the queue answers): {error}",
+                      error=_one_line(failure.value))
+
     def _report(self, failed: list) -> None:
+        if self._unreachable:
+            self._unreachable = False
+            log.info("outbox: the queue answers again")
         for notice in failed:
             try:
                 self.on_failed(notice)

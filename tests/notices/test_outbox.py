@@ -211,3 +211,27 @@ def test_get_notices_without_a_limit_lists_the_newest_1000(harness):
     listed = harness.call(harness.admin, "admin_get_notices")
     assert [n.id for n in listed] == sorted(ids, reverse=True)[:1000]
     assert len(harness.call(harness.admin, "admin_get_notices", None, 1003)) == 1003
+
+
+def test_a_long_database_outage_is_logged_once(tmp_path, monkeypatch):
+    """Polls that cannot read the outbox log one line for the outage, and one when it answers again."""
+    h = _mailing_harness(tmp_path, _free_port())
+    sender = h.app.notices.sender
+    lines = []
+    observer = lambda e: lines.append(e["log_format"]) if e.get("log_namespace") == "apiserver.notices" else None  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        def down(limit=50):
+            raise sa.exc.OperationalError("SELECT", {}, Exception("could not connect to server"))
+
+        monkeypatch.setattr(sender.outbox, "due", down)
+        for _ in range(5):
+            _tick(h, 5)
+        monkeypatch.undo()
+        _tick(h, 5)
+        _tick(h, 5)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        h.close()
+    assert sum("looking at the queue failed" in line for line in lines) == 1, lines
+    assert sum("answers again" in line for line in lines) == 1, lines
