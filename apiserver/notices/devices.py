@@ -129,6 +129,12 @@ class Devices:
 
         return d.addCallbacks(done, failed)
 
+    def forget_users(self, user_ids) -> None:
+        """Accounts were deleted: forget every known pair (entries are hashes, so all of them;
+        deletions are rare).  SQLite gives a deleted account's id to the next account, which
+        must not inherit its devices."""
+        self._known.clear()
+
     def _checked(self, queued: bool, key) -> None:
         self._checking.discard(key)
         self._known[key] = True

@@ -113,3 +113,19 @@ def test_dav_password_logins_are_checked_in_the_shared_admission(devices):
     eventually(lambda: len(inbox.messages) == 1)
     body = _body(inbox.messages[0][1])
     assert "Client: cadaver/0.24" in body and "Gate:   DAV" in body and "192.0.2.10 (Berlin, Germany)" in body
+
+
+def test_a_deleted_accounts_devices_are_not_its_successors(devices):
+    """SQLite gives a deleted account's id to the next one: the node's memory of known devices must
+    not make the new account's devices known (its first device is recorded, the next one is mailed)."""
+    h, inbox, key = devices
+    old = wait(h.app.run_blocking(h.app.accounts.identity_for, "example.com", None))
+    _call(h, key, "198.51.100.1", "billing/1.0")
+    h.call(h.admin, "admin_delete_site", "example.com")
+    site = h.add_site(domain="example.org", email="new@example.org")
+    assert site.user_id == old.user_id                                  # the id was reused
+    new_key = h.call(site, "auth_create_api_key", "client")
+    _call(h, new_key, "198.51.100.1", "billing/1.0")                    # its first device: no notice
+    _call(h, new_key, "192.0.2.10", "cadaver/0.24")                     # its second: mailed
+    eventually(lambda: len(inbox.messages) == 1)
+    assert inbox.messages[0][0] == ["new@example.org"]
