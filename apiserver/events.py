@@ -124,6 +124,10 @@ class SecurityEvents(service.Service):
                 self._dropped += 1
                 self.dropped_total += 1
 
+    def queued(self) -> int:
+        """How many events wait to be written."""
+        return len(self._pending)
+
     def flush(self) -> defer.Deferred:
         """Write the queued events on the blocking pool."""
         with self._lock:

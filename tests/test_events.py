@@ -156,3 +156,21 @@ def test_database_outage_keeps_a_bounded_queue_counts_drops_and_logs_once(trail,
     texts = [e["log_format"] for e in lines]
     assert sum("could not be written" in t for t in texts) == 1, texts
     assert sum("were dropped" in t for t in texts) == 1, texts
+
+
+def test_metrics_show_the_queued_and_dropped_events(trail, monkeypatch):
+    """/metrics exposes the trail's queue and its count of dropped events, so an outage is visible."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import apiserver.events as events_module
+    from apiserver.transport.metrics import Metrics
+
+    events = trail.app.security_events
+    wait(events.flush())
+    monkeypatch.setattr(events_module, "QUEUE_LIMIT", 2)
+    for n in range(5):
+        events.record("login_failed", address=f"192.0.2.{n}")
+    samples = {s.name: s.value for f in text_string_to_metric_families(Metrics(trail.app).render().decode())
+               for s in f.samples}
+    assert samples["apiserver_security_events_queued"] == 2
+    assert samples["apiserver_security_events_dropped_total"] == 3
