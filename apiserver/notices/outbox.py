@@ -19,6 +19,7 @@ import datetime
 import email
 import email.message
 import email.policy
+import email.utils
 import smtplib
 import socket
 import ssl
@@ -59,6 +60,19 @@ def queue_notice(conn: sa.Connection, clock, kind: str, message: email.message.E
         kind=kind, recipient=str(message["To"])[:254], subject=str(message["Subject"])[:255],
         message=message.as_string(policy=email.policy.SMTP), state=QUEUED, attempts=0, created_at=now,
         next_attempt=clock.seconds())).inserted_primary_key[0]
+
+
+def notice_message(sender: str, recipient: str, subject: str, when: datetime.datetime,
+                   text: str) -> email.message.EmailMessage:
+    """A notice's mail: ``From`` ``sender``, ``To`` ``recipient``, dated ``when`` (aware, UTC)."""
+    message = email.message.EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Date"] = email.utils.format_datetime(when)
+    message["Message-ID"] = email.utils.make_msgid(domain="apiserver")
+    message["Subject"] = subject
+    message.set_content(text)
+    return message
 
 
 def retry_delay(attempts: int, base: float, cap: float) -> float:
