@@ -148,8 +148,11 @@ class Application:
     # --- the shared middle of every gate ----------------------------------------------------
     def background_services(self) -> list:
         """The Twisted services the server starts with its listeners and stops before the pools:
-        the notice sender, the security trail's writer and Fortification's window timers."""
-        return [s for s in (getattr(self.notices, "sender", None), self.security_events, self.fortifier)
+        the security trail's writer, the notice sender and Fortification's window timers.
+
+        They stop in reverse order, so the trail stops last and writes what the others
+        recorded while stopping (a notice that failed in the sender's last batch)."""
+        return [s for s in (self.security_events, getattr(self.notices, "sender", None), self.fortifier)
                 if s is not None]
 
     def admit(self, request: AuthRequest) -> defer.Deferred:

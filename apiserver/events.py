@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from apiserver.context import Identity
 from apiserver.errors import InvalidArgument
 from apiserver.hookspecs import hookimpl
+from apiserver.logs import one_line_error as _one_line
 from apiserver.storage import schema, utcnow
 
 log = Logger(namespace="apiserver.events")
@@ -78,6 +79,7 @@ def _row(seconds: float, kind: str, identity: Optional[Identity], address, gate,
             "detail": None if detail is None else str(detail)[:255]}
 
 
+
 def _by(actor: Optional[Identity]) -> str:
     if actor is None:
         return ""
@@ -99,7 +101,10 @@ class SecurityEvents(service.Service):
         self._lock = threading.Lock()         # the queue (reactor thread and pool)
         self._write_lock = threading.Lock()   # one batch written at a time
         self._pending: list[tuple] = []
-        self._dropped = 0
+        self._dropped = 0            # since the last write that succeeded (logged then)
+        self._failing = False        # the last write failed (the outage is logged once)
+        #: Events dropped since start because more than QUEUE_LIMIT waited to be written.
+        self.dropped_total = 0
         self._flush_loop: Optional[task.LoopingCall] = None
         self._prune_loop: Optional[task.LoopingCall] = None
         self._statement = None  # (SQL, parameter order) of the batch insert, for this database
@@ -117,6 +122,11 @@ class SecurityEvents(service.Service):
                 self._pending.append(event)
             else:
                 self._dropped += 1
+                self.dropped_total += 1
+
+    def queued(self) -> int:
+        """How many events wait to be written."""
+        return len(self._pending)
 
     def flush(self) -> defer.Deferred:
         """Write the queued events on the blocking pool."""
@@ -125,8 +135,7 @@ class SecurityEvents(service.Service):
         if idle:
             return defer.succeed(None)
         d = self.run_blocking(self.write_pending)
-        d.addErrback(lambda failure: log.error("security events could not be written: {error}",
-                                               error=" ".join(str(failure.value).split())[:200]))
+        d.addErrback(lambda failure: None)  # write_pending logged the outage once; the events wait
         return d
 
     def startService(self):
@@ -149,7 +158,7 @@ class SecurityEvents(service.Service):
     def _prune_soon(self) -> defer.Deferred:
         d = self.run_blocking(self.prune)
         d.addErrback(lambda failure: log.error("pruning security events failed: {error}",
-                                               error=" ".join(str(failure.value).split())[:200]))
+                                               error=_one_line(failure.value)))
         return d
 
     # --- blocking ---------------------------------------------------------------------------
@@ -162,19 +171,31 @@ class SecurityEvents(service.Service):
         with self._write_lock:
             with self._lock:
                 events, self._pending = self._pending, []
-                dropped, self._dropped = self._dropped, 0
-            if dropped:
-                log.warn("{count} security events were dropped: more than {limit} waited to be written",
-                         count=dropped, limit=QUEUE_LIMIT)
             if not events:
                 return
             try:
                 with self.storage.write() as conn:
                     self._insert(conn, [_row(*event) for event in events])
-            except Exception:
-                with self._lock:  # kept for the next flush, within the bound
-                    self._pending[:0] = events[:max(0, QUEUE_LIMIT - len(self._pending))]
+            except Exception as exc:
+                with self._lock:  # kept for the next flush, oldest first, within the bound
+                    waiting = events + self._pending
+                    self._pending = waiting[:QUEUE_LIMIT]
+                    lost = len(waiting) - len(self._pending)
+                    self._dropped += lost
+                    self.dropped_total += lost
+                    first, self._failing = not self._failing, True
+                if first:  # one line for the whole outage, however long
+                    log.error("security events could not be written (kept in memory, at most {limit}; "
+                              "more are counted and dropped): {error}", limit=QUEUE_LIMIT, error=_one_line(exc))
                 raise
+            with self._lock:
+                dropped, self._dropped = self._dropped, 0
+                recovered, self._failing = self._failing, False
+            if dropped:
+                log.warn("{count} security events were dropped: more than {limit} waited to be written",
+                         count=dropped, limit=QUEUE_LIMIT)
+            elif recovered:
+                log.info("security events are written again")
 
     def _insert(self, conn, rows: list[dict]) -> None:
         """One executemany through the driver: SQLAlchemy's per-row parameter processing would

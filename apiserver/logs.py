@@ -23,6 +23,13 @@ from twisted.logger import (
     formatEventAsClassicLogText, globalLogBeginner,
 )
 
+def one_line_error(exc) -> str:
+    """``Type: message`` of an exception on one line of at most ~200 characters (for logs and
+    stored errors that must not carry a traceback)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
 # --- masking ----------------------------------------------------------------------------------
 
 #: 64 hex digits (an API key or session id), also as clients send keys: with dashes or spaces.

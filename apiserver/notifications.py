@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime
 import email.message
-import email.utils
 from typing import Optional
 
 import sqlalchemy as sa
@@ -29,7 +28,7 @@ import sqlalchemy as sa
 from apiserver.context import Identity
 from apiserver.geolocation import Location
 from apiserver.module import Role
-from apiserver.notices.outbox import queue_notice
+from apiserver.notices.outbox import notice_message, queue_notice
 from apiserver.storage import schema
 
 
@@ -70,20 +69,15 @@ def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipien
         by = "you" if actor.user_id == target.user_id else actor.describe()
     if address:
         by += f" from {address}" + (f" ({location.describe()})" if location is not None else "")
-    message = email.message.EmailMessage()
-    message["From"] = app.config.get("mail", "sender")
-    message["To"] = recipient
-    message["Date"] = email.utils.format_datetime(when)
-    message["Message-ID"] = email.utils.make_msgid(domain="apiserver")
     if reset:
-        message["Subject"] = f"Password reset: {account}"
+        subject = f"Password reset: {account}"
         text = (f"The password of {account} was reset by {by} on {when:%Y-%m-%d %H:%M:%S} UTC.\n"
                 "The new password was given to whoever reset it; it is not included here.\n")
     else:
-        message["Subject"] = f"Password changed: {account}"
+        subject = f"Password changed: {account}"
         text = f"The password of {account} was changed by {by} on {when:%Y-%m-%d %H:%M:%S} UTC.\n"
-    message.set_content(text + "If you did not expect this, contact your administrator at once.\n")
-    return message
+    return notice_message(app.config.get("mail", "sender"), recipient, subject, when,
+                          text + "If you did not expect this, contact your administrator at once.\n")
 
 
 def queue_password_notice(app, conn: sa.Connection, target: Identity, actor: Identity, reset: bool,

@@ -132,7 +132,8 @@ def background_services(app) -> list:
     """Services that run beside the listeners, started in this order after the thread pools.
 
     Each is a ``twisted.application`` Service that stops cleanly in ``stopService`` (it may
-    return a Deferred): the notice sender, the security trail's writer, Fortification's windows.
+    return a Deferred): the security trail's writer (stopped last: it writes what the
+    others record while stopping), the notice sender, Fortification's windows.
     """
     return app.background_services()
 

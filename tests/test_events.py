@@ -115,3 +115,62 @@ def test_bad_filters_are_refused(harness, bad):
     with pytest.raises(InvalidArgument) as info:
         harness.call(harness.admin, "admin_get_security_events", bad)
     assert list(bad.values())[0] in str(info.value) or list(bad)[0] in str(info.value)
+
+
+def test_database_outage_keeps_a_bounded_queue_counts_drops_and_logs_once(trail, monkeypatch):
+    """While writes fail the queue stays within QUEUE_LIMIT, every event it cannot hold is counted,
+    the outage is logged once, and the count of dropped events once it is over."""
+    import sqlalchemy.exc
+    from twisted.logger import globalLogPublisher
+
+    import apiserver.events as events_module
+
+    events = trail.app.security_events
+    wait(events.flush())
+    monkeypatch.setattr(events_module, "QUEUE_LIMIT", 5)
+    real_write = trail.app.storage.write
+
+    def down():
+        for n in range(5):  # calls keep arriving while the failing write runs
+            events.record("login_failed", address=f"192.0.2.{n}", detail="during")
+        raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    lines = []
+    observer = lambda e: lines.append(e) if e.get("log_namespace") == "apiserver.events" else None  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        monkeypatch.setattr(trail.app.storage, "write", down)
+        for n in range(3):
+            events.record("login_failed", address="198.51.100.1", detail=f"before {n}")
+        for _ in range(4):                                # four flushes fail
+            wait(events.flush())
+        assert len(events._pending) <= 5
+        monkeypatch.setattr(trail.app.storage, "write", real_write)
+        wait(events.flush())
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    stored = [row[-1] for row in _stored(trail)]
+    kept = [d for d in stored if d in ("before 0", "before 1", "before 2", "during")]
+    assert len(kept) == 5                                 # the bound, oldest first
+    assert events.dropped_total == 3 + 4 * 5 - 5          # everything else was counted
+    texts = [e["log_format"] for e in lines]
+    assert sum("could not be written" in t for t in texts) == 1, texts
+    assert sum("were dropped" in t for t in texts) == 1, texts
+
+
+def test_metrics_show_the_queued_and_dropped_events(trail, monkeypatch):
+    """/metrics exposes the trail's queue and its count of dropped events, so an outage is visible."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import apiserver.events as events_module
+    from apiserver.transport.metrics import Metrics
+
+    events = trail.app.security_events
+    wait(events.flush())
+    monkeypatch.setattr(events_module, "QUEUE_LIMIT", 2)
+    for n in range(5):
+        events.record("login_failed", address=f"192.0.2.{n}")
+    samples = {s.name: s.value for f in text_string_to_metric_families(Metrics(trail.app).render().decode())
+               for s in f.samples}
+    assert samples["apiserver_security_events_queued"] == 2
+    assert samples["apiserver_security_events_dropped_total"] == 3

@@ -3,6 +3,8 @@
 import os
 import signal
 import socket
+import sqlite3
+import xmlrpc.client
 
 import pytest
 
@@ -239,3 +241,25 @@ def test_failing_startup_hook_ends_both_starters(tmp_path, starter):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "apiserver: cannot start: the plugin cannot start" in out.stderr, out.stdout + out.stderr
     assert not listening(port)()
+
+
+@pytest.mark.parametrize("starter", sorted(STARTERS))
+def test_sigterm_writes_the_queued_security_events(tmp_path, starter):
+    """Both starters run the trail's writer and stop it on SIGTERM after a last write: no queued event is lost."""
+    path, port = make_config(tmp_path, {"auth": {"key_cache_ttl": "0"}})  # every call is a key login
+    key = init(path)
+    out = str(tmp_path / "server.out")
+    proc = spawn(STARTERS[starter](path), str(tmp_path), out)
+    try:
+        wait_for(listening(port), proc, out, what=f"{starter} listening")
+        proxy = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/xmlrpc?authkey={key}", allow_none=True)
+        for _ in range(5):  # the last ones are still queued (the writer runs once a second)
+            proxy.common.whoami()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM), read(out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with sqlite3.connect(str(tmp_path / "state" / "apiserver.db")) as db:
+        logins = db.execute("SELECT count(*) FROM security_events WHERE kind = 'login_succeeded'").fetchone()[0]
+    assert logins >= 5, read(out)

@@ -451,10 +451,13 @@ class Accounts:
         return row.id
 
     async def _forget_users(self, user_ids: list) -> None:
-        """After accounts are deleted: drop their cached keys, queued logins, sessions and cached restrictions."""
+        """After accounts are deleted: drop their cached keys, queued logins, known devices, sessions and cached restrictions."""
         self.keys.forget_users(user_ids)
         for user_id in user_ids:
             self.verified_passwords.forget_user(user_id)
+        devices = getattr(self.app.notices, "devices", None)
+        if devices is not None:
+            devices.forget_users(user_ids)
         await self._on_store(self.sessions.forget_users, user_ids)
         gatekeeper = self.app.gatekeeper
         for user_id in user_ids:

@@ -48,7 +48,7 @@ class AdminModule(Module):
 
     @export(roles=Role.ADMIN)
     def get_notices(self, ctx, state: Optional[str] = None, limit: Optional[int] = None) -> list[NoticeInfo]:
-        """The notice outbox, newest first: STATE queued, sent or failed (null: all), at most LIMIT."""
+        """The notice outbox, newest first: STATE queued, sent or failed (null: all), at most LIMIT (null: 1000)."""
         if state is not None and state not in STATES:
             raise InvalidArgument(f"state must be one of {', '.join(STATES)} or null, got {state!r}")
         if limit is not None and limit < 1:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import datetime
 import email.message
-import email.utils
 import hashlib
 import re
 import secrets
@@ -34,7 +33,8 @@ from twisted.logger import Logger
 
 from apiserver.context import AuthRequest, Gate, Identity
 from apiserver.geolocation import Location, lookup_address
-from apiserver.notices.outbox import queue_notice
+from apiserver.logs import one_line_error as _one_line
+from apiserver.notices.outbox import notice_message, queue_notice
 from apiserver.storage import schema, utcnow
 
 log = Logger(namespace="apiserver.notices.devices")
@@ -67,20 +67,14 @@ def compose_device_notice(app, identity: Identity, recipient: str, address: str,
     when = datetime.datetime.fromtimestamp(app.clock.seconds(), datetime.timezone.utc)
     account = identity.describe()
     place = f" ({location.describe()})" if location is not None else ""
-    message = email.message.EmailMessage()
-    message["From"] = app.config.get("mail", "sender")
-    message["To"] = recipient
-    message["Date"] = email.utils.format_datetime(when)
-    message["Message-ID"] = email.utils.make_msgid(domain="apiserver")
-    message["Subject"] = f"Login from a new device: {account}"
-    message.set_content(
+    return notice_message(
+        app.config.get("mail", "sender"), recipient, f"Login from a new device: {account}", when,
         f"{account} logged in from a device it has not used before.\n\n"
         f"When:   {when:%Y-%m-%d %H:%M:%S} UTC\n"
         f"From:   {address}{place}\n"
         f"Client: {printable_agent(user_agent)}\n"
         f"Gate:   {getattr(gate, 'value', gate)}\n\n"
         "If this was not you, change the password and delete the API keys you do not recognise.\n")
-    return message
 
 
 class Devices:
@@ -128,6 +122,12 @@ class Devices:
 
         return d.addCallbacks(done, failed)
 
+    def forget_users(self, user_ids) -> None:
+        """Accounts were deleted: forget every known pair (entries are hashes, so all of them;
+        deletions are rare).  SQLite gives a deleted account's id to the next account, which
+        must not inherit its devices."""
+        self._known.clear()
+
     def _checked(self, queued: bool, key) -> None:
         self._checking.discard(key)
         self._known[key] = True
@@ -168,8 +168,3 @@ class Devices:
                 return True
         except sa.exc.IntegrityError:  # another node (or request) stored it first, and sends the notice
             return False
-
-
-def _one_line(exc) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

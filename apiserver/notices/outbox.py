@@ -19,6 +19,7 @@ import datetime
 import email
 import email.message
 import email.policy
+import email.utils
 import smtplib
 import socket
 import ssl
@@ -31,6 +32,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from apiserver.storage import schema, utcnow
+from apiserver.logs import one_line_error as _one_line
 
 log = Logger(namespace="apiserver.notices")
 
@@ -42,6 +44,8 @@ CLAIM_LEASE = 300.0
 #: Notices sent over one SMTP connection per look at the outbox.
 BATCH = 50
 SMTP_TIMEOUT = 30
+#: Notices listed when no limit is given (the outbox keeps every notice).
+DEFAULT_LIMIT = 1000
 
 _notices = schema.notices
 
@@ -56,6 +60,19 @@ def queue_notice(conn: sa.Connection, clock, kind: str, message: email.message.E
         kind=kind, recipient=str(message["To"])[:254], subject=str(message["Subject"])[:255],
         message=message.as_string(policy=email.policy.SMTP), state=QUEUED, attempts=0, created_at=now,
         next_attempt=clock.seconds())).inserted_primary_key[0]
+
+
+def notice_message(sender: str, recipient: str, subject: str, when: datetime.datetime,
+                   text: str) -> email.message.EmailMessage:
+    """A notice's mail: ``From`` ``sender``, ``To`` ``recipient``, dated ``when`` (aware, UTC)."""
+    message = email.message.EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Date"] = email.utils.format_datetime(when)
+    message["Message-ID"] = email.utils.make_msgid(domain="apiserver")
+    message["Subject"] = subject
+    message.set_content(text)
+    return message
 
 
 def retry_delay(attempts: int, base: float, cap: float) -> float:
@@ -165,12 +182,6 @@ class Outbox:
                                  claimed_by=None, claimed_until=None))
         return failed
 
-    def release(self, notice_id: int) -> None:
-        """Give up this node's claim without counting an attempt (the batch stopped before it)."""
-        with self.storage.write() as conn:
-            conn.execute(_notices.update().where(_notices.c.id == notice_id, _notices.c.claimed_by == self.node)
-                         .values(claimed_by=None, claimed_until=None))
-
     def pending(self) -> int:
         """How many notices are queued."""
         with self.storage.read() as conn:
@@ -178,12 +189,10 @@ class Outbox:
                                 .where(_notices.c.state == QUEUED)).scalar()
 
     def list(self, state: Optional[str] = None, limit: Optional[int] = None) -> list[NoticeInfo]:
-        """Notices, newest first; only those in ``state`` when given."""
-        query = sa.select(_notices).order_by(_notices.c.id.desc())
+        """Notices, newest first; only those in ``state`` when given; at most ``limit`` (default 1000)."""
+        query = sa.select(_notices).order_by(_notices.c.id.desc()).limit(limit or DEFAULT_LIMIT)
         if state is not None:
             query = query.where(_notices.c.state == state)
-        if limit is not None:
-            query = query.limit(limit)
         with self.storage.read() as conn:
             rows = conn.execute(query).all()
         return [NoticeInfo(id=r.id, to=r.recipient, subject=r.subject, state=r.state, attempts=r.attempts,
@@ -223,6 +232,7 @@ class NoticeSender(service.Service):
         self._running: Optional[defer.Deferred] = None
         self._again = False
         self._stopping = False
+        self._unreachable = False  # the last look at the outbox failed (logged once per outage)
         #: Notices queued as of the last look at the outbox (the /metrics gauge; None: not looked yet).
         self.last_pending: Optional[int] = None
 
@@ -269,13 +279,20 @@ class NoticeSender(service.Service):
         else:
             d = self.run_blocking(self.send_due, settings)
         self._running = d
-        d.addCallback(self._report)
-        d.addErrback(lambda failure: log.error("outbox: looking at the queue failed: {error}",
-                                               error=_one_line(failure.value)))
+        d.addCallbacks(self._report, self._look_failed)
         d.addBoth(self._done)
         return d
 
+    def _look_failed(self, failure) -> None:
+        if not self._unreachable:  # a database down for hours logs one line, not one a poll
+            self._unreachable = True
+            log.error("outbox: looking at the queue failed (logged once until the queue answers): {error}",
+                      error=_one_line(failure.value))
+
     def _report(self, failed: list) -> None:
+        if self._unreachable:
+            self._unreachable = False
+            log.info("outbox: the queue answers again")
         for notice in failed:
             try:
                 self.on_failed(notice)
@@ -347,8 +364,3 @@ def _close(smtp: Optional[smtplib.SMTP]) -> None:
         smtp.quit()
     except Exception:
         smtp.close()
-
-
-def _one_line(exc) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

@@ -11,6 +11,8 @@ What is counted (one :class:`Metrics` per application, on its own registry):
 * ``apiserver_requests_in_flight``;
 * ``apiserver_outbox_depth``: notices waiting to be sent, once something sets
   :attr:`Metrics.outbox_depth` (a callable returning the number);
+* ``apiserver_security_events_queued`` and ``apiserver_security_events_dropped_total``: the
+  trail's queue, and the events dropped because it was full (a database that refuses writes);
 * ``apiserver_build_info{version, python, twisted}``.
 
 Only addresses in ``[core] metrics_allow`` may read it (the client address the middleware
@@ -24,7 +26,7 @@ from typing import Callable, Optional
 
 import twisted
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.logger import Logger
 
 from apiserver import __version__
@@ -87,7 +89,7 @@ class Metrics:
 
 
 class _LiveCollector:
-    """Gauges read when scraped: Anvil, thread pools, in-flight requests, outbox."""
+    """Gauges read when scraped: Anvil, thread pools, in-flight requests, outbox, the trail's queue."""
 
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
@@ -123,6 +125,13 @@ class _LiveCollector:
             except Exception:
                 log.failure("reading the outbox depth failed")
         yield outbox
+        trail = getattr(app, "security_events", None)
+        if trail is not None:
+            yield GaugeMetricFamily("apiserver_security_events_queued",
+                                    "Security events waiting to be written.", value=trail.queued())
+            yield CounterMetricFamily("apiserver_security_events_dropped",
+                                      "Security events dropped: more than the queue holds waited to be written.",
+                                      value=trail.dropped_total)
 
 
 def _backlog(pool) -> int:

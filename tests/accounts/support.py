@@ -61,7 +61,7 @@ class Harness:
             self.admin = wait(self.app.run_blocking(self.app.accounts.identity_for_uid, 0))
 
     def close(self) -> None:
-        for each in self.services:
+        for each in reversed(self.services):  # as the server does: the trail last
             wait(defer.maybeDeferred(each.stopService))
         self.app.stop_pools()
         self.app.storage.dispose()

@@ -101,3 +101,31 @@ def test_user_agent_is_printable_and_bounded():
     """Control characters never reach a notice; an absent or long User-Agent is shown sensibly."""
     assert printable_agent("a\r\nBcc: x@example.net\x00") == "aBcc: x@example.net"
     assert printable_agent(None) == "(none sent)" and len(printable_agent("x" * 1000)) == 200
+
+
+def test_dav_password_logins_are_checked_in_the_shared_admission(devices):
+    """The device check is in GateKeeper's admission, so the DAV gate (password logins) gets it too."""
+    h, inbox, _key = devices
+    credentials = Credentials(username="siteadmin", site="example.com", password="site-password")
+    for address, agent in (("198.51.100.1", "davfs2/1.6"), ("198.51.100.1", "davfs2/1.6"), ("192.0.2.10", "cadaver/0.24")):
+        wait(h.app.admit(AuthRequest(Gate.DAV, address, credentials, user_agent=agent)))
+        eventually(lambda: not h.app.notices.devices._checking)
+    eventually(lambda: len(inbox.messages) == 1)
+    body = _body(inbox.messages[0][1])
+    assert "Client: cadaver/0.24" in body and "Gate:   DAV" in body and "192.0.2.10 (Berlin, Germany)" in body
+
+
+def test_a_deleted_accounts_devices_are_not_its_successors(devices):
+    """SQLite gives a deleted account's id to the next one: the node's memory of known devices must
+    not make the new account's devices known (its first device is recorded, the next one is mailed)."""
+    h, inbox, key = devices
+    old = wait(h.app.run_blocking(h.app.accounts.identity_for, "example.com", None))
+    _call(h, key, "198.51.100.1", "billing/1.0")
+    h.call(h.admin, "admin_delete_site", "example.com")
+    site = h.add_site(domain="example.org", email="new@example.org")
+    assert site.user_id == old.user_id                                  # the id was reused
+    new_key = h.call(site, "auth_create_api_key", "client")
+    _call(h, new_key, "198.51.100.1", "billing/1.0")                    # its first device: no notice
+    _call(h, new_key, "192.0.2.10", "cadaver/0.24")                     # its second: mailed
+    eventually(lambda: len(inbox.messages) == 1)
+    assert inbox.messages[0][0] == ["new@example.org"]

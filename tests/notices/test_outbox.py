@@ -7,10 +7,13 @@ import email
 import threading
 
 import pytest
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from apiserver.notices.outbox import NoticeSender, Outbox, queue_notice, retry_delay
+from apiserver.service import background_services
 from tests.accounts.support import Harness, eventually, wait
 from tests.test_notifications import Inbox, _free_port, smtp  # noqa: F401  (the real SMTP server fixture)
 
@@ -181,3 +184,70 @@ def test_pending_count_is_kept_while_mail_is_disabled(tmp_path):
         assert h.app.notices.sender.last_pending == 1
     finally:
         h.close()
+
+
+def test_notice_failed_while_stopping_reaches_the_trail(tmp_path):
+    """A batch still sending at SIGTERM reports its failed notice to the trail, which then writes it."""
+    h = _mailing_harness(tmp_path, _free_port(), max_attempts="1")
+    release = threading.Event()
+
+    def slow_refusal(settings):
+        release.wait(10)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    h.app.notices.sender.connect = slow_refusal
+    h.call(h.admin, "auth_change_password", "Changed-Password-2")
+    eventually(lambda: h.app.notices.sender._running is not None)
+    threading.Timer(0.3, release.set).start()
+
+    async def stop_like_the_server():  # ApiServer._stop: the background services in reverse order
+        for each in reversed(background_services(h.app)):
+            await defer.maybeDeferred(each.stopService)
+
+    wait(defer.ensureDeferred(stop_like_the_server()))
+    h.services = []
+    table = h.app.storage.tables.security_events
+    with h.app.storage.read() as conn:
+        kinds = list(conn.execute(sa.select(table.c.kind)).scalars())
+    h.close()
+    assert "notice_failed" in kinds
+
+
+def test_get_notices_without_a_limit_lists_the_newest_1000(harness):
+    """The outbox keeps every notice, so a null limit lists the newest 1000 (as the trail does), not the table."""
+    message = email.message.EmailMessage()
+    message["To"], message["Subject"] = "root@example.net", "hello"
+    message.set_content("hello")
+
+    def fill():
+        with harness.app.storage.write() as conn:
+            return [queue_notice(conn, harness.clock, "password", message) for _ in range(1003)]
+
+    ids = wait(harness.app.run_blocking(fill))
+    listed = harness.call(harness.admin, "admin_get_notices")
+    assert [n.id for n in listed] == sorted(ids, reverse=True)[:1000]
+    assert len(harness.call(harness.admin, "admin_get_notices", None, 1003)) == 1003
+
+
+def test_a_long_database_outage_is_logged_once(tmp_path, monkeypatch):
+    """Polls that cannot read the outbox log one line for the outage, and one when it answers again."""
+    h = _mailing_harness(tmp_path, _free_port())
+    sender = h.app.notices.sender
+    lines = []
+    observer = lambda e: lines.append(e["log_format"]) if e.get("log_namespace") == "apiserver.notices" else None  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        def down(limit=50):
+            raise sa.exc.OperationalError("SELECT", {}, Exception("could not connect to server"))
+
+        monkeypatch.setattr(sender.outbox, "due", down)
+        for _ in range(5):
+            _tick(h, 5)
+        monkeypatch.undo()
+        _tick(h, 5)
+        _tick(h, 5)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        h.close()
+    assert sum("looking at the queue failed" in line for line in lines) == 1, lines
+    assert sum("answers again" in line for line in lines) == 1, lines

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.message
 
-import pytest
 from twisted.internet import defer, task
 
 from apiserver.config import BUILTIN_SECTIONS, Config
