@@ -8,7 +8,7 @@ administrator) in flight, each one a full PBKDF2-SHA512 hash.  Printed: each rou
 medians and the per-round ratios of p50, p99 and throughput with logins to without, and the
 logins per second.
 
-    python benchmarks/bench_hashing.py [--rounds 4] [--duration 4]
+    python benchmarks/bench_hashing.py [--rounds 4] [--duration 4] [--hash-priority batch|idle|normal]
 """
 
 from __future__ import annotations
@@ -38,10 +38,14 @@ def wait_until_idle(pid: int, timeout: float = 60.0) -> None:
 
 
 def main() -> None:
-    args = h.bench_parser(__doc__.splitlines()[0], rounds=4, duration=4, warmup=2).parse_args()
-    h.header(f"{OPERATION} (16 connections) with and without {LOGINS} password logins hashing at once", args)
+    parser = h.bench_parser(__doc__.splitlines()[0], rounds=4, duration=4, warmup=2)
+    parser.add_argument("--hash-priority", choices=("batch", "idle", "normal"), default="batch",
+                        help="[auth] hash_priority of the server (default: batch, the shipped default)")
+    args = parser.parse_args()
+    h.header(f"{OPERATION} (16 connections) with and without {LOGINS} password logins hashing at once, "
+             f"hash_priority={args.hash_priority}", args)
     with h.scratch_dir("bench-hashing-") as workdir, contextlib.ExitStack() as stack:
-        setup = h.init_apiserver(workdir, {"auth": {"hash_threads": str(LOGINS)}})
+        setup = h.init_apiserver(workdir, {"auth": {"hash_threads": str(LOGINS), "hash_priority": args.hash_priority}})
         server = stack.enter_context(h.pinned_server(setup.serve_argv(), setup.port, os.path.join(workdir, "log")))
         key = h.site_admin_key(setup)
         url = f"{setup.url}/soap?authkey={key}"
