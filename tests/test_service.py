@@ -190,7 +190,7 @@ def test_both_starters_run_plugin_hooks_and_background_services(tmp_path, starte
                                 env=process_env)
     try:
         wait_for(listening(port), proc, log_path, what=f"{starter} listening")
-        wait_for(marks.exists, proc, log_path, what="the startup hook")
+        wait_for(lambda: marks.exists() and read(str(marks)).endswith("\n"), proc, log_path, what="the startup hook")
         assert read(str(marks)) == "startup PluginApi\n"
         api = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/xmlrpc?authkey={key}", allow_none=True)
         api.admin.add_site("example.com", "exadmin", "owner@example.com")
