@@ -29,13 +29,13 @@ HASH_NICE = 19
 _thread_state = threading.local()
 
 
-def lower_thread_priority(priority: str = "batch") -> str:
+def lower_thread_priority(priority: str = "idle") -> str:
     """Lower the calling thread's CPU priority as ``[auth] hash_priority`` says; returns what it got.
 
-    ``batch``: SCHED_BATCH at nice 19: it never preempts request handling on wake-up and gets a
-    small share of a busy core, so logins slow down under load but always finish.  ``idle``:
-    SCHED_IDLE: it runs only on a core nothing else wants (a saturated server answers no login).
-    ``normal``: unchanged.
+    ``idle``: SCHED_IDLE: it runs on CPU that request handling leaves (a waking request thread
+    preempts it at once).  ``batch``: SCHED_BATCH at nice 19: it never preempts request
+    handling on wake-up but keeps a small share of a saturated core.  ``normal``: unchanged.
+    Where a policy is unavailable, nice 19 alone.
     """
     tid = threading.get_native_id()
     if priority == "normal":

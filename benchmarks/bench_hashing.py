@@ -8,7 +8,7 @@ administrator) in flight, each one a full PBKDF2-SHA512 hash.  Printed: each rou
 medians and the per-round ratios of p50, p99 and throughput with logins to without, and the
 logins per second.
 
-    python benchmarks/bench_hashing.py [--rounds 4] [--duration 4] [--hash-priority batch|idle|normal]
+    python benchmarks/bench_hashing.py [--rounds 4] [--duration 4] [--hash-priority idle|batch|normal]
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def wait_until_idle(pid: int, timeout: float = 60.0) -> None:
 
 def main() -> None:
     parser = h.bench_parser(__doc__.splitlines()[0], rounds=4, duration=4, warmup=2)
-    parser.add_argument("--hash-priority", choices=("batch", "idle", "normal"), default="batch",
-                        help="[auth] hash_priority of the server (default: batch, the shipped default)")
+    parser.add_argument("--hash-priority", choices=("idle", "batch", "normal"), default="idle",
+                        help="[auth] hash_priority of the server (default: idle, the shipped default)")
     args = parser.parse_args()
     h.header(f"{OPERATION} (16 connections) with and without {LOGINS} password logins hashing at once, "
              f"hash_priority={args.hash_priority}", args)
