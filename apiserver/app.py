@@ -197,13 +197,13 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     from apiserver.scopes import ScopeRegistry
     from apiserver.sites import SiteHomes
     from apiserver.sites.fortify import Fortifier
-    from apiserver.sites.home import site_owner_name, web_server_user
+    from apiserver.sites.home import site_owner_name
     from apiserver.storage import Storage
 
     app.storage = Storage.from_config(config)
     app.site_homes = SiteHomes(config.state_path(config.get("web", "sites_root")),
                                site_owner_name(config.get("web", "site_owner")),
-                               web_user=web_server_user(config.get("web", "user")),
+                               web_user=_web_user(config),
                                state_dir=config.state_dir)
     app.fortifier = Fortifier(app.storage, app.clock, app.run_blocking, app.site_homes,
                               app.site_homes.web_user, config)
@@ -216,6 +216,18 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     app.registry = Registry(cls(app) for cls in module_classes)
     app.scopes = ScopeRegistry(app, [s for group in app.hook.apiserver_add_scopes(app=app, api=app.api) for s in group])
     return app
+
+
+def _web_user(config: Config) -> str:
+    """``[web] user`` or the web server user found here; ConfigError naming the key when neither exists."""
+    from apiserver.config import ConfigError
+    from apiserver.errors import ServerError
+    from apiserver.sites.home import web_server_user
+
+    try:
+        return web_server_user(config.get("web", "user"))
+    except ServerError as exc:
+        raise ConfigError("web", "user", str(exc)) from None
 
 
 def freeze_heap() -> None:

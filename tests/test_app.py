@@ -64,3 +64,26 @@ def test_fire_never_half_runs_a_wrapper_that_bypassed_registration_checks():
     assert recorder.seen == [(app, "example.com", "admin")] and not sneaked.ran
     refused = [formatEvent(e) for e in events if e.get("log_namespace") == "apiserver.app"]
     assert any("apiserver_site_added cannot be implemented as a wrapper; not called" in line for line in refused)
+
+
+def test_no_web_server_user_is_a_config_error_naming_the_key(tmp_path, monkeypatch):
+    """With neither www-data nor apache on the host and [web] user empty, start-up names [web] user."""
+    import pwd
+
+    import pytest
+
+    from apiserver.app import _web_user
+    from apiserver.config import ConfigError, load_config
+
+    config = load_config(None)
+    real = pwd.getpwnam
+
+    def no_web_users(name):
+        if name in ("www-data", "apache"):
+            raise KeyError(name)
+        return real(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", no_web_users)
+    with pytest.raises(ConfigError) as caught:
+        _web_user(config)
+    assert (caught.value.section, caught.value.key) == ("web", "user")
