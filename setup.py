@@ -20,6 +20,7 @@ setup(
         "bcrypt>=4.1",
         "prometheus_client>=0.17",
         "WsgiDAV>=4.3",
+        "sortedcontainers>=2.4",
     ],
     extras_require={
         "redis": ["redis>=5"],

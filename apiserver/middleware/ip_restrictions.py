@@ -22,12 +22,12 @@ as, so a site's restrictions never lock the appliance administrator out.
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
 import ipaddress
 import socket
+import threading
 from typing import Iterable, Optional
 
+from sortedcontainers import SortedList
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -66,36 +66,19 @@ def normalise_entry(ip) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Ranges:
-    """Sorted, non-overlapping, non-adjacent inclusive integer ranges of one IP version."""
+def _merged(spans: Iterable[tuple]) -> list:
+    """Sorted, non-overlapping, non-adjacent inclusive ``(first, last)`` ranges covering ``spans``."""
+    ranges: list = []
+    for first, last in sorted(spans):
+        if ranges and first <= ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], last))
+        else:
+            ranges.append((first, last))
+    return ranges
 
-    starts: tuple
-    ends: tuple
 
-    @classmethod
-    def merge(cls, spans: Iterable[tuple]) -> "_Ranges":
-        """The ranges covering ``(start, end)`` spans."""
-        starts, ends = [], []
-        for start, end in sorted(spans):
-            if starts and start <= ends[-1] + 1:
-                ends[-1] = max(ends[-1], end)
-            else:
-                starts.append(start)
-                ends.append(end)
-        return cls(tuple(starts), tuple(ends))
-
-    def with_span(self, start: int, end: int) -> "_Ranges":
-        """These ranges and ``start..end``: the ranges it touches merge with it (O(log n) search)."""
-        lo = bisect.bisect_left(self.ends, start - 1)    # first range ending at or after start - 1
-        hi = bisect.bisect_right(self.starts, end + 1)   # past the last starting at or before end + 1
-        if lo < hi:
-            start, end = min(start, self.starts[lo]), max(end, self.ends[hi - 1])
-        return _Ranges(self.starts[:lo] + (start,) + self.starts[hi:], self.ends[:lo] + (end,) + self.ends[hi:])
-
-    def __contains__(self, value: int) -> bool:
-        i = bisect.bisect_right(self.starts, value) - 1
-        return i >= 0 and value <= self.ends[i]
+#: Above every address: ``(value, _AFTER)`` sorts after each ``(value, last)`` pair.
+_AFTER = float("inf")
 
 
 _GATES = {None: None, **{g.value: g for g in Gate}}
@@ -145,65 +128,96 @@ def _span(ip, gate) -> Optional[tuple]:
 class CompiledRestrictions:
     """One account's entries, ready to match: per gate and IP version, merged integer ranges.
 
-    ``entries`` keeps the stored ``(network, gate)`` pairs in their order, for listing them.
-    :meth:`with_entry` and :meth:`without_entry` give the compiled form after one change
-    without parsing the other entries again, so a write costs the same however many there are.
+    :meth:`add` and :meth:`remove` change them in place by one entry, in time that grows with
+    the logarithm of the number of entries: an entry goes into or out of an insertion-ordered
+    dict, its span into or out of the spans sorted per gate and version, and only the merged
+    range it touches is rebuilt.  (Immutable copies cost a copy of every entry per write, and
+    plain sorted lists a move of every later range: both grew with the account.)  The sorted
+    sequences are ``sortedcontainers.SortedList``.  The cache hands one instance both to the
+    reactor thread's checks and to the pool threads' writes, so every access holds a lock,
+    which is held for microseconds (nothing is parsed or read under it).
     """
 
     def __init__(self, entries: Iterable[tuple]):
-        self.entries = tuple(entries)
-        self._spans = tuple(_span(ip, gate) for ip, gate in self.entries)
-        # Membership for with_entry, shared with the versions made from this one (only the
-        # newest is ever changed: the cache replaces it under its lock).
-        self._members = set(self.entries)
-        self._build()
-
-    def _build(self) -> None:
-        self.enabled = bool(self.entries)
-        grouped: dict = {}  # (gate or None, version) -> [(first, last), ...]
-        for span in self._spans:
+        self._lock = threading.Lock()
+        # (network, gate or None) -> its span or None (invalid), in the stored order, for listing.
+        self._entries: dict = {}
+        for ip, gate in entries:
+            self._entries.setdefault((ip, gate), _span(ip, gate))
+        spans: dict = {(gate, version): [] for gate in _GATES.values() for version in (4, 6)}
+        for span in self._entries.values():
             if span is not None:
-                grouped.setdefault(span[:2], []).append(span[2:])
-        self._ranges = {gate: {v: _Ranges.merge(grouped.get((None, v), []) + grouped.get((gate, v), []))
-                               for v in (4, 6)}
+                spans[span[:2]].append(span[2:])
+        # (gate or None, version) -> the (first, last) spans of the entries for that gate.
+        self._spans = {key: SortedList(each) for key, each in spans.items()}
+        # gate -> version -> the ranges merged from its spans and those of gate None.
+        self._ranges = {gate: {version: SortedList(_merged(spans[None, version] + spans[gate, version]))
+                               for version in (4, 6)}
                         for gate in Gate}
 
-    def with_entry(self, ip: str, gate: Optional[str]) -> "CompiledRestrictions":
-        """These entries and one more (stored after them); these if it is among them already."""
-        if (ip, gate) in self._members:
-            return self
-        new = object.__new__(CompiledRestrictions)
-        span = _span(ip, gate)
-        new.entries, new._spans, new.enabled = self.entries + ((ip, gate),), self._spans + (span,), True
-        new._members = self._members
-        new._members.add((ip, gate))
-        new._ranges = dict(self._ranges)
-        if span is not None:
-            entry_gate, version, first, last = span
-            for each in (Gate if entry_gate is None else (entry_gate,)):
-                new._ranges[each] = dict(new._ranges[each])
-                new._ranges[each][version] = new._ranges[each][version].with_span(first, last)
-        return new
+    @property
+    def entries(self) -> tuple:
+        """The stored ``(network, gate or None)`` pairs, in their order."""
+        with self._lock:
+            return tuple(self._entries)
 
-    def without_entry(self, ip: str, gate: Optional[str]) -> "CompiledRestrictions":
-        """These entries less ``(ip, gate)`` (the ranges are merged again from the parsed spans)."""
-        if (ip, gate) not in self._members:
-            return self
-        i = self.entries.index((ip, gate))
-        new = object.__new__(CompiledRestrictions)
-        new.entries, new._spans = self.entries[:i] + self.entries[i + 1:], self._spans[:i] + self._spans[i + 1:]
-        new._members = set(new.entries)
-        new._build()
-        return new
+    def add(self, ip: str, gate: Optional[str]) -> "CompiledRestrictions":
+        """Add one entry (stored after the others); nothing if it is among them already.  Returns self."""
+        span = _span(ip, gate)  # parsed before taking the lock
+        with self._lock:
+            if (ip, gate) in self._entries:
+                return self
+            self._entries[ip, gate] = span
+            if span is None:
+                return self
+            entry_gate, version, first, last = span
+            self._spans[entry_gate, version].add((first, last))
+            for each in (Gate if entry_gate is None else (entry_gate,)):
+                ranges = self._ranges[each][version]
+                lo = ranges.bisect_right((first - 1, _AFTER))  # ranges before lo start below first - 1 ...
+                if lo and ranges[lo - 1][1] >= first - 1:      # ... unless the last of them reaches it
+                    lo -= 1
+                hi = ranges.bisect_right((last + 1, _AFTER))   # past the last starting at or before last + 1
+                merged = (first, last)
+                if lo < hi:
+                    merged = (min(first, ranges[lo][0]), max(last, ranges[hi - 1][1]))
+                    del ranges[lo:hi]
+                ranges.add(merged)
+        return self
+
+    def remove(self, ip: str, gate: Optional[str]) -> "CompiledRestrictions":
+        """Remove entry ``(ip, gate)``; nothing if it is not among them.  Returns self."""
+        with self._lock:
+            if (ip, gate) not in self._entries:
+                return self
+            span = self._entries.pop((ip, gate))
+            if span is None:
+                return self
+            entry_gate, version, first, last = span
+            self._spans[entry_gate, version].remove((first, last))
+            for each in (Gate if entry_gate is None else (entry_gate,)):
+                ranges = self._ranges[each][version]
+                i = ranges.bisect_right((first, _AFTER)) - 1  # the merged range that held the span
+                start, end = ranges[i]
+                # The spans that made it up all start within it: merge those left again.
+                rest = [span for key in ((None, version), (each, version))
+                        for span in self._spans[key].irange((start,), (end, _AFTER))]
+                del ranges[i]
+                ranges.update(_merged(rest))
+        return self
 
     def allows(self, gate: Gate, address: str) -> bool:
         """True when ``address`` may log in through ``gate``."""
-        if not self.enabled:
+        if not self._entries:  # no entry: unrestricted
             return True
         ip = parse_address(address)
         if ip is None:  # a UNIX socket peer or garbage matches no restriction
             return False
-        return int(ip) in self._ranges[gate][ip.version]
+        value = int(ip)
+        with self._lock:
+            ranges = self._ranges[gate][ip.version]
+            i = ranges.bisect_right((value, _AFTER))
+            return i > 0 and value <= ranges[i - 1][1]
 
 
 class IPRestrictions:
@@ -262,11 +276,11 @@ class IPRestrictions:
     def added(self, user_id: int, network: str, gate: Optional[str]) -> None:
         """After entry ``(network, gate)`` of ``user_id`` is stored: cached entries gain it at once,
         without reading the others again.  Any thread."""
-        self._cache.update(user_id, lambda compiled: compiled.with_entry(network, gate))
+        self._cache.update(user_id, lambda compiled: compiled.add(network, gate))
 
     def removed(self, user_id: int, network: str, gate: Optional[str]) -> None:
         """After entry ``(network, gate)`` of ``user_id`` is deleted: cached entries lose it at once.  Any thread."""
-        self._cache.update(user_id, lambda compiled: compiled.without_entry(network, gate))
+        self._cache.update(user_id, lambda compiled: compiled.remove(network, gate))
 
     # --- internals ---------------------------------------------------------------------------
     def _load(self, user_id: int) -> CompiledRestrictions:

@@ -3,6 +3,8 @@
 import dataclasses
 import ipaddress
 import random
+import sys
+import threading
 import time
 
 import pytest
@@ -177,7 +179,7 @@ def same_decisions(a: CompiledRestrictions, b: CompiledRestrictions, probes) -> 
 
 
 def test_one_changed_entry_compiles_like_all_of_them():
-    """with_entry/without_entry give the entries and decisions of compiling the whole list again."""
+    """add/remove in place give the entries and decisions of compiling the whole list again."""
     rng = random.Random(11)
     entries = random_entries(rng, 60) + [("192.0.2.0/25", None), ("192.0.2.128/25", "SOAP"), ("192.0.2.127", "UI")]
     probes = [str(ipaddress.ip_network(ip).network_address) for ip, _ in entries]
@@ -185,17 +187,39 @@ def test_one_changed_entry_compiles_like_all_of_them():
     probes += [str(ipaddress.ip_address(rng.getrandbits(32))) for _ in range(100)] + ["192.0.2.200", "unix:peer"]
     grown = CompiledRestrictions([])
     for n, (ip, gate) in enumerate(entries):
-        grown = grown.with_entry(ip, gate)
+        assert grown.add(ip, gate) is grown
         if n % 10 == 9:
             assert same_decisions(grown, CompiledRestrictions(entries[:n + 1]), probes)
     assert grown.entries == tuple(entries) and same_decisions(grown, CompiledRestrictions(entries), probes)
     shrunk = grown
     for ip, gate in entries[::3]:
-        shrunk = shrunk.without_entry(ip, gate)
+        assert shrunk.remove(ip, gate) is shrunk
     rest = [e for e in entries if e not in entries[::3]]
     assert shrunk.entries == tuple(rest) and same_decisions(shrunk, CompiledRestrictions(rest), probes)
-    assert shrunk.without_entry("203.0.113.1", None) is shrunk
-    assert CompiledRestrictions([]).with_entry("192.0.2.1", "UI").allows(Gate.SOAP, "192.0.2.1") is False
+    assert shrunk.remove("203.0.113.1", None).entries == tuple(rest)
+    assert CompiledRestrictions([]).add("192.0.2.1", "UI").allows(Gate.SOAP, "192.0.2.1") is False
+
+
+def test_random_adds_and_removes_decide_like_a_fresh_compile():
+    """Interleaved adds and removes of overlapping, nested and adjacent entries (and a duplicate
+    span stored as different text) keep deciding like the remaining entries compiled afresh."""
+    rng = random.Random(5)
+    pool = [(f"10.0.{rng.randrange(4)}.{rng.randrange(256)}", rng.choice([None, None, "SOAP", "UI"])) for _ in range(80)]
+    pool += [("10.0.0.0/22", None), ("10.0.1.0/24", "SOAP"), ("10.0.2.0/23", "DAV"), ("10.0.0.0/30", None),
+             ("10.0.0.4/30", None), ("10.0.1.7/32", None), ("2001:db8::/126", None), ("2001:db8::4", "UI")]
+    probes = [f"10.0.{a}.{b}" for a in range(5) for b in range(0, 256, 3)] + ["2001:db8::3", "2001:db8::4", "2001:db8::5"]
+    compiled, held = CompiledRestrictions([]), []
+    for step in range(600):
+        entry = rng.choice(pool)
+        if entry in held and rng.random() < 0.5:
+            compiled.remove(*entry)
+            held.remove(entry)
+        elif entry not in held:
+            compiled.add(*entry)
+            held.append(entry)
+        if step % 25 == 0:
+            assert compiled.entries == tuple(held)
+            assert same_decisions(compiled, CompiledRestrictions(held), probes), step
 
 
 def test_added_and_removed_change_the_cache_without_a_read(app_factory):
@@ -337,3 +361,31 @@ def test_hijacked_identity_checks_the_impersonator(app_factory):
     hijacked = dataclasses.replace(SITE_ADMIN, impersonator=ADMIN)
     assert result_of(restrictions.check(hijacked, Gate.SOAP, "192.0.2.1")) is None
     assert refused(restrictions.check(SITE_ADMIN, Gate.SOAP, "192.0.2.1"))
+
+
+def test_checks_stay_right_while_another_thread_changes_the_entries():
+    """A check on one thread during adds and removes on another (which merge and split the range
+    it matches) answers by the entries that stay: the compiled form is never seen half-changed."""
+    compiled = CompiledRestrictions([("192.0.2.0/24", None)] + [(f"10.0.{i}.0/24", "UI") for i in range(0, 200, 2)])
+    stop, wrong = threading.Event(), []
+
+    def churn():
+        while not stop.is_set():
+            for ip in ("192.0.3.0/24", "192.0.1.0/24", "192.0.2.128/25"):
+                compiled.add(ip, None)
+            for ip in ("192.0.1.0/24", "192.0.3.0/24", "192.0.2.128/25"):
+                compiled.remove(ip, None)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        for _ in range(20_000):
+            if not compiled.allows(Gate.SOAP, "192.0.2.200") or compiled.allows(Gate.SOAP, "198.51.100.1"):
+                wrong.append(True)
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)
+    assert not wrong
