@@ -173,7 +173,7 @@ BUILTIN_SECTIONS = (
         K("secret", parse_str, "", "Key for encrypting API keys and session passwords; empty: generated into state_dir on init.", secret=True),
         K("min_pw_length", int_range(1, 1024), "7", "Shortest password accepted.", runtime=True),
         K("ip_restriction_limit", int_range(0, 100000), "50", "Most IP restrictions one account may have.", runtime=True),
-        K("ip_restriction_cache_ttl", int_range(0, 3600), "5", "Seconds a node reuses an account's IP restrictions before reading them again (other nodes' changes show after at most this; 0: read on every login).", runtime=True),
+        K("ip_restriction_cache_ttl", int_range(0, 3600), "5", "Seconds a node reuses an account's IP restrictions before checking them again: one row read, and all of them only if another node changed them (their changes show after at most this; rows edited by hand within 60 s or this, whichever is longer; 0: read on every login).", runtime=True),
         K("account_cache_ttl", int_range(0, 3600), "5", "Seconds a node reuses an account's email address before reading it again (other nodes' changes show after at most this; 0: read on every call).", runtime=True),
         K("pbkdf2_iterations", int_range(1000, 10_000_000), "210000", "PBKDF2-HMAC-SHA512 iterations for new password hashes.", runtime=True),
         K("hash_threads", int_range(1, 256), "4", "Threads for password hashing (hashing releases the GIL)."),

@@ -124,12 +124,15 @@ class PluginApi:
 
         return recover_ui_password(self._app, session_id, tag_cookie)
 
-    def invalidate_ip_restrictions(self, identity: Identity) -> None:
-        """Forget this node's cached IP restrictions of ``identity``.
+    def invalidate_ip_restrictions(self, identity: Identity) -> defer.Deferred:
+        """Reactor thread.  Call it after a plugin changed the account's IP restriction rows itself.
 
-        Call it after a plugin changed the account's restrictions, so the next login reads them.
+        This node forgets its cached entries at once (its next login reads them); the Deferred
+        fires once the account has a new ``users.ip_restriction_generation``, after which every
+        other node reads them within its ``[auth] ip_restriction_cache_ttl``.
         """
         self._app.gatekeeper.ip_restrictions.invalidate(identity.user_id)
+        return self._app.run_blocking(self._app.accounts.mark_ip_restrictions_changed, identity.user_id)
 
     # --- scopes -----------------------------------------------------------------------------
     def get_scope(self, name: str, *selected) -> defer.Deferred:

@@ -48,7 +48,8 @@ def restrict_ip_script(start: int) -> str:
 
 
 def seed(url: str, domain: str, rows: int) -> None:
-    """Give ``domain``'s administrator ``rows`` more IP restrictions (172.16.0.0/12 addresses)
+    """Give ``domain``'s administrator ``rows`` more IP restrictions (172.16.0.0/12 addresses,
+    with a new ``users.ip_restriction_generation`` as the accounts service draws)
     and API keys (random look-up hashes: rows, not working keys), in bulk.  The addresses are
     every other one, so that no two merge into one range."""
     from apiserver.storage import schema
@@ -61,7 +62,8 @@ def seed(url: str, domain: str, rows: int) -> None:
             {"user_id": user_id, "network": f"172.{16 + (i >> 16 & 15)}.{i >> 8 & 255}.{i & 255}", "gate": None}
             for i in range(0, 2 * rows, 2)])
         conn.execute(schema.users.update().where(schema.users.c.id == user_id)
-                     .values(ip_restriction_count=schema.users.c.ip_restriction_count + rows))
+                     .values(ip_restriction_count=schema.users.c.ip_restriction_count + rows,
+                             ip_restriction_generation=secrets.randbits(62) + 1))
         now = conn.execute(sa.select(schema.users.c.created_at).where(schema.users.c.id == user_id)).scalar_one()
         conn.execute(schema.api_keys.insert(), [
             {"user_id": user_id, "lookup_hash": secrets.token_hex(32), "key_encrypted": "seeded", "comment": None,

@@ -153,7 +153,8 @@ def test_recover_ui_password_needs_the_browsers_tag(hello):
 
 
 def test_invalidate_ip_restrictions_makes_the_next_login_read_them(hello):
-    """After a plugin changes an account's restrictions behind the cache, invalidating applies them."""
+    """After a plugin changes an account's restrictions behind the cache, invalidating applies
+    them here at once and draws the new generation other nodes look for."""
     app, _plugin = hello
     owner = app.add_site("example.com", "owner")
     restrictions = app.app.gatekeeper.ip_restrictions
@@ -165,9 +166,13 @@ def test_invalidate_ip_restrictions_makes_the_next_login_read_them(hello):
 
     app.blocking(insert_behind_the_cache)
     assert wait(restrictions.check(owner, Gate.SOAP, "198.51.100.7")) is None  # still the cached answer
-    app.api.invalidate_ip_restrictions(owner)
+    generation = app.app.accounts.ip_restriction_generation
+    before = app.blocking(generation, owner.user_id)
+    changed = app.api.invalidate_ip_restrictions(owner)
     with pytest.raises(AuthenticationFailed):
         wait(restrictions.check(owner, Gate.SOAP, "198.51.100.7"))
+    wait(changed)
+    assert app.blocking(generation, owner.user_id) != before  # what tells other nodes to read them again
 
 
 def test_stored_scope_persists_and_validates(tmp_path):

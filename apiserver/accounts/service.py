@@ -11,6 +11,7 @@ reactor thread when done.
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from typing import Optional
 
@@ -50,8 +51,15 @@ MAX_CACHED_ACCOUNTS = 10_000
 _EMAIL_OF = sa.select(_users.c.email).where(_users.c.id == sa.bindparam("user_id"))
 _RESTRICTIONS_OF = (sa.select(_restrictions.c.network, _restrictions.c.gate)
                     .where(_restrictions.c.user_id == sa.bindparam("user_id")).order_by(_restrictions.c.id))
+_RESTRICTION_GENERATION_OF = (sa.select(_users.c.ip_restriction_generation)
+                              .where(_users.c.id == sa.bindparam("user_id")))
 _RESTRICTION_COUNT = (sa.select(sa.func.count()).select_from(_restrictions)
                       .where(_restrictions.c.user_id == sa.bindparam("user_id")))
+
+
+def _new_generation() -> int:
+    """A fresh ``users.ip_restriction_generation``: random, never 0 (the column's default)."""
+    return secrets.randbits(62) + 1
 
 
 class Accounts:
@@ -311,6 +319,20 @@ class Accounts:
             rows = conn.execute(_RESTRICTIONS_OF, {"user_id": user_id}).all()
         return [(row.network, row.gate) for row in rows]
 
+    def mark_ip_restrictions_changed(self, user_id: int) -> None:
+        """Blocking.  Draw a new ``users.ip_restriction_generation`` for ``user_id`` after its rows
+        were changed behind this service, so every node reads them again within its ttl."""
+        with self.app.storage.write() as conn:
+            conn.execute(_users.update().where(_users.c.id == user_id)
+                         .values(ip_restriction_generation=_new_generation()))
+
+    def ip_restriction_generation(self, user_id: int) -> Optional[int]:
+        """Blocking.  The number drawn by the last change of ``user_id``'s IP restrictions (one
+        row read; None when there is no such account).  Read it before the entries: they then
+        hold at least every change up to it."""
+        with self.app.storage.read() as conn:
+            return conn.execute(_RESTRICTION_GENERATION_OF, {"user_id": user_id}).scalar()
+
     # --- email ------------------------------------------------------------------------------
     def get_email(self, identity: Identity) -> Optional[str]:
         """Blocking.  The email address on record for ``identity``, or None (cached, see :meth:`fetch_email`)."""
@@ -540,12 +562,14 @@ class Accounts:
         """
         limit = self.app.config.get("auth", "ip_restriction_limit")
         gate_match = _restrictions.c.gate.is_(None) if gate is None else _restrictions.c.gate == gate
+        generation = _new_generation()
         with self.app.storage.write() as conn:
             # Concurrent adds for one account queue on its row (SQLite's BEGIN IMMEDIATE already
             # does), so neither the limit nor an entry for every gate (NULL: no unique index
             # catches it) can be doubled by a race.
-            count = conn.execute(sa.select(_users.c.ip_restriction_count)
-                                 .where(_users.c.id == identity.user_id).with_for_update()).scalar()
+            row = conn.execute(sa.select(_users.c.ip_restriction_count, _users.c.ip_restriction_generation)
+                               .where(_users.c.id == identity.user_id).with_for_update()).first()
+            count, previous = (row.ip_restriction_count, row.ip_restriction_generation) if row else (None, None)
             # One indexed probe (uq_ip_restrictions_entry) and the account's counter: the same
             # cost however many entries it has.
             if conn.execute(sa.select(_restrictions.c.id).where(
@@ -562,21 +586,28 @@ class Accounts:
                                           "([auth] ip_restriction_limit); remove one first")
             conn.execute(_restrictions.insert().values(user_id=identity.user_id, network=network, gate=gate))
             conn.execute(_users.update().where(_users.c.id == identity.user_id)
-                         .values(ip_restriction_count=_users.c.ip_restriction_count + 1))
-        self.app.gatekeeper.ip_restrictions.added(identity.user_id, network, gate)
+                         .values(ip_restriction_count=_users.c.ip_restriction_count + 1,
+                                 ip_restriction_generation=generation))
+        self.app.gatekeeper.ip_restrictions.added(identity.user_id, network, gate, (previous, generation))
 
     def remove_ip_restriction(self, identity: Identity, network: str, gate: Optional[str]) -> None:
         """Blocking.  Remove one entry; NotFound if there is none.  The cached entries lose it at once."""
         gate_match = _restrictions.c.gate.is_(None) if gate is None else _restrictions.c.gate == gate
+        generation = _new_generation()
         with self.app.storage.write() as conn:
+            # Queued on the account's row like adds, so each generation follows exactly one change.
+            previous = conn.execute(sa.select(_users.c.ip_restriction_generation)
+                                    .where(_users.c.id == identity.user_id).with_for_update()).scalar()
             removed = conn.execute(_restrictions.delete().where(
                 _restrictions.c.user_id == identity.user_id, _restrictions.c.network == network, gate_match)).rowcount
             if removed:
-                conn.execute(_users.update().where(_users.c.id == identity.user_id, _users.c.ip_restriction_count > 0)
-                             .values(ip_restriction_count=_users.c.ip_restriction_count - removed))
+                conn.execute(_users.update().where(_users.c.id == identity.user_id)
+                             .values(ip_restriction_count=sa.case((_users.c.ip_restriction_count > removed,
+                                                                    _users.c.ip_restriction_count - removed), else_=0),
+                                     ip_restriction_generation=generation))
         if not removed:
             raise NotFound(f"no IP restriction {network}{_at(gate)}")
-        self.app.gatekeeper.ip_restrictions.removed(identity.user_id, network, gate)
+        self.app.gatekeeper.ip_restrictions.removed(identity.user_id, network, gate, (previous, generation))
 
     def ip_restrictions(self, identity: Identity, gate: Optional[str]) -> list[IpRestriction]:
         """Blocking.  The entries of ``identity``; with ``gate``, those that apply at that gate."""

@@ -10,10 +10,15 @@ The entries of an account are loaded once (``app.accounts.load_ip_restrictions``
 blocking pool) and compiled into sorted, merged integer ranges per gate and IP version, so a
 check is a dictionary look-up and a binary search whatever the number of entries.  Compiled
 entries are cached per account (``apiserver.storage.cache``) for ``[auth]
-ip_restriction_cache_ttl`` seconds, so that a change made on another node shows here after at
-most that long; a change made on this node shows at once: the accounts service calls
-:meth:`IPRestrictions.added` / :meth:`IPRestrictions.removed` after its commit, which change the
-cached form by that one entry (a write costs the same however many entries the account has).
+ip_restriction_cache_ttl`` seconds.  A change made on this node shows at once: the accounts
+service calls :meth:`IPRestrictions.added` / :meth:`IPRestrictions.removed` after its commit,
+which change the cached form in place by that one entry (O(log n): a write costs about the
+same however many entries the account has).  A change made on another node shows after at
+most the ttl: every change draws a new random ``users.ip_restriction_generation``, and once
+the ttl ends one read of that number decides whether the cached entries still hold (most of
+the time: then nothing else is read) or must be read again.  Rows written behind the accounts
+service draw no number, so the entries are read in full at least every
+:data:`FULL_RELOAD_SECONDS` regardless.
 
 Whose entries are checked: the identity that authenticated.  For a hijacked session that is
 the appliance administrator who opened it (``Identity.impersonator``), not the site it acts
@@ -41,6 +46,11 @@ log = Logger(namespace="apiserver.middleware.ip_restrictions")
 
 #: Most accounts whose compiled entries are cached at once (expired ones go first).
 MAX_CACHED_ACCOUNTS = 10_000
+
+#: Cached entries are read again in full after at most this long (or ``ip_restriction_cache_ttl``
+#: when longer), even when their generation shows no change: rows written behind the accounts
+#: service (by hand, or by a plugin's own SQL) draw no new generation.
+FULL_RELOAD_SECONDS = 60
 
 
 def parse_entry(ip) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -138,8 +148,11 @@ class CompiledRestrictions:
     which is held for microseconds (nothing is parsed or read under it).
     """
 
-    def __init__(self, entries: Iterable[tuple]):
+    def __init__(self, entries: Iterable[tuple], generation: Optional[int] = None, loaded_at: float = 0.0):
         self._lock = threading.Lock()
+        #: ``users.ip_restriction_generation`` read before the entries (None: unknown), kept
+        #: in step by this node's changes; ``loaded_at``: when the entries were read.
+        self.generation, self.loaded_at = generation, loaded_at
         # (network, gate or None) -> its span or None (invalid), in the stored order, for listing.
         self._entries: dict = {}
         for ip, gate in entries:
@@ -161,10 +174,15 @@ class CompiledRestrictions:
         with self._lock:
             return tuple(self._entries)
 
-    def add(self, ip: str, gate: Optional[str]) -> "CompiledRestrictions":
-        """Add one entry (stored after the others); nothing if it is among them already.  Returns self."""
+    def add(self, ip: str, gate: Optional[str], generations: Optional[tuple] = None) -> "CompiledRestrictions":
+        """Add one entry (stored after the others); nothing if it is among them already.  Returns self.
+
+        ``generations``: ``(before, after)`` the change that stored it; the generation follows
+        when it was ``before`` (else another change is missing here and it stays).
+        """
         span = _span(ip, gate)  # parsed before taking the lock
         with self._lock:
+            self._follow(generations)
             if (ip, gate) in self._entries:
                 return self
             self._entries[ip, gate] = span
@@ -185,9 +203,11 @@ class CompiledRestrictions:
                 ranges.add(merged)
         return self
 
-    def remove(self, ip: str, gate: Optional[str]) -> "CompiledRestrictions":
-        """Remove entry ``(ip, gate)``; nothing if it is not among them.  Returns self."""
+    def remove(self, ip: str, gate: Optional[str], generations: Optional[tuple] = None) -> "CompiledRestrictions":
+        """Remove entry ``(ip, gate)``; nothing if it is not among them.  Returns self.
+        ``generations`` as for :meth:`add`."""
         with self._lock:
+            self._follow(generations)
             if (ip, gate) not in self._entries:
                 return self
             span = self._entries.pop((ip, gate))
@@ -205,6 +225,11 @@ class CompiledRestrictions:
                 del ranges[i]
                 ranges.update(_merged(rest))
         return self
+
+    def _follow(self, generations: Optional[tuple]) -> None:
+        """Under the lock: take the generation after a change made on top of this one."""
+        if generations is not None and self.generation is not None and self.generation == generations[0]:
+            self.generation = generations[1]
 
     def allows(self, gate: Gate, address: str) -> bool:
         """True when ``address`` may log in through ``gate``."""
@@ -228,7 +253,8 @@ class IPRestrictions:
         config = app.config
         # app.run_blocking is looked up at each load: tests replace it after the app is built.
         self._cache = ReadThroughCache(app.clock, lambda fn, *a: app.run_blocking(fn, *a), self._load,
-                                       lambda: config.get("auth", "ip_restriction_cache_ttl"), MAX_CACHED_ACCOUNTS)
+                                       lambda: config.get("auth", "ip_restriction_cache_ttl"), MAX_CACHED_ACCOUNTS,
+                                       revalidate=self._revalidate)
 
     @staticmethod
     def validate_entry(ip, gate) -> tuple[str, Optional[str]]:
@@ -273,19 +299,33 @@ class IPRestrictions:
         """Forget the cached entries of ``user_id`` (call after changing them).  Any thread."""
         self._cache.invalidate(user_id)
 
-    def added(self, user_id: int, network: str, gate: Optional[str]) -> None:
-        """After entry ``(network, gate)`` of ``user_id`` is stored: cached entries gain it at once,
-        without reading the others again.  Any thread."""
-        self._cache.update(user_id, lambda compiled: compiled.add(network, gate))
+    def added(self, user_id: int, network: str, gate: Optional[str], generations: Optional[tuple] = None) -> None:
+        """After entry ``(network, gate)`` of ``user_id`` is stored, by the change that took
+        ``users.ip_restriction_generation`` from ``generations[0]`` to ``generations[1]``:
+        cached entries gain it at once, without reading the others again.  Any thread."""
+        self._cache.update(user_id, lambda compiled: compiled.add(network, gate, generations))
 
-    def removed(self, user_id: int, network: str, gate: Optional[str]) -> None:
-        """After entry ``(network, gate)`` of ``user_id`` is deleted: cached entries lose it at once.  Any thread."""
-        self._cache.update(user_id, lambda compiled: compiled.remove(network, gate))
+    def removed(self, user_id: int, network: str, gate: Optional[str], generations: Optional[tuple] = None) -> None:
+        """After entry ``(network, gate)`` of ``user_id`` is deleted (``generations`` as for
+        :meth:`added`): cached entries lose it at once.  Any thread."""
+        self._cache.update(user_id, lambda compiled: compiled.remove(network, gate, generations))
 
     # --- internals ---------------------------------------------------------------------------
     def _load(self, user_id: int) -> CompiledRestrictions:
         """Blocking: read and compile (off the reactor thread) the entries of ``user_id``."""
-        return CompiledRestrictions(self.app.accounts.load_ip_restrictions(user_id))
+        accounts, now = self.app.accounts, self.app.clock.seconds()
+        generation = accounts.ip_restriction_generation(user_id)  # first: the entries then hold its changes
+        return CompiledRestrictions(accounts.load_ip_restrictions(user_id), generation, now)
+
+    def _revalidate(self, user_id: int, stale: CompiledRestrictions) -> CompiledRestrictions:
+        """Blocking: once the cached entries expire, keep them when the account's generation
+        shows no change since (one row read, whatever the number of entries), else read them
+        all again.  Every :data:`FULL_RELOAD_SECONDS` they are read again regardless, for rows
+        written behind the accounts service (by hand, or a plugin's own SQL)."""
+        if self.app.clock.seconds() - stale.loaded_at < FULL_RELOAD_SECONDS and stale.generation is not None:
+            if self.app.accounts.ip_restriction_generation(user_id) == stale.generation:
+                return stale
+        return self._load(user_id)
 
     @staticmethod
     def _decide(compiled: CompiledRestrictions, identity: Identity, gate: Gate, address: str) -> None:

@@ -17,6 +17,11 @@ passing back and forth, several times the read itself (``benchmarks/README.md``)
   keep its cache empty (which would make every request read all of the key's rows);
 * other nodes' writes show after at most ``ttl()`` seconds (read at every fill, so a change
   at run time applies); a ttl of 0 caches nothing;
+* with ``revalidate``, an expired value is not dropped: the next request runs
+  ``revalidate(key, stale)`` (Blocking) instead of ``load(key)``, which may answer ``stale``
+  itself after a cheap check that nothing changed (a value that takes long to load, such as
+  thousands of rows, then costs one small read per ``ttl()``); this node's updates still apply
+  to it meanwhile;
 * at most ``max_entries`` keys: the longest cached (first to expire) make room, O(1) per fill.
 """
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Optional
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -39,10 +44,12 @@ class ReadThroughCache:
     """Values of ``load(key)`` (Blocking) kept for ``ttl()`` seconds of ``clock``; see the module docstring."""
 
     def __init__(self, clock, run_blocking: Callable[..., defer.Deferred], load: Callable[[Hashable], Any],
-                 ttl: Callable[[], float], max_entries: int = 10_000):
+                 ttl: Callable[[], float], max_entries: int = 10_000,
+                 revalidate: Optional[Callable[[Hashable, Any], Any]] = None):
         self._clock = clock
         self._run_blocking = run_blocking
         self._load = load
+        self._revalidate = revalidate
         self._ttl = ttl
         self.max_entries = max_entries
         self._lock = threading.Lock()
@@ -77,7 +84,7 @@ class ReadThroughCache:
                 waiters.append(waiter)
                 return waiter
             waiters = self._loading[key] = [waiter]
-        d = self._run_blocking(self._load, key)
+        d = self._run_blocking(*self._reader(key))
         d.addBoth(self._loaded, key, waiters)
         return waiter
 
@@ -88,7 +95,8 @@ class ReadThroughCache:
             return value
         with self._lock:
             generation = self._generation
-        value = self._load(key)
+        read, *args = self._reader(key)
+        value = read(*args)
         with self._lock:
             if generation == self._generation:
                 self._store(key, value)
@@ -118,10 +126,10 @@ class ReadThroughCache:
             entry = self._entries.get(key)
             if entry is None:
                 return
-            if entry[0] <= self._clock.seconds():
+            if entry[0] <= self._clock.seconds() and self._revalidate is None:
                 del self._entries[key]
                 return
-            self._entries[key] = (entry[0], change(entry[1]))
+            self._entries[key] = (entry[0], change(entry[1]))  # an expired one stays, to revalidate
 
     def clear(self) -> None:
         """Forget every key.  Any thread."""
@@ -132,6 +140,13 @@ class ReadThroughCache:
             self._changes.clear()
 
     # --- internals ---------------------------------------------------------------------------
+    def _reader(self, key: Hashable) -> tuple:
+        """``(function, *args)`` reading ``key`` on a miss: revalidate an expired value, else load."""
+        entry = self._entries.get(key) if self._revalidate is not None else None
+        if entry is not None:
+            return self._revalidate, key, entry[1]
+        return self._load, key
+
     def _loaded(self, result, key: Hashable, waiters: list) -> None:
         with self._lock:
             if self._loading.get(key) is waiters:  # not invalidated meanwhile: safe to keep

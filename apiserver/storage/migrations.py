@@ -60,6 +60,12 @@ def _v6_restriction_count_and_role_index(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"CREATE INDEX ix_users_role ON {schema.users.name} (role)"))
 
 
+def _v7_restriction_generation(conn: sa.Connection) -> None:
+    if "ip_restriction_generation" not in {c["name"] for c in sa.inspect(conn).get_columns(schema.users.name)}:
+        conn.execute(sa.text(f"ALTER TABLE {schema.users.name} ADD COLUMN ip_restriction_generation "
+                             "BIGINT DEFAULT 0 NOT NULL"))
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
@@ -69,4 +75,6 @@ MIGRATIONS = (
     Migration(5, "plugin_state: the per-plugin key/value store of the plugin API", _v5_plugin_state),
     Migration(6, "users.ip_restriction_count (constant-cost limit check) and an index on users.role",
               _v6_restriction_count_and_role_index),
+    Migration(7, "users.ip_restriction_generation (cached IP restrictions checked with one row, not re-read)",
+              _v7_restriction_generation),
 )

@@ -45,6 +45,11 @@ users = sa.Table(
     # transaction that adds or removes one, so the limit check reads one row however many
     # there are (added by migration 6).
     sa.Column("ip_restriction_count", sa.Integer, nullable=False, server_default="0"),
+    # A random number the accounts service draws anew in every transaction that adds or removes
+    # an ip_restrictions row (migration 7): a node whose cached entries carry the number it reads
+    # has them all, and keeps them without reading every row again.  Random rather than counted,
+    # as SQLite may give a new account the id of a deleted one.
+    sa.Column("ip_restriction_generation", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("site_id", "username", name="uq_users_site_username"),
     sa.CheckConstraint("role IN ('admin', 'site', 'user')", name="ck_users_role"),
     # The appliance administrator is found by role (cpcmd as root, init): no scan of every user.

@@ -45,6 +45,8 @@ class FakeAccounts:
 
     def __init__(self):
         self.restrictions: dict[int, list] = {}
+        self.generations: dict[int, int] = {}  # users.ip_restriction_generation; none: unknown (reload)
+        self.generation_reads = 0
         self.sessions = {"live-session": SITE_ADMIN}
         self.loads = 0
 
@@ -61,6 +63,10 @@ class FakeAccounts:
     def load_ip_restrictions(self, user_id):
         self.loads += 1
         return list(self.restrictions.get(user_id, []))
+
+    def ip_restriction_generation(self, user_id):
+        self.generation_reads += 1
+        return self.generations.get(user_id)
 
 
 def make_config(overrides: dict | None = None) -> Config:

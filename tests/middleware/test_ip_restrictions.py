@@ -288,6 +288,68 @@ def test_entries_are_loaded_once_within_cache_ttl(app_factory, clock):
     assert app.accounts.loads == 2
 
 
+def test_expired_entries_are_kept_while_the_generation_shows_no_change(app_factory, clock):
+    """Once the ttl ends, one generation read decides: the same number keeps the compiled entries
+    (no read of the rows), a new one (another node's change) reads them all again."""
+    app = app_factory({"auth": {"ip_restriction_cache_ttl": "5"}})
+    app.accounts.restrictions[ADMIN.user_id] = [("192.0.2.1", None)]
+    app.accounts.generations[ADMIN.user_id] = 41
+    restrictions = IPRestrictions(app)
+    result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    for _ in range(3):
+        clock.advance(5)
+        result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    assert (app.accounts.loads, app.accounts.generation_reads) == (1, 4)
+    app.accounts.restrictions[ADMIN.user_id] = [("198.51.100.1", None)]  # changed on another node ...
+    app.accounts.generations[ADMIN.user_id] = 77                         # ... which drew a new number
+    assert result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1")) is None  # within the ttl
+    clock.advance(5)
+    assert refused(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    assert app.accounts.loads == 2
+
+
+def test_entries_are_read_in_full_after_the_full_reload_interval(app_factory, clock):
+    """Rows written behind the accounts service draw no generation: they show after at most
+    FULL_RELOAD_SECONDS all the same."""
+    from apiserver.middleware.ip_restrictions import FULL_RELOAD_SECONDS
+
+    app = app_factory({"auth": {"ip_restriction_cache_ttl": "5"}})
+    app.accounts.generations[ADMIN.user_id] = 3
+    restrictions = IPRestrictions(app)
+    result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    app.accounts.restrictions[ADMIN.user_id] = [("198.51.100.1", None)]  # by hand: generation unchanged
+    for _ in range(FULL_RELOAD_SECONDS // 5 - 1):
+        clock.advance(5)
+        assert result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1")) is None
+    clock.advance(5)
+    assert refused(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    assert app.accounts.loads == 2
+
+
+def test_local_changes_carry_the_generation_forward(app_factory, clock):
+    """A change made here on top of the cached generation moves it along, so the entries stay
+    cached after the ttl; one made on top of a generation it never saw leaves it, and the
+    entries are read again (the change in between is missing here)."""
+    app = app_factory({"auth": {"ip_restriction_cache_ttl": "5"}})
+    app.accounts.generations[ADMIN.user_id] = 10
+    restrictions = IPRestrictions(app)
+    result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    restrictions.added(ADMIN.user_id, "192.0.2.1", None, (10, 11))
+    restrictions.removed(ADMIN.user_id, "192.0.2.1", None, (11, 12))
+    restrictions.added(ADMIN.user_id, "198.51.100.0/24", None, (12, 13))
+    app.accounts.restrictions[ADMIN.user_id] = [("198.51.100.0/24", None)]
+    app.accounts.generations[ADMIN.user_id] = 13
+    clock.advance(5)
+    assert refused(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    assert app.accounts.loads == 1
+    restrictions.added(ADMIN.user_id, "203.0.113.7", None, (14, 15))  # 13 -> 14 happened elsewhere
+    app.accounts.restrictions[ADMIN.user_id] += [("192.0.2.0/24", "SOAP"), ("203.0.113.7", None)]
+    app.accounts.generations[ADMIN.user_id] = 15
+    clock.advance(5)
+    assert result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1")) is None
+    assert app.accounts.loads == 2
+
+
 def test_invalidate_shows_a_change_at_once(app_factory):
     """invalidate(user_id) makes the next check read the entries again."""
     app = app_factory({"auth": {"ip_restriction_cache_ttl": "600"}})

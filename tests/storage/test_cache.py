@@ -198,3 +198,45 @@ def test_bounded_and_the_oldest_fill_goes_first(setup):
     cache.get_blocking(4)
     assert len(cache) == 3
     assert cache.peek(2) is MISSING and all(cache.peek(k) is not MISSING for k in (1, 3, 4))
+
+
+def test_revalidate_gets_the_expired_value_and_may_keep_it():
+    """With revalidate, an expired value goes to revalidate(key, stale) instead of load; what
+    it answers (the stale value itself here) is kept for another ttl; a key never loaded loads."""
+    clock, rows = task.Clock(), Rows()
+    seen = []
+
+    def revalidate(key, stale):
+        seen.append((key, stale))
+        return stale
+
+    cache = ReadThroughCache(clock, rows.run_blocking, rows.load, lambda: 5, revalidate=revalidate)
+    rows.values[1] = ["a"]
+    cache.get(1)
+    rows.run_pool()
+    value = cache.peek(1)
+    clock.advance(6)
+    assert cache.peek(1) is MISSING
+    d = cache.get(1)
+    rows.run_pool()
+    assert result_of(d) is value and seen == [(1, value)] and rows.loads == 1
+    clock.advance(4)
+    assert cache.peek(1) is value  # a new ttl from the revalidation
+    assert cache.get_blocking(2) is None and rows.loads == 2 and len(seen) == 1
+
+
+def test_update_of_an_expired_value_keeps_it_for_revalidation():
+    """With revalidate, a local write changes an expired value too (it is revalidated, not
+    dropped); without it, the expired value is dropped and the next get loads."""
+    for revalidate, loads in ((lambda key, stale: stale, 1), (None, 2)):
+        clock, rows = task.Clock(), Rows()
+        cache = ReadThroughCache(clock, rows.run_blocking, rows.load, lambda: 5, revalidate=revalidate)
+        rows.values[1] = (1,)
+        cache.get(1)
+        rows.run_pool()
+        clock.advance(6)
+        cache.update(1, lambda value: value + (2,))
+        rows.values[1] = (1, 2)
+        d = cache.get(1)
+        rows.run_pool()
+        assert result_of(d) == (1, 2) and rows.loads == loads

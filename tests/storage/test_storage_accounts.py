@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import shutil
 import threading
 
 import pytest
@@ -11,9 +12,9 @@ import sqlalchemy as sa
 from apiserver.accounts.identities import HISTORY_KEEP, record_logins
 from apiserver.accounts.keys import USAGE_FLUSH_DELAY
 from apiserver.accounts.sessions import DatabaseSessionStore
-from apiserver.context import Credentials
+from apiserver.context import Credentials, Gate
 from apiserver.errors import AuthenticationFailed, Exists
-from tests.accounts.support import Harness, eventually
+from tests.accounts.support import Harness, eventually, wait
 from tests.storage.support import database_url
 
 
@@ -91,3 +92,67 @@ def test_concurrent_identical_restrictions_store_one_entry(backend):
     racer.join(30)
     assert outcome == ["exists"]
     assert [(r.ip, r.gate) for r in h.call(site, "auth_get_ip_restrictions")] == [("192.0.2.0/24", None)]
+
+
+def admitted(h: Harness, identity, address: str) -> bool:
+    """Whether ``h``'s gatekeeper lets ``identity`` in from ``address`` through SOAP."""
+    return wait(h.app.accounts.address_admitted(identity, Gate.SOAP, address))
+
+
+def counting_loads(h: Harness) -> list:
+    """The user ids whose IP restrictions ``h`` reads from here on, in order."""
+    accounts, reads = h.app.accounts, []
+    load = accounts.load_ip_restrictions
+    accounts.load_ip_restrictions = lambda user_id: reads.append(user_id) or load(user_id)
+    return reads
+
+
+def test_another_nodes_restriction_changes_show_after_the_ttl_by_their_generation(backend, tmp_path):
+    """Each add and remove draws a new users.ip_restriction_generation; a second node sharing the
+    database keeps its cached entries after the ttl while that number stands (one row read,
+    no read of the entries) and reads them again once the first node changed it."""
+    a = backend
+    (tmp_path / "state-b").mkdir()
+    shutil.copy(a.config.get("core", "state_dir") + "/secret", tmp_path / "state-b" / "secret")
+    b = Harness(tmp_path / "state-b", {"db": {"url": a.app.storage.engine.url.render_as_string(hide_password=False)},
+                                        "session": {"backend": "db"}})
+    try:
+        site = a.add_site()
+        reads = counting_loads(b)
+        generation = lambda: wait(a.app.run_blocking(a.app.accounts.ip_restriction_generation, site.user_id))
+        assert generation() == 0
+        assert admitted(b, site, "198.51.100.7") and reads == [site.user_id]
+        ttl = b.config.get("auth", "ip_restriction_cache_ttl")
+        for _ in range(3):  # nothing changed: the generation read keeps the cached entries
+            b.clock.advance(ttl)
+            assert admitted(b, site, "198.51.100.7")
+        assert len(reads) == 1
+        a.call(site, "auth_restrict_ip", "192.0.2.0/24")
+        added = generation()
+        assert added != 0
+        assert admitted(b, site, "198.51.100.7")  # within b's ttl: still its cached entries
+        b.clock.advance(ttl)
+        assert not admitted(b, site, "198.51.100.7")
+        assert admitted(b, site, "192.0.2.9") and len(reads) == 2
+        a.call(site, "auth_remove_ip_restriction", "192.0.2.0/24")
+        assert generation() not in (0, added)
+        b.clock.advance(ttl)
+        assert admitted(b, site, "198.51.100.7") and len(reads) == 3
+    finally:
+        b.close()
+
+
+def test_this_nodes_restriction_changes_keep_the_cached_generation_current(backend):
+    """A change made here carries the cached generation along, so after the ttl the entries
+    are kept without a read, and they decide like the stored rows."""
+    h = backend
+    site = h.add_site()
+    reads = counting_loads(h)
+    assert admitted(h, site, "198.51.100.7")
+    h.call(site, "auth_restrict_ip", "192.0.2.0/24")
+    h.call(site, "auth_restrict_ip", "198.51.100.0/24", "SOAP")
+    h.call(site, "auth_remove_ip_restriction", "192.0.2.0/24")
+    h.clock.advance(h.config.get("auth", "ip_restriction_cache_ttl"))
+    assert not admitted(h, site, "192.0.2.9")
+    assert admitted(h, site, "198.51.100.7")
+    assert reads == [site.user_id]

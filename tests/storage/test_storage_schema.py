@@ -130,6 +130,23 @@ def test_migration_6_counts_existing_restrictions_and_indexes_roles(storage):
     assert "ix_users_role" in {i["name"] for i in sa.inspect(storage.engine).get_indexes("users")}
 
 
+def test_migration_7_adds_the_restriction_generation(storage):
+    """Migration 7 gives a version-6 database users.ip_restriction_generation, 0 for every account."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:  # back to what version 6 had
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 6))
+        conn.execute(sa.text("ALTER TABLE users DROP COLUMN ip_restriction_generation"))
+        site = _add_site(conn, t)
+        conn.execute(sa.text("INSERT INTO users (site_id, username, role, created_at) "
+                             "VALUES (:site, 'old', 'site', :now)"), {"site": site, "now": _now()})
+    assert storage.version() == 6
+    assert storage.migrate() == [7]
+    storage.check()
+    with storage.read() as conn:
+        assert conn.execute(sa.select(t.users.c.username, t.users.c.ip_restriction_generation)).all() == [("old", 0)]
+
+
 def test_rows_round_trip(storage):
     """Every table stores and returns its values, timestamps to the microsecond."""
     storage.create_schema()
