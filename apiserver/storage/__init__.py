@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sqlite3
 import threading
+import time
 from typing import Iterator
 
 import sqlalchemy as sa
@@ -24,6 +26,9 @@ DEFAULT_SQLITE_FILE = "apiserver.db"
 
 #: Bytes of the SQLite file each connection maps (address space, shared with the OS page cache).
 SQLITE_MMAP_BYTES = 1 << 30
+
+#: Seconds a SQLite connection waits for another's lock before giving up.
+SQLITE_BUSY_TIMEOUT = 30
 
 
 _MIGRATION_LOCK_ID = 0x61706973  # PostgreSQL advisory lock key ("apis")
@@ -63,7 +68,7 @@ class Storage:
         # the statement's values (password hashes, sealed UI passwords, addresses).
         if parsed.get_backend_name() == "sqlite":
             _create_private_file(parsed.database)
-            engine = sa.create_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
+            engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, hide_parameters=True)
             _configure_sqlite(engine)
         else:
             engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=pool_size,
@@ -203,7 +208,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
         if engine.url.database and engine.url.database != ":memory:":
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             # Pages are read through a shared memory map instead of a read() into each
             # connection's own small page cache: a large database costs no more per query
@@ -219,6 +224,21 @@ def _configure_sqlite(engine: sa.Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif not options.get("sqlite_autocommit_read"):
             conn.exec_driver_sql("BEGIN")
+
+
+def _switch_to_wal(cursor, patience: float = SQLITE_BUSY_TIMEOUT) -> None:
+    """Blocking.  ``PRAGMA journal_mode=WAL``, tried again while another connection holds the
+    lock it needs: SQLite answers "database is locked" at once there, without waiting in its
+    busy handler (seen with several processes opening a new file together)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _version(conn: sa.Connection) -> int:

@@ -333,3 +333,28 @@ def test_database_errors_never_show_the_values(storage):
             conn.execute(storage.tables.api_keys.insert().values(
                 user_id=424242, lookup_hash="f" * 64, key_encrypted="sealed-key-value", created_at=_now()))
     assert "sealed-key-value" not in str(failed.value) and "f" * 64 not in str(failed.value)
+
+
+def test_switching_to_wal_is_tried_again_while_the_file_is_locked():
+    """SQLite may answer "database is locked" to journal_mode=WAL at once, without its busy
+    handler (nodes opening a new file together): the switch is tried again; other errors raise."""
+    import sqlite3
+
+    from apiserver.storage import _switch_to_wal
+
+    class Cursor:
+        def __init__(self, failures):
+            self.failures, self.calls = list(failures), 0
+
+        def execute(self, sql):
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+
+    locked = Cursor([sqlite3.OperationalError("database is locked")] * 2)
+    _switch_to_wal(locked)
+    assert locked.calls == 3
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        _switch_to_wal(Cursor([sqlite3.OperationalError("disk I/O error")]))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _switch_to_wal(Cursor([sqlite3.OperationalError("database is locked")] * 1000), patience=0.05)
