@@ -17,8 +17,8 @@ same however many entries the account has).  A change made on another node shows
 most the ttl: every change draws a new random ``users.ip_restriction_generation``, and once
 the ttl ends one read of that number decides whether the cached entries still hold (most of
 the time: then nothing else is read) or must be read again.  Rows written behind the accounts
-service draw no number, so the entries are read in full at least every
-:data:`FULL_RELOAD_SECONDS` regardless.
+service draw no number, so the entries are read in full again after
+:data:`FULL_RELOAD_SECONDS` regardless, in the background while requests keep using them.
 
 Whose entries are checked: the identity that authenticated.  For a hijacked session that is
 the appliance administrator who opened it (``Identity.impersonator``), not the site it acts
@@ -47,9 +47,9 @@ log = Logger(namespace="apiserver.middleware.ip_restrictions")
 #: Most accounts whose compiled entries are cached at once (expired ones go first).
 MAX_CACHED_ACCOUNTS = 10_000
 
-#: Cached entries are read again in full after at most this long (or ``ip_restriction_cache_ttl``
-#: when longer), even when their generation shows no change: rows written behind the accounts
-#: service (by hand, or by a plugin's own SQL) draw no new generation.
+#: Cached entries are read again in full (in the background) once this old, or
+#: ``ip_restriction_cache_ttl`` when longer, even when their generation shows no change: rows
+#: written behind the accounts service (by hand, or by a plugin's own SQL) draw none.
 FULL_RELOAD_SECONDS = 60
 
 
@@ -275,6 +275,7 @@ class IPRestrictions:
         while identity.impersonator is not None:
             identity = identity.impersonator
         d = self._cache.get(identity.user_id)
+        d.addCallback(self._refreshed_if_old, identity.user_id)
         d.addCallback(self._decide, identity, gate, address)
         return d
 
@@ -287,13 +288,14 @@ class IPRestrictions:
         compiled = self._cache.peek(owner.user_id)
         if compiled is MISSING:
             return self.check(identity, gate, address)
-        self._decide(compiled, owner, gate, address)
+        self._decide(self._refreshed_if_old(compiled, owner.user_id), owner, gate, address)
         return None
 
     def entries(self, user_id: int) -> defer.Deferred:
         """Reactor thread: fires with the stored ``((network, gate or None), ...)`` of account
         ``user_id`` in their order (cached like the checks' entries; no thread when cached)."""
-        return self._cache.get(user_id).addCallback(lambda compiled: compiled.entries)
+        d = self._cache.get(user_id).addCallback(self._refreshed_if_old, user_id)
+        return d.addCallback(lambda compiled: compiled.entries)
 
     def invalidate(self, user_id: int) -> None:
         """Forget the cached entries of ``user_id`` (call after changing them).  Any thread."""
@@ -320,12 +322,26 @@ class IPRestrictions:
     def _revalidate(self, user_id: int, stale: CompiledRestrictions) -> CompiledRestrictions:
         """Blocking: once the cached entries expire, keep them when the account's generation
         shows no change since (one row read, whatever the number of entries), else read them
-        all again.  Every :data:`FULL_RELOAD_SECONDS` they are read again regardless, for rows
-        written behind the accounts service (by hand, or a plugin's own SQL)."""
-        if self.app.clock.seconds() - stale.loaded_at < FULL_RELOAD_SECONDS and stale.generation is not None:
+        all again.  Entries that are old (see :meth:`_age_limit`) are read again in the
+        background by the request that finds them; entries twice that old (an account that
+        was idle) are read again before use."""
+        if self.app.clock.seconds() - stale.loaded_at < 2 * self._age_limit() and stale.generation is not None:
             if self.app.accounts.ip_restriction_generation(user_id) == stale.generation:
                 return stale
         return self._load(user_id)
+
+    def _age_limit(self) -> float:
+        """Seconds after which cached entries are read in full again whatever their generation,
+        for rows written behind the accounts service (by hand, or a plugin's own SQL), which
+        draw none: :data:`FULL_RELOAD_SECONDS`, or the ttl when longer."""
+        return max(FULL_RELOAD_SECONDS, self.app.config.get("auth", "ip_restriction_cache_ttl"))
+
+    def _refreshed_if_old(self, compiled: CompiledRestrictions, user_id: int) -> CompiledRestrictions:
+        """Reactor thread: ``compiled``, read again in the background when it is old (this and
+        later requests still decide by it meanwhile, so no request waits for every row)."""
+        if self.app.clock.seconds() - compiled.loaded_at >= self._age_limit():
+            self._cache.refresh(user_id)
+        return compiled
 
     @staticmethod
     def _decide(compiled: CompiledRestrictions, identity: Identity, gate: Gate, address: str) -> None:

@@ -88,6 +88,18 @@ class ReadThroughCache:
         d.addBoth(self._loaded, key, waiters)
         return waiter
 
+    def refresh(self, key: Hashable) -> None:
+        """Reactor thread: load ``key`` again on the pool while its current value keeps being
+        answered; the load replaces it when done (unless invalidated meanwhile, and with this
+        node's updates applied).  Nothing when a read of ``key`` is running already."""
+        with self._lock:
+            if key in self._loading:
+                return
+            waiters = self._loading[key] = []
+        # A failed refresh reaches only requests that began waiting for it; the value it was
+        # to replace stays until it expires.
+        self._run_blocking(self._load, key).addBoth(self._loaded, key, waiters)
+
     def get_blocking(self, key: Hashable):
         """Blocking (pool thread): the value of ``key``, cached or loaded here."""
         value = self.peek(key)

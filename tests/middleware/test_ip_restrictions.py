@@ -309,8 +309,9 @@ def test_expired_entries_are_kept_while_the_generation_shows_no_change(app_facto
 
 
 def test_entries_are_read_in_full_after_the_full_reload_interval(app_factory, clock):
-    """Rows written behind the accounts service draw no generation: they show after at most
-    FULL_RELOAD_SECONDS all the same."""
+    """Rows written behind the accounts service draw no generation: once the cached entries are
+    FULL_RELOAD_SECONDS old, the check that finds them still decides by them (nobody waits for
+    every row) and has them read again, so the next check decides by the rows."""
     from apiserver.middleware.ip_restrictions import FULL_RELOAD_SECONDS
 
     app = app_factory({"auth": {"ip_restriction_cache_ttl": "5"}})
@@ -318,10 +319,24 @@ def test_entries_are_read_in_full_after_the_full_reload_interval(app_factory, cl
     restrictions = IPRestrictions(app)
     result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
     app.accounts.restrictions[ADMIN.user_id] = [("198.51.100.1", None)]  # by hand: generation unchanged
-    for _ in range(FULL_RELOAD_SECONDS // 5 - 1):
+    for _ in range(FULL_RELOAD_SECONDS // 5):
         clock.advance(5)
+        assert app.accounts.loads == 1
         assert result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1")) is None
-    clock.advance(5)
+    assert app.accounts.loads == 2  # the last check (at FULL_RELOAD_SECONDS) had them read again
+    assert refused(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+
+
+def test_entries_of_an_idle_account_are_read_before_use(app_factory, clock):
+    """Entries twice FULL_RELOAD_SECONDS old are read again before the check decides."""
+    from apiserver.middleware.ip_restrictions import FULL_RELOAD_SECONDS
+
+    app = app_factory({"auth": {"ip_restriction_cache_ttl": "5"}})
+    app.accounts.generations[ADMIN.user_id] = 3
+    restrictions = IPRestrictions(app)
+    result_of(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
+    app.accounts.restrictions[ADMIN.user_id] = [("198.51.100.1", None)]  # by hand: generation unchanged
+    clock.advance(2 * FULL_RELOAD_SECONDS)
     assert refused(restrictions.check(ADMIN, Gate.SOAP, "192.0.2.1"))
     assert app.accounts.loads == 2
 

@@ -240,3 +240,34 @@ def test_update_of_an_expired_value_keeps_it_for_revalidation():
         d = cache.get(1)
         rows.run_pool()
         assert result_of(d) == (1, 2) and rows.loads == loads
+
+
+def test_refresh_reads_in_the_background_and_keeps_answering_meanwhile(setup):
+    """refresh() loads again on the pool while gets keep the current value; the load replaces
+    it (with this node's updates applied); a refresh while one runs starts nothing."""
+    clock, rows, ttl, cache = setup
+    rows.values[1] = frozenset({"a"})
+    cache.get(1)
+    rows.run_pool()
+    rows.values[1] = frozenset({"a", "x"})  # written behind the cache
+    cache.refresh(1)
+    cache.refresh(1)
+    assert len(rows.pool) == 1
+    assert result_of(cache.get(1)) == frozenset({"a"}) and len(rows.pool) == 1
+    cache.update(1, lambda value: value | {"b"})
+    rows.run_pool()
+    assert cache.peek(1) == frozenset({"a", "b", "x"}) and rows.loads == 2
+    clock.advance(4.9)
+    assert cache.peek(1) is not MISSING  # a full ttl from the refresh
+
+
+def test_a_refresh_invalidated_meanwhile_is_not_kept(setup):
+    """An invalidation during a refresh drops both the old value and the refresh's load."""
+    clock, rows, ttl, cache = setup
+    rows.values[1] = "old"
+    cache.get(1)
+    rows.run_pool()
+    cache.refresh(1)
+    cache.invalidate(1)
+    rows.run_pool()
+    assert cache.peek(1) is MISSING
