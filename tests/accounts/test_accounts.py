@@ -210,3 +210,33 @@ def test_hashing_threads_yield_to_request_handling(harness):
     policy, nice = wait(harness.app.run_hashing(priority))
     assert policy == os.SCHED_IDLE
     assert wait(harness.app.run_blocking(priority)) == priority()
+
+
+def test_lowered_hashes_compute_one_per_usable_cpu(tmp_path):
+    """At a lowered hash_priority no more hashes compute at once than the process has CPUs
+    (several low-priority threads on one core starve whichever holds the GIL, and the reactor
+    waits for it); at normal priority every hashing thread may."""
+    import threading
+
+    from apiserver.app import usable_cpus
+    from tests.accounts.support import Harness
+
+    for priority, most in (("idle", usable_cpus()), ("normal", 8)):
+        h = Harness(tmp_path / priority, {"auth": {"hash_threads": "8", "hash_priority": priority}})
+        try:
+            lock, running, peak, release = threading.Lock(), [0], [0], threading.Event()
+
+            def hash_like():
+                with lock:
+                    running[0] += 1
+                    peak[0] = max(peak[0], running[0])
+                release.wait(0.3)  # long enough for every other hash to start if it may
+                with lock:
+                    running[0] -= 1
+
+            done = [h.app.run_hashing(hash_like) for _ in range(8)]
+            for d in done:
+                wait(d)
+            assert peak[0] == min(most, 8), priority
+        finally:
+            h.close()
