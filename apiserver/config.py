@@ -176,7 +176,7 @@ BUILTIN_SECTIONS = (
         K("ip_restriction_cache_ttl", int_range(0, 3600), "5", "Seconds a node reuses an account's IP restrictions before checking them again: one row read, and all of them only if another node changed them (their changes show after at most this; rows edited by hand within 60 s or this, whichever is longer; 0: read on every login).", runtime=True),
         K("account_cache_ttl", int_range(0, 3600), "5", "Seconds a node reuses an account's email address before reading it again (other nodes' changes show after at most this; 0: read on every call).", runtime=True),
         K("pbkdf2_iterations", int_range(1000, 10_000_000), "210000", "PBKDF2-HMAC-SHA512 iterations for new password hashes.", runtime=True),
-        K("hash_threads", int_range(1, 256), "4", "Threads for password hashing (hashing releases the GIL)."),
+        K("hash_threads", int_range(1, 256), "4", "Threads for password hashing (hashing releases the GIL); at a lowered hash_priority at most one hash per usable CPU computes at a time, the other logins queue."),
         K("hash_priority", choice("idle", "batch", "normal"), "idle", "CPU priority of the hashing threads: idle (SCHED_IDLE: request handling always first; logins use the CPU it leaves), batch (SCHED_BATCH at nice 19: logins also get a small share of a saturated core), normal."),
         K("key_cache_ttl", int_range(0, 3600), "60", "Seconds a verified API key is trusted without a database look-up (0: always look up).", runtime=True),
     )),
