@@ -192,7 +192,7 @@ class CompiledRestrictions:
             self._spans[entry_gate, version].add((first, last))
             for each in (Gate if entry_gate is None else (entry_gate,)):
                 ranges = self._ranges[each][version]
-                lo = ranges.bisect_right((first - 1, _AFTER))  # ranges before lo start below first - 1 ...
+                lo = ranges.bisect_right((first - 1, _AFTER))  # ranges before lo start at or before first - 1 ...
                 if lo and ranges[lo - 1][1] >= first - 1:      # ... unless the last of them reaches it
                     lo -= 1
                 hi = ranges.bisect_right((last + 1, _AFTER))   # past the last starting at or before last + 1
