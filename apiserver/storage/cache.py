@@ -22,6 +22,8 @@ passing back and forth, several times the read itself (``benchmarks/README.md``)
   itself after a cheap check that nothing changed (a value that takes long to load, such as
   thousands of rows, then costs one small read per ``ttl()``); this node's updates still apply
   to it meanwhile;
+* :meth:`~ReadThroughCache.refresh` reads a key again in the background while its current
+  value keeps being answered (for a value that must be read in full now and then anyway);
 * at most ``max_entries`` keys: the longest cached (first to expire) make room, O(1) per fill.
 """
 
