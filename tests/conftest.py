@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -37,6 +38,37 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15, group: bool = False) -> None:
+    """SIGTERM ``process`` (its whole process group with ``group``), SIGKILL it after ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    send = (lambda sig: os.killpg(process.pid, sig)) if group else process.send_signal
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+
+
+def run_in_threads(fn, arguments, timeout: Optional[float] = None) -> list:
+    """Call ``fn(*args)`` for each of ``arguments`` on threads started together; the exceptions they raised."""
+    errors = []
+
+    def call(args):
+        try:
+            fn(*args)
+        except Exception as exc:  # collected: the caller asserts on them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(args,)) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return errors
 
 
 def write_config(path: str, sections: dict) -> None:
@@ -82,13 +114,7 @@ class RunningServer:
             return fh.read()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def restart(self) -> None:
         """Stop and start the same server again (same config, state and ports)."""

@@ -18,6 +18,7 @@ from apiserver.plugin_api import PluginApi, PluginState, StoredScope
 from apiserver.storage import Storage
 from apiserver.testing import PluginTestApp, wait
 from apiserver.types import INT, TypeSpec
+from tests.conftest import run_in_threads
 from tests.storage.support import storage  # noqa: F401 - the fixture
 
 #: The plugin API.  Changing this list changes what plugins may rely on: do it on purpose,
@@ -250,19 +251,7 @@ def test_state_refuses_bad_keys(storage, key):
 def test_concurrent_first_writes_of_one_key_all_succeed(storage):
     """Threads racing to create the same key do not fail: one insert wins, the others update."""
     state = PluginState(storage, "hello", task.Clock())
-    errors = []
-
-    def write(n):
-        try:
-            state.set("race", n)
-        except Exception as exc:  # collected: the assertion below names it
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_in_threads(state.set, [("race", n) for n in range(4)])
     assert errors == [] and state.get("race") in range(4)
 
 

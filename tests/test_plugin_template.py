@@ -8,7 +8,6 @@ pip's cache; about a minute), one server started from it.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import zeep
 from lxml import etree
 
 from apiserver.plugin_template import TemplateError, render_files, write_template
-from tests.conftest import BASE_CONFIG, free_port, merge, write_config
+from tests.conftest import BASE_CONFIG, free_port, merge, stop_process, write_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
@@ -83,12 +82,7 @@ def server(venv, tmp_path_factory):
             time.sleep(0.05)  # polling a child process's readiness
         yield f"http://127.0.0.1:{port}", key, config_path, log_path
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def test_template_tests_pass_in_the_venv(venv):

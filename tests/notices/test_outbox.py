@@ -15,6 +15,7 @@ from twisted.logger import globalLogPublisher
 from apiserver.notices.outbox import NoticeSender, Outbox, queue_notice, retry_delay
 from apiserver.service import background_services
 from tests.accounts.support import Harness, eventually, wait
+from tests.conftest import run_in_threads
 from tests.test_notifications import Inbox, _free_port, smtp  # noqa: F401  (the real SMTP server fixture)
 
 
@@ -115,11 +116,7 @@ def test_two_senders_on_one_database_send_each_notice_once(tmp_path, smtp):  # n
         settings = h.app.notices.sender.settings()
         senders = [NoticeSender(Outbox(h.app.storage, h.clock, node=name), h.clock, h.app.run_blocking,
                                 lambda: settings, poll_interval=5) for name in ("node-a", "node-b")]
-        threads = [threading.Thread(target=s.send_due, args=(settings,)) for s in senders]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        run_in_threads(lambda sender: sender.send_due(settings), [(s,) for s in senders], timeout=60)
         eventually(lambda: len(inbox.messages) >= 30)
         ids = sorted(email.message_from_string(text)["Message-ID"] for _to, text in inbox.messages)
         assert ids == sorted(f"<n{n}@test>" for n in range(30))

@@ -21,6 +21,7 @@ import pytest
 
 from apiserver.sites import htaccess, htpasswd
 from apiserver.sites.home import SiteHomes, ensure_system_user, grant_search
+from tests.conftest import stop_process
 
 APACHE = "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
@@ -202,14 +203,7 @@ Alias /control/ {control_root}/
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process(self.process, timeout=10, group=True)
 
 
 def _chown_tree(top: str, uid: int, gid: int) -> None:

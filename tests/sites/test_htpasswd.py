@@ -9,13 +9,13 @@ import pwd
 import shutil
 import stat
 import subprocess
-import threading
 
 import pytest
 
 from apiserver.errors import InvalidArgument, NotFound
 from apiserver.sites import htpasswd
 from apiserver.sites.home import SiteHomes, ensure_system_user
+from tests.conftest import run_in_threads
 
 HTPASSWD = shutil.which("htpasswd") or "/usr/bin/htpasswd"
 
@@ -204,11 +204,7 @@ def test_a_failed_write_leaves_the_old_file(home, path, monkeypatch):
 
 def test_concurrent_adds_keep_every_user(home, path):
     """Writers lock the folder: eight threads adding eight users leave all eight."""
-    threads = [threading.Thread(target=htpasswd.add, args=(path, f"user{i}", f"pw-{i}", home)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(htpasswd.add, [(path, f"user{i}", f"pw-{i}", home) for i in range(8)])
     assert sorted(htpasswd.users(path, home)) == [f"user{i}" for i in range(8)]
     assert htpasswd.verify(path, "user5", "pw-5", home)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import os
 import stat
-import threading
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +12,7 @@ import sqlalchemy as sa
 from apiserver.config import BUILTIN_SECTIONS, Config
 from apiserver.storage import SchemaError, Storage
 from apiserver.storage.migrations import MIGRATIONS
+from tests.conftest import run_in_threads
 from tests.storage.support import database_url
 
 
@@ -264,22 +264,14 @@ def test_sqlite_concurrent_writers_all_succeed(tmp_path):
     store = Storage.from_url(f"sqlite:///{tmp_path / 'apiserver.db'}")
     store.create_schema()
     t = store.tables
-    errors = []
 
     def writer(n: int):
-        try:
-            for i in range(25):
-                with store.write() as conn:
-                    count = conn.execute(sa.select(sa.func.count()).select_from(t.sites)).scalar()
-                    conn.execute(t.sites.insert().values(domain=f"w{n}-{i}-{count}.example", created_at=_now()))
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
+        for i in range(25):
+            with store.write() as conn:
+                count = conn.execute(sa.select(sa.func.count()).select_from(t.sites)).scalar()
+                conn.execute(t.sites.insert().values(domain=f"w{n}-{i}-{count}.example", created_at=_now()))
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_in_threads(writer, [(n,) for n in range(8)])
     assert errors == []
     with store.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.sites)).scalar() == 200
@@ -300,19 +292,8 @@ def test_nodes_starting_together_migrate_once(kind, tmp_path):
     """Several processes creating the schema at once: exactly one creates it, none fails."""
     url, drop = database_url(kind, tmp_path)
     stores = [Storage.from_url(url, pool_size=2) for _ in range(4)]
-    results, errors = [], []
-
-    def start(store):
-        try:
-            results.append(store.create_schema())
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = []
+    errors = run_in_threads(lambda store: results.append(store.create_schema()), [(store,) for store in stores])
     try:
         assert errors == []
         assert sorted(results) == [False, False, False, True]
