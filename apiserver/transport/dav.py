@@ -37,11 +37,11 @@ from twisted.web import resource, server
 from twisted.web.wsgi import WSGIResource
 
 from apiserver.accounts.passwords import MAX_PASSWORD_LENGTH
-from apiserver.context import AuthRequest, Credentials, Gate
+from apiserver.context import Credentials, Gate
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
-from apiserver.transport.http import DAV_CHALLENGE, answerable, finish_with, refuse
+from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, refuse
 
 log = Logger(namespace="apiserver.dav")
 
@@ -122,8 +122,7 @@ class DavResource(resource.Resource):
         credentials = basic_credentials(request)
         if credentials is None:
             return refuse(request, 401, NO_CREDENTIALS, {"www-authenticate": DAV_CHALLENGE})
-        auth = AuthRequest(gate=Gate.DAV, address=self.app.gatekeeper.client_address(request),
-                           credentials=credentials, secure=request.isSecure())
+        auth = auth_request(self.app, request, credentials, Gate.DAV)
         d = self.app.admit(auth)
         d.addCallbacks(self._admitted, self._refused, callbackArgs=(request,), errbackArgs=(request,))
         d.addErrback(self._last_resort, request)

@@ -17,6 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from tests.conftest import free_port
+from tests.e2e.clients.dav_clients import let_owner_reach
 from tests.e2e.test_cpcmd_commands import Cpcmd
 from tests.storage.support import scratch_database
 from tests.test_geolocation import BERLIN, write_city_database
@@ -226,3 +227,27 @@ def test_trail_lists_each_action_and_stores_no_secret(server_factory, relay):
         rows = repr(db.execute("SELECT * FROM security_events").fetchall())
     for secret in (password, reset, key, licence, sid, bad_key, server.admin_key, "Site-Password-1"):
         assert secret not in rows
+
+
+def test_dav_logins_tell_devices_apart_by_their_user_agent(server_factory, relay):
+    """A DAV client with a new User-Agent from a known address is a new device: one notice naming it."""
+    import requests
+
+    relay.start()
+    server = server_factory({"mail": dict(QUICK_MAIL, smtp_port=str(relay.port))})
+    admin = api(server)
+    admin.admin.add_site("example.com", "exadmin", "owner@example.com", "Site-Password-1")
+    let_owner_reach(server)
+
+    def propfind(agent):
+        answer = requests.request("PROPFIND", f"{server.url}/dav/", auth=("exadmin@example.com", "Site-Password-1"),
+                                  headers={"Depth": "0", "X-Forwarded-For": "192.0.2.40", "User-Agent": agent},
+                                  timeout=60)
+        assert answer.status_code == 207, answer.text
+
+    propfind("davfs2/1.6.1")      # exadmin's first device: recorded, no notice
+    propfind("davfs2/1.6.1")
+    propfind("cadaver/0.24")      # same address, another client: a new device
+    until(lambda: len(relay.inbox.messages) == 1, what="the DAV device notice")
+    [body] = _bodies(relay)
+    assert "Client: cadaver/0.24" in body and "Gate:   DAV" in body and "From:   192.0.2.40" in body
