@@ -169,6 +169,7 @@ class Accounts:
                                remembered: bool) -> Identity:
         """Hash and check the password against the account's row; remember it when ``remembered``."""
         app = self.app
+        generation = self.verified_passwords.generation  # before the row: a change meanwhile voids it
         found = await app.run_blocking(self._password_row, site, username)
         stored = found[1] if found else None
         ok = await app.run_hashing(self._verify_or_dummy, password, stored)
@@ -186,7 +187,7 @@ class Accounts:
             await app.run_blocking(self._replace_hash, identity.user_id, stored, upgraded)
             stored = upgraded
         if remembered:
-            self.verified_passwords.remember(gate.value, site, username, password, identity, stored)
+            self.verified_passwords.remember(gate.value, site, username, password, identity, stored, generation)
         return identity
 
     async def _remembered_login(self, gate: Gate, site, username: str, password: str) -> Optional[Identity]:
@@ -475,8 +476,7 @@ class Accounts:
     async def _forget_users(self, user_ids: list) -> None:
         """After accounts are deleted: drop their cached keys, queued logins, known devices, sessions and cached restrictions."""
         self.keys.forget_users(user_ids)
-        for user_id in user_ids:
-            self.verified_passwords.forget_user(user_id)
+        self.verified_passwords.forget_users(user_ids)
         devices = getattr(self.app.notices, "devices", None)
         if devices is not None:
             devices.forget_users(user_ids)

@@ -38,6 +38,8 @@ class VerifiedPasswords:
         self._key = secrets.token_bytes(32)
         self._entries: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
+        # Bumped by every forget: a verification that read the row before one must not be kept.
+        self.generation = 0
 
     def key_of(self, gate: str, site: Optional[str], username: str, password: str) -> bytes:
         """The keyed digest that stands for these credentials (never the password itself)."""
@@ -65,14 +67,20 @@ class VerifiedPasswords:
             return identity, stored, now - checked >= RECHECK_AFTER
 
     def remember(self, gate: str, site: Optional[str], username: str, password: str,
-                 identity: Identity, stored: str) -> None:
-        """Note that ``password`` verified against ``stored`` for ``identity``."""
+                 identity: Identity, stored: str, generation: Optional[int] = None) -> None:
+        """Note that ``password`` verified against ``stored`` for ``identity``.
+
+        ``generation``: :attr:`generation` read before the account's row was; when a forget came
+        since (a password change while the hash was computed), nothing is kept.
+        """
         ttl = self.ttl()
         if ttl <= 0:
             return
         digest = self._digest(gate, site, username, password)
         now = self.clock.seconds()
         with self._lock:
+            if generation is not None and generation != self.generation:
+                return
             self._entries.pop(digest, None)
             self._entries[digest] = (identity, stored, now + ttl, now)
             while len(self._entries) > self.max_entries:
@@ -94,8 +102,14 @@ class VerifiedPasswords:
 
     def forget_user(self, user_id: int) -> None:
         """Drop every entry of account ``user_id`` (its password changed, it was reset or deleted)."""
+        self.forget_users([user_id])
+
+    def forget_users(self, user_ids) -> None:
+        """Drop every entry of these accounts, in one pass over the entries."""
+        gone = set(user_ids)
         with self._lock:
-            for digest in [d for d, entry in self._entries.items() if entry[0].user_id == user_id]:
+            self.generation += 1
+            for digest in [d for d, entry in self._entries.items() if entry[0].user_id in gone]:
                 del self._entries[digest]
 
     def __len__(self) -> int:

@@ -136,3 +136,33 @@ def test_parallel_logins_with_the_same_password_hash_once(counted):
                                        consumeErrors=True))
     assert [ok for ok, _ in outcomes] == [False] * 3
     assert calls.count("wrong-one") == 3
+
+
+def test_a_change_during_the_hash_keeps_the_verified_password_out(counted, monkeypatch):
+    """A password change that lands while a DAV login hashes (its forget comes between the row read
+    and the remember) leaves nothing remembered: the next login hashes again."""
+    harness, _, calls = counted
+    verified = harness.app.accounts.verified_passwords
+    bob = wait(harness.app.run_blocking(harness.app.accounts.identity_for, "example.com", "bob"))
+    verify = passwords.verify_password
+
+    def verify_while_changed(password, stored):
+        verified.forget_user(bob.user_id)  # what set_password does on this node after its commit
+        return verify(password, stored)
+
+    monkeypatch.setattr(passwords, "verify_password", verify_while_changed)
+    assert login(harness).user_id == bob.user_id
+    monkeypatch.setattr(passwords, "verify_password", verify)
+    login(harness)
+    assert len(calls) == 2 and len(verified) == 1
+
+
+def test_forget_users_drops_every_named_account_in_one_pass():
+    """forget_users drops the entries of all the accounts named and keeps the others."""
+    remembered = VerifiedPasswords(task.Clock(), lambda: 60)
+    carol = Identity(Role.USER, user_id=8, username="carol", site_id=1, site="example.com")
+    dave = Identity(Role.USER, user_id=9, username="dave", site_id=1, site="example.com")
+    for who in (BOB, carol, dave):
+        remembered.remember("DAV", "example.com", who.username, "pw", who, "$h")
+    remembered.forget_users([BOB.user_id, dave.user_id])
+    assert [remembered.lookup("DAV", "example.com", u, "pw") is None for u in ("bob", "carol", "dave")] == [True, False, True]
