@@ -1,7 +1,8 @@
 """The ``security`` module: .htaccess policy, Fortification, file audit, htpasswd and the setuid scan.
 
 Thin on purpose: declarations, roles and which site a call acts on.  The filesystem work is in
-:mod:`apiserver.sites`; every function here that touches the disk runs on the blocking pool.
+:mod:`apiserver.sites`; every function here that touches the disk runs on the blocking pool,
+and password hashing on the hashing pool.
 Paths are as the site sees them (``/var/www/html/...``) and never leave the site's home.
 """
 
@@ -55,17 +56,24 @@ class SecurityModule(Module):
         return audit.audit(_home(ctx), path, ctx.app.site_homes.web_user, requirements, union)
 
     # --- htpasswd -------------------------------------------------------------------------------
+    # The two that hash run on the reactor: the file work goes to the blocking pool, the hashing
+    # to the hashing pool (low priority, one per CPU), so that a slow hash - the site owner picks
+    # the cost of a stored bcrypt entry - never holds a database thread.
     @export(roles=Role.SITE)
-    def htpasswd_add(self, ctx, file: str, user: str, password: str) -> bool:
+    async def htpasswd_add(self, ctx, file: str, user: str, password: str) -> bool:
         """Add USER to the Apache password file FILE (or change its password); bcrypt cost 5."""
-        home = _home(ctx)
-        return htpasswd.add(home.resolve(file), user, password, home, ctx.app.site_homes.web_user)
+        home, host_path = await ctx.api.run_blocking(_password_file_for, ctx, file, user)
+        hashed = await ctx.app.run_hashing(htpasswd.hash_password, password)
+        return await ctx.api.run_blocking(htpasswd.write_entry, host_path, user, hashed, home,
+                                          ctx.app.site_homes.web_user)
 
     @export(roles=Role.SITE)
-    def htpasswd_verify(self, ctx, file: str, user: str, password: str) -> bool:
+    async def htpasswd_verify(self, ctx, file: str, user: str, password: str) -> bool:
         """Whether PASSWORD is USER's in the Apache password file FILE (bcrypt, $apr1$, {SHA} or crypt)."""
-        home = _home(ctx)
-        return htpasswd.verify(home.resolve(file, must_exist=True), user, password, home)
+        stored = await ctx.api.run_blocking(_stored_hash, ctx, file, user)
+        if stored is None:  # no line for USER: nothing to hash
+            return htpasswd.matches(password, None)
+        return await ctx.app.run_hashing(htpasswd.matches, password, stored)
 
     @export(roles=Role.SITE)
     def htpasswd_delete(self, ctx, file: str, user: str) -> bool:
@@ -97,6 +105,20 @@ def _home(ctx, hostname: Optional[str] = None):
         if named != site:
             raise NotFound(f"unknown hostname {hostname!r}: this account's site is {site}")
     return ctx.app.site_homes.get(site)
+
+
+def _password_file_for(ctx, file: str, user: str):
+    """Blocking.  (site home, host path) of the caller's password file FILE, USER checked, for an add."""
+    home = _home(ctx)
+    host_path = home.resolve(file)
+    htpasswd.check_user(user)
+    return home, host_path
+
+
+def _stored_hash(ctx, file: str, user: str) -> Optional[str]:
+    """Blocking.  USER's stored hash in the caller's password file FILE; None when it has no line."""
+    home = _home(ctx)
+    return htpasswd.stored_hash(home.resolve(file, must_exist=True), user, home)
 
 
 @hookimpl

@@ -9,7 +9,8 @@ a notice before sending it, with a conditional UPDATE whose row count says who w
 SQLite, PostgreSQL and MariaDB), so each notice is sent by one node.  A failed attempt is retried
 after ``min(retry_cap, retry_base * 2 ** (attempts - 1))`` seconds; after ``max_attempts`` the
 notice is ``failed`` and stays listed.  Each failed attempt logs one line (relay, error, notices
-pending), never a traceback.
+pending), never a traceback; a node whose claim expired mid-send and was taken by another node
+counts nothing and reports nothing failed (the other node has the notice now).
 """
 
 from __future__ import annotations
@@ -169,18 +170,23 @@ class Outbox:
                          .values(state=SENT, attempts=_notices.c.attempts + 1, sent_at=utcnow(self.clock),
                                  claimed_by=None, claimed_until=None, last_error=None))
 
-    def mark_failed_attempt(self, notice_id: int, error: str, settings: MailSettings) -> bool:
-        """Count a failed attempt: retry later, or ``failed`` after ``max_attempts``.  True if failed now."""
+    def mark_failed_attempt(self, notice_id: int, attempts: int, error: str, settings: MailSettings) -> Optional[str]:
+        """Count a failed attempt of the notice claimed with ``attempts``: retry later, or ``failed`` after
+        ``max_attempts``.  The notice's new state (queued or failed), or None when this node no longer
+        holds the claim (it expired and another node claimed the notice): then nothing is changed."""
+        attempts += 1
+        failed = attempts >= settings.max_attempts
         with self.storage.write() as conn:
-            attempts = conn.execute(sa.select(_notices.c.attempts).where(_notices.c.id == notice_id)).scalar() or 0
-            attempts += 1
-            failed = attempts >= settings.max_attempts
-            conn.execute(_notices.update().where(_notices.c.id == notice_id, _notices.c.claimed_by == self.node)
-                         .values(attempts=attempts, state=FAILED if failed else QUEUED, last_error=error[:255],
-                                 next_attempt=self.clock.seconds() + retry_delay(attempts, settings.retry_base,
-                                                                                 settings.retry_cap),
-                                 claimed_by=None, claimed_until=None))
-        return failed
+            changed = conn.execute(_notices.update().where(_notices.c.id == notice_id,
+                                                           _notices.c.claimed_by == self.node)
+                                   .values(attempts=attempts, state=FAILED if failed else QUEUED,
+                                           last_error=error[:255],
+                                           next_attempt=self.clock.seconds() + retry_delay(
+                                               attempts, settings.retry_base, settings.retry_cap),
+                                           claimed_by=None, claimed_until=None)).rowcount
+        if changed != 1:
+            return None
+        return FAILED if failed else QUEUED
 
     def pending(self) -> int:
         """How many notices are queued."""
@@ -322,6 +328,7 @@ class NoticeSender(service.Service):
         if not ids:
             return failed
         smtp = None
+        pending: Optional[int] = None  # queued notices, counted at the batch's first failure
         try:
             for notice_id in ids:
                 if self._stopping:  # the rest waits for the next start (or another node)
@@ -329,7 +336,7 @@ class NoticeSender(service.Service):
                 claimed = self.outbox.claim(notice_id)
                 if claimed is None:
                     continue  # another node has it
-                recipient, text, _attempts = claimed
+                recipient, text, attempts = claimed
                 try:
                     if smtp is None:
                         smtp = self.connect(settings)
@@ -340,11 +347,23 @@ class NoticeSender(service.Service):
                     relay_down = smtp is None or isinstance(exc, smtplib.SMTPServerDisconnected) or (
                         isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException))
                     error = _one_line(exc)
-                    if self.outbox.mark_failed_attempt(notice_id, error, settings):
-                        failed.append(FailedNotice(notice_id, recipient, error))
-                    log.warn("outbox: notice {id} to {recipient} not sent via {relay}: {error}; {pending} notices pending",
-                             id=notice_id, recipient=recipient, relay=settings.relay, error=error,
-                             pending=self.outbox.pending())
+                    state = self.outbox.mark_failed_attempt(notice_id, attempts, error, settings)
+                    if state is None:
+                        log.info("outbox: notice {id} to {recipient} not sent via {relay}: {error}; "
+                                 "its claim expired and another node holds it now",
+                                 id=notice_id, recipient=recipient, relay=settings.relay, error=error)
+                    else:
+                        if state == FAILED:
+                            failed.append(FailedNotice(notice_id, recipient, error))
+                        # One COUNT a batch, at its first failure; then this batch's sent and failed come off.
+                        if pending is None:
+                            pending = self.outbox.pending()
+                        elif state == FAILED:
+                            pending -= 1
+                        log.warn("outbox: notice {id} to {recipient} not sent via {relay}: {error}; "
+                                 "{pending} notices pending",
+                                 id=notice_id, recipient=recipient, relay=settings.relay, error=error,
+                                 pending=pending)
                     if relay_down:
                         # The relay is unreachable: the rest waits for the next poll, uncounted.
                         _close(smtp)
@@ -352,6 +371,8 @@ class NoticeSender(service.Service):
                         break
                     continue
                 self.outbox.mark_sent(notice_id)
+                if pending is not None:
+                    pending -= 1
         finally:
             _close(smtp)
         return failed

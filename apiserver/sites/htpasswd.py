@@ -295,8 +295,15 @@ def web_group(web_user: str = "") -> Optional[int]:
 
 def add(host_path: str, user: str, password: str, home, web_user: str = "") -> bool:
     """Blocking.  Add ``user`` to the password file (made when missing) or replace its entry in place."""
+    check_user(user)
+    return write_entry(host_path, user, hash_password(password), home, web_user)
+
+
+def write_entry(host_path: str, user: str, hashed: str, home, web_user: str = "") -> bool:
+    """Blocking.  :func:`add` with the entry already hashed (by :func:`hash_password`), so the
+    hashing can run elsewhere than the locked rewrite of the file."""
     name = check_user(user)
-    line = name + b":" + hash_password(password).encode("ascii")
+    line = name + b":" + hashed.encode("ascii")
     with _Folder(host_path, home) as folder:
         data = folder.read() or b""
         out, replaced = [], False
@@ -339,10 +346,23 @@ def _read_file(host_path: str, home) -> bytes:
 
 def verify(host_path: str, user: str, password: str, home) -> bool:
     """Blocking.  Whether ``password`` is ``user``'s: the first line for the user decides, as in Apache."""
+    return matches(password, stored_hash(host_path, user, home))
+
+
+def stored_hash(host_path: str, user: str, home) -> Optional[str]:
+    """Blocking.  The hash of ``user``'s first line (the one Apache uses); None when it has no line."""
     name = check_user(user)
     for _, entry in _entries_of(_read_file(host_path, home)):
         if entry is not None and entry[0] == name:
-            return check_password(password, entry[1])
+            return entry[1]
+    return None
+
+
+def matches(password: str, stored: Optional[str]) -> bool:
+    """Blocking.  :func:`check_password` against :func:`stored_hash`'s answer; False (no hashing)
+    for None, a user without a line."""
+    if stored is not None:
+        return check_password(password, stored)
     if not isinstance(password, str):
         raise InvalidArgument("a password must be a string")
     return False

@@ -125,6 +125,40 @@ def test_two_senders_on_one_database_send_each_notice_once(tmp_path, smtp):  # n
         h.close()
 
 
+def test_a_claim_taken_over_mid_send_reports_nothing_failed(tmp_path):
+    """A send whose expired claim another node took meanwhile counts no attempt and reports no failed notice."""
+    h = _mailing_harness(tmp_path, _free_port(), max_attempts=1)
+    notices = h.app.storage.tables.notices
+    try:
+        def queue():
+            message = email.message.EmailMessage()
+            message["To"], message["Subject"] = "root@example.net", "hello"
+            message.set_content("hello")
+            with h.app.storage.write() as conn:
+                return queue_notice(conn, h.clock, "password", message)
+
+        notice_id = wait(h.app.run_blocking(queue))
+
+        def taken_over_then_refused(settings):  # the lease ran out while this node waited on the relay
+            with h.app.storage.write() as conn:
+                conn.execute(notices.update().where(notices.c.id == notice_id)
+                             .values(claimed_by="node-b", claimed_until=h.clock.seconds() + 300))
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        reported = []
+        settings = h.app.notices.sender.settings()
+        sender = NoticeSender(Outbox(h.app.storage, h.clock, node="node-a"), h.clock, h.app.run_blocking,
+                              lambda: settings, poll_interval=5, on_failed=reported.append,
+                              connect=taken_over_then_refused)
+        wait(sender.poll())
+        assert reported == []
+        with h.app.storage.read() as conn:
+            row = conn.execute(sa.select(notices).where(notices.c.id == notice_id)).one()
+        assert (row.state, row.attempts, row.claimed_by) == ("queued", 0, "node-b")
+    finally:
+        h.close()
+
+
 @pytest.mark.parametrize("state", ["nope", ""])
 def test_get_notices_refuses_an_unknown_state(harness, state):
     """admin_get_notices takes queued, sent, failed or null."""

@@ -15,6 +15,7 @@ import pytest
 from apiserver.errors import InvalidArgument, NotFound
 from apiserver.sites import htpasswd
 from apiserver.sites.home import SiteHomes, ensure_system_user
+from tests.accounts.support import harness  # noqa: F401 - the fixture
 from tests.conftest import run_in_threads
 
 HTPASSWD = shutil.which("htpasswd") or "/usr/bin/htpasswd"
@@ -233,3 +234,20 @@ def test_a_folder_swapped_for_a_link_after_resolving_is_not_read(home, tmp_path)
         with pytest.raises(InvalidArgument, match="out of the site's home"):
             call()
     assert (outside / ".htpasswd").read_text().startswith("root:$2y$05$")
+
+
+def test_the_module_hashes_on_the_hashing_pool(harness, monkeypatch):
+    """security_htpasswd_add and security_htpasswd_verify hash on the hashing pool, not on a database thread."""
+    import threading
+
+    site = harness.add_site()
+    hashed_on = []
+    for name in ("hash_password", "check_password"):
+        def recording(*args, _real=getattr(htpasswd, name), _name=name):
+            hashed_on.append((_name, threading.current_thread().name))
+            return _real(*args)
+        monkeypatch.setattr(htpasswd, name, recording)
+    assert harness.call(site, "security_htpasswd_add", "/var/www/.htpasswd", "alice", "Sesame-1") is True
+    assert harness.call(site, "security_htpasswd_verify", "/var/www/.htpasswd", "alice", "Sesame-1") is True
+    assert [name for name, _ in hashed_on] == ["hash_password", "check_password"]
+    assert all("apiserver-hashing" in thread for _, thread in hashed_on), hashed_on
