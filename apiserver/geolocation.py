@@ -22,6 +22,8 @@ import geoip2.webservice
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from apiserver.logs import one_line_error  # geoip2's messages can be long JSON bodies
+
 log = Logger(namespace="apiserver.geolocation")
 
 #: Seconds the web service may take to connect and to answer (a notice waits for it).
@@ -100,7 +102,7 @@ class Geolocator:
                                               timeout=SERVICE_TIMEOUT) as client:
                     return _location_of(client.city(address))
             except Exception as exc:  # unreachable, refused credentials, unknown address, bad answer
-                log.warn("GeoIP2 web service could not place {address}: {error}", address=address, error=_reason(exc))
+                log.warn("GeoIP2 web service could not place {address}: {error}", address=address, error=one_line_error(exc))
         return self._database_lookup(address)
 
     def _database_lookup(self, address: str) -> Optional[Location]:
@@ -113,7 +115,7 @@ class Geolocator:
                 return _location_of(reader.city(address))
             except Exception as exc:  # not in the database, or a corrupt record
                 log.warn("GeoLite2 database {path} could not place {address}: {error}",
-                         path=path, address=address, error=_reason(exc))
+                         path=path, address=address, error=one_line_error(exc))
                 return None
 
     def _current_reader(self, path: str) -> Optional[geoip2.database.Reader]:
@@ -133,11 +135,7 @@ class Geolocator:
             try:
                 self._reader = geoip2.database.Reader(path)
             except Exception as exc:  # logged once per version of the file
-                log.warn("GeoLite2 database {path} cannot be read: {error}", path=path, error=_reason(exc))
+                log.warn("GeoLite2 database {path} cannot be read: {error}", path=path, error=one_line_error(exc))
         return self._reader
 
 
-def _reason(exc: Exception) -> str:
-    """One line naming the failure (geoip2's messages can be long JSON bodies)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

@@ -2,7 +2,7 @@
 
 :func:`make_service` does what ``twisted/web/tap.py``'s ``makeService`` does for twistd's web
 server: from a config file it builds a :class:`ApiServer` (a ``MultiService``) whose children
-are the background services (thread pools first, then what :func:`background_services`
+are the background services (thread pools first, then what :meth:`Application.background_services`
 lists) and the listeners (HTTP, HTTPS, the cpcmd socket).  ``apiserver serve`` and
 ``twistd -n apiserver`` both call it, so they share every check, the logging and the shutdown:
 
@@ -128,16 +128,6 @@ class ThreadPoolsService(service.Service):
         self.app.stop_pools()
 
 
-def background_services(app) -> list:
-    """Services that run beside the listeners, started in this order after the thread pools.
-
-    Each is a ``twisted.application`` Service that stops cleanly in ``stopService`` (it may
-    return a Deferred): the security trail's writer (stopped last: it writes what the
-    others record while stopping), the notice sender, Fortification's windows.
-    """
-    return app.background_services()
-
-
 class _Listener:
     """A listening service that names its address and turns a bind failure into ListenFailed."""
 
@@ -227,7 +217,7 @@ class ApiServer(service.MultiService):
         self.observer = observer
         self.log_stream = log_stream
         self.site = build_site(app)
-        self.background = [ThreadPoolsService(app)] + list(background_services(app))
+        self.background = [ThreadPoolsService(app)] + list(app.background_services())
         self.listeners = listener_services(app, self.site)
         for child in self.background + self.listeners:
             child.setServiceParent(self)

@@ -609,10 +609,6 @@ class Accounts:
             raise NotFound(f"no IP restriction {network}{_at(gate)}")
         self.app.gatekeeper.ip_restrictions.removed(identity.user_id, network, gate, (previous, generation))
 
-    def ip_restrictions(self, identity: Identity, gate: Optional[str]) -> list[IpRestriction]:
-        """Blocking.  The entries of ``identity``; with ``gate``, those that apply at that gate."""
-        return _listed(self.load_ip_restrictions(identity.user_id), gate)
-
     def fetch_ip_restrictions(self, identity: Identity, gate: Optional[str]) -> defer.Deferred:
         """Reactor thread: a Deferred firing with :meth:`ip_restrictions`'s answer, from the
         entries the gatekeeper caches for its checks (no thread when cached)."""

@@ -75,12 +75,13 @@ class AuthModule(Module):
     @export(roles=Role.ALL)
     async def restrict_ip(self, ctx, ip: str, gate: Optional[str] = None) -> bool:
         """Allow logins from IP (address or CIDR) at GATE (null: every gate); any entry enables the restriction."""
-        return await _edit_restrictions(ctx, ctx.app.accounts.add_ip_restriction, ip, gate)
+        return await _edit_restrictions(ctx, ctx.app.accounts.add_ip_restriction, "apiserver_ip_restriction_added", ip, gate)
 
     @export(roles=Role.ALL)
     async def remove_ip_restriction(self, ctx, ip: str, gate: Optional[str] = None) -> bool:
         """Remove the entry IP at GATE (null: the entry for every gate)."""
-        return await _edit_restrictions(ctx, ctx.app.accounts.remove_ip_restriction, ip, gate)
+        return await _edit_restrictions(ctx, ctx.app.accounts.remove_ip_restriction, "apiserver_ip_restriction_removed",
+                                        ip, gate)
 
     @export(roles=Role.ALL, blocking=False)
     def get_ip_restrictions(self, ctx, gate: Optional[str] = None) -> list[IpRestriction]:
@@ -106,12 +107,11 @@ class AuthModule(Module):
         return ctx.app.security_events.list(identity=ctx.identity, limit=limit)
 
 
-async def _edit_restrictions(ctx, change, ip: str, gate: Optional[str]) -> bool:
-    """Validate the entry through the gatekeeper and ``change`` it on the pool (which updates the cached entries)."""
+async def _edit_restrictions(ctx, change, event: str, ip: str, gate: Optional[str]) -> bool:
+    """Validate the entry through the gatekeeper, ``change`` it on the pool (which updates the
+    cached entries), then fire ``event``."""
     network, gate_name = ctx.app.gatekeeper.ip_restrictions.validate_entry(ip, gate)
     await ctx.api.run_blocking(change, ctx.identity, network, gate_name)
-    event = "apiserver_ip_restriction_added" if change == ctx.app.accounts.add_ip_restriction \
-        else "apiserver_ip_restriction_removed"
     ctx.api.fire(event, identity=ctx.identity, ip=network, gate=gate_name, address=ctx.client_address)
     return True
 

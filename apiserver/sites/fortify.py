@@ -122,10 +122,6 @@ class _Target:
     folder: str
     key: str
 
-    @property
-    def site_folder(self) -> str:
-        return self.home.site_path(self.folder)
-
 
 class Fortifier(service.Service):
     """Fortify site folders and keep their learn/write windows (a Service: start, stop).
@@ -545,7 +541,7 @@ def learn(folder: str, web_uid: int, since_ns: int, home_root: str) -> list:
     if top.st_uid != web_uid and top.st_mtime_ns >= since_ns:
         learned.append(".")
     for dirpath, dirnames, filenames, dir_fd in walk_inside(folder, home_root):
-        descend = []
+        descend = set()
         for name in sorted(dirnames) + sorted(filenames):
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -558,7 +554,7 @@ def learn(folder: str, web_uid: int, since_ns: int, home_root: str) -> list:
                     continue  # its whole tree is writable
                 if st.st_mtime_ns >= since_ns:
                     learned.append(rel)
-                descend.append(name)
+                descend.add(name)
             elif stat.S_ISREG(st.st_mode) and (st.st_uid == web_uid or st.st_mtime_ns >= since_ns):
                 learned.append(rel)
         dirnames[:] = [d for d in dirnames if d in descend]

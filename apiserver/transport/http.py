@@ -290,10 +290,6 @@ class ApiSite(server.Site):
     def request_ended(self, request) -> None:
         self.in_flight.discard(request)
 
-    def drained(self) -> defer.Deferred:
-        """Fires once no request is in flight (at once when none is)."""
-        return self.in_flight.emptied()
-
     def channel_closed(self, channel) -> None:
         self.channels.discard(channel)
 

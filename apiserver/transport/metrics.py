@@ -22,6 +22,7 @@ decided, so a trusted proxy's ``X-Forwarded-For`` counts).
 from __future__ import annotations
 
 import platform
+import time
 from typing import Callable, Optional
 
 import twisted
@@ -70,7 +71,6 @@ class Metrics:
             function = request.api_function or "-"
             self.requests.labels(dialect, function).inc()
             if request.started_at is not None:
-                import time
 
                 self.latency.labels(dialect, function).observe(time.perf_counter() - request.started_at)
         code = getattr(request, "api_fault", None)

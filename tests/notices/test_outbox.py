@@ -13,7 +13,6 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from apiserver.notices.outbox import NoticeSender, Outbox, queue_notice, retry_delay
-from apiserver.service import background_services
 from tests.accounts.support import Harness, eventually, wait
 from tests.conftest import run_in_threads
 from tests.test_notifications import Inbox, _free_port, smtp  # noqa: F401  (the real SMTP server fixture)
@@ -232,7 +231,7 @@ def test_notice_failed_while_stopping_reaches_the_trail(tmp_path):
     threading.Timer(0.3, release.set).start()
 
     async def stop_like_the_server():  # ApiServer._stop: the background services in reverse order
-        for each in reversed(background_services(h.app)):
+        for each in reversed(h.app.background_services()):
             await defer.maybeDeferred(each.stopService)
 
     wait(defer.ensureDeferred(stop_like_the_server()))
