@@ -144,13 +144,18 @@ class Devices:
     def remember(self, identity: Identity, digest: str, address: str, user_agent: Optional[str], gate) -> bool:
         """Blocking.  Store the device when it is new; True when that queued a notice."""
         app = self.app
+        mail = app.config.get("mail", "enabled")
         with app.storage.read() as conn:
             if conn.execute(sa.select(_devices.c.id).where(
                     _devices.c.user_id == identity.user_id, _devices.c.device == digest)).first() is not None:
                 return False
-        mail = app.config.get("mail", "enabled")
-        # Placed before the transaction: a slow geolocation service must not hold a write lock.
-        located = lookup_address(address) if mail else None
+            # Placed before the write transaction (a slow geolocation service must not hold a
+            # write lock), and only when a notice will likely go out: the GeoIP2 web service
+            # charges per lookup, and an account's first device or one without email gets none.
+            will_mail = mail and conn.execute(sa.select(_devices.c.id).where(
+                _devices.c.user_id == identity.user_id).limit(1)).first() is not None and conn.execute(
+                sa.select(_users.c.email).where(_users.c.id == identity.user_id)).scalar()
+        located = lookup_address(address) if will_mail else None
         location = app.geolocator.lookup(located) if located else None
         try:
             with app.storage.write() as conn:

@@ -129,3 +129,17 @@ def test_a_deleted_accounts_devices_are_not_its_successors(devices):
     _call(h, new_key, "192.0.2.10", "cadaver/0.24")                     # its second: mailed
     eventually(lambda: len(inbox.messages) == 1)
     assert inbox.messages[0][0] == ["new@example.org"]
+
+
+def test_places_are_looked_up_only_for_a_notice(devices, monkeypatch):
+    """An account's first device queues no notice, so its address is not geolocated (the GeoIP2
+    web service charges per lookup); the next new device, which is mailed, is."""
+    h, inbox, key = devices
+    looked_up = []
+    real = h.app.geolocator.lookup
+    monkeypatch.setattr(h.app.geolocator, "lookup", lambda address: looked_up.append(address) or real(address))
+    _call(h, key, "192.0.2.10", "first/1.0")                 # the site's first device
+    assert looked_up == []
+    _call(h, key, "192.0.2.11", "second/1.0")                # a new one: mailed, with its place
+    assert len(looked_up) == 1
+    eventually(lambda: len(inbox.messages) == 1)
