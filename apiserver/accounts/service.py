@@ -654,12 +654,13 @@ class Accounts:
         """End session ``sid`` (nothing happens if there is none)."""
         return self._on_store(self.sessions.delete, sid)
 
-    def hijack(self, actor: Identity, site: str, user: Optional[str], gate: Optional[str]) -> str:
-        """Blocking.  A session acting as ``site``'s administrator (or ``user``) on behalf of ``actor``."""
+    def hijack(self, actor: Identity, site: str, user: Optional[str], gate: Optional[str]) -> tuple[Identity, str]:
+        """Blocking.  ``(target, session id)``: a session acting as ``site``'s administrator (or
+        ``user``) on behalf of ``actor``."""
         target = self.identity_for(site, user)
         impersonated = Identity(target.role, target.user_id, target.username, target.site_id, target.site,
                                 impersonator=actor)
-        return self.sessions.create(impersonated, gate)
+        return target, self.sessions.create(impersonated, gate)
 
 
 def _listed(entries, gate: Optional[str]) -> list[IpRestriction]:

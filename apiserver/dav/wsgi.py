@@ -183,6 +183,8 @@ class DavApplication:
         if self._reachable_by == owner.uid:
             return
         with self._lock:
+            if self._reachable_by == owner.uid:  # another thread granted it meanwhile
+                return
             self.fs_user.become(0, 0)
             self.site_homes.let_reach(owner.name)
             self._reachable_by = owner.uid

@@ -40,8 +40,7 @@ class AdminModule(Module):
         """A session id (cookie esprit_id) acting as SITE's administrator, or as USER of it."""
         gate_name = parse_gate(gate)
         accounts = ctx.app.accounts
-        target = await ctx.api.run_blocking(ctx.api.get_identity, site, user)
-        sid = await ctx.api.run_blocking(accounts.hijack, ctx.identity, site, user, gate_name)
+        target, sid = await ctx.api.run_blocking(accounts.hijack, ctx.identity, site, user, gate_name)
         ctx.api.fire("apiserver_hijack_started", actor=ctx.identity, target=target, gate=gate_name,
                      address=ctx.client_address)
         return sid
