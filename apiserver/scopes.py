@@ -47,7 +47,6 @@ from apiserver.errors import InvalidArgument, NotFound
 log = Logger(namespace="apiserver.scopes")
 
 MASK = "********"
-MAX_PATTERN = 200  # no scope name is near this long; bounds the glob's regular expression
 
 
 def mask_secret(value: Any, reveal: int = 0) -> Any:
@@ -132,9 +131,10 @@ class ScopeRegistry:
         (``cp.*``) the whole name; all when None (:mod:`apiserver.filters`)."""
         from apiserver.filters import name_matcher
 
-        if pattern is not None and len(pattern) > MAX_PATTERN:
-            raise InvalidArgument(f"scope:list: the filter is longer than {MAX_PATTERN} characters")
-        matches = name_matcher(pattern)
+        try:
+            matches = name_matcher(pattern)
+        except ValueError as exc:  # too long: the same bound as every other filter
+            raise InvalidArgument(f"scope:list: {exc}") from None
         return sorted(n for n in self._scopes if matches(n))
 
     def scope(self, name: str) -> Scope:
