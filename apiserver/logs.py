@@ -134,9 +134,9 @@ class LogStream:
             self._file.flush()
 
 
-def make_observer(config, stream) -> tuple:
-    """The filtered observer ``[core] log_format`` and ``[core] debug`` ask for, and its level
-    predicate (``cp.debug`` switches the level at run time through it)."""
+def make_observer(config, stream) -> FilteringLogObserver:
+    """The filtered observer ``[core] log_format`` and ``[core] debug`` ask for (``cp.debug``
+    switches its level at run time, through the config's observers)."""
     if config.get("core", "log_format") == "json":
         observer = json_lines_observer(stream)
     else:
@@ -149,7 +149,7 @@ def make_observer(config, stream) -> tuple:
             predicate.setLogLevelForNamespace(None, LogLevel.debug if new else LogLevel.info)
 
     config.observe(on_change)
-    return FilteringLogObserver(observer, [predicate]), predicate
+    return FilteringLogObserver(observer, [predicate])
 
 
 def log_stream_for(config) -> LogStream:
@@ -158,9 +158,8 @@ def log_stream_for(config) -> LogStream:
     return LogStream(config.state_path(name) if name else None)
 
 
-def start_logging(config, stream=None) -> LogLevelFilterPredicate:
+def start_logging(config, stream=None) -> None:
     """Begin Twisted's global log to ``stream`` (default: ``[core] log_file`` or stdout), as
-    ``[core] log_format`` says; returns the level predicate."""
-    observer, predicate = make_observer(config, stream if stream is not None else log_stream_for(config))
+    ``[core] log_format`` says."""
+    observer = make_observer(config, stream if stream is not None else log_stream_for(config))
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    return predicate

@@ -69,7 +69,7 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
     cross_check(config)
     _check_state_dir(config)
     stream = log_stream if log_stream is not None else log_stream_for(config)
-    observer, _predicate = make_observer(config, stream)
+    observer = make_observer(config, stream)
     app = create_application(config, reactor=reactor, plugin_manager=pm)
     _check_database(app)
     return ApiServer(app, observer, stream)

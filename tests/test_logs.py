@@ -114,7 +114,7 @@ def test_text_log_and_json_traceback_mask_keys(tmp_path):
     path = tmp_path / "config.ini"
     path.write_text(f"[core]\nstate_dir = {tmp_path}\nlog_format = text\n")
     stream = io.StringIO()
-    observer, _predicate = make_observer(load_config(str(path)), stream)
+    observer = make_observer(load_config(str(path)), stream)
     try:
         raise ValueError(f"bad request /soap?key={KEY}")
     except ValueError:
