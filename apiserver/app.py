@@ -15,11 +15,11 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from apiserver.config import Config, load_config
+from apiserver.config import Config
 from apiserver.context import AuthRequest, CallContext
 from apiserver.dispatch import Registry, bind_arguments
 from apiserver.plugin_api import PluginApi
-from apiserver.plugins import make_plugin_manager, plugin_sections
+from apiserver.plugins import load_plugins_and_config, make_plugin_manager
 
 log = Logger(namespace="apiserver.app")
 
@@ -200,15 +200,13 @@ def create_application(config: Optional[Config] = None, *, config_file: Optional
     """
     if reactor is None:
         from twisted.internet import reactor  # noqa: the real reactor, only when none is given
-    if plugin_manager is None:
-        from apiserver.plugins import read_disabled_plugins
-
-        disabled = config.get("core", "disabled_plugins") if config is not None else read_disabled_plugins(config_file)
-        plugin_manager = make_plugin_manager(load_entrypoints=load_entrypoints, disabled=disabled)
-    pm = plugin_manager
     if config is None:
-        extra = plugin_sections(pm)
-        config = load_config(config_file, extra)
+        pm, config = load_plugins_and_config(config_file, plugin_manager=plugin_manager,
+                                             load_entrypoints=load_entrypoints)
+    elif plugin_manager is None:
+        pm = make_plugin_manager(load_entrypoints=load_entrypoints, disabled=config.get("core", "disabled_plugins"))
+    else:
+        pm = plugin_manager
     app = Application(config, reactor, pm, clock=clock)
 
     from apiserver.accounts import Accounts

@@ -16,13 +16,13 @@ import importlib
 import importlib.metadata
 import os
 import re
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import pluggy
 from twisted.logger import Logger
 
 from apiserver import hookspecs
-from apiserver.config import parse_names
+from apiserver.config import load_config, parse_names
 
 ENTRY_POINT_GROUP = "apiserver.plugins"
 
@@ -182,6 +182,34 @@ def read_disabled_plugins(path: Optional[str]) -> tuple:
     except (OSError, configparser.Error, UnicodeDecodeError):
         return ()
     return parse_names(parser.get("core", "disabled_plugins", fallback=""))
+
+
+def load_plugins_and_config(config_path: Optional[str], *, plugin_manager=None, load_entrypoints: bool = True,
+                            extra: Iterable[object] = (),
+                            if_missing: Optional[Callable[[list], None]] = None) -> tuple:
+    """The start-up sequence: ``(plugin_manager, config)`` for the config file ``config_path``.
+
+    Unless ``plugin_manager`` is given, one is built with :func:`make_plugin_manager`
+    (``load_entrypoints`` and ``extra`` passed on), skipping the installed plugins that
+    ``[core] disabled_plugins`` in the file names (:func:`read_disabled_plugins`).  Then the
+    file is read and validated with the plugins' sections (:func:`plugin_sections`) by
+    :func:`~apiserver.config.load_config`.
+
+    ``config_path`` is used as given: callers resolve ``--config`` first
+    (:func:`apiserver.config.config_path`); ``None`` means all defaults, and a path that does
+    not exist is a :class:`~apiserver.config.ConfigError` -- unless ``if_missing`` is given:
+    it is then called with the plugins' sections before the file is read (``apiserver init``
+    writes the default config there), so installed plugins are loaded only once.  Raises
+    :class:`PluginError` and :class:`~apiserver.config.ConfigError`.
+    """
+    pm = plugin_manager
+    if pm is None:
+        pm = make_plugin_manager(load_entrypoints=load_entrypoints, extra=extra,
+                                 disabled=read_disabled_plugins(config_path))
+    sections = plugin_sections(pm)
+    if if_missing is not None and config_path is not None and not os.path.exists(config_path):
+        if_missing(sections)
+    return pm, load_config(config_path, sections)
 
 
 def log_loaded_plugins(pm) -> None:

@@ -29,9 +29,9 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger, globalLogBeginner
 from twisted.python.components import Componentized
 
-from apiserver.plugins import log_loaded_plugins, plugin_sections
+from apiserver.plugins import load_plugins_and_config, log_loaded_plugins
 from apiserver.config import (
-    ConfigError, changed_keys, config_path as find_config_path, cross_check, load_config, reread_config, secret_values,
+    ConfigError, changed_keys, config_path as find_config_path, cross_check, reread_config, secret_values,
 )
 
 log = Logger(namespace="apiserver.server")
@@ -58,14 +58,10 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
     """
     from apiserver.app import create_application
     from apiserver.logs import log_stream_for, make_observer
-    from apiserver.plugins import make_plugin_manager, read_disabled_plugins
 
     if reactor is None:
         from twisted.internet import reactor  # noqa: the real one, only when none is given
-    path = find_config_path(config_file)
-    pm = plugin_manager or make_plugin_manager(disabled=read_disabled_plugins(path))
-    extra = plugin_sections(pm)
-    config = load_config(path, extra)
+    pm, config = load_plugins_and_config(find_config_path(config_file), plugin_manager=plugin_manager)
     cross_check(config)
     _check_state_dir(config)
     stream = log_stream if log_stream is not None else log_stream_for(config)

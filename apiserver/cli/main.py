@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Optional
 
-from apiserver.config import ConfigError, config_path, load_config
+from apiserver.config import ConfigError, config_path
 
 USAGE_EPILOG = """\
 first start:   apiserver init    (creates the database, secret, certificate and the
@@ -39,12 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Optional[str]):
-    from apiserver.plugins import make_plugin_manager, plugin_sections, read_disabled_plugins
+    """``(plugin_manager, config)`` for ``--config`` (or the default config file)."""
+    from apiserver.plugins import load_plugins_and_config
 
-    path = config_path(path)
-    pm = make_plugin_manager(disabled=read_disabled_plugins(path))
-    extra = plugin_sections(pm)
-    return pm, load_config(path, extra)
+    return load_plugins_and_config(config_path(path))
 
 
 def write_default_config(path: str, sections) -> None:
@@ -60,15 +58,17 @@ def write_default_config(path: str, sections) -> None:
 def cmd_init(args) -> int:
     from apiserver.accounts import initialize_state
     from apiserver.config import BUILTIN_SECTIONS
-    from apiserver.plugins import make_plugin_manager, plugin_sections
+    from apiserver.plugins import load_plugins_and_config
 
     path = config_path(args.config)
     written = None
-    if not os.path.exists(path):
-        pm = make_plugin_manager()
-        write_default_config(path, list(BUILTIN_SECTIONS) + plugin_sections(pm))
+
+    def write_default(sections) -> None:  # no config yet: the same plugins' sections are written, then loaded
+        nonlocal written
+        write_default_config(path, list(BUILTIN_SECTIONS) + sections)
         written = f"Config written: {path} (every key with its default; edit it, then run init again if you change state_dir or [db])"
-    _pm, config = _load(path)
+
+    _pm, config = load_plugins_and_config(path, if_missing=write_default)
     result = initialize_state(config)
     lines = ([written] if written else []) + list(result.lines)
     if config.get("frontend", "https_port"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 import stat
 
 from wsgidav import util
@@ -40,7 +41,8 @@ ACL_XATTR = "system.posix_acl_access"
 NAME_MAX, PATH_MAX = 255, 4096
 #: Bytes of dead properties (PROPPATCH) one site may keep in memory.
 MAX_PROPERTY_BYTES = 1 << 20
-_BUFFER = 256 * 1024
+#: Bytes read or written per step of GET, PUT and COPY (also WsgiDAV's ``block_size``).
+BLOCK_SIZE = 256 * 1024
 
 
 def _forbidden(reason: str) -> DAVError:
@@ -58,7 +60,7 @@ class AtomicWriter:
 
     def __init__(self, folder_fd: int, name: str, temp_name: str, fd: int):
         self.folder_fd, self.name, self.temp_name = folder_fd, name, temp_name
-        self.file = os.fdopen(fd, "wb", _BUFFER)
+        self.file = os.fdopen(fd, "wb", BLOCK_SIZE)
         self.done = False
 
     def write(self, data: bytes) -> None:
@@ -112,15 +114,13 @@ class HomeFileResource(FileResource):
             if not is_inside(fd_path(fd), self.provider.root_folder_path_real) or \
                     not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise _forbidden("the file is not inside the site's home")
-            return os.fdopen(fd, "rb", _BUFFER)
+            return os.fdopen(fd, "rb", BLOCK_SIZE)
         except BaseException:
             os.close(fd)
             raise
 
     def begin_write(self, *, content_type=None):
         """A temporary file in the target's folder, checked on the folder's descriptor."""
-        if self.provider.readonly:
-            raise _forbidden("read only")
         folder, name = os.path.split(self._file_path)
         folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -159,19 +159,12 @@ class HomeFileResource(FileResource):
 
     def copy_move_single(self, dest_path, *, is_move):
         """COPY of one file: through a temporary file and a rename, like PUT."""
-        if self.provider.readonly:
-            raise _forbidden("read only")
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
         target = HomeFileResource(dest_path, self.environ, dest_file, pending=True)
-        target.provider = self.provider
         with self.get_content() as source:
             writer = target.begin_write()
             try:
-                while True:
-                    chunk = source.read(_BUFFER)
-                    if not chunk:
-                        break
-                    writer.write(chunk)
+                shutil.copyfileobj(source, writer, BLOCK_SIZE)
             except BaseException:
                 target.end_write(with_errors=True)
                 raise
@@ -188,11 +181,6 @@ class HomeFileResource(FileResource):
                 prop_manager.move_properties(self.get_ref_url(), dest_url, with_children=False, environ=self.environ)
             else:
                 prop_manager.copy_properties(self.get_ref_url(), dest_url, self.environ)
-
-    def delete(self):
-        if self.provider.readonly:
-            raise _forbidden("read only")
-        super().delete()
 
 
 def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
@@ -224,21 +212,13 @@ class HomeFolderResource(FolderResource):
         return None
 
     def get_member_names(self) -> list:
-        names = []
-        for name in os.listdir(self._file_path):
-            if name.startswith(TEMP_PREFIX):
-                continue
-            full = os.path.join(self._file_path, name)
-            if os.path.islink(full) or not (os.path.isdir(full) or os.path.isfile(full)):
-                continue
-            names.append(name)
-        return names
+        """WsgiDAV's listing (without ``follow_symlinks`` it skips links and anything neither a
+        file nor a folder), less the temporary files of uploads in progress."""
+        return [name for name in super().get_member_names() if not name.startswith(TEMP_PREFIX)]
 
     def create_empty_resource(self, name):
         """For PUT nothing is made until the body is complete (see :class:`HomeFileResource`);
         for LOCK of an unmapped URL an empty file, as RFC 4918 says."""
-        if self.provider.readonly:
-            raise _forbidden("read only")
         path = util.join_uri(self.path, name)
         file_path = self.provider._loc_to_file_path(path, self.environ)
         if self.environ.get("REQUEST_METHOD") == "PUT":
@@ -248,22 +228,13 @@ class HomeFolderResource(FolderResource):
         os.close(fd)
         return self.provider.get_resource_inst(path, self.environ)
 
-    def create_collection(self, name):
-        if self.provider.readonly:
-            raise _forbidden("read only")
-        os.mkdir(self.provider._loc_to_file_path(util.join_uri(self.path, name), self.environ), 0o777)
-
-    def delete(self):
-        if self.provider.readonly:
-            raise _forbidden("read only")
-        super().delete()
-
 
 class HomeProvider(FilesystemProvider):
-    """One DAV root (a site's home, or a user's folder in it), with its own locks and properties."""
+    """One DAV root (a site's home, or a user's folder in it), with its own locks and properties;
+    always read-write (WsgiDAV's ``readonly`` stays False)."""
 
-    def __init__(self, root: str, readonly: bool = False):
-        super().__init__(root, readonly=readonly, fs_opts={"follow_symlinks": False})
+    def __init__(self, root: str):
+        super().__init__(root, fs_opts={"follow_symlinks": False})
         self.root_folder_path = self.root_folder_path_real
 
     def _loc_to_file_path(self, path: str, environ: dict = None) -> str:

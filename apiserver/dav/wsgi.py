@@ -32,14 +32,12 @@ from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from apiserver.dav.provider import BoundedPropertyManager, HomeProvider
+from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeProvider
 from apiserver.errors import NotFound
 from apiserver.sites.home import FileOwner, is_inside
 
 #: Where ``/dav/`` is mounted (WSGI SCRIPT_NAME).
 MOUNT_PATH = "/dav"
-#: Bytes read or written per step of GET and PUT.
-BLOCK_SIZE = 256 * 1024
 
 
 class _TwistedLogHandler(logging.Handler):
