@@ -162,6 +162,7 @@ class HomeFileResource(FileResource):
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
         target = HomeFileResource(dest_path, self.environ, dest_file, pending=True)
         with self.get_content() as source:
+            copied = os.fstat(source.fileno())  # the file opened (and checked), not whatever the path is now
             writer = target.begin_write()
             try:
                 shutil.copyfileobj(source, writer, BLOCK_SIZE)
@@ -169,9 +170,8 @@ class HomeFileResource(FileResource):
                 target.end_write(with_errors=True)
                 raise
             target.end_write(with_errors=False)
-        try:
-            st = os.stat(self._file_path)
-            os.utime(dest_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+        try:  # never through a link swapped in for the copy since
+            os.utime(dest_file, ns=(copied.st_atime_ns, copied.st_mtime_ns), follow_symlinks=False)
         except OSError:
             pass
         prop_manager = self.provider.prop_manager
