@@ -15,6 +15,9 @@ import ipaddress
 import os
 from typing import Any, Callable, Iterable, Optional
 
+from apiserver.addresses import is_host, unmap_network
+from apiserver.booleans import parse_boolean
+
 ENV_VAR = "APISERVER_CONFIG"
 
 
@@ -28,17 +31,11 @@ class ConfigError(Exception):
 
 # --- value types ----------------------------------------------------------------------------
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
 def parse_bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, got {raw!r}")
+    value = parse_boolean(raw)
+    if value is None:
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return value
 
 
 def int_range(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[str], int]:
@@ -59,14 +56,6 @@ def int_range(low: Optional[int] = None, high: Optional[int] = None) -> Callable
 
 def parse_str(raw: str) -> str:
     return raw.strip()
-
-
-def unmap_network(net):
-    """An IPv4-mapped network (``::ffff:192.0.2.0/120``) as the IPv4 network it maps (``192.0.2.0/24``),
-    any other network as given: client addresses are compared as IPv4 when they are mapped."""
-    if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
-        return ipaddress.IPv4Network((net.network_address.ipv4_mapped, net.prefixlen - 96))
-    return net
 
 
 def parse_networks(raw: str) -> tuple:
@@ -355,8 +344,6 @@ def cross_check(config: "Config") -> None:
     the section and key when the listeners would clash, ``[frontend] bind`` is not an address
     of this host, or a TLS certificate is given without its key (or a key without one)."""
     import socket
-
-    from apiserver.middleware.https_only import is_host
 
     http_port, https_port = config.get("frontend", "http_port"), config.get("frontend", "https_port")
     if http_port and http_port == https_port:

@@ -19,55 +19,12 @@ A peer that is not an IP address (a UNIX socket) is returned as given.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Sequence
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+from apiserver.addresses import IPNetwork, is_trusted, parse_address
 
 #: Most X-Forwarded-For entries looked at (from the right); a longer chain is a client's padding.
 MAX_FORWARDED_HOPS = 32
-
-
-#: Longest text taken for an address (``[<IPv6 with IPv4 tail>%zone]:port`` fits); longer is garbage.
-MAX_ADDRESS_TEXT = 100
-
-
-def parse_address(text: str) -> Optional[IPAddress]:
-    """``text`` as an IP address (IPv4-mapped IPv6 as IPv4, zone id dropped), None if it is not one.
-
-    Also accepts the forms proxies write into X-Forwarded-For: ``[2001:db8::1]``,
-    ``[2001:db8::1]:443`` and ``192.0.2.1:8080``.
-    """
-    if len(text) > MAX_ADDRESS_TEXT:  # never cached: a header's garbage must not fill the cache
-        return None
-    return _parse_address(text)
-
-
-@functools.lru_cache(maxsize=4096)  # every gate parses the same few addresses on every request
-def _parse_address(text: str) -> Optional[IPAddress]:
-    text = text.strip()
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            return None
-        text = text[1:end]
-    elif text.count(":") == 1:  # IPv4 with a port; an IPv6 address has at least two colons
-        text = text.split(":", 1)[0]
-    text = text.split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def is_trusted(ip: IPAddress, trusted_networks: Sequence[IPNetwork]) -> bool:
-    """True when ``ip`` lies in one of ``trusted_networks`` (versions that differ never match)."""
-    return any(ip in net for net in trusted_networks)
 
 
 def client_address(peer_host: str, forwarded_for_headers: Iterable[str], trusted_networks: Sequence[IPNetwork]) -> str:

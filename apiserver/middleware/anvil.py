@@ -63,7 +63,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from apiserver.errors import ServerError, Throttled
-from apiserver.middleware.address import parse_address
+from apiserver.addresses import parse_address
 
 log = Logger(namespace="apiserver.middleware.anvil")
 

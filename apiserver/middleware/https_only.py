@@ -11,32 +11,10 @@ https_only refuse every proxied request).
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from typing import Optional
 
+from apiserver.addresses import is_host, is_loopback
 from apiserver.middleware.address import trusted_forwarded_value
-
-_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-
-
-def is_loopback(address: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (``::ffff:127.0.0.1``)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False  # a UNIX socket peer or garbage: not an address we can vouch for
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return (mapped or ip).is_loopback
-
-
-def is_host(host: str) -> bool:
-    """True for an IP address or a syntactically valid DNS name."""
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return bool(_HOST_NAME.fullmatch(host))
 
 
 class HttpsOnly:

@@ -36,10 +36,9 @@ from sortedcontainers import SortedList
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from apiserver.config import unmap_network
+from apiserver.addresses import parse_address, unmap_network
 from apiserver.context import Gate, Identity
 from apiserver.errors import AuthenticationFailed, InvalidArgument
-from apiserver.middleware.address import parse_address
 from apiserver.storage.cache import MISSING, ReadThroughCache
 
 log = Logger(namespace="apiserver.middleware.ip_restrictions")

@@ -31,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.logger import Logger
 
 from apiserver import __version__
-from apiserver.middleware.address import is_trusted, parse_address
+from apiserver.addresses import is_trusted, parse_address
 from apiserver.transport.http import ApiResource, refuse
 
 log = Logger(namespace="apiserver.metrics")

@@ -6,7 +6,8 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.web.test.requesthelper import DummyRequest
 
 from apiserver.config import parse_networks
-from apiserver.middleware.address import client_address, parse_address, request_client_address
+from apiserver.addresses import parse_address
+from apiserver.middleware.address import client_address, request_client_address
 
 PROXIES = parse_networks("127.0.0.1, 10.0.0.0/8, ::1")
 
@@ -121,7 +122,7 @@ def test_ipv4_mapped_trusted_proxy_entry_trusts_the_ipv4_peer():
 
 def test_long_garbage_entries_are_not_cached():
     """Overlong X-Forwarded-For entries are no address and never kept in the parse cache."""
-    from apiserver.middleware import address
+    from apiserver import addresses as address
 
     before = address._parse_address.cache_info().currsize
     for n in range(100):

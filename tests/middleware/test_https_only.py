@@ -12,7 +12,8 @@ from twisted.web.test.requesthelper import DummyChannel
 from apiserver.app import Application
 from apiserver.config import BUILTIN_SECTIONS, Config
 from apiserver.middleware import GateKeeper
-from apiserver.middleware.https_only import HttpsOnly, is_loopback
+from apiserver.addresses import is_loopback
+from apiserver.middleware.https_only import HttpsOnly
 from apiserver.plugins import make_plugin_manager
 
 
