@@ -27,6 +27,7 @@ import datetime
 import typing
 from typing import Any, Optional
 
+from apiserver.booleans import parse_boolean
 from apiserver.errors import InvalidArgument
 
 STRING, INT, BOOLEAN, FLOAT, ARRAY, STRUCT, MAP, ANY, DATETIME = (
@@ -36,9 +37,6 @@ STRING, INT, BOOLEAN, FLOAT, ARRAY, STRUCT, MAP, ANY, DATETIME = (
 _SCALARS = {str: STRING, int: INT, bool: BOOLEAN, float: FLOAT, datetime.datetime: DATETIME}
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off", ""})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,11 +133,9 @@ def coerce(value: Any, spec: TypeSpec, where: str, secret: bool = False) -> Any:
             if isinstance(value, int) and value in (0, 1):
                 return bool(value)
             if isinstance(value, str):
-                low = value.strip().lower()
-                if low in _TRUE:
-                    return True
-                if low in _FALSE:
-                    return False
+                flag = parse_boolean(value) if value.strip() else False  # PHP sends false as ""
+                if flag is not None:
+                    return flag
         elif kind == FLOAT:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)

@@ -32,9 +32,10 @@ from typing import Any, Callable, Optional
 
 from lxml import etree
 
-from apiserver.transport.xmltext import escape_text
+from apiserver.booleans import XSD_BOOLEAN, parse_boolean
 from apiserver.errors import ApiError, InvalidArgument, Malformed
 from apiserver.module import FunctionSpec
+from apiserver.transport.xmltext import escape_text
 from apiserver.types import ANY, ARRAY, BOOLEAN, DATETIME, FLOAT, INT, MAP, STRING, STRUCT, TypeSpec
 
 TNS = "urn:net.apnscp.soap"
@@ -171,7 +172,7 @@ def _xsi(elem: etree._Element, name: str) -> Optional[str]:
 
 def _is_nil(elem: etree._Element) -> bool:
     value = _xsi(elem, "nil") or _xsi(elem, "null")
-    return value is not None and value.strip() in ("true", "1")
+    return value is not None and parse_boolean(value, XSD_BOOLEAN) is True
 
 
 def _resolve_type(elem: etree._Element, value: str) -> tuple:
@@ -288,12 +289,8 @@ def _scalar(local: str, text: str) -> Any:
         except ValueError:
             return text
     if local == "boolean":
-        low = text.strip().lower()
-        if low in ("true", "1"):
-            return True
-        if low in ("false", "0"):
-            return False
-        return text
+        flag = parse_boolean(text, XSD_BOOLEAN)
+        return text if flag is None else flag
     if local in _FLOAT_TYPES:
         try:
             return float(text.strip())

@@ -31,6 +31,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
 
+from apiserver.booleans import XSD_BOOLEAN, parse_boolean
 from apiserver.transport.http import (
     ApiResource, auth_request, credentials_of, finish_with, gate_refusal, note_call, note_fault, refuse,
 )
@@ -98,12 +99,11 @@ def _decode_int(el: _Element) -> int:
 
 
 def _decode_boolean(el: _Element) -> bool:
-    text = _only_text(el).strip().lower()
-    if text in ("1", "true"):
-        return True
-    if text in ("0", "false"):
-        return False
-    raise Malformed(f"<boolean> needs 0 or 1, got {text[:40]!r}")
+    text = _only_text(el)
+    flag = parse_boolean(text, XSD_BOOLEAN)
+    if flag is None:
+        raise Malformed(f"<boolean> needs 0 or 1, got {text.strip().lower()[:40]!r}")
+    return flag
 
 
 def _decode_double(el: _Element) -> float:
