@@ -26,7 +26,7 @@ from twisted.logger import globalLogPublisher
 from apiserver.context import CallContext, Gate
 from apiserver.geolocation import Location, lookup_address
 from tests.accounts.support import Harness, eventually, wait
-from tests.test_notifications import smtp  # noqa: F401  (the real SMTP server fixture)
+from tests.notices.test_passwords import smtp  # noqa: F401  (the real SMTP server fixture)
 
 ACCOUNT_ID, LICENSE_KEY = 4711, "Test_Licence-Key"
 

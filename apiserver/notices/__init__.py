@@ -38,7 +38,7 @@ class Notices:
         password (``fn(conn)``); None when mail is disabled.  Places ``address`` first, off the reactor."""
         if not self.enabled():
             return None
-        from apiserver.notifications import queue_password_notice
+        from apiserver.notices.passwords import queue_password_notice
 
         location = await self.app.geolocator.locate(address)
         return lambda conn: queue_password_notice(self.app, conn, target, actor, reset, address, location)

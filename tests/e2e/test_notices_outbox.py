@@ -21,7 +21,7 @@ from tests.e2e.clients.dav_clients import let_owner_reach
 from tests.e2e.test_cpcmd_commands import Cpcmd
 from tests.storage.support import scratch_database
 from tests.test_geolocation import BERLIN, write_city_database
-from tests.test_notifications import Inbox
+from tests.notices.test_passwords import Inbox
 
 #: Retry and poll at once: these tests wait on a real clock.
 QUICK_MAIL = {"enabled": "true", "retry_base": "1", "retry_cap": "1", "poll_interval": "1", "max_attempts": "1000"}

@@ -12,7 +12,7 @@ from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.notices.devices import printable_agent
 from tests.accounts.support import Harness, eventually, wait
 from tests.test_geolocation import BERLIN, write_city_database
-from tests.test_notifications import smtp  # noqa: F401  (the real SMTP server fixture)
+from tests.notices.test_passwords import smtp  # noqa: F401  (the real SMTP server fixture)
 
 
 def _body(text: str) -> str:

@@ -15,7 +15,7 @@ from twisted.logger import globalLogPublisher
 from apiserver.notices.outbox import NoticeSender, Outbox, queue_notice, retry_delay
 from tests.accounts.support import Harness, eventually, wait
 from tests.conftest import run_in_threads
-from tests.test_notifications import Inbox, _free_port, smtp  # noqa: F401  (the real SMTP server fixture)
+from tests.notices.test_passwords import Inbox, _free_port, smtp  # noqa: F401  (the real SMTP server fixture)
 
 
 def test_retry_delay_doubles_up_to_the_cap():
