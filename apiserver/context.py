@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional
 
 from apiserver.module import Role
-
-if TYPE_CHECKING:  # pragma: no cover
-    from apiserver.app import Application
 
 
 class Gate(str, enum.Enum):
@@ -55,21 +52,21 @@ class Identity:
 
 @dataclasses.dataclass
 class CallContext:
-    """One call: the caller's identity, the gate and address it came through, and ``api``.
+    """One call, as a module function sees it: ``api``, the :class:`apiserver.plugin_api.PluginApi`
+    (what a module function may use of the server), the caller's ``identity``, the ``gate`` and
+    ``client_address`` it came through, and the ``session_id`` when a session (not a key) proved
+    who it is."""
 
-    ``app`` is apiserver's own (built-in modules); plugins use ``ctx.api``.
-    """
-
-    app: "Application"
+    api: Any
     identity: Identity
     gate: Gate
     client_address: str
     session_id: Optional[str] = None
 
-    @property
-    def api(self):
-        """The :class:`apiserver.plugin_api.PluginApi`: what a module function may use of the server."""
-        return self.app.api
+    def __getattr__(self, name: str):
+        if name == "app":  # what module functions of earlier versions reached for
+            raise AttributeError("CallContext has no 'app': a module function uses ctx.api, the plugin API")
+        raise AttributeError(f"'CallContext' object has no attribute {name!r}")
 
 
 @dataclasses.dataclass

@@ -2,8 +2,9 @@
 
 :class:`Registry` maps every spelling of a function's name (``auth_restrict_ip``,
 ``auth.restrict_ip``, ``auth:restrict-ip``) to the function; :func:`bind_arguments` checks and
-converts positional and named arguments against its declaration; :meth:`Registry.call` checks
-the caller's role and runs it through the ``apiserver_call`` hook.
+converts positional and named arguments against its declaration; :meth:`Registry.call` does
+both, checks the caller's role and runs the function through the ``apiserver_call`` hook,
+whose innermost (built-in) implementation here calls it where its declaration says.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from twisted.logger import Logger
 
 from apiserver.errors import ApiError, Denied, InvalidArgument, ServerError, UnknownMethod
 from apiserver.hookspecs import hookimpl
+from apiserver.internal import internal_api
 from apiserver.module import FunctionSpec, Module
 from apiserver.types import coerce
 
@@ -34,9 +36,15 @@ class Entry:
 
 
 class Registry:
-    """Every exported function of every loaded module."""
+    """Every exported function of every loaded module.
 
-    def __init__(self, modules: Iterable[Module]):
+    ``call_hook``: the ``apiserver_call`` hook (``plugin_manager.hook.apiserver_call``) that
+    :meth:`call` runs functions through; a registry without one only names and describes them
+    (the WSDL generator's).
+    """
+
+    def __init__(self, modules: Iterable[Module], call_hook: Optional[Callable] = None):
+        self._call_hook = call_hook
         self.modules: dict[str, Module] = {}
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, Entry] = {}
@@ -68,7 +76,16 @@ class Registry:
             raise UnknownMethod(f"unknown function {str(name)[:100]!r}{hint}")
         return entry
 
-    def call(self, app, ctx, entry: Entry, kwargs: dict) -> defer.Deferred:
+    def call(self, ctx, name: str, positional=(), named: Optional[dict] = None) -> defer.Deferred:
+        """Look up ``name``, bind the arguments and call it as ``ctx`` (:meth:`invoke`); errors are ApiErrors."""
+        try:
+            entry = self.lookup(name)
+            kwargs = bind_arguments(entry.spec, positional, named)
+        except Exception:
+            return defer.fail()
+        return self.invoke(ctx, entry, kwargs)
+
+    def invoke(self, ctx, entry: Entry, kwargs: dict) -> defer.Deferred:
         """Check the role, then run the function through the ``apiserver_call`` hook.
 
         Returns a Deferred firing with the result, or failing with an :class:`ApiError`
@@ -79,7 +96,7 @@ class Registry:
             allowed = ", ".join(r.label for r in type(spec.roles) if r in spec.roles and r.name != "ALL")
             return defer.fail(Denied(f"{spec.operation} may be called by: {allowed}"))
         try:
-            result = app.hook.apiserver_call(ctx=ctx, function=spec, args=kwargs)
+            result = self._call_hook(ctx=ctx, function=spec, args=kwargs)
         except Exception:
             result = defer.fail()
         if not isinstance(result, defer.Deferred):
@@ -97,12 +114,12 @@ def _hide_internal_errors(failure, spec: FunctionSpec):
 @hookimpl
 def apiserver_call(ctx, function: FunctionSpec, args: dict):
     """The built-in implementation: run the function where its declaration says."""
-    app = ctx.app
-    method = app.registry.lookup(function.operation).method
+    core = internal_api(ctx.api)
+    method = core.registry.lookup(function.operation).method
     if function.is_async:
         return defer.ensureDeferred(method(ctx, **args))
     if function.blocking:
-        return app.run_blocking(method, ctx, **args)
+        return core.run_blocking(method, ctx, **args)
     return defer.maybeDeferred(method, ctx, **args)
 
 

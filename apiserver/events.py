@@ -1,4 +1,4 @@
-"""The security event trail (``app.security_events``), and the built-in plugin that feeds it.
+"""The security event trail (:class:`SecurityEvents`), and the built-in plugin that feeds it.
 
 An append-only table of what matters for security: logins (success and failure, with gate and
 method), Anvil blocks and unblocks, API keys created and deleted, passwords changed and reset,
@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from apiserver.context import Identity
 from apiserver.errors import InvalidArgument
 from apiserver.hookspecs import hookimpl
+from apiserver.internal import internal_api
 from apiserver.logs import one_line_error as _one_line
 from apiserver.storage import schema, utcnow
 
@@ -247,78 +248,76 @@ class SecurityEvents(service.Service):
 
 # --- the built-in plugin: event hooks -> trail ----------------------------------------------
 
-def _record(app, kind: str, **fields) -> None:
-    events = getattr(app, "security_events", None)
-    if events is not None:
-        events.record(kind, **fields)
+def _record(api, kind: str, **fields) -> None:
+    internal_api(api).security_events.record(kind, **fields)
 
 
 @hookimpl
-def apiserver_login_succeeded(app, identity, address, gate, method):
+def apiserver_login_succeeded(api, identity, address, gate, method):
     """Trail: a successful login (key or password) of ``identity``."""
-    _record(app, "login_succeeded", identity=identity, address=address, gate=gate, detail=f"method {method}")
+    _record(api, "login_succeeded", identity=identity, address=address, gate=gate, detail=f"method {method}")
 
 
 @hookimpl
-def apiserver_login_failed(app, address, gate, reason):
+def apiserver_login_failed(api, address, gate, reason):
     """Trail: a failed authentication (``reason``: key, password, session, ip)."""
     detail = "address refused by an IP restriction" if reason == "ip" else f"method {reason}"
-    _record(app, "login_failed", address=address, gate=gate, detail=detail)
+    _record(api, "login_failed", address=address, gate=gate, detail=detail)
 
 
 @hookimpl
-def apiserver_login_blocked(app, address, until):
+def apiserver_login_blocked(api, address, until):
     """Trail: Anvil blocks ``address``."""
     ends = datetime.datetime.fromtimestamp(until, datetime.timezone.utc)
-    _record(app, "login_blocked", address=address, detail=f"blocked until {ends:%Y-%m-%d %H:%M:%S} UTC")
+    _record(api, "login_blocked", address=address, detail=f"blocked until {ends:%Y-%m-%d %H:%M:%S} UTC")
 
 
 @hookimpl
-def apiserver_login_unblocked(app, address):
+def apiserver_login_unblocked(api, address):
     """Trail: Anvil's block of ``address`` ended."""
-    _record(app, "login_unblocked", address=address)
+    _record(api, "login_unblocked", address=address)
 
 
 @hookimpl
-def apiserver_api_key_created(app, owner, actor, comment):
+def apiserver_api_key_created(api, owner, actor, comment):
     """Trail: an API key of ``owner`` was created (never the key)."""
-    _record(app, "api_key_created", identity=owner, detail=_by(actor))
+    _record(api, "api_key_created", identity=owner, detail=_by(actor))
 
 
 @hookimpl
-def apiserver_api_key_deleted(app, owner, actor):
+def apiserver_api_key_deleted(api, owner, actor):
     """Trail: an API key of ``owner`` was deleted (never the key)."""
-    _record(app, "api_key_deleted", identity=owner, detail=_by(actor))
+    _record(api, "api_key_deleted", identity=owner, detail=_by(actor))
 
 
 @hookimpl
-def apiserver_password_changed(app, target, actor, reset, address):
+def apiserver_password_changed(api, target, actor, reset, address):
     """Trail: ``target``'s password was changed or reset (never the password)."""
-    _record(app, "password_reset" if reset else "password_changed", identity=target, address=address,
+    _record(api, "password_reset" if reset else "password_changed", identity=target, address=address,
             detail=_by(actor))
 
 
 @hookimpl
-def apiserver_ip_restriction_added(app, identity, ip, gate, address):
+def apiserver_ip_restriction_added(api, identity, ip, gate, address):
     """Trail: ``identity`` allowed ``ip`` at ``gate``."""
-    _record(app, "ip_restriction_added", identity=identity, address=address,
+    _record(api, "ip_restriction_added", identity=identity, address=address,
             detail=f"{ip} at gate {gate}" if gate else f"{ip} at every gate")
 
 
 @hookimpl
-def apiserver_ip_restriction_removed(app, identity, ip, gate, address):
+def apiserver_ip_restriction_removed(api, identity, ip, gate, address):
     """Trail: ``identity`` removed the entry ``ip`` at ``gate``."""
-    _record(app, "ip_restriction_removed", identity=identity, address=address,
+    _record(api, "ip_restriction_removed", identity=identity, address=address,
             detail=f"{ip} at gate {gate}" if gate else f"{ip} at every gate")
 
 
 @hookimpl
-def apiserver_scope_changed(app, name, old, new, actor):
+def apiserver_scope_changed(api, name, old, new, actor):
     """Trail: scope ``name`` changed (the name only: values may be secrets)."""
-    _record(app, "scope_changed", identity=actor, detail=name)
+    _record(api, "scope_changed", identity=actor, detail=name)
 
 
 @hookimpl
-def apiserver_hijack_started(app, actor, target, gate, address):
+def apiserver_hijack_started(api, actor, target, gate, address):
     """Trail: ``actor`` opened a session acting as ``target``."""
-    _record(app, "hijack_started", identity=target, address=address, gate=gate, detail=_by(actor))
+    _record(api, "hijack_started", identity=target, address=address, gate=gate, detail=_by(actor))

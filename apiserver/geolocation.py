@@ -1,7 +1,7 @@
 """Where a client address is: MaxMind's GeoIP2 web service, else an on-premise GeoLite2 City database.
 
-``app.geolocator`` (:class:`Geolocator`) places the addresses named in authentication access
-notices.  The web service is used when ``[geoip] account_id`` and ``license_key`` are set (scope
+:class:`Geolocator` places the addresses named in authentication access notices.  The web service
+is used when ``[geoip] account_id`` and ``license_key`` are set (scope
 ``auth.geoip-key``; read from the live config on every look-up, so a change applies at once);
 otherwise, or when the service fails, the GeoLite2 City database ``[geoip] database`` (relative
 to state_dir; no file means no geolocation).  Look-ups block, so they run on the blocking pool.
@@ -14,7 +14,7 @@ import dataclasses
 import ipaddress
 import os
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import geoip2.database
 import geoip2.errors
@@ -74,10 +74,14 @@ def _location_of(city) -> Optional[Location]:
 
 
 class Geolocator:
-    """Places client addresses; see the module docstring for which source answers."""
+    """Places client addresses; see the module docstring for which source answers.
 
-    def __init__(self, app):
-        self.app = app
+    ``settings``: the config (``[geoip]``, read per look-up); ``run_blocking``: where look-ups run.
+    """
+
+    def __init__(self, settings, run_blocking: Callable):
+        self._settings = settings
+        self._run_blocking = run_blocking
         self._lock = threading.Lock()  # the reader is opened, replaced and read under it
         self._reader: Optional[geoip2.database.Reader] = None
         self._reader_stamp = None      # (inode, size, mtime) of the file the reader was opened on
@@ -90,11 +94,11 @@ class Geolocator:
         address = lookup_address(address)
         if address is None:
             return defer.succeed(None)
-        return self.app.run_blocking(self.lookup, address)
+        return self._run_blocking(self.lookup, address)
 
     def lookup(self, address: str) -> Optional[Location]:
         """Blocking: the web service's answer if configured and it answers, else the database's."""
-        config = self.app.config
+        config = self._settings
         account_id, license_key = config.get("geoip", "account_id"), config.get("geoip", "license_key")
         if account_id and license_key:
             try:
@@ -102,11 +106,12 @@ class Geolocator:
                                               timeout=SERVICE_TIMEOUT) as client:
                     return _location_of(client.city(address))
             except Exception as exc:  # unreachable, refused credentials, unknown address, bad answer
-                log.warn("GeoIP2 web service could not place {address}: {error}", address=address, error=one_line_error(exc))
+                log.warn("GeoIP2 web service could not place {address}: {error}", address=address,
+                         error=one_line_error(exc))
         return self._database_lookup(address)
 
     def _database_lookup(self, address: str) -> Optional[Location]:
-        path = self.app.config.state_path(self.app.config.get("geoip", "database"))
+        path = self._settings.state_path(self._settings.get("geoip", "database"))
         with self._lock:
             reader = self._current_reader(path)
             if reader is None:

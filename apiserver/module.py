@@ -20,9 +20,13 @@ styles), the XML-RPC methods ``hello_greet``/``hello.greet``, the cpcmd command
 of the call (who calls, through which gate, and ``ctx.api``, the plugin API, for services).
 
 A function runs on the thread pool unless declared ``blocking=False`` (for cheap functions
-that touch no database, or that return the Deferred of a service's cached read such as
-``app.accounts.fetch_email``: a hit then needs no thread) or written as ``async def`` (it
-then runs on the reactor and may ``await`` Deferreds).
+that touch no database, or that return the Deferred of a service's cached read: a hit then
+needs no thread) or written as ``async def`` (it then runs on the reactor and may ``await``
+Deferreds).
+
+apiserver's own modules subclass :class:`BuiltinModule` instead, which also receives the
+privileged :class:`apiserver.internal.InternalApi` as ``self.core``; the application builds
+every module with :func:`make_module`, which refuses that base class to anyone else's module.
 """
 
 from __future__ import annotations
@@ -117,15 +121,14 @@ class Module:
     """Base class of every module.  Subclasses set ``name`` and mark methods with ``@export``.
 
     One instance is made per application; ``self.api`` is the
-    :class:`apiserver.plugin_api.PluginApi` (``self.app``, the application, is for built-in
-    modules only).  It must keep no per-call state on ``self``.
+    :class:`apiserver.plugin_api.PluginApi`, the module's one surface of the server.  It must
+    keep no per-call state on ``self``.
     """
 
     name: str = ""
 
-    def __init__(self, app):
-        self.app = app
-        self.api = getattr(app, "api", None)
+    def __init__(self, api):
+        self.api = api
 
     @classmethod
     def functions(cls) -> list[FunctionSpec]:
@@ -135,6 +138,35 @@ class Module:
             cached = [describe_function(cls, attr, member) for attr, member in _exported_members(cls)]
             cls._apiserver_functions = cached
         return cached
+
+    def __getattr__(self, name: str):
+        if name == "app":  # what modules of earlier versions reached for
+            raise AttributeError(f"{type(self).__name__} has no 'app': a module uses self.api (or ctx.api), "
+                                 "the plugin API")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class BuiltinModule(Module):
+    """Base class of apiserver's own modules: ``self.core`` is the
+    :class:`apiserver.internal.InternalApi`, the privileged path plugins do not get."""
+
+    def __init__(self, api, core):
+        super().__init__(api)
+        self.core = core
+
+
+def make_module(cls: type, api, core=None) -> Module:
+    """The instance of module class ``cls`` for an application: ``cls(api)``, or for one of
+    apiserver's own modules (a :class:`BuiltinModule` defined under ``apiserver.``)
+    ``cls(api, core)``.  TypeError for a :class:`BuiltinModule` from anywhere else."""
+    if not (isinstance(cls, type) and issubclass(cls, Module)):
+        raise TypeError(f"apiserver_add_modules returned {cls!r}, not a subclass of apiserver.module.Module")
+    if issubclass(cls, BuiltinModule):
+        if not cls.__module__.startswith("apiserver."):
+            raise TypeError(f"{cls.__module__}.{cls.__qualname__}: BuiltinModule is apiserver's own; "
+                            "a plugin's module subclasses apiserver.module.Module")
+        return cls(api, core)
+    return cls(api)
 
 
 def _exported_members(cls):

@@ -1,9 +1,10 @@
 """The plugin API: everything of the running server that a plugin may use.
 
 Every hook receives it as ``api`` and every module function as ``ctx.api`` (modules also have
-``self.api``).  What is not reachable from here (``app``, the gatekeeper, storage, registries)
-is private to apiserver and may change in any release; ``tests/test_plugin_api.py`` lists the
-members below, so a change to this surface is always deliberate.
+``self.api``): it is the one surface of the server a plugin sees.  What is not reachable from
+here (the application, the gatekeeper, storage, registries) is private to apiserver and may
+change in any release; ``tests/test_plugin_api.py`` lists the members below, so a change to
+this surface is always deliberate.
 
 Methods whose docstring starts with "Blocking." touch the database: call them on the blocking
 pool (``api.run_blocking(...)``, or from a module function declared with the default
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 import sqlalchemy as sa
 from twisted.internet import defer
@@ -31,11 +32,9 @@ from twisted.logger import Logger
 
 from apiserver.context import Identity
 from apiserver.errors import InvalidArgument
+from apiserver.plugins import fire_event
 from apiserver.scopes import Scope
 from apiserver.types import TypeSpec, coerce
-
-if TYPE_CHECKING:  # pragma: no cover
-    from apiserver.app import Application
 
 __all__ = ["PluginApi", "PluginState", "StoredScope"]
 
@@ -50,10 +49,26 @@ class PluginApi:
     """What a plugin may use: config, clock, threads, logging, events, accounts, scopes, state.
 
     One instance per application; hooks get it as ``api``, module functions as ``ctx.api``.
+    Built by the application from the parts it delegates to: ``plugin_manager`` (to fire
+    events), ``settings`` (the config), ``clock``, ``run_blocking``, ``directory`` (account
+    look-ups), ``ip_restrictions``, ``ui_passwords``, ``scopes`` (the registry), ``storage``
+    (the plugins' state table) and ``internal``, the application's
+    :class:`apiserver.internal.InternalApi`, which only apiserver's built-in plugins reach
+    (:func:`apiserver.internal.internal_api`).
     """
 
-    def __init__(self, app: "Application"):
-        self._app = app
+    def __init__(self, plugin_manager, settings, clock, run_blocking: Callable, *, directory, ip_restrictions,
+                 ui_passwords, scopes, storage, internal=None):
+        self._plugin_manager = plugin_manager
+        self._settings = settings
+        self._clock = clock
+        self._run_blocking = run_blocking
+        self._directory = directory
+        self._ip_restrictions = ip_restrictions
+        self._ui_passwords = ui_passwords
+        self._scopes = scopes
+        self._storage = storage
+        self._internal = internal
         self._states: dict[str, PluginState] = {}
 
     # --- configuration and time -------------------------------------------------------------
@@ -63,8 +78,8 @@ class PluginApi:
         Read-only: values change only through ``config.ini`` or the ``cp.config`` scope.
         Raises :class:`apiserver.config.ConfigError` for an undeclared key.
         """
-        self._app.config.key(section, key)  # ConfigError naming an undeclared key
-        return self._app.config.get(section, key)
+        self._settings.key(section, key)  # ConfigError naming an undeclared key
+        return self._settings.get(section, key)
 
     @property
     def clock(self):
@@ -72,7 +87,7 @@ class PluginApi:
 
         Tests drive a ``twisted.internet.task.Clock``; never read ``time.time()`` instead.
         """
-        return self._app.clock
+        return self._clock
 
     # --- threads, logging, events -----------------------------------------------------------
     def run_blocking(self, fn: Callable, *args, **kwargs) -> defer.Deferred:
@@ -80,7 +95,7 @@ class PluginApi:
 
         For database work, files, network calls: anything that must not hold up the reactor.
         """
-        return self._app.run_blocking(fn, *args, **kwargs)
+        return self._run_blocking(fn, *args, **kwargs)
 
     def logger(self, plugin: str) -> Logger:
         """A Twisted ``Logger`` in the namespace ``apiserver.plugins.<plugin>``.
@@ -92,27 +107,27 @@ class PluginApi:
     def fire(self, event: str, **kwargs: Any) -> None:
         """Call every plugin's implementation of the event hook ``event`` (``apiserver_...``).
 
-        ``api`` and ``app`` are added; a plugin that raises is logged and the others still run.
-        Call it on the reactor thread.  ``ValueError`` for a hook that is not an event (its name
-        ends in a past participle) or for arguments other than the hook's.
+        ``api`` is added; a plugin that raises is logged and the others still run.  Call it on
+        the reactor thread.  ``ValueError`` for a hook that is not an event (its name ends in a
+        past participle) or for arguments other than the hook's.
         """
-        caller = getattr(self._app.hook, event, None) if _EVENT.match(event) else None
+        caller = getattr(self._plugin_manager.hook, event, None) if _EVENT.match(event) else None
         if caller is None or caller.spec is None:
             raise ValueError(f"{event} is not an event hook")
-        takes = sorted(set(caller.spec.argnames) - {"api", "app"})
+        takes = sorted(set(caller.spec.argnames) - {"api"})
         if sorted(kwargs) != takes:
             raise ValueError(f"{event} takes {', '.join(takes)}; got {', '.join(sorted(kwargs)) or 'nothing'}")
-        self._app.fire(event, **kwargs)
+        fire_event(self._plugin_manager, self, event, kwargs)
 
     # --- accounts ---------------------------------------------------------------------------
     def get_identity(self, site: Optional[str], user: Optional[str] = None) -> Identity:
         """Blocking.  The appliance administrator (``site`` None), a site's administrator
         (``user`` None) or a user of a site; :class:`apiserver.errors.NotFound` if missing."""
-        return self._app.accounts.identity_for(site, user)
+        return self._directory.identity_for(site, user)
 
     def get_email(self, identity: Identity) -> Optional[str]:
         """Blocking.  The email address on record for ``identity``, or None."""
-        return self._app.accounts.get_email(identity)
+        return self._directory.get_email(identity)
 
     def recover_ui_password(self, session_id: str, tag_cookie: str) -> Optional[str]:
         """Blocking.  The password of the UI login that opened session ``session_id``, given the
@@ -120,9 +135,7 @@ class PluginApi:
 
         Only with ``[auth] retain_ui_password=true``; never log or store what it returns.
         """
-        from apiserver.accounts.ui_password import recover_ui_password
-
-        return recover_ui_password(self._app, session_id, tag_cookie)
+        return self._ui_passwords.recover(session_id, tag_cookie)
 
     def invalidate_ip_restrictions(self, identity: Identity) -> defer.Deferred:
         """Reactor thread.  Call it after a plugin changed the account's IP restriction rows itself.
@@ -131,8 +144,7 @@ class PluginApi:
         fires once the account has a new ``users.ip_restriction_generation``, after which every
         other node reads them within its ``[auth] ip_restriction_cache_ttl``.
         """
-        self._app.gatekeeper.ip_restrictions.invalidate(identity.user_id)
-        return self._app.run_blocking(self._app.accounts.mark_ip_restrictions_changed, identity.user_id)
+        return self._ip_restrictions.changed_elsewhere(identity.user_id)
 
     # --- scopes -----------------------------------------------------------------------------
     def get_scope(self, name: str, *selected) -> defer.Deferred:
@@ -140,7 +152,7 @@ class PluginApi:
 
         Scopes are added with the ``apiserver_add_scopes`` hook (see :class:`StoredScope`).
         """
-        return self._app.scopes.get(name, *selected)
+        return self._scopes.get(self, name, *selected)
 
     # --- state ------------------------------------------------------------------------------
     def state(self, plugin: str) -> "PluginState":
@@ -152,7 +164,7 @@ class PluginApi:
         namespace = _namespace(plugin)
         store = self._states.get(namespace)
         if store is None:
-            store = self._states[namespace] = PluginState(self._app.storage, namespace, self._app.clock)
+            store = self._states[namespace] = PluginState(self._storage, namespace, self._clock)
         return store
 
 
@@ -236,10 +248,10 @@ class StoredScope(Scope):
         """Blocking.  The stored value, or ``default`` when none was set."""
         return self.api.state(self.plugin).get(f"scope:{self.name}", self.default)
 
-    def get(self, app, *selected) -> Any:
+    def get(self, api, *selected) -> Any:
         return self.current()
 
-    def set(self, app, actor, value) -> None:
+    def set(self, api, actor, value) -> None:
         if value is None and not self.spec.nullable:
             raise InvalidArgument(f"{self.name} needs a value")
         converted = coerce(value, self.spec, self.name)

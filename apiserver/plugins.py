@@ -1,10 +1,11 @@
-"""The plugin manager factory: built-in plugins and installed ones, through the same hooks.
+"""The plugin manager: built-in plugins and installed ones, through the same hooks; and
+:class:`PluginHooks`, which calls them with the plugin API.
 
 Installed plugins are found through entry points in the group ``apiserver.plugins``.  A
-plugin that cannot be imported, names a hook that does not exist or implements an event as a
-wrapper stops start-up with one :class:`PluginError` line naming the plugin and the reason;
-``[core] disabled_plugins`` (entry point or distribution names) skips plugins before they are
-imported.
+plugin that cannot be imported, names a hook that does not exist, asks a hook for an argument
+it does not get (``app``: use ``api``) or implements an event as a wrapper stops start-up with
+one :class:`PluginError` line naming the plugin and the reason; ``[core] disabled_plugins``
+(entry point or distribution names) skips plugins before they are imported.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import difflib
 import importlib
 import importlib.metadata
 import os
+import inspect
 import re
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import pluggy
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver import hookspecs
@@ -40,9 +43,14 @@ BUILTIN_PLUGINS = (
 )
 
 #: The hooks that take ``@hookimpl(wrapper=True)`` implementations.  Events are called one
-#: implementation at a time by ``Application.fire`` (so one failing plugin cannot stop the
+#: implementation at a time by :func:`fire_event` (so one failing plugin cannot stop the
 #: others), which has no place for a wrapper: refusing it is honest, running it half is not.
 WRAPPER_HOOKS = frozenset({"apiserver_call"})
+
+#: What a hook implementation asking for ``app`` (the whole application, which hooks received
+#: before the plugin API was their one surface) is told.
+NO_APP = ("asks for 'app', which hooks no longer receive; take 'api' instead "
+          "(apiserver.plugin_api.PluginApi, the plugin API: see docs/plugins.md)")
 
 log = Logger(namespace="apiserver.plugins")
 
@@ -81,7 +89,10 @@ class PluginManager(pluggy.PluginManager):
         self.plugins: list[PluginInfo] = []
 
     def register(self, plugin, name: Optional[str] = None):
-        """Register ``plugin``; :class:`PluginError` for an unknown hook or a refused wrapper."""
+        """Register ``plugin``; :class:`PluginError` for an unknown hook, an implementation asking
+        for ``app`` or a refused wrapper."""
+        for hook in self._hooks_asking_for_app(plugin):
+            raise PluginError(f"plugin {name or self.get_canonical_name(plugin)}: {hook} {NO_APP}")
         try:
             result = super().register(plugin, name)
         except pluggy.PluginValidationError as exc:
@@ -93,6 +104,21 @@ class PluginManager(pluggy.PluginManager):
             self.unregister(plugin)
             raise PluginError(f"plugin {result}: {problem}")
         return result
+
+    def _hooks_asking_for_app(self, plugin) -> list:
+        """The hooks ``plugin`` implements with an argument named ``app``."""
+        found = []
+        for attr in dir(plugin):
+            opts = self.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                continue
+            try:
+                names = inspect.signature(getattr(plugin, attr)).parameters
+            except (TypeError, ValueError):
+                continue
+            if "app" in names:
+                found.append(opts.get("specname") or attr)
+        return found
 
     def _problem(self, plugin) -> Optional[str]:
         for caller in self.get_hookcallers(plugin) or ():
@@ -127,7 +153,8 @@ class PluginManager(pluggy.PluginManager):
                 try:
                     plugin = ep.load()
                 except Exception as exc:  # any import-time error of the plugin's code
-                    raise PluginError(f"{label}: cannot import {ep.value}: {type(exc).__name__}: {_first_line(exc)}") from None
+                    raise PluginError(f"{label}: cannot import {ep.value}: "
+                                      f"{type(exc).__name__}: {_first_line(exc)}") from None
                 try:
                     self.register(plugin, name=ep.name)
                 except PluginError as exc:
@@ -159,6 +186,58 @@ def make_plugin_manager(load_entrypoints: bool = True, extra: Iterable[object] =
         pm.register(plugin)
     pm.check_pending()  # already checked per plugin; kept for plugins registered by other means
     return pm
+
+
+def fire_event(plugin_manager, api, event: str, kwargs: dict) -> list:
+    """Call every implementation of the event hook ``event`` with ``api`` and ``kwargs``.
+
+    Unlike a plain hook call, a plugin that raises is logged and the plugins after it still
+    run; the action that caused the event stands.  Must be called on the reactor thread.
+    Wrapper implementations are refused at registration (:class:`PluginManager`), so every
+    implementation of an event is a plain function called here.  Returns what the
+    implementations that did not raise returned (``apiserver_shutdown``: Deferreds).
+    """
+    kwargs["api"] = api
+    results = []
+    for impl in reversed(getattr(plugin_manager.hook, event).get_hookimpls()):  # pluggy's own order
+        if impl.wrapper or impl.hookwrapper:  # only a manager that bypassed PluginManager lets one in
+            log.error("plugin {plugin}: {event} cannot be implemented as a wrapper; not called",
+                      plugin=impl.plugin_name, event=event)
+            continue
+        try:
+            result = impl.function(*(kwargs[name] for name in impl.argnames))
+        except Exception:
+            log.failure("plugin {plugin} failed in {event}", plugin=impl.plugin_name, event=event)
+            continue
+        if isinstance(result, defer.Deferred):
+            result.addErrback(lambda failure, plugin=impl.plugin_name: log.failure(
+                "plugin {plugin} failed in {event}", failure, plugin=plugin, event=event))
+        results.append(result)
+    return results
+
+
+class PluginHooks:
+    """How apiserver calls the plugins: every hook gets ``api``, the plugin API.
+
+    ``fire`` calls an event hook (each implementation on its own, see :func:`fire_event`);
+    ``call`` a decision hook (the first answer wins) or a collecting hook (a list of answers).
+    """
+
+    def __init__(self, plugin_manager, api):
+        self._plugin_manager = plugin_manager
+        self._api = api
+
+    def fire(self, event: str, **kwargs: Any) -> list:
+        """Call the event hook ``event`` with ``kwargs``; see :func:`fire_event`.  Reactor thread."""
+        return fire_event(self._plugin_manager, self._api, event, kwargs)
+
+    def call(self, hook: str, **kwargs: Any):
+        """The answer of hook ``hook`` called with ``kwargs`` (pluggy's: firstresult or a list)."""
+        return getattr(self._plugin_manager.hook, hook)(api=self._api, **kwargs)
+
+    def collect(self, hook: str) -> list:
+        """The items of every implementation's list answer of a collecting hook, in one list."""
+        return [item for group in self.call(hook) for item in group]
 
 
 def plugin_sections(pm) -> list:

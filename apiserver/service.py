@@ -60,14 +60,14 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
     from apiserver.logs import log_stream_for, make_observer
 
     if reactor is None:
-        from twisted.internet import reactor  # noqa: the real one, only when none is given
+        from twisted.internet import reactor  # the real one, only when none is given
     pm, config = load_plugins_and_config(find_config_path(config_file), plugin_manager=plugin_manager)
     cross_check(config)
     _check_state_dir(config)
     stream = log_stream if log_stream is not None else log_stream_for(config)
     observer = make_observer(config, stream)
     app = create_application(config, reactor=reactor, plugin_manager=pm)
-    _check_database(app)
+    _check_database(app.storage, config)
     return ApiServer(app, observer, stream)
 
 
@@ -90,16 +90,16 @@ def _check_state_dir(config) -> None:
         raise StartError(f"no state in {config.state_dir}: {_init_hint(config)}")
 
 
-def _check_database(app) -> None:
+def _check_database(storage, config) -> None:
     """The schema exists (else "run init first") and is migrated to this version."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from apiserver.storage import SchemaError
 
     try:
-        if app.storage.version() == 0:
-            raise StartError(f"no database in {app.config.state_dir}: {_init_hint(app.config)}")
-        app.storage.migrate()  # an older schema is upgraded before anything listens
+        if storage.version() == 0:
+            raise StartError(f"no database in {config.state_dir}: {_init_hint(config)}")
+        storage.migrate()  # an older schema is upgraded before anything listens
     except SchemaError as exc:
         raise StartError(str(exc)) from None
     except SQLAlchemyError as exc:  # unreachable or refusing: no traceback, no password
@@ -108,20 +108,20 @@ def _check_database(app) -> None:
 
 
 class ThreadPoolsService(service.Service):
-    """The application's thread pools: started first, stopped last."""
+    """The application's thread pools (:class:`apiserver.pools.Pools`): started first, stopped last."""
 
     name = "thread-pools"
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, pools):
+        self.pools = pools
 
     def startService(self):
         super().startService()
-        self.app.start_pools()
+        self.pools.start()
 
     def stopService(self):
         super().stopService()
-        self.app.stop_pools()
+        self.pools.stop()
 
 
 class _Listener:
@@ -167,11 +167,9 @@ class UNIXListener(_Listener, internet.UNIXServer):
         remove_stale_socket(path)
 
 
-def listener_services(app, site) -> list:
-    """The HTTP and HTTPS listeners (``[frontend]``) on ``site`` and the cpcmd socket."""
-    from apiserver.transport.cli_socket import CliFactory
-
-    config = app.config
+def listener_services(config, site, cli_factory) -> list:
+    """The HTTP and HTTPS listeners (``[frontend]`` of ``config``) on ``site`` and the cpcmd socket
+    served by ``cli_factory``."""
     bind = config.get("frontend", "bind")
     host = f"[{bind}]" if ":" in bind else bind
     listeners = []
@@ -189,7 +187,7 @@ def listener_services(app, site) -> list:
         listener.where, listener.url = f"{host}:{https_port}", f"https://{host}:{{port}}/soap (certificate {cert})"
         listeners.append(listener)
     path = config.state_path(config.get("core", "cli_socket"))
-    listener = UNIXListener(path, CliFactory(app), mode=0o600, wantPID=False)
+    listener = UNIXListener(path, cli_factory, mode=0o600, wantPID=False)
     listener.where, listener.url = path, None
     listeners.append(listener)
     return listeners
@@ -198,7 +196,12 @@ def listener_services(app, site) -> list:
 # --- the tree ---------------------------------------------------------------------------------
 
 class ApiServer(service.MultiService):
-    """The running server: thread pools, background services, listeners; see the module docstring."""
+    """The running server: thread pools, background services, listeners; see the module docstring.
+
+    One of the three classes that take the whole application (with
+    :class:`apiserver.app.Application` and :class:`apiserver.internal.InternalApi`): it hands
+    each listener, resource and service the parts it uses.
+    """
 
     name = "apiserver"
     #: twistd sets this: a listen failure or a failed start then ends the process with one line
@@ -206,15 +209,21 @@ class ApiServer(service.MultiService):
     exit_on_start_failure = False
 
     def __init__(self, app, observer, log_stream):
+        from apiserver.transport.cli_socket import CliFactory
         from apiserver.transport.site import build_site
 
         super().__init__()
         self.app = app
         self.observer = observer
         self.log_stream = log_stream
-        self.site = build_site(app)
-        self.background = [ThreadPoolsService(app)] + list(app.background_services())
-        self.listeners = listener_services(app, self.site)
+        self.site = build_site(settings=app.config, reactor=app.reactor, gatekeeper=app.gatekeeper,
+                               registry=app.registry, accounts=app.accounts, devices=app.notices.devices,
+                               site_homes=app.site_homes, storage=app.storage, run_blocking=app.pools.run_blocking,
+                               metrics=app.metrics)
+        cli_factory = CliFactory(app.config, app.gatekeeper, app.registry, app.directory, app.pools.run_blocking,
+                                 app.hooks.fire, app.metrics)
+        self.background = [ThreadPoolsService(app.pools)] + list(app.background_services())
+        self.listeners = listener_services(app.config, self.site, cli_factory)
         for child in self.background + self.listeners:
             child.setServiceParent(self)
         self._previous_sighup = None
@@ -247,7 +256,7 @@ class ApiServer(service.MultiService):
             if not self.exit_on_start_failure:
                 raise
             log.failure("start-up failed")
-            self.app.stop_pools()  # their threads would keep the process alive
+            self.app.pools.stop()  # their threads would keep the process alive
             _exit_with(f"cannot start: {exc}")
 
     def _start(self) -> None:
@@ -262,7 +271,7 @@ class ApiServer(service.MultiService):
         for section, key in secret_values(self.app.config):
             _warn_if_readable(self.app.config.path, section, key)
         log_loaded_plugins(self.app.plugin_manager)
-        self.app.hook.apiserver_startup(app=self.app, api=self.app.api)
+        self.app.hooks.call("apiserver_startup")
         if hasattr(signal, "SIGHUP"):
             self._previous_sighup = signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload))
         from apiserver.app import freeze_heap
@@ -296,7 +305,7 @@ class ApiServer(service.MultiService):
             for channel in list(self.site.channels):
                 channel.transport.abortConnection()
         # through fire: a plugin whose shutdown raises or fails is logged and cannot stop the rest
-        results = [r for r in self.app.fire("apiserver_shutdown") if isinstance(r, defer.Deferred)]
+        results = [r for r in self.app.hooks.fire("apiserver_shutdown") if isinstance(r, defer.Deferred)]
         if results:
             await defer.gatherResults(results)
         for child in reversed(self.background):
@@ -314,7 +323,7 @@ class ApiServer(service.MultiService):
         """Reopen the log file and re-read the config file on the blocking pool, then apply the
         run-time keys on the reactor thread and log the others as needing a restart; a config
         that does not validate changes nothing."""
-        d = self.app.run_blocking(self._reread)
+        d = self.app.pools.run_blocking(self._reread)
         d.addCallback(self._apply)
         d.addErrback(lambda failure: log.failure("SIGHUP: reloading failed", failure))
         return d
@@ -333,7 +342,8 @@ class ApiServer(service.MultiService):
     def _apply(self, fresh) -> None:
         config = self.app.config
         if isinstance(fresh, ConfigError):
-            log.error("SIGHUP: {path} not reloaded, the running config stays: {error}", path=config.path, error=str(fresh))
+            log.error("SIGHUP: {path} not reloaded, the running config stays: {error}",
+                      path=config.path, error=str(fresh))
             return
         applied, restart = [], []
         for section, key in changed_keys(config, fresh):
@@ -345,7 +355,8 @@ class ApiServer(service.MultiService):
         log.info("SIGHUP: reloaded {path}; applied: {applied}; needs a restart: {restart}", path=config.path,
                  applied=", ".join(applied) or "nothing", restart=", ".join(restart) or "nothing")
         for name in restart:
-            log.warn("{name} changed in {path}: the new value takes effect after a restart", name=name, path=config.path)
+            log.warn("{name} changed in {path}: the new value takes effect after a restart",
+                     name=name, path=config.path)
 
 
 def _all_fired(deferreds: list) -> defer.Deferred:
@@ -373,24 +384,3 @@ def _warn_if_readable(path: Optional[str], section: str, key: str) -> None:
     if mode & 0o077:
         log.warn("{path} holds a secret ([{section}] {key}) and is readable by others: chmod 600 {path}",
                  path=path, section=section, key=key)
-
-
-def pending_restart(app) -> dict:
-    """Blocking.  ``"[section] key" -> {"running": value, "saved": value}`` for every key whose value in
-    config.ini differs from the running one (secrets masked); what a restart would change."""
-    from apiserver.scopes import mask_secret
-
-    config = app.config
-    if config.path is None:
-        return {}
-    try:
-        fresh = reread_config(config)
-    except ConfigError:
-        return {}
-    out = {}
-    for section, key in changed_keys(config, fresh):
-        running, saved = config.raw(section, key), fresh.raw(section, key)
-        if config.key(section, key).secret:
-            running, saved = mask_secret(running), mask_secret(saved)
-        out[f"[{section}] {key}"] = {"running": running, "saved": saved}
-    return out

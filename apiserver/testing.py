@@ -82,9 +82,10 @@ class PluginTestApp:
         self.app = create_application(self.config, reactor=reactor, clock=self.clock, plugin_manager=pm)
         self.app.start_pools()
         if init.admin_key:
-            self.admin = wait(self.app.accounts.authenticate(Credentials(api_key=init.admin_key), Gate.SOAP, "127.0.0.1"))
+            credentials = Credentials(api_key=init.admin_key)
+            self.admin = wait(self.app.accounts.authenticate(credentials, Gate.SOAP, "127.0.0.1"))
         else:  # the directory was initialised by an earlier PluginTestApp
-            self.admin = wait(self.app.run_blocking(self.app.accounts.identity_for_uid, 0))
+            self.admin = wait(self.app.run_blocking(self.app.directory.identity_for_uid, 0))
 
     @property
     def api(self):
@@ -96,20 +97,20 @@ class PluginTestApp:
 
         Faults are raised as :class:`apiserver.errors.ApiError` (``Denied``, ``InvalidArgument``...).
         """
-        ctx = CallContext(self.app, identity, Gate.SOAP, "127.0.0.1")
+        ctx = CallContext(self.app.api, identity, Gate.SOAP, "127.0.0.1")
         return wait(self.app.call(ctx, name, list(args), named))
 
     def add_site(self, domain: str = "example.com", admin_user: str = "siteadmin",
                  email: str = "owner@example.com", password: str = "site-password") -> Identity:
         """Create a site; returns its administrator's identity."""
         self.call(self.admin, "admin_add_site", domain, admin_user, email, password)
-        return wait(self.app.run_blocking(self.app.accounts.identity_for, domain, None))
+        return wait(self.app.run_blocking(self.app.directory.identity_for, domain, None))
 
     def add_user(self, site_admin: Identity, user: str = "bob", password: str = "user-password",
                  email: Optional[str] = None) -> Identity:
         """Create a user in ``site_admin``'s site; returns its identity."""
         self.call(site_admin, "user_add", user, password, email)
-        return wait(self.app.run_blocking(self.app.accounts.identity_for, site_admin.site, user))
+        return wait(self.app.run_blocking(self.app.directory.identity_for, site_admin.site, user))
 
     def blocking(self, fn, *args, **kwargs):
         """Run a blocking function (``api.state(...).get``) on the pool and return its result."""
@@ -119,7 +120,7 @@ class PluginTestApp:
         """Let work that hooks handed to the blocking pool finish (e.g. after an event fired)."""
         from twisted.internet import reactor
 
-        pool = self.app.blocking_pool
+        pool = self.app.pools.blocking_pool
         deadline = time.monotonic() + timeout
         idle = 0
         while idle < 2:  # idle on two passes in a row: results handed back were processed too

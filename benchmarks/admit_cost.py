@@ -3,7 +3,7 @@
 The HTTP comparison in bench_middleware.py includes everything a request costs and the noise
 of a shared machine; this isolates what the middleware adds.  It builds the application from
 the benchmark's config (same database, same 100 IP restrictions), then awaits
-``app.admit(...)`` for an API-key request from 127.0.0.1 through gate SOAP many times with
+``admit(...)`` for an API-key request from 127.0.0.1 through gate SOAP many times with
 each GateKeeper in turn and prints the CPU microseconds per call.
 
     taskset -c 0 python benchmarks/admit_cost.py --config FILE --key KEY
@@ -20,25 +20,24 @@ CALLS = 20000
 REPEATS = 3
 
 
-async def cost_per_call(app, request, calls: int) -> float:
-    """CPU microseconds per ``app.admit(request)``, awaited one after another."""
+async def cost_per_call(keeper, request, calls: int) -> float:
+    """CPU microseconds per ``keeper.admit(request)``, awaited one after another."""
     for _ in range(200):  # warm the key and restriction caches
-        await app.admit(request)
+        await keeper.admit(request)
     started = time.process_time()
     for _ in range(calls):
-        await app.admit(request)
+        await keeper.admit(request)
     return (time.process_time() - started) / calls * 1e6
 
 
 async def compare(app, request) -> dict[str, list[float]]:
     from apiserver.middleware import GateKeeper
-    from serve_without_middleware import AuthenticationOnly
+    from serve_without_middleware import AuthenticationOnly, gatekeeper_of
 
     costs: dict[str, list[float]] = {"GateKeeper": [], "AuthenticationOnly": []}
     for _ in range(REPEATS):
-        for keeper in (GateKeeper(app), AuthenticationOnly(app)):
-            app.gatekeeper = keeper
-            costs[type(keeper).__name__].append(await cost_per_call(app, request, CALLS))
+        for keeper in (gatekeeper_of(app, GateKeeper), gatekeeper_of(app, AuthenticationOnly)):
+            costs[type(keeper).__name__].append(await cost_per_call(keeper, request, CALLS))
     return costs
 
 

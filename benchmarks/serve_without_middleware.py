@@ -18,6 +18,7 @@ from twisted.internet import defer
 
 from apiserver.context import CallContext
 from apiserver.middleware import GateKeeper
+from apiserver.middleware.https_only import HttpsOnly
 
 
 class AuthenticationOnly(GateKeeper):
@@ -32,12 +33,18 @@ class AuthenticationOnly(GateKeeper):
         return None
 
     def admit(self, auth_request) -> defer.Deferred:
-        d = self.app.accounts.authenticate(auth_request.credentials, auth_request.gate, auth_request.address)
+        d = self._accounts.authenticate(auth_request.credentials, auth_request.gate, auth_request.address)
         return d.addCallback(self._call_context, auth_request)
 
     def _call_context(self, identity, request) -> CallContext:
         session_id = request.credentials.session_id if request.credentials.api_key is None else None
-        return CallContext(self.app, identity, request.gate, request.address, session_id=session_id)
+        return CallContext(self._api, identity, request.gate, request.address, session_id=session_id)
+
+
+def gatekeeper_of(app, kind=GateKeeper) -> GateKeeper:
+    """A gatekeeper of ``kind`` over the application's own parts (as the Application builds its own)."""
+    return kind(app.config, app.accounts, app.anvil, app.ip_restrictions, HttpsOnly(app.config),
+                app.notices.devices, app.api)
 
 
 def main() -> int:
@@ -55,7 +62,7 @@ def main() -> int:
     pm, config = _load(args.config)
     start_logging(config)
     app = create_application(config, reactor=reactor, plugin_manager=pm)
-    app.gatekeeper = AuthenticationOnly(app)
+    app.gatekeeper = gatekeeper_of(app, AuthenticationOnly)  # before the server hands it to the transports
     app.storage.migrate()
     start_application(app, reactor)
     reactor.run()

@@ -10,6 +10,7 @@ from apiserver.dispatch import Registry, bind_arguments
 from apiserver.errors import Denied, InvalidArgument, ServerError, UnknownMethod
 from apiserver.hookspecs import hookimpl
 from apiserver.module import Module, Role, export
+from tests.middleware.support import ApiStub
 
 
 class Greeter(Module):
@@ -39,7 +40,8 @@ class Greeter(Module):
 
 
 class FakeApp:
-    """Just what Registry.call needs: hooks and a place to run blocking functions."""
+    """Just what a call needs: the ``apiserver_call`` hook with the built-in dispatcher, and the
+    internal path it reads (the registry and a place to run blocking functions)."""
 
     def __init__(self, *plugins):
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -47,8 +49,8 @@ class FakeApp:
         self.pm.register(dispatch)
         for plugin in plugins:
             self.pm.register(plugin)
-        self.hook = self.pm.hook
-        self.registry = Registry([Greeter(self)])
+        self.api = ApiStub(self)  # the built-in dispatcher reads self.registry and self.run_blocking
+        self.registry = Registry([Greeter(self.api)], call_hook=self.pm.hook.apiserver_call)
         self.blocking_calls = 0
 
     def run_blocking(self, fn, *args, **kwargs):
@@ -57,7 +59,8 @@ class FakeApp:
 
 
 def ctx_for(app, role):
-    return CallContext(app=app, identity=Identity(role=role, user_id=1, username="u", site_id=1, site="example.com"),
+    identity = Identity(role=role, user_id=1, username="u", site_id=1, site="example.com")
+    return CallContext(api=app.api, identity=identity,
                        gate=Gate.SOAP, client_address="127.0.0.1")
 
 
@@ -110,23 +113,24 @@ def test_role_check_denies():
     app = FakeApp()
     entry = app.registry.lookup("greeter_secret")
     with pytest.raises(Denied, match="appliance"):
-        result_of(app.registry.call(app, ctx_for(app, Role.SITE), entry, {}))
-    assert result_of(app.registry.call(app, ctx_for(app, Role.ADMIN), entry, {})) == "s"
+        result_of(app.registry.invoke(ctx_for(app, Role.SITE), entry, {}))
+    assert result_of(app.registry.invoke(ctx_for(app, Role.ADMIN), entry, {})) == "s"
 
 
 def test_internal_errors_are_hidden():
     """A non-API exception becomes Server.Internal without the exception's text."""
     app = FakeApp()
     with pytest.raises(ServerError) as info:
-        result_of(app.registry.call(app, ctx_for(app, Role.USER), app.registry.lookup("greeter_broken"), {}))
+        result_of(app.registry.invoke(ctx_for(app, Role.USER), app.registry.lookup("greeter_broken"), {}))
     assert "shadow" not in str(info.value)
 
 
 def test_blocking_functions_go_to_the_pool():
     """Functions declared blocking run through app.run_blocking; non-blocking ones do not."""
     app = FakeApp()
-    assert result_of(app.registry.call(app, ctx_for(app, Role.USER), app.registry.lookup("greeter_on_pool"), {"n": 4})) == 8
-    result_of(app.registry.call(app, ctx_for(app, Role.USER), app.registry.lookup("greeter_say_hello"),
+    on_pool = app.registry.lookup("greeter_on_pool")
+    assert result_of(app.registry.invoke(ctx_for(app, Role.USER), on_pool, {"n": 4})) == 8
+    result_of(app.registry.invoke(ctx_for(app, Role.USER), app.registry.lookup("greeter_say_hello"),
                                 {"who": "x", "times": 1}))
     assert app.blocking_calls == 1
 
@@ -145,7 +149,7 @@ def test_wrapper_hook_sees_and_changes_calls():
 
     app = FakeApp(Wrapper())
     entry = app.registry.lookup("greeter_say_hello")
-    assert result_of(app.registry.call(app, ctx_for(app, Role.USER), entry, {"who": "a", "times": 1})) == ["hello a"] * 2
+    assert result_of(app.registry.invoke(ctx_for(app, Role.USER), entry, {"who": "a", "times": 1})) == ["hello a"] * 2
     assert seen == [["hello a", "hello a"]]
 
 
@@ -153,7 +157,7 @@ def test_duplicate_module_names_refused():
     """Two modules with one name stop start-up."""
     app = FakeApp()
     with pytest.raises(ValueError, match="greeter"):
-        Registry([Greeter(app), Greeter(app)])
+        Registry([Greeter(app.api), Greeter(app.api)])
 
 
 def test_faults_never_repeat_secret_values():

@@ -163,14 +163,13 @@ def test_metrics_show_the_queued_and_dropped_events(trail, monkeypatch):
     from prometheus_client.parser import text_string_to_metric_families
 
     import apiserver.events as events_module
-    from apiserver.transport.metrics import Metrics
 
     events = trail.app.security_events
     wait(events.flush())
     monkeypatch.setattr(events_module, "QUEUE_LIMIT", 2)
     for n in range(5):
         events.record("login_failed", address=f"192.0.2.{n}")
-    samples = {s.name: s.value for f in text_string_to_metric_families(Metrics(trail.app).render().decode())
+    samples = {s.name: s.value for f in text_string_to_metric_families(trail.app.metrics.render().decode())
                for s in f.samples}
     assert samples["apiserver_security_events_queued"] == 2
     assert samples["apiserver_security_events_dropped_total"] == 3

@@ -86,7 +86,8 @@ def _self_signed(directory):
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     cert_path, key_path = directory / "service.crt", directory / "service.key"
@@ -115,7 +116,8 @@ class _ServiceHandler(http.server.BaseHTTPRequestHandler):
         if service.down:
             self._answer(503, "text/plain", b"Service Unavailable")
         elif self.headers.get("Authorization") != expected:
-            self._error(401, "AUTHORIZATION_INVALID", "You have supplied an invalid MaxMind account ID and/or license key.")
+            self._error(401, "AUTHORIZATION_INVALID",
+                        "You have supplied an invalid MaxMind account ID and/or license key.")
         elif not self.path.startswith(prefix):
             self._error(404, "PATH_INVALID", "unknown path")
         elif self.path[len(prefix):] not in service.records:
@@ -295,7 +297,7 @@ def _body(message: str) -> str:
 
 def _call_from(h, address, identity, name, *args, **named):
     """Call ``name`` as ``identity`` from client ``address`` (as a gate would)."""
-    return wait(h.app.call(CallContext(h.app, identity, Gate.SOAP, address), name, list(args), named))
+    return wait(h.app.call(CallContext(h.app.api, identity, Gate.SOAP, address), name, list(args), named))
 
 
 def test_password_notice_names_address_and_place(tmp_path, smtp):  # noqa: F811

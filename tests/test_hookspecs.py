@@ -1,7 +1,6 @@
 """Hooks are documented, and built-in plugins load through the same manager as third-party ones."""
 
 import inspect
-import re
 
 from apiserver import hookspecs
 from apiserver.plugins import BUILTIN_PLUGINS, make_plugin_manager
@@ -50,12 +49,13 @@ def test_decision_and_wrapper_hooks_are_marked():
         assert getattr(pm.hook, name).spec.opts["firstresult"], name
 
 
-def test_hooks_take_api_then_app_and_say_app_is_private():
+def test_hooks_take_api_and_never_app():
     """Every hook but the config collector (no api yet) and the call wrapper (ctx.api) takes
-    ``api, app`` first, and its docstring says that ``app`` is private to built-in plugins."""
+    ``api`` first, and no hook has a parameter named ``app``: the plugin API is the one surface."""
     for name, fn in _specs():
+        parameters = list(inspect.signature(fn).parameters)
+        assert "app" not in parameters, name
         if name in ("apiserver_config_sections", "apiserver_call"):
             continue
-        assert list(inspect.signature(fn).parameters)[:2] == ["api", "app"], name
-        doc = " ".join((inspect.getdoc(fn) or "").split())
-        assert re.search(r"``app``[^.]* private to (apiserver's )?built-in plugins", doc), name
+        assert parameters[0] == "api", name
+        assert "``api`` is the" in " ".join((inspect.getdoc(fn) or "").split()), name

@@ -47,8 +47,8 @@ def test_state_store_members_are_exactly_these(tmp_path):
 
 def test_blocking_members_say_so():
     """Members that touch the database start their docstring with 'Blocking.'."""
-    for member in (PluginApi.get_identity, PluginApi.get_email, PluginApi.recover_ui_password, PluginState.get, PluginState.set,
-                   PluginState.delete, PluginState.keys, StoredScope.current):
+    for member in (PluginApi.get_identity, PluginApi.get_email, PluginApi.recover_ui_password, PluginState.get,
+                   PluginState.set, PluginState.delete, PluginState.keys, StoredScope.current):
         assert member.__doc__.startswith("Blocking."), member.__qualname__
 
 
@@ -112,7 +112,10 @@ def test_clock_is_the_applications_clock(hello):
 def test_run_blocking_runs_off_the_reactor_thread(hello):
     """api.run_blocking runs the function on the pool and fires with its result."""
     app, _plugin = hello
-    assert wait(app.api.run_blocking(lambda x: (x * 2, threading.current_thread() is threading.main_thread()), 21)) == (42, False)
+    def doubled_where(x):
+        return x * 2, threading.current_thread() is threading.main_thread()
+
+    assert wait(app.api.run_blocking(doubled_where, 21)) == (42, False)
 
 
 def test_logger_is_namespaced_per_plugin(hello):
@@ -167,7 +170,7 @@ def test_invalidate_ip_restrictions_makes_the_next_login_read_them(hello):
 
     app.blocking(insert_behind_the_cache)
     assert wait(restrictions.check(owner, Gate.SOAP, "198.51.100.7")) is None  # still the cached answer
-    generation = app.app.accounts.ip_restriction_generation
+    generation = app.app.ip_restrictions.rows.generation
     before = app.blocking(generation, owner.user_id)
     changed = app.api.invalidate_ip_restrictions(owner)
     with pytest.raises(AuthenticationFailed):

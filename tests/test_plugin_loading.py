@@ -40,6 +40,14 @@ class Misspelled:
         pass
 
 
+class AsksForApp:
+    """A plugin written for the old surface: its hook asks for the whole application."""
+
+    @hookimpl
+    def apiserver_site_added(self, app, site):
+        pass
+
+
 class WrongArgument:
     @hookimpl
     def apiserver_site_added(self, api, domain):
@@ -81,6 +89,18 @@ def test_argument_not_in_the_spec_is_one_line():
     assert "\n" not in str(caught.value)
 
 
+def test_hook_asking_for_app_is_refused_saying_to_use_api():
+    """A hook implementation taking ``app`` is refused at registration, in one line that says
+    what hooks get instead (``api``); nothing of the plugin is registered."""
+    pm = PluginManager()
+    with pytest.raises(PluginError) as caught:
+        pm.register(AsksForApp(), name="old")
+    assert str(caught.value) == ("plugin old: apiserver_site_added asks for 'app', which hooks no longer receive; "
+                                 "take 'api' instead (apiserver.plugin_api.PluginApi, the plugin API: "
+                                 "see docs/plugins.md)")
+    assert pm.get_plugin("old") is None
+
+
 # --- installed plugins (real entry points in a dist-info folder on sys.path) ----------------
 
 def make_distribution(root, dist: str, version: str, module: str, source: str, entry: str = None) -> None:
@@ -117,7 +137,8 @@ def test_installed_plugin_is_loaded_with_its_version(site_packages):
     pm = make_plugin_manager()
     assert pm.get_plugin("good") is sys.modules["good_plugin"]
     info = next(p for p in pm.third_party() if p.name == "good")
-    assert (info.distribution, info.version, info.target, info.disabled) == ("apiserver-good", "1.2.3", "good_plugin", False)
+    assert (info.distribution, info.version, info.target, info.disabled) == \
+        ("apiserver-good", "1.2.3", "good_plugin", False)
     assert info.describe() == "good: apiserver-good 1.2.3 (good_plugin)"
 
 
@@ -150,6 +171,18 @@ def test_installed_plugin_with_a_misspelled_hook_is_one_line(site_packages):
     with pytest.raises(PluginError, match=r"^plugin typo \(apiserver-typo 2.0\): apiserver_site_add is not an "
                                           r"apiserver hook; did you mean apiserver_site_added\?$"):
         make_plugin_manager()
+
+
+def test_installed_plugin_asking_for_app_stops_serve_with_one_line(tmp_path, site_packages):
+    """An installed plugin whose hook asks for ``app`` stops ``apiserver serve``: exit 1, one stderr
+    line naming the plugin, its distribution and version, and what to use (``api``)."""
+    make_distribution(site_packages, "apiserver-old", "0.9", "old_plugin", GOOD.replace("(api, site)", "(app, site)"),
+                      entry="old")
+    result = run_apiserver(tmp_path, site_packages, "serve")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "apiserver: plugin old (apiserver-old 0.9): apiserver_site_added asks for 'app', which hooks no longer "
+        "receive; take 'api' instead (apiserver.plugin_api.PluginApi, the plugin API: see docs/plugins.md)"]
 
 
 def test_disabled_plugins_are_read_from_the_raw_file(tmp_path):
@@ -201,7 +234,8 @@ def test_broken_plugin_stops_every_command_with_one_line(tmp_path, site_packages
     result = run_apiserver(tmp_path, site_packages, command)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "apiserver: plugin broken (apiserver-broken 0.1): cannot import broken_cli_plugin: ZeroDivisionError: division by zero"]
+        "apiserver: plugin broken (apiserver-broken 0.1): cannot import broken_cli_plugin: "
+        "ZeroDivisionError: division by zero"]
 
 
 def test_disabled_plugins_key_lets_the_server_start_without_it(tmp_path, site_packages):
@@ -246,4 +280,5 @@ def test_broken_plugin_stops_twistd_with_one_line(tmp_path, site_packages):
     result = run_twistd(tmp_path, site_packages)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "apiserver: plugin broken (apiserver-broken 0.1): cannot import broken_twistd_plugin: ZeroDivisionError: division by zero"]
+        "apiserver: plugin broken (apiserver-broken 0.1): cannot import broken_twistd_plugin: "
+        "ZeroDivisionError: division by zero"]

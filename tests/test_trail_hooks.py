@@ -22,23 +22,23 @@ class TrailHooks:
         self.calls.append((name, kwargs, threading.current_thread() is threading.main_thread()))
 
     @hookimpl
-    def apiserver_login_succeeded(self, app, identity, address, gate, method):
+    def apiserver_login_succeeded(self, identity, address, gate, method):
         self._seen("login_succeeded", identity=identity, address=address, gate=gate, method=method)
 
     @hookimpl
-    def apiserver_login_unblocked(self, app, address):
+    def apiserver_login_unblocked(self, address):
         self._seen("login_unblocked", address=address)
 
     @hookimpl
-    def apiserver_ip_restriction_added(self, app, identity, ip, gate, address):
+    def apiserver_ip_restriction_added(self, identity, ip, gate, address):
         self._seen("ip_restriction_added", identity=identity, ip=ip, gate=gate, address=address)
 
     @hookimpl
-    def apiserver_ip_restriction_removed(self, app, identity, ip, gate, address):
+    def apiserver_ip_restriction_removed(self, identity, ip, gate, address):
         self._seen("ip_restriction_removed", identity=identity, ip=ip, gate=gate, address=address)
 
     @hookimpl
-    def apiserver_hijack_started(self, app, actor, target, gate, address):
+    def apiserver_hijack_started(self, actor, target, gate, address):
         self._seen("hijack_started", actor=actor, target=target, gate=gate, address=address)
 
 

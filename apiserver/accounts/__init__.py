@@ -1,7 +1,9 @@
-"""Accounts: sites, users, passwords, API keys and sessions (``app.accounts``).
+"""Accounts: sites, users, passwords, API keys and sessions.
 
-``Accounts(app)`` is the service the gates and modules use; ``initialize_state(config)`` makes
-what ``apiserver init`` promises.  See :mod:`apiserver.accounts.service` for which methods block.
+:class:`Accounts` (authentication, passwords, keys, sessions), ``directory.AccountDirectory``
+(who the accounts are) and ``sites.Sites`` (adding and deleting sites and users) are what the
+gates and modules use; ``initialize_state(config)`` makes what ``apiserver init`` promises.
+See :mod:`apiserver.accounts.service` for which methods block.
 """
 
 from apiserver.accounts.service import Accounts

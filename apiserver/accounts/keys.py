@@ -3,7 +3,7 @@
 The database holds ``HMAC-SHA256(lookup key, API key)`` for look-up (equality on a keyed hash
 leaks nothing useful through timing) and the key AES-256-GCM encrypted for ``get_api_keys``;
 both keys derive from ``[auth] secret``, so a copy of the database alone yields no working key.
-A verified key is trusted for ``[auth] key_cache_ttl`` seconds of ``app.clock`` without a
+A verified key is trusted for ``[auth] key_cache_ttl`` seconds of the clock without a
 database look-up; ``last_used`` and login records (of passwords too) are written behind,
 batched, on the blocking pool, so no login waits for a write.
 """
@@ -112,11 +112,23 @@ class _Cached:
 
 
 class ApiKeys:
-    """Creating, listing, deleting and verifying API keys of accounts."""
+    """Creating, listing, deleting and verifying API keys of accounts.
 
-    def __init__(self, app, cipher_factory):
-        self._app = app
+    ``storage``: the ``api_keys`` and ``login_history`` tables; ``clock``: cache expiry and the
+    write-behind delay; ``run_blocking``: database work off the reactor; ``settings``: the
+    config (``[auth] key_cache_ttl``, read per use); ``cipher_factory()``: the
+    :class:`KeyCipher` (made on first use); ``ip_restrictions``: whether a key's login is
+    admitted, for its record; ``fire(event, **kwargs)``: calls ``apiserver_login_succeeded``.
+    """
+
+    def __init__(self, storage, clock, run_blocking, settings, cipher_factory, ip_restrictions, fire):
+        self._storage = storage
+        self._clock = clock
+        self._run_blocking = run_blocking
+        self._settings = settings
         self._cipher_factory = cipher_factory
+        self._ip_restrictions = ip_restrictions
+        self._fire = fire
         self._lock = threading.Lock()
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self._generation = 0           # bumped by every invalidation; stale look-ups are not cached
@@ -131,14 +143,14 @@ class ApiKeys:
     # --- blocking: run on the blocking pool -------------------------------------------------
     def create(self, owner: Identity, comment: str = "") -> str:
         """Store a new key acting as ``owner`` and return it."""
-        with self._app.storage.write() as conn:
-            return insert_key(conn, self._cipher, owner.user_id, comment, utcnow(self._app.clock))
+        with self._storage.write() as conn:
+            return insert_key(conn, self._cipher, owner.user_id, comment, utcnow(self._clock))
 
     def list(self, owner: Identity) -> list[ApiKeyInfo]:
         """``owner``'s keys, oldest first; pending ``last_used`` values are written first."""
         self.write_pending()
         t = schema.api_keys
-        with self._app.storage.read() as conn:
+        with self._storage.read() as conn:
             rows = conn.execute(sa.select(t.c.key_encrypted, t.c.last_used, t.c.comment)
                                 .where(t.c.user_id == owner.user_id).order_by(t.c.id)).all()
         return [ApiKeyInfo(key=self._cipher.decrypt(row.key_encrypted), last_used=row.last_used, comment=row.comment)
@@ -147,7 +159,7 @@ class ApiKeys:
     def delete(self, owner: Identity, raw_key: str) -> None:
         """Delete ``owner``'s key; NotFound if ``owner`` has no such key.  Its cache entry goes at once."""
         digest = self._owned_digest(raw_key)
-        with self._app.storage.write() as conn:
+        with self._storage.write() as conn:
             deleted = conn.execute(schema.api_keys.delete().where(
                 schema.api_keys.c.user_id == owner.user_id, schema.api_keys.c.lookup_hash == digest)).rowcount
         self.invalidate(digest)
@@ -158,7 +170,7 @@ class ApiKeys:
         """Replace the comment of ``owner``'s key (None clears it); NotFound if there is no such key."""
         comment = _check_comment(comment)
         digest = self._owned_digest(raw_key)
-        with self._app.storage.write() as conn:
+        with self._storage.write() as conn:
             changed = conn.execute(schema.api_keys.update().where(
                 schema.api_keys.c.user_id == owner.user_id, schema.api_keys.c.lookup_hash == digest)
                 .values(comment=comment or None)).rowcount
@@ -174,7 +186,7 @@ class ApiKeys:
     def _lookup(self, digest: str):
         t = schema.api_keys
         query = identity_select().add_columns(t.c.id.label("key_id")).join(t, t.c.user_id == schema.users.c.id)
-        with self._app.storage.read() as conn:
+        with self._storage.read() as conn:
             return conn.execute(query.where(t.c.lookup_hash == digest)).first()
 
     # --- reactor thread ---------------------------------------------------------------------
@@ -184,7 +196,7 @@ class ApiKeys:
         if key is None:
             return defer.fail(AuthenticationFailed("key"))
         digest = self._cipher.lookup_hash(key)
-        now = self._app.clock.seconds()
+        now = self._clock.seconds()
         with self._lock:
             cached = self._cache.get(digest)
             generation = self._generation
@@ -196,19 +208,19 @@ class ApiKeys:
             if row is None:
                 raise AuthenticationFailed("key")
             identity = identity_from_row(row)
-            ttl = self._app.config.get("auth", "key_cache_ttl")
+            ttl = self._settings.get("auth", "key_cache_ttl")
             with self._lock:
                 if ttl > 0 and generation == self._generation:
-                    self._cache[digest] = _Cached(identity, row.key_id, self._app.clock.seconds() + ttl)
+                    self._cache[digest] = _Cached(identity, row.key_id, self._clock.seconds() + ttl)
                     self._cache.move_to_end(digest)
                     self._trim_cache()
             self._note_use(row.key_id)
-            admitted = defer.ensureDeferred(self._app.accounts.address_admitted(identity, gate, address))
+            admitted = self._ip_restrictions.admits(identity, gate, address)
             admitted.addCallback(lambda ok: self.note_login(
-                login_row(identity, utcnow(self._app.clock), address, gate, "key", ok), identity))
+                login_row(identity, utcnow(self._clock), address, gate, "key", ok), identity))
             return admitted.addCallback(lambda _: identity)
 
-        return self._app.run_blocking(self._lookup, digest).addCallback(found)
+        return self._run_blocking(self._lookup, digest).addCallback(found)
 
     def _trim_cache(self) -> None:
         # Entries are (re)inserted at the end with the same ttl, so the front expires first:
@@ -237,7 +249,7 @@ class ApiKeys:
     # --- write-behind of last_used and login records -----------------------------------------
     def _note_use(self, key_id: int) -> None:
         with self._lock:
-            self._pending_use[key_id] = utcnow(self._app.clock)
+            self._pending_use[key_id] = utcnow(self._clock)
         self._schedule_flush()
 
     def note_login(self, login: dict, identity: Optional[Identity] = None) -> None:
@@ -249,19 +261,19 @@ class ApiKeys:
                 self._pending_logins.append(login)
         self._schedule_flush()
         if identity is not None and login["success"]:
-            self._app.fire("apiserver_login_succeeded", identity=identity, address=login["address"],
+            self._fire("apiserver_login_succeeded", identity=identity, address=login["address"],
                            gate=login["gate"], method=login["method"])
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None or not self._flush_call.active():
-            self._flush_call = self._app.clock.callLater(USAGE_FLUSH_DELAY, self.flush)
+            self._flush_call = self._clock.callLater(USAGE_FLUSH_DELAY, self.flush)
 
     def flush(self) -> defer.Deferred:
         """Write pending ``last_used`` values and key logins on the blocking pool."""
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        d = self._app.run_blocking(self.write_pending)
+        d = self._run_blocking(self.write_pending)
         d.addErrback(lambda f: log.failure("writing API key usage failed", f))
         return d
 
@@ -273,7 +285,7 @@ class ApiKeys:
         if not uses and not logins:
             return
         t = schema.api_keys
-        with self._app.storage.write() as conn:
+        with self._storage.write() as conn:
             if uses:
                 conn.execute(t.update().where(t.c.id == sa.bindparam("kid")).values(last_used=sa.bindparam("at")),
                              [{"kid": kid, "at": at} for kid, at in uses.items()])

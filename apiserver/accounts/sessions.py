@@ -1,6 +1,6 @@
 """Sessions: the ``esprit_id`` cookie a hijack returns, ending after ``[session] ttl`` idle seconds.
 
-Ids are ``secrets.token_hex(32)`` (256 bits).  Idleness is measured on ``app.clock``; every
+Ids are ``secrets.token_hex(32)`` (256 bits).  Idleness is measured on the injected clock; every
 successful ``get`` slides the expiry.  ``memory`` keeps sessions in this process (bounded,
 expired ones pruned as new ones are made); ``db`` keeps them in the ``sessions`` table (only a
 SHA-256 of the id is stored) and ``redis`` in Redis, so several nodes share them.  A session
@@ -202,7 +202,7 @@ class DatabaseSessionStore(SessionStore):
 class RedisSessionStore(SessionStore):
     """Sessions in Redis (one hash per session under ``prefix``), shared by every node.
 
-    Idleness is judged on ``app.clock`` like the other stores; Redis's own expiry only clears
+    Idleness is judged on the clock like the other stores; Redis's own expiry only clears
     what nobody asks for again.  The identity is read from the database on each look-up.  Each
     account has a set of its sessions' keys (``prefix`` ``user:ID``) so that ``forget_users``
     ends them: waiting for the look-up to miss is not enough, as SQLite and MariaDB may give a
@@ -282,12 +282,12 @@ class RedisSessionStore(SessionStore):
             self.client.delete(*self.client.smembers(index), index)
 
 
-def make_session_store(app) -> SessionStore:
+def make_session_store(settings, clock, storage) -> SessionStore:
     """The store ``[session] backend`` names: ``memory``, ``db`` or ``redis`` (at ``[session] redis_url``)."""
-    backend = app.config.get("session", "backend")
-    ttl = lambda: app.config.get("session", "ttl")  # noqa: E731 - read live, changes apply at once
+    backend = settings.get("session", "backend")
+    ttl = lambda: settings.get("session", "ttl")  # noqa: E731 - read live, changes apply at once
     if backend == "db":
-        return DatabaseSessionStore(app.clock, ttl, app.storage)
+        return DatabaseSessionStore(clock, ttl, storage)
     if backend == "redis":
-        return RedisSessionStore(app.clock, ttl, app.storage, app.config.get("session", "redis_url"))
-    return MemorySessionStore(app.clock, ttl)
+        return RedisSessionStore(clock, ttl, storage, settings.get("session", "redis_url"))
+    return MemorySessionStore(clock, ttl)

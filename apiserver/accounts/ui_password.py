@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from apiserver.accounts.keys import derive_key
 from apiserver.context import Gate
 
-__all__ = ["SealedPassword", "UIPasswordCipher", "recover_ui_password"]
+__all__ = ["SealedPassword", "UIPasswordCipher", "UIPasswords"]
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -98,21 +98,35 @@ class UIPasswordCipher:
         return self._AAD + str(user_id).encode("ascii")
 
 
-def recover_ui_password(app, session_id, tag_cookie) -> Optional[str]:
-    """The password of the UI login that opened session ``session_id``, given its ``esprit_tag``
-    cookie; None when the session is not a live UI session with a kept password or the tag does
-    not open it.
+class UIPasswords:
+    """The UI passwords kept in sessions for single sign-on (``[auth] retain_ui_password``).
 
-    Blocking with the ``db`` and ``redis`` session backends: call it on the blocking pool (a
-    module function runs there unless declared otherwise).  The look-up slides the session's
-    idle time like any use.
+    ``sessions``: the session store; ``ciphers``: :class:`apiserver.accounts.ciphers.AccountCiphers`.
     """
-    if not (isinstance(session_id, str) and session_id and isinstance(tag_cookie, str) and tag_cookie):
-        return None
-    session = app.accounts.sessions.lookup(session_id)
-    if session is None or session.gate != Gate.UI or session.data is None:
-        return None
-    sealed = SealedPassword.decode(session.data)
-    if sealed is None:
-        return None
-    return app.accounts.ui_password_cipher().open(sealed, tag_cookie, session.identity.user_id)
+
+    def __init__(self, sessions, ciphers):
+        self._sessions = sessions
+        self._ciphers = ciphers
+
+    def seal(self, password: str, user_id: int) -> tuple["SealedPassword", str]:
+        """Blocking the first time (reads the secret).  :meth:`UIPasswordCipher.seal`."""
+        return self._ciphers.ui_cipher().seal(password, user_id)
+
+    def recover(self, session_id, tag_cookie) -> Optional[str]:
+        """The password of the UI login that opened session ``session_id``, given its ``esprit_tag``
+        cookie; None when the session is not a live UI session with a kept password or the tag
+        does not open it.
+
+        Blocking with the ``db`` and ``redis`` session backends: call it on the blocking pool (a
+        module function runs there unless declared otherwise).  The look-up slides the session's
+        idle time like any use.
+        """
+        if not (isinstance(session_id, str) and session_id and isinstance(tag_cookie, str) and tag_cookie):
+            return None
+        session = self._sessions.lookup(session_id)
+        if session is None or session.gate != Gate.UI or session.data is None:
+            return None
+        sealed = SealedPassword.decode(session.data)
+        if sealed is None:
+            return None
+        return self._ciphers.ui_cipher().open(sealed, tag_cookie, session.identity.user_id)

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apiserver", description="ApisCP-compatible SOAP/XML-RPC API server.",
         epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", metavar="FILE", help="config file (default: $APISERVER_CONFIG, /etc/apiserver/config.ini or the checkout's conf/config.ini)")
+    parser.add_argument("--config", metavar="FILE", help="config file (default: $APISERVER_CONFIG, "
+                        "/etc/apiserver/config.ini or the checkout's conf/config.ini)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     sub.add_parser("init", help="create the state a first start needs and print the administrator's API key")
@@ -48,7 +49,7 @@ def _load(path: Optional[str]):
 def write_default_config(path: str, sections) -> None:
     """Write a commented config (every key, its help and default) at ``path``, owner-only."""
     from apiserver.config import SYSTEM_PATH, SYSTEM_STATE_DIR, render_ini
-    from apiserver.config_file import atomic_write
+    from apiserver.files import atomic_write
 
     state_dir = SYSTEM_STATE_DIR if os.path.abspath(path) == SYSTEM_PATH else "state"
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
@@ -66,7 +67,8 @@ def cmd_init(args) -> int:
     def write_default(sections) -> None:  # no config yet: the same plugins' sections are written, then loaded
         nonlocal written
         write_default_config(path, list(BUILTIN_SECTIONS) + sections)
-        written = f"Config written: {path} (every key with its default; edit it, then run init again if you change state_dir or [db])"
+        written = (f"Config written: {path} (every key with its default; edit it, then run init again "
+                   "if you change state_dir or [db])")
 
     _pm, config = load_plugins_and_config(path, if_missing=write_default)
     result = initialize_state(config)
@@ -163,7 +165,8 @@ def main(argv=None) -> int:
         print(f"apiserver: {exc}", file=sys.stderr)
         return 1
     except SQLAlchemyError as exc:  # an unreachable or refusing database: no traceback, no password
-        print(f"apiserver: database error: {type(exc).__name__}: {str(exc.orig if getattr(exc, 'orig', None) else exc)[:300]}",
+        reason = str(exc.orig if getattr(exc, "orig", None) else exc)[:300]
+        print(f"apiserver: database error: {type(exc).__name__}: {reason}",
               file=sys.stderr)
         return 1
 

@@ -7,7 +7,7 @@ Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
                        or the DAV toggle (DAV)
     admit              API toggle (SOAP gate), DAV toggle (DAV)    -> Client.Disabled
                        Anvil check: blocked?  delay?               -> Client.Throttled
-                       app.accounts.authenticate                   -> AuthenticationFailed
+                       accounts.authenticate                       -> AuthenticationFailed
                        IP restrictions of the identity             -> AuthenticationFailed("ip")
                        (neither Anvil nor restrictions for root on the CLI socket,
                        verified by SO_PEERCRED)
@@ -18,6 +18,10 @@ Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
 
 A refused address and a bad password raise the same error with the same message, so a
 caller cannot tell them apart.
+
+Each part is built apart and handed in (``Anvil(clock, settings, fire, store)``,
+``IPRestrictions(rows, clock, run_blocking, settings)``, ``HttpsOnly(settings)``); the
+gatekeeper only composes them.
 """
 
 from __future__ import annotations
@@ -31,9 +35,6 @@ from twisted.python.failure import Failure
 from apiserver.context import AuthRequest, CallContext, Gate, Identity
 from apiserver.errors import ApiDisabled, AuthenticationFailed, Throttled
 from apiserver.middleware.address import request_client_address
-from apiserver.middleware.anvil import Anvil
-from apiserver.middleware.https_only import HttpsOnly
-from apiserver.middleware.ip_restrictions import IPRestrictions
 from apiserver.middleware.toggle import ApiToggle, DavToggle
 
 __all__ = ["GateKeeper", "HttpRefusal"]
@@ -49,20 +50,28 @@ class HttpRefusal:
 
 
 class GateKeeper:
-    """Client address, HTTP checks and admission (Anvil, authentication, IP restrictions)."""
+    """Client address, HTTP checks and admission (Anvil, authentication, IP restrictions).
 
-    def __init__(self, app):
-        self.app = app
-        self.https_only = HttpsOnly(app)
-        self.toggle = ApiToggle(app.config)
-        self.dav_toggle = DavToggle(app.config)
-        self.anvil = Anvil(app)
-        self.ip_restrictions = IPRestrictions(app)
-        self._devices = getattr(getattr(app, "notices", None), "devices", None)  # unrecognized-device notices
+    ``settings``: the config (toggles, trusted proxies; read per request); ``accounts``: what
+    authenticates credentials (:meth:`apiserver.accounts.Accounts.authenticate`); ``anvil``,
+    ``ip_restrictions`` and ``https_only``: the checks; ``devices``: told of every admitted call
+    (unrecognized-device notices); ``api``: the plugin API each :class:`CallContext` carries.
+    """
+
+    def __init__(self, settings, accounts, anvil, ip_restrictions, https_only, devices, api):
+        self._settings = settings
+        self._accounts = accounts
+        self.anvil = anvil
+        self.ip_restrictions = ip_restrictions
+        self.https_only = https_only
+        self._devices = devices
+        self._api = api
+        self.toggle = ApiToggle(settings)
+        self.dav_toggle = DavToggle(settings)
 
     def client_address(self, request) -> str:
         """The client address of a ``twisted.web`` request (``[core] http_trusted_forward`` applied)."""
-        return request_client_address(request, self.app.config.get("core", "http_trusted_forward"))
+        return request_client_address(request, self._settings.get("core", "http_trusted_forward"))
 
     def check_http(self, request, gate: Gate = Gate.SOAP) -> Optional[HttpRefusal]:
         """Why a request must be refused before its body is read, or None: plain HTTP under
@@ -102,7 +111,7 @@ class GateKeeper:
         return self._authenticate(None, auth_request)
 
     def _authenticate(self, _, request: AuthRequest) -> defer.Deferred:
-        d = self.app.accounts.authenticate(request.credentials, request.gate, request.address)
+        d = self._accounts.authenticate(request.credentials, request.gate, request.address)
         d.addCallback(self._restrict, request)
         d.addErrback(self._count_failure, request)
         return d
@@ -134,9 +143,8 @@ class GateKeeper:
     def _context(self, identity: Identity, request: AuthRequest) -> CallContext:
         credentials = request.credentials
         session_id = credentials.session_id if credentials.api_key is None else None
-        if self._devices is not None:  # a dictionary look-up; a new device is checked on the pool
-            self._devices.admitted(identity, request)
-        return CallContext(self.app, identity, request.gate, request.address, session_id=session_id)
+        self._devices.admitted(identity, request)  # a dictionary look-up; a new device is checked on the pool
+        return CallContext(self._api, identity, request.gate, request.address, session_id=session_id)
 
 
 def _is_kernel_verified_root(request: AuthRequest) -> bool:

@@ -10,7 +10,7 @@ Window: the first failure from an address opens a window of ``ttl`` seconds; fai
 it add up, and the count is forgotten when it closes.  A successful login does not erase
 earlier failures inside the window.
 
-Delay (before the attempt is answered, on ``app.clock``, never holding up other clients)::
+Delay (before the attempt is answered, on the injected clock, never holding up other clients)::
 
     delay(n) = min(max_delay, base_delay * 2 ** (n - m))   milliseconds
                for m <= n < limit, else 0;  m = max(min_attempts, 1)
@@ -32,22 +32,14 @@ the node that saw the blocking failure; neither ever mentions a key or password.
 ``apiserver_login_failed`` is called for every failure and ``apiserver_login_blocked`` once
 per block.
 
-State lives behind :class:`AnvilStore`: :class:`MemoryAnvilStore` (one node, the default) or
-``apiserver.middleware.anvil_redis.RedisAnvilStore`` (``[anvil] backend=redis``; nodes share
-counters and blocks).  While the store fails (Redis down), Anvil cannot tell a blocked address,
-so authentication fails closed: every attempt from a non-whitelisted address is answered
-``Server.Internal`` (:data:`STORE_DOWN_MESSAGE`) until the store answers again (asked at most
-every :data:`STORE_RETRY_SECONDS` meanwhile); the outage is logged once when it starts and once
-when it ends.
-
-Memory (memory store): one tracked address costs about 110 bytes (the address as an int ~32,
-its state packed into one int ~40, a dict slot ~40; measured with tracemalloc by
-``tests/middleware/test_anvil.py``, which asserts at most 150, and for a million addresses
-by ``benchmarks/bench_anvil_memory.py``), so the default bound ``[anvil] max_tracked=200000``
-takes about 22 MB and a million addresses about 110 MB.  Times are kept to the millisecond,
-rounded up.  Expired entries are dropped when met and, once ``max_tracked`` is reached, the
-least recently failing addresses are dropped to make room (a block among them ends early and
-is logged as such).
+State lives behind :class:`~apiserver.middleware.anvil_store.AnvilStore`, handed in
+(:func:`make_anvil_store` picks the one ``[anvil] backend`` names): the memory store (one
+node, the default) or ``apiserver.middleware.anvil_redis.RedisAnvilStore`` (``[anvil]
+backend=redis``; nodes share counters and blocks).  While the store fails (Redis down), Anvil
+cannot tell a blocked address, so authentication fails closed: every attempt from a
+non-whitelisted address is answered ``Server.Internal`` (:data:`STORE_DOWN_MESSAGE`) until the
+store answers again (asked at most every :data:`STORE_RETRY_SECONDS` meanwhile); the outage is
+logged once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -55,15 +47,15 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import math
-import socket
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from apiserver.errors import ServerError, Throttled
 from apiserver.addresses import parse_address
+from apiserver.errors import ServerError, Throttled
+from apiserver.middleware.anvil_store import NOT_AT_ONCE, AnvilState, AnvilStore, MemoryAnvilStore
 
 log = Logger(namespace="apiserver.middleware.anvil")
 
@@ -80,195 +72,31 @@ KEY_CACHE_SIZE = 4096
 MAX_KEY_LENGTH = 100
 
 
-class AnvilState(NamedTuple):
-    """What Anvil knows about one address: failures in the window, when it closes, block end (0: none)."""
-
-    count: int
-    window_end: float
-    blocked_until: float = 0.0
-
-    def live(self, now: float) -> bool:
-        """Still relevant at ``now``: blocked, or inside its window."""
-        return self.blocked_until > now if self.blocked_until else self.window_end > now
-
-    def blocked(self, now: float) -> bool:
-        return self.blocked_until > now
-
-
-def after_failure(state: Optional[AnvilState], now: float, ttl: float, limit: int) -> tuple[AnvilState, bool]:
-    """The state after one more failure, and whether this failure started a block."""
-    if state is None or not state.live(now):
-        state = AnvilState(0, now + ttl)
-    count = state.count + 1
-    if not state.blocked_until and count >= limit:
-        return AnvilState(count, state.window_end, now + ttl), True
-    return AnvilState(count, state.window_end, state.blocked_until), False
-
-
-#: What :meth:`AnvilStore.peek` answers when only :meth:`AnvilStore.get` can tell.
-NOT_AT_ONCE = object()
-
-
-class AnvilStore:
-    """Where Anvil keeps its per-address state.  Every method returns a Deferred.
-
-    Implementations must make ``record_failure`` atomic per key (several requests, or several
-    nodes, may fail at the same moment and every failure must count).
-    """
-
-    def get(self, key: str) -> defer.Deferred:
-        """Fires with the live :class:`AnvilState` of ``key`` at ``now``, or None."""
-        raise NotImplementedError
-
-    def record_failure(self, key: str, now: float, ttl: int, limit: int) -> defer.Deferred:
-        """Count one failure (see :func:`after_failure`); fires with ``(state, started_block)``."""
-        raise NotImplementedError
-
-    def peek(self, key: str):
-        """The live state of ``key`` (or None) when the store can answer at once, else
-        :data:`NOT_AT_ONCE`; lets the common case skip Deferred machinery."""
-        return NOT_AT_ONCE
-
-
-# --- the memory store's compact form ------------------------------------------------------
-# A million tracked addresses must fit in well under 200 MB, so the memory store keeps neither
-# key strings nor state tuples: a key in the canonical text Anvil makes is kept as an int
-# (IPv4: the address; IPv6 network: its prefix bits and length, negated so it never equals
-# an IPv4 int), any other key as the string; the state is one int of the failure count and
-# the two times in milliseconds, rounded up (a block never ends early).
-
-_COUNT_BITS, _TIME_BITS = 20, 42
-_COUNT_MASK, _TIME_MASK = (1 << _COUNT_BITS) - 1, (1 << _TIME_BITS) - 1
-_BLOCK_SHIFT = _COUNT_BITS + _TIME_BITS
-
-
-def pack_key(key: str):
-    """The compact form of a store key: an int for canonical IPv4 or IPv6 (network) text, else ``key``."""
-    address, slash, prefix = key.partition("/")
-    try:
-        if not slash and "." in address and ":" not in address:
-            packed = socket.inet_pton(socket.AF_INET, address)
-            if socket.inet_ntop(socket.AF_INET, packed) == address:
-                return int.from_bytes(packed, "big")
-            return key
-        if ":" in address and (not slash or (prefix.isdigit() and prefix[0] != "0" and int(prefix) < 128)):
-            bits = int(prefix) if slash else 128
-            packed = socket.inet_pton(socket.AF_INET6, address)
-            value = int.from_bytes(packed, "big")
-            if socket.inet_ntop(socket.AF_INET6, packed) == address and not value & ((1 << (128 - bits)) - 1):
-                return -(((value >> (128 - bits)) << 8 | bits) + 1)
-    except (OSError, ValueError):
-        pass
-    return key
-
-
-def unpack_key(packed) -> str:
-    """The key text :func:`pack_key` was given."""
-    if isinstance(packed, str):
-        return packed
-    if packed >= 0:
-        return socket.inet_ntop(socket.AF_INET, packed.to_bytes(4, "big"))
-    packed = -packed - 1
-    bits = packed & 0xFF
-    text = socket.inet_ntop(socket.AF_INET6, ((packed >> 8) << (128 - bits)).to_bytes(16, "big"))
-    return text if bits == 128 else f"{text}/{bits}"
-
-
-def _ms(seconds: float) -> int:
-    return min(math.ceil(seconds * 1000), _TIME_MASK) if seconds > 0 else 0
-
-
-def pack_state(state: AnvilState) -> int:
-    """One int of ``state`` (count capped at 2**20 - 1; times in ms, rounded up)."""
-    return (min(state.count, _COUNT_MASK) | _ms(state.window_end) << _COUNT_BITS
-            | _ms(state.blocked_until) << _BLOCK_SHIFT)
-
-
-def unpack_state(packed: int) -> AnvilState:
-    return AnvilState(packed & _COUNT_MASK, ((packed >> _COUNT_BITS) & _TIME_MASK) / 1000,
-                      (packed >> _BLOCK_SHIFT) / 1000)
-
-
-def _live_packed(packed: int, now_ms: float) -> bool:
-    blocked = packed >> _BLOCK_SHIFT
-    return blocked > now_ms if blocked else ((packed >> _COUNT_BITS) & _TIME_MASK) > now_ms
-
-
-class MemoryAnvilStore(AnvilStore):
-    """In-process state, bounded to ``max_tracked`` addresses (least recently failing dropped first).
-
-    Compact (see :func:`pack_key`, :func:`pack_state`): about 110 bytes per address.  A plain
-    dict keeps the order (a failure moves its key to the end); once full, the oldest
-    ``max_tracked // 1000`` (at least one) and the expired ones behind them go in one pass, so
-    making room costs O(1) per new address however many are tracked.
-    """
-
-    def __init__(self, clock, max_tracked: int, on_evict: Callable[[str, AnvilState], None] = lambda k, s: None):
-        self.clock = clock
-        self.max_tracked = max_tracked
-        self.on_evict = on_evict
-        self._states: dict = {}  # pack_key(key) -> pack_state(state), least recently failing first
-
-    def __len__(self) -> int:
-        return len(self._states)
-
-    def get(self, key: str) -> defer.Deferred:
-        return defer.succeed(self.peek(key))
-
-    def peek(self, key: str) -> Optional[AnvilState]:
-        packed_key = pack_key(key)
-        packed = self._states.get(packed_key)
-        if packed is None:
-            return None
-        if not _live_packed(packed, self.clock.seconds() * 1000):
-            del self._states[packed_key]
-            return None
-        return unpack_state(packed)
-
-    def record_failure(self, key: str, now: float, ttl: int, limit: int) -> defer.Deferred:
-        states = self._states
-        packed_key = pack_key(key)
-        old = states.pop(packed_key, None)  # re-inserted below: now the most recent
-        if old is None:
-            self._make_room(now)
-        state, started = after_failure(unpack_state(old) if old is not None else None, now, ttl, limit)
-        packed = states[packed_key] = pack_state(state)
-        return defer.succeed((unpack_state(packed), started))
-
-    def _make_room(self, now: float) -> None:
-        states = self._states
-        if len(states) < self.max_tracked:
-            return
-        batch, now_ms = max(1, self.max_tracked // 1000), now * 1000
-        doomed = []
-        for packed_key, packed in states.items():  # from the front: least recently failing first
-            if len(doomed) >= batch and _live_packed(packed, now_ms):
-                break
-            doomed.append(packed_key)
-        for packed_key in doomed:
-            packed = states.pop(packed_key)
-            if _live_packed(packed, now_ms):
-                self.on_evict(unpack_key(packed_key), unpack_state(packed))
-
-
-def make_store(app, on_evict: Callable[[str, AnvilState], None]) -> AnvilStore:
-    """The store ``[anvil] backend`` names."""
-    config = app.config
-    if config.get("anvil", "backend") == "redis":
+def make_anvil_store(settings, clock, run_blocking: Callable) -> AnvilStore:
+    """The store ``[anvil] backend`` names: memory (bounded by ``[anvil] max_tracked``) or redis
+    (at ``[anvil] redis_url``; its blocking client runs on ``run_blocking``)."""
+    if settings.get("anvil", "backend") == "redis":
         from apiserver.middleware.anvil_redis import RedisAnvilStore  # needs the optional redis package
 
-        return RedisAnvilStore(app, config.get("anvil", "redis_url"))
-    return MemoryAnvilStore(app.clock, config.get("anvil", "max_tracked"), on_evict)
+        return RedisAnvilStore(settings.get("anvil", "redis_url"), clock, run_blocking)
+    return MemoryAnvilStore(clock, settings.get("anvil", "max_tracked"))
 
 
 class Anvil:
-    """Counts failed logins per address, delays and blocks; see the module docstring."""
+    """Counts failed logins per address, delays and blocks; see the module docstring.
 
-    def __init__(self, app, store: Optional[AnvilStore] = None):
-        self.app = app
-        self.clock = app.clock
-        self.config = app.config
-        self.store = store if store is not None else make_store(app, self._evicted)
+    ``clock``: what delays, windows and blocks are measured on; ``settings``: the config
+    (``[anvil]``, read per use); ``fire(event, **kwargs)``: calls the event hooks
+    (``apiserver_login_failed``, ``..._blocked``, ``..._unblocked``); ``store``: where the
+    counters live (:func:`make_anvil_store`).
+    """
+
+    def __init__(self, clock, settings, fire: Callable, store: AnvilStore):
+        self.clock = clock
+        self.config = settings
+        self._fire = fire
+        self.store = store
+        store.watch_evictions(self._evicted)
         self._announced: dict[str, float] = {}   # blocks this node logged: key -> until
         self._unblocks: list[tuple[float, str]] = []  # heap of (until, key) for the unblock log
         self._timer = None
@@ -332,7 +160,7 @@ class Anvil:
         when the address is blocked now, else None."""
         key = self.key_for(address)
         if key is None:
-            self.app.fire("apiserver_login_failed", address=address, gate=gate, reason=reason)
+            self._fire("apiserver_login_failed", address=address, gate=gate, reason=reason)
             return defer.succeed(None)
         ttl, limit = self.config.get("anvil", "ttl"), self.config.get("anvil", "limit")
         d = self._ask(self.store.record_failure, key, self.clock.seconds(), ttl, limit)
@@ -347,6 +175,17 @@ class Anvil:
         cap = config.get("anvil", "max_delay")
         exponent = min(count - min_attempts, 32)  # 2**32 * base exceeds any cap
         return min(cap, config.get("anvil", "base_delay") * 2 ** exponent) / 1000.0
+
+    def tracked(self) -> Optional[int]:
+        """How many addresses this node's store tracks (None for a shared store, not counted here)."""
+        try:
+            return len(self.store)
+        except TypeError:
+            return None
+
+    def blocked_here(self) -> int:
+        """How many addresses this node saw blocked and has not yet seen unblocked."""
+        return len(self._announced)
 
     def status(self, address: str) -> defer.Deferred:
         """Fires with the live :class:`AnvilState` of ``address`` (None: clean or whitelisted)."""
@@ -414,7 +253,7 @@ class Anvil:
         state, started = result
         if started:
             self._announce_block(key, state)
-        self.app.fire("apiserver_login_failed", address=address, gate=gate, reason=reason)
+        self._fire("apiserver_login_failed", address=address, gate=gate, reason=reason)
         return self._throttled(state)
 
     def _announce_block(self, key: str, state: AnvilState) -> None:
@@ -424,7 +263,7 @@ class Anvil:
         self._announced[key] = until
         heapq.heappush(self._unblocks, (until, key))
         self._schedule_unblocks()
-        self.app.fire("apiserver_login_blocked", address=key, until=until)
+        self._fire("apiserver_login_blocked", address=key, until=until)
 
     def _schedule_unblocks(self) -> None:
         if not self._unblocks:
@@ -444,10 +283,10 @@ class Anvil:
             if self._announced.get(key) == until:
                 del self._announced[key]
                 log.info("anvil: unblocked {address}", address=key)
-                self.app.fire("apiserver_login_unblocked", address=key)
+                self._fire("apiserver_login_unblocked", address=key)
         self._schedule_unblocks()
 
     def _evicted(self, key: str, state: AnvilState) -> None:
         if self._announced.pop(key, None) is not None:
             log.info("anvil: unblocked {address} early: [anvil] max_tracked addresses are tracked", address=key)
-            self.app.fire("apiserver_login_unblocked", address=key)
+            self._fire("apiserver_login_unblocked", address=key)

@@ -3,20 +3,20 @@
 One hash per address (``apiserver:anvil:<address>``: ``n`` failures, ``e`` window end, ``u`` block
 end, clock seconds) that Redis expires when both the window and the block are over.  A failure
 is counted by a Lua script, atomically across nodes, with exactly the transition of
-:func:`apiserver.middleware.anvil.after_failure`; so exactly one node sees the failure that
+:func:`apiserver.middleware.anvil_store.after_failure`; so exactly one node sees the failure that
 starts a block, and that node logs the block and its end.  The redis client is blocking, so
-every call runs on ``app.run_blocking``.  Memory is bounded by Redis's own expiry (and its
-``maxmemory`` policy), not by ``[anvil] max_tracked``.
+every call runs on the ``run_blocking`` it is given (the blocking pool).  Memory is bounded by
+Redis's own expiry (and its ``maxmemory`` policy), not by ``[anvil] max_tracked``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import redis
 from twisted.internet import defer
 
-from apiserver.middleware.anvil import AnvilState, AnvilStore
+from apiserver.middleware.anvil_store import AnvilState, AnvilStore
 
 #: Prefix of every Anvil key in Redis (tests pass their own to stay apart).
 DEFAULT_PREFIX = "apiserver:anvil:"
@@ -42,14 +42,15 @@ return {n, tostring(e), tostring(u), started}
 class RedisAnvilStore(AnvilStore):
     """:class:`AnvilStore` on a Redis server shared by every node."""
 
-    def __init__(self, app, url: str, prefix: str = DEFAULT_PREFIX):
-        self.app = app
+    def __init__(self, url: str, clock, run_blocking: Callable, prefix: str = DEFAULT_PREFIX):
+        self.clock = clock
+        self.run_blocking = run_blocking
         self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._record = self.client.register_script(_RECORD_FAILURE)
 
     def get(self, key: str) -> defer.Deferred:
-        d = self.app.run_blocking(self.client.hmget, self.prefix + key, "n", "e", "u")
+        d = self.run_blocking(self.client.hmget, self.prefix + key, "n", "e", "u")
         d.addCallback(self._state_from_hash)
         return d
 
@@ -58,10 +59,10 @@ class RedisAnvilStore(AnvilStore):
         if count is None:
             return None
         state = AnvilState(int(count), float(window_end), float(blocked_until))
-        return state if state.live(self.app.clock.seconds()) else None
+        return state if state.live(self.clock.seconds()) else None
 
     def record_failure(self, key: str, now: float, ttl: int, limit: int) -> defer.Deferred:
-        d = self.app.run_blocking(self._record, keys=[self.prefix + key], args=[repr(float(now)), ttl, limit])
+        d = self.run_blocking(self._record, keys=[self.prefix + key], args=[repr(float(now)), ttl, limit])
         d.addCallback(lambda r: (AnvilState(int(r[0]), float(r[1]), float(r[2])), bool(r[3])))
         return d
 

@@ -14,21 +14,24 @@ from __future__ import annotations
 from typing import Optional
 
 from apiserver.addresses import is_host, is_loopback
-from apiserver.middleware.address import trusted_forwarded_value
+from apiserver.middleware.address import request_client_address, trusted_forwarded_value
 
 
 class HttpsOnly:
-    """Decides whether a plain-HTTP request must be refused because of ``https_only``."""
+    """Decides whether a plain-HTTP request must be refused because of ``https_only``.
 
-    def __init__(self, app):
-        self.app = app
+    ``settings``: the config (``[frontend]``, ``[core] http_trusted_forward``; read per request).
+    """
+
+    def __init__(self, settings):
+        self._settings = settings
 
     def refusal(self, request) -> Optional[str]:
         """The reason to refuse ``request`` (a ``twisted.web`` request), or None to let it pass."""
-        config = self.app.config
+        config = self._settings
         if not config.get("frontend", "https_only") or self.reached_over_https(request):
             return None
-        if is_loopback(self.app.gatekeeper.client_address(request)):
+        if is_loopback(request_client_address(request, config.get("core", "http_trusted_forward"))):
             return None
         target = self.https_url(request)
         if target is None:
@@ -40,7 +43,7 @@ class HttpsOnly:
         with ``X-Forwarded-Proto: https``: TLS ended at the proxy, the client did not use plain HTTP."""
         if request.isSecure():
             return True
-        trusted = self.app.config.get("core", "http_trusted_forward")
+        trusted = self._settings.get("core", "http_trusted_forward")
         return trusted_forwarded_value(request, b"x-forwarded-proto", trusted).lower() == "https"
 
     def https_url(self, request) -> Optional[str]:
@@ -49,10 +52,10 @@ class HttpsOnly:
         The query string is left out on purpose: it may carry an API key.
         """
         path = request.path.decode("latin-1") if isinstance(request.path, bytes) else str(request.path)
-        public = self.app.config.get("frontend", "public_url")
+        public = self._settings.get("frontend", "public_url")
         if public:
             return public.rstrip("/") + path
-        https_port = self.app.config.get("frontend", "https_port")
+        https_port = self._settings.get("frontend", "https_port")
         if not https_port:
             return None
         host = request.getRequestHostname()

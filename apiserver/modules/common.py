@@ -6,10 +6,10 @@ from typing import Optional
 
 from apiserver.accounts.records import WhoAmI
 from apiserver.hookspecs import hookimpl
-from apiserver.module import Module, Role, export
+from apiserver.module import BuiltinModule, Role, export
 
 
-class CommonModule(Module):
+class CommonModule(BuiltinModule):
     """Facts about the calling account."""
 
     name = "common"
@@ -17,12 +17,12 @@ class CommonModule(Module):
     @export(roles=Role.ALL, blocking=False)
     def get_email(self, ctx) -> Optional[str]:
         """The email address on record for the caller, or null."""
-        return ctx.app.accounts.fetch_email(ctx.identity)  # cached: usually no thread hand-off
+        return self.core.directory.fetch_email(ctx.identity)  # cached: usually no thread hand-off
 
     @export(roles=Role.ALL)
     def set_email(self, ctx, email: str) -> bool:
         """Set the caller's email address (an empty string clears it)."""
-        ctx.app.accounts.set_email(ctx.identity, email or None)
+        self.core.directory.set_email(ctx.identity, email or None)
         return True
 
     @export(roles=Role.ALL, blocking=False)

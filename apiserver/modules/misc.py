@@ -9,7 +9,7 @@ from apiserver.errors import InvalidArgument
 from apiserver.filters import name_matcher
 
 from apiserver.hookspecs import hookimpl
-from apiserver.module import FunctionSpec, Module, Role, export
+from apiserver.module import BuiltinModule, FunctionSpec, Role, export
 
 
 @dataclasses.dataclass
@@ -22,8 +22,8 @@ class CommandInfo:
     roles: list[str]
 
 
-def _matching(app, pattern: Optional[str]) -> list[FunctionSpec]:
-    specs = sorted(app.registry.functions(), key=lambda spec: spec.command)
+def _matching(registry, pattern: Optional[str]) -> list[FunctionSpec]:
+    specs = sorted(registry.functions(), key=lambda spec: spec.command)
     try:
         matches = name_matcher(pattern)
     except ValueError as exc:
@@ -31,7 +31,7 @@ def _matching(app, pattern: Optional[str]) -> list[FunctionSpec]:
     return [s for s in specs if matches(s.command) or matches(s.operation)]
 
 
-class MiscModule(Module):
+class MiscModule(BuiltinModule):
     """The catalogue of module functions."""
 
     name = "misc"
@@ -40,7 +40,7 @@ class MiscModule(Module):
     def list_commands(self, ctx, filter: Optional[str] = None) -> list[str]:
         """Every command (``module:function-name``) matching FILTER, sorted: a word matches names
         containing it, a pattern with ``*`` is a glob."""
-        return [spec.command for spec in _matching(ctx.app, filter)]
+        return [spec.command for spec in _matching(self.core.registry, filter)]
 
     @export(roles=Role.ALL, blocking=False)
     def info(self, ctx, filter: Optional[str] = None) -> list[CommandInfo]:
@@ -48,7 +48,7 @@ class MiscModule(Module):
         with ``*``: a glob)."""
         return [CommandInfo(command=spec.command, signature=spec.signature(), help=spec.summary,
                             roles=[role.label for role in (Role.ADMIN, Role.SITE, Role.USER) if role in spec.roles])
-                for spec in _matching(ctx.app, filter)]
+                for spec in _matching(self.core.registry, filter)]
 
 
 @hookimpl

@@ -6,10 +6,10 @@ from typing import Optional
 
 from apiserver.accounts.records import UserInfo
 from apiserver.hookspecs import hookimpl
-from apiserver.module import Module, Role, export
+from apiserver.module import BuiltinModule, Role, export
 
 
-class UserModule(Module):
+class UserModule(BuiltinModule):
     """Users of the caller's site."""
 
     name = "user"
@@ -17,19 +17,19 @@ class UserModule(Module):
     @export(roles=Role.SITE)
     async def add(self, ctx, user: str, password: str, email: Optional[str] = None) -> bool:
         """Add USER with PASSWORD (and EMAIL) to the caller's site."""
-        await ctx.app.accounts.add_user(ctx.identity, user, password, email)
+        await self.core.sites.add_user(ctx.identity, user, password, email)
         return True
 
     @export(roles=Role.SITE)
     async def delete(self, ctx, user: str) -> bool:
         """Delete USER of the caller's site with its API keys and sessions."""
-        await ctx.app.accounts.delete_user(ctx.identity, user)
+        await self.core.sites.delete_user(ctx.identity, user)
         return True
 
     @export(roles=Role.SITE)
     def get_users(self, ctx) -> list[UserInfo]:
         """The accounts of the caller's site, its administrator first."""
-        return ctx.app.accounts.list_users(ctx.identity.site_id)
+        return self.core.directory.list_users(ctx.identity.site_id)
 
 
 @hookimpl

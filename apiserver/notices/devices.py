@@ -61,14 +61,14 @@ def printable_agent(user_agent: Optional[str]) -> str:
     return text[:AGENT_LIMIT] or "(none sent)"
 
 
-def compose_device_notice(app, identity: Identity, recipient: str, address: str, user_agent: Optional[str],
-                          gate, location: Optional[Location]) -> email.message.EmailMessage:
+def compose_device_notice(settings, clock, identity: Identity, recipient: str, address: str,
+                          user_agent: Optional[str], gate, location: Optional[Location]) -> email.message.EmailMessage:
     """The notice of a login from a new device: when, from where (and which place), which client."""
-    when = datetime.datetime.fromtimestamp(app.clock.seconds(), datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
     account = identity.describe()
     place = f" ({location.describe()})" if location is not None else ""
     return notice_message(
-        app.config.get("mail", "sender"), recipient, f"Login from a new device: {account}", when,
+        settings.get("mail", "sender"), recipient, f"Login from a new device: {account}", when,
         f"{account} logged in from a device it has not used before.\n\n"
         f"When:   {when:%Y-%m-%d %H:%M:%S} UTC\n"
         f"From:   {address}{place}\n"
@@ -78,11 +78,21 @@ def compose_device_notice(app, identity: Identity, recipient: str, address: str,
 
 
 class Devices:
-    """Remembers the devices of accounts and queues the notice for a new one (see the module docstring)."""
+    """Remembers the devices of accounts and queues the notice for a new one (see the module docstring).
 
-    def __init__(self, app, queued=lambda: None):
-        self.app = app
-        self._queued = queued          # called on the reactor thread after a notice was queued
+    ``storage``: the ``known_devices`` table and the outbox; ``clock``: dates; ``run_blocking``:
+    the look-ups off the reactor; ``settings``: the config (``[mail]``, read per use);
+    ``geolocator``: places the address of a notice; ``queued()``: called on the reactor thread
+    after a notice was queued (the sender sends it at once).
+    """
+
+    def __init__(self, storage, clock, run_blocking, settings, geolocator, queued=lambda: None):
+        self._storage = storage
+        self._clock = clock
+        self._run_blocking = run_blocking
+        self._settings = settings
+        self._geolocator = geolocator
+        self._queued = queued
         self._known: collections.OrderedDict = collections.OrderedDict()
         self._checking: set = set()
 
@@ -99,7 +109,7 @@ class Devices:
             return
         self._checking.add(key)
         digest = device_digest("client", request.address, request.user_agent)
-        d = self.app.run_blocking(self.remember, identity, digest, request.address, request.user_agent, request.gate)
+        d = self._run_blocking(self.remember, identity, digest, request.address, request.user_agent, request.gate)
         d.addCallbacks(self._checked, self._check_failed, callbackArgs=(key,), errbackArgs=(key,))
 
     def ui_login(self, identity: Identity, cookie: Optional[str], address: str,
@@ -108,7 +118,7 @@ class Devices:
         token = cookie if cookie and _TOKEN.fullmatch(cookie) else secrets.token_urlsafe(32)
         if identity.impersonator is not None:
             return defer.succeed(token)
-        d = self.app.run_blocking(self.remember, identity, device_digest("cookie", token), address, user_agent, Gate.UI)
+        d = self._run_blocking(self.remember, identity, device_digest("cookie", token), address, user_agent, Gate.UI)
 
         def done(queued):
             if queued:
@@ -143,9 +153,8 @@ class Devices:
     # --- blocking -----------------------------------------------------------------------------
     def remember(self, identity: Identity, digest: str, address: str, user_agent: Optional[str], gate) -> bool:
         """Blocking.  Store the device when it is new; True when that queued a notice."""
-        app = self.app
-        mail = app.config.get("mail", "enabled")
-        with app.storage.read() as conn:
+        mail = self._settings.get("mail", "enabled")
+        with self._storage.read() as conn:
             if conn.execute(sa.select(_devices.c.id).where(
                     _devices.c.user_id == identity.user_id, _devices.c.device == digest)).first() is not None:
                 return False
@@ -156,20 +165,20 @@ class Devices:
                 _devices.c.user_id == identity.user_id).limit(1)).first() is not None and conn.execute(
                 sa.select(_users.c.email).where(_users.c.id == identity.user_id)).scalar()
         located = lookup_address(address) if will_mail else None
-        location = app.geolocator.lookup(located) if located else None
+        location = self._geolocator.lookup(located) if located else None
         try:
-            with app.storage.write() as conn:
+            with self._storage.write() as conn:
                 first = conn.execute(sa.select(_devices.c.id).where(_devices.c.user_id == identity.user_id)
                                      .limit(1)).first() is None
                 conn.execute(_devices.insert().values(user_id=identity.user_id, device=digest,
-                                                      first_seen=utcnow(app.clock)))
+                                                      first_seen=utcnow(self._clock)))
                 if first or not mail:
                     return False
                 recipient = conn.execute(sa.select(_users.c.email).where(_users.c.id == identity.user_id)).scalar()
                 if not recipient:
                     return False
-                queue_notice(conn, app.clock, "device",
-                             compose_device_notice(app, identity, recipient, address, user_agent, gate, location))
+                queue_notice(conn, self._clock, "device", compose_device_notice(
+                    self._settings, self._clock, identity, recipient, address, user_agent, gate, location))
                 return True
         except sa.exc.IntegrityError:  # another node (or request) stored it first, and sends the notice
             return False

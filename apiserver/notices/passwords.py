@@ -12,7 +12,7 @@ user       self      self
 =========  ========  ==========
 
 A reset notifies the account whose password was reset, if it has an email address.  A notice
-names the client address of the change and, when ``app.geolocator`` can place it, where that
+names the client address of the change and, when the geolocator can place it, where that
 is.  :func:`queue_password_notice` puts it in the outbox (:mod:`apiserver.notices.outbox`) in
 the transaction that stores the password; a notice never contains the password.
 """
@@ -55,13 +55,14 @@ def _address_of(conn: sa.Connection, site: Optional[str], username: Optional[str
     return conn.execute(query).scalar()
 
 
-def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipient: str,
+def compose_notice(settings, clock, target: Identity, actor: Identity, reset: bool, recipient: str,
                    address: Optional[str] = None, location: Optional[Location] = None) -> email.message.EmailMessage:
     """The notice's message (without the password, which only the caller ever sees).
 
-    ``address`` is the client address of the change, ``location`` where it is (either may be None).
+    ``settings`` is the config (``[mail] sender``), ``clock`` dates it; ``address`` is the client
+    address of the change, ``location`` where it is (either may be None).
     """
-    when = datetime.datetime.fromtimestamp(app.clock.seconds(), datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
     account = target.describe()
     if actor.impersonator is not None:  # a hijacked session: the one behind it acted
         by = f"{actor.impersonator.describe()} acting as {actor.describe()}"
@@ -76,15 +77,15 @@ def compose_notice(app, target: Identity, actor: Identity, reset: bool, recipien
     else:
         subject = f"Password changed: {account}"
         text = f"The password of {account} was changed by {by} on {when:%Y-%m-%d %H:%M:%S} UTC.\n"
-    return notice_message(app.config.get("mail", "sender"), recipient, subject, when,
+    return notice_message(settings.get("mail", "sender"), recipient, subject, when,
                           text + "If you did not expect this, contact your administrator at once.\n")
 
 
-def queue_password_notice(app, conn: sa.Connection, target: Identity, actor: Identity, reset: bool,
+def queue_password_notice(settings, clock, conn: sa.Connection, target: Identity, actor: Identity, reset: bool,
                           address: Optional[str] = None, location: Optional[Location] = None) -> Optional[int]:
     """Blocking, in ``conn``'s transaction: queue the notice; its id, or None when the recipient has no address."""
     recipient = _address_of(conn, *notice_recipient(target, actor, reset))
     if not recipient:
         return None
-    return queue_notice(conn, app.clock, "password",
-                        compose_notice(app, target, actor, reset, recipient, address, location))
+    return queue_notice(conn, clock, "password",
+                        compose_notice(settings, clock, target, actor, reset, recipient, address, location))

@@ -206,7 +206,8 @@ class ScopeRegistry:
 def _check_count(scope: Scope, args: tuple, for_set: bool) -> None:
     wanted = len(scope.selectors)
     if for_set and len(args) != wanted + 1:
-        raise InvalidArgument(f"scope:set {scope.usage()}: expected {wanted + 1} value(s) after the name, got {len(args)}")
+        raise InvalidArgument(f"scope:set {scope.usage()}: expected {wanted + 1} value(s) after the name, "
+                              f"got {len(args)}")
     if not for_set and len(args) > wanted:
         shape = " ".join((scope.name, *scope.selectors)) if wanted else scope.name
         raise InvalidArgument(f"scope:get {shape}: expected at most {wanted} value(s) after the name, got {len(args)}")

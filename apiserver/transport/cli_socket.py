@@ -109,13 +109,13 @@ def _request_fields(line: bytes) -> tuple:
 
 
 class CliProtocol(LineOnlyReceiver):
-    """One cpcmd connection: each line a call, answered in order."""
+    """One cpcmd connection: each line a call, answered in order (what it needs: its factory's)."""
 
     delimiter = b"\n"
 
-    def __init__(self, app):
-        self.app = app
-        self.MAX_LENGTH = app.config.get("soap", "max_body_size")
+    def __init__(self, factory: "CliFactory"):
+        self.factory = factory
+        self.MAX_LENGTH = factory.settings.get("soap", "max_body_size")
         self._queue: defer.Deferred = defer.succeed(None)
         self._uid: Optional[int] = None
 
@@ -149,7 +149,7 @@ class CliProtocol(LineOnlyReceiver):
         started = time.perf_counter()
         known = []  # the operation name, once the registry knows it (for the metrics)
         answer = await self._call(line, known)
-        metrics = getattr(self.app, "metrics", None)
+        metrics = self.factory.metrics
         if metrics is not None and known:
             metrics.count_call("cli", known[0], time.perf_counter() - started,
                                answer["fault"]["code"] if "fault" in answer else None)
@@ -159,13 +159,13 @@ class CliProtocol(LineOnlyReceiver):
         try:
             function, args, kwargs, site, user = _request_fields(line)
             try:
-                known.append(self.app.registry.lookup(function).spec.operation)
+                known.append(self.factory.registry.lookup(function).spec.operation)
             except ApiError:
-                pass  # app.call answers the unknown name in its turn, after admission
+                pass  # the registry answers the unknown name in its turn, after admission
             ctx = await self._admit()
             if site is not None or user is not None:
                 ctx = await self._act_as(ctx, site, user)
-            result = await self.app.call(ctx, function, args, kwargs)
+            result = await self.factory.registry.call(ctx, function, args, kwargs)
         except ApiError as error:
             return fault(error)
         except Exception:
@@ -180,34 +180,45 @@ class CliProtocol(LineOnlyReceiver):
                                        "use cpcmd --url URL --key KEY")
         # The server's own user owns the database and secret anyway: it counts as root.
         credentials = Credentials(peer_uid=ROOT_UID if uid == os.getuid() else uid)
-        return await self.app.admit(
+        return await self.factory.gatekeeper.admit(
             AuthRequest(gate=Gate.CLI, address=LOCAL_ADDRESS, credentials=credentials, secure=True))
 
     async def _act_as(self, ctx: CallContext, site: Optional[str], user: Optional[str]) -> CallContext:
         if ctx.identity.role is not Role.ADMIN:
             raise Denied("only the appliance administrator may act as a site or user (-d/-u)")
-        target = await self.app.run_blocking(self.app.accounts.identity_for, site, user)
+        factory = self.factory
+        target = await factory.run_blocking(factory.directory.identity_for, site, user)
         if target.impersonator is None:
             target = dataclasses.replace(target, impersonator=ctx.identity)
         # cpcmd -d/-u is the socket's admin_hijack: the trail records it the same way.
-        self.app.fire("apiserver_hijack_started", actor=ctx.identity, target=target, gate=Gate.CLI.value,
-                      address=LOCAL_ADDRESS)
-        return CallContext(app=self.app, identity=target, gate=Gate.CLI, client_address=LOCAL_ADDRESS)
+        factory.fire("apiserver_hijack_started", actor=ctx.identity, target=target, gate=Gate.CLI.value,
+                     address=LOCAL_ADDRESS)
+        return CallContext(api=ctx.api, identity=target, gate=Gate.CLI, client_address=LOCAL_ADDRESS)
 
 
 class CliFactory(protocol.Factory):
-    """Makes a :class:`CliProtocol` per cpcmd connection."""
+    """Makes a :class:`CliProtocol` per cpcmd connection.
+
+    ``settings``: the config (``[soap] max_body_size`` caps a line); ``gatekeeper``: admits the
+    peer; ``registry``: the functions called; ``directory``: the account ``-d/-u`` name;
+    ``run_blocking``: its look-up off the reactor; ``fire``: ``apiserver_hijack_started``;
+    ``metrics``: counts the calls (None: not counted).
+    """
 
     noisy = False  # the "cpcmd socket at" line says where it listens
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, settings, gatekeeper, registry, directory, run_blocking, fire, metrics=None):
+        self.settings = settings
+        self.gatekeeper = gatekeeper
+        self.registry = registry
+        self.directory = directory
+        self.run_blocking = run_blocking
+        self.fire = fire
+        self.metrics = metrics
         self.calls = WaitableSet()  # calls received and not yet answered, on every connection
 
     def buildProtocol(self, addr):
-        proto = CliProtocol(self.app)
-        proto.factory = self
-        return proto
+        return CliProtocol(self)
 
 
 def remove_stale_socket(path: str) -> None:
@@ -229,9 +240,9 @@ def remove_stale_socket(path: str) -> None:
     raise OSError(f"another server is listening on {path}")
 
 
-def listen_cli_socket(app, reactor, path: str):
-    """Listen for cpcmd on the UNIX socket ``path`` (0600, stale socket removed); the port."""
+def listen_cli_socket(factory: CliFactory, reactor, path: str):
+    """Listen for cpcmd with ``factory`` on the UNIX socket ``path`` (0600, stale socket removed); the port."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
     remove_stale_socket(path)
-    return reactor.listenUNIX(path, CliFactory(app), mode=0o600, wantPID=False)
+    return reactor.listenUNIX(path, factory, mode=0o600, wantPID=False)

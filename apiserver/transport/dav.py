@@ -2,12 +2,12 @@
 
 On the reactor thread, for every request, in this order:
 
-1. ``app.gatekeeper.check_http(request, Gate.DAV)``: ``https_only`` and ``[dav] enabled``
+1. ``gatekeeper.check_http(request, Gate.DAV)``: ``https_only`` and ``[dav] enabled``
    (the ``apache.dav`` scope), 403 with the reason;
 2. no path segment may decode to ``..`` or carry ``/``, ``\\`` or NUL (403), and the path must
    be UTF-8 (400);
 3. HTTP Basic ``user@domain`` and the account's password (none or unreadable: 401 with the
-   challenge, not counted), admitted by ``app.admit`` at gate DAV like every gate: Anvil
+   challenge, not counted), admitted by ``gatekeeper.admit`` at gate DAV like every gate: Anvil
    (429 with ``Retry-After``), the password (checked on the hashing pool; a verified one is
    remembered, see :mod:`apiserver.accounts.verified`) and the account's IP restrictions; a
    wrong password and a refused address are the same 401 and count in Anvil;
@@ -98,21 +98,25 @@ class DavResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, app, dav_app: Optional[DavApplication] = None, pool: Optional[ThreadPool] = None):
+    def __init__(self, gatekeeper, reactor, settings, site_homes, dav_app: Optional[DavApplication] = None,
+                 pool: Optional[ThreadPool] = None):
+        """``gatekeeper``: HTTP checks and admission at gate DAV; ``reactor``: where WsgiDAV's answers
+        come back to; ``settings``: the config (``[dav] threads``); ``site_homes``: the homes served."""
         super().__init__()
-        self.app = app
-        self.pool = pool or ThreadPool(minthreads=0, maxthreads=app.config.get("dav", "threads"), name="apiserver-dav")
-        self.dav_app = dav_app or DavApplication(app.site_homes)
+        self.gatekeeper = gatekeeper
+        self.reactor = reactor
+        self.pool = pool or ThreadPool(minthreads=0, maxthreads=settings.get("dav", "threads"), name="apiserver-dav")
+        self.dav_app = dav_app or DavApplication(site_homes)
         self._started = False
 
     def _ensure_pool(self) -> None:
         if not self._started:
             self._started = True
             self.pool.start()
-            self.app.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
+            self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
 
     def render(self, request):
-        refusal = self.app.gatekeeper.check_http(request, Gate.DAV)
+        refusal = self.gatekeeper.check_http(request, Gate.DAV)
         if refusal is not None:
             return refuse(request, refusal.status, refusal.message, refusal.headers)
         if escapes_home(request):
@@ -122,8 +126,8 @@ class DavResource(resource.Resource):
         credentials = basic_credentials(request)
         if credentials is None:
             return refuse(request, 401, NO_CREDENTIALS, {"www-authenticate": DAV_CHALLENGE})
-        auth = auth_request(self.app, request, credentials, Gate.DAV)
-        d = self.app.admit(auth)
+        auth = auth_request(self.gatekeeper, request, credentials, Gate.DAV)
+        d = self.gatekeeper.admit(auth)
         d.addCallbacks(self._admitted, self._refused, callbackArgs=(request,), errbackArgs=(request,))
         d.addErrback(self._last_resort, request)
         return server.NOT_DONE_YET
@@ -137,7 +141,7 @@ class DavResource(resource.Resource):
             return
         account = DavAccount(site=identity.site, user=identity.username if identity.role is Role.USER else None)
         length = _body_length(request)
-        dav_app, reactor = self.dav_app, self.app.reactor
+        dav_app, reactor = self.dav_app, self.reactor
         backpressure = Backpressure()
         request.registerProducer(backpressure, True)
 

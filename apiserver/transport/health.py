@@ -25,9 +25,9 @@ log = Logger(namespace="apiserver.health")
 CHECK_TIMEOUT = 5
 
 
-def check_database(app) -> None:
+def check_database(storage) -> None:
     """Blocking: the database answers a query."""
-    with app.storage.read() as conn:
+    with storage.read() as conn:
         conn.execute(sa.text("SELECT 1")).scalar()
 
 
@@ -52,14 +52,23 @@ def check_redis(url: str) -> None:
 
 
 class HealthResource(ApiResource):
-    """``GET /health``."""
+    """``GET /health``.
 
-    def __init__(self, app):
+    ``client_address(request)``: who asks (trusted proxies applied); ``settings``: the config
+    (``[core] metrics_allow``, the Redis backends); ``storage``: the database checked;
+    ``run_blocking``: where the checks run; ``reactor``: their deadline.
+    """
+
+    def __init__(self, client_address, settings, storage, run_blocking, reactor):
         super().__init__()
-        self.app = app
+        self.client_address = client_address
+        self.settings = settings
+        self.storage = storage
+        self.run_blocking = run_blocking
+        self.reactor = reactor
 
     def render_GET(self, request):
-        refused = refuse_unless_allowed(self.app, request)
+        refused = refuse_unless_allowed(self.client_address, self.settings, request)
         if refused is not None:
             return refused
         d = defer.ensureDeferred(self._checks())
@@ -68,15 +77,15 @@ class HealthResource(ApiResource):
         return server.NOT_DONE_YET
 
     async def _checks(self) -> tuple:
-        app = self.app
-        checks = [("database", lambda: app.run_blocking(check_database, app))]
-        for index, url in enumerate(redis_urls(app.config)):
+        run_blocking = self.run_blocking
+        checks = [("database", lambda: run_blocking(check_database, self.storage))]
+        for index, url in enumerate(redis_urls(self.settings)):
             name = "redis" if index == 0 else f"redis{index + 1}"
-            checks.append((name, lambda url=url: app.run_blocking(check_redis, url)))
+            checks.append((name, lambda url=url: run_blocking(check_redis, url)))
         results, failed = {}, []
         for name, run in checks:
             try:
-                await run().addTimeout(CHECK_TIMEOUT, app.reactor)
+                await run().addTimeout(CHECK_TIMEOUT, self.reactor)
                 results[name] = "ok"
             except Exception as exc:
                 reason = "timed out" if isinstance(exc, defer.TimeoutError) else type(exc).__name__

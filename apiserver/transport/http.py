@@ -10,7 +10,8 @@ are never logged.  :class:`ApiChannel` (its connections) gives each request
 :data:`REQUEST_TIMEOUT` seconds to arrive whole (408) and answers over-long header lines 431.
 
 :class:`ApiResource` is the base of every resource (SOAP, WSDL, XML-RPC, UI login): 405 for
-other methods, HEAD as GET, one last-resort answer.  :func:`gate_refusal`, :func:`refuse`,
+other methods, HEAD as GET, one last-resort answer (the API dialects' shared pipeline is
+:class:`apiserver.transport.pipeline.CallResource`).  :func:`gate_refusal`, :func:`refuse`,
 :func:`content_type_is`, :func:`credentials_of` and :func:`auth_request` are the first steps
 they take, :func:`finish_with` the last.
 """
@@ -414,9 +415,10 @@ def finish_with(request, body: bytes) -> None:
     request.finish()
 
 
-def gate_refusal(app, request):
-    """The gate's refusal answered on ``request`` as bytes, or None when the request may go on."""
-    refusal = app.gatekeeper.check_http(request)
+def gate_refusal(gatekeeper, request):
+    """The API gate's refusal (``gatekeeper.check_http``) answered on ``request`` as bytes, or None
+    when the request may go on."""
+    refusal = gatekeeper.check_http(request)
     if refusal is None:
         return None
     return refuse(request, refusal.status, refusal.message, refusal.headers)
@@ -456,9 +458,9 @@ def credentials_of(request) -> Credentials:
     )
 
 
-def auth_request(app, request, credentials: Credentials, gate: Gate = Gate.SOAP) -> AuthRequest:
-    """What ``app.admit`` needs: ``credentials`` at ``gate`` from the request's client address."""
+def auth_request(gatekeeper, request, credentials: Credentials, gate: Gate = Gate.SOAP) -> AuthRequest:
+    """What ``gatekeeper.admit`` needs: ``credentials`` at ``gate`` from the request's client address."""
     agent = request.getHeader(b"user-agent")
-    return AuthRequest(gate=gate, address=app.gatekeeper.client_address(request),
+    return AuthRequest(gate=gate, address=gatekeeper.client_address(request),
                        credentials=credentials, secure=request.isSecure(),
                        user_agent=agent.decode("utf-8", "replace")[:512] if agent else None)

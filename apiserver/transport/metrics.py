@@ -41,10 +41,19 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 
 class Metrics:
-    """The application's metrics; :meth:`observe_request` is an ApiSite request observer."""
+    """The application's metrics; :meth:`observe_request` is an ApiSite request observer.
 
-    def __init__(self, app):
-        self.app = app
+    ``anvil``: tracked and blocked addresses; ``pools``: the thread pools' backlogs
+    (:class:`apiserver.pools.Pools`); ``security_events``: the trail's queue; ``outbox_sender``:
+    the notice sender, whose last look at the outbox counted what waits.  Read when scraped.
+    """
+
+    def __init__(self, anvil, pools, security_events, outbox_sender):
+        self.anvil = anvil
+        self.pools = pools
+        self.security_events = security_events
+        # counted on the pool at each look at the outbox, read when scraped
+        self.outbox_depth: Optional[Callable[[], float]] = lambda: outbox_sender.last_pending or 0
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("apiserver_requests", "API calls answered, by dialect and function.",
                                 ["dialect", "function"], registry=self.registry)
@@ -55,8 +64,6 @@ class Metrics:
                               registry=self.registry)
         Info("apiserver_build", "Version of apiserver and what it runs on.", registry=self.registry).info(
             {"version": __version__, "python": platform.python_version(), "twisted": twisted.__version__})
-        #: Set by the outbox: a callable returning how many notices wait to be sent.
-        self.outbox_depth: Optional[Callable[[], float]] = None
         self.sites: list = []  # ApiSites whose in-flight requests are counted
         self.registry.register(_LiveCollector(self))
 
@@ -98,22 +105,19 @@ class _LiveCollector:
         return []
 
     def collect(self):
-        app = self.metrics.app
-        anvil = getattr(getattr(app, "gatekeeper", None), "anvil", None)
+        metrics = self.metrics
         tracked = GaugeMetricFamily("apiserver_anvil_tracked_addresses",
                                     "Addresses with failed logins Anvil remembers (memory backend).")
         blocked = GaugeMetricFamily("apiserver_anvil_blocked_addresses", "Addresses this node blocks right now.")
-        if anvil is not None:
-            try:
-                tracked.add_metric([], len(anvil.store))
-            except TypeError:
-                pass  # a shared store (Redis) is not counted from here
-            blocked.add_metric([], len(anvil._announced))
+        count = metrics.anvil.tracked()
+        if count is not None:  # a shared store (Redis) is not counted from here
+            tracked.add_metric([], count)
+        blocked.add_metric([], metrics.anvil.blocked_here())
         yield tracked
         yield blocked
         queue = GaugeMetricFamily("apiserver_threadpool_queue_depth", "Work waiting for a thread, by pool.",
                                   labels=["pool"])
-        for name, pool in (("blocking", app.blocking_pool), ("hashing", app.hash_pool)):
+        for name, pool in (("blocking", metrics.pools.blocking_pool), ("hashing", metrics.pools.hash_pool)):
             queue.add_metric([name], _backlog(pool))
         yield queue
         yield GaugeMetricFamily("apiserver_requests_in_flight", "HTTP requests being processed.",
@@ -125,13 +129,12 @@ class _LiveCollector:
             except Exception:
                 log.failure("reading the outbox depth failed")
         yield outbox
-        trail = getattr(app, "security_events", None)
-        if trail is not None:
-            yield GaugeMetricFamily("apiserver_security_events_queued",
-                                    "Security events waiting to be written.", value=trail.queued())
-            yield CounterMetricFamily("apiserver_security_events_dropped",
-                                      "Security events dropped: more than the queue holds waited to be written.",
-                                      value=trail.dropped_total)
+        trail = metrics.security_events
+        yield GaugeMetricFamily("apiserver_security_events_queued",
+                                "Security events waiting to be written.", value=trail.queued())
+        yield CounterMetricFamily("apiserver_security_events_dropped",
+                                  "Security events dropped: more than the queue holds waited to be written.",
+                                  value=trail.dropped_total)
 
 
 def _backlog(pool) -> int:
@@ -141,14 +144,15 @@ def _backlog(pool) -> int:
         return 0
 
 
-def allowed(app, request) -> bool:
-    """The request's client address (trusted proxies applied) is in ``[core] metrics_allow``."""
-    ip = parse_address(app.gatekeeper.client_address(request))
-    return ip is not None and is_trusted(ip, app.config.get("core", "metrics_allow"))
+def allowed(client_address: Callable, settings, request) -> bool:
+    """The request's client address (``client_address(request)``: trusted proxies applied) is in
+    ``[core] metrics_allow``."""
+    ip = parse_address(client_address(request))
+    return ip is not None and is_trusted(ip, settings.get("core", "metrics_allow"))
 
 
-def refuse_unless_allowed(app, request) -> Optional[bytes]:
-    if allowed(app, request):
+def refuse_unless_allowed(client_address: Callable, settings, request) -> Optional[bytes]:
+    if allowed(client_address, settings, request):
         return None
     return refuse(request, 403, "this address may not read /health or /metrics ([core] metrics_allow)")
 
@@ -156,12 +160,12 @@ def refuse_unless_allowed(app, request) -> Optional[bytes]:
 class MetricsResource(ApiResource):
     """``GET /metrics``."""
 
-    def __init__(self, app, metrics: Metrics):
+    def __init__(self, client_address: Callable, settings, metrics: Metrics):
         super().__init__()
-        self.app, self.metrics = app, metrics
+        self.client_address, self.settings, self.metrics = client_address, settings, metrics
 
     def render_GET(self, request):
-        refused = refuse_unless_allowed(self.app, request)
+        refused = refuse_unless_allowed(self.client_address, self.settings, request)
         if refused is not None:
             return refused
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))

@@ -5,36 +5,32 @@ from __future__ import annotations
 from twisted.web import resource
 
 from apiserver.transport.dav import DavResource
+from apiserver.transport.health import HealthResource
 from apiserver.transport.http import ApiSite, refuse
+from apiserver.transport.metrics import MetricsResource
 from apiserver.transport.soap import SoapResource, WsdlResource
 from apiserver.transport.ui_login import LoginResource, LogoutResource
 from apiserver.transport.wsdl import WsdlCache
+from apiserver.transport.xmlrpc import XmlRpcResource
 
 
-def build_site(app) -> ApiSite:
-    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/dav/``, ``/health`` and ``/metrics``
-    on an :class:`ApiSite`; anything else is 404."""
-    from apiserver.transport.health import HealthResource
-    from apiserver.transport.metrics import Metrics, MetricsResource
-    from apiserver.transport.xmlrpc import XmlRpcResource  # imported late to keep the transports apart
-
-    wsdl_cache = WsdlCache(app.registry)
+def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, site_homes, storage, run_blocking,
+               metrics) -> ApiSite:
+    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/dav/``, ``/health`` and
+    ``/metrics`` on an :class:`ApiSite`; anything else is 404.  Each resource gets the parts it uses."""
+    wsdl_cache = WsdlCache(registry)
+    client_address = gatekeeper.client_address
     root = ApiRoot()
-    root.putChild(b"soap", SoapResource(app, wsdl_cache))
-    root.putChild(b"apnscp.wsdl", WsdlResource(app, wsdl_cache))
-    root.putChild(b"xmlrpc", XmlRpcResource(app))
-    root.putChild(b"login", LoginResource(app))
-    root.putChild(b"logout", LogoutResource(app))
-    root.putChild(b"dav", DavResource(app))
-    if getattr(app, "metrics", None) is None:
-        app.metrics = Metrics(app)
-        sender = getattr(app.notices, "sender", None)
-        if sender is not None:  # counted on the pool at each look at the outbox, read when scraped
-            app.metrics.outbox_depth = lambda: sender.last_pending or 0
-    root.putChild(b"health", HealthResource(app))
-    root.putChild(b"metrics", MetricsResource(app, app.metrics))
-    site = ApiSite(root, app.config, client_address=app.gatekeeper.client_address)
-    app.metrics.watch_site(site)
+    root.putChild(b"soap", SoapResource(gatekeeper, registry, settings, wsdl_cache))
+    root.putChild(b"apnscp.wsdl", WsdlResource(gatekeeper, settings, wsdl_cache))
+    root.putChild(b"xmlrpc", XmlRpcResource(gatekeeper, registry))
+    root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
+    root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
+    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes))
+    root.putChild(b"health", HealthResource(client_address, settings, storage, run_blocking, reactor))
+    root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
+    site = ApiSite(root, settings, client_address=client_address)
+    metrics.watch_site(site)
     return site
 
 

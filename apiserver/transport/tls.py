@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from apiserver.config import Config, ConfigError
-from apiserver.config_file import atomic_write
+from apiserver.files import atomic_write
 
 #: Mozilla "intermediate" (server side TLS 5.7) for TLS 1.2; TLS 1.3 suites are OpenSSL's own.
 MOZILLA_INTERMEDIATE_CIPHERS = ":".join((
@@ -65,12 +65,14 @@ def check_pair(cert_path: str, key_path: str) -> None:
         with open(cert_path, "rb") as fh:
             cert = x509.load_pem_x509_certificates(fh.read())[0]
     except (OSError, ValueError) as exc:
-        raise ConfigError("frontend", "tls_certificate", f"cannot read a PEM certificate from {cert_path}: {exc}") from None
+        raise ConfigError("frontend", "tls_certificate",
+                          f"cannot read a PEM certificate from {cert_path}: {exc}") from None
     try:
         with open(key_path, "rb") as fh:
             key = serialization.load_pem_private_key(fh.read(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError("frontend", "tls_key", f"cannot read an unencrypted PEM private key from {key_path}: {exc}") from None
+        raise ConfigError("frontend", "tls_key",
+                          f"cannot read an unencrypted PEM private key from {key_path}: {exc}") from None
     if cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
             key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
         raise ConfigError("frontend", "tls_key", f"{key_path} is not the private key of {cert_path}")

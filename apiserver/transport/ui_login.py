@@ -1,9 +1,9 @@
 """``/login`` and ``/logout``: the UI gate's password login and the session it opens.
 
 ``POST /login`` takes a form (``username``, ``domain`` — empty for the appliance
-administrator — and ``password``), goes through ``app.gatekeeper.check_http`` for gate UI
+administrator — and ``password``), goes through ``gatekeeper.check_http`` for gate UI
 (``https_only`` applies; the ``[soap] enabled`` toggle does not, the UI is not the API) and
-``app.admit`` at gate UI (Anvil, password, IP restrictions), tells the browser apart by its
+``gatekeeper.admit`` at gate UI (Anvil, password, IP restrictions), tells the browser apart by its
 long-lived ``apiserver_device`` cookie (:mod:`apiserver.notices.devices`), then opens a session bound to
 gate UI: cookie ``esprit_id``, and with ``[auth] retain_ui_password`` the ``esprit_tag``
 cookie that opens the password sealed in the session
@@ -109,24 +109,31 @@ def session_cookie(request) -> Optional[str]:
 
 
 class _UiResource(ApiResource):
-    """What both UI resources share: the gate check and the answers to a failed admission."""
+    """What both UI resources share: the gate check and the answers to a failed admission.
 
-    def __init__(self, app):
+    ``gatekeeper``: HTTP checks and admission at gate UI; ``accounts``: opens and ends sessions
+    (:class:`apiserver.accounts.Accounts`); ``devices``: tells browsers apart
+    (:class:`apiserver.notices.devices.Devices`).
+    """
+
+    def __init__(self, gatekeeper, accounts, devices):
         super().__init__()
-        self.app = app
+        self.gatekeeper = gatekeeper
+        self.accounts = accounts
+        self.devices = devices
 
     def method_not_allowed(self, request, allowed: list[str]) -> bytes:
         """405 as JSON, like every UI answer."""
         return _error(request, 405, f"use {', '.join(allowed)}", {"allow": ", ".join(allowed)})
 
     def _refusal(self, request) -> Optional[bytes]:
-        refusal = self.app.gatekeeper.check_http(request, Gate.UI)
+        refusal = self.gatekeeper.check_http(request, Gate.UI)
         if refusal is None:
             return None
         return _error(request, refusal.status, refusal.message, refusal.headers)
 
     def _admit(self, request, credentials: Credentials):
-        return self.app.admit(auth_request(self.app, request, credentials, Gate.UI))
+        return self.gatekeeper.admit(auth_request(self.gatekeeper, request, credentials, Gate.UI))
 
     def _fail(self, failure: Failure, request, message: str) -> None:
         error = failure.value
@@ -167,12 +174,9 @@ class LoginResource(_UiResource):
 
     def _note_device(self, ctx, request):
         """Tell the device apart by its long-lived cookie (issued now if it has none); a new one is mailed."""
-        devices = getattr(self.app.notices, "devices", None)
-        if devices is None:
-            return ctx
         raw = request.received_cookies.get(DEVICE_COOKIE.encode("ascii"))
         agent = request.getHeader(b"user-agent")
-        d = devices.ui_login(ctx.identity, raw.decode("ascii", "replace") if raw else None, ctx.client_address,
+        d = self.devices.ui_login(ctx.identity, raw.decode("ascii", "replace") if raw else None, ctx.client_address,
                              agent.decode("utf-8", "replace")[:512] if agent else None)
 
         def issue(token):
@@ -182,7 +186,7 @@ class LoginResource(_UiResource):
         return d.addCallback(issue)
 
     def _open_session(self, ctx, password: str):
-        d = self.app.accounts.start_ui_session(ctx.identity, password)
+        d = self.accounts.start_ui_session(ctx.identity, password)
         return d.addCallback(lambda opened: (ctx.identity, *opened))
 
     def _logged_in(self, opened, request) -> None:
@@ -216,7 +220,7 @@ class LogoutResource(_UiResource):
         sid = session_cookie(request)
         # Knowing a session id already gives more than ending it, so no admission is needed; the
         # answer is the same whether or not the id named a session.
-        d = self.app.accounts.end_session(sid) if sid else defer.succeed(None)
+        d = self.accounts.end_session(sid) if sid else defer.succeed(None)
         d.addCallbacks(self._logged_out, self._fail, callbackArgs=(request,), errbackArgs=(request, NOT_LOGGED_IN))
         d.addErrback(self.last_resort, request)
         return server.NOT_DONE_YET

@@ -162,11 +162,11 @@ def document_wsdl(functions: Iterable[FunctionSpec], location: str) -> bytes:
                         _body_style="wrapped")
         methods[fn.operation] = decorator(_stub(fn.operation, len(fn.params), _documentation(fn)))
     service = type(SERVICE_NAME, (ServiceBase,), methods)
-    app = SpyneApplication([service], tns=TNS, name=SERVICE_NAME, in_protocol=Soap11(), out_protocol=Soap11())
-    app.transport = HTTP_TRANSPORT
+    spyne_app = SpyneApplication([service], tns=TNS, name=SERVICE_NAME, in_protocol=Soap11(), out_protocol=Soap11())
+    spyne_app.transport = HTTP_TRANSPORT
     for extra in models.anytype_helpers():  # what xsi:type may name inside anyType values
-        app.interface.add_class(extra)
-    wsdl = Wsdl11(app.interface)
+        spyne_app.interface.add_class(extra)
+    wsdl = Wsdl11(spyne_app.interface)
     wsdl.build_interface_document(location)
     tree = etree.fromstring(wsdl.get_interface_document())
     _canonical_order(tree)
@@ -309,10 +309,11 @@ REGENERATE_COMMAND = "python -m apiserver.transport.wsdl"
 def builtin_registry():
     """A registry of the built-in modules only (no installed plugins, no storage needed)."""
     from apiserver.dispatch import Registry
+    from apiserver.module import make_module
     from apiserver.plugins import make_plugin_manager
 
     pm = make_plugin_manager(load_entrypoints=False)
-    return Registry(cls(None) for group in pm.hook.apiserver_add_modules(app=None, api=None) for cls in group)
+    return Registry(make_module(cls, None) for group in pm.hook.apiserver_add_modules(api=None) for cls in group)
 
 
 def write_committed(root: str) -> list:

@@ -58,7 +58,7 @@ class Harness:
         if self.init.admin_key:
             self.admin = self.login_key(self.init.admin_key)
         else:  # the state existed already
-            self.admin = wait(self.app.run_blocking(self.app.accounts.identity_for_uid, 0))
+            self.admin = wait(self.app.run_blocking(self.app.directory.identity_for_uid, 0))
 
     def close(self) -> None:
         for each in reversed(self.services):  # as the server does: the trail last
@@ -74,18 +74,18 @@ class Harness:
 
     def call(self, identity, name: str, *args, **named):
         """Call ``name`` as ``identity`` the way every gate does (role check, hook, threads)."""
-        ctx = CallContext(self.app, identity, Gate.SOAP, "127.0.0.1")
+        ctx = CallContext(self.app.api, identity, Gate.SOAP, "127.0.0.1")
         return wait(self.app.call(ctx, name, list(args), named))
 
     def add_site(self, domain: str = "example.com", admin_user: str = "siteadmin",
                  email: str = "owner@example.com", password: str = "site-password"):
         """Create a site and return its administrator's identity."""
         self.call(self.admin, "admin_add_site", domain, admin_user, email, password)
-        return wait(self.app.run_blocking(self.app.accounts.identity_for, domain, None))
+        return wait(self.app.run_blocking(self.app.directory.identity_for, domain, None))
 
     def add_user(self, site_admin, user: str = "bob", password: str = "user-password", email: Optional[str] = None):
         self.call(site_admin, "user_add", user, password, email)
-        return wait(self.app.run_blocking(self.app.accounts.identity_for, site_admin.site, user))
+        return wait(self.app.run_blocking(self.app.directory.identity_for, site_admin.site, user))
 
 
 @pytest.fixture

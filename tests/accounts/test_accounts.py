@@ -77,7 +77,8 @@ def test_unknown_account_costs_one_full_hash(harness, monkeypatch):
     wait(harness.app.run_hashing(harness.app.accounts.prepare))
     checked, hashed = [], []
     real_verify, real_hash = passwords.verify_password, passwords.hash_password
-    monkeypatch.setattr(passwords, "verify_password", lambda pw, stored: checked.append(stored) or real_verify(pw, stored))
+    monkeypatch.setattr(passwords, "verify_password",
+                        lambda pw, stored: checked.append(stored) or real_verify(pw, stored))
     monkeypatch.setattr(passwords, "hash_password", lambda pw, n: hashed.append(n) or real_hash(pw, n))
     for username in ("nobody", "admin"):  # admin exists but has no password
         with pytest.raises(AuthenticationFailed):
@@ -95,7 +96,8 @@ def test_wrong_password_for_a_legacy_hash_costs_a_full_hash(harness, monkeypatch
     wait(harness.app.run_hashing(harness.app.accounts.prepare))
     checked = []
     real_verify = passwords.verify_password
-    monkeypatch.setattr(passwords, "verify_password", lambda pw, stored: checked.append(stored) or real_verify(pw, stored))
+    monkeypatch.setattr(passwords, "verify_password",
+                        lambda pw, stored: checked.append(stored) or real_verify(pw, stored))
     with pytest.raises(AuthenticationFailed):
         harness.login(Credentials(username="siteadmin", site="example.com", password="Hello world?"))
     assert checked[0] == LEGACY and checked[1].startswith("$pbkdf2-sha512$1000$")
@@ -136,11 +138,11 @@ class PasswordPolicy:
     """A plugin vetoing passwords that contain the account's name, and a login source."""
 
     @hookimpl
-    def apiserver_validate_password(self, app, identity, password):
+    def apiserver_validate_password(self, identity, password):
         return "password must not contain the username" if identity.username in password else None
 
     @hookimpl
-    def apiserver_authenticate(self, app, username, site, password, gate, address):
+    def apiserver_authenticate(self, username, site, password, gate, address):
         if username == "sso" and password == "from-sso":
             return Identity(Role.USER, user_id=0, username="sso", site=site)
         if username == "blocked":
@@ -169,16 +171,16 @@ def test_identities_by_site_user_and_uid(harness):
     """identity_for finds the appliance, a site's administrator or a user; uid 0 is the appliance."""
     site = harness.add_site()
     bob = harness.add_user(site)
-    accounts = harness.app.accounts
-    assert wait(harness.app.run_blocking(accounts.identity_for, None, None)).role is Role.ADMIN
-    assert wait(harness.app.run_blocking(accounts.identity_for, "EXAMPLE.com", None)) == site
-    assert wait(harness.app.run_blocking(accounts.identity_for, "example.com", "bob")) == bob
-    assert wait(harness.app.run_blocking(accounts.identity_for_uid, 0)).username == "admin"
-    assert wait(harness.app.run_blocking(accounts.identity_for_uid, 1000)) is None
+    directory = harness.app.directory
+    assert wait(harness.app.run_blocking(directory.identity_for, None, None)).role is Role.ADMIN
+    assert wait(harness.app.run_blocking(directory.identity_for, "EXAMPLE.com", None)) == site
+    assert wait(harness.app.run_blocking(directory.identity_for, "example.com", "bob")) == bob
+    assert wait(harness.app.run_blocking(directory.identity_for_uid, 0)).username == "admin"
+    assert wait(harness.app.run_blocking(directory.identity_for_uid, 1000)) is None
     with pytest.raises(NotFound, match="no site 'example.org'"):
-        wait(harness.app.run_blocking(accounts.identity_for, "example.org", None))
+        wait(harness.app.run_blocking(directory.identity_for, "example.org", None))
     with pytest.raises(NotFound, match="no user 'eve'"):
-        wait(harness.app.run_blocking(accounts.identity_for, "example.com", "eve"))
+        wait(harness.app.run_blocking(directory.identity_for, "example.com", "eve"))
     root = harness.login(Credentials(peer_uid=0), gate=Gate.CLI)
     assert root.role is Role.ADMIN
     with pytest.raises(AuthenticationFailed):
@@ -190,53 +192,7 @@ def test_identities_by_site_user_and_uid(harness):
 def test_init_names_an_unreachable_database(tmp_path):
     """A database that cannot be reached stops init with the URL (no password) and the reason."""
     config = make_config(tmp_path / "state", {"db": {"url": "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test"}})
-    with pytest.raises(StateError, match=r"cannot use the database at postgresql\+psycopg://postgres:\*\*\*@") as caught:
+    refused = r"cannot use the database at postgresql\+psycopg://postgres:\*\*\*@"
+    with pytest.raises(StateError, match=refused) as caught:
         initialize_state(config)
     assert "hunter2" not in str(caught.value)
-
-
-def test_hashing_threads_yield_to_request_handling(harness):
-    """Password hashing runs on SCHED_IDLE threads ([auth] hash_priority=idle, the default), so
-    logins hashing at once cannot take the core from the reactor; database threads keep theirs."""
-    import os
-    import threading
-
-    from apiserver.app import HASH_NICE
-
-    def priority():
-        tid = threading.get_native_id()
-        return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
-
-    policy, nice = wait(harness.app.run_hashing(priority))
-    assert policy == os.SCHED_IDLE
-    assert wait(harness.app.run_blocking(priority)) == priority()
-
-
-def test_lowered_hashes_compute_one_per_usable_cpu(tmp_path):
-    """At a lowered hash_priority no more hashes compute at once than the process has CPUs
-    (several low-priority threads on one core starve whichever holds the GIL, and the reactor
-    waits for it); at normal priority every hashing thread may."""
-    import threading
-
-    from apiserver.app import usable_cpus
-    from tests.accounts.support import Harness
-
-    for priority, most in (("idle", usable_cpus()), ("normal", 8)):
-        h = Harness(tmp_path / priority, {"auth": {"hash_threads": "8", "hash_priority": priority}})
-        try:
-            lock, running, peak, release = threading.Lock(), [0], [0], threading.Event()
-
-            def hash_like():
-                with lock:
-                    running[0] += 1
-                    peak[0] = max(peak[0], running[0])
-                release.wait(0.3)  # long enough for every other hash to start if it may
-                with lock:
-                    running[0] -= 1
-
-            done = [h.app.run_hashing(hash_like) for _ in range(8)]
-            for d in done:
-                wait(d)
-            assert peak[0] == min(most, 8), priority
-        finally:
-            h.close()

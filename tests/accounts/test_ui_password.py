@@ -9,7 +9,7 @@ import redis
 import sqlalchemy as sa
 
 from apiserver.accounts.sessions import MemorySessionStore
-from apiserver.accounts.ui_password import SealedPassword, UIPasswordCipher, recover_ui_password
+from apiserver.accounts.ui_password import SealedPassword, UIPasswordCipher
 from apiserver.context import Credentials, Gate
 from apiserver.errors import AuthenticationFailed
 from tests.accounts.support import Harness, wait
@@ -84,7 +84,7 @@ def test_ui_session_keeps_only_sealed_password(backend_harness):
     session = wait(h.app.run_blocking(h.app.accounts.sessions.lookup, sid))
     assert session.gate == "UI" and session.data and "site-password" not in session.data
     assert "site-password" not in repr(session) and session.data not in repr(session)
-    recover = lambda s, t: wait(h.app.run_blocking(recover_ui_password, h.app, s, t))  # noqa: E731
+    recover = lambda s, t: wait(h.app.run_blocking(h.app.ui_passwords.recover, s, t))  # noqa: E731
     assert recover(sid, tag) == "site-password"
     _, other_tag = wait(h.app.accounts.start_ui_session(identity, "site-password"))
     assert recover(sid, other_tag) is None and recover(sid, None) is None and recover("0" * 64, tag) is None
@@ -118,6 +118,6 @@ def test_retain_false_stores_nothing(tmp_path):
         assert tag is None
         store = h.app.accounts.sessions
         assert isinstance(store, MemorySessionStore) and store.lookup(sid).data is None
-        assert recover_ui_password(h.app, sid, "A" * 22) is None
+        assert h.app.ui_passwords.recover(sid, "A" * 22) is None
     finally:
         h.close()

@@ -15,14 +15,11 @@ import pytest
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
-from apiserver import dispatch
 from apiserver.context import Identity
-from apiserver.dispatch import Registry
 from apiserver.errors import AuthenticationFailed, NotFound
-from apiserver.middleware import GateKeeper
 from apiserver.module import Module, Role, export
 from apiserver.transport.cli_socket import CliFactory, listen_cli_socket, peer_uid, remove_stale_socket
-from tests.middleware.support import ADMIN, SITE_ADMIN, FakeAccounts, make_app
+from tests.middleware.support import ADMIN, SITE_ADMIN, FakeAccounts, Node
 
 USER = Identity(role=Role.USER, user_id=3, username="bob", site_id=1, site="example.com")
 
@@ -76,25 +73,23 @@ class UidTransport(StringTransport):
 
 
 @pytest.fixture
-def app():
-    """An application with the Probe module, the real GateKeeper and local accounts."""
-    app = make_app(task.Clock())
-    app.plugin_manager.register(dispatch)
-    app.accounts = LocalAccounts()
-    app.gatekeeper = GateKeeper(app)
-    app.registry = Registry([Probe(app)])
-    return app
+def factory():
+    """The socket's factory over the Probe module, the real GateKeeper and local accounts."""
+    node = Node(task.Clock())
+    node.accounts = LocalAccounts()
+    registry = node.serve(Probe)
+    return CliFactory(node.config, node.gatekeeper(), registry, node.accounts, node.run_blocking, node.fire)
 
 
 @pytest.fixture
-def connect(app):
+def connect(factory):
     """``connect(uid=None)``: a CliProtocol connection; ``uid`` overrides the peer's real uid."""
     pairs = []
 
     def make(uid=None):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pairs.append((ours, theirs))
-        proto = CliFactory(app).buildProtocol(None)
+        proto = factory.buildProtocol(None)
         transport = UidTransport(ours)
         proto.makeConnection(transport)
         if uid is not None:
@@ -219,15 +214,15 @@ def test_pipelined_requests_are_answered_in_order(connect):
     assert [a["result"]["a"] for a in answers] == ["0", "1", "2", "3", "4"]
 
 
-def test_overlong_line_is_refused_and_the_connection_closed(app, connect):
+def test_overlong_line_is_refused_and_the_connection_closed(factory, connect):
     """A line past [soap] max_body_size gets a fault, then the connection closes."""
     conn = connect()
-    answers = conn.send(b"x" * (app.config.get("soap", "max_body_size") + 10))
+    answers = conn.send(b"x" * (factory.settings.get("soap", "max_body_size") + 10))
     assert answers[0]["fault"]["code"] == "Client.Malformed"
     assert conn.transport.disconnecting
 
 
-def test_listen_creates_owner_only_socket_and_replaces_a_stale_one(tmp_path, app):
+def test_listen_creates_owner_only_socket_and_replaces_a_stale_one(tmp_path, factory):
     """The socket is 0600 in a 0700 directory; a stale socket file is replaced; a live one refused."""
     from twisted.internet import reactor  # binding only; the reactor is not run
 
@@ -236,7 +231,7 @@ def test_listen_creates_owner_only_socket_and_replaces_a_stale_one(tmp_path, app
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(path)
     stale.close()
-    port = listen_cli_socket(app, reactor, path)
+    port = listen_cli_socket(factory, reactor, path)
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert stat.S_ISSOCK(os.stat(path).st_mode)
@@ -246,12 +241,12 @@ def test_listen_creates_owner_only_socket_and_replaces_a_stale_one(tmp_path, app
         port.stopListening()
 
 
-def test_directory_is_created_owner_only(tmp_path, app):
+def test_directory_is_created_owner_only(tmp_path, factory):
     """A missing state directory is created 0700."""
     from twisted.internet import reactor
 
     path = str(tmp_path / "new" / "apiserver.sock")
-    port = listen_cli_socket(app, reactor, path)
+    port = listen_cli_socket(factory, reactor, path)
     try:
         assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     finally:

@@ -150,7 +150,8 @@ def _ui_login(server, address, agent, cookie=None):
     status, answer, _text = _post(f"{server.url}/login", urlencode(
         {"username": "exadmin", "domain": "example.com", "password": "Site-Password-1"}).encode(), headers)
     assert status == 200
-    [device] = [c.split(";")[0].split("=", 1)[1] for c in answer.get_all("Set-Cookie") if c.startswith("apiserver_device=")]
+    [device] = [c.split(";")[0].split("=", 1)[1] for c in answer.get_all("Set-Cookie")
+                if c.startswith("apiserver_device=")]
     return device
 
 
@@ -204,7 +205,8 @@ def test_trail_lists_each_action_and_stores_no_secret(server_factory, relay):
     sid = admin.admin.hijack("example.com")
     bad_key = "ab" * 32
     for _ in range(3):
-        status, _h, _t = _post(f"{server.url}/xmlrpc?authkey={bad_key}", xmlrpc.client.dumps((), "common.whoami").encode(),
+        status, _h, _t = _post(f"{server.url}/xmlrpc?authkey={bad_key}",
+                               xmlrpc.client.dumps((), "common.whoami").encode(),
                                {"Content-Type": "text/xml", "X-Forwarded-For": "192.0.2.50"})
         assert status in (200, 429)
     wanted = {"login_succeeded", "login_failed", "login_blocked", "login_unblocked", "api_key_created",

@@ -10,6 +10,7 @@ import pytest
 from lxml import etree
 
 from apiserver.dispatch import Registry
+from apiserver.module import make_module
 from apiserver.plugins import make_plugin_manager
 from apiserver.transport.wsdl import COMMITTED_FILES, PLACEHOLDER_LOCATION, generate_wsdl
 
@@ -31,7 +32,7 @@ def operations(wsdl: bytes) -> set:
 def installed_registry() -> Registry:
     """The modules the server loads: built-ins plus installed plugins (entry points)."""
     pm = make_plugin_manager(load_entrypoints=True)
-    return Registry(cls(None) for group in pm.hook.apiserver_add_modules(app=None, api=None) for cls in group)
+    return Registry(make_module(cls, None) for group in pm.hook.apiserver_add_modules(api=None) for cls in group)
 
 
 @pytest.mark.parametrize("path,style", [

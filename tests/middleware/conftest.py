@@ -3,7 +3,7 @@
 import pytest
 from twisted.internet import task
 
-from tests.middleware.support import make_app
+from tests.middleware.support import Node
 
 
 @pytest.fixture
@@ -13,6 +13,6 @@ def clock():
 
 
 @pytest.fixture
-def app_factory(clock):
-    """``app_factory({"anvil": {"limit": "5"}})``: an Application on ``clock`` with fake accounts."""
-    return lambda overrides=None: make_app(clock, overrides)
+def node_factory(clock):
+    """``node_factory({"anvil": {"limit": "5"}})``: one node's middleware parts on ``clock``, fake accounts."""
+    return lambda overrides=None: Node(clock, overrides)

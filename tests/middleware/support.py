@@ -1,7 +1,9 @@
-"""Helpers for middleware unit tests: a real Application on a task.Clock, its hooks recorded.
+"""Helpers for middleware unit tests: the parts of one server node, built by hand on a task.Clock.
 
-Blocking work runs synchronously (``run_blocking`` is the one thing replaced: a thread hop
-would need a running reactor, and the tests read Deferred results synchronously).
+Each middleware part takes named collaborators, so a test builds it from a :class:`Node`: the
+config, the clock, a pool that runs blocking work synchronously (a thread hop would need a
+running reactor, and the tests read Deferred results synchronously), fake accounts whose
+answers the test controls, and the plugin hooks with a recorder registered.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ import pluggy
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from apiserver import hookspecs
-from apiserver.app import Application
+from apiserver import dispatch, hookspecs
 from apiserver.config import BUILTIN_SECTIONS, Config
 from apiserver.context import Identity
 from apiserver.errors import AuthenticationFailed
 from apiserver.hookspecs import hookimpl
+from apiserver.middleware import GateKeeper
+from apiserver.middleware.anvil import Anvil, make_anvil_store
+from apiserver.middleware.https_only import HttpsOnly
+from apiserver.middleware.ip_restrictions import IPRestrictions
 from apiserver.module import Role
+from apiserver.plugins import PluginHooks
 
 GOOD_KEY = "a" * 64
 ADMIN = Identity(role=Role.ADMIN, user_id=1, username="admin")
@@ -31,17 +37,18 @@ class HookRecorder:
         self.blocked: list[tuple] = []
 
     @hookimpl
-    def apiserver_login_failed(self, app, address, gate, reason):
+    def apiserver_login_failed(self, address, gate, reason):
         self.failed.append((address, gate, reason))
 
     @hookimpl
-    def apiserver_login_blocked(self, app, address, until):
+    def apiserver_login_blocked(self, address, until):
         self.blocked.append((address, until))
 
 
 class FakeAccounts:
     """Accounts reduced to what admission needs, so a test controls each answer: one good key,
-    one live session, stored restrictions (``test_gatekeeper_accounts.py`` uses the real ones)."""
+    one live session; it also stands in for the IP restriction rows (``load``, ``generation``)
+    (``test_gatekeeper_accounts.py`` uses the real ones)."""
 
     def __init__(self):
         self.restrictions: dict[int, list] = {}
@@ -60,13 +67,50 @@ class FakeAccounts:
             return defer.succeed(identity) if identity else defer.fail(AuthenticationFailed("session"))
         return defer.fail(AuthenticationFailed("key"))
 
-    def load_ip_restrictions(self, user_id):
+    def load(self, user_id):
         self.loads += 1
         return list(self.restrictions.get(user_id, []))
 
-    def ip_restriction_generation(self, user_id):
+    def generation(self, user_id):
         self.generation_reads += 1
         return self.generations.get(user_id)
+
+    def add(self, user_id, network, gate, limit):
+        """Store an entry; the generations before and after (a stored one counts up by one)."""
+        self.restrictions.setdefault(user_id, []).append((network, gate))
+        return self._next_generation(user_id)
+
+    def remove(self, user_id, network, gate):
+        self.restrictions[user_id].remove((network, gate))
+        return self._next_generation(user_id)
+
+    def _next_generation(self, user_id):
+        before = self.generations.get(user_id, 0)
+        self.generations[user_id] = before + 1
+        return before, before + 1
+
+
+class CoreStub:
+    """What the built-in dispatcher reads of the internal path: the registry and the blocking pool."""
+
+    def __init__(self, registry, run_blocking):
+        self.registry = registry
+        self.run_blocking = run_blocking
+
+
+class ApiStub:
+    """A plugin API with nothing but the internal path the built-in dispatcher takes
+    (``apiserver.internal.internal_api``): enough for a call to reach its function."""
+
+    def __init__(self, core: CoreStub):
+        self._internal = core
+
+
+class NoDevices:
+    """Devices that tell nothing apart: admission reports to them, nothing is mailed."""
+
+    def admitted(self, identity, request):
+        pass
 
 
 def make_config(overrides: dict | None = None) -> Config:
@@ -74,15 +118,58 @@ def make_config(overrides: dict | None = None) -> Config:
     return Config(BUILTIN_SECTIONS, overrides or {}, None)
 
 
-def make_app(clock, overrides: dict | None = None) -> Application:
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    app = Application(make_config(overrides), reactor=clock, plugin_manager=pm, clock=clock)
-    app.run_blocking = lambda fn, *a, **kw: defer.maybeDeferred(fn, *a, **kw)
-    app.recorder = HookRecorder()
-    pm.register(app.recorder)
-    app.accounts = FakeAccounts()
-    return app
+def synchronously(fn, *args, **kwargs) -> defer.Deferred:
+    """A blocking pool that runs ``fn`` at once."""
+    return defer.maybeDeferred(fn, *args, **kwargs)
+
+
+class Node:
+    """The middleware of one server node from its parts: ``config`` (with ``overrides``),
+    ``clock``, ``accounts`` (:class:`FakeAccounts`, also the restriction rows), ``recorder`` (the
+    Anvil events fired) and ``blocking``, the pool (synchronous; a test may swap it)."""
+
+    def __init__(self, clock, overrides: dict | None = None):
+        self.clock = clock
+        self.config = make_config(overrides)
+        self.accounts = FakeAccounts()
+        self.blocking = synchronously
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        self.recorder = HookRecorder()
+        pm.register(self.recorder)
+        self.plugin_manager = pm
+        self.hooks = PluginHooks(pm, api=None)
+        self.api = None  # until serve() gives the node modules
+
+    def serve(self, *module_classes) -> dispatch.Registry:
+        """A registry of ``module_classes`` that calls them through the built-in ``apiserver_call``;
+        the node's contexts then carry an API that reaches it."""
+        self.plugin_manager.register(dispatch)
+        core = CoreStub(None, self.run_blocking)
+        self.api = ApiStub(core)
+        core.registry = dispatch.Registry([cls(self.api) for cls in module_classes],
+                                          call_hook=self.plugin_manager.hook.apiserver_call)
+        return core.registry
+
+    def run_blocking(self, fn, *args, **kwargs) -> defer.Deferred:
+        return self.blocking(fn, *args, **kwargs)
+
+    def fire(self, event: str, **kwargs) -> list:
+        return self.hooks.fire(event, **kwargs)
+
+    def anvil(self, store=None) -> Anvil:
+        """An Anvil on this node's clock and config (the memory store unless ``store`` is given)."""
+        return Anvil(self.clock, self.config, self.fire,
+                     store if store is not None else make_anvil_store(self.config, self.clock, self.run_blocking))
+
+    def ip_restrictions(self) -> IPRestrictions:
+        """The IP restrictions component over the fake rows."""
+        return IPRestrictions(self.accounts, self.clock, self.run_blocking, self.config)
+
+    def gatekeeper(self, anvil=None, ip_restrictions=None) -> GateKeeper:
+        """A gatekeeper of fresh parts (or the ones given) over the fake accounts."""
+        return GateKeeper(self.config, self.accounts, anvil or self.anvil(), ip_restrictions or self.ip_restrictions(),
+                          HttpsOnly(self.config), NoDevices(), self.api)
 
 
 def result_of(d: defer.Deferred):

@@ -8,7 +8,8 @@ import redis
 
 from apiserver.context import Gate
 from apiserver.errors import Throttled
-from apiserver.middleware.anvil import Anvil, AnvilState, make_store
+from apiserver.middleware.anvil import make_anvil_store
+from apiserver.middleware.anvil_store import AnvilState
 from apiserver.middleware.anvil_redis import DEFAULT_PREFIX, RedisAnvilStore
 from tests.middleware.support import result_of
 
@@ -29,25 +30,30 @@ def prefix():
 
 
 @pytest.fixture
-def node(app_factory, prefix):
-    """``node()``: an Anvil on its own app (one server node) sharing this test's Redis prefix."""
+def node(node_factory, prefix):
+    """``node()``: an Anvil of its own node sharing this test's Redis prefix (``recorders[anvil]``:
+    the events its node fired)."""
     stores = []
 
     def make(overrides=None):
-        app = app_factory(overrides)
-        store = RedisAnvilStore(app, REDIS_URL, prefix=prefix)
+        node = node_factory(overrides)
+        store = RedisAnvilStore(REDIS_URL, node.clock, node.run_blocking, prefix=prefix)
         stores.append(store)
-        return Anvil(app, store)
+        anvil = node.anvil(store)
+        make.recorders[anvil] = node.recorder
+        return anvil
+
+    make.recorders = {}
 
     yield make
     for store in stores:
         store.close()
 
 
-def test_backend_redis_selects_the_redis_store(app_factory):
+def test_backend_redis_selects_the_redis_store(node_factory):
     """[anvil] backend=redis makes Anvil keep its state in Redis at [anvil] redis_url."""
-    app = app_factory({"anvil": {"backend": "redis", "redis_url": REDIS_URL}})
-    store = make_store(app, on_evict=lambda key, state: None)
+    node = node_factory({"anvil": {"backend": "redis", "redis_url": REDIS_URL}})
+    store = make_anvil_store(node.config, node.clock, node.run_blocking)
     try:
         assert isinstance(store, RedisAnvilStore) and store.prefix == DEFAULT_PREFIX
         assert store.client.connection_pool.connection_kwargs["port"] == 6379
@@ -78,12 +84,13 @@ def test_nodes_share_counters_and_blocks(node):
         result_of(first.check(REMOTE))
     with pytest.raises(Throttled):
         result_of(second.check(REMOTE))
-    assert len(first.app.recorder.blocked) + len(second.app.recorder.blocked) == 1
+    assert len(node.recorders[first].blocked) + len(node.recorders[second].blocked) == 1
 
 
-def test_concurrent_failures_are_atomic(app_factory, prefix):
+def test_concurrent_failures_are_atomic(node_factory, prefix):
     """50 failures from 50 threads at once: every one counted, exactly one starts the block."""
-    store = RedisAnvilStore(app_factory(), REDIS_URL, prefix=prefix)
+    made = node_factory()
+    store = RedisAnvilStore(REDIS_URL, made.clock, made.run_blocking, prefix=prefix)
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
             results = list(pool.map(
@@ -135,19 +142,18 @@ def closed_port_url() -> str:
         return f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
 
 
-def test_redis_down_fails_closed_with_a_clear_error_logged_once(app_factory):
-    """Redis down: good and bad keys alike get ServerError saying why (never admitted, never a traceback per request); logged once."""
+def test_redis_down_fails_closed_with_a_clear_error_logged_once(node_factory):
+    """Redis down: good and bad keys alike get ServerError saying why (never admitted, never a traceback per request);
+    logged once."""
     from twisted.logger import capturedLogs
 
     from apiserver.context import AuthRequest, Credentials
     from apiserver.errors import ServerError
-    from apiserver.middleware import GateKeeper
     from apiserver.middleware.anvil import STORE_DOWN_MESSAGE
     from tests.middleware.support import GOOD_KEY
 
-    app = app_factory()
-    gatekeeper = GateKeeper(app)
-    gatekeeper.anvil.store = RedisAnvilStore(app, closed_port_url())
+    node = node_factory()
+    gatekeeper = node.gatekeeper(anvil=node.anvil(RedisAnvilStore(closed_port_url(), node.clock, node.run_blocking)))
     with capturedLogs() as events:
         for key in (GOOD_KEY, "b" * 64, GOOD_KEY):
             request = AuthRequest(gate=Gate.SOAP, address=REMOTE, credentials=Credentials(api_key=key))
@@ -162,12 +168,12 @@ def test_redis_down_fails_closed_with_a_clear_error_logged_once(app_factory):
     gatekeeper.anvil.store.close()
 
 
-def test_failure_while_redis_is_down_is_not_reported_as_bad_credentials(app_factory):
+def test_failure_while_redis_is_down_is_not_reported_as_bad_credentials(node_factory):
     """A failed login that cannot be counted answers ServerError, not a plain 'authentication failed'."""
     from apiserver.errors import ServerError
 
-    app = app_factory()
-    anvil = Anvil(app, RedisAnvilStore(app, closed_port_url()))
+    node = node_factory()
+    anvil = node.anvil(RedisAnvilStore(closed_port_url(), node.clock, node.run_blocking))
     with pytest.raises(ServerError):
         result_of(anvil.fail(REMOTE, Gate.SOAP, "key"))
     anvil.store.close()
@@ -182,7 +188,7 @@ def test_outage_asks_the_store_once_a_second_and_recovery_is_logged_once(node, c
 
     anvil = node()
     working = anvil.store
-    anvil.store = RedisAnvilStore(anvil.app, closed_port_url())
+    anvil.store = RedisAnvilStore(closed_port_url(), anvil.clock, working.run_blocking)
     with capturedLogs() as events:
         with pytest.raises(ServerError):
             result_of(anvil.check(REMOTE))

@@ -23,23 +23,23 @@ class EventLog:
         return [name for name, _kw, _main in self.events]
 
     @hookimpl
-    def apiserver_site_added(self, app, site, actor):
+    def apiserver_site_added(self, site, actor):
         self._record("site_added", site=site, actor=actor)
 
     @hookimpl
-    def apiserver_site_deleted(self, app, site, actor):
+    def apiserver_site_deleted(self, site, actor):
         self._record("site_deleted", site=site, actor=actor)
 
     @hookimpl
-    def apiserver_api_key_created(self, app, owner, actor, comment):
+    def apiserver_api_key_created(self, owner, actor, comment):
         self._record("api_key_created", owner=owner, actor=actor, comment=comment)
 
     @hookimpl
-    def apiserver_api_key_deleted(self, app, owner, actor):
+    def apiserver_api_key_deleted(self, owner, actor):
         self._record("api_key_deleted", owner=owner, actor=actor)
 
     @hookimpl
-    def apiserver_password_changed(self, app, target, actor, reset):
+    def apiserver_password_changed(self, target, actor, reset):
         self._record("password_changed", target=target, actor=actor, reset=reset)
 
 

@@ -207,8 +207,8 @@ def test_restriction_writes_update_the_cached_entries_without_reading_them(accou
     h.call(site, "auth_restrict_ip", "192.0.2.0/24", "SOAP")
     admitted = wait(h.app.admit(AuthRequest(Gate.SOAP, "192.0.2.1", Credentials(api_key=key))))
     loads = []
-    real = h.app.accounts.load_ip_restrictions
-    monkeypatch.setattr(h.app.accounts, "load_ip_restrictions", lambda uid: loads.append(uid) or real(uid))
+    real = h.app.ip_restrictions.rows.load
+    monkeypatch.setattr(h.app.ip_restrictions.rows, "load", lambda uid: loads.append(uid) or real(uid))
     for n in range(5):
         h.call(site, "auth_restrict_ip", f"198.51.100.{n}")
     h.call(site, "auth_remove_ip_restriction", "198.51.100.0")

@@ -38,8 +38,8 @@ def test_email_is_read_once_then_shown_at_once_after_a_local_write(harness, monk
     once, a write by another node (straight to the database) after at most the ttl."""
     site = harness.add_site()
     reads = []
-    real = harness.app.accounts._load_email
-    monkeypatch.setattr(harness.app.accounts._emails, "_load", lambda uid: reads.append(uid) or real(uid))
+    real = harness.app.directory._load_email
+    monkeypatch.setattr(harness.app.directory._emails, "_load", lambda uid: reads.append(uid) or real(uid))
     for _ in range(3):
         assert harness.call(site, "common_get_email") == "owner@example.com"
     assert reads == [site.user_id]

@@ -85,7 +85,7 @@ def test_ui_cookie_tells_browsers_apart(devices):
     """UI logins: a browser's cookie is a device; a browser without one is new (after the first ever)."""
     h, inbox, key = devices
     devices_ = h.app.notices.devices
-    site = wait(h.app.run_blocking(h.app.accounts.identity_for, "example.com", None))
+    site = wait(h.app.run_blocking(h.app.directory.identity_for, "example.com", None))
     first = wait(devices_.ui_login(site, None, "198.51.100.1", "Firefox"))
     assert _device_notices(h) == []                                    # the account's first device
     assert wait(devices_.ui_login(site, first, "192.0.2.10", "Firefox")) == first
@@ -107,7 +107,8 @@ def test_dav_password_logins_are_checked_in_the_shared_admission(devices):
     """The device check is in GateKeeper's admission, so the DAV gate (password logins) gets it too."""
     h, inbox, _key = devices
     credentials = Credentials(username="siteadmin", site="example.com", password="site-password")
-    for address, agent in (("198.51.100.1", "davfs2/1.6"), ("198.51.100.1", "davfs2/1.6"), ("192.0.2.10", "cadaver/0.24")):
+    for address, agent in (("198.51.100.1", "davfs2/1.6"), ("198.51.100.1", "davfs2/1.6"),
+                           ("192.0.2.10", "cadaver/0.24")):
         wait(h.app.admit(AuthRequest(Gate.DAV, address, credentials, user_agent=agent)))
         eventually(lambda: not h.app.notices.devices._checking)
     eventually(lambda: len(inbox.messages) == 1)
@@ -119,7 +120,7 @@ def test_a_deleted_accounts_devices_are_not_its_successors(devices):
     """SQLite gives a deleted account's id to the next one: the node's memory of known devices must
     not make the new account's devices known (its first device is recorded, the next one is mailed)."""
     h, inbox, key = devices
-    old = wait(h.app.run_blocking(h.app.accounts.identity_for, "example.com", None))
+    old = wait(h.app.run_blocking(h.app.directory.identity_for, "example.com", None))
     _call(h, key, "198.51.100.1", "billing/1.0")
     h.call(h.admin, "admin_delete_site", "example.com")
     site = h.add_site(domain="example.org", email="new@example.org")

@@ -92,7 +92,7 @@ def test_notice_says_who_acted_for_a_hijacked_session(mailing):
     """A change made in a hijacked session names the appliance administrator behind it."""
     h, inbox, site, _bob = mailing
     hijacked = Identity(Role.SITE, site.user_id, site.username, site.site_id, site.site, impersonator=h.admin)
-    message = notifications.compose_notice(h.app, site, hijacked, False, "site@example.com")
+    message = notifications.compose_notice(h.app.config, h.app.clock, site, hijacked, False, "site@example.com")
     assert "by appliance admin acting as site siteadmin@example.com on " in message.get_content()
 
 

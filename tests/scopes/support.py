@@ -15,8 +15,6 @@ from apiserver.config import load_config
 from apiserver.context import Identity
 from apiserver.module import Role
 from apiserver.modules import scope as scope_module
-from apiserver.scopes import ScopeRegistry
-from apiserver.storage import Storage
 
 ADMIN = Identity(role=Role.ADMIN, user_id=1, username="admin")
 
@@ -50,7 +48,7 @@ class ScopeEvents:
         self.changes = []
 
     @hookspecs.hookimpl
-    def apiserver_scope_changed(self, app, name, old, new, actor):
+    def apiserver_scope_changed(self, name, old, new, actor):
         self.changes.append((name, old, new, actor))
 
 
@@ -71,12 +69,9 @@ def make_app(directory, reactor, config_text: str = CONFIG_TEXT, extra_plugins=(
     for plugin in extra_plugins:
         pm.register(plugin)
     config = load_config(path)
-    app = Application(config, reactor, pm)
     os.makedirs(config.state_dir, exist_ok=True)
-    app.storage = Storage.from_config(config)
+    app = Application(config, reactor, pm)
     app.storage.create_schema()
-    app.registry = dispatch.Registry(cls(app) for group in pm.hook.apiserver_add_modules(app=app, api=app.api) for cls in group)
-    app.scopes = ScopeRegistry(app, [s for group in pm.hook.apiserver_add_scopes(app=app, api=app.api) for s in group])
     return app, events
 
 

@@ -17,7 +17,7 @@ class ScopeModuleTests(unittest.TestCase):
         self.app, self.events = make_app(temp_dir(self), reactor)
         self.app.start_pools()
         self.addCleanup(self.app.stop_pools)
-        self.ctx = CallContext(self.app, ADMIN, Gate.SOAP, "127.0.0.1")
+        self.ctx = CallContext(self.app.api, ADMIN, Gate.SOAP, "127.0.0.1")
 
     def call(self, operation, *positional, **named):
         return self.app.call(self.ctx, operation, positional, named)
@@ -67,7 +67,7 @@ class ScopeModuleTests(unittest.TestCase):
     async def test_site_administrator_is_denied(self):
         """Only the appliance administrator may use scopes."""
         site = Identity(role=Role.SITE, user_id=2, username="admin", site_id=1, site="example.com")
-        ctx = CallContext(self.app, site, Gate.SOAP, "127.0.0.1")
+        ctx = CallContext(self.app.api, site, Gate.SOAP, "127.0.0.1")
         with self.assertRaises(Denied):
             await self.app.call(ctx, "scope_set", ["apache.dav", True])
         with self.assertRaises(Denied):

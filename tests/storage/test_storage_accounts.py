@@ -78,7 +78,7 @@ def test_concurrent_identical_restrictions_store_one_entry(backend):
 
     def racing_add():
         try:
-            h.app.accounts.add_ip_restriction(site, "192.0.2.0/24", None)
+            h.app.ip_restrictions.add(site, "192.0.2.0/24", None)
             outcome.append("added")
         except Exists:
             outcome.append("exists")
@@ -96,14 +96,14 @@ def test_concurrent_identical_restrictions_store_one_entry(backend):
 
 def admitted(h: Harness, identity, address: str) -> bool:
     """Whether ``h``'s gatekeeper lets ``identity`` in from ``address`` through SOAP."""
-    return wait(h.app.accounts.address_admitted(identity, Gate.SOAP, address))
+    return wait(h.app.ip_restrictions.admits(identity, Gate.SOAP, address))
 
 
 def counting_loads(h: Harness) -> list:
     """The user ids whose IP restrictions ``h`` reads from here on, in order."""
-    accounts, reads = h.app.accounts, []
-    load = accounts.load_ip_restrictions
-    accounts.load_ip_restrictions = lambda user_id: reads.append(user_id) or load(user_id)
+    rows, reads = h.app.ip_restrictions.rows, []
+    load = rows.load
+    rows.load = lambda user_id: reads.append(user_id) or load(user_id)
     return reads
 
 
@@ -119,7 +119,10 @@ def test_another_nodes_restriction_changes_show_after_the_ttl_by_their_generatio
     try:
         site = a.add_site()
         reads = counting_loads(b)
-        generation = lambda: wait(a.app.run_blocking(a.app.accounts.ip_restriction_generation, site.user_id))
+
+        def generation():
+            return wait(a.app.run_blocking(a.app.ip_restrictions.rows.generation, site.user_id))
+
         assert generation() == 0
         assert admitted(b, site, "198.51.100.7") and reads == [site.user_id]
         ttl = b.config.get("auth", "ip_restriction_cache_ttl")

@@ -122,16 +122,20 @@ def sample_module():
 
 
 class KeyGate:
-    """Test gate: admits KEY (and cookie SESSION) as an appliance administrator, throttles THROTTLED_KEY."""
+    """Test gate: admits KEY (and cookie SESSION) as an appliance administrator, throttles THROTTLED_KEY.
 
-    def __init__(self, app):
-        self.app = app
+    ``settings``: the config (``[soap] enabled``); ``api``: what the contexts it admits carry.
+    """
+
+    def __init__(self, settings, api):
+        self.settings = settings
+        self.api = api
 
     def client_address(self, request) -> str:
         return request.getClientAddress().host
 
     def check_http(self, request):
-        if not self.app.config.get("soap", "enabled"):
+        if not self.settings.get("soap", "enabled"):
             return _Refusal(403, "the API is disabled on this server", {})
         return None
 
@@ -145,7 +149,7 @@ class KeyGate:
         creds = auth_request.credentials
         if creds.api_key == KEY or creds.session_id == SESSION:
             identity = Identity(role=Role.ADMIN, user_id=1, username="admin")
-            return defer.succeed(CallContext(self.app, identity, auth_request.gate, auth_request.address))
+            return defer.succeed(CallContext(self.api, identity, auth_request.gate, auth_request.address))
         if creds.api_key == THROTTLED_KEY:
             return defer.fail(Throttled(retry_after=42))
         return defer.fail(AuthenticationFailed("key"))
@@ -158,21 +162,23 @@ class _Refusal:
     headers: dict
 
 
-def make_app(reactor, overrides: Optional[dict] = None):
-    """An Application with only the Sample module and the KeyGate."""
+def sample_registry(overrides: Optional[dict] = None):
+    """``(registry, gatekeeper, config)``: the Sample module called through the built-in
+    ``apiserver_call`` (functions run at once), and the KeyGate admitting to it."""
+    from twisted.internet import defer
+
     from apiserver import dispatch, hookspecs
-    from apiserver.app import Application
     from apiserver.config import BUILTIN_SECTIONS, Config
-    from apiserver.dispatch import Registry
+    from tests.middleware.support import ApiStub, CoreStub
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.register(dispatch)
     config = Config(BUILTIN_SECTIONS, overrides or {}, None)
-    app = Application(config, reactor, pm)
-    app.gatekeeper = KeyGate(app)
-    app.registry = Registry([sample_module()(app)])
-    return app
+    core = CoreStub(None, defer.maybeDeferred)
+    api = ApiStub(core)
+    core.registry = dispatch.Registry([sample_module()(api)], call_hook=pm.hook.apiserver_call)
+    return core.registry, KeyGate(config, api), config
 
 
 def serve(overrides: dict) -> None:
@@ -186,12 +192,12 @@ def serve(overrides: dict) -> None:
     from apiserver.transport.wsdl import WsdlCache
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    app = make_app(reactor, overrides)
-    cache = WsdlCache(app.registry)
+    registry, gatekeeper, config = sample_registry(overrides)
+    cache = WsdlCache(registry)
     root = resource.Resource()
-    root.putChild(b"soap", SoapResource(app, cache))
-    root.putChild(b"apnscp.wsdl", WsdlResource(app, cache))
-    port = reactor.listenTCP(0, ApiSite(root, app.config), interface="127.0.0.1")
+    root.putChild(b"soap", SoapResource(gatekeeper, registry, config, cache))
+    root.putChild(b"apnscp.wsdl", WsdlResource(gatekeeper, config, cache))
+    port = reactor.listenTCP(0, ApiSite(root, config), interface="127.0.0.1")
     print(f"PORT {port.getHost().port}", flush=True)
     reactor.run()
 

@@ -86,7 +86,8 @@ def environ_for(provider, method="GET"):
 
 def test_paths_resolve_inside_the_home(provider, home):
     """Plain paths map under the home; .., encodings and NUL are 403."""
-    assert provider._loc_to_file_path("/var/www/html/x.txt") == os.path.join(os.path.realpath(home), "var/www/html/x.txt")
+    expected = os.path.join(os.path.realpath(home), "var/www/html/x.txt")
+    assert provider._loc_to_file_path("/var/www/html/x.txt") == expected
     for path in ("/../outside/secret.txt", "/var/../../outside", "/var/%2e%2e/x", "/a\\b", "/a\x00", "/var%2f"):
         with pytest.raises(DAVError) as refused:
             provider._loc_to_file_path(path)
@@ -171,7 +172,8 @@ def test_new_files_inherit_the_folders_default_acl(provider, home):
     uploads.mkdir()
     subprocess.run(["setfacl", "-d", "-m", "u:www-data:rwx", str(uploads)], check=True)
     put(provider, "/var/www/html/uploads/image.png", b"png")
-    acl = subprocess.run(["getfacl", "--omit-header", str(uploads / "image.png")], capture_output=True, text=True).stdout
+    acl = subprocess.run(["getfacl", "--omit-header", str(uploads / "image.png")],
+                         capture_output=True, text=True).stdout
     assert "user:www-data:rwx" in acl and "mask::rw-" in acl
 
 
@@ -262,25 +264,24 @@ def test_dav_toggle_at_the_gatekeeper():
 
     from apiserver.context import AuthRequest, Credentials, Gate
     from apiserver.errors import ApiDisabled
-    from apiserver.middleware import GateKeeper
     from apiserver.middleware.toggle import DAV_DISABLED_MESSAGE
-    from tests.middleware.support import GOOD_KEY, make_app, result_of
+    from tests.middleware.support import GOOD_KEY, Node, result_of
 
-    app = make_app(task.Clock(), {"dav": {"enabled": "false"}})
-    app.gatekeeper = GateKeeper(app)
+    node = Node(task.Clock(), {"dav": {"enabled": "false"}})
+    gatekeeper = node.gatekeeper()
 
     class Plain:
         def isSecure(self):
             return False
 
     request = Plain()
-    app.gatekeeper.https_only.refusal = lambda r: None  # only the toggle is under test here
-    assert app.gatekeeper.check_http(request, Gate.DAV).message == DAV_DISABLED_MESSAGE
-    assert app.gatekeeper.check_http(request, Gate.SOAP) is None and app.gatekeeper.check_http(request, Gate.UI) is None
-    admission = app.gatekeeper.admit(AuthRequest(Gate.DAV, "192.0.2.1", Credentials(api_key=GOOD_KEY)))
+    gatekeeper.https_only.refusal = lambda r: None  # only the toggle is under test here
+    assert gatekeeper.check_http(request, Gate.DAV).message == DAV_DISABLED_MESSAGE
+    assert gatekeeper.check_http(request, Gate.SOAP) is None and gatekeeper.check_http(request, Gate.UI) is None
+    admission = gatekeeper.admit(AuthRequest(Gate.DAV, "192.0.2.1", Credentials(api_key=GOOD_KEY)))
     with pytest.raises(ApiDisabled):
         result_of(admission)
-    assert result_of(app.gatekeeper.admit(AuthRequest(Gate.SOAP, "192.0.2.1", Credentials(api_key=GOOD_KEY))))
-    app.config.set("dav", "enabled", "true")
-    assert app.gatekeeper.check_http(request, Gate.DAV) is None
-    assert result_of(app.gatekeeper.admit(AuthRequest(Gate.DAV, "192.0.2.1", Credentials(api_key=GOOD_KEY))))
+    assert result_of(gatekeeper.admit(AuthRequest(Gate.SOAP, "192.0.2.1", Credentials(api_key=GOOD_KEY))))
+    node.config.set("dav", "enabled", "true")
+    assert gatekeeper.check_http(request, Gate.DAV) is None
+    assert result_of(gatekeeper.admit(AuthRequest(Gate.DAV, "192.0.2.1", Credentials(api_key=GOOD_KEY))))

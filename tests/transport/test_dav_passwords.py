@@ -89,7 +89,7 @@ def test_change_reset_and_deletion_end_the_remembered_password(counted):
     """set_password, reset and deleting the user make the old password fail at once."""
     harness, site, calls = counted
     login(harness)
-    bob = wait(harness.app.run_blocking(harness.app.accounts.identity_for, "example.com", "bob"))
+    bob = wait(harness.app.run_blocking(harness.app.directory.identity_for, "example.com", "bob"))
     harness.call(site, "auth_change_password", "changed-password", "bob")
     with pytest.raises(AuthenticationFailed):
         login(harness)
@@ -143,7 +143,7 @@ def test_a_change_during_the_hash_keeps_the_verified_password_out(counted, monke
     and the remember) leaves nothing remembered: the next login hashes again."""
     harness, _, calls = counted
     verified = harness.app.accounts.verified_passwords
-    bob = wait(harness.app.run_blocking(harness.app.accounts.identity_for, "example.com", "bob"))
+    bob = wait(harness.app.run_blocking(harness.app.directory.identity_for, "example.com", "bob"))
     verify = passwords.verify_password
 
     def verify_while_changed(password, stored):
@@ -165,4 +165,5 @@ def test_forget_users_drops_every_named_account_in_one_pass():
     for who in (BOB, carol, dave):
         remembered.remember("DAV", "example.com", who.username, "pw", who, "$h")
     remembered.forget_users([BOB.user_id, dave.user_id])
-    assert [remembered.lookup("DAV", "example.com", u, "pw") is None for u in ("bob", "carol", "dave")] == [True, False, True]
+    forgotten = [remembered.lookup("DAV", "example.com", u, "pw") is None for u in ("bob", "carol", "dave")]
+    assert forgotten == [True, False, True]

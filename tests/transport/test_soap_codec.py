@@ -9,14 +9,14 @@ from apiserver.dispatch import Registry, bind_arguments
 from apiserver.errors import InvalidArgument, Malformed, NotFound, Throttled, UnknownMethod
 from apiserver.transport.soap_codec import DOCUMENT, RPC, decode_request, encode_fault, encode_response
 
-from tests.transport.soap_testing import Restriction, make_app
+from tests.transport.soap_testing import Restriction, sample_registry
 
 ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    return make_app(reactor=None).registry
+    return sample_registry()[0]
 
 
 def envelope(body: str, attrs: str = "") -> bytes:
@@ -72,7 +72,8 @@ def test_soap_enc_array_of_strings(registry):
     """A SOAP-ENC array becomes a list; a one-element array stays a list."""
     _, args = bound(registry, envelope(
         '<ns1:sample_join xmlns:ns1="urn:net.apnscp.soap">'
-        '<items SOAP-ENC:arrayType="xsd:string[1]" xsi:type="SOAP-ENC:Array"><item xsi:type="xsd:string">a</item></items>'
+        '<items SOAP-ENC:arrayType="xsd:string[1]" xsi:type="SOAP-ENC:Array">'
+        '<item xsi:type="xsd:string">a</item></items>'
         '</ns1:sample_join>', RPC_ATTRS))
     assert args == {"items": ["a"], "sep": ","}
 
@@ -129,7 +130,8 @@ def test_document_literal_wrapped(registry):
 def test_wrong_type_names_the_argument(registry):
     """A typed value that does not fit is refused naming the argument, never passed as null."""
     with pytest.raises(InvalidArgument, match="argument 'a'"):
-        bound(registry, envelope('<m:sample_add xmlns:m="urn:x"><a xsi:type="xsd:int">x</a><b>1</b></m:sample_add>', RPC_ATTRS))
+        bound(registry, envelope('<m:sample_add xmlns:m="urn:x"><a xsi:type="xsd:int">x</a><b>1</b></m:sample_add>',
+                                 RPC_ATTRS))
 
 
 def test_missing_required_argument_names_it(registry):

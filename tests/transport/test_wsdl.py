@@ -14,7 +14,7 @@ from apiserver.transport.wsdl import (
     COMMITTED_FILES, DOCUMENT_STYLE, PLACEHOLDER_LOCATION, REGENERATE_COMMAND, RPC_STYLE, WsdlCache,
     builtin_registry, generate_wsdl, request_location,
 )
-from tests.transport.soap_testing import make_app
+from tests.transport.soap_testing import sample_registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NS = {"w": "http://schemas.xmlsoap.org/wsdl/", "s": "http://schemas.xmlsoap.org/wsdl/soap/",
@@ -23,7 +23,7 @@ NS = {"w": "http://schemas.xmlsoap.org/wsdl/", "s": "http://schemas.xmlsoap.org/
 
 @pytest.fixture(scope="module")
 def registry():
-    return make_app(reactor=None).registry
+    return sample_registry()[0]
 
 
 def test_rpc_wsdl_has_one_typed_part_per_argument(registry):
@@ -81,9 +81,9 @@ def test_served_copy_differs_only_in_location(registry):
 
 
 GENERATE = (
-    "import sys; sys.path.insert(0, {root!r}); from tests.transport.soap_testing import make_app; "
+    "import sys; sys.path.insert(0, {root!r}); from tests.transport.soap_testing import sample_registry; "
     "from apiserver.transport.wsdl import generate_wsdl; "
-    "sys.stdout.buffer.write(generate_wsdl(make_app(None).registry, {style!r}))"
+    "sys.stdout.buffer.write(generate_wsdl(sample_registry()[0], {style!r}))"
 )
 
 

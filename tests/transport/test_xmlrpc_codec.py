@@ -8,7 +8,7 @@ import xmlrpc.client
 import pytest
 
 from apiserver.errors import ALL_ERRORS, ApiError, Malformed, NotFound, ServerError
-from apiserver.transport.xmlrpc import MAX_DEPTH, encode_fault, encode_response, fault_for, parse_call
+from apiserver.transport.xmlrpc_codec import MAX_DEPTH, encode_fault, encode_response, fault_for, parse_call
 
 
 def call(params_xml: str, name: str = "sample.echo") -> bytes:
@@ -154,7 +154,8 @@ class Colour(str, enum.Enum):
 
 
 @pytest.mark.parametrize("value", [
-    "plain", "a<b>&c", "line\r\nbreaks\r", "é ü 日本", "", 0, -1, 2 ** 31 - 1, -(2 ** 31), 2 ** 31, -(2 ** 63), 2 ** 63 - 1,
+    "plain", "a<b>&c", "line\r\nbreaks\r", "é ü 日本", "", 0, -1,
+    2 ** 31 - 1, -(2 ** 31), 2 ** 31, -(2 ** 63), 2 ** 63 - 1,
     True, False, 1.25, None, [], {}, [1, "a", None, [True]], {"a": {"b": [1.5]}, "c&d": None},
     datetime.datetime(2026, 11, 28, 18, 19, 14), b"\x00\xffbinary",
 ])

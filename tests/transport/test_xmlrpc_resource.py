@@ -14,14 +14,11 @@ from twisted.internet.testing import StringTransport
 from twisted.web import resource
 
 from apiserver.context import Gate
-from apiserver import dispatch
-from apiserver.dispatch import Registry
 from apiserver.errors import NotFound
-from apiserver.middleware import GateKeeper
 from apiserver.module import Module, Role, export
 from apiserver.transport.http import ApiSite
 from apiserver.transport.xmlrpc import XmlRpcResource
-from tests.middleware.support import GOOD_KEY, make_app
+from tests.middleware.support import GOOD_KEY, Node
 
 BAD_KEY = "b" * 64
 
@@ -66,10 +63,12 @@ class Probe(Module):
         """A bug whose message must not leak."""
         raise RuntimeError("/etc/secret-path leaked")
 
+    pending: Optional[defer.Deferred] = None
+
     @export(Role.ALL)
     async def wait(self, ctx) -> str:
-        """Waits for the test to fire ``app.pending``."""
-        return await self.app.pending
+        """Waits for the test to fire ``pending``."""
+        return await self.pending
 
 
 class Server:
@@ -77,13 +76,12 @@ class Server:
 
     def __init__(self, overrides: Optional[dict] = None):
         self.clock = task.Clock()
-        self.app = make_app(self.clock, overrides)
-        self.app.plugin_manager.register(dispatch)  # the built-in apiserver_call that runs functions
-        self.app.gatekeeper = GateKeeper(self.app)
-        self.app.registry = Registry([Probe(self.app)])
+        self.node = Node(self.clock, overrides)
+        registry = self.node.serve(Probe)
+        self.probe = registry.modules["probe"]
         root = resource.Resource()
-        root.putChild(b"xmlrpc", XmlRpcResource(self.app))
-        self.site = ApiSite(root, self.app.config, reactor=self.clock)
+        root.putChild(b"xmlrpc", XmlRpcResource(self.node.gatekeeper(), registry))
+        self.site = ApiSite(root, self.node.config, reactor=self.clock)
 
     def connect(self, body: bytes, path: str = "/xmlrpc?authkey=" + GOOD_KEY, method: str = "POST",
                 headers: Optional[dict] = None):
@@ -168,7 +166,7 @@ def test_bad_key_is_denied_and_counted_by_anvil(server):
     fault = server.post(xmlrpc.client.dumps((), "probe.whoami").encode(), path="/xmlrpc?authkey=" + BAD_KEY).fault()
     assert fault.faultCode == 403
     assert fault.faultString.startswith("Client.Denied: authentication failed")
-    assert server.app.recorder.failed == [("127.0.0.1", Gate.SOAP, "key")]
+    assert server.node.recorder.failed == [("127.0.0.1", Gate.SOAP, "key")]
 
 
 def test_missing_credentials_are_denied(server):
@@ -191,7 +189,7 @@ def test_unknown_method_suggests_names_before_authenticating(server):
     assert fault.faultCode == -32601
     assert fault.faultString.startswith("Client.UnknownMethod: unknown function 'probe.whoamii'")
     assert "probe_whoami" in fault.faultString
-    assert server.app.recorder.failed == []
+    assert server.node.recorder.failed == []
 
 
 def test_wrong_argument_count_names_the_signature(server):
@@ -304,23 +302,23 @@ def test_multicall_needs_authentication(server):
 
 def test_client_gone_before_the_answer_is_not_written_to(server):
     """When the client disconnects during a call, the late result is dropped quietly."""
-    server.app.pending = defer.Deferred()
+    server.probe.pending = defer.Deferred()
     channel, transport = server.connect(xmlrpc.client.dumps((), "probe.wait").encode())
     assert transport.value() == b""
     from twisted.internet.error import ConnectionDone
     from twisted.python.failure import Failure
 
     channel.connectionLost(Failure(ConnectionDone()))
-    server.app.pending.callback("late")
+    server.probe.pending.callback("late")
     assert transport.value() == b""
 
 
 def test_async_result_is_written_when_it_arrives(server):
     """A call that waits answers once its Deferred fires."""
-    server.app.pending = defer.Deferred()
+    server.probe.pending = defer.Deferred()
     _channel, transport = server.connect(xmlrpc.client.dumps((), "probe.wait").encode())
     assert transport.value() == b""
-    server.app.pending.callback("done")
+    server.probe.pending.callback("done")
     assert Answer(transport.value()).value() == "done"
 
 

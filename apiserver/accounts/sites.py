@@ -1,0 +1,148 @@
+"""Sites and their users: created and deleted with their accounts, homes and everything cached.
+
+:class:`Sites` is what the ``admin`` and ``user`` modules call to add and delete sites and the
+users of a site.  A site's rows and its home on disk are made (and removed) together: a failure
+part-way leaves neither.  Deleting ends everything of the accounts this node holds (keys,
+sessions, remembered passwords, cached restrictions, known devices).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+import sqlalchemy as sa
+from twisted.logger import Logger
+
+from apiserver.accounts import passwords, validation
+from apiserver.accounts.records import NewSite
+from apiserver.context import Identity
+from apiserver.errors import Denied, Exists, NotFound
+from apiserver.module import Role
+from apiserver.storage import schema, utcnow
+
+log = Logger(namespace="apiserver.accounts.sites")
+
+_users, _sites = schema.users, schema.sites
+
+
+class Sites:
+    """Adding and deleting sites and users.
+
+    ``storage``: the rows; ``clock``: their dates; ``run_blocking``: database and disk work off
+    the reactor; ``accounts``: hashes new passwords (with the plugins' veto) and forgets what a
+    deleted account leaves; ``site_homes``: the sites' homes on disk; ``fire(event, **kwargs)``:
+    ``apiserver_site_added`` and ``apiserver_site_deleted``.
+    """
+
+    def __init__(self, storage, clock, run_blocking: Callable, accounts, site_homes, fire: Callable):
+        self._storage = storage
+        self._clock = clock
+        self._run_blocking = run_blocking
+        self._accounts = accounts
+        self._site_homes = site_homes
+        self._fire = fire
+
+    async def add_site(self, domain: str, admin_user: str, email: Optional[str], password: Optional[str],
+                       actor: Identity) -> NewSite:
+        """Create a site and its administrator; a password is generated when none is given.
+
+        Fires ``apiserver_site_added``.  Exists if the domain is taken.
+        """
+        domain = validation.normalize_domain(domain)
+        admin_user = validation.normalize_username(admin_user)
+        email = validation.normalize_email(email) if email else None
+        generated = password is None
+        if generated:
+            password = passwords.generate_password()
+        target = Identity(Role.SITE, user_id=0, username=admin_user, site=domain)
+        password_hash = await self._accounts.hash_new_password(target, password)
+        await self._run_blocking(self._insert_site, domain, admin_user, email, password_hash)
+        self._fire("apiserver_site_added", site=domain, actor=actor)
+        return NewSite(domain=domain, admin_user=admin_user, password=password if generated else None)
+
+    def _insert_site(self, domain: str, admin_user: str, email: Optional[str], password_hash: str) -> None:
+        now = utcnow(self._clock)
+        home = None
+        try:
+            with self._storage.write() as conn:  # the site, its administrator and its home, or none
+                try:
+                    site_id = conn.execute(_sites.insert().values(domain=domain, created_at=now)
+                                           ).inserted_primary_key[0]
+                except sa.exc.IntegrityError:  # only the domain is unique: any other failure is no "exists"
+                    raise Exists(f"site {domain!r} exists already") from None
+                user_id = conn.execute(_users.insert().values(
+                    site_id=site_id, username=admin_user, role="site", password_hash=password_hash, email=email,
+                    created_at=now)).inserted_primary_key[0]
+                home = self._site_homes.create(domain)  # before the commit: a failure rolls the rows back
+        except BaseException:
+            if home is not None:  # the commit failed after the home was made
+                self._site_homes.purge(self._site_homes.detach(domain))
+            raise
+        self._accounts.directory.forget(user_id)  # SQLite may reuse the id of an account deleted on another node
+
+    async def delete_site(self, domain: str, actor: Identity) -> None:
+        """Delete a site with all its accounts, keys, restrictions and sessions; NotFound if absent.
+
+        Fires ``apiserver_site_deleted``.
+        """
+        domain = validation.normalize_domain(domain)
+        user_ids = await self._run_blocking(self._delete_site_rows, domain)
+        await self._accounts.forget_users(user_ids)
+        self._fire("apiserver_site_deleted", site=domain, actor=actor)
+
+    def _delete_site_rows(self, domain: str) -> list:
+        homes = self._site_homes
+        detached = None
+        try:
+            with self._storage.write() as conn:
+                site_id = conn.execute(sa.select(_sites.c.id).where(_sites.c.domain == domain)).scalar()
+                if site_id is None:
+                    raise NotFound(f"no site {domain!r}")
+                user_ids = list(conn.execute(sa.select(_users.c.id).where(_users.c.site_id == site_id)).scalars())
+                conn.execute(_sites.delete().where(_sites.c.id == site_id))
+                detached = homes.detach(domain)  # one rename: the home leaves its place with the rows
+        except BaseException:
+            if detached is not None:  # the commit failed: put the home back
+                os.rename(detached, os.path.join(homes.sites_root, domain))
+            raise
+        if detached is not None:
+            try:
+                homes.purge(detached)
+            except OSError as exc:  # the site is gone; what is left on disk is named, not fatal
+                log.error("could not remove the deleted site's files at {path}: {error}", path=detached, error=exc)
+        return user_ids
+
+    async def add_user(self, site_admin: Identity, username: str, password: str, email: Optional[str]) -> None:
+        """Add a user to ``site_admin``'s site; Exists if the name is taken there."""
+        username = validation.normalize_username(username)
+        email = validation.normalize_email(email) if email else None
+        target = Identity(Role.USER, user_id=0, username=username, site_id=site_admin.site_id, site=site_admin.site)
+        password_hash = await self._accounts.hash_new_password(target, password)
+        await self._run_blocking(self._insert_user, site_admin.site_id, username, password_hash, email)
+
+    def _insert_user(self, site_id: int, username: str, password_hash: str, email: Optional[str]) -> None:
+        try:
+            with self._storage.write() as conn:
+                user_id = conn.execute(_users.insert().values(
+                    site_id=site_id, username=username, role="user", password_hash=password_hash, email=email,
+                    created_at=utcnow(self._clock))).inserted_primary_key[0]
+        except sa.exc.IntegrityError:
+            raise Exists(f"user {username!r} exists already") from None
+        self._accounts.directory.forget(user_id)  # SQLite may reuse the id of an account deleted on another node
+
+    async def delete_user(self, site_admin: Identity, username: str) -> None:
+        """Delete a user of ``site_admin``'s site (not the administrator); NotFound if absent."""
+        user_id = await self._run_blocking(self._delete_user_row, site_admin, username)
+        await self._accounts.forget_users([user_id])
+
+    def _delete_user_row(self, site_admin: Identity, username: str) -> int:
+        with self._storage.write() as conn:
+            row = conn.execute(sa.select(_users.c.id, _users.c.role)
+                               .where(_users.c.site_id == site_admin.site_id, _users.c.username == username)).first()
+            if row is None:
+                raise NotFound(f"no user {username!r} in site {site_admin.site!r}")
+            if row.role != "user":
+                raise Denied("the site administrator cannot be deleted; delete the site instead")
+            conn.execute(_users.delete().where(_users.c.id == row.id))
+        return row.id
