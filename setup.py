@@ -28,7 +28,7 @@ setup(
         "postgresql": ["psycopg[binary]>=3.1"],
         "test": [
             "pytest>=8", "zeep>=4.2", "redis>=5", "PyMySQL>=1.1", "psycopg[binary]>=3.1", "aiosmtpd>=1.4",
-            "mmdb-writer>=0.2.7", "netaddr>=1.0", "requests>=2.31",
+            "mmdb-writer>=0.2.7", "netaddr>=1.0", "requests>=2.31", "ruff>=0.6",
         ],
     },
     entry_points={

@@ -79,13 +79,15 @@ def main() -> None:
         on_server = servers.enter_context(h.pinned_server(on.serve_argv(), on.port, log))
         print(f"IP restrictions stored for the administrator: {add_restrictions(on)}")
         off_server = servers.enter_context(h.pinned_server(
-            [h.PYTHON, os.path.join(h.HERE, "serve_without_middleware.py"), "--config", off.config_path], off.port, log))
+            [h.PYTHON, os.path.join(h.HERE, "serve_without_middleware.py"), "--config", off.config_path],
+            off.port, log))
         targets = [h.Target(OFF, f"{off.url}/soap?authkey={off.admin_key}", off_server.pid),
                    h.Target(ON, f"{on.url}/soap?authkey={on.admin_key}", on_server.pid)]
         for target in targets:
             h.check_answer(target.url, body, h.SOAP_HEADERS, f"{OPERATION}Response")
             if outsider_admitted(target.url, body) != (target.label == OFF):
-                sys.exit(f"{target.label}: a call for {OUTSIDER} was not treated as that mode must; log:\n{h.tail(log)}")
+                sys.exit(f"{target.label}: a call for {OUTSIDER} was not treated as that mode must; "
+                         f"log:\n{h.tail(log)}")
         print(f"checked: a call forwarded for {OUTSIDER} is refused with the middleware on, answered with it off\n")
         results = h.alternate(targets, body, h.SOAP_HEADERS, args.rounds, args.duration, args.warmup, workdir)
         throughput, capacity = h.summarize(results, ON, OFF, "target: the middleware costs under 10% of throughput")

@@ -58,7 +58,8 @@ def main() -> None:
         for target in targets:
             h.check_answer(target.url, target.body, h.SOAP_HEADERS, "Response")
         print(f"site administrator's restrictions: {args.restrictions}; database: {args.db}; "
-              f"[auth] account_cache_ttl: {args.account_cache_ttl if args.account_cache_ttl is not None else 'default'}\n")
+              f"[auth] account_cache_ttl: "
+              f"{args.account_cache_ttl if args.account_cache_ttl is not None else 'default'}\n")
         results = h.alternate(targets, "", h.SOAP_HEADERS, args.rounds, args.duration, args.warmup, workdir)
         report(results)
 

@@ -111,11 +111,13 @@ def main() -> None:
             setups[name] = h.init_apiserver(os.path.join(workdir, name), extra)
             urls[name] = extra.get("db", {}).get("url") or "sqlite:///" + os.path.join(
                 setups[name].state_dir, "apiserver.db")
-        print(f"bulk insert into the full database: {bulk_fill(urls['full'], args.sites, args.keys, args.history):.1f} s")
+        seconds = bulk_fill(urls["full"], args.sites, args.keys, args.history)
+        print(f"bulk insert into the full database: {seconds:.1f} s")
         for name in setups:
             print(f"  {name}: {counts(urls[name])}")
         log = os.path.join(workdir, "servers.log")
-        servers = {name: stack.enter_context(h.pinned_server(s.serve_argv(), s.port, log)) for name, s in setups.items()}
+        servers = {name: stack.enter_context(h.pinned_server(s.serve_argv(), s.port, log))
+                   for name, s in setups.items()}
         keys = {name: h.site_admin_key(s, restrictions=1) for name, s in setups.items()}
         form = urllib.parse.urlencode({"username": "siteadmin", "domain": "bench.example", "password": PASSWORD})
         form_headers = {"Content-Type": "application/x-www-form-urlencoded"}

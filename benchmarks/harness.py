@@ -79,7 +79,8 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
 
 
 @contextlib.contextmanager
-def pinned_server(argv: Sequence[str], port: int, log_path: str, env: Optional[dict] = None) -> Iterator[subprocess.Popen]:
+def pinned_server(argv: Sequence[str], port: int, log_path: str,
+                  env: Optional[dict] = None) -> Iterator[subprocess.Popen]:
     """Run ``argv`` on the server core until the block ends; its output goes to ``log_path``."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv], stdout=log, stderr=subprocess.STDOUT,
@@ -415,7 +416,8 @@ def bench_parser(description: str, rounds: int = 6, duration: int = 4, warmup: i
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=rounds, help=f"measured runs per server (default {rounds})")
     parser.add_argument("--duration", type=int, default=duration, help=f"seconds per measured run (default {duration})")
-    parser.add_argument("--warmup", type=int, default=warmup, help=f"seconds of load before measuring (default {warmup})")
+    parser.add_argument("--warmup", type=int, default=warmup,
+                        help=f"seconds of load before measuring (default {warmup})")
     return parser
 
 

@@ -62,6 +62,9 @@ say "installing apiserver and test dependencies"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q --config-settings editable_mode=compat -e ".[test]" -e plugins/apiserver-example
 
+say "linting (ruff.toml)"
+"$VENV/bin/ruff" check apiserver tests plugins benchmarks scripts
+
 say "running tests"
 set +e
 "$VENV/bin/python" -m pytest tests plugins/apiserver-example/tests "$@"

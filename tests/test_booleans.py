@@ -12,5 +12,6 @@ def test_words_people_type_are_read():
 
 def test_xsd_vocabulary_takes_only_true_false_one_zero():
     """xsd:boolean and XML-RPC allow true/1/false/0; yes/on are no booleans there."""
-    assert [parse_boolean(w, XSD_BOOLEAN) for w in ("true", "TRUE", "1", "false", "0")] == [True, True, True, False, False]
+    words = ("true", "TRUE", "1", "false", "0")
+    assert [parse_boolean(w, XSD_BOOLEAN) for w in words] == [True, True, True, False, False]
     assert [parse_boolean(w, XSD_BOOLEAN) for w in ("yes", "on", "", "2")] == [None] * 4

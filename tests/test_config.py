@@ -21,7 +21,8 @@ def test_defaults_without_keys(tmp_path):
     """An empty file gives the documented defaults of api.md."""
     config = load_config(write(tmp_path, ""))
     assert config.get("soap", "enabled") is True
-    assert (config.get("anvil", "limit"), config.get("anvil", "ttl"), config.get("anvil", "min_attempts")) == (20, 900, 3)
+    anvil = (config.get("anvil", "limit"), config.get("anvil", "ttl"), config.get("anvil", "min_attempts"))
+    assert anvil == (20, 900, 3)
     assert [str(n) for n in config.get("anvil", "whitelist")] == ["127.0.0.1/32"]
     assert config.get("auth", "min_pw_length") == 7
     assert config.get("auth", "ip_restriction_limit") == 50

@@ -11,7 +11,8 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def _documents() -> list:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "plugins" / "apiserver-example" / "README.md"]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+            ROOT / "plugins" / "apiserver-example" / "README.md"]
 
 
 def _anchors(text: str) -> set:

@@ -111,7 +111,8 @@ def broken_plugin(tmp_path, monkeypatch):
     site.mkdir()
     make_distribution(site, "apiserver-broken", "0.1", "broken_start_plugin", "1/0\n", entry="broken")
     monkeypatch.setenv("PYTHONPATH", str(site))
-    return "plugin broken (apiserver-broken 0.1): cannot import broken_start_plugin: ZeroDivisionError: division by zero"
+    return ("plugin broken (apiserver-broken 0.1): cannot import broken_start_plugin: "
+            "ZeroDivisionError: division by zero")
 
 
 @pytest.mark.parametrize("starter", sorted(STARTERS))

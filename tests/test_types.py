@@ -28,7 +28,8 @@ def test_coerce_accepts(hint, value, expected):
 
 
 @pytest.mark.parametrize("hint, value", [
-    (int, "forty"), (int, 1.5), (int, "99999999999999999999999"), (int, -(2 ** 63) - 1), (bool, "maybe"), (bool, 2), (str, None), (list[int], ["x"]),
+    (int, "forty"), (int, 1.5), (int, "99999999999999999999999"), (int, -(2 ** 63) - 1),
+    (bool, "maybe"), (bool, 2), (str, None), (list[int], ["x"]),
     (Rec, {"ip": "1.2.3.4", "gate": None, "extra": 1}), (Rec, "text"), (dict, 5),
 ])
 def test_coerce_refuses_with_argument_name(hint, value):

@@ -63,5 +63,6 @@ def record_logins(conn: sa.Connection, rows: Iterable[dict]) -> None:
 
 def login_row(identity: Identity, at: datetime.datetime, address: str, gate, method: str, success: bool) -> dict:
     """The values of one ``login_history`` row, as :func:`record_logins` takes them."""
-    return {"user_id": identity.user_id, "at": at, "address": str(address)[:64], "gate": str(getattr(gate, "value", gate)),
+    return {"user_id": identity.user_id, "at": at, "address": str(address)[:64],
+            "gate": str(getattr(gate, "value", gate)),
             "method": method, "success": success}

@@ -86,7 +86,8 @@ class FileSystemUser:
         self._own_groups = tuple(os.getgroups())
 
     def become(self, uid: int, gid: int) -> None:
-        """Act as ``uid``/``gid`` (groups: ``gid`` alone; for uid 0 the process's own); RuntimeError if it did not take."""
+        """Act as ``uid``/``gid`` (groups: ``gid`` alone; for uid 0 the process's own); RuntimeError if it
+        did not take."""
         groups = self._own_groups if uid == 0 else (gid,)
         array = (ctypes.c_uint * max(len(groups), 1))(*groups)
         if self._libc.syscall(self._setgroups, len(groups), array) != 0:

@@ -115,7 +115,8 @@ def test_proppatch_sets_and_removes_a_dead_property(dav):
     found = ET.fromstring(dav.propfind("props.txt", "0", query).content)
     assert found.find(".//{urn:example}colour").text == "blue"
     remove = body.replace(b"<D:set>", b"<D:remove>").replace(b"</D:set>", b"</D:remove>")
-    assert dav.request("PROPPATCH", "props.txt", data=remove, headers={"Content-Type": "application/xml"}).status_code == 207
+    xml = {"Content-Type": "application/xml"}
+    assert dav.request("PROPPATCH", "props.txt", data=remove, headers=xml).status_code == 207
     found = ET.fromstring(dav.propfind("props.txt", "0", query).content)
     assert b"404" in ET.tostring(found)
 
@@ -240,8 +241,10 @@ def test_links_out_of_the_home_are_never_followed(dav_server, dav):
     assert dav.request("PUT", "var/www/html/other-link", data=b"overwritten").status_code == 403
     assert dav.request("PUT", "var/www/html/other-dir/new.txt", data=b"x").status_code == 403
     dav.request("PUT", "src.txt", data=b"copied")
-    assert dav.request("COPY", "src.txt", headers={"Destination": dav.url("var/www/html/other-link")}).status_code == 403
-    assert dav.request("MOVE", "src.txt", headers={"Destination": dav.url("var/www/html/other-dir/x.txt")}).status_code == 403
+    to_link = {"Destination": dav.url("var/www/html/other-link")}
+    into_link = {"Destination": dav.url("var/www/html/other-dir/x.txt")}
+    assert dav.request("COPY", "src.txt", headers=to_link).status_code == 403
+    assert dav.request("MOVE", "src.txt", headers=into_link).status_code == 403
     assert dav.request("DELETE", "var/www/html/other-link").status_code == 403
     with open(other_secret) as fh:
         assert fh.read() == "other site's secret"
@@ -259,7 +262,8 @@ def test_destination_outside_dav_is_refused(dav):
 
 
 def test_cadaver_session(dav_server, tmp_path):
-    """cadaver (commands on stdin, credentials from ~/.netrc) lists, uploads, downloads, makes folders, locks and moves."""
+    """cadaver (commands on stdin, credentials from ~/.netrc) lists, uploads, downloads, makes folders,
+    locks and moves."""
     local = tmp_path / "upload.txt"
     local.write_text("from cadaver\n")
     os.chmod(tmp_path, 0o755)
@@ -333,7 +337,8 @@ def test_bad_requests_never_fail_the_server(dav, method, path, headers, body):
     """Malformed DAV requests of every kind get an answer that is no 500 (a 4xx; 501 for an unknown method or
     encoding; 502 for a Destination on another server, as RFC 4918 says; an entity never expands)."""
     answer = dav.request(method, path, headers=headers, data=body, timeout=30)
-    assert answer.status_code != 500 and answer.status_code >= 400 or body is BOMB, (answer.status_code, answer.text[:300])
+    assert answer.status_code != 500 and answer.status_code >= 400 or body is BOMB, \
+        (answer.status_code, answer.text[:300])
     assert b"aaaaaaaaaaaaaaaaaaaa" not in answer.content
 
 

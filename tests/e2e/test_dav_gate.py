@@ -49,7 +49,8 @@ def test_put_without_credentials_is_refused_before_its_body(server_factory):
     server, _ = dav_site(server_factory)
     host, port = server.url.split("//", 1)[1].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"PUT /dav/big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\nExpect: 100-continue\r\n\r\n")
+        sock.sendall(b"PUT /dav/big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
         head = sock.recv(4096)
     assert head.startswith(b"HTTP/1.1 401 ") and b"WWW-Authenticate: Basic" in head
 

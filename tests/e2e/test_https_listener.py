@@ -71,5 +71,6 @@ def test_api_disabled_holds_on_both_listeners(server_factory):
     assert zeep_service(server).scope_get("cp.api") is True
     assert zeep_service(server, https=True).scope_get("cp.api") is True
     zeep_service(server, https=True).scope_set("cp.api", False)
-    assert soap_post(f"{server.https_url}/soap?authkey={server.admin_key}", "scope_list", verify=verify).status_code == 403
+    answer = soap_post(f"{server.https_url}/soap?authkey={server.admin_key}", "scope_list", verify=verify)
+    assert answer.status_code == 403
     assert soap_post(server.soap_url, "scope_list").status_code == 403

@@ -31,7 +31,8 @@ def test_cp_config_edits_file_and_survives_restart(server_factory):
     assert text.startswith(NOTE)
     assert "limit = 7\n" in text and "https_only = true\n" in text
     config = load_config(server.config_path)
-    assert (config.get("anvil", "limit"), config.get("frontend", "https_only"), config.get("session", "ttl")) == (7, True, 1200)
+    assert (config.get("anvil", "limit"), config.get("frontend", "https_only"),
+            config.get("session", "ttl")) == (7, True, 1200)
 
     server.restart()
     assert soap_post(server.soap_url, "scope_list", headers=REMOTE).status_code == 403  # https_only still on

@@ -60,7 +60,8 @@ def test_mail_insecure_ssl_sets_the_three_bootstrapper_variables(running_server)
 
 
 def test_php_soapclient_positional_variadic_calls(running_server, php):
-    """PHP SoapClient calls scope_set('cp.config', 'frontend', 'https_only', true) and a hash value as ApisCP clients do."""
+    """PHP SoapClient calls scope_set('cp.config', 'frontend', 'https_only', true) and a hash value as ApisCP clients
+    do."""
     calls = [
         ["scope_set", ["cp.config", "auth", "min_pw_length", 9]],
         ["scope_get", ["cp.config", "auth", "min_pw_length"]],
@@ -87,7 +88,8 @@ def test_list_and_info(running_server):
                "cp.debug", "mail.insecure-ssl"}
     assert builtin <= set(cpcmd(running_server, "scope:list"))  # installed plugins may add more
     info = soap.scope_info("apache.dav")
-    assert (info.type, info.default, info.allowed["string"]) == ("bool", True, ["true", "false"])  # zeep names array items
+    # zeep names array items
+    assert (info.type, info.default, info.allowed["string"]) == ("bool", True, ["true", "false"])
     assert "WebDAV" in info.help
     assert cpcmd(running_server, "scope:info", "cp.bootstrapper")["usage"] == "cp.bootstrapper VAR VALUE"
 

@@ -3,7 +3,8 @@
 Each key is changed with ``cpcmd scope:set cp.config SECTION KEY VALUE`` and its effect is then
 observed from outside, over SOAP or in the server's log: ``[anvil]`` (limit, whitelist),
 ``[auth]`` limits (``min_pw_length``, ``ip_restriction_limit``), ``[soap] enabled``, ``[core]
-http_trusted_forward`` and ``[core] debug`` (``cp.debug``).  (``[frontend] https_only`` is covered in ``test_https_listener.py``.)
+http_trusted_forward`` and ``[core] debug`` (``cp.debug``).  (``[frontend] https_only`` is covered in
+``test_https_listener.py``.)
 Remote clients are named with ``X-Forwarded-For: 192.0.2.x`` through the trusted loopback proxy.
 """
 

@@ -77,7 +77,8 @@ def test_site_admin_logs_in_with_password(server_factory):
     assert cookies["esprit_id"] == f"esprit_id={sid}; Path=/; HttpOnly; SameSite=Strict"
     assert cookies["esprit_tag"] == f"esprit_tag={tag}; Path=/; HttpOnly; SameSite=Strict"
     device = answer.cookies["apiserver_device"]  # tells this browser apart for device notices
-    assert cookies["apiserver_device"] == f"apiserver_device={device}; Path=/; HttpOnly; SameSite=Strict; Max-Age=34560000"
+    assert cookies["apiserver_device"] == (f"apiserver_device={device}; Path=/; HttpOnly; SameSite=Strict; "
+                                           "Max-Age=34560000")
     assert whoami(server, sid).json() == {"role": "site", "username": "siteadmin", "site": DOMAIN}
     history = xmlrpc_call(server, "auth_get_login_history", sid=xmlrpc_call(
         server, "admin_hijack", DOMAIN, key=server.admin_key))

@@ -88,7 +88,8 @@ CORPUS = {
     "add_handler_case": ("addhandler Server-Parsed .shtml\n", "index.shtml", "inert"),
     "set_handler": ('<Files "page.foo">\nSetHandler server-parsed\n</Files>\n', "page.foo", "inert"),
     "rewrite_handler": ("RewriteEngine On\nRewriteRule ^page\\.foo$ - [H=server-parsed]\n", "page.foo", "inert"),
-    "filter_provider": ('FilterDeclare ssi\nFilterProvider ssi INCLUDES "true"\nFilterChain ssi\n', "index.html", "inert"),
+    "filter_provider": ('FilterDeclare ssi\nFilterProvider ssi INCLUDES "true"\nFilterChain ssi\n',
+                        "index.html", "inert"),
     "seed_without_options": ('<Files "page.foo">\n  Header set Content-Type "text/html"\n'
                              '  SetOutputFilter INCLUDES\n</Files>\n', "page.foo", "inert"),
 }

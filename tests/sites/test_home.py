@@ -144,7 +144,8 @@ def test_faults_name_no_host_path(tmp_path, monkeypatch):
     from apiserver.sites import home as home_module
 
     def failing_setfacl(command, **kwargs):
-        raise subprocess.CalledProcessError(1, command, stderr=f"setfacl: {command[-1]}: Operation not supported".encode())
+        raise subprocess.CalledProcessError(
+            1, command, stderr=f"setfacl: {command[-1]}: Operation not supported".encode())
 
     monkeypatch.setattr(subprocess, "run", failing_setfacl)
     with pytest.raises(ServerError) as refused:

@@ -154,7 +154,8 @@ def test_real_host_usr_bin_scanned_directly():
 
 
 def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(tmp_path, monkeypatch):
-    """A folder of the root replaced by a link to elsewhere just before it is listed: what lies behind is not scanned."""
+    """A folder of the root replaced by a link to elsewhere just before it is listed: what lies behind
+    is not scanned."""
     from tests.sites.support import swap_for_link_before_listing
 
     root = tmp_path / "template"

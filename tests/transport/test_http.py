@@ -131,7 +131,8 @@ def test_wrong_content_type_is_415(server, ctype):
 
 
 @pytest.mark.parametrize("ctype", ["text/xml", "application/soap+xml; charset=utf-8", 'text/xml; charset="utf-8"',
-                                   'text/xml; charset="UTF8"', 'application/soap+xml;charset="US-ASCII";action="urn:x"'])
+                                   'text/xml; charset="UTF8"',
+                                   'application/soap+xml;charset="US-ASCII";action="urn:x"'])
 def test_accepted_content_types(server, ctype):
     """text/xml and application/soap+xml, with or without a UTF-8 charset, are served."""
     status, _, _ = post(server, envelope('<m:sample_whoami xmlns:m="urn:x"/>'), headers={"Content-Type": ctype})

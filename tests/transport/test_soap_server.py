@@ -48,7 +48,8 @@ BILLION_LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
                   b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
                   b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
                   b'<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body>'
-                  b'<m:sample_echo xmlns:m="urn:x"><text>&lol3;</text></m:sample_echo></SOAP-ENV:Body></SOAP-ENV:Envelope>')
+                  b'<m:sample_echo xmlns:m="urn:x"><text>&lol3;</text></m:sample_echo>'
+                  b'</SOAP-ENV:Body></SOAP-ENV:Envelope>')
 XXE = (b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
        b'<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body>'
        b'<m:sample_echo xmlns:m="urn:x"><text>&x;</text></m:sample_echo></SOAP-ENV:Body></SOAP-ENV:Envelope>')

@@ -87,14 +87,16 @@ def test_event_hook_counts_keys_created_over_the_api(admin):
 
 def test_example_module_is_callable_over_xmlrpc(running_server):
     """The same module answers XML-RPC in both name spellings without the plugin doing anything."""
-    proxy = xmlrpc.client.ServerProxy(f"{running_server.url}/xmlrpc?authkey={running_server.admin_key}", allow_none=True)
+    url = f"{running_server.url}/xmlrpc?authkey={running_server.admin_key}"
+    proxy = xmlrpc.client.ServerProxy(url, allow_none=True)
     assert proxy.example.add(2, 3) == 5
     assert proxy.example_echo("a", 2) == ["a", "a"]
 
 
 def test_plugin_scope_is_set_at_run_time(running_server, admin):
     """scope:set example.max-times over the API changes what example_echo accepts at once."""
-    proxy = xmlrpc.client.ServerProxy(f"{running_server.url}/xmlrpc?authkey={running_server.admin_key}", allow_none=True)
+    url = f"{running_server.url}/xmlrpc?authkey={running_server.admin_key}"
+    proxy = xmlrpc.client.ServerProxy(url, allow_none=True)
     assert "example.max-times" in proxy.scope.list("example.*")
     proxy.scope.set("example.max-times", 2)
     try:
