@@ -51,8 +51,8 @@ INIT = '''\
 """PLUGIN_DIST: the apiserver plugin PLUGIN_NAME.
 
 apiserver registers this package through the entry point in pyproject.toml; the functions
-marked @hookimpl are the plugin.  They use only the plugin API (``api``): see apiserver's
-docs/plugins.md.
+marked @hookimpl are the plugin.  ``api``, the plugin API, is all of the server a hook gets
+(module functions: ``ctx.api``); see apiserver's docs/plugins.md.
 """
 
 from apiserver import hookimpl

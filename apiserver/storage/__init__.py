@@ -2,7 +2,7 @@
 
 SQLite in ``[core] state_dir`` by default (WAL, foreign keys on); any SQLAlchemy URL in
 ``[db] url`` (PostgreSQL and MariaDB/MySQL are tested).  Every method blocks: call it through
-``app.run_blocking``, never on the reactor thread.
+the blocking pool (``run_blocking``), never on the reactor thread.
 """
 
 from __future__ import annotations

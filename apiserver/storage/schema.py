@@ -1,7 +1,7 @@
 """The tables, as SQLAlchemy Core objects portable to SQLite, PostgreSQL and MariaDB/MySQL.
 
 Times of day are naive UTC ``DateTime`` (microseconds kept on MariaDB too); session times are
-``app.clock.seconds()`` floats because sessions slide on the injected clock.
+clock ``seconds()`` floats because sessions slide on the injected clock.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ fortifications = sa.Table(
     sa.Column("path", sa.String(512), nullable=False),
     sa.Column("app", sa.String(32), nullable=False),
     sa.Column("mode", sa.String(8), nullable=False),
-    # End of a learn or write window on the injected clock (app.clock.seconds()); NULL otherwise.
+    # End of a learn or write window on the injected clock (its seconds()); NULL otherwise.
     sa.Column("until", sa.Double, nullable=True, index=True),
     # The filesystem's time (st_mtime_ns of a fresh file) when a learn window opened.
     sa.Column("learn_since_ns", sa.BigInteger, nullable=True),
@@ -156,7 +156,7 @@ notices = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("sent_at", Timestamp, nullable=True),
-    # app.clock seconds: when the next attempt may start, and the lease of the node sending it.
+    # Injected-clock seconds: when the next attempt may start, and the lease of the node sending it.
     sa.Column("next_attempt", sa.Double, nullable=False),
     sa.Column("claimed_by", sa.String(64), nullable=True),
     sa.Column("claimed_until", sa.Double, nullable=True),
