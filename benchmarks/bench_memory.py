@@ -41,7 +41,7 @@ class Clock:
     def seconds(self):
         return 0.0
 
-from apiserver.middleware.anvil import MemoryAnvilStore, after_failure
+from apiserver.middleware.anvil_store import MemoryAnvilStore, after_failure
 
 def keys():
     for i in range(n // 2):
