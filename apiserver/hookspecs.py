@@ -7,17 +7,17 @@ and what the return value means; ``tests/test_hookspecs.py`` fails for an undocu
 
 Hooks whose name ends in a past participle (``..._changed``, ``..._created``) are events: they
 run on the reactor thread after the fact, return nothing, and must not block (hand slow work
-to ``api.run_blocking``).  They are fired one implementation at a time, so one plugin that raises is
-logged and cannot stop the others or undo the action.  ``firstresult`` hooks are decisions:
-the first non-None answer wins.
+to ``api.run_blocking``).  They are fired one implementation at a time, so one plugin that
+raises is logged and cannot stop the others or undo the action.  ``firstresult`` hooks are
+decisions: the first non-None answer wins.
 
 Hooks get ``api``, the :class:`apiserver.plugin_api.PluginApi`: the one surface of the server a
 plugin may use.  An implementation names only the arguments it needs; one that asks for
 anything else (``app``, the application of earlier versions) is refused when the plugin is
 registered.  ``apiserver_config_sections`` runs before the API exists and gets nothing;
-``apiserver_call`` reaches it as ``ctx.api``.  Only ``apiserver_call`` takes ``@hookimpl(wrapper=True)``
-implementations: a wrapper of any other hook is refused when the plugin is registered.
-docs/plugins.md is the guide.
+``apiserver_call`` reaches it as ``ctx.api``.  Only ``apiserver_call`` takes
+``@hookimpl(wrapper=True)`` implementations: a wrapper of any other hook is refused when the
+plugin is registered.  docs/plugins.md is the guide.
 """
 
 from __future__ import annotations
