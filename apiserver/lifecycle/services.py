@@ -102,9 +102,7 @@ _service("auth", "How the site administrator logs in.",
          _p("auth", "tpasswd", SECRET, None, "Plain-text password of the site administrator (set, never read back).",
             protected=True, secret=True),
          _p("auth", "cpasswd", CRYPT, None, "Crypted password ($6$ SHA512-crypt or $pbkdf2-sha512$; never read back).",
-            protected=True, secret=True),
-         _p("auth", "pwoverride", SWITCH, 0, "1: no notice mail when the billing system changes the password.",
-            nullable=False, protected=True))
+            protected=True, secret=True))
 _service("billing", "How the billing system knows the site.",
          _p("billing", "invoice", TEXT, None, "The billing identifier of the site (an account group's parent).",
             protected=True),

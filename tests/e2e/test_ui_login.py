@@ -39,7 +39,8 @@ def xmlrpc_call(server, method, *args, key=None, sid=None, address=None):
 
 def add_site(server, domain=DOMAIN):
     """A site whose administrator ``siteadmin`` has PASSWORD, and an API key of that administrator."""
-    xmlrpc_call(server, "admin_add_site", domain, "siteadmin", f"owner@{domain}", PASSWORD, key=server.admin_key)
+    options = {"siteinfo.email": f"owner@{domain}", "auth.tpasswd": PASSWORD}
+    xmlrpc_call(server, "admin_add_site", domain, "siteadmin", options, key=server.admin_key)
     hijacked = xmlrpc_call(server, "admin_hijack", domain, key=server.admin_key)
     return hijacked, xmlrpc_call(server, "auth_create_api_key", "ui e2e", sid=hijacked)
 

@@ -28,7 +28,8 @@ def xmlrpc_call(server, method, *args, key=None, sid=None):
 
 def add_site(server, domain: str, admin: str, password: str) -> str:
     """Create a site with ``admin``/``password``; returns a session acting as its administrator."""
-    xmlrpc_call(server, "admin_add_site", domain, admin, f"owner@{domain}", password, key=server.admin_key)
+    options = {"siteinfo.email": f"owner@{domain}", "auth.tpasswd": password}
+    xmlrpc_call(server, "admin_add_site", domain, admin, options, key=server.admin_key)
     return xmlrpc_call(server, "admin_hijack", domain, key=server.admin_key)
 
 
