@@ -58,7 +58,8 @@ def test_clientexec_plugin_lifecycle(server, php):
 
     link = result(ce("direct_link"))
     landing, page = land(link, certificate_path(server))
-    assert landing.status_code == 303 and page.status_code == 200 and "Logged in as <strong>ceuser</strong>" in page.text
+    assert landing.status_code == 303 and page.status_code == 200
+    assert "Logged in as <strong>ceuser</strong>" in page.text
 
     assert result(ce("delete")) is True  # one argument: PHP sends flags as xsi:nil
     assert site_row(server, DOMAIN) is None and result(ce("actions")) == ["Create"]

@@ -69,8 +69,9 @@ def test_the_whitelist_keeps_anvil_from_counting_and_fail2ban_from_banning(rampa
     assert h.call(h.admin, "rampart_banned_services", "192.0.2.5") == []
     other = Harness(h.config.state_dir, sections=dict(ANVIL, rampart={"whitelist_ttl": "0"}))
     try:
-        other.app.rampart_whitelist.reload()
-        assert other.app.rampart_whitelist.contains("192.0.2.7") and not other.app.rampart_whitelist.contains("192.0.2.17")
+        whitelist = other.app.rampart_whitelist
+        whitelist.reload()
+        assert whitelist.contains("192.0.2.7") and not whitelist.contains("192.0.2.17")
     finally:
         other.close()
     assert h.call(h.admin, "rampart_whitelist", "192.0.2.0/28", "remove") is True
