@@ -108,9 +108,9 @@ class Rampart:
             await self._run_blocking(entries.add, site_id, network)
             await self._run_blocking(self._fail2ban.ignore, network, True)
             return True
-        site_id = None if actor.role is Role.ADMIN else actor.site_id
         if actor.role is Role.USER:
-            raise Denied("a site's users may only query rampart")
+            raise Denied("a site's users may only query rampart; ask the site's administrator")
+        site_id = None if actor.role is Role.ADMIN else actor.site_id
         removed = await self._run_blocking(entries.remove, site_id, network)
         if removed and not await self._run_blocking(entries.referenced, network):
             await self._run_blocking(self._fail2ban.ignore, network, False)
