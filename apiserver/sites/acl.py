@@ -1,131 +1,298 @@
-"""POSIX ACLs for one named user, through the ``acl`` tools (``setfacl``/``getfacl``).
+"""POSIX ACLs, read and written in process as the kernel keeps them: extended attributes.
 
-The one place that runs them, so Fortification and the DAV endpoint give the web server user
-access the same way.  A target is a path or an open file descriptor:
+A file's access ACL is the attribute ``system.posix_acl_access``, a folder's default ACL (what
+new entries inherit) ``system.posix_acl_default``, both in the kernel's format
+(``include/uapi/linux/posix_acl_xattr.h``: a version word, then sorted ``(tag, perm, id)``
+entries).  A file without the attribute has only the entries its mode bits give.  The changes
+follow ``setfacl``'s rules exactly, so Fortification and the DAV endpoint give the web server
+user access as before, one syscall pair per file instead of a process per batch:
 
-- a path is passed with ``-P`` (physical walk): a symbolic link given as an argument is
-  skipped, never followed to its target;
-- a descriptor (opened ``O_PATH | O_NOFOLLOW`` by the caller and checked with ``fstat``) is
-  handed to setfacl and named ``/proc/self/fd/N``, so the ACL lands on exactly the file that
-  was opened, whatever happens to the names on its path meanwhile (a web application renaming
-  folders under our feet cannot redirect it).
+- :func:`grant_folder` is ``setfacl -m u:UID:rwx,d:u:UID:rwx`` (the mask recalculated; a folder
+  without a default ACL gets one from its access ACL's owner, group and other entries);
+- :func:`grant_file` is ``setfacl -m u:UID:rwX`` (execute only where some entry has it);
+- :func:`revoke` is ``setfacl -n -x u:UID,d:u:UID``: the mask stays, since recalculating it
+  would widen the owning group's effective rights.
 
-Everything here is blocking: run it on the blocking pool.
+A *target* is what :func:`os.getxattr` takes: an open descriptor (not ``O_PATH``), or a path.
+For an ``O_PATH`` descriptor pass :func:`handle` (``/proc/self/fd/N``): the ACL then lands on
+exactly the file that was opened and checked, whatever happens to the names on its path.
+Nothing is written when the result equals what is there.  Everything here is blocking.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import subprocess
-from typing import Iterable, Optional, Union
+import errno
+import os
+import pwd
+import stat
+import struct
+from typing import Optional, Union
+
+from twisted.logger import Logger
 
 from apiserver.errors import ServerError
 
-#: How many targets one setfacl invocation takes (well below the argument and descriptor limits).
-BATCH = 200
+_log = Logger(namespace="apiserver.sites.acl")
 
-_ESCAPE = re.compile(rb"\\([0-7]{3})")
+ACCESS = "system.posix_acl_access"
+DEFAULT = "system.posix_acl_default"
 
-Target = Union[str, int]
+#: Entry tags of the kernel's format, in the order it requires.
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+_UNDEFINED_ID = 0xFFFFFFFF
+_VERSION = 2
+_HEADER = struct.Struct("<I")
+_ENTRY = struct.Struct("<HHI")
 
+READ, WRITE, EXECUTE = 4, 2, 1
+RWX = READ | WRITE | EXECUTE
 
-def grant_folders(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  ``user`` may read, write and enter each folder, and new entries inherit that
-    (access ACL ``u:USER:rwx`` plus the default ACL ``d:u:USER:rwx``)."""
-    _setfacl(["-m", f"u:{user}:rwx,d:u:{user}:rwx"], paths)
-
-
-def grant_folders_only(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  ``user`` may create and remove entries in each folder (access ACL only, no inheritance)."""
-    _setfacl(["-m", f"u:{user}:rwx"], paths)
-
-
-def grant_files(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  ``user`` may read and write each file (``u:USER:rwX``: execute only where someone has it)."""
-    _setfacl(["-m", f"u:{user}:rwX"], paths)
+Target = Union[int, str]
 
 
-def revoke(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  Remove ``user``'s access and default ACL entries; other entries stay as they are.
-
-    ``-n`` keeps the mask: recalculating it would widen the owning group's effective rights.
-    """
-    _setfacl(["-n", "-x", f"u:{user},d:u:{user}"], paths)
-
-
-def revoke_files(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  Remove ``user``'s access ACL entry from files (which carry no default ACL); the mask stays."""
-    _setfacl(["-n", "-x", f"u:{user}"], paths)
+def handle(fd: int) -> str:
+    """The path that names the file open at ``fd`` itself (also an ``O_PATH`` descriptor)."""
+    return f"/proc/self/fd/{fd}"
 
 
 @dataclasses.dataclass
 class Acl:
-    """The extended entries of one file's ACL (numeric ids); base permissions come from the mode."""
+    """One ACL: the owner, owning group and other entries, named users and groups (id -> perm
+    bits, 4 r, 2 w, 1 x) and the mask (None when there are no named entries)."""
 
-    users: dict            # uid -> "rwx" string
-    groups: dict           # gid -> "rwx" string (named groups)
-    group_obj: str
-    mask: Optional[str]    # None when the ACL has no mask (no extended entries)
+    user_obj: int
+    group_obj: int
+    other: int
+    mask: Optional[int] = None
+    users: dict = dataclasses.field(default_factory=dict)
+    groups: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_mode(cls, mode: int) -> "Acl":
+        """The ACL that mode bits alone give (what a file without the attribute has)."""
+        return cls((mode >> 6) & 7, (mode >> 3) & 7, mode & 7)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Acl":
+        """Parse the kernel's format; ValueError when it is not one."""
+        if len(data) < _HEADER.size or (len(data) - _HEADER.size) % _ENTRY.size:
+            raise ValueError("not a POSIX ACL attribute")
+        if _HEADER.unpack_from(data)[0] != _VERSION:
+            raise ValueError("unknown POSIX ACL version")
+        acl = cls(0, 0, 0)
+        for tag, perm, qualifier in _ENTRY.iter_unpack(memoryview(data)[_HEADER.size:]):
+            perm &= 7
+            if tag == USER:
+                acl.users[qualifier] = perm
+            elif tag == GROUP:
+                acl.groups[qualifier] = perm
+            elif tag == USER_OBJ:
+                acl.user_obj = perm
+            elif tag == GROUP_OBJ:
+                acl.group_obj = perm
+            elif tag == MASK:
+                acl.mask = perm
+            elif tag == OTHER:
+                acl.other = perm
+            else:
+                raise ValueError(f"unknown POSIX ACL tag {tag:#x}")
+        return acl
+
+    def encode(self) -> bytes:
+        entries = [(USER_OBJ, self.user_obj, _UNDEFINED_ID)]
+        entries += [(USER, perm, uid) for uid, perm in sorted(self.users.items())]
+        entries.append((GROUP_OBJ, self.group_obj, _UNDEFINED_ID))
+        entries += [(GROUP, perm, gid) for gid, perm in sorted(self.groups.items())]
+        if self.mask is not None:
+            entries.append((MASK, self.mask, _UNDEFINED_ID))
+        entries.append((OTHER, self.other, _UNDEFINED_ID))
+        return _HEADER.pack(_VERSION) + b"".join(_ENTRY.pack(*entry) for entry in entries)
+
+    def copy(self) -> "Acl":
+        return dataclasses.replace(self, users=dict(self.users), groups=dict(self.groups))
+
+    def recalculate_mask(self) -> None:
+        """The mask as setfacl sets it: the union of the group class (named users, owning and named groups)."""
+        mask = self.group_obj
+        for perm in self.users.values():
+            mask |= perm
+        for perm in self.groups.values():
+            mask |= perm
+        self.mask = mask
+
+    def any_execute(self) -> bool:
+        """Whether some entry other than the mask grants execute (setfacl's ``X``)."""
+        return bool((self.user_obj | self.group_obj | self.other | _union(self.users) | _union(self.groups))
+                    & EXECUTE)
+
+    def allows(self, st: os.stat_result, uid: int, gids: frozenset, bit: int) -> bool:
+        """Whether the user ``uid`` (in groups ``gids``) has ``bit`` on the file ``st`` describes,
+        by the POSIX ACL algorithm (the kernel's ``posix_acl_permission``); root always has."""
+        if uid == 0:
+            return True
+        if st.st_uid == uid:
+            return bool(self.user_obj & bit)
+        mask = RWX if self.mask is None else self.mask
+        if uid in self.users:
+            return bool(self.users[uid] & mask & bit)
+        matched = False
+        if st.st_gid in gids:
+            if self.group_obj & mask & bit:
+                return True
+            matched = True
+        for gid, perm in self.groups.items():
+            if gid in gids:
+                if perm & mask & bit:
+                    return True
+                matched = True
+        return False if matched else bool(self.other & bit)
 
 
-def read_tree(path: str) -> dict:
-    """Blocking.  The ACLs with extended entries at or under ``path``: {host path: Acl}.
+def _union(perms: dict) -> int:
+    result = 0
+    for perm in perms.values():
+        result |= perm
+    return result
 
-    One ``getfacl -R -P --skip-base`` call; files that carry only base entries are absent.
+
+def read(target: Target, kind: str = ACCESS, follow_symlinks: bool = True) -> Optional[Acl]:
+    """Blocking.  The ACL ``kind`` of ``target``; None when it has none (its mode bits are its ACL).
+
+    ``follow_symlinks=False`` reads a link's own (never its target's): links have none.
     """
     try:
-        proc = subprocess.run(["getfacl", "-R", "-P", "--skip-base", "--numeric", "--absolute-names", "--", path],
-                              capture_output=True, timeout=600)
-    except FileNotFoundError:
-        raise ServerError("getfacl is missing: install the acl package (Debian: apt-get install acl)") from None
-    return parse_getfacl(proc.stdout)
-
-
-def parse_getfacl(output: bytes) -> dict:
-    """Parse getfacl's text (names escaped as ``\\ooo``) into {path: Acl}."""
-    found = {}
-    current = None
-    for raw in output.split(b"\n"):
-        if raw.startswith(b"# file: "):
-            name = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), raw[8:])
-            current = Acl(users={}, groups={}, group_obj="", mask=None)
-            found[name.decode("utf-8", "surrogateescape")] = current
-            continue
-        if current is None or not raw or raw.startswith(b"#") or raw.startswith(b"default:"):
-            continue
-        parts = raw.decode("ascii", "replace").split("\t")[0].split(":")
-        if len(parts) < 3:
-            continue
-        kind, qualifier, perms = parts[0], parts[1], parts[2]
-        if kind == "user" and qualifier:
-            current.users[int(qualifier)] = perms
-        elif kind == "group" and qualifier:
-            current.groups[int(qualifier)] = perms
-        elif kind == "group":
-            current.group_obj = perms
-        elif kind == "mask":
-            current.mask = perms
-    return found
-
-
-def _setfacl(options: list, targets: Iterable[Target]) -> None:
-    targets = list(targets)
-    paths = [t for t in targets if isinstance(t, str)]
-    fds = [t for t in targets if not isinstance(t, str)]
-    for start in range(0, len(paths), BATCH):
-        _run(["setfacl", "-P", *options, "--", *paths[start:start + BATCH]], ())
-    for start in range(0, len(fds), BATCH):
-        chunk = fds[start:start + BATCH]
-        # No -P here: /proc/self/fd/N is a magic link that must be followed to the opened file.
-        _run(["setfacl", *options, "--", *[f"/proc/self/fd/{fd}" for fd in chunk]], chunk)
-
-
-def _run(command: list, pass_fds) -> None:
+        data = os.getxattr(target, kind, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+            return None
+        raise
     try:
-        proc = subprocess.run(command, capture_output=True, timeout=600, pass_fds=tuple(pass_fds))
-    except FileNotFoundError:
-        raise ServerError("setfacl is missing: install the acl package (Debian: apt-get install acl)") from None
-    if proc.returncode != 0:
-        message = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise ServerError(f"setfacl failed: {message[0] if message else proc.returncode}")
+        return Acl.decode(data)
+    except ValueError as exc:
+        raise ServerError(f"unreadable POSIX ACL: {exc}") from None
+
+
+def access_of(target: Target, st: os.stat_result, follow_symlinks: bool = True) -> Acl:
+    """Blocking.  The access ACL of ``target`` (whose lstat is ``st``), from its mode bits when it has none.
+
+    Asks ``listxattr`` first: most files have no ACL, and that answer costs one call and no exception.
+    """
+    found = read(target, ACCESS, follow_symlinks) if _listed(target, ACCESS, follow_symlinks) else None
+    return found if found is not None else Acl.from_mode(st.st_mode)
+
+
+def _listed(target: Target, kind: str, follow_symlinks: bool = True) -> bool:
+    try:
+        return kind in os.listxattr(target, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            return False
+        raise
+
+
+def _write(target: Target, kind: str, acl: Acl) -> None:
+    try:
+        os.setxattr(target, kind, acl.encode())
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            raise ServerError("this filesystem does not support POSIX ACLs (mount it with acl)") from None
+        raise
+
+
+def _set_user(acl: Acl, uid: int, perm: int) -> Acl:
+    changed = acl.copy()
+    changed.users[uid] = perm
+    changed.recalculate_mask()
+    return changed
+
+
+def grant_folder(target: Target, st: os.stat_result, uid: int, inherit: bool = True) -> bool:
+    """Blocking.  ``uid`` may list, enter, create and remove entries in the folder; with ``inherit``
+    new entries inherit that (``setfacl -m u:UID:rwx,d:u:UID:rwx``).  True when something changed."""
+    access = access_of(target, st)
+    changed = False
+    granted = _set_user(access, uid, RWX)
+    if granted != access:
+        _write(target, ACCESS, granted)
+        changed = True
+    if inherit:
+        default = read(target, DEFAULT)
+        # No default ACL yet: setfacl starts one from the access ACL's base entries.
+        base = default if default is not None else Acl(access.user_obj, access.group_obj, access.other)
+        inherited = _set_user(base, uid, RWX)
+        if inherited != default:
+            _write(target, DEFAULT, inherited)
+            changed = True
+    return changed
+
+
+def grant_file(target: Target, st: os.stat_result, uid: int) -> bool:
+    """Blocking.  ``uid`` may read and write the file, and execute it where some entry can
+    (``setfacl -m u:UID:rwX``).  True when something changed."""
+    access = access_of(target, st)
+    perm = READ | WRITE | (EXECUTE if stat.S_ISDIR(st.st_mode) or access.any_execute() else 0)
+    granted = _set_user(access, uid, perm)
+    if granted == access:
+        return False
+    _write(target, ACCESS, granted)
+    return True
+
+
+def revoke(target: Target, st: os.stat_result, uid: int) -> bool:
+    """Blocking.  Remove ``uid``'s entries, access and (on folders) default; the mask and every
+    other entry stay (``setfacl -n -x u:UID,d:u:UID``).  True when something changed."""
+    changed = False
+    kinds = (ACCESS, DEFAULT) if stat.S_ISDIR(st.st_mode) else (ACCESS,)
+    for kind in kinds:
+        acl = read(target, kind)
+        if acl is not None and uid in acl.users:
+            del acl.users[uid]
+            _write(target, kind, acl)
+            changed = True
+    return changed
+
+
+def has_acl(target: Target, follow_symlinks: bool = True) -> bool:
+    """Blocking.  Whether ``target`` carries an access ACL (one listxattr, no exception on the
+    common answer "no"; a file has no default ACL)."""
+    return _listed(target, ACCESS, follow_symlinks)
+
+
+# --- search on the folders above the sites (state_dir) ------------------------------------------
+
+def can_search(path: str, user: str) -> bool:
+    """Blocking.  Whether ``user`` may pass through the folder ``path`` by its mode bits or ACL."""
+    entry = pwd.getpwnam(user)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        return access_of(fd, st).allows(st, entry.pw_uid, user_groups(entry.pw_name, entry.pw_gid), EXECUTE)
+    finally:
+        os.close(fd)
+
+
+def grant_search(path: str, user: str) -> None:
+    """Blocking.  Let ``user`` pass through the folder ``path`` (execute added to its ACL entry; it
+    lists nothing).  ServerError without the host path when the ACL cannot be set."""
+    uid = pwd.getpwnam(user).pw_uid
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            access = access_of(fd, st)
+            granted = _set_user(access, uid, access.users.get(uid, 0) | EXECUTE)
+            if granted != access:
+                _write(fd, ACCESS, granted)
+        finally:
+            os.close(fd)
+    except (OSError, ServerError) as exc:
+        # The host path goes to the log only: a fault never names the server's layout.
+        _log.error("cannot let {user} reach {path}: {error}", user=user, path=path, error=exc)
+        raise ServerError(f"cannot let {user} reach the sites' folders through state_dir "
+                          f"(see the server log)") from None
+
+
+def user_groups(name: str, gid: int) -> frozenset:
+    """Blocking.  Every group id of the user ``name`` (primary ``gid``)."""
+    return frozenset(os.getgrouplist(name, gid))
