@@ -22,7 +22,7 @@ def sites_root():
     path = tempfile.mkdtemp(prefix="apiserver-sites-", dir="/tmp")
     os.chmod(path, 0o711)
     yield os.path.join(path, "sites")
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)
 
 
 def as_web(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -110,3 +110,27 @@ def swap_for_link_before_listing(monkeypatch, folder: str, target: str) -> None:
 
 def requires_root():
     return pytest.mark.skipif(os.geteuid() != 0, reason="acts as the web server user through runuser (root)")
+
+
+def make_deep(top_fd: int, depth: int, side_folders: bool = False, leaf: str = "", name: str = "d") -> None:
+    """Make ``depth`` nested folders ``name/name/...`` in the folder open at ``top_fd`` (by descriptors:
+    the path may be longer than PATH_MAX), each level with a folder ``side`` beside the next when
+    ``side_folders``, and an empty file ``leaf`` at the bottom when given."""
+    fd = os.dup(top_fd)
+    try:
+        for _level in range(depth):
+            os.mkdir(name, 0o755, dir_fd=fd)
+            if side_folders:
+                os.mkdir("side", 0o755, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        if leaf:
+            os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: str) -> None:
+    """Remove ``path`` however deep it goes (rm -rf: shutil.rmtree recurses past Python's limit)."""
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=True, timeout=120)
