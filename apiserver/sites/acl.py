@@ -44,6 +44,9 @@ _UNDEFINED_ID = 0xFFFFFFFF
 _VERSION = 2
 _HEADER = struct.Struct("<I")
 _ENTRY = struct.Struct("<HHI")
+_ID = struct.Struct("<I")
+_HEADER_BYTES = _HEADER.pack(_VERSION)
+_USER_TAG = struct.pack("<H", USER)
 
 READ, WRITE, EXECUTE = 4, 2, 1
 RWX = READ | WRITE | EXECUTE
@@ -109,23 +112,6 @@ class Acl:
         entries.append((OTHER, self.other, _UNDEFINED_ID))
         return _HEADER.pack(_VERSION) + b"".join(_ENTRY.pack(*entry) for entry in entries)
 
-    def copy(self) -> "Acl":
-        return dataclasses.replace(self, users=dict(self.users), groups=dict(self.groups))
-
-    def recalculate_mask(self) -> None:
-        """The mask as setfacl sets it: the union of the group class (named users, owning and named groups)."""
-        mask = self.group_obj
-        for perm in self.users.values():
-            mask |= perm
-        for perm in self.groups.values():
-            mask |= perm
-        self.mask = mask
-
-    def any_execute(self) -> bool:
-        """Whether some entry other than the mask grants execute (setfacl's ``X``)."""
-        return bool((self.user_obj | self.group_obj | self.other | _union(self.users) | _union(self.groups))
-                    & EXECUTE)
-
     def allows(self, st: os.stat_result, uid: int, gids: frozenset, bit: int) -> bool:
         """Whether the user ``uid`` (in groups ``gids``) has ``bit`` on the file ``st`` describes,
         by the POSIX ACL algorithm (the kernel's ``posix_acl_permission``); root always has."""
@@ -147,13 +133,6 @@ class Acl:
                     return True
                 matched = True
         return False if matched else bool(self.other & bit)
-
-
-def _union(perms: dict) -> int:
-    result = 0
-    for perm in perms.values():
-        result |= perm
-    return result
 
 
 def read(target: Target, kind: str = ACCESS, follow_symlinks: bool = True) -> Optional[Acl]:
@@ -191,36 +170,93 @@ def _listed(target: Target, kind: str, follow_symlinks: bool = True) -> bool:
         raise
 
 
-def _write(target: Target, kind: str, acl: Acl) -> None:
+def _stored(target: Target) -> tuple:
+    """Blocking.  (access attribute, default attribute) of ``target``, each bytes or None; one
+    ``listxattr``, and a ``getxattr`` only for what is there."""
     try:
-        os.setxattr(target, kind, acl.encode())
+        names = os.listxattr(target)
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            return None, None
+        raise
+    return tuple(_get(target, kind) if kind in names else None for kind in (ACCESS, DEFAULT))
+
+
+def _get(target: Target, kind: str) -> Optional[bytes]:
+    try:
+        return os.getxattr(target, kind)
+    except OSError as exc:
+        if exc.errno == errno.ENODATA:  # removed since it was listed
+            return None
+        raise
+
+
+def _write(target: Target, kind: str, data: bytes) -> None:
+    try:
+        os.setxattr(target, kind, data)
     except OSError as exc:
         if exc.errno == errno.EOPNOTSUPP:
             raise ServerError("this filesystem does not support POSIX ACLs (mount it with acl)") from None
         raise
 
 
-def _set_user(acl: Acl, uid: int, perm: int) -> Acl:
-    changed = acl.copy()
-    changed.users[uid] = perm
-    changed.recalculate_mask()
-    return changed
+# The changes work on the attribute's entries as (tag, perm, id) tuples: the hot path of a walk
+# over a site, so no object is built per file.
+
+def _entries(data: Optional[bytes], mode: int) -> list:
+    """The entries of an attribute, or those the mode bits give when there is none."""
+    if data is None:
+        return [(USER_OBJ, (mode >> 6) & 7, _UNDEFINED_ID), (GROUP_OBJ, (mode >> 3) & 7, _UNDEFINED_ID),
+                (OTHER, mode & 7, _UNDEFINED_ID)]
+    if len(data) < _HEADER.size or (len(data) - _HEADER.size) % _ENTRY.size or data[:4] != _HEADER_BYTES:
+        raise ServerError("unreadable POSIX ACL: not a version 2 attribute")
+    return list(_ENTRY.iter_unpack(memoryview(data)[_HEADER.size:]))
+
+
+def _with_user(entries: list, uid: int, perm: int) -> bytes:
+    """The attribute of ``entries`` with ``uid``'s entry set to ``perm`` and the mask recalculated
+    (setfacl -m), in the kernel's order."""
+    kept = [e for e in entries if e[0] != MASK and not (e[0] == USER and e[2] == uid)]
+    kept.append((USER, perm, uid))
+    mask = 0
+    for tag, bits, _id in kept:
+        if tag & (USER | GROUP_OBJ | GROUP):
+            mask |= bits
+    kept.append((MASK, mask, _UNDEFINED_ID))
+    kept.sort(key=_order)
+    return _HEADER_BYTES + b"".join([_ENTRY.pack(*e) for e in kept])
+
+
+def _order(entry: tuple) -> tuple:
+    return entry[0], entry[2]
+
+
+def _without_user(data: bytes, uid: int) -> Optional[bytes]:
+    """The attribute without ``uid``'s entry, everything else (the mask too) as it was
+    (setfacl -n -x); None when it has no such entry."""
+    qualifier = _ID.pack(uid)
+    for offset in range(_HEADER.size, len(data) - _ENTRY.size + 1, _ENTRY.size):
+        if data[offset + 4:offset + 8] == qualifier and data[offset:offset + 2] == _USER_TAG:
+            return data[:offset] + data[offset + _ENTRY.size:]
+    return None
 
 
 def grant_folder(target: Target, st: os.stat_result, uid: int, inherit: bool = True) -> bool:
     """Blocking.  ``uid`` may list, enter, create and remove entries in the folder; with ``inherit``
     new entries inherit that (``setfacl -m u:UID:rwx,d:u:UID:rwx``).  True when something changed."""
-    access = access_of(target, st)
+    access, default = _stored(target)
+    entries = _entries(access, st.st_mode)
     changed = False
-    granted = _set_user(access, uid, RWX)
+    granted = _with_user(entries, uid, RWX)
     if granted != access:
         _write(target, ACCESS, granted)
         changed = True
     if inherit:
-        default = read(target, DEFAULT)
-        # No default ACL yet: setfacl starts one from the access ACL's base entries.
-        base = default if default is not None else Acl(access.user_obj, access.group_obj, access.other)
-        inherited = _set_user(base, uid, RWX)
+        if default is None:  # setfacl starts a default ACL from the access ACL's base entries
+            base = [e for e in entries if e[0] in (USER_OBJ, GROUP_OBJ, OTHER)]
+        else:
+            base = _entries(default, st.st_mode)
+        inherited = _with_user(base, uid, RWX)
         if inherited != default:
             _write(target, DEFAULT, inherited)
             changed = True
@@ -228,11 +264,12 @@ def grant_folder(target: Target, st: os.stat_result, uid: int, inherit: bool = T
 
 
 def grant_file(target: Target, st: os.stat_result, uid: int) -> bool:
-    """Blocking.  ``uid`` may read and write the file, and execute it where some entry can
-    (``setfacl -m u:UID:rwX``).  True when something changed."""
-    access = access_of(target, st)
-    perm = READ | WRITE | (EXECUTE if stat.S_ISDIR(st.st_mode) or access.any_execute() else 0)
-    granted = _set_user(access, uid, perm)
+    """Blocking.  ``uid`` may read and write the file, and execute it where some entry other than the
+    mask has execute (``setfacl -m u:UID:rwX``).  True when something changed."""
+    access, _default = _stored(target)
+    entries = _entries(access, st.st_mode)
+    execute = stat.S_ISDIR(st.st_mode) or any(bits & EXECUTE for tag, bits, _id in entries if tag != MASK)
+    granted = _with_user(entries, uid, READ | WRITE | (EXECUTE if execute else 0))
     if granted == access:
         return False
     _write(target, ACCESS, granted)
@@ -243,20 +280,13 @@ def revoke(target: Target, st: os.stat_result, uid: int) -> bool:
     """Blocking.  Remove ``uid``'s entries, access and (on folders) default; the mask and every
     other entry stay (``setfacl -n -x u:UID,d:u:UID``).  True when something changed."""
     changed = False
-    kinds = (ACCESS, DEFAULT) if stat.S_ISDIR(st.st_mode) else (ACCESS,)
-    for kind in kinds:
-        acl = read(target, kind)
-        if acl is not None and uid in acl.users:
-            del acl.users[uid]
-            _write(target, kind, acl)
-            changed = True
+    for kind, data in zip((ACCESS, DEFAULT), _stored(target)):
+        if data is not None:
+            without = _without_user(data, uid)
+            if without is not None:
+                _write(target, kind, without)
+                changed = True
     return changed
-
-
-def has_acl(target: Target, follow_symlinks: bool = True) -> bool:
-    """Blocking.  Whether ``target`` carries an access ACL (one listxattr, no exception on the
-    common answer "no"; a file has no default ACL)."""
-    return _listed(target, ACCESS, follow_symlinks)
 
 
 # --- search on the folders above the sites (state_dir) ------------------------------------------
@@ -280,8 +310,10 @@ def grant_search(path: str, user: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
-            access = access_of(fd, st)
-            granted = _set_user(access, uid, access.users.get(uid, 0) | EXECUTE)
+            access, _default = _stored(fd)
+            entries = _entries(access, st.st_mode)
+            current = next((bits for tag, bits, qualifier in entries if tag == USER and qualifier == uid), 0)
+            granted = _with_user(entries, uid, current | EXECUTE)
             if granted != access:
                 _write(fd, ACCESS, granted)
         finally:

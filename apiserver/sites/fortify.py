@@ -20,8 +20,10 @@ and database work through the injected ``run_blocking``; its timers run on the r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import pwd
@@ -436,27 +438,16 @@ def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int
                 _give_back(here.fd, owner, here.rel or ".")
 
     for here in walk(top, folder, shown=shown, enter=enter):
-        listing = acl.handle(here.fd)
         for entry in here.entries:
             if not entry.is_file(follow_symlinks=False):
                 continue  # folders are entered by the walk; links, sockets, FIFOs are never touched
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if st.st_uid not in uids:
-                continue
-            rel = here.child_rel(entry.name)
-            give_back = st.st_uid == web_uid and not is_writable(rel)
-            if not give_back and not acl.has_acl(f"{listing}/{entry.name}", follow_symlinks=False):
-                continue  # the common case: nothing to take back, and nothing opened
-
-            def take_back(fd: int, st: os.stat_result, rel=rel) -> None:
-                acl.revoke(acl.handle(fd), st, web_uid)
+            with _opened_file(here.fd, entry.name, uids) as (target, st):
+                if target is None:
+                    continue
+                acl.revoke(target, st, web_uid)
+                rel = here.child_rel(entry.name)
                 if st.st_uid == web_uid and not is_writable(rel):
-                    _give_back(acl.handle(fd), owner, rel)
-
-            _on_file(here.fd, entry.name, uids, take_back)
+                    _give_back(target, owner, rel)
 
 
 def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid: int, single: set) -> None:
@@ -477,15 +468,13 @@ def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid
         if st.st_uid in uids:
             acl.grant_folder(here.fd, st, web_uid, inherit=rel_of(here) not in single)
 
-    def grant(fd: int, st: os.stat_result) -> None:
-        if st.st_nlink == 1:
-            acl.grant_file(acl.handle(fd), st, web_uid)
-
     try:
         for here in walk(fd, os.path.join(folder, prefix), shown=shown, enter=enter):
             for entry in here.entries:
                 if entry.is_file(follow_symlinks=False):
-                    _on_file(here.fd, entry.name, uids, grant)
+                    with _opened_file(here.fd, entry.name, uids) as (target, st):
+                        if target is not None and st.st_nlink == 1:
+                            acl.grant_file(target, st, web_uid)
     finally:
         os.close(fd)
 
@@ -495,7 +484,7 @@ def _grant_one(top: int, rel: str, uids: set, web_uid: int) -> None:
     try:
         fd = open_below(top, rel, _PATH_FLAGS)
     except OSError:
-        return
+        return  # no such entry (or a link on the way): nothing to grant
     try:
         st = os.fstat(fd)
         if st.st_uid not in uids:
@@ -508,25 +497,48 @@ def _grant_one(top: int, rel: str, uids: set, web_uid: int) -> None:
         os.close(fd)
 
 
-def _on_file(dir_fd: int, name: str, uids: set, action) -> None:
-    """Blocking.  ``action(fd, fstat)`` on the regular file ``name`` of the folder open at ``dir_fd``,
-    opened ``O_PATH`` without following a link and checked on that descriptor: what the action
-    changes is the file that was checked, even if the name is swapped meanwhile."""
+#: A file is opened to read and change its ACL through the descriptor, never for its content:
+#: O_NONBLOCK so that neither a FIFO swapped in nor a lease holder can make it wait, O_NOATIME
+#: so that it leaves no trace (root and the owner may).
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOATIME | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def _opened_file(dir_fd: int, name: str, uids: set):
+    """Blocking.  ``(target, fstat)`` of the regular file ``name`` of the folder open at ``dir_fd``,
+    owned by one of ``uids``; ``(None, None)`` for anything else or when it is gone.
+
+    The file is opened without following a link and checked on that descriptor, and ``target``
+    names that descriptor: what is changed is the file that was checked, even if the name is
+    swapped meanwhile.  A file that cannot be opened to read (a lease, no read permission
+    without root) is opened ``O_PATH`` instead, its target then ``/proc/self/fd/N``.
+    """
     try:
-        fd = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return  # gone since the listing
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        target = fd
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            yield None, None  # gone or swapped for a link since the listing
+            return
+        try:
+            fd = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            yield None, None
+            return
+        target = acl.handle(fd)
     try:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and st.st_uid in uids:
-            action(fd, st)
+            yield target, st
+        else:
+            yield None, None  # links, sockets, FIFOs and others' files are never touched
     finally:
         os.close(fd)
 
 
 def _give_back(target, owner, rel: str) -> None:
     """Blocking.  The owner gets what the web user made, without group or other write (``target``:
-    an open folder's descriptor or a file's handle path)."""
+    an open descriptor, or the handle path of an ``O_PATH`` one)."""
     try:
         os.chown(target, owner.uid, owner.gid)
         # Read the mode again: the chown cleared setuid and setgid, which must stay cleared.

@@ -29,7 +29,7 @@ import os
 from typing import Callable, Iterator, Optional
 
 from apiserver.errors import ServerError
-from apiserver.sites.home import display_path, open_inside
+from apiserver.sites.home import open_inside, printable
 
 #: A folder opened by the walk: never through a link, never blocking on a FIFO swapped in.
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -212,9 +212,10 @@ def _reopen(stack: list, held: list, shown: str) -> None:
 
 
 def _name(shown: str, rel: str) -> str:
-    if not rel:
-        return display_path(shown)
-    return display_path(rel if shown in ("", ".") else f"{shown.rstrip('/')}/{rel}")
+    """The folder ``rel`` as the caller shows the top, printable, long ones cut in the middle (the
+    end names the folder)."""
+    text = printable(shown if not rel else rel if shown in ("", ".") else f"{shown.rstrip('/')}/{rel}")
+    return text if len(text) <= 240 else f"{text[:80]}...{text[-160:]}"
 
 
 def open_below(top_fd: int, rel: str, flags: int = DIR_FLAGS) -> int:
