@@ -140,33 +140,59 @@ def read(target: Target, kind: str = ACCESS, follow_symlinks: bool = True) -> Op
 
     ``follow_symlinks=False`` reads a link's own (never its target's): links have none.
     """
-    try:
-        data = os.getxattr(target, kind, follow_symlinks=follow_symlinks)
-    except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
-            return None
-        raise
-    try:
-        return Acl.decode(data)
-    except ValueError as exc:
-        raise ServerError(f"unreadable POSIX ACL: {exc}") from None
+    data = read_attribute(target, kind, follow_symlinks)
+    return None if data is None else _decoded(data)
 
 
 def access_of(target: Target, st: os.stat_result, follow_symlinks: bool = True) -> Acl:
-    """Blocking.  The access ACL of ``target`` (whose lstat is ``st``), from its mode bits when it has none.
+    """Blocking.  The access ACL of ``target`` (whose lstat is ``st``), from its mode bits when it has
+    none.  Shared between files with the same ACL: never change what it returns.
 
     Asks ``listxattr`` first: most files have no ACL, and that answer costs one call and no exception.
     """
-    found = read(target, ACCESS, follow_symlinks) if _listed(target, ACCESS, follow_symlinks) else None
-    return found if found is not None else Acl.from_mode(st.st_mode)
-
-
-def _listed(target: Target, kind: str, follow_symlinks: bool = True) -> bool:
     try:
-        return kind in os.listxattr(target, follow_symlinks=follow_symlinks)
+        names = os.listxattr(target, follow_symlinks=follow_symlinks)
     except OSError as exc:
-        if exc.errno == errno.EOPNOTSUPP:
-            return False
+        if exc.errno != errno.EOPNOTSUPP:
+            raise
+        names = ()
+    if ACCESS in names:
+        data = read_attribute(target, ACCESS, follow_symlinks)
+        if data is not None:
+            return _decoded(data)
+    mode = st.st_mode & 0o777
+    found = _FROM_MODE.get(mode)
+    if found is None:
+        found = _FROM_MODE[mode] = Acl.from_mode(mode)
+    return found
+
+
+#: Decoded ACLs by their attribute's bytes, and by mode: a site's files share a handful of each.
+_DECODED: dict = {}
+_FROM_MODE: dict = {}
+_DECODED_MAX = 4096
+
+
+def _decoded(data: bytes) -> Acl:
+    found = _DECODED.get(data)
+    if found is None:
+        try:
+            found = Acl.decode(data)
+        except ValueError as exc:
+            raise ServerError(f"unreadable POSIX ACL: {exc}") from None
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[data] = found
+    return found
+
+
+def read_attribute(target: Target, kind: str, follow_symlinks: bool = True) -> Optional[bytes]:
+    """Blocking.  The raw attribute ``kind`` of ``target``; None when it has none."""
+    try:
+        return os.getxattr(target, kind, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+            return None
         raise
 
 
@@ -179,16 +205,7 @@ def _stored(target: Target) -> tuple:
         if exc.errno == errno.EOPNOTSUPP:
             return None, None
         raise
-    return tuple(_get(target, kind) if kind in names else None for kind in (ACCESS, DEFAULT))
-
-
-def _get(target: Target, kind: str) -> Optional[bytes]:
-    try:
-        return os.getxattr(target, kind)
-    except OSError as exc:
-        if exc.errno == errno.ENODATA:  # removed since it was listed
-            return None
-        raise
+    return tuple(read_attribute(target, kind) if kind in names else None for kind in (ACCESS, DEFAULT))
 
 
 def _write(target: Target, kind: str, data: bytes) -> None:

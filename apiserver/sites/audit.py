@@ -29,7 +29,7 @@ from typing import Callable, Optional
 from apiserver.errors import InvalidArgument
 from apiserver.sites import acl
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path
-from apiserver.sites.walk import walk_inside
+from apiserver.sites.walk import open_file, walk_inside
 
 KEYS = ("user", "group", "perm", "name", "writable")
 _PERM = re.compile(r"^([ugoa]*)([+-])([rwx]+)$")
@@ -44,14 +44,23 @@ def audit(home: SiteHome, site_path: str, web_user: str, requirements: Optional[
     """Blocking.  Site paths at or under ``site_path`` matching ``requirements`` (see the module doc), sorted."""
     root = home.resolve(site_path or DOCUMENT_ROOT, must_exist=True)
     tests = _compile(requirements, web_user)
-    combine = any if union else all
+    if len(tests) == 1:
+        matches = tests[0]
+    else:
+        combine = any if union else all
+
+        def matches(name, st, access, reachable) -> bool:
+            return combine(t(name, st, access, reachable) for t in tests)
+
+    shown = home.site_path(root)
     found = []
-    for path, name, st, access, reachable in _walk(root, home, tests):
-        if combine(t(name, st, access, reachable) for t in tests):
-            found.append(path)
+    for rel, name, st, access, reachable in _walk(root, home, shown, tests):
+        if matches(name, st, access, reachable):
+            found.append(rel)
             if len(found) > MAX_RESULTS:
                 raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")
-    return sorted(home.site_path(path) for path in found)
+    base = shown.rstrip("/")
+    return sorted(f"{base}/{rel}" if rel else shown for rel in found)
 
 
 class _Test:
@@ -137,11 +146,11 @@ def _group(value) -> int:
         raise InvalidArgument(f"group {display_path(text)!r} does not exist") from None
 
 
-def _walk(root: str, home: SiteHome, tests: list):
-    """Blocking.  (host path, name, lstat, access ACL, reachable) for root and everything under it,
-    never leaving the home; the ACL (from the attribute, or the mode bits) only when a test needs
-    it, else None; ``reachable`` says, per user an ACL test needs, whether it can reach the entry
-    (search on every folder above it)."""
+def _walk(root: str, home: SiteHome, shown: str, tests: list):
+    """Blocking.  (path relative to root, name, lstat, access ACL, reachable) for root and everything
+    under it, never leaving the home; the ACL (from the attribute, or the mode bits) only when a
+    test needs it, else None; ``reachable`` says, per user an ACL test needs, whether it can reach
+    the entry (search on every folder above it)."""
     users = {t.user.pw_uid: t for t in tests if t.user is not None}
     needs_acl = any(t.needs_acl for t in tests)
     st = os.lstat(root)
@@ -150,28 +159,39 @@ def _walk(root: str, home: SiteHome, tests: list):
         access = None
         if needs_acl and not stat.S_ISLNK(st.st_mode):
             access = acl.access_of(root, st, follow_symlinks=False)
-        yield root, os.path.basename(root), st, access, everyone
+        yield "", os.path.basename(root), st, access, everyone
         return
-    for folder in walk_inside(root, home.real_root, shown=home.site_path(root)):
+    for folder in walk_inside(root, home.real_root, shown=shown):
         st = folder.stat
         above = folder.parent.data if folder.parent is not None else everyone
         access = acl.access_of(folder.fd, st) if needs_acl else None
-        yield folder.path, folder.name or os.path.basename(root), st, access, above
+        yield folder.rel, folder.name or os.path.basename(root), st, access, above
         # Tests that name a user always need the ACL, so ``access`` is there when ``users`` is not empty.
         folder.data = here = {uid: above[uid] and access.allows(st, uid, t.gids, acl.EXECUTE)
                               for uid, t in users.items()}
-        listing = acl.handle(folder.fd)
         for entry in folder.entries:
             if entry.is_dir(follow_symlinks=False):
                 continue  # a folder is judged on its own descriptor when the walk enters it
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
+            name = entry.name
             access = None
-            if needs_acl and not stat.S_ISLNK(st.st_mode):
-                access = acl.access_of(f"{listing}/{entry.name}", st, follow_symlinks=False)
-            yield folder.child_path(entry.name), entry.name, st, access, here
+            if needs_acl and entry.is_file(follow_symlinks=False):
+                # Owner and ACL read on one descriptor of the file: they belong together.
+                fd, target = open_file(folder.fd, name)
+                if fd < 0:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    access = acl.access_of(target, st)
+                finally:
+                    os.close(fd)
+            else:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if needs_acl and not stat.S_ISLNK(st.st_mode):
+                    access = acl.access_of(f"{acl.handle(folder.fd)}/{name}", st, follow_symlinks=False)
+            yield folder.child_rel(name), name, st, access, here
 
 
 def _writable(st: os.stat_result, access: Optional[acl.Acl], reachable: dict, test: _Test) -> bool:

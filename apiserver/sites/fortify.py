@@ -20,10 +20,8 @@ and database work through the injected ``run_blocking``; its timers run on the r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import errno
 import json
 import os
 import pwd
@@ -39,7 +37,7 @@ from twisted.logger import Logger
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.sites import acl
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
-from apiserver.sites.walk import Folder, open_below, open_folder, walk, walk_inside
+from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open_folder, walk, walk_inside
 from apiserver.sites.records import FortificationInfo
 from apiserver.storage import utcnow
 
@@ -384,9 +382,6 @@ def manageable_uids(owner_uid: int, web_uid: int) -> set:
     return {owner_uid, web_uid} if euid == 0 else {euid}
 
 
-_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str = ".") -> None:
     """Blocking.  Make exactly ``writable`` (profile entries, relative to the folder ``folder``)
     writable for the web server user ``web_uid``; ``owner`` (a FileOwner) gets back what it made
@@ -396,7 +391,8 @@ def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str 
     The first goes over the whole tree and takes back: every ACL entry of the web user goes, and
     what it owns outside ``writable`` is given to the owner, each folder before it is listed, so
     that the web user can no longer add to a folder the walk is reading.  Then the profile's
-    missing folders are made, and the second walk grants, over the writable entries only.
+    missing folders are made, and the second walk grants, over the writable entries only.  When
+    everything is writable (release, learn, write) the one granting walk does it all.
     Files and folders of other owners (a root-owned file, a hard link to a system file) are never
     touched; a file with several hard links is never granted (it may be a protected file under
     another name: the web user links wp-config.php into uploads while released).
@@ -413,6 +409,9 @@ def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str 
 
     top = open_folder(folder)
     try:
+        if "." in recursive:  # everything is writable: one walk grants, and takes back what it does not grant
+            _grant_tree(top, folder, ".", shown, uids, web_uid, single, take_back=True)
+            return
         _take_back(top, folder, shown, uids, owner, web_uid, is_writable)
         for entry in writable:  # a profile's folders that do not exist yet are made (as the owner)
             if entry.endswith("/") and entry != EVERYTHING:
@@ -441,48 +440,66 @@ def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int
         for entry in here.entries:
             if not entry.is_file(follow_symlinks=False):
                 continue  # folders are entered by the walk; links, sockets, FIFOs are never touched
-            with _opened_file(here.fd, entry.name, uids) as (target, st):
-                if target is None:
-                    continue
+            fd, target = open_file(here.fd, entry.name)
+            if fd < 0:
+                continue  # gone since the listing
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid not in uids:
+                    continue  # swapped for something else, or another owner's file: never touched
                 acl.revoke(target, st, web_uid)
                 rel = here.child_rel(entry.name)
                 if st.st_uid == web_uid and not is_writable(rel):
                     _give_back(target, owner, rel)
+            finally:
+                os.close(fd)
 
 
-def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid: int, single: set) -> None:
+def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid: int, single: set,
+                take_back: bool = False) -> None:
     """Blocking.  Grant the web user the folder ``root`` (relative to the fortified folder) and
-    everything in it; a folder named alone in ``single`` gets no inheritance."""
+    everything in it; a folder named alone in ``single`` gets no inheritance.  With ``take_back``
+    (everything is writable, so no walk took back first) what is not granted loses the web
+    user's entry here: a file with several hard links, a single folder's default entry."""
     try:
-        fd = open_below(top, root) if root != "." else os.dup(top)
+        root_fd = open_below(top, root) if root != "." else os.dup(top)
     except OSError:
         return  # no such folder (or a link in its place): nothing to grant
     prefix = "" if root == "." else root
 
-    def rel_of(here: Folder, name: str = "") -> str:
-        rel = here.child_rel(name) if name else here.rel
-        return f"{prefix}/{rel}".strip("/") if prefix else (rel or ".")
-
     def enter(here: Folder) -> None:
         st = here.stat
         if st.st_uid in uids:
-            acl.grant_folder(here.fd, st, web_uid, inherit=rel_of(here) not in single)
+            rel = f"{prefix}/{here.rel}".strip("/") if prefix else (here.rel or ".")
+            if take_back and rel in single:
+                acl.revoke(here.fd, st, web_uid)
+            acl.grant_folder(here.fd, st, web_uid, inherit=rel not in single)
 
     try:
-        for here in walk(fd, os.path.join(folder, prefix), shown=shown, enter=enter):
+        for here in walk(root_fd, os.path.join(folder, prefix), shown=shown, enter=enter):
             for entry in here.entries:
-                if entry.is_file(follow_symlinks=False):
-                    with _opened_file(here.fd, entry.name, uids) as (target, st):
-                        if target is not None and st.st_nlink == 1:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                fd, target = open_file(here.fd, entry.name)
+                if fd < 0:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    if stat.S_ISREG(st.st_mode) and st.st_uid in uids:
+                        if st.st_nlink == 1:
                             acl.grant_file(target, st, web_uid)
+                        elif take_back:
+                            acl.revoke(target, st, web_uid)
+                finally:
+                    os.close(fd)
     finally:
-        os.close(fd)
+        os.close(root_fd)
 
 
 def _grant_one(top: int, rel: str, uids: set, web_uid: int) -> None:
     """Blocking.  Grant the web user the one entry ``rel``: a folder without inheritance, or a file."""
     try:
-        fd = open_below(top, rel, _PATH_FLAGS)
+        fd = open_below(top, rel, PATH_FLAGS)
     except OSError:
         return  # no such entry (or a link on the way): nothing to grant
     try:
@@ -493,45 +510,6 @@ def _grant_one(top: int, rel: str, uids: set, web_uid: int) -> None:
             acl.grant_folder(acl.handle(fd), st, web_uid, inherit=False)
         elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
             acl.grant_file(acl.handle(fd), st, web_uid)
-    finally:
-        os.close(fd)
-
-
-#: A file is opened to read and change its ACL through the descriptor, never for its content:
-#: O_NONBLOCK so that neither a FIFO swapped in nor a lease holder can make it wait, O_NOATIME
-#: so that it leaves no trace (root and the owner may).
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOATIME | os.O_CLOEXEC
-
-
-@contextlib.contextmanager
-def _opened_file(dir_fd: int, name: str, uids: set):
-    """Blocking.  ``(target, fstat)`` of the regular file ``name`` of the folder open at ``dir_fd``,
-    owned by one of ``uids``; ``(None, None)`` for anything else or when it is gone.
-
-    The file is opened without following a link and checked on that descriptor, and ``target``
-    names that descriptor: what is changed is the file that was checked, even if the name is
-    swapped meanwhile.  A file that cannot be opened to read (a lease, no read permission
-    without root) is opened ``O_PATH`` instead, its target then ``/proc/self/fd/N``.
-    """
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-        target = fd
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            yield None, None  # gone or swapped for a link since the listing
-            return
-        try:
-            fd = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
-        except OSError:
-            yield None, None
-            return
-        target = acl.handle(fd)
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and st.st_uid in uids:
-            yield target, st
-        else:
-            yield None, None  # links, sockets, FIFOs and others' files are never touched
     finally:
         os.close(fd)
 

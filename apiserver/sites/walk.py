@@ -218,6 +218,36 @@ def _name(shown: str, rel: str) -> str:
     return text if len(text) <= 240 else f"{text[:80]}...{text[-160:]}"
 
 
+#: A listed file is opened for its metadata (owner, ACL), never its content: O_NONBLOCK so that
+#: neither a FIFO swapped in nor a lease holder can make the walk wait, O_NOATIME so that it
+#: leaves no trace (root and the owner may), O_NOCTTY for a terminal swapped in.
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOATIME | os.O_CLOEXEC
+#: What opens a file that cannot be opened to read: only a handle on it, no access at all.
+PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_file(dir_fd: int, name: str) -> tuple:
+    """Blocking.  ``(fd, target)`` of the entry ``name`` of the folder open at ``dir_fd``, opened
+    without following a link, to read or change its metadata through the descriptor (what is
+    changed is then the file that was opened and checked, whatever happens to its name).
+    ``target`` is what :func:`os.getxattr` and :func:`os.chown` take for it: ``fd`` itself, or,
+    when the file could only be opened ``O_PATH`` (a lease, no read permission without root),
+    ``/proc/self/fd/N``.  ``(-1, None)`` when it is gone or was swapped for a link.  The caller
+    checks what it is (``os.fstat(fd)``) and closes ``fd``.
+    """
+    try:
+        fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+        return fd, fd
+    except OSError as exc:
+        if exc.errno in _VANISHED:
+            return -1, None
+    try:
+        fd = os.open(name, PATH_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return -1, None
+    return fd, f"/proc/self/fd/{fd}"
+
+
 def open_below(top_fd: int, rel: str, flags: int = DIR_FLAGS) -> int:
     """Blocking.  Open ``rel`` (``a/b/c``) below the folder open at ``top_fd`` one name at a time,
     never through a link: every folder on the way with :data:`DIR_FLAGS`, the last part with
