@@ -4,14 +4,15 @@ A file's access ACL is the attribute ``system.posix_acl_access``, a folder's def
 new entries inherit) ``system.posix_acl_default``, both in the kernel's format
 (``include/uapi/linux/posix_acl_xattr.h``: a version word, then sorted ``(tag, perm, id)``
 entries).  A file without the attribute has only the entries its mode bits give.  The changes
-follow ``setfacl``'s rules exactly, so Fortification and the DAV endpoint give the web server
-user access as before, one syscall pair per file instead of a process per batch:
+follow ``setfacl``'s rules, a few syscalls per file instead of a process per batch:
 
 - :func:`grant_folder` is ``setfacl -m u:UID:rwx,d:u:UID:rwx`` (the mask recalculated; a folder
   without a default ACL gets one from its access ACL's owner, group and other entries);
 - :func:`grant_file` is ``setfacl -m u:UID:rwX`` (execute only where some entry has it);
-- :func:`revoke` is ``setfacl -n -x u:UID,d:u:UID``: the mask stays, since recalculating it
-  would widen the owning group's effective rights.
+- :func:`revoke` is ``setfacl -n -x u:UID,d:u:UID`` (everyone else's effective rights stay as
+  they are), and more tidy: the mask is narrowed to what the remaining entries use, and an ACL
+  left without named entries becomes plain mode bits again (``ls -l`` no longer shows the
+  group a write right the mask kept from the web user's entry).
 
 A *target* is what :func:`os.getxattr` takes: an open descriptor (not ``O_PATH``), or a path.
 For an ``O_PATH`` descriptor pass :func:`handle` (``/proc/self/fd/N``): the ACL then lands on
@@ -160,7 +161,12 @@ def access_of(target: Target, st: os.stat_result, follow_symlinks: bool = True) 
         data = read_attribute(target, ACCESS, follow_symlinks)
         if data is not None:
             return _decoded(data)
-    mode = st.st_mode & 0o777
+    return of_mode(st.st_mode)
+
+
+def of_mode(mode: int) -> Acl:
+    """The ACL mode bits alone give (shared: never change it)."""
+    mode &= 0o777
     found = _FROM_MODE.get(mode)
     if found is None:
         found = _FROM_MODE[mode] = Acl.from_mode(mode)
@@ -248,14 +254,30 @@ def _order(entry: tuple) -> tuple:
     return entry[0], entry[2]
 
 
-def _without_user(data: bytes, uid: int) -> Optional[bytes]:
-    """The attribute without ``uid``'s entry, everything else (the mask too) as it was
-    (setfacl -n -x); None when it has no such entry."""
-    qualifier = _ID.pack(uid)
-    for offset in range(_HEADER.size, len(data) - _ENTRY.size + 1, _ENTRY.size):
-        if data[offset + 4:offset + 8] == qualifier and data[offset:offset + 2] == _USER_TAG:
-            return data[:offset] + data[offset + _ENTRY.size:]
-    return None
+def _without_user(data: bytes, uid: int, mode: int) -> Optional[bytes]:
+    """The attribute without ``uid``'s entry; None when it has none.
+
+    The mask is narrowed to what the remaining entries use, never widened (recalculating it as
+    setfacl does without ``-n`` would give back to the owning group what a chmod took away), so
+    everyone keeps exactly the rights they had.  Without named entries left the mask goes, folded
+    into the owning group's entry: the ACL is then what mode bits say, and the kernel keeps it as
+    just those (the attribute goes, the mode shows the real group rights again).
+    """
+    entries = _entries(data, mode)
+    kept = [e for e in entries if not (e[0] == USER and e[2] == uid)]
+    if len(kept) == len(entries):
+        return None
+    mask = next((bits for tag, bits, _id in kept if tag == MASK), RWX)
+    if any(tag & (USER | GROUP) for tag, _bits, _id in kept):
+        used = 0
+        for tag, bits, _id in kept:
+            if tag & (USER | GROUP_OBJ | GROUP):
+                used |= bits
+        kept = [(MASK, mask & used, i) if tag == MASK else (tag, bits, i) for tag, bits, i in kept]
+    else:
+        kept = [(GROUP_OBJ, bits & mask, i) if tag == GROUP_OBJ else (tag, bits, i)
+                for tag, bits, i in kept if tag != MASK]
+    return _HEADER_BYTES + b"".join([_ENTRY.pack(*e) for e in kept])
 
 
 def grant_folder(target: Target, st: os.stat_result, uid: int, inherit: bool = True) -> bool:
@@ -294,12 +316,13 @@ def grant_file(target: Target, st: os.stat_result, uid: int) -> bool:
 
 
 def revoke(target: Target, st: os.stat_result, uid: int) -> bool:
-    """Blocking.  Remove ``uid``'s entries, access and (on folders) default; the mask and every
-    other entry stay (``setfacl -n -x u:UID,d:u:UID``).  True when something changed."""
+    """Blocking.  Remove ``uid``'s entries, access and (on folders) default; everyone else keeps the
+    rights they had (``setfacl -n -x u:UID,d:u:UID``, with the mask narrowed to what is left: see
+    :func:`_without_user`).  True when something changed."""
     changed = False
     for kind, data in zip((ACCESS, DEFAULT), _stored(target)):
         if data is not None:
-            without = _without_user(data, uid)
+            without = _without_user(data, uid, st.st_mode)
             if without is not None:
                 _write(target, kind, without)
                 changed = True

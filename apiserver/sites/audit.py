@@ -64,10 +64,16 @@ def audit(home: SiteHome, site_path: str, web_user: str, requirements: Optional[
 
 
 class _Test:
-    """One requirement: ``test(name, lstat, access ACL or None, reachable_by)`` -> bool."""
+    """One requirement: ``test(name, lstat, access ACL or None, reachable_by)`` -> bool.
 
-    def __init__(self, fn: Callable, needs_acl: bool = False, user: Optional[pwd.struct_passwd] = None):
-        self.fn, self.needs_acl, self.user = fn, needs_acl, user
+    A test that needs the ACL names its ``user`` and the right it asks about (``bit``); the walk
+    reads a file's ACL only where it can matter: the mode's group bits (the mask, when there is an
+    ACL) or other bits have that right and the user does not own the file.
+    """
+
+    def __init__(self, fn: Callable, needs_acl: bool = False, user: Optional[pwd.struct_passwd] = None,
+                 bit: int = 0):
+        self.fn, self.needs_acl, self.user, self.bit = fn, needs_acl, user, bit
         self.gids = acl.user_groups(user.pw_name, user.pw_gid) if user is not None else frozenset()
 
     def __call__(self, name, st, access, reachable) -> bool:
@@ -78,7 +84,7 @@ def _compile(requirements: Optional[dict], web_user: str) -> list:
     if requirements is None or requirements == {}:
         web = _user(web_user, "the web server user")
         test = _Test(lambda n, st, a, r: st.st_uid == web.pw_uid or _writable(st, a, r, test),
-                     needs_acl=True, user=web)
+                     needs_acl=True, user=web, bit=acl.WRITE)
         return [test]
     if not isinstance(requirements, dict):
         raise InvalidArgument("requirements must be a hash such as [user:www-data,perm:o+w]")
@@ -113,7 +119,7 @@ def _requirement(key: str, value, web_user: str) -> _Test:
     # writable
     name = web_user if value is True or str(value).lower() in ("true", "1", "") else str(value)
     who = _user(name, "user")
-    test = _Test(lambda n, st, a, r: _writable(st, a, r, test), needs_acl=True, user=who)
+    test = _Test(lambda n, st, a, r: _writable(st, a, r, test), needs_acl=True, user=who, bit=acl.WRITE)
     return test
 
 
@@ -153,6 +159,10 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
     the entry (search on every folder above it)."""
     users = {t.user.pw_uid: t for t in tests if t.user is not None}
     needs_acl = any(t.needs_acl for t in tests)
+    acl_bits = 0  # mode bits (group, other) under which a file's ACL can change a test's answer
+    for t in tests:
+        if t.needs_acl:
+            acl_bits |= t.bit << 3 | t.bit
     st = os.lstat(root)
     everyone = {uid: True for uid in users}
     if not stat.S_ISDIR(st.st_mode):
@@ -173,23 +183,23 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
             if entry.is_dir(follow_symlinks=False):
                 continue  # a folder is judged on its own descriptor when the walk enters it
             name = entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
             access = None
-            if needs_acl and entry.is_file(follow_symlinks=False):
-                # Owner and ACL read on one descriptor of the file: they belong together.
-                fd, target = open_file(folder.fd, name)
-                if fd < 0:
-                    continue
-                try:
-                    st = os.fstat(fd)
-                    access = acl.access_of(target, st)
-                finally:
-                    os.close(fd)
-            else:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if needs_acl and not stat.S_ISLNK(st.st_mode):
+            if st.st_mode & acl_bits and (st.st_uid not in users or len(users) > 1) and not stat.S_ISLNK(st.st_mode):
+                if entry.is_file(follow_symlinks=False):
+                    # Owner and ACL read again on one descriptor of the file: they belong together.
+                    fd, target = open_file(folder.fd, name)
+                    if fd < 0:
+                        continue
+                    try:
+                        st = os.fstat(fd)
+                        access = acl.access_of(target, st)
+                    finally:
+                        os.close(fd)
+                else:
                     access = acl.access_of(f"{acl.handle(folder.fd)}/{name}", st, follow_symlinks=False)
             yield folder.child_rel(name), name, st, access, here
 
@@ -198,4 +208,5 @@ def _writable(st: os.stat_result, access: Optional[acl.Acl], reachable: dict, te
     user = test.user
     if stat.S_ISLNK(st.st_mode) or not reachable.get(user.pw_uid, False):
         return False
-    return access.allows(st, user.pw_uid, test.gids, acl.WRITE)
+    # No ACL read: the mode alone decides (see _Test).
+    return (access or acl.of_mode(st.st_mode)).allows(st, user.pw_uid, test.gids, acl.WRITE)

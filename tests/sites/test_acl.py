@@ -48,6 +48,21 @@ def _state(path: str) -> tuple:
     return listing, oct(os.stat(path).st_mode)
 
 
+def _effective(path: str) -> dict:
+    """{entry: effective rights as a 3-bit string} of the access and default ACLs (getfacl's view)."""
+    listing = subprocess.run(["getfacl", "-n", "-c", "-e", path], capture_output=True, text=True,
+                             check=True).stdout
+    rights = {}
+    for line in listing.splitlines():
+        entry, _sep, effective = line.partition("#effective:")
+        tag, _sep, perms = entry.strip().rpartition(":")
+        if not tag or tag.endswith("mask:"):
+            continue
+        text = (effective or perms).strip()
+        rights[tag + ":"] = "".join("1" if c != "-" else "0" for c in text)
+    return rights
+
+
 def _ours(operation: str, path: str) -> None:
     fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
     try:
@@ -84,16 +99,29 @@ CASES = [(state, operation) for state in sorted(STATES) for operation in ("grant
 
 @pytest.mark.parametrize("state,operation", CASES)
 def test_changes_equal_setfacls(tmp_path, state, operation):
-    """grant (-m u:WEB:rwX, folders also d:u:WEB:rwx), grant alone (-m u:WEB:rwx) and revoke
-    (-n -x): the ACL and mode we write equal what setfacl writes on a twin."""
+    """grant (-m u:WEB:rwX, folders also d:u:WEB:rwx) and grant alone (-m u:WEB:rwx) write exactly
+    the ACL and mode setfacl writes on a twin; after revoke (-n -x) everyone has exactly the
+    effective rights setfacl leaves, with the mask narrowed and, without named entries, no mask."""
     kind, mode, steps = STATES[state]
     ours, theirs = str(tmp_path / "ours"), str(tmp_path / "theirs")
     for path in (ours, theirs):
         _make(path, kind, mode, steps)
     _ours(operation, ours)
     _setfacl(operation, theirs)
-    assert _state(ours)[0].replace(ours, "X") == _state(theirs)[0].replace(theirs, "X")
-    assert _state(ours)[1] == _state(theirs)[1]
+    if operation != "revoke":
+        assert _state(ours)[0].replace(ours, "X") == _state(theirs)[0].replace(theirs, "X")
+        assert _state(ours)[1] == _state(theirs)[1]
+        return
+    assert _effective(ours) == _effective(theirs)
+    listing = _state(ours)[0]
+    for prefix in ("", "default:"):
+        named = [line for line in listing.splitlines()
+                 if line.startswith((f"{prefix}user:", f"{prefix}group:")) and line.split(":")[-2]]
+        if not named:
+            assert f"{prefix}mask::" not in listing
+    if "user:" not in listing.replace("user::", "") and kind == "file":
+        assert acl.ACCESS not in os.listxattr(ours)  # plain mode bits again
+        assert os.stat(ours).st_mode & 0o070 == int(_effective(theirs)["group::"], 2) << 3
 
 
 def test_nothing_is_written_when_nothing_changes(tmp_path):

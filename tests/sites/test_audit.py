@@ -141,3 +141,22 @@ def test_a_file_300_folders_deep_is_audited_like_any_other(site):
     chain = "/".join(["d"] * 300)
     assert listed == sorted([f"{DOC}/{chain}/open.txt", f"{DOC}/{chain[:-2]}"])
     assert set(listed) == _probe(root, home)
+
+
+def test_acl_entries_decide_where_mode_bits_would_not(site):
+    """A named entry that denies beats world-write, a named group that grants beats closed other bits,
+    a narrowed mask takes a grant away: audit agrees with trying each file as www-data."""
+    h, admin, home = site
+    root = os.path.realpath(home.document_root)
+    files = {name: "" for name in ("denied.txt", "group.txt", "masked.txt", "plain.txt", "open.txt")}
+    make_tree(root, files, home.owner)
+    os.chmod(os.path.join(root, "denied.txt"), 0o666)
+    os.chmod(os.path.join(root, "open.txt"), 0o666)
+    steps = [["setfacl", "-m", f"u:{WEB_USER}:r", "denied.txt"], ["chmod", "640", "group.txt"],
+             ["setfacl", "-m", f"g:{WEB_USER}:rw", "group.txt"], ["setfacl", "-m", f"u:{WEB_USER}:rw", "masked.txt"],
+             ["chmod", "g-w", "masked.txt"]]
+    for step in steps:
+        subprocess.run(step[:-1] + [os.path.join(root, step[-1])], check=True)
+    listed = _audit(h, admin)
+    assert listed == [f"{DOC}/group.txt", f"{DOC}/open.txt"]
+    assert set(listed) == _probe(root, home)
