@@ -387,12 +387,13 @@ def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str 
     writable for the web server user ``web_uid``; ``owner`` (a FileOwner) gets back what it made
     elsewhere.  ``shown`` names the folder in errors (as the site sees it).
 
-    Two walks (:func:`apiserver.sites.walk.walk`), both by descriptors without following links.
-    The first goes over the whole tree and takes back: every ACL entry of the web user goes, and
-    what it owns outside ``writable`` is given to the owner, each folder before it is listed, so
-    that the web user can no longer add to a folder the walk is reading.  Then the profile's
-    missing folders are made, and the second walk grants, over the writable entries only.  When
-    everything is writable (release, learn, write) the one granting walk does it all.
+    Each entry is visited once, by descriptors without following links
+    (:func:`apiserver.sites.walk.walk`).  The first walk goes over the tree outside the writable
+    folders and takes back: every ACL entry of the web user goes, and what it owns is given to
+    the owner, each folder before it is listed, so that the web user can no longer add to a
+    folder the walk is reading, nor move one of the writable folders away.  Then the profile's
+    missing folders are made, and a second walk grants over each writable folder, taking back
+    there only what is not granted.
     Files and folders of other owners (a root-owned file, a hard link to a system file) are never
     touched; a file with several hard links is never granted (it may be a protected file under
     another name: the web user links wp-config.php into uploads while released).
@@ -407,16 +408,15 @@ def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str 
     def is_writable(rel: str) -> bool:
         return covered(rel) or rel in single
 
+    roots = sorted(r for r in recursive if r == "." or not covered(os.path.dirname(r)))
     top = open_folder(folder)
     try:
-        if "." in recursive:  # everything is writable: one walk grants, and takes back what it does not grant
-            _grant_tree(top, folder, ".", shown, uids, web_uid, single, take_back=True)
-            return
-        _take_back(top, folder, shown, uids, owner, web_uid, is_writable)
+        if "." not in recursive:
+            _take_back(top, folder, shown, uids, owner, web_uid, is_writable, set(roots))
         for entry in writable:  # a profile's folders that do not exist yet are made (as the owner)
             if entry.endswith("/") and entry != EVERYTHING:
                 _make_folder(top, entry.rstrip("/"), owner)
-        for root in sorted(r for r in recursive if r == "." or not covered(os.path.dirname(r))):
+        for root in roots:
             _grant_tree(top, folder, root, shown, uids, web_uid, single)
         for rel in sorted(single):
             if not covered(rel):
@@ -425,9 +425,11 @@ def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str 
         os.close(top)
 
 
-def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int, is_writable) -> None:
-    """Blocking.  The first walk of :func:`apply_writable`: no ACL entry of the web user is left,
-    and it owns nothing outside the writable entries."""
+def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int, is_writable,
+               writable_roots: set) -> None:
+    """Blocking.  The first walk of :func:`apply_writable`: no ACL entry of the web user is left and
+    it owns nothing outside the writable entries, except in ``writable_roots`` (folders relative
+    to the fortified one), which it does not enter: the granting walk goes there."""
 
     def enter(here: Folder) -> None:
         st = here.stat
@@ -437,6 +439,8 @@ def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int
                 _give_back(here.fd, owner, here.rel or ".")
 
     for here in walk(top, folder, shown=shown, enter=enter):
+        if writable_roots:
+            here.subfolders = [name for name in here.subfolders if here.child_rel(name) not in writable_roots]
         for entry in here.entries:
             if not entry.is_file(follow_symlinks=False):
                 continue  # folders are entered by the walk; links, sockets, FIFOs are never touched
@@ -455,12 +459,11 @@ def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int
                 os.close(fd)
 
 
-def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid: int, single: set,
-                take_back: bool = False) -> None:
+def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid: int, single: set) -> None:
     """Blocking.  Grant the web user the folder ``root`` (relative to the fortified folder) and
-    everything in it; a folder named alone in ``single`` gets no inheritance.  With ``take_back``
-    (everything is writable, so no walk took back first) what is not granted loses the web
-    user's entry here: a file with several hard links, a single folder's default entry."""
+    everything in it; a folder named alone in ``single`` gets no inheritance.  No walk took back
+    here first, so what is not granted loses the web user's entry: a file with several hard links
+    (it may be a protected file under another name), a single folder's default entry."""
     try:
         root_fd = open_below(top, root) if root != "." else os.dup(top)
     except OSError:
@@ -471,7 +474,7 @@ def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid
         st = here.stat
         if st.st_uid in uids:
             rel = f"{prefix}/{here.rel}".strip("/") if prefix else (here.rel or ".")
-            if take_back and rel in single:
+            if rel in single:
                 acl.revoke(here.fd, st, web_uid)
             acl.grant_folder(here.fd, st, web_uid, inherit=rel not in single)
 
@@ -488,7 +491,7 @@ def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid
                     if stat.S_ISREG(st.st_mode) and st.st_uid in uids:
                         if st.st_nlink == 1:
                             acl.grant_file(target, st, web_uid)
-                        elif take_back:
+                        else:
                             acl.revoke(target, st, web_uid)
                 finally:
                     os.close(fd)
