@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import resource
 import shutil
 import statistics
 import subprocess
@@ -71,10 +72,16 @@ def build_tree(docroot: str, entries: int, uid: int, gid: int) -> int:
     return len(made)
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple:
+    """(wall seconds, CPU seconds of this process and its children) of ``fn()``."""
+    start, cpu = time.perf_counter(), _cpu()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run(command: list) -> None:
@@ -126,6 +133,7 @@ def main() -> None:
             ("find", max_paths, lambda: run(find)),
         ]
         results = {name: [] for name, _state, _action in steps}
+        cpu = {name: [] for name, _state, _action in steps}
         fortify(max_paths)
         listed = audited()  # warms the caches, and checks that the work is real
         uploads = sum(1 for path in listed if path.startswith(f"{DOCUMENT_ROOT}/wp-content/uploads"))
@@ -137,18 +145,23 @@ def main() -> None:
             line = []
             for name, state, action in order:
                 fortify(state)
-                seconds = timed(action)
+                seconds, cpu_seconds = timed(action)
                 results[name].append(seconds)
+                cpu[name].append(cpu_seconds)
                 line.append(f"{name} {seconds:.3f}s")
             print(f"round {round_no + 1}: " + ", ".join(line))
         median = {name: statistics.median(values) for name, values in results.items()}
+        median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
         print()
-        print(f"{'operation':<18} {'median':>9}   baseline (median)         ratio")
+        print("medians; wall time, and CPU time (user + system; moves less when other work shares the machine)")
+        print(f"{'operation':<16} {'wall':>7} {'CPU':>7}   {'baseline':<14} {'wall':>7} {'CPU':>7}   "
+              f"{'ratio wall':>10} {'ratio CPU':>9}")
         for name, base in (("fortify max", "setfacl -R -m"), ("fortify reset", "setfacl -R -m"),
                            ("fortify release", "setfacl -R -m"), ("fortify reset", "setfacl -R -x"),
                            ("audit", "find")):
-            print(f"{name:<18} {median[name]:>8.3f}s   {base:<16} {median[base]:>7.3f}s   "
-                  f"{median[name] / median[base]:>5.2f}x")
+            print(f"{name:<16} {median[name]:>6.3f}s {median_cpu[name]:>6.3f}s   {base:<14} {median[base]:>6.3f}s "
+                  f"{median_cpu[base]:>6.3f}s   {median[name] / median[base]:>9.2f}x "
+                  f"{median_cpu[name] / median_cpu[base]:>8.2f}x")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
