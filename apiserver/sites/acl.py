@@ -103,16 +103,6 @@ class Acl:
                 raise ValueError(f"unknown POSIX ACL tag {tag:#x}")
         return acl
 
-    def encode(self) -> bytes:
-        entries = [(USER_OBJ, self.user_obj, _UNDEFINED_ID)]
-        entries += [(USER, perm, uid) for uid, perm in sorted(self.users.items())]
-        entries.append((GROUP_OBJ, self.group_obj, _UNDEFINED_ID))
-        entries += [(GROUP, perm, gid) for gid, perm in sorted(self.groups.items())]
-        if self.mask is not None:
-            entries.append((MASK, self.mask, _UNDEFINED_ID))
-        entries.append((OTHER, self.other, _UNDEFINED_ID))
-        return _HEADER.pack(_VERSION) + b"".join(_ENTRY.pack(*entry) for entry in entries)
-
     def allows(self, st: os.stat_result, uid: int, gids: frozenset, bit: int) -> bool:
         """Whether the user ``uid`` (in groups ``gids``) has ``bit`` on the file ``st`` describes,
         by the POSIX ACL algorithm (the kernel's ``posix_acl_permission``); root always has."""
