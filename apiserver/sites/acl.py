@@ -244,7 +244,7 @@ def _order(entry: tuple) -> tuple:
     return entry[0], entry[2]
 
 
-def _without_user(data: bytes, uid: int, mode: int) -> Optional[bytes]:
+def _without_user(data: bytes, uid: int) -> Optional[bytes]:
     """The attribute without ``uid``'s entry; None when it has none.
 
     The mask is narrowed to what the remaining entries use, never widened (recalculating it as
@@ -253,7 +253,7 @@ def _without_user(data: bytes, uid: int, mode: int) -> Optional[bytes]:
     into the owning group's entry: the ACL is then what mode bits say, and the kernel keeps it as
     just those (the attribute goes, the mode shows the real group rights again).
     """
-    entries = _entries(data, mode)
+    entries = _entries(data, 0)
     kept = [e for e in entries if not (e[0] == USER and e[2] == uid)]
     if len(kept) == len(entries):
         return None
@@ -270,22 +270,53 @@ def _without_user(data: bytes, uid: int, mode: int) -> Optional[bytes]:
     return _HEADER_BYTES + b"".join([_ENTRY.pack(*e) for e in kept])
 
 
+#: New attributes by (change, old attribute or mode, user): a site's files share a handful of
+#: ACLs, so most changes are a look-up.
+_CHANGES: dict = {}
+_CHANGES_MAX = 4096
+_MISSING = object()
+
+
+def _changed(key: tuple, compute) -> Optional[bytes]:
+    found = _CHANGES.get(key, _MISSING)
+    if found is _MISSING:
+        if len(_CHANGES) >= _CHANGES_MAX:
+            _CHANGES.clear()
+        found = _CHANGES[key] = compute()
+    return found
+
+
+def _granted(access: Optional[bytes], mode: int, uid: int, folder: bool) -> bytes:
+    def compute() -> bytes:
+        entries = _entries(access, mode)
+        execute = folder or any(bits & EXECUTE for tag, bits, _id in entries if tag != MASK)
+        return _with_user(entries, uid, READ | WRITE | (EXECUTE if execute else 0))
+
+    return _changed(("grant", access or mode & 0o777, uid, folder), compute)
+
+
+def _inherited(default: Optional[bytes], access: Optional[bytes], mode: int, uid: int) -> bytes:
+    def compute() -> bytes:
+        if default is not None:
+            base = _entries(default, mode)
+        else:  # setfacl starts a default ACL from the access ACL's base entries
+            base = [e for e in _entries(access, mode) if e[0] in (USER_OBJ, GROUP_OBJ, OTHER)]
+        return _with_user(base, uid, RWX)
+
+    return _changed(("inherit", default, access or mode & 0o777, uid), compute)
+
+
 def grant_folder(target: Target, st: os.stat_result, uid: int, inherit: bool = True) -> bool:
     """Blocking.  ``uid`` may list, enter, create and remove entries in the folder; with ``inherit``
     new entries inherit that (``setfacl -m u:UID:rwx,d:u:UID:rwx``).  True when something changed."""
     access, default = _stored(target)
-    entries = _entries(access, st.st_mode)
     changed = False
-    granted = _with_user(entries, uid, RWX)
+    granted = _granted(access, st.st_mode, uid, folder=True)
     if granted != access:
         _write(target, ACCESS, granted)
         changed = True
     if inherit:
-        if default is None:  # setfacl starts a default ACL from the access ACL's base entries
-            base = [e for e in entries if e[0] in (USER_OBJ, GROUP_OBJ, OTHER)]
-        else:
-            base = _entries(default, st.st_mode)
-        inherited = _with_user(base, uid, RWX)
+        inherited = _inherited(default, access, st.st_mode, uid)
         if inherited != default:
             _write(target, DEFAULT, inherited)
             changed = True
@@ -296,9 +327,7 @@ def grant_file(target: Target, st: os.stat_result, uid: int) -> bool:
     """Blocking.  ``uid`` may read and write the file, and execute it where some entry other than the
     mask has execute (``setfacl -m u:UID:rwX``).  True when something changed."""
     access, _default = _stored(target)
-    entries = _entries(access, st.st_mode)
-    execute = stat.S_ISDIR(st.st_mode) or any(bits & EXECUTE for tag, bits, _id in entries if tag != MASK)
-    granted = _with_user(entries, uid, READ | WRITE | (EXECUTE if execute else 0))
+    granted = _granted(access, st.st_mode, uid, folder=False)
     if granted == access:
         return False
     _write(target, ACCESS, granted)
@@ -312,7 +341,7 @@ def revoke(target: Target, st: os.stat_result, uid: int) -> bool:
     changed = False
     for kind, data in zip((ACCESS, DEFAULT), _stored(target)):
         if data is not None:
-            without = _without_user(data, uid, st.st_mode)
+            without = _changed(("revoke", data, uid), lambda data=data: _without_user(data, uid))
             if without is not None:
                 _write(target, kind, without)
                 changed = True
