@@ -201,7 +201,10 @@ def _stored(target: Target) -> tuple:
         if exc.errno == errno.EOPNOTSUPP:
             return None, None
         raise
-    return tuple(read_attribute(target, kind) if kind in names else None for kind in (ACCESS, DEFAULT))
+    if not names:
+        return None, None  # the common case: no attribute at all
+    return (read_attribute(target, ACCESS) if ACCESS in names else None,
+            read_attribute(target, DEFAULT) if DEFAULT in names else None)
 
 
 def _write(target: Target, kind: str, data: bytes) -> None:
@@ -339,7 +342,8 @@ def revoke(target: Target, st: os.stat_result, uid: int) -> bool:
     rights they had (``setfacl -n -x u:UID,d:u:UID``, with the mask narrowed to what is left: see
     :func:`_without_user`).  True when something changed."""
     changed = False
-    for kind, data in zip((ACCESS, DEFAULT), _stored(target)):
+    access, default = _stored(target)
+    for kind, data in ((ACCESS, access), (DEFAULT, default)):
         if data is not None:
             without = _changed(("revoke", data, uid), lambda data=data: _without_user(data, uid))
             if without is not None:
