@@ -163,6 +163,9 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
     for t in tests:
         if t.needs_acl:
             acl_bits |= t.bit << 3 | t.bit
+    # With one test, of a user's right (the default audit), a file that user does not own and whose
+    # mode gives neither group (the mask) nor other that right cannot match: not even yielded.
+    only = tests[0] if len(tests) == 1 and tests[0].needs_acl and tests[0].user.pw_uid != 0 else None
     st = os.lstat(root)
     everyone = {uid: True for uid in users}
     if not stat.S_ISDIR(st.st_mode):
@@ -186,6 +189,8 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
+                continue
+            if only is not None and not st.st_mode & acl_bits and st.st_uid != only.user.pw_uid:
                 continue
             access = None
             if st.st_mode & acl_bits and (st.st_uid not in users or len(users) > 1) and not stat.S_ISLNK(st.st_mode):
