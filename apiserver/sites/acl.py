@@ -135,23 +135,24 @@ def read(target: Target, kind: str = ACCESS, follow_symlinks: bool = True) -> Op
     return None if data is None else _decoded(data)
 
 
-def access_of(target: Target, st: os.stat_result, follow_symlinks: bool = True) -> Acl:
+def access_of(target: Target, st: os.stat_result, follow_symlinks: bool = True, expected: bool = False) -> Acl:
     """Blocking.  The access ACL of ``target`` (whose lstat is ``st``), from its mode bits when it has
     none.  Shared between files with the same ACL: never change what it returns.
 
-    Asks ``listxattr`` first: most files have no ACL, and that answer costs one call and no exception.
+    Asks ``listxattr`` first (most files have no ACL, and that answer costs one call and no
+    exception), or, when an ACL is ``expected``, ``getxattr`` straight away.
     """
-    try:
-        names = os.listxattr(target, follow_symlinks=follow_symlinks)
-    except OSError as exc:
-        if exc.errno != errno.EOPNOTSUPP:
-            raise
-        names = ()
-    if ACCESS in names:
-        data = read_attribute(target, ACCESS, follow_symlinks)
-        if data is not None:
-            return _decoded(data)
-    return of_mode(st.st_mode)
+    if not expected:
+        try:
+            names = os.listxattr(target, follow_symlinks=follow_symlinks)
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                raise
+            names = ()
+        if ACCESS not in names:
+            return of_mode(st.st_mode)
+    data = read_attribute(target, ACCESS, follow_symlinks)
+    return of_mode(st.st_mode) if data is None else _decoded(data)
 
 
 def of_mode(mode: int) -> Acl:

@@ -165,7 +165,9 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
             acl_bits |= t.bit << 3 | t.bit
     # With one test, of a user's right (the default audit), a file that user does not own and whose
     # mode gives neither group (the mask) nor other that right cannot match: not even yielded.
-    only = tests[0] if len(tests) == 1 and tests[0].needs_acl and tests[0].user.pw_uid != 0 else None
+    only_uid = None
+    if len(tests) == 1 and tests[0].needs_acl and tests[0].user.pw_uid != 0:
+        only_uid = tests[0].user.pw_uid
     st = os.lstat(root)
     everyone = {uid: True for uid in users}
     if not stat.S_ISDIR(st.st_mode):
@@ -185,28 +187,32 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
         for entry in folder.entries:
             if entry.is_dir(follow_symlinks=False):
                 continue  # a folder is judged on its own descriptor when the walk enters it
-            name = entry.name
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if only is not None and not st.st_mode & acl_bits and st.st_uid != only.user.pw_uid:
+            mode = st.st_mode
+            if not mode & acl_bits:
+                if only_uid is not None and st.st_uid != only_uid:
+                    continue
+                yield folder.child_rel(entry.name), entry.name, st, None, here
                 continue
             access = None
-            if st.st_mode & acl_bits and (st.st_uid not in users or len(users) > 1) and not stat.S_ISLNK(st.st_mode):
+            if (st.st_uid not in users or len(users) > 1) and not stat.S_ISLNK(mode):
+                # The mode lets the ACL decide: the group bits are the mask of an ACL, most likely.
                 if entry.is_file(follow_symlinks=False):
                     # Owner and ACL read again on one descriptor of the file: they belong together.
-                    fd, target = open_file(folder.fd, name)
+                    fd, target = open_file(folder.fd, entry.name)
                     if fd < 0:
                         continue
                     try:
                         st = os.fstat(fd)
-                        access = acl.access_of(target, st)
+                        access = acl.access_of(target, st, expected=True)
                     finally:
                         os.close(fd)
                 else:
-                    access = acl.access_of(f"{acl.handle(folder.fd)}/{name}", st, follow_symlinks=False)
-            yield folder.child_rel(name), name, st, access, here
+                    access = acl.access_of(f"{acl.handle(folder.fd)}/{entry.name}", st, follow_symlinks=False)
+            yield folder.child_rel(entry.name), entry.name, st, access, here
 
 
 def _writable(st: os.stat_result, access: Optional[acl.Acl], reachable: dict, test: _Test) -> bool:
