@@ -1,131 +1,393 @@
-"""POSIX ACLs for one named user, through the ``acl`` tools (``setfacl``/``getfacl``).
+"""POSIX ACLs, read and written in process as the kernel keeps them: extended attributes.
 
-The one place that runs them, so Fortification and the DAV endpoint give the web server user
-access the same way.  A target is a path or an open file descriptor:
+A file's access ACL is the attribute ``system.posix_acl_access``, a folder's default ACL (what
+new entries inherit) ``system.posix_acl_default``, both in the kernel's format
+(``include/uapi/linux/posix_acl_xattr.h``: a version word, then sorted ``(tag, perm, id)``
+entries).  A file without the attribute has only the entries its mode bits give.  The changes
+follow ``setfacl``'s rules, a few syscalls per file instead of a process per batch:
 
-- a path is passed with ``-P`` (physical walk): a symbolic link given as an argument is
-  skipped, never followed to its target;
-- a descriptor (opened ``O_PATH | O_NOFOLLOW`` by the caller and checked with ``fstat``) is
-  handed to setfacl and named ``/proc/self/fd/N``, so the ACL lands on exactly the file that
-  was opened, whatever happens to the names on its path meanwhile (a web application renaming
-  folders under our feet cannot redirect it).
+- :func:`grant_folder` is ``setfacl -m u:UID:rwx,d:u:UID:rwx`` (the mask recalculated; a folder
+  without a default ACL gets one from its access ACL's owner, group and other entries);
+- :func:`grant_file` is ``setfacl -m u:UID:rwX`` (execute only where some entry has it);
+- :func:`revoke` is ``setfacl -n -x u:UID,d:u:UID`` (everyone else's effective rights stay as
+  they are), and more tidy: the mask is narrowed to what the remaining entries use, and an ACL
+  left without named entries becomes plain mode bits again (``ls -l`` no longer shows the
+  group a write right the mask kept from the web user's entry).
 
-Everything here is blocking: run it on the blocking pool.
+A *target* is what :func:`os.getxattr` takes: an open descriptor (not ``O_PATH``), or a path.
+For an ``O_PATH`` descriptor pass :func:`handle` (``/proc/self/fd/N``): the ACL then lands on
+exactly the file that was opened and checked, whatever happens to the names on its path.
+Nothing is written when the result equals what is there.  Everything here is blocking.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import subprocess
-from typing import Iterable, Optional, Union
+import errno
+import os
+import pwd
+import struct
+from typing import Optional, Union
+
+from twisted.logger import Logger
 
 from apiserver.errors import ServerError
 
-#: How many targets one setfacl invocation takes (well below the argument and descriptor limits).
-BATCH = 200
+_log = Logger(namespace="apiserver.sites.acl")
 
-_ESCAPE = re.compile(rb"\\([0-7]{3})")
+ACCESS = "system.posix_acl_access"
+DEFAULT = "system.posix_acl_default"
 
-Target = Union[str, int]
+#: Entry tags of the kernel's format, in the order it requires.
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+_UNDEFINED_ID = 0xFFFFFFFF
+_VERSION = 2
+_HEADER = struct.Struct("<I")
+_ENTRY = struct.Struct("<HHI")
+_ID = struct.Struct("<I")
+_HEADER_BYTES = _HEADER.pack(_VERSION)
+_USER_TAG = struct.pack("<H", USER)
 
+READ, WRITE, EXECUTE = 4, 2, 1
+RWX = READ | WRITE | EXECUTE
 
-def grant_folders(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  ``user`` may read, write and enter each folder, and new entries inherit that
-    (access ACL ``u:USER:rwx`` plus the default ACL ``d:u:USER:rwx``)."""
-    _setfacl(["-m", f"u:{user}:rwx,d:u:{user}:rwx"], paths)
-
-
-def grant_folders_only(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  ``user`` may create and remove entries in each folder (access ACL only, no inheritance)."""
-    _setfacl(["-m", f"u:{user}:rwx"], paths)
-
-
-def grant_files(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  ``user`` may read and write each file (``u:USER:rwX``: execute only where someone has it)."""
-    _setfacl(["-m", f"u:{user}:rwX"], paths)
+Target = Union[int, str]
 
 
-def revoke(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  Remove ``user``'s access and default ACL entries; other entries stay as they are.
-
-    ``-n`` keeps the mask: recalculating it would widen the owning group's effective rights.
-    """
-    _setfacl(["-n", "-x", f"u:{user},d:u:{user}"], paths)
-
-
-def revoke_files(paths: Iterable[Target], user: str) -> None:
-    """Blocking.  Remove ``user``'s access ACL entry from files (which carry no default ACL); the mask stays."""
-    _setfacl(["-n", "-x", f"u:{user}"], paths)
+def handle(fd: int) -> str:
+    """The path that names the file open at ``fd`` itself (also an ``O_PATH`` descriptor)."""
+    return f"/proc/self/fd/{fd}"
 
 
 @dataclasses.dataclass
 class Acl:
-    """The extended entries of one file's ACL (numeric ids); base permissions come from the mode."""
+    """One ACL: the owner, owning group and other entries, named users and groups (id -> perm
+    bits, 4 r, 2 w, 1 x) and the mask (None when there are no named entries)."""
 
-    users: dict            # uid -> "rwx" string
-    groups: dict           # gid -> "rwx" string (named groups)
-    group_obj: str
-    mask: Optional[str]    # None when the ACL has no mask (no extended entries)
+    user_obj: int
+    group_obj: int
+    other: int
+    mask: Optional[int] = None
+    users: dict = dataclasses.field(default_factory=dict)
+    groups: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_mode(cls, mode: int) -> "Acl":
+        """The ACL that mode bits alone give (what a file without the attribute has)."""
+        return cls((mode >> 6) & 7, (mode >> 3) & 7, mode & 7)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Acl":
+        """Parse the kernel's format; ValueError when it is not one."""
+        if len(data) < _HEADER.size or (len(data) - _HEADER.size) % _ENTRY.size:
+            raise ValueError("not a POSIX ACL attribute")
+        if _HEADER.unpack_from(data)[0] != _VERSION:
+            raise ValueError("unknown POSIX ACL version")
+        acl = cls(0, 0, 0)
+        for tag, perm, qualifier in _ENTRY.iter_unpack(memoryview(data)[_HEADER.size:]):
+            perm &= 7
+            if tag == USER:
+                acl.users[qualifier] = perm
+            elif tag == GROUP:
+                acl.groups[qualifier] = perm
+            elif tag == USER_OBJ:
+                acl.user_obj = perm
+            elif tag == GROUP_OBJ:
+                acl.group_obj = perm
+            elif tag == MASK:
+                acl.mask = perm
+            elif tag == OTHER:
+                acl.other = perm
+            else:
+                raise ValueError(f"unknown POSIX ACL tag {tag:#x}")
+        return acl
+
+    def allows(self, st: os.stat_result, uid: int, gids: frozenset, bit: int) -> bool:
+        """Whether the user ``uid`` (in groups ``gids``) has ``bit`` on the file ``st`` describes,
+        by the POSIX ACL algorithm (the kernel's ``posix_acl_permission``); root always has."""
+        if uid == 0:
+            return True
+        if st.st_uid == uid:
+            return bool(self.user_obj & bit)
+        mask = RWX if self.mask is None else self.mask
+        if uid in self.users:
+            return bool(self.users[uid] & mask & bit)
+        matched = False
+        if st.st_gid in gids:
+            if self.group_obj & mask & bit:
+                return True
+            matched = True
+        for gid, perm in self.groups.items():
+            if gid in gids:
+                if perm & mask & bit:
+                    return True
+                matched = True
+        return False if matched else bool(self.other & bit)
 
 
-def read_tree(path: str) -> dict:
-    """Blocking.  The ACLs with extended entries at or under ``path``: {host path: Acl}.
+def read(target: Target, kind: str = ACCESS, follow_symlinks: bool = True) -> Optional[Acl]:
+    """Blocking.  The ACL ``kind`` of ``target``; None when it has none (its mode bits are its ACL).
 
-    One ``getfacl -R -P --skip-base`` call; files that carry only base entries are absent.
+    ``follow_symlinks=False`` reads a link's own (never its target's): links have none.
     """
-    try:
-        proc = subprocess.run(["getfacl", "-R", "-P", "--skip-base", "--numeric", "--absolute-names", "--", path],
-                              capture_output=True, timeout=600)
-    except FileNotFoundError:
-        raise ServerError("getfacl is missing: install the acl package (Debian: apt-get install acl)") from None
-    return parse_getfacl(proc.stdout)
+    data = read_attribute(target, kind, follow_symlinks)
+    return None if data is None else _decoded(data)
 
 
-def parse_getfacl(output: bytes) -> dict:
-    """Parse getfacl's text (names escaped as ``\\ooo``) into {path: Acl}."""
-    found = {}
-    current = None
-    for raw in output.split(b"\n"):
-        if raw.startswith(b"# file: "):
-            name = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), raw[8:])
-            current = Acl(users={}, groups={}, group_obj="", mask=None)
-            found[name.decode("utf-8", "surrogateescape")] = current
-            continue
-        if current is None or not raw or raw.startswith(b"#") or raw.startswith(b"default:"):
-            continue
-        parts = raw.decode("ascii", "replace").split("\t")[0].split(":")
-        if len(parts) < 3:
-            continue
-        kind, qualifier, perms = parts[0], parts[1], parts[2]
-        if kind == "user" and qualifier:
-            current.users[int(qualifier)] = perms
-        elif kind == "group" and qualifier:
-            current.groups[int(qualifier)] = perms
-        elif kind == "group":
-            current.group_obj = perms
-        elif kind == "mask":
-            current.mask = perms
+def access_of(target: Target, st: os.stat_result, follow_symlinks: bool = True, expected: bool = False) -> Acl:
+    """Blocking.  The access ACL of ``target`` (whose lstat is ``st``), from its mode bits when it has
+    none.  Shared between files with the same ACL: never change what it returns.
+
+    Asks ``listxattr`` first (most files have no ACL, and that answer costs one call and no
+    exception), or, when an ACL is ``expected``, ``getxattr`` straight away.
+    """
+    if not expected:
+        try:
+            names = os.listxattr(target, follow_symlinks=follow_symlinks)
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                raise
+            names = ()
+        if ACCESS not in names:
+            return of_mode(st.st_mode)
+    data = read_attribute(target, ACCESS, follow_symlinks)
+    return of_mode(st.st_mode) if data is None else _decoded(data)
+
+
+def of_mode(mode: int) -> Acl:
+    """The ACL mode bits alone give (shared: never change it)."""
+    mode &= 0o777
+    found = _FROM_MODE.get(mode)
+    if found is None:
+        found = _FROM_MODE[mode] = Acl.from_mode(mode)
     return found
 
 
-def _setfacl(options: list, targets: Iterable[Target]) -> None:
-    targets = list(targets)
-    paths = [t for t in targets if isinstance(t, str)]
-    fds = [t for t in targets if not isinstance(t, str)]
-    for start in range(0, len(paths), BATCH):
-        _run(["setfacl", "-P", *options, "--", *paths[start:start + BATCH]], ())
-    for start in range(0, len(fds), BATCH):
-        chunk = fds[start:start + BATCH]
-        # No -P here: /proc/self/fd/N is a magic link that must be followed to the opened file.
-        _run(["setfacl", *options, "--", *[f"/proc/self/fd/{fd}" for fd in chunk]], chunk)
+#: Decoded ACLs by their attribute's bytes, and by mode: a site's files share a handful of each.
+_DECODED: dict = {}
+_FROM_MODE: dict = {}
+_DECODED_MAX = 4096
 
 
-def _run(command: list, pass_fds) -> None:
+def _decoded(data: bytes) -> Acl:
+    found = _DECODED.get(data)
+    if found is None:
+        try:
+            found = Acl.decode(data)
+        except ValueError as exc:
+            raise ServerError(f"unreadable POSIX ACL: {exc}") from None
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[data] = found
+    return found
+
+
+def read_attribute(target: Target, kind: str, follow_symlinks: bool = True) -> Optional[bytes]:
+    """Blocking.  The raw attribute ``kind`` of ``target``; None when it has none."""
     try:
-        proc = subprocess.run(command, capture_output=True, timeout=600, pass_fds=tuple(pass_fds))
-    except FileNotFoundError:
-        raise ServerError("setfacl is missing: install the acl package (Debian: apt-get install acl)") from None
-    if proc.returncode != 0:
-        message = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise ServerError(f"setfacl failed: {message[0] if message else proc.returncode}")
+        return os.getxattr(target, kind, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+            return None
+        raise
+
+
+def _stored(target: Target) -> tuple:
+    """Blocking.  (access attribute, default attribute) of ``target``, each bytes or None; one
+    ``listxattr``, and a ``getxattr`` only for what is there."""
+    try:
+        names = os.listxattr(target)
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            return None, None
+        raise
+    if not names:
+        return None, None  # the common case: no attribute at all
+    return (read_attribute(target, ACCESS) if ACCESS in names else None,
+            read_attribute(target, DEFAULT) if DEFAULT in names else None)
+
+
+def _write(target: Target, kind: str, data: bytes) -> None:
+    try:
+        os.setxattr(target, kind, data)
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:
+            raise ServerError("this filesystem does not support POSIX ACLs (mount it with acl)") from None
+        raise
+
+
+# The changes work on the attribute's entries as (tag, perm, id) tuples: the hot path of a walk
+# over a site, so no object is built per file.
+
+def _entries(data: Optional[bytes], mode: int) -> list:
+    """The entries of an attribute, or those the mode bits give when there is none."""
+    if data is None:
+        return [(USER_OBJ, (mode >> 6) & 7, _UNDEFINED_ID), (GROUP_OBJ, (mode >> 3) & 7, _UNDEFINED_ID),
+                (OTHER, mode & 7, _UNDEFINED_ID)]
+    if len(data) < _HEADER.size or (len(data) - _HEADER.size) % _ENTRY.size or data[:4] != _HEADER_BYTES:
+        raise ServerError("unreadable POSIX ACL: not a version 2 attribute")
+    return list(_ENTRY.iter_unpack(memoryview(data)[_HEADER.size:]))
+
+
+def _with_user(entries: list, uid: int, perm: int) -> bytes:
+    """The attribute of ``entries`` with ``uid``'s entry set to ``perm`` and the mask recalculated
+    (setfacl -m), in the kernel's order."""
+    kept = [e for e in entries if e[0] != MASK and not (e[0] == USER and e[2] == uid)]
+    kept.append((USER, perm, uid))
+    mask = 0
+    for tag, bits, _id in kept:
+        if tag & (USER | GROUP_OBJ | GROUP):
+            mask |= bits
+    kept.append((MASK, mask, _UNDEFINED_ID))
+    kept.sort(key=_order)
+    return _HEADER_BYTES + b"".join([_ENTRY.pack(*e) for e in kept])
+
+
+def _order(entry: tuple) -> tuple:
+    return entry[0], entry[2]
+
+
+def _without_user(data: bytes, uid: int) -> Optional[bytes]:
+    """The attribute without ``uid``'s entry; None when it has none.
+
+    The mask is narrowed to what the remaining entries use, never widened (recalculating it as
+    setfacl does without ``-n`` would give back to the owning group what a chmod took away), so
+    everyone keeps exactly the rights they had.  Without named entries left the mask goes, folded
+    into the owning group's entry: the ACL is then what mode bits say, and the kernel keeps it as
+    just those (the attribute goes, the mode shows the real group rights again).
+    """
+    entries = _entries(data, 0)
+    kept = [e for e in entries if not (e[0] == USER and e[2] == uid)]
+    if len(kept) == len(entries):
+        return None
+    mask = next((bits for tag, bits, _id in kept if tag == MASK), RWX)
+    if any(tag & (USER | GROUP) for tag, _bits, _id in kept):
+        used = 0
+        for tag, bits, _id in kept:
+            if tag & (USER | GROUP_OBJ | GROUP):
+                used |= bits
+        kept = [(MASK, mask & used, i) if tag == MASK else (tag, bits, i) for tag, bits, i in kept]
+    else:
+        kept = [(GROUP_OBJ, bits & mask, i) if tag == GROUP_OBJ else (tag, bits, i)
+                for tag, bits, i in kept if tag != MASK]
+    return _HEADER_BYTES + b"".join([_ENTRY.pack(*e) for e in kept])
+
+
+#: New attributes by (change, old attribute or mode, user): a site's files share a handful of
+#: ACLs, so most changes are a look-up.
+_CHANGES: dict = {}
+_CHANGES_MAX = 4096
+_MISSING = object()
+
+
+def _changed(key: tuple, compute) -> Optional[bytes]:
+    found = _CHANGES.get(key, _MISSING)
+    if found is _MISSING:
+        if len(_CHANGES) >= _CHANGES_MAX:
+            _CHANGES.clear()
+        found = _CHANGES[key] = compute()
+    return found
+
+
+def _granted(access: Optional[bytes], mode: int, uid: int, folder: bool) -> bytes:
+    def compute() -> bytes:
+        entries = _entries(access, mode)
+        execute = folder or any(bits & EXECUTE for tag, bits, _id in entries if tag != MASK)
+        return _with_user(entries, uid, READ | WRITE | (EXECUTE if execute else 0))
+
+    return _changed(("grant", access or mode & 0o777, uid, folder), compute)
+
+
+def _inherited(default: Optional[bytes], access: Optional[bytes], mode: int, uid: int) -> bytes:
+    def compute() -> bytes:
+        if default is not None:
+            base = _entries(default, mode)
+        else:  # setfacl starts a default ACL from the access ACL's base entries
+            base = [e for e in _entries(access, mode) if e[0] in (USER_OBJ, GROUP_OBJ, OTHER)]
+        return _with_user(base, uid, RWX)
+
+    return _changed(("inherit", default, access or mode & 0o777, uid), compute)
+
+
+def grant_folder(target: Target, st: os.stat_result, uid: int, inherit: bool = True) -> bool:
+    """Blocking.  ``uid`` may list, enter, create and remove entries in the folder; with ``inherit``
+    new entries inherit that (``setfacl -m u:UID:rwx,d:u:UID:rwx``).  True when something changed."""
+    access, default = _stored(target)
+    changed = False
+    granted = _granted(access, st.st_mode, uid, folder=True)
+    if granted != access:
+        _write(target, ACCESS, granted)
+        changed = True
+    if inherit:
+        inherited = _inherited(default, access, st.st_mode, uid)
+        if inherited != default:
+            _write(target, DEFAULT, inherited)
+            changed = True
+    return changed
+
+
+def grant_file(target: Target, st: os.stat_result, uid: int) -> bool:
+    """Blocking.  ``uid`` may read and write the file, and execute it where some entry other than the
+    mask has execute (``setfacl -m u:UID:rwX``).  True when something changed."""
+    access, _default = _stored(target)
+    granted = _granted(access, st.st_mode, uid, folder=False)
+    if granted == access:
+        return False
+    _write(target, ACCESS, granted)
+    return True
+
+
+def revoke(target: Target, st: os.stat_result, uid: int) -> bool:
+    """Blocking.  Remove ``uid``'s entries, access and (on folders) default; everyone else keeps the
+    rights they had (``setfacl -n -x u:UID,d:u:UID``, with the mask narrowed to what is left: see
+    :func:`_without_user`).  True when something changed."""
+    changed = False
+    access, default = _stored(target)
+    for kind, data in ((ACCESS, access), (DEFAULT, default)):
+        if data is not None:
+            without = _changed(("revoke", data, uid), lambda data=data: _without_user(data, uid))
+            if without is not None:
+                _write(target, kind, without)
+                changed = True
+    return changed
+
+
+# --- search on the folders above the sites (state_dir) ------------------------------------------
+
+def can_search(path: str, user: str) -> bool:
+    """Blocking.  Whether ``user`` may pass through the folder ``path`` by its mode bits or ACL."""
+    entry = pwd.getpwnam(user)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        return access_of(fd, st).allows(st, entry.pw_uid, user_groups(entry.pw_name, entry.pw_gid), EXECUTE)
+    finally:
+        os.close(fd)
+
+
+def grant_search(path: str, user: str) -> None:
+    """Blocking.  Let ``user`` pass through the folder ``path`` (execute added to its ACL entry; it
+    lists nothing).  ServerError without the host path when the ACL cannot be set."""
+    uid = pwd.getpwnam(user).pw_uid
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            access, _default = _stored(fd)
+            entries = _entries(access, st.st_mode)
+            current = next((bits for tag, bits, qualifier in entries if tag == USER and qualifier == uid), 0)
+            granted = _with_user(entries, uid, current | EXECUTE)
+            if granted != access:
+                _write(fd, ACCESS, granted)
+        finally:
+            os.close(fd)
+    except (OSError, ServerError) as exc:
+        # The host path goes to the log only: a fault never names the server's layout.
+        _log.error("cannot let {user} reach {path}: {error}", user=user, path=path, error=exc)
+        raise ServerError(f"cannot let {user} reach the sites' folders through state_dir "
+                          f"(see the server log)") from None
+
+
+def user_groups(name: str, gid: int) -> frozenset:
+    """Blocking.  Every group id of the user ``name`` (primary ``gid``)."""
+    return frozenset(os.getgrouplist(name, gid))

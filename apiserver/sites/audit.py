@@ -19,7 +19,6 @@ Links are listed by their own owner, never followed.  Blocking filesystem work.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import grp
 import os
 import pwd
@@ -29,7 +28,8 @@ from typing import Callable, Optional
 
 from apiserver.errors import InvalidArgument
 from apiserver.sites import acl
-from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, walk_inside
+from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path
+from apiserver.sites.walk import open_file, walk_inside
 
 KEYS = ("user", "group", "perm", "name", "writable")
 _PERM = re.compile(r"^([ugoa]*)([+-])([rwx]+)$")
@@ -41,35 +41,51 @@ MAX_RESULTS = 100_000
 
 
 def audit(home: SiteHome, site_path: str, web_user: str, requirements: Optional[dict], union: bool) -> list:
-    """Blocking.  Site paths at or under ``site_path`` matching ``requirements`` (see the module doc)."""
+    """Blocking.  Site paths at or under ``site_path`` matching ``requirements`` (see the module doc), sorted."""
     root = home.resolve(site_path or DOCUMENT_ROOT, must_exist=True)
     tests = _compile(requirements, web_user)
-    combine = any if union else all
-    acls = acl.read_tree(root) if any(t.needs_acl for t in tests) else {}
+    if len(tests) == 1:
+        matches = tests[0]
+    else:
+        combine = any if union else all
+
+        def matches(name, st, access, reachable) -> bool:
+            return combine(t(name, st, access, reachable) for t in tests)
+
+    shown = home.site_path(root)
     found = []
-    for path, st, reachable in _walk(root, home.real_root, acls, tests):
-        if combine(t(path, st, acls, reachable) for t in tests):
-            found.append(home.site_path(path))
+    for rel, name, st, access, reachable in _walk(root, home, shown, tests):
+        if matches(name, st, access, reachable):
+            found.append(rel)
             if len(found) > MAX_RESULTS:
                 raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")
-    return found
+    base = shown.rstrip("/")
+    return sorted(f"{base}/{rel}" if rel else shown for rel in found)
 
 
 class _Test:
-    """One requirement: ``test(path, lstat, acls, reachable_by)`` -> bool."""
+    """One requirement: ``test(name, lstat, access ACL or None, reachable_by)`` -> bool.
 
-    def __init__(self, fn: Callable, needs_acl: bool = False, user: Optional[pwd.struct_passwd] = None):
-        self.fn, self.needs_acl, self.user = fn, needs_acl, user
+    A test that needs the ACL names its ``user`` and the right it asks about (``bit``); the walk
+    reads a file's ACL only where it can matter: the mode's group bits (the mask, when there is an
+    ACL) or other bits have that right and the user does not own the file.
+    """
 
-    def __call__(self, path, st, acls, reachable) -> bool:
-        return self.fn(path, st, acls, reachable)
+    def __init__(self, fn: Callable, needs_acl: bool = False, user: Optional[pwd.struct_passwd] = None,
+                 bit: int = 0):
+        self.fn, self.needs_acl, self.user, self.bit = fn, needs_acl, user, bit
+        self.gids = acl.user_groups(user.pw_name, user.pw_gid) if user is not None else frozenset()
+
+    def __call__(self, name, st, access, reachable) -> bool:
+        return self.fn(name, st, access, reachable)
 
 
 def _compile(requirements: Optional[dict], web_user: str) -> list:
     if requirements is None or requirements == {}:
         web = _user(web_user, "the web server user")
-        return [_Test(lambda p, st, a, r: st.st_uid == web.pw_uid or _writable(p, st, a, r, web),
-                      needs_acl=True, user=web)]
+        test = _Test(lambda n, st, a, r: st.st_uid == web.pw_uid or _writable(st, a, r, test),
+                     needs_acl=True, user=web, bit=acl.WRITE)
+        return [test]
     if not isinstance(requirements, dict):
         raise InvalidArgument("requirements must be a hash such as [user:www-data,perm:o+w]")
     tests = []
@@ -88,22 +104,23 @@ def _compile(requirements: Optional[dict], web_user: str) -> list:
 def _requirement(key: str, value, web_user: str) -> _Test:
     if key == "user":
         uid = _user(value, "user").pw_uid
-        return _Test(lambda p, st, a, r: st.st_uid == uid)
+        return _Test(lambda n, st, a, r: st.st_uid == uid)
     if key == "group":
         gid = _group(value)
-        return _Test(lambda p, st, a, r: st.st_gid == gid)
+        return _Test(lambda n, st, a, r: st.st_gid == gid)
     if key == "perm":
         want_set, bits = _perm(value)
         wanted = bits if want_set else 0
         # A link's own mode means nothing (always 0777): perm tests look at folders and files only.
-        return _Test(lambda p, st, a, r: not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & bits == wanted)
+        return _Test(lambda n, st, a, r: not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & bits == wanted)
     if key == "name":
         pattern = str(value)
-        return _Test(lambda p, st, a, r: fnmatch.fnmatchcase(os.path.basename(p), pattern))
+        return _Test(lambda n, st, a, r: fnmatch.fnmatchcase(n, pattern))
     # writable
     name = web_user if value is True or str(value).lower() in ("true", "1", "") else str(value)
     who = _user(name, "user")
-    return _Test(lambda p, st, a, r: _writable(p, st, a, r, who), needs_acl=True, user=who)
+    test = _Test(lambda n, st, a, r: _writable(st, a, r, test), needs_acl=True, user=who, bit=acl.WRITE)
+    return test
 
 
 def _perm(value) -> tuple:
@@ -135,75 +152,72 @@ def _group(value) -> int:
         raise InvalidArgument(f"group {display_path(text)!r} does not exist") from None
 
 
-def _walk(root: str, home_root: str, acls: dict, tests: list):
-    """Blocking.  (path, lstat, reachable) for root and everything under it, never leaving the home
-    ``home_root``; ``reachable`` says, per user an ACL test needs, whether it can reach the entry
-    (search on every folder above it)."""
-    users = [t.user for t in tests if t.user is not None]
+def _walk(root: str, home: SiteHome, shown: str, tests: list):
+    """Blocking.  (path relative to root, name, lstat, access ACL, reachable) for root and everything
+    under it, never leaving the home; the ACL (from the attribute, or the mode bits) only when a
+    test needs it, else None; ``reachable`` says, per user an ACL test needs, whether it can reach
+    the entry (search on every folder above it)."""
+    users = {t.user.pw_uid: t for t in tests if t.user is not None}
+    needs_acl = any(t.needs_acl for t in tests)
+    acl_bits = 0  # mode bits (group, other) under which a file's ACL can change a test's answer
+    for t in tests:
+        if t.needs_acl:
+            acl_bits |= t.bit << 3 | t.bit
+    # With one test, of a user's right (the default audit), a file that user does not own and whose
+    # mode gives neither group (the mask) nor other that right cannot match: not even yielded.
+    only_uid = None
+    if len(tests) == 1 and tests[0].needs_acl and tests[0].user.pw_uid != 0:
+        only_uid = tests[0].user.pw_uid
     st = os.lstat(root)
-    top = {u.pw_uid: True for u in users}
-    yield root, st, top
+    everyone = {uid: True for uid in users}
     if not stat.S_ISDIR(st.st_mode):
+        access = None
+        if needs_acl and not stat.S_ISLNK(st.st_mode):
+            access = acl.access_of(root, st, follow_symlinks=False)
+        yield "", os.path.basename(root), st, access, everyone
         return
-    reach = {root: top}
-    for dirpath, dirnames, filenames, dir_fd in walk_inside(root, home_root):
-        above = reach.pop(dirpath, None)
-        if above is None:  # not the folder its parent listed (swapped meanwhile): not audited
-            dirnames.clear()
-            continue
-        dir_st = os.fstat(dir_fd)
-        here = {u.pw_uid: above[u.pw_uid] and _allows(dirpath, dir_st, acls, u, 1) for u in users}
-        dirnames.sort()
-        for name in dirnames + sorted(filenames):
-            path = os.path.join(dirpath, name)
+    for folder in walk_inside(root, home.real_root, shown=shown):
+        st = folder.stat
+        above = folder.parent.data if folder.parent is not None else everyone
+        access = acl.access_of(folder.fd, st) if needs_acl else None
+        yield folder.rel, folder.name or os.path.basename(root), st, access, above
+        # Tests that name a user always need the ACL, so ``access`` is there when ``users`` is not empty.
+        folder.data = here = {uid: above[uid] and access.allows(st, uid, t.gids, acl.EXECUTE)
+                              for uid, t in users.items()}
+        for entry in folder.entries:
+            if entry.is_dir(follow_symlinks=False):
+                continue  # a folder is judged on its own descriptor when the walk enters it
             try:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                reach[path] = here
-            yield path, st, here
+            mode = st.st_mode
+            if not mode & acl_bits:
+                if only_uid is not None and st.st_uid != only_uid:
+                    continue
+                yield folder.child_rel(entry.name), entry.name, st, None, here
+                continue
+            access = None
+            if (st.st_uid not in users or len(users) > 1) and not stat.S_ISLNK(mode):
+                # The mode lets the ACL decide: the group bits are the mask of an ACL, most likely.
+                if entry.is_file(follow_symlinks=False):
+                    # Owner and ACL read again on one descriptor of the file: they belong together.
+                    fd, target = open_file(folder.fd, entry.name)
+                    if fd < 0:
+                        continue
+                    try:
+                        st = os.fstat(fd)
+                        access = acl.access_of(target, st, expected=True)
+                    finally:
+                        os.close(fd)
+                else:
+                    access = acl.access_of(f"{acl.handle(folder.fd)}/{entry.name}", st, follow_symlinks=False)
+            yield folder.child_rel(entry.name), entry.name, st, access, here
 
 
-def _writable(path, st, acls, reachable, user) -> bool:
+def _writable(st: os.stat_result, access: Optional[acl.Acl], reachable: dict, test: _Test) -> bool:
+    user = test.user
     if stat.S_ISLNK(st.st_mode) or not reachable.get(user.pw_uid, False):
         return False
-    return _allows(path, st, acls, user, 2)
-
-
-def _allows(path: str, st: os.stat_result, acls: dict, user: pwd.struct_passwd, bit: int) -> bool:
-    """Whether ``user`` has permission ``bit`` (4 r, 2 w, 1 x) on ``path`` by the POSIX ACL algorithm."""
-    if user.pw_uid == 0:
-        return True
-    mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid == user.pw_uid:
-        return bool((mode >> 6) & bit)
-    entry = acls.get(path)
-    if entry is not None and entry.mask is not None:
-        mask = _bits(entry.mask)
-        if user.pw_uid in entry.users:
-            return bool(_bits(entry.users[user.pw_uid]) & mask & bit)
-        groups = _groups_of(user)
-        matched = []
-        if st.st_gid in groups:
-            matched.append(_bits(entry.group_obj))
-        matched += [_bits(p) for gid, p in entry.groups.items() if gid in groups]
-        if matched:
-            return any(p & mask & bit for p in matched)
-        return bool(mode & bit)
-    if st.st_gid in _groups_of(user):
-        return bool((mode >> 3) & bit)
-    return bool(mode & bit)
-
-
-def _bits(perms: str) -> int:
-    return (4 if "r" in perms else 0) | (2 if "w" in perms else 0) | (1 if "x" in perms else 0)
-
-
-def _groups_of(user: pwd.struct_passwd) -> frozenset:
-    return _group_list(user.pw_name, user.pw_gid)
-
-
-@functools.lru_cache(maxsize=64)
-def _group_list(name: str, gid: int) -> frozenset:
-    return frozenset(os.getgrouplist(name, gid))
+    # No ACL read: the mode alone decides (see _Test).
+    return (access or acl.of_mode(st.st_mode)).allows(st, user.pw_uid, test.gids, acl.WRITE)

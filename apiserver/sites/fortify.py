@@ -20,7 +20,6 @@ and database work through the injected ``run_blocking``; its timers run on the r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -28,7 +27,7 @@ import os
 import pwd
 import stat
 import tempfile
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 import sqlalchemy as sa
 from twisted.application import service
@@ -37,7 +36,8 @@ from twisted.logger import Logger
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.sites import acl
-from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path, walk_inside
+from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
+from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open_folder, walk, walk_inside
 from apiserver.sites.records import FortificationInfo
 from apiserver.storage import utcnow
 
@@ -103,15 +103,6 @@ def detect(folder: str) -> Optional[Profile]:
         if profile.matches(folder):
             return profile
     return None
-
-
-@dataclasses.dataclass
-class _Entry:
-    rel: str        # relative to the fortified folder ('.' for the folder itself)
-    is_dir: bool
-    uid: int
-    fd: int         # O_PATH descriptor of the entry (-1 once closed)
-    links: int = 1  # hard links to a file
 
 
 @dataclasses.dataclass
@@ -338,41 +329,9 @@ class Fortifier(service.Service):
         return _Target(home, folder, "" if key == "." else key)
 
     def _apply(self, target: _Target, writable: list) -> None:
-        """Blocking.  Make exactly ``writable`` (profile entries) writable for the web server user.
-
-        Three passes over the tree, each on descriptors opened without following links: first
-        every ACL entry of the web user goes, then what it owns outside ``writable`` is given
-        to the owner, only then are the writable paths granted.  Once the first two passes are
-        done the web user can change nothing outside ``writable``, so it cannot steer the rest.
-        """
-        web = self.web_user
-        web_uid = self._web_uid()
-        owner = target.home.owner
-        uids = manageable_uids(owner.uid, web_uid)
-        recursive = {e.rstrip("/") or "." for e in writable if e.endswith("/")}
-        single = {e for e in writable if not e.endswith("/")}
-
-        def is_writable(rel: str) -> bool:
-            return "." in recursive or _under_any(rel, recursive) or rel in single
-
-        with _open_folder(target.folder) as top:
-            for batch in _batches(walk_fds(top, uids)):
-                acl.revoke([e.fd for e in batch if e.is_dir], web)
-                acl.revoke_files([e.fd for e in batch if not e.is_dir], web)
-            for batch in _batches(walk_fds(top, {web_uid})):
-                for entry in batch:
-                    if not is_writable(entry.rel):
-                        _give_back(entry, owner)
-            for entry in writable:  # a profile's folders that do not exist yet are made (as the owner)
-                if entry.endswith("/") and entry != EVERYTHING:
-                    _make_folder(top, entry.rstrip("/"), owner)
-            for batch in _batches(walk_fds(top, uids)):
-                # A file with several hard links may be a protected one under another name (the web
-                # user links wp-config.php into uploads while released): never granted.
-                chosen = [e for e in batch if is_writable(e.rel) and (e.is_dir or e.links == 1)]
-                acl.grant_folders([e.fd for e in chosen if e.is_dir and e.rel not in single], web)
-                acl.grant_folders_only([e.fd for e in chosen if e.is_dir and e.rel in single], web)
-                acl.grant_files([e.fd for e in chosen if not e.is_dir], web)
+        """Blocking.  Make exactly ``writable`` (profile entries) writable for the web server user."""
+        home = target.home
+        apply_writable(target.folder, writable, home.owner, self._web_uid(), shown=home.site_path(target.folder))
 
     # --- storage ----------------------------------------------------------------------------
     def _load(self, domain: str, key: str):
@@ -423,110 +382,150 @@ def manageable_uids(owner_uid: int, web_uid: int) -> set:
     return {owner_uid, web_uid} if euid == 0 else {euid}
 
 
-#: Deeper folders than this are not walked (each level holds one descriptor open).
-MAX_DEPTH = 256
-_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str = ".") -> None:
+    """Blocking.  Make exactly ``writable`` (profile entries, relative to the folder ``folder``)
+    writable for the web server user ``web_uid``; ``owner`` (a FileOwner) gets back what it made
+    elsewhere.  ``shown`` names the folder in errors (as the site sees it).
 
+    Each entry is visited once, by descriptors without following links
+    (:func:`apiserver.sites.walk.walk`).  The first walk goes over the tree outside the writable
+    folders and takes back: every ACL entry of the web user goes, and what it owns is given to
+    the owner, each folder before it is listed, so that the web user can no longer add to a
+    folder the walk is reading, nor move one of the writable folders away.  Then the profile's
+    missing folders are made, and a second walk grants over each writable folder, taking back
+    there only what is not granted.
+    Files and folders of other owners (a root-owned file, a hard link to a system file) are never
+    touched; a file with several hard links is never granted (it may be a protected file under
+    another name: the web user links wp-config.php into uploads while released).
+    """
+    uids = manageable_uids(owner.uid, web_uid)
+    recursive = {e.rstrip("/") or "." for e in writable if e.endswith("/")}
+    single = {e for e in writable if not e.endswith("/")}
 
-@contextlib.contextmanager
-def _open_folder(path: str):
-    """Blocking.  A descriptor of the folder ``path``, opened one component at a time without following links."""
-    fd = os.open("/", _DIR_FLAGS)
+    def covered(rel: str) -> bool:
+        return "." in recursive or _under_any(rel, recursive)
+
+    def is_writable(rel: str) -> bool:
+        return covered(rel) or rel in single
+
+    roots = sorted(r for r in recursive if r == "." or not covered(os.path.dirname(r)))
+    top = open_folder(folder)
     try:
-        for part in [p for p in path.split("/") if p]:
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                raise InvalidArgument(f"the folder changed while it was being fortified: {exc.strerror}") from None
-            os.close(fd)
-            fd = child
-        yield fd
+        if "." not in recursive:
+            _take_back(top, folder, shown, uids, owner, web_uid, is_writable, set(roots))
+        for entry in writable:  # a profile's folders that do not exist yet are made (as the owner)
+            if entry.endswith("/") and entry != EVERYTHING:
+                _make_folder(top, entry.rstrip("/"), owner)
+        for root in roots:
+            _grant_tree(top, folder, root, shown, uids, web_uid, single)
+        for rel in sorted(single):
+            if not covered(rel):
+                _grant_one(top, rel, uids, web_uid)
     finally:
-        os.close(fd)
+        os.close(top)
 
 
-def walk_fds(top: int, uids: set) -> Iterable[_Entry]:
-    """Blocking.  The folder open at ``top`` and the folders and regular files under it owned by
-    ``uids``, each with an ``O_PATH`` descriptor (closed by :func:`_batches`); links are never followed."""
-    fd = os.open(".", _PATH_FLAGS, dir_fd=top)
-    st = os.fstat(fd)
-    if st.st_uid in uids:
-        yield _Entry(".", True, st.st_uid, fd)
-    else:
-        os.close(fd)
-    yield from _walk_below(top, "", uids, 0)
+def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int, is_writable,
+               writable_roots: set) -> None:
+    """Blocking.  The first walk of :func:`apply_writable`: no ACL entry of the web user is left and
+    it owns nothing outside the writable entries, except in ``writable_roots`` (folders relative
+    to the fortified one), which it does not enter: the granting walk goes there."""
 
+    def enter(here: Folder) -> None:
+        st = here.stat
+        if st.st_uid in uids:
+            acl.revoke(here.fd, st, web_uid)
+            if st.st_uid == web_uid and not is_writable(here.rel or "."):
+                _give_back(here.fd, owner, here.rel or ".")
 
-def _walk_below(dir_fd: int, rel: str, uids: set, depth: int) -> Iterable[_Entry]:
-    """Blocking.  :func:`walk_fds` below the folder open at ``dir_fd``, depth first."""
-    if depth > MAX_DEPTH:
-        log.warn("not fortifying below {rel}: deeper than {depth} folders", rel=rel, depth=MAX_DEPTH)
-        return
-    with os.scandir(dir_fd) as listing:
-        names = sorted(e.name for e in listing)
-    for name in names:
-        child = f"{rel}/{name}" if rel else name
-        try:
-            fd = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
-        except OSError:
-            continue
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
+    for here in walk(top, folder, shown=shown, enter=enter):
+        if writable_roots:
+            here.subfolders = [name for name in here.subfolders if here.child_rel(name) not in writable_roots]
+        for entry in here.entries:
+            if not entry.is_file(follow_symlinks=False):
+                continue  # folders are entered by the walk; links, sockets, FIFOs are never touched
+            fd, target = open_file(here.fd, entry.name)
+            if fd < 0:
+                continue  # gone since the listing
             try:
-                sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-            except OSError:
-                os.close(fd)
-                continue
-            if not os.path.samestat(os.fstat(sub), st):  # replaced between the two opens
-                os.close(sub)
-                os.close(fd)
-                continue
-            if st.st_uid in uids:
-                yield _Entry(child, True, st.st_uid, fd)
-            else:
-                os.close(fd)
-            try:
-                yield from _walk_below(sub, child, uids, depth + 1)
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid not in uids:
+                    continue  # swapped for something else, or another owner's file: never touched
+                acl.revoke(target, st, web_uid)
+                rel = here.child_rel(entry.name)
+                if st.st_uid == web_uid and not is_writable(rel):
+                    _give_back(target, owner, rel)
             finally:
-                os.close(sub)
-        elif stat.S_ISREG(st.st_mode) and st.st_uid in uids:
-            yield _Entry(child, False, st.st_uid, fd, st.st_nlink)
-        else:
-            os.close(fd)  # links, sockets, fifos: never touched
+                os.close(fd)
 
 
-def _batches(entries: Iterable[_Entry], size: int = acl.BATCH):
-    """Groups of ``size`` entries; each group's descriptors are closed once the caller is done with it."""
-    batch = []
+def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid: int, single: set) -> None:
+    """Blocking.  Grant the web user the folder ``root`` (relative to the fortified folder) and
+    everything in it; a folder named alone in ``single`` gets no inheritance.  No walk took back
+    here first, so what is not granted loses the web user's entry: a file with several hard links
+    (it may be a protected file under another name), a single folder's default entry."""
     try:
-        for entry in entries:
-            batch.append(entry)
-            if len(batch) >= size:
-                yield batch
-                _close_all(batch)
-                batch = []
-        if batch:
-            yield batch
+        root_fd = open_below(top, root) if root != "." else os.dup(top)
+    except OSError:
+        return  # no such folder (or a link in its place): nothing to grant
+    prefix = "" if root == "." else root
+
+    def enter(here: Folder) -> None:
+        st = here.stat
+        if st.st_uid in uids:
+            rel = f"{prefix}/{here.rel}".strip("/") if prefix else (here.rel or ".")
+            if rel in single:
+                acl.revoke(here.fd, st, web_uid)
+            acl.grant_folder(here.fd, st, web_uid, inherit=rel not in single)
+
+    try:
+        for here in walk(root_fd, os.path.join(folder, prefix), shown=shown, enter=enter):
+            for entry in here.entries:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                fd, target = open_file(here.fd, entry.name)
+                if fd < 0:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    if stat.S_ISREG(st.st_mode) and st.st_uid in uids:
+                        if st.st_nlink == 1:
+                            acl.grant_file(target, st, web_uid)
+                        else:
+                            acl.revoke(target, st, web_uid)
+                finally:
+                    os.close(fd)
     finally:
-        _close_all(batch)
+        os.close(root_fd)
 
 
-def _close_all(batch: list) -> None:
-    for entry in batch:
-        if entry.fd >= 0:
-            os.close(entry.fd)
-            entry.fd = -1
-
-
-def _give_back(entry: _Entry, owner) -> None:
-    """Blocking.  The owner gets what the web user made, without group or other write."""
-    handle = f"/proc/self/fd/{entry.fd}"
+def _grant_one(top: int, rel: str, uids: set, web_uid: int) -> None:
+    """Blocking.  Grant the web user the one entry ``rel``: a folder without inheritance, or a file."""
     try:
-        os.chown(handle, owner.uid, owner.gid)
-        os.chmod(handle, stat.S_IMODE(os.stat(handle).st_mode) & ~0o022)
+        fd = open_below(top, rel, PATH_FLAGS)
+    except OSError:
+        return  # no such entry (or a link on the way): nothing to grant
+    try:
+        st = os.fstat(fd)
+        if st.st_uid not in uids:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            acl.grant_folder(acl.handle(fd), st, web_uid, inherit=False)
+        elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            acl.grant_file(acl.handle(fd), st, web_uid)
+    finally:
+        os.close(fd)
+
+
+def _give_back(target, owner, rel: str) -> None:
+    """Blocking.  The owner gets what the web user made, without group or other write (``target``:
+    an open descriptor, or the handle path of an ``O_PATH`` one)."""
+    try:
+        os.chown(target, owner.uid, owner.gid)
+        # Read the mode again: the chown cleared setuid and setgid, which must stay cleared.
+        os.chmod(target, stat.S_IMODE(os.stat(target).st_mode) & ~0o022)
     except PermissionError:
-        log.warn("cannot give {rel} to {owner}: the server does not run as root", rel=entry.rel, owner=owner.name)
+        log.warn("cannot give {rel} to {owner}: the server does not run as root", rel=rel, owner=owner.name)
 
 
 def learn(folder: str, web_uid: int, since_ns: int, home_root: str) -> list:
@@ -540,25 +539,25 @@ def learn(folder: str, web_uid: int, since_ns: int, home_root: str) -> list:
     top = os.lstat(folder)
     if top.st_uid != web_uid and top.st_mtime_ns >= since_ns:
         learned.append(".")
-    for dirpath, dirnames, filenames, dir_fd in walk_inside(folder, home_root):
+    for here in walk_inside(folder, home_root, shown="."):
         descend = set()
-        for name in sorted(dirnames) + sorted(filenames):
+        for entry in here.entries:
             try:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            rel = os.path.relpath(os.path.join(dirpath, name), folder)
+            rel = here.child_rel(entry.name)
             if stat.S_ISDIR(st.st_mode):
                 if st.st_uid == web_uid:
                     learned.append(rel + "/")
                     continue  # its whole tree is writable
                 if st.st_mtime_ns >= since_ns:
                     learned.append(rel)
-                descend.add(name)
+                descend.add(entry.name)
             elif stat.S_ISREG(st.st_mode) and (st.st_uid == web_uid or st.st_mtime_ns >= since_ns):
                 learned.append(rel)
-        dirnames[:] = [d for d in dirnames if d in descend]
-    return learned
+        here.subfolders = [name for name in here.subfolders if name in descend]
+    return sorted(learned)
 
 
 def filesystem_now_ns(directory: str) -> int:
@@ -585,21 +584,17 @@ def _under_any(rel: str, folders: set) -> bool:
 def _make_folder(top: int, rel: str, owner) -> None:
     """Blocking.  Make the profile folder ``rel`` under the folder open at ``top`` when its parent
     exists (as the owner); never through a link."""
-    parts = rel.split("/")
-    fd = os.dup(top)
+    parent, _sep, name = rel.rpartition("/")
     try:
-        for part in parts[:-1]:
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
-                return  # no such parent (or a link): this tree does not have that folder
-            os.close(fd)
-            fd = child
+        fd = open_below(top, parent) if parent else os.dup(top)
+    except OSError:
+        return  # no such parent (or a link): this tree does not have that folder
+    try:
         try:
-            os.mkdir(parts[-1], 0o755, dir_fd=fd)
+            os.mkdir(name, 0o755, dir_fd=fd)
         except FileExistsError:
             return
         if os.geteuid() == 0:
-            os.chown(parts[-1], owner.uid, owner.gid, dir_fd=fd, follow_symlinks=False)
+            os.chown(name, owner.uid, owner.gid, dir_fd=fd, follow_symlinks=False)
     finally:
         os.close(fd)

@@ -10,7 +10,6 @@ filesystem work: callers run it on the blocking pool.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import pwd
 import re
@@ -19,11 +18,8 @@ import stat
 import time
 from typing import Optional
 
-from twisted.logger import Logger
-
 from apiserver.errors import Exists, InvalidArgument, NotFound, ServerError
-
-_log = Logger(namespace="apiserver.sites.home")
+from apiserver.sites import acl
 
 #: The document root inside every home, as the site sees it.
 DOCUMENT_ROOT = "/var/www/html"
@@ -161,8 +157,14 @@ def split_site_path(site_path: str) -> list:
 
 def display_path(path: str) -> str:
     """A path safe to put in a fault message (bounded, no control characters)."""
-    text = "".join(c if c.isprintable() else "?" for c in str(path))
-    return text if len(text) <= 200 else text[:200] + "..."
+    return printable(str(path), 200)
+
+
+def printable(text: str, limit: Optional[int] = None) -> str:
+    """``text`` with every unprintable character (controls, escapes) as ``?``, cut after ``limit``
+    characters (marked ``...``): safe to show a person or put in a fault."""
+    shown = "".join(c if c.isprintable() else "?" for c in text)
+    return shown if limit is None or len(shown) <= limit else shown[:limit] + "..."
 
 
 def is_inside(path: str, root: str) -> bool:
@@ -185,103 +187,6 @@ def open_inside(path: str, root: str, flags: int) -> int:
         return os.open(f"/proc/self/fd/{located}", (flags & ~os.O_NOFOLLOW) | os.O_CLOEXEC)
     finally:
         os.close(located)
-
-
-#: A folder opened by a walk: never through a link, never blocking (on a FIFO swapped in).
-_WALK_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: Deeper folders than this are not walked (each level holds a descriptor open).
-MAX_WALK_DEPTH = 256
-
-
-def walk_inside(top: str, root: str, onerror=None):
-    """Blocking.  Walk the folder ``top`` top-down without ever following a link or leaving ``root``
-    (a real path): ``(folder, folders, files, folder_fd)`` like :func:`os.fwalk`, ``folders`` the
-    real folders only (links are among ``files``); the caller may prune ``folders``.
-
-    ``top`` is checked on its descriptor (InvalidArgument when it turns out to be outside
-    ``root``); every folder below is opened through its parent's descriptor with ``O_NOFOLLOW``,
-    so one swapped for a link mid-walk is not entered.  (:func:`os.fwalk` would follow such a link
-    before noticing it, and hang on a FIFO swapped in.)  ``onerror`` gets the OSError of a folder
-    that cannot be opened or listed.
-    """
-    fd = open_inside(top, root, _WALK_DIR_FLAGS & ~os.O_NOFOLLOW)
-    try:
-        yield from _walk_fd(fd, top, onerror, 0)
-    finally:
-        os.close(fd)
-
-
-def _walk_fd(folder_fd: int, folder: str, onerror, depth: int):
-    """Blocking.  :func:`walk_inside` from the folder open at ``folder_fd`` (named ``folder``) down."""
-    try:
-        with os.scandir(folder_fd) as listing:
-            entries = list(listing)
-    except OSError as exc:
-        exc.filename = folder
-        if onerror is not None:
-            onerror(exc)
-        return
-    folders = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
-    files = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
-    yield folder, folders, files, folder_fd
-    for name in folders:
-        path = os.path.join(folder, name)
-        if depth >= MAX_WALK_DEPTH:
-            if onerror is not None:
-                onerror(OSError(errno.ELOOP, f"deeper than {MAX_WALK_DEPTH} folders", path))
-            continue
-        try:
-            child = os.open(name, _WALK_DIR_FLAGS, dir_fd=folder_fd)
-        except OSError as exc:
-            # Gone, or swapped for a link or a file since the listing: nothing to walk there.
-            if onerror is not None and exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                exc.filename = path
-                onerror(exc)
-            continue
-        try:
-            yield from _walk_fd(child, path, onerror, depth + 1)
-        finally:
-            os.close(child)
-
-
-def can_search(path: str, user: str) -> bool:
-    """Blocking.  Whether ``user`` may pass through folder ``path`` by its mode bits or ACL."""
-    entry = pwd.getpwnam(user)
-    info = os.stat(path)
-    if entry.pw_uid == 0:
-        return True
-    if info.st_uid == entry.pw_uid:
-        return bool(info.st_mode & stat.S_IXUSR)
-    if info.st_mode & stat.S_IXOTH:
-        return True
-    import subprocess
-
-    try:
-        out = subprocess.run(["getfacl", "--absolute-names", "--omit-header", "--numeric", path],
-                             capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
-        raise ServerError("getfacl is missing: install the acl package (Debian: apt-get install acl)") from None
-    for line in out.stdout.splitlines():
-        if line.startswith(f"user:{entry.pw_uid}:"):
-            # "user:33:--x\t#effective:---": a chmod since the grant narrowed the mask.
-            rights = line.split("#effective:")[1] if "#effective:" in line else line.split(":")[2]
-            return rights.strip()[2:3] == "x"
-    return False
-
-
-def grant_search(path: str, user: str) -> None:
-    """Blocking.  Let ``user`` pass through ``path`` (ACL ``u:USER:--x``; it lists nothing)."""
-    import subprocess
-
-    try:
-        subprocess.run(["setfacl", "-m", f"u:{user}:x", path], check=True, capture_output=True, timeout=30)
-    except FileNotFoundError:
-        raise ServerError("setfacl is missing: install the acl package (Debian: apt-get install acl)") from None
-    except subprocess.CalledProcessError as exc:
-        # The host path goes to the log only: a fault never names the server's layout.
-        _log.error("cannot let {user} reach {path}: {error}", user=user, path=path,
-                   error=exc.stderr.decode(errors="replace").strip())
-        raise ServerError(f"cannot let {user} reach the sites' folders through state_dir (see the server log)") from None
 
 
 class SiteHomes:
@@ -312,8 +217,8 @@ class SiteHomes:
         top = os.path.realpath(self.state_dir)
         path = os.path.realpath(self.sites_root)
         while is_inside(path, top):
-            if not can_search(path, user):
-                grant_search(path, user)
+            if not acl.can_search(path, user):
+                acl.grant_search(path, user)
             if path == top:
                 break
             path = os.path.dirname(path)

@@ -20,7 +20,8 @@ import stat
 from typing import Iterable, Optional
 
 from apiserver.errors import InvalidArgument
-from apiserver.sites.home import DOCUMENT_ROOT, display_path, open_inside, walk_inside
+from apiserver.sites.home import DOCUMENT_ROOT, display_path, open_inside, printable
+from apiserver.sites.walk import walk_inside
 from apiserver.sites.records import HtaccessFinding
 
 ACCESS_FILE = ".htaccess"
@@ -283,8 +284,7 @@ def scan(data: bytes) -> list[Finding]:
 
 
 def _display(text: str) -> str:
-    shown = "".join(c if c.isprintable() else "?" for c in text.encode("latin-1").decode("utf-8", "replace"))
-    return shown if len(shown) <= _DIRECTIVE_DISPLAY else shown[:_DIRECTIVE_DISPLAY] + "..."
+    return printable(text.encode("latin-1").decode("utf-8", "replace"), _DIRECTIVE_DISPLAY)
 
 
 # --- the tree -----------------------------------------------------------------------------------
@@ -320,18 +320,18 @@ def _access_files(top: str, root: str):
     """``(path, None)`` of each .htaccess under ``top`` (never leaving the home ``root``), ``(folder,
     error)`` for unreadable folders."""
     errors = []
-    for folder, dirs, files, _fd in walk_inside(top, root, onerror=errors.append):
+    for folder in walk_inside(top, root, onerror=errors.append):
         while errors:
             error = errors.pop()
-            yield getattr(error, "filename", folder) or folder, error.strerror or str(error)
-        dirs.sort()
-        if ACCESS_FILE in files or ACCESS_FILE in dirs:
-            yield os.path.join(folder, ACCESS_FILE), None
-        if ACCESS_FILE in dirs:
-            dirs.remove(ACCESS_FILE)
+            yield os.path.join(top, error.rel) if error.rel else top, error.strerror
+        if any(entry.name == ACCESS_FILE for entry in folder.entries):
+            yield folder.child_path(ACCESS_FILE), None
+        if ACCESS_FILE in folder.subfolders:
+            folder.subfolders.remove(ACCESS_FILE)
+        folder.subfolders.sort()
     while errors:
         error = errors.pop()
-        yield getattr(error, "filename", top) or top, error.strerror or str(error)
+        yield os.path.join(top, error.rel) if error.rel else top, error.strerror
 
 
 def _check_file(path: str, root: str) -> list[Finding]:

@@ -27,7 +27,7 @@ from typing import Optional
 import bcrypt
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
-from apiserver.sites.home import display_path, open_inside, web_server_user
+from apiserver.sites.home import display_path, open_inside, printable, web_server_user
 
 BCRYPT_COST = 5
 FILE_MODE = 0o640
@@ -375,6 +375,6 @@ def users(host_path: str, home) -> list[str]:
         if entry is None or entry[0] in seen:
             continue
         seen.add(entry[0])
-        out.append("".join(c if c.isprintable() else "?" for c in entry[0].decode("utf-8", "replace")))
+        out.append(printable(entry[0].decode("utf-8", "replace")))
     return out
 

@@ -25,7 +25,8 @@ import subprocess
 from typing import Optional
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
-from apiserver.sites.home import display_path, walk_inside
+from apiserver.sites.home import display_path
+from apiserver.sites.walk import walk_inside
 from apiserver.sites.records import SetuidFile
 
 DPKG_INFO = "/var/lib/dpkg/info"
@@ -85,33 +86,26 @@ def _check_root(root) -> str:
 
 
 def _find(root: str) -> list:
-    """Blocking.  (host path, lstat, sha256, md5) of setuid/setgid regular files on root's filesystem;
-    the walk goes by descriptors (home.walk_inside), so a link, even one swapped in mid-walk, is
-    never followed."""
-    device = os.lstat(root).st_dev
+    """Blocking.  (host path, lstat, sha256, md5) of setuid/setgid regular files on root's filesystem,
+    by path; the walk goes by descriptors (:func:`apiserver.sites.walk.walk`), so a link, even one
+    swapped in mid-walk, is never followed, and other filesystems (/proc, /sys, /dev, mounts) are
+    not walked."""
     found = []
-    for dirpath, dirnames, filenames, dir_fd in walk_inside(root, os.path.realpath(root)):
-        keep = []
-        for name in sorted(dirnames):
-            try:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            except OSError:
+    for folder in walk_inside(root, os.path.realpath(root), shown=root, one_filesystem=True):
+        for entry in folder.entries:
+            if not entry.is_file(follow_symlinks=False):
                 continue
-            if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
-                keep.append(name)  # other filesystems (/proc, /sys, /dev, mounts) are not walked
-        dirnames[:] = keep
-        for name in sorted(filenames):
             try:
-                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
                 try:
-                    digests = _digests(name, dir_fd)
+                    digests = _digests(entry.name, folder.fd)
                 except OSError:
                     continue  # gone or replaced since it was listed
-                found.append((os.path.join(dirpath, name), st) + digests)
-    return found
+                found.append((folder.child_path(entry.name), st) + digests)
+    return sorted(found, key=lambda item: item[0])
 
 
 def _template_path(root: str, path: str) -> str:

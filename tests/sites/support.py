@@ -22,7 +22,7 @@ def sites_root():
     path = tempfile.mkdtemp(prefix="apiserver-sites-", dir="/tmp")
     os.chmod(path, 0o711)
     yield os.path.join(path, "sites")
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)
 
 
 def as_web(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -110,3 +110,104 @@ def swap_for_link_before_listing(monkeypatch, folder: str, target: str) -> None:
 
 def requires_root():
     return pytest.mark.skipif(os.geteuid() != 0, reason="acts as the web server user through runuser (root)")
+
+
+def make_deep(top_fd: int, depth: int, side_folders: bool = False, leaf: str = "", name: str = "d",
+              owner=None) -> None:
+    """Make ``depth`` nested folders ``name/name/...`` in the folder open at ``top_fd`` (by descriptors:
+    the path may be longer than PATH_MAX), each level with a folder ``side`` beside the next when
+    ``side_folders``, and a file ``leaf`` at the bottom when given; owned by ``owner`` when given."""
+    fd = os.dup(top_fd)
+    try:
+        for _level in range(depth):
+            os.mkdir(name, 0o755, dir_fd=fd)
+            if side_folders:
+                os.mkdir("side", 0o755, dir_fd=fd)
+                if owner is not None:
+                    os.chown("side", owner.uid, owner.gid, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if owner is not None:
+                os.fchown(fd, owner.uid, owner.gid)
+        if leaf:
+            made = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+            if owner is not None:
+                os.fchown(made, owner.uid, owner.gid)
+            os.close(made)
+    finally:
+        os.close(fd)
+
+
+def stat_below(folder: str, rel: str) -> os.stat_result:
+    """The lstat of ``folder/rel``, reached one name at a time (``rel`` may be longer than PATH_MAX)."""
+    from apiserver.sites.walk import open_below
+
+    top = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = open_below(top, rel, os.O_PATH | os.O_NOFOLLOW)
+    finally:
+        os.close(top)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _chunks(rel: str, size: int = 2000) -> list:
+    """``rel`` cut at slashes into pieces shorter than ``size`` characters (each a valid path)."""
+    pieces, current = [], ""
+    for part in rel.split("/"):
+        if current and len(current) + len(part) + 1 > size:
+            pieces.append(current)
+            current = part
+        else:
+            current = f"{current}/{part}" if current else part
+    return pieces + ([current] if current else [])
+
+
+def as_web_in(folder: str, rel: str, script: str) -> subprocess.CompletedProcess:
+    """Run ``sh -c script`` as the web server user in the folder ``folder/rel``, reached by ``cd`` a
+    piece at a time, as a web application would (``rel`` may be longer than PATH_MAX)."""
+    pieces = _chunks(rel)
+    steps = " && ".join(f'cd "${{{i}}}"' for i in range(1, len(pieces) + 2))
+    return as_web(f"{steps} && {{ {script}; }}", folder, *pieces)
+
+
+def web_can_write_below(folder: str, rel: str, name: str = "") -> bool:
+    """Whether the web user can append to the file ``name`` in ``folder/rel``, or, without ``name``,
+    create (and remove again) a file in that folder."""
+    if name:
+        return as_web_in(folder, rel, f'echo x >> "{name}"').returncode == 0
+    return as_web_in(folder, rel, "echo x > .probe-web && rm -f .probe-web").returncode == 0
+def remove_tree(path: str) -> None:
+    """Remove the folder ``path`` however deep it goes, never through a link: by descriptors, one
+    level at a time (shutil.rmtree recurses past Python's limit, rm -rf slows down with depth)."""
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    stack = [(os.open(path, flags), "")]
+    try:
+        while stack:
+            fd, _name = stack[-1]
+            subfolder = None
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    if entry.is_dir(follow_symlinks=False):
+                        subfolder = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if subfolder is not None:
+                stack.append((os.open(subfolder, flags, dir_fd=fd), subfolder))
+                continue
+            stack.pop()
+            os.close(fd)
+            if stack:
+                os.rmdir(_name, dir_fd=stack[-1][0])
+    finally:
+        for fd, _name in stack:
+            os.close(fd)
+    os.rmdir(path)

@@ -20,7 +20,8 @@ import time
 import pytest
 
 from apiserver.sites import htaccess, htpasswd
-from apiserver.sites.home import SiteHomes, ensure_system_user, grant_search
+from apiserver.sites.acl import grant_search
+from apiserver.sites.home import SiteHomes, ensure_system_user
 from tests.conftest import stop_process
 
 APACHE = "/usr/sbin/apache2"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 from apiserver.errors import InvalidArgument, NotFound
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
-    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, swap_for_link_before_listing,
+    WEB_USER, WORDPRESS, as_web, make_deep, make_tree, requires_root, sites_root, swap_for_link_before_listing,
     web_can_write,
 )
 from tests.sites.test_fortify import site  # noqa: F401 - the fixture
@@ -122,3 +123,40 @@ def test_a_folder_swapped_for_a_link_mid_walk_is_not_entered(tmp_path, monkeypat
     found = audit.audit(home, DOC, WEB_USER, {"name": "*"}, True)
     assert os.path.islink(sub)
     assert found == [DOC, f"{DOC}/sub"]
+
+
+def test_a_file_300_folders_deep_is_audited_like_any_other(site):
+    """What the web user may write 300 folders down (a world-writable file, a folder granted to it)
+    is listed, exactly as trying each path as www-data finds."""
+    h, admin, home = site
+    root = os.path.realpath(home.document_root)
+    make_tree(root, {"index.php": "<?php"}, home.owner)
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    make_deep(top, 300, leaf="open.txt", owner=home.owner)
+    os.close(top)
+    deep = os.path.join(root, *["d"] * 300)
+    os.chmod(os.path.join(deep, "open.txt"), 0o666)
+    subprocess.run(["setfacl", "-m", f"u:{WEB_USER}:rwx", os.path.dirname(deep)], check=True)
+    listed = _audit(h, admin)
+    chain = "/".join(["d"] * 300)
+    assert listed == sorted([f"{DOC}/{chain}/open.txt", f"{DOC}/{chain[:-2]}"])
+    assert set(listed) == _probe(root, home)
+
+
+def test_acl_entries_decide_where_mode_bits_would_not(site):
+    """A named entry that denies beats world-write, a named group that grants beats closed other bits,
+    a narrowed mask takes a grant away: audit agrees with trying each file as www-data."""
+    h, admin, home = site
+    root = os.path.realpath(home.document_root)
+    files = {name: "" for name in ("denied.txt", "group.txt", "masked.txt", "plain.txt", "open.txt")}
+    make_tree(root, files, home.owner)
+    os.chmod(os.path.join(root, "denied.txt"), 0o666)
+    os.chmod(os.path.join(root, "open.txt"), 0o666)
+    steps = [["setfacl", "-m", f"u:{WEB_USER}:r", "denied.txt"], ["chmod", "640", "group.txt"],
+             ["setfacl", "-m", f"g:{WEB_USER}:rw", "group.txt"], ["setfacl", "-m", f"u:{WEB_USER}:rw", "masked.txt"],
+             ["chmod", "g-w", "masked.txt"]]
+    for step in steps:
+        subprocess.run(step[:-1] + [os.path.join(root, step[-1])], check=True)
+    listed = _audit(h, admin)
+    assert listed == [f"{DOC}/group.txt", f"{DOC}/open.txt"]
+    assert set(listed) == _probe(root, home)

@@ -11,8 +11,8 @@ from apiserver.errors import Denied, InvalidArgument, NotFound
 from apiserver.sites.fortify import Fortifier, detect
 from tests.accounts.support import Harness, eventually, wait
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
-    WEB_USER, WORDPRESS, as_web, make_tree, requires_root, sites_root, swap_for_link_before_listing,
-    web_can_write,
+    WEB_USER, WORDPRESS, as_web, as_web_in, make_deep, make_tree, requires_root, sites_root, stat_below,
+    swap_for_link_before_listing, web_can_write, web_can_write_below,
 )
 
 pytestmark = requires_root()
@@ -370,3 +370,45 @@ def test_a_hard_link_made_while_released_does_not_keep_wp_config_writable(site):
     assert os.path.samefile(linked, os.path.join(root, "wp-config.php"))
     assert not web_can_write(os.path.join(root, "wp-config.php"))
     assert web_can_write(os.path.join(root, "wp-content/uploads/2026/photo.jpg"))
+
+
+@pytest.mark.parametrize("depth", [300, 2000])
+def test_a_folder_hundreds_deep_is_fortified_and_audited_like_a_shallow_one(site, depth):
+    """300 and 2,000 folders down, a file in uploads is writable after max and one in plugins is not,
+    what the web user made there while released is taken back, audit lists exactly the deep writable
+    file, and reset closes everything: the same as for the shallow files beside them."""
+    h, admin, home = site
+    root = _wordpress(home)
+    chain = "/".join(["d"] * depth)
+    uploads, plugins = f"wp-content/uploads/{chain}", f"wp-content/plugins/{chain}"
+    for base in ("wp-content/uploads", "wp-content/plugins"):
+        fd = os.open(os.path.join(root, base), os.O_RDONLY | os.O_DIRECTORY)
+        make_deep(fd, depth, leaf="deep.php", owner=home.owner)
+        os.close(fd)
+    assert not web_can_write_below(root, uploads, "deep.php")
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    for rel in (uploads, plugins):
+        assert web_can_write_below(root, rel, "deep.php") and web_can_write_below(root, rel)
+    assert as_web_in(root, plugins, "echo x > web.php").returncode == 0
+    assert stat_below(root, f"{plugins}/web.php").st_uid == _uid()
+
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    assert web_can_write_below(root, uploads, "deep.php") and web_can_write_below(root, uploads)
+    assert web_can_write(os.path.join(root, "wp-content/uploads/2026/photo.jpg"))
+    for name in ("deep.php", "web.php", ""):
+        assert not web_can_write_below(root, plugins, name), name
+    assert not web_can_write(os.path.join(root, "wp-content/plugins/akismet/akismet.php"))
+    assert stat_below(root, f"{plugins}/web.php").st_uid == home.owner.uid  # taken back, as at the top
+    listed = _audit(h, admin)
+    assert f"{DOC}/{uploads}/deep.php" in listed and f"{DOC}/{uploads}" in listed
+    assert f"{DOC}/wp-content/uploads/2026/photo.jpg" in listed
+    assert not [path for path in listed if path.startswith(f"{DOC}/wp-content/plugins")]
+
+    h.call(admin, "security_fortify", "example.com", "", "reset")
+    for rel in (uploads, plugins):
+        assert not web_can_write_below(root, rel, "deep.php") and not web_can_write_below(root, rel)
+    assert _audit(h, admin) == []
+
+
+def _audit(h, admin, *args):
+    return h.call(admin, "security_audit", *args)

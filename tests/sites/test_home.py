@@ -138,18 +138,17 @@ def test_reachability_survives_a_chmod_of_state_dir(tmp_path):
 def test_faults_name_no_host_path(tmp_path, monkeypatch):
     """A failed grant of search on state_dir, or a path out of the home, is a fault without a host path
     or raw control characters."""
-    import subprocess
+    import errno
 
     from apiserver.errors import ServerError
-    from apiserver.sites import home as home_module
+    from apiserver.sites import acl
 
-    def failing_setfacl(command, **kwargs):
-        raise subprocess.CalledProcessError(
-            1, command, stderr=f"setfacl: {command[-1]}: Operation not supported".encode())
+    def failing_setxattr(target, *args, **kwargs):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported", str(tmp_path))
 
-    monkeypatch.setattr(subprocess, "run", failing_setfacl)
+    monkeypatch.setattr(os, "setxattr", failing_setxattr)
     with pytest.raises(ServerError) as refused:
-        home_module.grant_search(str(tmp_path), "www-data")
+        acl.grant_search(str(tmp_path), "nobody")
     assert str(tmp_path) not in str(refused.value)
     monkeypatch.undo()
     home = SiteHomes(str(tmp_path / "sites"), _me()).create("example.com")
