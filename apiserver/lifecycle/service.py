@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from apiserver.accounts import validation
 from apiserver.booleans import parse_boolean
 from apiserver.context import Identity
-from apiserver.errors import ApiError, InvalidArgument, NotFound
+from apiserver.errors import ApiError, Denied, InvalidArgument, NotFound
 from apiserver.lifecycle import services, store
 from apiserver.lifecycle.plans import Plans
 from apiserver.lifecycle.timespec import parse_since
@@ -108,6 +108,19 @@ class SiteLifecycle:
         if not found:
             raise NotFound(f"no site {identity.site!r}")
         return found[0]
+
+    def check_room_for_user(self, identity: Identity) -> None:
+        """Blocking.  Denied unless ``identity``'s site may have one more user (``users.enabled``,
+        ``users.max``; checked before the user is added, so two adds at once may pass together)."""
+        record = self.record_of(identity)
+        if not record.value(_P("users", "enabled")):
+            raise Denied("this site may have no users besides its administrator (users.enabled is 0)")
+        limit = record.value(_P("users", "max"))
+        if limit is not None:
+            with self._storage.read() as conn:
+                count = len(store.account_ids(conn, record.id)) - 1  # the administrator is no user
+            if count >= limit:
+                raise Denied(f"this site may have at most {limit} user(s) besides its administrator (users.max)")
 
     # --- add ----------------------------------------------------------------------------------
     async def add_site(self, domain: str, admin: str, opts: Optional[dict], actor: Identity) -> None:

@@ -332,3 +332,18 @@ def test_a_live_session_decides_over_a_key_and_an_unknown_one_falls_back(harness
     with pytest.raises(AuthenticationFailed):
         admit(h, api_key="0" * 64, session_id="f" * 26)
     assert wait(h.app.anvil.status("192.0.2.5")).count == 2
+
+
+def test_users_enabled_and_max_limit_the_users_of_a_site(harness):
+    """user_add is refused past users.max (the administrator not counted) and with users.enabled 0."""
+    h = harness
+    h.call(h.admin, "admin_add_site", "example.com", "owner", {"users.max": 1})
+    owner = h.app.directory.identity_for("example.com", None)
+    assert h.call(owner, "user_add", "bob", "Bob-pass-123") is True
+    with pytest.raises(Denied, match="at most 1 user"):
+        h.call(owner, "user_add", "carol", "Carol-pass-123")
+    h.call(h.admin, "admin_edit_site", "example.com", {"users.max": None})
+    assert h.call(owner, "user_add", "carol", "Carol-pass-123") is True
+    h.call(h.admin, "admin_edit_site", "example.com", {"users.enabled": 0})
+    with pytest.raises(Denied, match="users.enabled is 0"):
+        h.call(owner, "user_add", "dave", "Dave-pass-123")
