@@ -26,28 +26,35 @@ class AdminModule(BuiltinModule):
     # --- the lifecycle ------------------------------------------------------------------------
     @export(roles=Role.ADMIN)
     async def add_site(self, ctx, domain: str, admin: str, opts: Optional[dict] = None) -> bool:
-        """Create site DOMAIN administered by ADMIN with OPTS, a map of service.param values
-        ('[siteinfo.email:a@b.c,auth.tpasswd:secret,siteinfo.plan:basic]'; comma form and nested maps too)."""
+        """Create site DOMAIN administered by ADMIN with OPTS, a map of service.param values.
+
+        '[siteinfo.email:a@b.c,auth.tpasswd:secret,siteinfo.plan:basic]'; the comma form and nested maps too.
+        """
         await self.core.lifecycle.add_site(domain, admin, opts, ctx.identity)
         return True
 
     @export(roles=Role.ADMIN)
     async def edit_site(self, ctx, site: str, opts: Optional[dict] = None, extra: Optional[dict] = None) -> bool:
-        """Change service values of SITE (a site id, domain or invoice) to OPTS; EXTRA '[reset:true]'
-        re-applies the plan, '[dry-run:true]' only logs."""
+        """Change service values of SITE (a site id, domain or invoice) to OPTS.
+
+        EXTRA '[reset:true]' re-applies the plan, '[dry-run:true]' only logs.
+        """
         await self.core.lifecycle.edit_site(site, opts, extra, ctx.identity)
         return True
 
     @export(roles=Role.ADMIN)
     async def delete_site(self, ctx, site: Optional[str], flags: Optional[dict] = None) -> bool:
-        """Delete SITE with all its accounts, keys and files; FLAGS: force, since (null SITE: every site
-        suspended since then, '30 days ago'), match (regular expression on the suspension reason), dry-run."""
+        """Delete SITE with all its accounts, keys and files.
+
+        FLAGS: force, since (null SITE: every site suspended since then, '30 days ago'), match (a regular
+        expression on the suspension reason), dry-run.
+        """
         await self.core.lifecycle.delete_site(site, flags, ctx.identity)
         return True
 
     @export(roles=Role.ADMIN)
     async def deactivate_site(self, ctx, site: str, opts: Optional[dict] = None) -> bool:
-        """Suspend SITE: its accounts are refused at every gate and their sessions end; OPTS '[reason:text]'."""
+        """Suspend SITE: its accounts are refused at every gate and their sessions end (OPTS '[reason:text]')."""
         await self.core.lifecycle.deactivate_site(site, opts, ctx.identity)
         return True
 
@@ -60,15 +67,20 @@ class AdminModule(BuiltinModule):
     @export(roles=Role.ADMIN)
     def collect(self, ctx, fields: Optional[list[str]] = None, match: Optional[dict] = None,
                 sites: Optional[list[str]] = None) -> dict:
-        """Map of site id to {service: {param: value}, active, domain} for FIELDS (service.param or a
-        service; null or empty: email, admin_user, invoices; '*': all) of the sites SITES names (null: all)
-        whose values equal MATCH ('[siteinfo.plan:basic,active:true]')."""
+        """Map of site id to {service: {param: value}, active, domain} of the sites SITES names.
+
+        FIELDS: service.param or a service (null or empty: email, admin_user, invoices; '*': all); SITES:
+        site ids, domains or invoices (null: all); MATCH: values to equal ('[siteinfo.plan:basic,active:true]').
+        """
         return self.core.site_reports.collect(fields, match, sites)
 
     @export(roles=Role.ADMIN)
     def get_usage(self, ctx, field: str, sites: Optional[list[str]] = None) -> dict:
-        """Map of site id to usage: FIELD storage {qused, qsoft, qhard, fused, fsoft, fhard} (KB, files) or
-        bandwidth {sum, threshold, begin, end} (bytes, Unix seconds); null figures are not measured yet."""
+        """Map of site id to the storage or bandwidth usage (FIELD) of the sites SITES names (null: all).
+
+        storage: {qused, qsoft, qhard, fused, fsoft, fhard} in KB and files; bandwidth: {sum, threshold,
+        begin, end} in bytes and Unix seconds; null figures are not measured yet.
+        """
         return self.core.site_reports.usage(field, sites)
 
     @export(roles=Role.ADMIN)
@@ -99,8 +111,10 @@ class AdminModule(BuiltinModule):
 
     @export(roles=Role.ADMIN)
     async def hijack(self, ctx, site: str, user: Optional[str] = None, gate: Optional[str] = None) -> str:
-        """A session id (cookie esprit_id) acting as SITE's administrator, or as USER of it; GATE UI makes
-        a single-sign-on id for /apps/<app>?esprit_id=ID."""
+        """A session id (cookie esprit_id) acting as SITE's administrator, or as USER of it.
+
+        With GATE UI it is a single-sign-on id for /apps/<app>?esprit_id=ID.
+        """
         gate_name = parse_gate(gate)
         target, sid = await ctx.api.run_blocking(self.core.accounts.hijack, ctx.identity, site, user, gate_name)
         ctx.api.fire("apiserver_hijack_started", actor=ctx.identity, target=target, gate=gate_name,

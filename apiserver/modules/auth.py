@@ -44,8 +44,11 @@ class AuthModule(BuiltinModule):
 
     @export(roles=Role.ALL, blocking=False)
     def is_inactive(self, ctx) -> bool:
-        """Whether the caller's site is suspended (the appliance administrator acting as it through
-        admin_hijack or cpcmd -d; its own accounts cannot log in meanwhile)."""
+        """Whether the caller's site is suspended.
+
+        Asked by the appliance administrator acting as the site (admin_hijack, cpcmd -d): the site's own
+        accounts cannot log in meanwhile.
+        """
         if ctx.identity.site_id is None:
             return False
         return self.core.suspensions.suspended(ctx.identity.site_id)

@@ -39,7 +39,7 @@ class RampartModule(BuiltinModule):
 
     @export(roles=Role.ADMIN | Role.SITE, blocking=False)
     async def whitelist(self, ctx, ip: Optional[str] = None, mode: str = "add") -> bool:
-        """MODE add: never ban IP (an address or network; null: the caller's address); remove: drop the entry."""
+        """Whitelist IP (an address or network; null: the caller's address): MODE add or remove."""
         return await self.core.rampart.whitelist(ip or ctx.client_address, mode, ctx.identity)
 
 

@@ -24,8 +24,10 @@ class SiteModule(BuiltinModule):
 
     @export(roles=Role.SITE | Role.USER)
     def get_bandwidth_usage(self, ctx, type: Optional[str] = None) -> dict:
-        """Traffic of the caller's site in the current period: {used, total} in bytes (total null: unlimited);
-        TYPE is accepted for ApisCP's signature (the total of every kind is answered)."""
+        """Traffic of the caller's site in the current period: {used, total} in bytes (total null: unlimited).
+
+        TYPE is accepted for ApisCP's signature (the total of every kind is answered).
+        """
         return self.core.site_reports.bandwidth_of(self.core.lifecycle.record_of(ctx.identity))
 
 
