@@ -5,10 +5,7 @@ options, and each change checked from outside."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.e2e.clients.billing import gates, land, module, result, site_key, site_row
-from tests.e2e.clients.dav_clients import let_owner_reach
+from tests.e2e.clients.billing import gates, https_server, land, module, result, site_key, site_row  # noqa: F401
 from tests.scopes.clients import certificate_path
 
 DOMAIN, USER = "blesta.example", "blestau"
@@ -16,16 +13,10 @@ PARAMS = {"domain": DOMAIN, "username": USER, "password": "Blesta-Pass-1", "emai
           "plan": "basic"}
 
 
-@pytest.fixture
-def server(server_factory):
-    running = server_factory(https=True)
-    let_owner_reach(running)
-    return running
-
-
-def test_blesta_module_lifecycle(server, php):
+def test_blesta_module_lifecycle(https_server, php):
     """Connection test, packages, the username probe, add, statistics, password, plan, suspend,
     unsuspend, SSO and cancel, every answer truthy (Blesta's rule)."""
+    server = https_server
     blesta = lambda action, **extra: module(server, "blesta", action, dict(PARAMS, **extra), trust=False)  # noqa: E731
     assert result(blesta("validate")) is True
     assert result(blesta("packages")) == {"basic": "basic"}

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import xmlrpc.client
 
-import pytest
-
-from tests.e2e.clients.billing import gates, land, module, result, site_key, site_row
-from tests.e2e.clients.dav_clients import let_owner_reach
+from tests.e2e.clients.billing import gates, https_server, land, module, result, site_key, site_row  # noqa: F401
 from tests.scopes.clients import certificate_path
 
 DOMAIN, USER = "clients.example", "ceuser"
@@ -17,17 +14,10 @@ PARAMS = {"domain": "Clients.Example", "username": "CEUser", "password": "Client
           "email": "customer@example.org", "plan": "basic"}
 
 
-@pytest.fixture
-def server(server_factory):
-    """A server with its HTTPS listener (ClientExec speaks HTTPS only)."""
-    running = server_factory(https=True)
-    let_owner_reach(running)
-    return running
-
-
-def test_clientexec_plugin_lifecycle(server, php):
+def test_clientexec_plugin_lifecycle(https_server, php):
     """Test connection, create (the positional names not lower-cased), available actions, password,
     package with reset 'true', suspend and unsuspend without a reason, the direct link, delete."""
+    server = https_server
     ce = lambda action, **extra: module(server, "clientexec", action, dict(PARAMS, **extra))  # noqa: E731
     assert result(ce("wsdl_url")).endswith("//apnscp.wsdl")
     assert result(ce("test")) is True

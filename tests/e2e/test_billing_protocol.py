@@ -11,20 +11,11 @@ import pytest
 import requests
 import zeep
 
+from tests.e2e.clients.dav_clients import xmlrpc_post
 from tests.e2e.clients.soap_clients import perl_calls, php_calls, site_options
 from tests.scopes.clients import soap_post
 
 NO_DELAYS = {"anvil": {"limit": "3", "min_attempts": "1000"}}
-
-
-def xmlrpc_post(server, method, *args, key=None, sid=None, address=None) -> requests.Response:
-    headers = {"Content-Type": "text/xml"}
-    if sid:
-        headers["Cookie"] = f"esprit_id={sid}"
-    if address:
-        headers["X-Forwarded-For"] = address
-    url = f"{server.url}/xmlrpc" + (f"?authkey={key}" if key else "")
-    return requests.post(url, data=xmlrpc.client.dumps(args, method, allow_none=True), headers=headers, timeout=60)
 
 
 def decoded(answer: requests.Response):

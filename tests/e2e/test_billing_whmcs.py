@@ -16,7 +16,7 @@ import requests
 from apiserver.config import SHIPPED_PLANS
 from tests.e2e.clients.billing import fail_logins_from, gates, land, module, result, site_key, site_row
 from tests.e2e.clients.dav_clients import let_owner_reach
-from tests.rampart.support import start_fail2ban
+from tests.rampart.support import fail2ban  # noqa: F401 - the fixture
 from tests.scopes.clients import certificate_path, cpcmd
 
 DOMAIN, USER = "shop.example", "shopper"
@@ -24,14 +24,6 @@ VISITOR = "192.0.2.66"  # the customer whose address got banned
 PARAMS = {"domain": "Shop.Example", "username": USER, "password": "Whmcs-Pass-1", "email": "client@example.org",
           "plan": "basic", "serviceid": 42, "suspendreason": "Overdue on Payment", "ip": VISITOR,
           "whmcs_session_id": "a1b2c3d4e5f6a7b8c9d0e1f2a3"}
-
-
-@pytest.fixture
-def fail2ban():
-    """A real fail2ban with one jail (a test log file, no firewall), stopped afterwards."""
-    server = start_fail2ban()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

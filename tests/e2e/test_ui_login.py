@@ -16,25 +16,13 @@ import pytest
 import requests
 
 from apiserver.accounts.ui_password import SealedPassword, UIPasswordCipher
+from tests.e2e.clients.dav_clients import xmlrpc_call
 from tests.scopes.clients import certificate_path, soap_post
 
 NO_DELAYS = {"anvil": {"min_attempts": "1000"}}  # the counts matter here, not Anvil's waits
 DOMAIN = "login.example.com"
 PASSWORD = "Site-passw0rd"
 FAILED = "login failed: wrong username, domain or password, or this address may not log in"
-
-
-def xmlrpc_call(server, method, *args, key=None, sid=None, address=None):
-    """One XML-RPC call with a key or an esprit_id cookie, from ``address`` when given."""
-    headers = {"Content-Type": "text/xml"}
-    if sid:
-        headers["Cookie"] = f"esprit_id={sid}"
-    if address:
-        headers["X-Forwarded-For"] = address
-    url = f"{server.url}/xmlrpc" + (f"?authkey={key}" if key else "")
-    answer = requests.post(url, data=xmlrpc.client.dumps(args, method, allow_none=True).encode(), headers=headers,
-                           timeout=30)
-    return xmlrpc.client.loads(answer.content, use_builtin_types=True)[0][0]
 
 
 def add_site(server, domain=DOMAIN):

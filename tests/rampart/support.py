@@ -11,6 +11,8 @@ import tempfile
 import time
 import uuid
 
+import pytest
+
 from tests.conftest import require_debian_tool, stop_process
 
 FAIL_LINE = "auth failure from {ip}\n"
@@ -94,3 +96,12 @@ def start_fail2ban() -> Fail2banServer:
     """A running :class:`Fail2banServer` (fail2ban installed from Debian when missing)."""
     require_debian_tool("fail2ban-client", ["fail2ban"], check=["fail2ban-client", "-V"], expect=".")
     return Fail2banServer()
+
+
+@pytest.fixture
+def fail2ban():
+    """A real fail2ban with one jail (a test log file, no firewall), stopped and removed afterwards
+    even when the test fails."""
+    server = start_fail2ban()
+    yield server
+    server.stop()

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from apiserver.rampart.fail2ban import Fail2ban
-from tests.rampart.support import start_fail2ban
-
-
-@pytest.fixture
-def fail2ban():
-    """A real fail2ban with one jail, stopped and removed afterwards even when the test fails."""
-    server = start_fail2ban()
-    yield server
-    server.stop()
+from tests.rampart.support import fail2ban  # noqa: F401 - the fixture
 
 
 def test_jails_bans_unbans_and_ignore_lists(fail2ban):

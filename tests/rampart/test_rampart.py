@@ -8,17 +8,9 @@ import pytest
 from apiserver.context import Gate
 from apiserver.errors import Denied, InvalidArgument
 from tests.accounts.support import Harness, wait
-from tests.rampart.support import start_fail2ban
+from tests.rampart.support import fail2ban  # noqa: F401 - the fixture
 
 ANVIL = {"anvil": {"limit": "3", "min_attempts": "100"}}  # blocked at the third failure, no delays
-
-
-@pytest.fixture
-def fail2ban():
-    """A real fail2ban with one jail, stopped and removed afterwards even when the test fails."""
-    server = start_fail2ban()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

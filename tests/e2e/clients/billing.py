@@ -12,12 +12,21 @@ import urllib.parse
 import xmlrpc.client
 from typing import Optional
 
+import pytest
 import requests
 
-from tests.e2e.clients.dav_clients import Dav
+from tests.e2e.clients.dav_clients import Dav, let_owner_reach
 from tests.scopes.clients import certificate_path, soap_post
 
 MODULES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "billing", "modules.php")
+
+
+@pytest.fixture
+def https_server(server_factory):
+    """A server with its HTTPS listener (billing modules speak HTTPS), its sites reachable for DAV."""
+    running = server_factory(https=True)
+    let_owner_reach(running)
+    return running
 
 
 def module(server, name: str, action: str, params: Optional[dict] = None, trust: bool = True, **settings) -> dict:

@@ -15,14 +15,22 @@ import requests
 DAV = "{DAV:}"
 
 
-def xmlrpc_call(server, method, *args, key=None, sid=None):
-    """One XML-RPC call with an API key or an ``esprit_id`` session; the decoded answer."""
+def xmlrpc_post(server, method, *args, key=None, sid=None, address=None) -> requests.Response:
+    """One XML-RPC request with an API key or an ``esprit_id`` session (from ``address`` through the
+    trusted proxy when given); the HTTP answer."""
     headers = {"Content-Type": "text/xml"}
     if sid:
         headers["Cookie"] = f"esprit_id={sid}"
+    if address:
+        headers["X-Forwarded-For"] = address
     url = f"{server.url}/xmlrpc" + (f"?authkey={key}" if key else "")
-    answer = requests.post(url, data=xmlrpc.client.dumps(args, method, allow_none=True).encode(), headers=headers,
-                           timeout=60)
+    return requests.post(url, data=xmlrpc.client.dumps(args, method, allow_none=True).encode(), headers=headers,
+                         timeout=60)
+
+
+def xmlrpc_call(server, method, *args, key=None, sid=None, address=None):
+    """One XML-RPC call (:func:`xmlrpc_post`); the decoded answer."""
+    answer = xmlrpc_post(server, method, *args, key=key, sid=sid, address=address)
     return xmlrpc.client.loads(answer.content, use_builtin_types=True)[0][0]
 
 
