@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["apiserver", "apiserver.*"]) + ["twisted.plugins"],
+    package_data={"apiserver.lifecycle": ["plan_files/*.ini", "plan_files/.skeleton.ini"]},
     install_requires=[
         "spyne>=2.14",
         "lxml>=5",

@@ -31,6 +31,13 @@ from apiserver.errors import ServerError
 from apiserver.events import SecurityEvents
 from apiserver.geolocation import Geolocator
 from apiserver.internal import InternalApi
+from apiserver.lifecycle import services
+from apiserver.lifecycle.appliers import Appliers
+from apiserver.lifecycle.plans import Plans
+from apiserver.lifecycle.reports import SiteReports
+from apiserver.lifecycle.service import SiteLifecycle
+from apiserver.lifecycle.suspension import SuspendedSites
+from apiserver.lifecycle.usage import Unmeasured
 from apiserver.middleware import GateKeeper
 from apiserver.middleware.anvil import Anvil, make_anvil_store
 from apiserver.middleware.https_only import HttpsOnly
@@ -40,6 +47,9 @@ from apiserver.notices import Notices
 from apiserver.plugin_api import PluginApi
 from apiserver.plugins import PluginHooks, load_plugins_and_config, make_plugin_manager
 from apiserver.pools import Pools
+from apiserver.rampart.entries import Whitelist
+from apiserver.rampart.fail2ban import Fail2ban
+from apiserver.rampart.service import Rampart
 from apiserver.scopes import ScopeRegistry
 from apiserver.scopes.bootstrapper import Bootstrapper
 from apiserver.sites import SiteHomes
@@ -96,15 +106,26 @@ class Application:
 
         # What calls the plugins: notices, accounts, the middleware.
         self.notices = Notices(self.storage, clock, run_blocking, config, self.geolocator, self.security_events.record)
-        self.anvil = Anvil(clock, config, fire, make_anvil_store(config, clock, run_blocking))
+        self.rampart_whitelist = Whitelist(self.storage, clock, run_blocking,
+                                           lambda: config.get("rampart", "whitelist_ttl"))
+        self.anvil = Anvil(clock, config, fire, make_anvil_store(config, clock, run_blocking),
+                           whitelist=self.rampart_whitelist)
         keys = ApiKeys(self.storage, clock, run_blocking, config, self.ciphers.key_cipher, self.ip_restrictions, fire)
         self.accounts = Accounts(self.storage, clock, self.pools, config, self.hooks, directory=self.directory,
                                  keys=keys, sessions=self.sessions, ciphers=self.ciphers,
                                  ui_passwords=self.ui_passwords, ip_restrictions=self.ip_restrictions,
                                  notices=self.notices)
         self.sites = Sites(self.storage, clock, run_blocking, self.accounts, self.site_homes, fire)
+        self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)
         self.gatekeeper = GateKeeper(config, self.accounts, self.anvil, self.ip_restrictions, HttpsOnly(config),
-                                     self.notices.devices, self.api)
+                                     self.notices.devices, self.api, suspensions=self.suspensions)
+        self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
+                                       plans=Plans(config.plans_dir, config.get("plans", "default")),
+                                       appliers=Appliers(), suspensions=self.suspensions, fire=fire)
+        self.site_reports = SiteReports(self.storage, clock, Unmeasured())
+        self.rampart = Rampart(self.anvil, Fail2ban(config.get("rampart", "fail2ban_client"),
+                                                    config.get("rampart", "fail2ban_socket")),
+                               self.rampart_whitelist, run_blocking, self._rampart_of_site, config)
         self.metrics = Metrics(self.anvil, self.pools, self.security_events, self.notices.sender)
 
         # Last, what the plugins contribute: modules and scopes.
@@ -112,6 +133,12 @@ class Application:
                                   for cls in self.hooks.collect("apiserver_add_modules")),
                                  call_hook=plugin_manager.hook.apiserver_call)
         self.scopes.add(self.hooks.collect("apiserver_add_scopes"))
+
+    def _rampart_of_site(self, identity) -> tuple:
+        """Blocking.  ``(rampart.enabled, rampart.max)`` of ``identity``'s site."""
+        record = self.lifecycle.record_of(identity)
+        return (record.value(services.param("rampart", "enabled")),
+                record.value(services.param("rampart", "max")))
 
     # --- threads ----------------------------------------------------------------------------
     def start_pools(self) -> None:

@@ -102,6 +102,14 @@ def parse_system_user_or_auto(raw: str) -> str:
 
 
 parse_system_user_or_auto.type_name = "user"
+def parse_plan_name(raw: str) -> str:
+    """A plan's name: letters, digits, ``.``, ``_`` or ``-`` (its file is ``<name>.ini``)."""
+    value = raw.strip()
+    if not value or value.startswith(".") or not all(c.isalnum() or c in "._-" for c in value) or len(value) > 64:
+        raise ValueError(f"expected a plan name (letters, digits, '.', '_', '-'), got {raw!r}")
+    return value
+
+
 def parse_names(raw: str) -> tuple:
     """``example, other`` -> ``("example", "other")``: names separated by commas or spaces."""
     return tuple(raw.replace(",", " ").split())
@@ -109,6 +117,7 @@ def parse_names(raw: str) -> tuple:
 
 parse_bool.type_name = "bool"
 parse_names.type_name = "names"
+parse_plan_name.type_name = "name"
 parse_str.type_name = "string"
 parse_host.type_name = "host"
 parse_networks.type_name = "networks"
@@ -192,6 +201,9 @@ BUILTIN_SECTIONS = (
           " leaves), batch (SCHED_BATCH at nice 19: logins also get a small share of a saturated core), normal."),
         K("key_cache_ttl", int_range(0, 3600), "60",
           "Seconds a verified API key is trusted without a database look-up (0: always look up).", runtime=True),
+        K("show_suspension_reason", parse_bool, "true",
+          "Tell the accounts of a suspended site why (admin_deactivate_site's reason, without its lines starting "
+          "with # or ;) once their credentials were right.", runtime=True),
     )),
     Section("frontend", "HTTP and HTTPS listeners.", (
         K("bind", parse_str, "127.0.0.1", "Address the listeners bind to (0.0.0.0 or :: for all)."),
@@ -267,6 +279,23 @@ BUILTIN_SECTIONS = (
           "System user owning the sites' files; empty: the user running the server, or when that is root the system "
           "user 'apiserver' (made by apiserver init)."),
     )),
+    Section("plans", "Plans: the service values a site takes (admin_add_site, admin_edit_site).", (
+        K("dir", parse_str, "",
+          "Folder of plan files (<name>.ini, .skeleton.ini), relative to this file; empty: the plans shipped with "
+          "apiserver (apiserver/lifecycle/plan_files)."),
+        K("default", parse_plan_name, "basic", "The plan of a site that names none (a file <default>.ini in dir)."),
+    )),
+    Section("rampart", "Rampart: the ban API (rampart_*) over Anvil and fail2ban.", (
+        K("fail2ban_socket", parse_str, "/var/run/fail2ban/fail2ban.sock",
+          "fail2ban's socket; when no fail2ban answers there only the jail anvil exists; empty: never ask fail2ban."),
+        K("fail2ban_client", parse_str, "fail2ban-client", "fail2ban's client program (a path or a name on PATH)."),
+        K("delegated_whitelist", int_range(-1, 4096), "0",
+          "Addresses a site administrator may act on (whitelisted plus unbanned in 24 hours) when its rampart.max is "
+          "null (-1: unlimited, 0: none).", runtime=True),
+        K("whitelist_ttl", int_range(0, 3600), "10",
+          "Seconds a node reuses the stored whitelist before reading it again (other nodes' changes show after at "
+          "most this).", runtime=True),
+    )),
     Section("security", "The security module: Fortification windows and the setuid scan.", (
         K("learning_window", int_range(60, 86400 * 30), "1800",
           "Seconds fortify mode learn keeps a site writable before what the web server wrote becomes its profile.",
@@ -339,6 +368,12 @@ class Config:
     def state_dir(self) -> str:
         return os.path.normpath(os.path.join(self.base_dir, self.get("core", "state_dir")))
 
+    @property
+    def plans_dir(self) -> str:
+        """``[plans] dir`` relative to the config file, or the plans shipped with apiserver."""
+        configured = self.get("plans", "dir")
+        return os.path.normpath(os.path.join(self.base_dir, configured)) if configured else SHIPPED_PLANS
+
     def state_path(self, name: str) -> str:
         """A path relative to ``state_dir`` (absolute paths are kept)."""
         return os.path.join(self.state_dir, name)
@@ -375,6 +410,8 @@ class Config:
         return value
 
 
+#: The plans shipped with apiserver (``[plans] dir`` empty).
+SHIPPED_PLANS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lifecycle", "plan_files")
 #: Where an installed server keeps its config (the systemd unit names it too).
 SYSTEM_PATH = "/etc/apiserver/config.ini"
 #: The checkout's config, found from this file, never from the working directory.
@@ -401,8 +438,8 @@ def config_path(explicit: Optional[str] = None) -> str:
 def cross_check(config: "Config") -> None:
     """The checks that span keys, for start-up and for ``cp.config`` alike: ConfigError naming
     the section and key when the listeners would clash, ``[frontend] bind`` is not an address
-    of this host (:func:`check_listenable`), or a TLS certificate is given without its key (or
-    a key without one)."""
+    of this host (:func:`check_listenable`), a TLS certificate is given without its key (or
+    a key without one), or ``[plans] dir`` holds no file of the ``[plans] default`` plan."""
     http_port, https_port = config.get("frontend", "http_port"), config.get("frontend", "https_port")
     if http_port and http_port == https_port:
         raise ConfigError("frontend", "https_port",
@@ -414,6 +451,11 @@ def cross_check(config: "Config") -> None:
     if https_port and key and not cert:
         raise ConfigError("frontend", "tls_certificate",
                           f"empty, but tls_key is set ({key}); give the certificate for it")
+    plans, default = config.plans_dir, config.get("plans", "default")
+    if not os.path.isdir(plans):
+        raise ConfigError("plans", "dir", f"{plans} is not a folder")
+    if not os.path.isfile(os.path.join(plans, default + ".ini")):
+        raise ConfigError("plans", "default", f"no plan file {default}.ini in {plans}")
     bind = config.get("frontend", "bind")
     if not is_host(bind):
         raise ConfigError("frontend", "bind", f"{bind!r} is neither an IP address nor a host name")

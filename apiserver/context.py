@@ -71,7 +71,10 @@ class CallContext:
 
 @dataclasses.dataclass
 class Credentials:
-    """What a request offered to prove who it is; at most one kind is used, in this order."""
+    """What a request offered to prove who it is.  One kind is used: a single-sign-on id, else a
+    live session when both a key and a session are offered (ApisCP's precedence), else the key,
+    the session, a password, the peer uid.  Authentication clears the key or session it did not
+    use, so what is left says which one decided."""
 
     api_key: Optional[str] = None       # ?authkey=, raw as sent (dashes/spaces allowed)
     session_id: Optional[str] = None    # esprit_id cookie
@@ -79,10 +82,12 @@ class Credentials:
     site: Optional[str] = None
     password: Optional[str] = None
     peer_uid: Optional[int] = None      # CLI socket peer's uid
+    sso_session_id: Optional[str] = None  # /apps/<app>?esprit_id=: an admin_hijack(..., 'UI') session, used once
 
     @property
     def offered(self) -> bool:
-        return any(v is not None for v in (self.api_key, self.session_id, self.password, self.peer_uid))
+        return any(v is not None for v in (self.api_key, self.session_id, self.password, self.peer_uid,
+                                           self.sso_session_id))
 
 
 @dataclasses.dataclass

@@ -73,6 +73,11 @@ class AuthenticationFailed(Denied):
         self.reason = reason
 
 
+class SiteSuspended(Denied):
+    """The credentials were right, but the account's site is suspended: the caller proved who it
+    is, so it is told why it is refused (a wrong password never gets this answer)."""
+
+
 class NotFound(ClientError):
     """The named site, user, key or other object does not exist."""
 

@@ -37,6 +37,7 @@ KINDS = (
     "login_succeeded", "login_failed", "login_blocked", "login_unblocked",
     "api_key_created", "api_key_deleted", "password_changed", "password_reset",
     "ip_restriction_added", "ip_restriction_removed", "scope_changed", "hijack_started", "notice_failed",
+    "site_suspended", "site_activated",
 )
 #: Filters ``admin_get_security_events`` takes.
 FILTERS = ("kind", "account", "site", "address")
@@ -321,3 +322,15 @@ def apiserver_scope_changed(api, name, old, new, actor):
 def apiserver_hijack_started(api, actor, target, gate, address):
     """Trail: ``actor`` opened a session acting as ``target``."""
     _record(api, "hijack_started", identity=target, address=address, gate=gate, detail=_by(actor))
+
+
+@hookimpl
+def apiserver_site_suspended(api, site, actor, reason):
+    """Trail: ``actor`` suspended ``site`` (the reason is not kept here: it may name a person)."""
+    _record(api, "site_suspended", identity=actor, detail=f"site {site}")
+
+
+@hookimpl
+def apiserver_site_activated(api, site, actor):
+    """Trail: ``actor`` activated ``site`` again."""
+    _record(api, "site_activated", identity=actor, detail=f"site {site}")

@@ -196,6 +196,24 @@ def apiserver_site_deleted(api, site, actor):
     """
 
 
+@hookspec
+def apiserver_site_suspended(api, site, actor, reason):
+    """Called after a site was suspended (``admin_deactivate_site``): its accounts are refused at
+    every gate and their sessions have ended.
+
+    ``api`` is the plugin API, ``site`` the domain, ``actor`` who suspended it, ``reason`` the text
+    given (None when none was).
+    """
+
+
+@hookspec
+def apiserver_site_activated(api, site, actor):
+    """Called after a suspended site was activated again (``admin_activate_site``).
+
+    ``api`` is the plugin API, ``site`` the domain, ``actor`` who activated it.
+    """
+
+
 # --- events of the security trail (apiserver.events records each) ---------------------------
 
 @hookspec

@@ -113,6 +113,26 @@ class InternalApi:
         return self._app.site_homes
 
     @property
+    def lifecycle(self):
+        """:class:`apiserver.lifecycle.service.SiteLifecycle`: adding, editing, suspending, deleting sites."""
+        return self._app.lifecycle
+
+    @property
+    def site_reports(self):
+        """:class:`apiserver.lifecycle.reports.SiteReports`: collect, domains, usage."""
+        return self._app.site_reports
+
+    @property
+    def suspensions(self):
+        """:class:`apiserver.lifecycle.suspension.SuspendedSites`."""
+        return self._app.suspensions
+
+    @property
+    def rampart(self):
+        """:class:`apiserver.rampart.service.Rampart`: the ban API."""
+        return self._app.rampart
+
+    @property
     def fortifier(self):
         """:class:`apiserver.sites.fortify.Fortifier`."""
         return self._app.fortifier

@@ -39,6 +39,8 @@ BUILTIN_PLUGINS = (
     "apiserver.modules.misc",
     "apiserver.modules.scope",
     "apiserver.modules.security",
+    "apiserver.modules.rampart",
+    "apiserver.modules.site",
     "apiserver.events",
 )
 

@@ -61,7 +61,7 @@ def compare(targets, path: str, method: str, headers: dict, args, workdir: str) 
 def add_site(setup: h.ApiserverSetup) -> str:
     """Create the site through XML-RPC; returns the host path of its document root, filled with files."""
     api = xmlrpc.client.ServerProxy(f"{setup.url}/xmlrpc?authkey={setup.admin_key}", allow_none=True)
-    api.admin_add_site(DOMAIN, ADMIN, f"owner@{DOMAIN}", PASSWORD)
+    api.admin_add_site(DOMAIN, ADMIN, {"siteinfo.email": f"owner@{DOMAIN}", "auth.tpasswd": PASSWORD})
     html = os.path.join(setup.state_dir, "sites", DOMAIN, "var/www/html")
     for n in range(FILES):
         with open(os.path.join(html, f"page{n:02}.html"), "w") as fh:

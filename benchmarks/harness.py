@@ -384,7 +384,8 @@ def site_admin_key(setup: "ApiserverSetup", domain: str = "bench.example", restr
     import xmlrpc.client
 
     admin = xmlrpc_proxy(setup)
-    admin.admin_add_site(domain, "siteadmin", f"siteadmin@{domain}", "bench-password-1")
+    admin.admin_add_site(domain, "siteadmin",
+                         {"siteinfo.email": f"siteadmin@{domain}", "auth.tpasswd": "bench-password-1"})
     sid = admin.admin_hijack(domain)
     body = xmlrpc.client.dumps(("benchmark",), "auth_create_api_key")
     status, text = post(f"{setup.url}/xmlrpc", body, {"Content-Type": "text/xml", "Cookie": f"esprit_id={sid}"})

@@ -21,6 +21,7 @@ command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need_pkgs+=(ap
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 command -v cadaver >/dev/null 2>&1 || need_pkgs+=(cadaver)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # tests/test_systemd_unit.py
+command -v fail2ban-client >/dev/null 2>&1 || need_pkgs+=(fail2ban)  # rampart: a real fail2ban per test (tests/rampart)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need_pkgs[*]}"

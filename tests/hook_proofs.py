@@ -34,6 +34,8 @@ PROOFS = {
     "apiserver_scope_changed": "scopes/test_registry.py::test_set_records_and_fires_hook",
     "apiserver_site_added": "modules/test_module_admin.py::test_add_site_with_generated_password",
     "apiserver_site_deleted": "modules/test_module_admin.py::test_delete_site_removes_accounts_keys_and_sessions",
+    "apiserver_site_suspended": "lifecycle/test_lifecycle.py::test_suspension_refuses_every_credential_once_right",
+    "apiserver_site_activated": "lifecycle/test_lifecycle.py::test_suspension_refuses_every_credential_once_right",
     "apiserver_login_succeeded": "test_trail_hooks.py::test_trail_hooks_fire_on_the_reactor_thread",
     "apiserver_login_unblocked": "test_trail_hooks.py::test_trail_hooks_fire_on_the_reactor_thread",
     "apiserver_ip_restriction_added": "test_trail_hooks.py::test_trail_hooks_fire_on_the_reactor_thread",

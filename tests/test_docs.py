@@ -111,3 +111,20 @@ def test_guide_examples_make_a_plugin_whose_guide_tests_pass(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def test_readme_lists_every_service_parameter():
+    """The README's table of services names every declared service and each of its parameters."""
+    from apiserver.lifecycle.services import SERVICES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in readme.split("### Sites and their services", 1)[1].split("###", 1)[0].splitlines():
+        if line.startswith("| `"):
+            cell = line.split("|")[1]
+            for service in cell.replace("`", "").split(","):
+                rows[service.strip()] = line.split("|")[2]
+    assert set(rows) == set(SERVICES)
+    for service, (_help, params) in SERVICES.items():
+        missing = [name for name in params if f"`{name}`" not in rows[service]]
+        assert not missing, f"README lacks {service}.{missing}"

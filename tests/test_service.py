@@ -194,7 +194,7 @@ def test_both_starters_run_plugin_hooks_and_background_services(tmp_path, starte
         wait_for(lambda: marks.exists() and read(str(marks)).endswith("\n"), proc, log_path, what="the startup hook")
         assert read(str(marks)) == "startup PluginApi\n"
         api = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/xmlrpc?authkey={key}", allow_none=True)
-        api.admin.add_site("example.com", "exadmin", "owner@example.com")
+        api.admin.add_site("example.com", "exadmin", {"siteinfo.email": "owner@example.com"})
         api.auth.reset_password(None, "example.com")
         wait_for(lambda: " not sent via " in read(log_path), proc, log_path, what="the sender's attempt")
         bad = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/xmlrpc?authkey={'0' * 64}")

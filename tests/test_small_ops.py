@@ -38,7 +38,7 @@ def test_absent_mail_relay_logs_one_line_per_attempt(server_factory):
     traceback, and /metrics counts both waiting in the outbox."""
     server = server_factory({"mail": {"enabled": "true", "smtp_port": str(free_port())}})
     api = xmlrpc.client.ServerProxy(f"{server.url}/xmlrpc?authkey={server.admin_key}", allow_none=True)
-    api.admin.add_site("example.com", "exadmin", "owner@example.com")
+    api.admin.add_site("example.com", "exadmin", {"siteinfo.email": "owner@example.com"})
     for _ in range(2):
         api.auth.reset_password(None, "example.com")
     wait_for(lambda: read(server.log_path).count(" not sent via ") == 2, server.process, server.log_path,

@@ -66,6 +66,8 @@ class AccountDirectory:
                 raise NotFound(f"no appliance account {user!r}" if user else "no appliance administrator")
             return admin
         domain = validation.normalize_domain(site)
+        if isinstance(user, str):
+            user = user.strip().lower()  # names are stored in lower case; billing systems keep what was typed
         query = identity_select().where(_sites.c.domain == domain)
         query = query.where(_users.c.role == "site") if user is None else query.where(_users.c.username == user)
         with self._storage.read() as conn:

@@ -46,11 +46,13 @@ class UserInfo:
 
 @dataclasses.dataclass
 class NewSite:
-    """What ``admin_add_site`` made; ``password`` is set only when the server generated it."""
+    """What :meth:`apiserver.accounts.sites.Sites.add_site` made; ``password`` is set only when the
+    server generated it; ``site_id`` is the N of ``site<N>``."""
 
     domain: str
     admin_user: str
     password: Optional[str]
+    site_id: Optional[int] = None
 
 
 @dataclasses.dataclass

@@ -78,8 +78,16 @@ class Accounts:
     def authenticate(self, credentials: Credentials, gate: Gate, address: str) -> defer.Deferred:
         """The identity ``credentials`` prove, or a failure with ``AuthenticationFailed(reason)``.
 
-        One kind of credential is used, in this order: API key, session, password, peer uid.
+        One kind of credential is used: a single-sign-on id; a live session when a key comes with
+        it (ApisCP's precedence: a billing system sends its key and the hijacked session), the key
+        when the session is not live (no failure is counted for the session then: WHMCS sends its
+        own PHP session id with every call); else the key, the session, a password, the peer
+        uid.  The key or session not used is cleared from ``credentials``.
         """
+        if credentials.sso_session_id is not None:
+            return self._landing_login(credentials.sso_session_id, gate)
+        if credentials.api_key is not None and credentials.session_id is not None:
+            return self._session_else_key(credentials, gate, address)
         if credentials.api_key is not None:
             return self.keys.verify(credentials.api_key, gate, address)
         if credentials.session_id is not None:
@@ -92,16 +100,43 @@ class Accounts:
         return defer.fail(AuthenticationFailed("key"))
 
     def _session_login(self, sid, gate: Gate) -> defer.Deferred:
+        return self._live_session(sid, gate).addCallback(_or_fail, "session")
+
+    def _live_session(self, sid, gate: Gate) -> defer.Deferred:
+        """The identity of live session ``sid`` usable at ``gate``, or None."""
         if not isinstance(sid, str) or not sid or len(sid) > 128:
-            return defer.fail(AuthenticationFailed("session"))
+            return defer.succeed(None)
         d = self._on_store(self.sessions.lookup, sid)
 
         def check(session):
             if session is None or (session.gate is not None and session.gate != gate):
-                raise AuthenticationFailed("session")
+                return None
             return session.identity
 
         return d.addCallback(check)
+
+    def _session_else_key(self, credentials: Credentials, gate: Gate, address: str) -> defer.Deferred:
+        def decide(identity: Optional[Identity]):
+            if identity is not None:
+                credentials.api_key = None
+                return identity
+            credentials.session_id = None
+            return self.keys.verify(credentials.api_key, gate, address)
+
+        return self._live_session(credentials.session_id, gate).addCallback(decide)
+
+    def _landing_login(self, sid, gate: Gate) -> defer.Deferred:
+        """A session ``admin_hijack(..., 'UI')`` made, taken (ended) so it serves once."""
+        if not isinstance(sid, str) or not sid or len(sid) > 128:
+            return defer.fail(AuthenticationFailed("session"))
+
+        def check(session):
+            if session is None or session.gate != Gate.UI.value or session.identity.impersonator is None \
+                    or gate is not Gate.UI:
+                raise AuthenticationFailed("session")
+            return session.identity
+
+        return self._on_store(self.sessions.take, sid).addCallback(check)
 
     async def _password_login(self, credentials: Credentials, gate: Gate, address: str) -> Identity:
         username, site, password = credentials.username or "", credentials.site, credentials.password
@@ -270,6 +305,19 @@ class Accounts:
         await self._on_store(self.sessions.forget_users, [target.user_id])
         return password
 
+    async def set_password_hash(self, target: Identity, password_hash: str, actor: Identity) -> None:
+        """Store a hash made elsewhere (a billing system's ``auth.cpasswd``) as ``target``'s password;
+        no notice is queued (nobody here knows the password); fires ``apiserver_password_changed``."""
+        await self._pools.run_blocking(self._store_hash, target.user_id, password_hash)
+        self.verified_passwords.forget_user(target.user_id)
+        self._hooks.fire("apiserver_password_changed", target=target, actor=actor, reset=False, address=None)
+
+    async def end_sessions_of(self, user_ids: list) -> None:
+        """End every session acting as, or opened by, one of ``user_ids``, and forget their verified
+        passwords (a suspended site's accounts)."""
+        self.verified_passwords.forget_users(user_ids)
+        await self._on_store(self.sessions.forget_users, user_ids)
+
     def _store_hash(self, user_id: int, password_hash: str, also=None) -> None:
         """The new hash and, through ``also(conn)``, its notice in the outbox: both or neither."""
         with self._storage.write() as conn:
@@ -338,6 +386,11 @@ class Accounts:
             data = sealed.encode()
         d = self._on_store(self.sessions.create, identity, Gate.UI.value, data)
         return d.addCallback(lambda sid: (sid, tag))
+
+    def start_landed_session(self, identity: Identity) -> defer.Deferred:
+        """A fresh UI session for ``identity`` after a single-sign-on landing; fires with its id
+        (the id in the link is never the one the browser keeps: no session fixation)."""
+        return self._on_store(self.sessions.create, identity, Gate.UI.value)
 
     def end_session(self, sid: str) -> defer.Deferred:
         """End session ``sid`` (nothing happens if there is none)."""

@@ -70,6 +70,11 @@ class SessionStore(abc.ABC):
         """End session ``sid`` (nothing happens if it does not exist)."""
 
     @abc.abstractmethod
+    def take(self, sid: str) -> Optional[Session]:
+        """End live session ``sid`` and return it, atomically: of several callers taking the same
+        id (on any node) one gets the session, the others None (a single-sign-on link serves once)."""
+
+    @abc.abstractmethod
     def forget_users(self, user_ids: Iterable[int]) -> None:
         """End every session acting as, or opened by, one of ``user_ids`` (deleted accounts,
         reset passwords)."""
@@ -119,6 +124,14 @@ class MemorySessionStore(SessionStore):
     def delete(self, sid: str) -> None:
         with self._lock:
             self._sessions.pop(sid, None)
+
+    def take(self, sid: str) -> Optional[Session]:
+        now = self._clock.seconds()
+        with self._lock:
+            entry = self._sessions.pop(sid, None)
+        if entry is None or now - entry[1] >= self._ttl():
+            return None
+        return entry[0]
 
     def forget_users(self, user_ids: Iterable[int]) -> None:
         gone = set(user_ids)
@@ -171,6 +184,12 @@ class DatabaseSessionStore(SessionStore):
         return sid
 
     def lookup(self, sid: str) -> Optional[Session]:
+        return self._find(sid, take=False)
+
+    def take(self, sid: str) -> Optional[Session]:
+        return self._find(sid, take=True)
+
+    def _find(self, sid: str, take: bool) -> Optional[Session]:
         now = self._clock.seconds()
         t = schema.sessions
         key = _id_hash(sid)
@@ -181,7 +200,12 @@ class DatabaseSessionStore(SessionStore):
             if now - row.last_seen >= self._ttl():
                 conn.execute(t.delete().where(t.c.id_hash == key))
                 return None
-            conn.execute(t.update().where(t.c.id_hash == key).values(last_seen=now))
+            if take:
+                # The row count says who won when several take the same id at once.
+                if conn.execute(t.delete().where(t.c.id_hash == key)).rowcount != 1:
+                    return None
+            else:
+                conn.execute(t.update().where(t.c.id_hash == key).values(last_seen=now))
             impersonator = load_identity(conn, row.impersonator_id) if row.impersonator_id else None
             identity = load_identity(conn, row.user_id)
         if identity is None or (row.impersonator_id is not None and impersonator is None):
@@ -252,18 +276,34 @@ class RedisSessionStore(SessionStore):
         return sid
 
     def lookup(self, sid: str) -> Optional[Session]:
+        return self._find(sid, take=False)
+
+    def take(self, sid: str) -> Optional[Session]:
+        return self._find(sid, take=True)
+
+    def _find(self, sid: str, take: bool) -> Optional[Session]:
         key = self._key(sid)
-        fields = {k.decode(): v.decode() for k, v in self.client.hgetall(key).items()}
+        if take:
+            pipe = self.client.pipeline(transaction=True)  # MULTI: read and delete as one
+            pipe.hgetall(key)
+            pipe.delete(key)
+            raw, deleted = pipe.execute()
+            if deleted != 1:
+                return None
+        else:
+            raw = self.client.hgetall(key)
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
         now = self._clock.seconds()
         if not fields:
             return None
         if now - float(fields["last"]) >= self._ttl():
             self.client.delete(key)
             return None
-        pipe = self.client.pipeline()
-        pipe.hset(key, "last", repr(now))
-        self._keep_alive(pipe, key, fields["uid"], fields["imp"])
-        pipe.execute()
+        if not take:
+            pipe = self.client.pipeline()
+            pipe.hset(key, "last", repr(now))
+            self._keep_alive(pipe, key, fields["uid"], fields["imp"])
+            pipe.execute()
         with self._storage.read() as conn:
             identity = load_identity(conn, int(fields["uid"]))
             impersonator = load_identity(conn, int(fields["imp"])) if fields["imp"] else None

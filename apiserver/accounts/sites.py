@@ -20,6 +20,7 @@ from apiserver.context import Identity
 from apiserver.errors import Denied, Exists, NotFound
 from apiserver.module import Role
 from apiserver.storage import schema, utcnow
+from apiserver.storage.counters import next_number
 
 log = Logger(namespace="apiserver.accounts.sites")
 
@@ -44,42 +45,51 @@ class Sites:
         self._fire = fire
 
     async def add_site(self, domain: str, admin_user: str, email: Optional[str], password: Optional[str],
-                       actor: Identity) -> NewSite:
+                       actor: Identity, *, password_hash: Optional[str] = None,
+                       also: Optional[Callable] = None) -> NewSite:
         """Create a site and its administrator; a password is generated when none is given.
 
-        Fires ``apiserver_site_added``.  Exists if the domain is taken.
+        ``password_hash``: a hash to store as it is instead of hashing ``password``; ``also(conn,
+        site_id)``: more rows to write in the same transaction (the site's services).  Fires
+        ``apiserver_site_added``.  Exists if the domain is taken.
         """
         domain = validation.normalize_domain(domain)
         admin_user = validation.normalize_username(admin_user)
         email = validation.normalize_email(email) if email else None
-        generated = password is None
+        generated = password is None and password_hash is None
         if generated:
             password = passwords.generate_password()
-        target = Identity(Role.SITE, user_id=0, username=admin_user, site=domain)
-        password_hash = await self._accounts.hash_new_password(target, password)
-        await self._run_blocking(self._insert_site, domain, admin_user, email, password_hash)
+        if password_hash is None:
+            target = Identity(Role.SITE, user_id=0, username=admin_user, site=domain)
+            password_hash = await self._accounts.hash_new_password(target, password)
+        site_id = await self._run_blocking(self._insert_site, domain, admin_user, email, password_hash, also)
         self._fire("apiserver_site_added", site=domain, actor=actor)
-        return NewSite(domain=domain, admin_user=admin_user, password=password if generated else None)
+        return NewSite(domain=domain, admin_user=admin_user, password=password if generated else None,
+                       site_id=site_id)
 
-    def _insert_site(self, domain: str, admin_user: str, email: Optional[str], password_hash: str) -> None:
+    def _insert_site(self, domain: str, admin_user: str, email: Optional[str], password_hash: str,
+                     also: Optional[Callable] = None) -> int:
         now = utcnow(self._clock)
         home = None
         try:
             with self._storage.write() as conn:  # the site, its administrator and its home, or none
                 try:
-                    site_id = conn.execute(_sites.insert().values(domain=domain, created_at=now)
-                                           ).inserted_primary_key[0]
+                    site_id = conn.execute(_sites.insert().values(
+                        id=next_number(conn, "sites"), domain=domain, created_at=now)).inserted_primary_key[0]
                 except sa.exc.IntegrityError:  # only the domain is unique: any other failure is no "exists"
                     raise Exists(f"site {domain!r} exists already") from None
                 user_id = conn.execute(_users.insert().values(
                     site_id=site_id, username=admin_user, role="site", password_hash=password_hash, email=email,
                     created_at=now)).inserted_primary_key[0]
+                if also is not None:
+                    also(conn, site_id)
                 home = self._site_homes.create(domain)  # before the commit: a failure rolls the rows back
         except BaseException:
             if home is not None:  # the commit failed after the home was made
                 self._site_homes.purge(self._site_homes.detach(domain))
             raise
         self._accounts.directory.forget(user_id)  # SQLite may reuse the id of an account deleted on another node
+        return site_id
 
     async def delete_site(self, domain: str, actor: Identity) -> None:
         """Delete a site with all its accounts, keys, restrictions and sessions; NotFound if absent.

@@ -12,12 +12,15 @@ Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
                        (neither Anvil nor restrictions for root on the CLI socket,
                        verified by SO_PEERCRED)
                        Anvil again: blocked meanwhile (a burst)?   -> Client.Throttled
+                       the identity's site suspended?              -> Client.Denied, saying so
+                       (not for the appliance administrator acting as the site)
                        any AuthenticationFailed is counted by Anvil before it reaches the
                        caller; the failure that starts a block answers Client.Throttled
                        -> CallContext
 
 A refused address and a bad password raise the same error with the same message, so a
-caller cannot tell them apart.
+caller cannot tell them apart.  Only a caller whose credentials were right (and whose address
+may log in) learns that its site is suspended.
 
 Each part is built apart and handed in (``Anvil(clock, settings, fire, store)``,
 ``IPRestrictions(rows, clock, run_blocking, settings)``, ``HttpsOnly(settings)``); the
@@ -55,10 +58,12 @@ class GateKeeper:
     ``settings``: the config (toggles, trusted proxies; read per request); ``accounts``: what
     authenticates credentials (:meth:`apiserver.accounts.Accounts.authenticate`); ``anvil``,
     ``ip_restrictions`` and ``https_only``: the checks; ``devices``: told of every admitted call
-    (unrecognized-device notices); ``api``: the plugin API each :class:`CallContext` carries.
+    (unrecognized-device notices); ``api``: the plugin API each :class:`CallContext` carries;
+    ``suspensions``: refuses accounts of suspended sites
+    (:class:`apiserver.lifecycle.suspension.SuspendedSites`; None: no such check).
     """
 
-    def __init__(self, settings, accounts, anvil, ip_restrictions, https_only, devices, api):
+    def __init__(self, settings, accounts, anvil, ip_restrictions, https_only, devices, api, suspensions=None):
         self._settings = settings
         self._accounts = accounts
         self.anvil = anvil
@@ -66,6 +71,7 @@ class GateKeeper:
         self.https_only = https_only
         self._devices = devices
         self._api = api
+        self._suspensions = suspensions
         self.toggle = ApiToggle(settings)
         self.dav_toggle = DavToggle(settings)
 
@@ -132,6 +138,12 @@ class GateKeeper:
         # burst would test any number of passwords; refused like the failures, they tell nothing.
         waiting = self.anvil.refuse_if_blocked_now(request.address)
         if waiting is None:
+            return self._unless_suspended(identity, request)
+        return waiting.addCallback(lambda _: self._unless_suspended(identity, request))
+
+    def _unless_suspended(self, identity: Identity, request: AuthRequest):
+        waiting = self._suspensions.check(identity) if self._suspensions is not None else None
+        if waiting is None:
             return self._context(identity, request)
         return waiting.addCallback(lambda _: self._context(identity, request))
 
@@ -142,6 +154,7 @@ class GateKeeper:
 
     def _context(self, identity: Identity, request: AuthRequest) -> CallContext:
         credentials = request.credentials
+        # Accounts.authenticate leaves only the credential that decided (a live session wins).
         session_id = credentials.session_id if credentials.api_key is None else None
         self._devices.admitted(identity, request)  # a dictionary look-up; a new device is checked on the pool
         return CallContext(self._api, identity, request.gate, request.address, session_id=session_id)

@@ -88,14 +88,16 @@ class Anvil:
     ``clock``: what delays, windows and blocks are measured on; ``settings``: the config
     (``[anvil]``, read per use); ``fire(event, **kwargs)``: calls the event hooks
     (``apiserver_login_failed``, ``..._blocked``, ``..._unblocked``); ``store``: where the
-    counters live (:func:`make_anvil_store`).
+    counters live (:func:`make_anvil_store`); ``whitelist``: addresses whitelisted at run time
+    besides ``[anvil] whitelist`` (``rampart_whitelist``; anything with ``contains(address)``).
     """
 
-    def __init__(self, clock, settings, fire: Callable, store: AnvilStore):
+    def __init__(self, clock, settings, fire: Callable, store: AnvilStore, whitelist=None):
         self.clock = clock
         self.config = settings
         self._fire = fire
         self.store = store
+        self._whitelist = whitelist
         store.watch_evictions(self._evicted)
         self._announced: dict[str, float] = {}   # blocks this node logged: key -> until
         self._unblocks: list[tuple[float, str]] = []  # heap of (until, key) for the unblock log
@@ -111,13 +113,14 @@ class Anvil:
     def key_for(self, address: str) -> Optional[str]:
         """What ``address`` is counted as (its IPv6 network), or None when it is whitelisted."""
         try:
-            return self._keys[address]
+            key = self._keys[address]
         except KeyError:
-            pass
-        key = self._key_for(address)
-        if len(self._keys) >= KEY_CACHE_SIZE:
-            self._keys.clear()  # bounded; refilled by the addresses that keep coming
-        self._keys[address] = key
+            key = self._key_for(address)
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()  # bounded; refilled by the addresses that keep coming
+            self._keys[address] = key
+        if key is not None and self._whitelist is not None and self._whitelist.contains(address):
+            return None
         return key
 
     def _config_changed(self, section: str, key: str, old, new) -> None:
@@ -165,6 +168,26 @@ class Anvil:
         ttl, limit = self.config.get("anvil", "ttl"), self.config.get("anvil", "limit")
         d = self._ask(self.store.record_failure, key, self.clock.seconds(), ttl, limit)
         return d.addCallback(self._counted, key, address, gate, reason)
+
+    def blocked(self, address: str) -> defer.Deferred:
+        """Fires with whether Anvil refuses ``address`` now (never a whitelisted one)."""
+        return self.status(address).addCallback(
+            lambda state: state is not None and state.blocked(self.clock.seconds()))
+
+    def unblock(self, address: str) -> defer.Deferred:
+        """Forget ``address``'s failures and block (``rampart_unban``); fires with whether it had any."""
+        key = self._key_for(address)
+        if key is None:
+            return defer.succeed(False)
+        d = self._ask(self.store.forget, key)
+
+        def forgotten(had: bool) -> bool:
+            if self._announced.pop(key, None) is not None:
+                log.info("anvil: unblocked {address} (unbanned)", address=key)
+                self._fire("apiserver_login_unblocked", address=key)
+            return had
+
+        return d.addCallback(forgotten)
 
     def delay_for(self, count: int) -> float:
         """Seconds to wait before answering an attempt after ``count`` failures (the formula above)."""

@@ -66,6 +66,12 @@ class RedisAnvilStore(AnvilStore):
         d.addCallback(lambda r: (AnvilState(int(r[0]), float(r[1]), float(r[2])), bool(r[3])))
         return d
 
+    def forget(self, key: str) -> defer.Deferred:
+        d = self.get(key)
+        d.addCallback(lambda state: self.run_blocking(self.client.delete, self.prefix + key)
+                      .addCallback(lambda _: state is not None))
+        return d
+
     def close(self) -> None:
         """Release the connection pool."""
         self.client.close()

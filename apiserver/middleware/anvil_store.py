@@ -67,6 +67,10 @@ class AnvilStore:
         """Count one failure (see :func:`after_failure`); fires with ``(state, started_block)``."""
         raise NotImplementedError
 
+    def forget(self, key: str) -> defer.Deferred:
+        """Drop ``key``'s failures and block (an unban); fires with whether it had live state."""
+        raise NotImplementedError
+
     def peek(self, key: str):
         """The live state of ``key`` (or None) when the store can answer at once, else
         :data:`NOT_AT_ONCE`; lets the common case skip Deferred machinery."""
@@ -174,6 +178,11 @@ class MemoryAnvilStore(AnvilStore):
             del self._states[packed_key]
             return None
         return unpack_state(packed)
+
+    def forget(self, key: str) -> defer.Deferred:
+        had = self.peek(key) is not None
+        self._states.pop(pack_key(key), None)
+        return defer.succeed(had)
 
     def record_failure(self, key: str, now: float, ttl: int, limit: int) -> defer.Deferred:
         states = self._states

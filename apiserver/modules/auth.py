@@ -42,6 +42,17 @@ class AuthModule(BuiltinModule):
         target = await ctx.api.run_blocking(self.core.directory.resolve_target, ctx.identity, user, domain)
         return await self.core.accounts.reset_password(target, ctx.identity, address=ctx.client_address)
 
+    @export(roles=Role.ALL, blocking=False)
+    def is_inactive(self, ctx) -> bool:
+        """Whether the caller's site is suspended.
+
+        Asked by the appliance administrator acting as the site (admin_hijack, cpcmd -d): the site's own
+        accounts cannot log in meanwhile.
+        """
+        if ctx.identity.site_id is None:
+            return False
+        return self.core.suspensions.suspended(ctx.identity.site_id)
+
     # --- API keys -------------------------------------------------------------------------
     @export(roles=Role.ALL)
     async def create_api_key(self, ctx, comment: str = "", user: Optional[str] = None) -> str:

@@ -16,7 +16,8 @@ class UserModule(BuiltinModule):
 
     @export(roles=Role.SITE)
     async def add(self, ctx, user: str, password: str, email: Optional[str] = None) -> bool:
-        """Add USER with PASSWORD (and EMAIL) to the caller's site."""
+        """Add USER with PASSWORD (and EMAIL) to the caller's site (within its users.enabled and users.max)."""
+        await ctx.api.run_blocking(self.core.lifecycle.check_room_for_user, ctx.identity)
         await self.core.sites.add_user(ctx.identity, user, password, email)
         return True
 

@@ -66,6 +66,29 @@ def _v7_restriction_generation(conn: sa.Connection) -> None:
                              "BIGINT DEFAULT 0 NOT NULL"))
 
 
+def _v9_site_services(conn: sa.Connection) -> None:
+    # Version 1 creates the tables as they are now: a database made by this code has the columns.
+    inspector = sa.inspect(conn)
+    sites = schema.sites.name
+    have = {c["name"] for c in inspector.get_columns(sites)}
+    text_type = "MEDIUMTEXT" if conn.dialect.name in ("mysql", "mariadb") else "TEXT"
+    stamp = "DATETIME(6)" if conn.dialect.name in ("mysql", "mariadb") else (
+        "TIMESTAMP" if conn.dialect.name == "postgresql" else "DATETIME")
+    for column, ddl in (("plan", "VARCHAR(64)"), ("services", text_type), ("invoice", "VARCHAR(255)"),
+                        ("parent_invoice", "VARCHAR(255)"), ("suspended_at", stamp), ("suspension_reason", "TEXT")):
+        if column not in have:
+            conn.execute(sa.text(f"ALTER TABLE {sites} ADD COLUMN {column} {ddl}"))
+    indexes = {i["name"] for i in inspector.get_indexes(sites)}
+    for name, column in (("ix_sites_invoice", "invoice"), ("ix_sites_parent_invoice", "parent_invoice")):
+        if name not in indexes:  # plain DDL: an sa.Index built here would attach to the Table
+            conn.execute(sa.text(f"CREATE INDEX {name} ON {sites} ({column})"))
+    schema.metadata.create_all(conn, tables=[schema.id_counters, schema.rampart_entries])
+    counters = schema.id_counters
+    if conn.execute(sa.select(counters.c.last).where(counters.c.name == "sites")).first() is None:
+        highest = conn.execute(sa.select(sa.func.max(schema.sites.c.id))).scalar() or 0
+        conn.execute(counters.insert().values(name="sites", last=highest))
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
@@ -77,4 +100,6 @@ MIGRATIONS = (
               _v6_restriction_count_and_role_index),
     Migration(7, "users.ip_restriction_generation (cached IP restrictions checked with one row, not re-read)",
               _v7_restriction_generation),
+    Migration(9, "sites: plan, services, invoices, suspension; id_counters (site numbers never reused); "
+                 "rampart_entries (whitelist and unbans)", _v9_site_services),
 )

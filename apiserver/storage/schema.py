@@ -26,9 +26,24 @@ schema_version = sa.Table(
 
 sites = sa.Table(
     "sites", metadata,
+    # site<N>: never reused, drawn from id_counters (apiserver.lifecycle.store.next_site_id).
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("domain", sa.String(253), nullable=False, unique=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # --- migration 9: the site's services (issue 20) ---
+    # The plan the site took (siteinfo.plan); NULL: none recorded (a site made before plans).
+    sa.Column("plan", sa.String(64), nullable=True),
+    # JSON {service: {param: value}} of every stored parameter but those with a column here or on
+    # the administrator's users row (domain, admin_user, email, plan, invoices) and secrets.
+    sa.Column("services", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb"), nullable=True),
+    # billing.invoice and billing.parent_invoice: a site argument may name them (account groups).
+    sa.Column("invoice", sa.String(255), nullable=True),
+    sa.Column("parent_invoice", sa.String(255), nullable=True),
+    # When the site was suspended (NULL: active) and why (admin_deactivate_site's reason).
+    sa.Column("suspended_at", Timestamp, nullable=True),
+    sa.Column("suspension_reason", sa.Text, nullable=True),
+    sa.Index("ix_sites_invoice", "invoice"),
+    sa.Index("ix_sites_parent_invoice", "parent_invoice"),
 )
 
 users = sa.Table(
@@ -190,6 +205,31 @@ known_devices = sa.Table(
 )
 
 
+# --- migration 9: numbers never reused, rampart's whitelist and unbans ----------------------
+
+id_counters = sa.Table(
+    "id_counters", metadata,
+    # The last number handed out per name ("sites": site<N>), so a deleted site's N is never
+    # given again (SQLite and MariaDB may reuse the highest id of a deleted row).
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("last", sa.BigInteger, nullable=False),
+)
+
+rampart_entries = sa.Table(
+    "rampart_entries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # The site whose administrator acted (NULL: the appliance administrator).
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), nullable=True),
+    # An address or network in its canonical text.
+    sa.Column("address", sa.String(64), nullable=False),
+    # whitelist: kept until removed; unban: counted against rampart.max for 24 hours.
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_rampart_entries_kind_address", "kind", "address"),
+    sa.Index("ix_rampart_entries_site", "site_id"),
+)
+
+
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
 
@@ -206,3 +246,5 @@ class Tables:
     notices = notices
     security_events = security_events
     known_devices = known_devices
+    id_counters = id_counters
+    rampart_entries = rampart_entries

@@ -19,6 +19,7 @@ they take, :func:`finish_with` the last.
 from __future__ import annotations
 
 import io
+import re
 import time
 from typing import Callable, Optional
 import tempfile
@@ -87,6 +88,8 @@ class _Discard:
         pass
 
 
+_SLASHES = re.compile(rb"/{2,}")
+
 #: Bytes per second a DAV upload must keep up: each chunk received moves the request deadline
 #: (:data:`REQUEST_TIMEOUT`) by its length at this rate, so large uploads are not cut at 60 s.
 MIN_UPLOAD_RATE = 64 * 1024
@@ -125,6 +128,10 @@ class ApiRequest(server.Request):
         self.started_at = time.perf_counter()
         site.request_started(self)
         self.notifyFinish().addBoth(lambda _: site.request_ended(self))
+        # Repeated slashes count as one, as under Apache (MergeSlashes): ClientExec asks for
+        # //apnscp.wsdl.  Only the path resources see changes; ``uri`` keeps what was sent.
+        if b"//" in self.path:
+            self.path = _SLASHES.sub(b"/", self.path)
         super().process()
 
     def render(self, resrc):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.web import resource
 
+from apiserver.transport.apps import AppsResource
 from apiserver.transport.dav import DavResource
 from apiserver.transport.health import HealthResource
 from apiserver.transport.http import ApiSite, refuse
@@ -16,8 +17,9 @@ from apiserver.transport.xmlrpc import XmlRpcResource
 
 def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, site_homes, storage, run_blocking,
                metrics) -> ApiSite:
-    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/dav/``, ``/health`` and
-    ``/metrics`` on an :class:`ApiSite`; anything else is 404.  Each resource gets the parts it uses."""
+    """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/apps/``, ``/dav/``,
+    ``/health`` and ``/metrics`` on an :class:`ApiSite`; anything else is 404.  Each resource gets
+    the parts it uses."""
     wsdl_cache = WsdlCache(registry)
     client_address = gatekeeper.client_address
     root = ApiRoot()
@@ -26,6 +28,7 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"xmlrpc", XmlRpcResource(gatekeeper, registry))
     root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
     root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
+    root.putChild(b"apps", AppsResource(gatekeeper, accounts))
     root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes))
     root.putChild(b"health", HealthResource(client_address, settings, storage, run_blocking, reactor))
     root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
@@ -46,4 +49,4 @@ class _NotFound(resource.Resource):
 
     def render(self, request):
         return refuse(request, 404, "no such resource; the API is at /soap, /xmlrpc and /apnscp.wsdl, "
-                                   "the UI login at /login, WebDAV at /dav/")
+                                   "the UI login at /login, single sign-on at /apps/<app>, WebDAV at /dav/")

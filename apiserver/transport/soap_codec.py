@@ -387,9 +387,17 @@ def rpc_value(out: list, name: str, value: Any, spec: TypeSpec, depth: int = 0) 
         out.append(f"</{name}>")
         return
     if isinstance(value, dict):
+        # An apache Map, as PHP's SoapServer writes an associative array (keys typed by kind):
+        # PHP's SoapClient decodes it to an associative array, SOAP::Lite to a hash.  An empty
+        # one is an empty SOAP-ENC array, as PHP writes it: PHP decodes an empty Map to null,
+        # and count(null) is a TypeError in PHP 8 (ClientExec counts admin_collect's answer).
+        if not value:
+            out.append(f'<{name} SOAP-ENC:arrayType="xsd:ur-type[0]" xsi:type="SOAP-ENC:Array"/>')
+            return
         out.append(f'<{name} xsi:type="ns2:Map">')
         for key, item in value.items():
-            out.append('<item><key xsi:type="xsd:string">%s</key>' % escape_text(str(key)))
+            key_type = "int" if isinstance(key, int) and not isinstance(key, bool) else "string"
+            out.append(f'<item><key xsi:type="xsd:{key_type}">%s</key>' % escape_text(str(key)))
             rpc_value(out, "value", item, _ANY, depth + 1)
             out.append("</item>")
         out.append(f"</{name}>")

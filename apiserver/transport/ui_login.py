@@ -61,9 +61,12 @@ def _error(request, status: int, message: str, headers: Optional[dict] = None) -
     return answer(request, status, {"error": message}, headers)
 
 
-def _set_cookie(request, name: str, value: str, expire: bool = False, max_age: Optional[int] = None) -> None:
+def set_cookie(request, name: str, value: str, expire: bool = False, max_age: Optional[int] = None,
+               same_site: str = "Strict") -> None:
+    """Set cookie ``name`` (HttpOnly, path ``/``, Secure over HTTPS).  ``same_site`` Lax only where
+    a cross-site link must land logged in (the single-sign-on landing's redirect)."""
     # Written by hand: Twisted's addCookie spells SameSite in lower case.
-    cookie = f"{name}={value}; Path=/; HttpOnly; SameSite=Strict"
+    cookie = f"{name}={value}; Path=/; HttpOnly; SameSite={same_site}"
     if max_age is not None:
         cookie += f"; Max-Age={max_age}"
     if expire:
@@ -180,7 +183,7 @@ class LoginResource(_UiResource):
                              agent.decode("utf-8", "replace")[:512] if agent else None)
 
         def issue(token):
-            _set_cookie(request, DEVICE_COOKIE, token, max_age=COOKIE_MAX_AGE)
+            set_cookie(request, DEVICE_COOKIE, token, max_age=COOKIE_MAX_AGE)
             return ctx
 
         return d.addCallback(issue)
@@ -191,9 +194,9 @@ class LoginResource(_UiResource):
 
     def _logged_in(self, opened, request) -> None:
         identity, sid, tag = opened
-        _set_cookie(request, SESSION_COOKIE, sid)
+        set_cookie(request, SESSION_COOKIE, sid)
         if tag is not None:
-            _set_cookie(request, TAG_COOKIE, tag)
+            set_cookie(request, TAG_COOKIE, tag)
         finish_with(request, answer(request, 200, _who(identity)))
 
     def render_GET(self, request):
@@ -226,6 +229,6 @@ class LogoutResource(_UiResource):
         return server.NOT_DONE_YET
 
     def _logged_out(self, _, request) -> None:
-        _set_cookie(request, SESSION_COOKIE, "", expire=True)
-        _set_cookie(request, TAG_COOKIE, "", expire=True)
+        set_cookie(request, SESSION_COOKIE, "", expire=True)
+        set_cookie(request, TAG_COOKIE, "", expire=True)
         finish_with(request, answer(request, 200, {"logged_out": True}))

@@ -80,7 +80,7 @@ class Harness:
     def add_site(self, domain: str = "example.com", admin_user: str = "siteadmin",
                  email: str = "owner@example.com", password: str = "site-password"):
         """Create a site and return its administrator's identity."""
-        self.call(self.admin, "admin_add_site", domain, admin_user, email, password)
+        self.call(self.admin, "admin_add_site", domain, admin_user, {"siteinfo.email": email, "auth.tpasswd": password})
         return wait(self.app.run_blocking(self.app.directory.identity_for, domain, None))
 
     def add_user(self, site_admin, user: str = "bob", password: str = "user-password", email: Optional[str] = None):

@@ -155,9 +155,9 @@ def test_password_rules_then_plugin_veto(tmp_path):
     h = Harness(tmp_path / "state", {"auth": {"min_pw_length": "10"}}, plugins=[PasswordPolicy()])
     try:
         with pytest.raises(InvalidArgument, match="at least 10 characters, it has 5"):
-            h.call(h.admin, "admin_add_site", "example.com", "siteadmin", "a@example.com", "short")
+            h.call(h.admin, "admin_add_site", "example.com", "siteadmin", {"auth.tpasswd": "short"})
         with pytest.raises(InvalidArgument, match="must not contain the username"):
-            h.call(h.admin, "admin_add_site", "example.com", "siteadmin", "a@example.com", "siteadmin-1234")
+            h.call(h.admin, "admin_add_site", "example.com", "siteadmin", {"auth.tpasswd": "siteadmin-1234"})
         assert h.call(h.admin, "admin_list_sites") == []
         identity = h.login(Credentials(username="sso", site="example.com", password="from-sso"))
         assert identity.username == "sso"

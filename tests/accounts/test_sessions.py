@@ -182,3 +182,20 @@ def test_hijack_session_authenticates_until_idle(tmp_path, backend):
             h.login(Credentials(session_id=sid))
     finally:
         h.close()
+
+
+def test_take_ends_a_session_and_serves_once(stores):
+    """take returns a live session and ends it: of several takes of one id (threads at once) exactly
+    one gets it; an expired or unknown id gives None."""
+    from tests.conftest import run_in_threads
+
+    store, clock, site, admin = stores
+    sid = store.create(dataclasses.replace(site, impersonator=admin), "UI")
+    taken = []
+    assert run_in_threads(lambda: taken.append(store.take(sid)), [()] * 6) == []
+    winners = [session for session in taken if session is not None]
+    assert len(winners) == 1 and winners[0].identity.impersonator.username == "admin" and winners[0].gate == "UI"
+    assert store.lookup(sid) is None and store.take(sid) is None and store.take("f" * 64) is None
+    old = store.create(site, "UI")
+    clock.advance(TTL)
+    assert store.take(old) is None

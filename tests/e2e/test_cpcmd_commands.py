@@ -56,7 +56,7 @@ class Cpcmd:
 def domain(running_server):
     """The seed's domain.com with an administrator and a user bob."""
     run = Cpcmd(running_server, "socket")
-    run.ok("admin:add-site", "domain.com", "siteadmin", "admin@domain.com", "Site-pass-123")
+    run.ok("admin:add-site", "domain.com", "siteadmin", "[siteinfo.email:admin@domain.com,auth.tpasswd:Site-pass-123]")
     run.ok("-d", "domain.com", "user:add", "bob", "Bob-pass-123", "bob@domain.com")
     return "domain.com"
 

@@ -16,6 +16,7 @@ import pytest
 import requests
 import zeep
 
+from tests.e2e.clients.soap_clients import site_options, zeep_map
 from tests.scopes.clients import cpcmd, soap_post
 
 NO_DELAYS = {"anvil": {"min_attempts": "1000"}}  # the count is what these tests are about, not the waits
@@ -52,7 +53,8 @@ def restrictions(soap, sid, gate=None):
 
 def site_with_key(soap, admin_key, domain):
     """A new site: its hijack session (the appliance administrator acting) and its own API key."""
-    soap("admin_add_site", domain, "siteadmin", f"admin@{domain}", "Site-passw0rd", key=admin_key)
+    soap("admin_add_site", domain, "siteadmin", zeep_map(site_options(f"admin@{domain}", "Site-passw0rd")),
+         key=admin_key)
     sid = soap("admin_hijack", domain, key=admin_key)
     return sid, soap("auth_create_api_key", "middleware e2e", sid=sid)
 

@@ -74,12 +74,16 @@ def _states(proxy) -> list:
     return [n["state"] for n in proxy.admin.get_notices()]
 
 
+#: admin_add_site's options of every site here
+SITE_OPTIONS = {"siteinfo.email": "owner@example.com", "auth.tpasswd": "Site-Password-1"}
+
+
 def test_relay_down_restart_relay_up_every_notice_arrives_once(server_factory, relay):
     """Changes while SMTP is down queue their notices; they survive a restart and arrive once when it is up."""
     server = server_factory({"mail": dict(QUICK_MAIL, smtp_port=str(relay.port))})
     admin = api(server)
     admin.common.set_email("root@example.net")
-    admin.admin.add_site("example.com", "exadmin", "owner@example.com", "Site-Password-1")
+    admin.admin.add_site("example.com", "exadmin", SITE_OPTIONS)
     admin.auth.change_password("Admin-Password-1")
     admin.auth.reset_password(None, "example.com")
     admin.auth.change_password("Site-Password-2", None, "example.com")
@@ -110,7 +114,7 @@ def test_two_nodes_on_one_postgresql_database_send_each_notice_once(server_facto
         second.admin_key = first.admin_key   # one database, one administrator
         a, b = api(first), api(second)
         a.common.set_email("root@example.net")
-        a.admin.add_site("example.com", "exadmin", "owner@example.com", "Site-Password-1")
+        a.admin.add_site("example.com", "exadmin", SITE_OPTIONS)
         for n in range(4):
             a.auth.change_password(f"Admin-Password-{n}")
             b.auth.change_password(f"Site-Password-{n}", None, "example.com")
@@ -167,7 +171,7 @@ def test_login_from_a_new_device_sends_one_notice_with_the_place(server_factory,
     write_city_database(f"{server.state_dir}/GeoLite2-City.mmdb", {"192.0.2.0/24": BERLIN})
     admin = api(server)
     admin.common.set_email("root@example.net")                   # the administrator's first device
-    admin.admin.add_site("example.com", "exadmin", "owner@example.com", "Site-Password-1")
+    admin.admin.add_site("example.com", "exadmin", SITE_OPTIONS)
     for _ in range(2):
         _xmlrpc_from(server, server.admin_key, "192.0.2.10", "NoticeTest/1.0 (e2e)", "common.whoami")
     until(lambda: len(relay.inbox.messages) >= 1, what="the device notice")
@@ -192,7 +196,7 @@ def test_trail_lists_each_action_and_stores_no_secret(server_factory, relay):
                              "anvil": {"limit": "3", "min_attempts": "10", "ttl": "2"}})
     admin = api(server)
     admin.common.set_email("root@example.net")
-    admin.admin.add_site("example.com", "exadmin", "owner@example.com", "Site-Password-1")
+    admin.admin.add_site("example.com", "exadmin", SITE_OPTIONS)
     password = "Admin-Secret-Password-9"
     admin.auth.change_password(password)                         # its notice fails: max_attempts=1, relay down
     reset = admin.auth.reset_password(None, "example.com")
@@ -238,7 +242,7 @@ def test_dav_logins_tell_devices_apart_by_their_user_agent(server_factory, relay
     relay.start()
     server = server_factory({"mail": dict(QUICK_MAIL, smtp_port=str(relay.port))})
     admin = api(server)
-    admin.admin.add_site("example.com", "exadmin", "owner@example.com", "Site-Password-1")
+    admin.admin.add_site("example.com", "exadmin", SITE_OPTIONS)
     let_owner_reach(server)
 
     def propfind(agent):

@@ -113,7 +113,8 @@ def test_bad_values_refused_with_reason(running_server, words, reason):
 
 def test_site_administrator_cannot_use_scopes(running_server):
     """Scopes are for the appliance administrator only."""
-    cpcmd(running_server, "admin:add-site", "scopes.example.com", "siteadmin", "s@example.com", "Passw0rd-long")
+    cpcmd(running_server, "admin:add-site", "scopes.example.com", "siteadmin",
+          "[siteinfo.email:s@example.com,auth.tpasswd:Passw0rd-long]")
     with pytest.raises(CpcmdFailed) as caught:
         cpcmd(running_server, "-d", "scopes.example.com", "scope:set", "apache.dav", "true")
     assert "Client.Denied" in caught.value.stderr

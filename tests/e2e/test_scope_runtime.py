@@ -15,6 +15,7 @@ import contextlib
 import pytest
 import zeep
 
+from tests.e2e.clients.soap_clients import site_options, zeep_map
 from tests.scopes.clients import cpcmd, soap_post, zeep_service
 
 BAD_KEY = "0" * 64
@@ -83,7 +84,7 @@ def test_ip_restriction_limit_applies_at_once(server):
     """Lowering [auth] ip_restriction_limit to 1 refuses a second entry."""
     soap = zeep_service(server)
     domain = "runtime.example.com"
-    soap.admin_add_site(domain, "siteadmin", f"admin@{domain}", "Site-passw0rd")
+    soap.admin_add_site(domain, "siteadmin", zeep_map(site_options(f"admin@{domain}", "Site-passw0rd")))
     site = zeep_service(server, key=cpcmd(server, "-d", domain, "auth:create-api-key", "runtime"))
     with config_changed(server, ("auth", "ip_restriction_limit", "1", "50")):
         assert site.auth_restrict_ip("127.0.0.1") is True

@@ -18,7 +18,7 @@ import zeep
 
 from apiserver.sites.home import FileOwner
 from tests.conftest import start_server
-from tests.e2e.clients.soap_clients import php_calls
+from tests.e2e.clients.soap_clients import php_calls, site_options, zeep_map
 from tests.e2e.test_cpcmd_commands import Cpcmd
 from tests.e2e.test_security_htaccess_htpasswd import php_runner, xmlrpc_runner
 from tests.e2e.test_soap_zeep import zeep_runner
@@ -63,7 +63,7 @@ def _zeep(server, cookie=None, key=None):
 def _site(server, sites_dir, domain, files=WORDPRESS):
     """Add ``domain`` with ``files`` in its document root; returns (document root, hijacked session id)."""
     _client, admin = _zeep(server, key=server.admin_key)
-    admin.admin_add_site(domain, "siteadmin", f"owner@{domain}", "Site-pass-123")
+    admin.admin_add_site(domain, "siteadmin", zeep_map(site_options(f"owner@{domain}", "Site-pass-123")))
     root = os.path.join(sites_dir, domain, "var/www/html")
     make_tree(root, files, _owner())
     return root, admin.admin_hijack(domain)

@@ -15,7 +15,7 @@ import xmlrpc.client
 
 import pytest
 
-from tests.e2e.clients.soap_clients import php_calls
+from tests.e2e.clients.soap_clients import php_calls, site_options
 from tests.e2e.test_cpcmd_commands import Cpcmd
 from tests.e2e.test_soap_zeep import zeep_runner
 
@@ -74,7 +74,7 @@ def _plant(server, domain: str) -> None:
 
 def _site(run, server, tag: str) -> tuple:
     domain = f"sec-{tag}-{uuid.uuid4().hex[:6]}.example.com"
-    _, sid = _ok(run([["admin_add_site", [domain, "siteadmin", f"admin@{domain}", "Site-passw0rd"]],
+    _, sid = _ok(run([["admin_add_site", [domain, "siteadmin", site_options(f"admin@{domain}", "Site-passw0rd")]],
                       ["admin_hijack", [domain]]], key=server.admin_key))
     _plant(server, domain)
     return domain, sid
@@ -169,7 +169,7 @@ def test_cpcmd(running_server, mode):
     """cpcmd -d DOMAIN security:... as the appliance administrator acting as the site; apache-policy without -d."""
     cpcmd = Cpcmd(running_server, mode)
     domain = f"sec-cpcmd-{mode}-{uuid.uuid4().hex[:6]}.example.com"
-    cpcmd.ok("admin:add-site", domain, "siteadmin", f"admin@{domain}", "Site-passw0rd")
+    cpcmd.ok("admin:add-site", domain, "siteadmin", f"[siteinfo.email:admin@{domain},auth.tpasswd:Site-passw0rd]")
     _plant(running_server, domain)
     found = json.loads(cpcmd.ok("-o", "json", "-d", domain, "security:check-htaccess", "/var/www/html"))
     assert [(f["file"], f["line"]) for f in found] == [("/var/www/html/.htaccess", 2),

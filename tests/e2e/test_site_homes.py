@@ -20,7 +20,8 @@ def _home(server, domain):
 def test_add_site_makes_home_owned_by_the_sites_owner(running_server):
     """The new site's document root exists, belongs to the sites' owner (never root) and the web user can reach it."""
     api = _proxy(running_server)
-    api.admin_add_site("homes.example", "homesadmin", "a@homes.example", "Homes-pass-123")
+    api.admin_add_site("homes.example", "homesadmin", {"siteinfo.email": "a@homes.example",
+                                              "auth.tpasswd": "Homes-pass-123"})
     docroot = os.path.join(_home(running_server, "homes.example"), "var", "www", "html")
     assert os.path.isdir(docroot)
     owner = pwd.getpwuid(os.stat(docroot).st_uid).pw_name
@@ -53,7 +54,8 @@ def _let_web_user_pass_tmp_ancestors(state_dir: str) -> None:
 def test_delete_site_removes_home_without_following_links(running_server, tmp_path):
     """Deleting a site removes its files, not the target of a link inside them."""
     api = _proxy(running_server)
-    api.admin_add_site("gone.example", "goneadmin", "a@gone.example", "Gone-pass-123")
+    api.admin_add_site("gone.example", "goneadmin", {"siteinfo.email": "a@gone.example",
+                                              "auth.tpasswd": "Gone-pass-123"})
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("kept")
@@ -71,7 +73,8 @@ def test_add_site_refuses_a_stale_home_and_keeps_no_rows(running_server):
     os.makedirs(os.path.join(stale, "data"))
     api = _proxy(running_server)
     with pytest.raises(xmlrpc.client.Fault) as fault:
-        api.admin_add_site("stale.example", "staleadmin", "a@stale.example", "Stale-pass-123")
+        api.admin_add_site("stale.example", "staleadmin", {"siteinfo.email": "a@stale.example",
+                                              "auth.tpasswd": "Stale-pass-123"})
     assert "exists" in fault.value.faultString and "stale.example" in fault.value.faultString
     assert "stale.example" not in api.admin_list_sites()
     assert os.path.isdir(os.path.join(stale, "data"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import zeep
 
-from tests.e2e.clients.soap_clients import account_scenario
+from tests.e2e.clients.soap_clients import account_scenario, zeep_map
 
 
 def zeep_runner(running_server):
@@ -27,6 +27,8 @@ def zeep_runner(running_server):
         service = client.create_service("{urn:net.apnscp.soap}apnscp", address)
         out = []
         for operation, args in calls:
+            # a plain dict is a data-keyed map (tns:Map); one already in zeep's shape goes as it is
+            args = [zeep_map(a) if isinstance(a, dict) and "item" not in a else a for a in args]
             try:
                 out.append({"ok": plain(getattr(service, operation)(*args))})
             except zeep.exceptions.Fault as fault:

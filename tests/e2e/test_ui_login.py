@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from apiserver.accounts.ui_password import SealedPassword, UIPasswordCipher
+from tests.e2e.clients.dav_clients import xmlrpc_call
 from tests.scopes.clients import certificate_path, soap_post
 
 NO_DELAYS = {"anvil": {"min_attempts": "1000"}}  # the counts matter here, not Anvil's waits
@@ -24,22 +25,10 @@ PASSWORD = "Site-passw0rd"
 FAILED = "login failed: wrong username, domain or password, or this address may not log in"
 
 
-def xmlrpc_call(server, method, *args, key=None, sid=None, address=None):
-    """One XML-RPC call with a key or an esprit_id cookie, from ``address`` when given."""
-    headers = {"Content-Type": "text/xml"}
-    if sid:
-        headers["Cookie"] = f"esprit_id={sid}"
-    if address:
-        headers["X-Forwarded-For"] = address
-    url = f"{server.url}/xmlrpc" + (f"?authkey={key}" if key else "")
-    answer = requests.post(url, data=xmlrpc.client.dumps(args, method, allow_none=True).encode(), headers=headers,
-                           timeout=30)
-    return xmlrpc.client.loads(answer.content, use_builtin_types=True)[0][0]
-
-
 def add_site(server, domain=DOMAIN):
     """A site whose administrator ``siteadmin`` has PASSWORD, and an API key of that administrator."""
-    xmlrpc_call(server, "admin_add_site", domain, "siteadmin", f"owner@{domain}", PASSWORD, key=server.admin_key)
+    options = {"siteinfo.email": f"owner@{domain}", "auth.tpasswd": PASSWORD}
+    xmlrpc_call(server, "admin_add_site", domain, "siteadmin", options, key=server.admin_key)
     hijacked = xmlrpc_call(server, "admin_hijack", domain, key=server.admin_key)
     return hijacked, xmlrpc_call(server, "auth_create_api_key", "ui e2e", sid=hijacked)
 

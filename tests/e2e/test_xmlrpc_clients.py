@@ -13,6 +13,8 @@ from typing import Optional
 
 import pytest
 
+from tests.e2e.clients.soap_clients import site_options
+
 PYTHON_CLIENT = textwrap.dedent('''
     import json, sys, xmlrpc.client
     job = json.load(sys.stdin)
@@ -130,11 +132,11 @@ def test_sites_users_keys_and_ip_restrictions(running_server, client):
     domain = f"{client.name}-{uuid.uuid4().hex[:8]}.example.com"
     admin_url = endpoint(running_server, running_server.admin_key)
     site, sites, sid = client.calls(admin_url, [
-        ["admin_add_site", [domain, "siteadmin", f"admin@{domain}", "Site-pass-123"]],
+        ["admin_add_site", [domain, "siteadmin", site_options(f"admin@{domain}", "Site-pass-123")]],
         ["admin.list_sites", []],
         ["admin_hijack", [domain]],
     ])
-    assert ok(site)["domain"] == domain and ok(site)["admin_user"] == "siteadmin"
+    assert ok(site) in TRUE
     assert domain in ok(sites)
     sid = ok(sid)
     added, users, who, key = client.calls(endpoint(running_server), [

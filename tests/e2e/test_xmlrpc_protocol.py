@@ -37,7 +37,7 @@ def site(running_server):
     """A site with its administrator's API key: (domain, key)."""
     admin = proxy(running_server, running_server.admin_key)
     domain = f"proto-{uuid.uuid4().hex[:8]}.example.com"
-    admin.admin_add_site(domain, "siteadmin", f"admin@{domain}", "Site-pass-123")
+    admin.admin_add_site(domain, "siteadmin", {"siteinfo.email": f"admin@{domain}", "auth.tpasswd": "Site-pass-123"})
     sid = admin.admin_hijack(domain)
     key = proxy(running_server, cookie=sid).auth_create_api_key("protocol tests")
     return domain, key
@@ -87,7 +87,7 @@ def test_ip_restriction_applies_to_xmlrpc_at_gate_soap(running_server):
     """Once a SOAP-gate restriction exists, only the listed address may use the key."""
     admin = proxy(running_server, running_server.admin_key)
     domain = f"ipr-{uuid.uuid4().hex[:8]}.example.com"
-    admin.admin_add_site(domain, "siteadmin", f"admin@{domain}", "Site-pass-123")
+    admin.admin_add_site(domain, "siteadmin", {"siteinfo.email": f"admin@{domain}", "auth.tpasswd": "Site-pass-123"})
     key = proxy(running_server, cookie=admin.admin_hijack(domain)).auth_create_api_key("ip test")
     allowed = proxy(running_server, key, forwarded_for="192.0.2.10")
     assert allowed.auth_restrict_ip("192.0.2.10", "SOAP") is True

@@ -141,10 +141,65 @@ def test_migration_7_adds_the_restriction_generation(storage):
         conn.execute(sa.text("INSERT INTO users (site_id, username, role, created_at) "
                              "VALUES (:site, 'old', 'site', :now)"), {"site": site, "now": _now()})
     assert storage.version() == 6
-    assert storage.migrate() == [7]
+    assert storage.migrate() == [m.version for m in MIGRATIONS if m.version > 6]
     storage.check()
     with storage.read() as conn:
         assert conn.execute(sa.select(t.users.c.username, t.users.c.ip_restriction_generation)).all() == [("old", 0)]
+
+
+def test_migration_9_adds_site_services_and_seeds_the_site_counter(storage):
+    """Migration 9 gives a version-7 database the sites' service columns, rampart_entries and a
+    site counter starting above the highest site id, so site<N> is never handed out twice."""
+    storage.create_schema()
+    t = storage.tables
+    mysql = storage.engine.dialect.name in ("mysql", "mariadb")
+    with storage.write() as conn:  # back to what version 7 had
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 7))
+        for index in ("ix_sites_invoice", "ix_sites_parent_invoice"):
+            conn.execute(sa.text(f"DROP INDEX {index}" + (" ON sites" if mysql else "")))
+        for column in ("plan", "services", "invoice", "parent_invoice", "suspended_at", "suspension_reason"):
+            conn.execute(sa.text(f"ALTER TABLE sites DROP COLUMN {column}"))
+        t.rampart_entries.drop(conn)
+        t.id_counters.drop(conn)
+        conn.execute(sa.text("INSERT INTO sites (domain, created_at) VALUES ('a.example', :now), ('b.example', :now)"),
+                     {"now": _now()})
+        highest = conn.execute(sa.text("SELECT max(id) FROM sites")).scalar()
+    assert storage.version() == 7
+    assert 9 in storage.migrate()
+    storage.check()
+    with storage.write() as conn:
+        conn.execute(sa.text("DELETE FROM sites WHERE id = :id"), {"id": highest})
+    with storage.write() as conn:
+        from apiserver.storage.counters import next_number
+        assert next_number(conn, "sites") == highest + 1  # the deleted site's number is not given again
+        conn.execute(t.sites.update().values(invoice="WHMCS-1", services='{"ssh":{"enabled":1}}'))
+        assert conn.execute(sa.select(t.sites.c.invoice, t.sites.c.services)).all() == [
+            ("WHMCS-1", '{"ssh":{"enabled":1}}')]
+    indexes = {i["name"] for i in sa.inspect(storage.engine).get_indexes("sites")}
+    assert {"ix_sites_invoice", "ix_sites_parent_invoice"} <= indexes
+
+
+def test_site_numbers_are_never_reused(storage):
+    """next_number hands out each site number once, even after the site with the highest one is
+    deleted (SQLite and MariaDB would give its id again), and several writers get distinct ones."""
+    from apiserver.storage.counters import next_number
+
+    storage.create_schema()
+    t = storage.tables
+
+    def add(domain):
+        with storage.write() as conn:
+            return conn.execute(t.sites.insert().values(id=next_number(conn, "sites"), domain=domain,
+                                                        created_at=_now())).inserted_primary_key[0]
+
+    first, second = add("a.example"), add("b.example")
+    with storage.write() as conn:
+        conn.execute(t.sites.delete().where(t.sites.c.id == second))
+    third = add("c.example")
+    assert first < second < third
+    numbers = []
+    errors = run_in_threads(lambda i: numbers.append(add(f"p{i}.example")), [(i,) for i in range(8)])
+    assert errors == [] and len(set(numbers)) == 8 and min(numbers) > third
 
 
 def test_rows_round_trip(storage):

@@ -65,8 +65,10 @@ def test_declared_role_is_enforced_over_soap(admin):
 
 def test_site_admin_calls_its_function_through_a_hijacked_session(running_server, admin):
     """After admin_hijack, the esprit_id session acts as the site's administrator."""
-    admin.admin_add_site(domain="plugin-example.test", admin_user="owner", email="owner@plugin-example.test",
-                         password="correct horse battery")
+    options = {"siteinfo.email": "owner@plugin-example.test", "auth.tpasswd": "correct horse battery"}
+    admin.admin_add_site(domain="plugin-example.test", admin="owner",
+                         opts={"item": [{"key": key, "value": zeep.xsd.AnyObject(zeep.xsd.String(), value)}
+                                        for key, value in options.items()]})
     session_id = admin.admin_hijack(site="plugin-example.test")
     site_admin = soap_service(running_server, cookies={"esprit_id": session_id})
     assert site_admin.example_whoami_role() == "site owner@plugin-example.test"

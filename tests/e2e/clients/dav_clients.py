@@ -15,20 +15,29 @@ import requests
 DAV = "{DAV:}"
 
 
-def xmlrpc_call(server, method, *args, key=None, sid=None):
-    """One XML-RPC call with an API key or an ``esprit_id`` session; the decoded answer."""
+def xmlrpc_post(server, method, *args, key=None, sid=None, address=None) -> requests.Response:
+    """One XML-RPC request with an API key or an ``esprit_id`` session (from ``address`` through the
+    trusted proxy when given); the HTTP answer."""
     headers = {"Content-Type": "text/xml"}
     if sid:
         headers["Cookie"] = f"esprit_id={sid}"
+    if address:
+        headers["X-Forwarded-For"] = address
     url = f"{server.url}/xmlrpc" + (f"?authkey={key}" if key else "")
-    answer = requests.post(url, data=xmlrpc.client.dumps(args, method, allow_none=True).encode(), headers=headers,
-                           timeout=60)
+    return requests.post(url, data=xmlrpc.client.dumps(args, method, allow_none=True).encode(), headers=headers,
+                         timeout=60)
+
+
+def xmlrpc_call(server, method, *args, key=None, sid=None, address=None):
+    """One XML-RPC call (:func:`xmlrpc_post`); the decoded answer."""
+    answer = xmlrpc_post(server, method, *args, key=key, sid=sid, address=address)
     return xmlrpc.client.loads(answer.content, use_builtin_types=True)[0][0]
 
 
 def add_site(server, domain: str, admin: str, password: str) -> str:
     """Create a site with ``admin``/``password``; returns a session acting as its administrator."""
-    xmlrpc_call(server, "admin_add_site", domain, admin, f"owner@{domain}", password, key=server.admin_key)
+    options = {"siteinfo.email": f"owner@{domain}", "auth.tpasswd": password}
+    xmlrpc_call(server, "admin_add_site", domain, admin, options, key=server.admin_key)
     return xmlrpc_call(server, "admin_hijack", domain, key=server.admin_key)
 
 

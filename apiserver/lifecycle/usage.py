@@ -1,0 +1,109 @@
+"""Usage of storage and traffic per site: the figures ``admin_get_usage`` and the ``site`` module
+answer, and the seam where measurements come in.
+
+Limits come from the site's stored values (``diskquota.*``, ``bandwidth.*``), converted to the
+units ApisCP answers in: storage in KB and inodes (``qsoft``/``qhard``, ``fsoft``/``fhard``),
+traffic in bytes per period (``threshold``; the period runs from ``bandwidth.rollover``, else the
+day of the month the site was made, to the same day a month later, 00:00 UTC).  A null limit
+means unlimited (a disabled service has none).
+
+What a site *uses* comes from a :class:`UsageSource`.  No measurement exists yet (issue 20's
+second part: a group-quota or background count of the site's files, and the traffic the gates
+carried plus what plugins report): :class:`Unmeasured` answers None for every site, and every
+figure of use is null in the answers ("not measured"), never a made-up zero.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import math
+from typing import Optional
+
+from apiserver.lifecycle import services
+from apiserver.lifecycle.store import SiteRecord
+
+STORAGE, BANDWIDTH = "storage", "bandwidth"
+FIELDS = (STORAGE, BANDWIDTH)
+
+
+class UsageSource:
+    """Where measured use comes from.  Both methods block and answer ``{site number: figure}``,
+    a figure being None when that site's use is not known."""
+
+    def storage(self, sites: list) -> dict:
+        """``{N: (KB used, files used)}``."""
+        raise NotImplementedError
+
+    def bandwidth(self, sites: list, periods: dict) -> dict:
+        """``{N: bytes carried}`` within ``periods[N] = (begin, end)`` (Unix seconds)."""
+        raise NotImplementedError
+
+
+class Unmeasured(UsageSource):
+    """No measurement yet: every site's use is unknown (None)."""
+
+    def storage(self, sites: list) -> dict:
+        return {site.id: None for site in sites}
+
+    def bandwidth(self, sites: list, periods: dict) -> dict:
+        return {site.id: None for site in sites}
+
+
+def _value(site: SiteRecord, service: str, name: str):
+    return site.value(services.param(service, name))
+
+
+def storage_limits(site: SiteRecord) -> tuple:
+    """``(KB, files)`` the site may use; None for unlimited (or a disabled quota)."""
+    if not _value(site, "diskquota", "enabled"):
+        return None, None
+    quota, files = _value(site, "diskquota", "quota"), _value(site, "diskquota", "fquota")
+    units = services.UNIT_BYTES.get(_value(site, "diskquota", "units") or "MB", 1024 ** 2)
+    kilobytes = None if quota is None else math.ceil(quota * units / 1024)
+    return kilobytes, files
+
+
+def storage_figures(site: SiteRecord, used: Optional[tuple]) -> dict:
+    """ApisCP's storage answer: ``{qused, qsoft, qhard, fused, fsoft, fhard}`` (KB and inodes);
+    the ``*used`` figures are null when ``used`` is None (not measured)."""
+    kilobytes, files = storage_limits(site)
+    return {"qused": used[0] if used else None, "qsoft": kilobytes, "qhard": kilobytes,
+            "fused": used[1] if used else None, "fsoft": files, "fhard": files}
+
+
+def bandwidth_threshold(site: SiteRecord) -> Optional[int]:
+    """Bytes the site may carry per period; None for unlimited (or disabled)."""
+    if not _value(site, "bandwidth", "enabled"):
+        return None
+    threshold = _value(site, "bandwidth", "threshold")
+    if threshold is None:
+        return None
+    return int(threshold * services.UNIT_BYTES.get(_value(site, "bandwidth", "units") or "GB", 1024 ** 3))
+
+
+def bandwidth_period(site: SiteRecord, now: float) -> tuple:
+    """``(begin, end)`` Unix seconds of the period holding ``now``."""
+    day = _value(site, "bandwidth", "rollover") or site.created_at.day
+    current = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    begin = _on_day(current.year, current.month, day)
+    if begin > current:
+        begin = _on_day(*_shift(current.year, current.month, -1), day)
+    end = _on_day(*_shift(begin.year, begin.month, 1), day)
+    return int(begin.timestamp()), int(end.timestamp())
+
+
+def bandwidth_figures(site: SiteRecord, used: Optional[int], period: tuple) -> dict:
+    """ApisCP's bandwidth answer: ``{sum, threshold, begin, end}`` (bytes, Unix seconds); ``sum``
+    is null when ``used`` is None (not measured)."""
+    return {"sum": used, "threshold": bandwidth_threshold(site), "begin": period[0], "end": period[1]}
+
+
+def _shift(year: int, month: int, months: int) -> tuple:
+    index = year * 12 + month - 1 + months
+    return index // 12, index % 12 + 1
+
+
+def _on_day(year: int, month: int, day: int) -> datetime.datetime:
+    day = min(day, calendar.monthrange(year, month)[1])
+    return datetime.datetime(year, month, day, tzinfo=datetime.timezone.utc)

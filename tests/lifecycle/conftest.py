@@ -1,0 +1,37 @@
+"""Fixtures of the lifecycle tests: a real application (SQLite, a Clock) and a plugin that records
+the site events."""
+
+from __future__ import annotations
+
+import pytest
+
+from apiserver.hookspecs import hookimpl
+from tests.accounts.support import Harness, harness  # noqa: F401 - the fixture
+
+
+class SiteEvents:
+    """A test plugin recording the site events."""
+
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    def apiserver_site_suspended(self, site, actor, reason):
+        self.events.append(("suspended", site, actor.username, reason))
+
+    @hookimpl
+    def apiserver_site_activated(self, site, actor):
+        self.events.append(("activated", site, actor.username))
+
+    @hookimpl
+    def apiserver_site_deleted(self, site, actor):
+        self.events.append(("deleted", site, actor.username))
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    """(harness, site events)."""
+    events = SiteEvents()
+    h = Harness(tmp_path / "state", plugins=[events])
+    yield h, events
+    h.close()
