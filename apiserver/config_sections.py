@@ -169,6 +169,9 @@ BUILTIN_SECTIONS = (
         K("max_upload_size", int_range(1, 1 << 50), "1073741824",
           "Largest PUT body in bytes (spooled to a temporary file, never held in memory); larger gets 413 before it is"
           " stored.", runtime=True),
+        K("max_bodies_in_flight", int_range(1, 1 << 50), "4294967296",
+          "Total bytes of DAV request bodies received or kept at once, all clients together (each is read only"
+          " after its credentials are checked); past it 503 with Retry-After.", runtime=True),
         K("threads", int_range(1, 256), "10", "Threads serving DAV requests (file work runs there, off the reactor)."),
         K("verified_password_ttl", int_range(0, 86400), "300",
           "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; a password change,"

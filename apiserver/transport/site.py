@@ -29,10 +29,12 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
     root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
     root.putChild(b"apps", AppsResource(gatekeeper, accounts))
-    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes))
+    dav = DavResource(gatekeeper, reactor, settings, site_homes)
+    root.putChild(b"dav", dav)
     root.putChild(b"health", HealthResource(client_address, settings, storage, run_blocking, reactor))
     root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
     site = ApiSite(root, settings, client_address=client_address)
+    site.admit_body = dav.admit_body  # DAV bodies are read only once their request is admitted
     metrics.watch_site(site)
     return site
 
