@@ -19,6 +19,7 @@ Blocking: everything here is filesystem work and runs on the DAV thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -26,10 +27,13 @@ import shutil
 import stat
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, DAVError
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, HTTP_PRECONDITION_FAILED, DAVError,
+)
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
 from wsgidav.prop_man.property_manager import PropertyManager
 
+from apiserver.dav import descriptors
 from apiserver.errors import InvalidArgument
 from apiserver.sites.home import is_inside, split_site_path
 
@@ -109,11 +113,15 @@ class HomeFileResource(FileResource):
 
     def get_content(self):
         """Open for reading and check on the descriptor that the file is inside the home."""
-        fd = os.open(self._file_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO swapped in after the check is opened without waiting for a writer.
+        fd = os.open(self._file_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            if not is_inside(fd_path(fd), self.provider.root_folder_path_real) or \
-                    not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not is_inside(fd_path(fd), self.provider.root_folder_path_real) or not stat.S_ISREG(info.st_mode):
                 raise _forbidden("the file is not inside the site's home")
+            if info.st_nlink > 1:
+                raise _forbidden("a file with other hard links (perhaps outside the site's home) is not served")
+            os.set_blocking(fd, True)
             return os.fdopen(fd, "rb", BLOCK_SIZE)
         except BaseException:
             os.close(fd)
@@ -183,6 +191,55 @@ class HomeFileResource(FileResource):
                 prop_manager.copy_properties(self.get_ref_url(), dest_url, self.environ)
 
 
+    def delete(self):
+        """DELETE through the checked folder's descriptor (``unlinkat``)."""
+        with _as_dav_errors():
+            descriptors.remove_file(self._file_path, self.provider.root_folder_path_real)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+
+    def support_recursive_move(self, dest_path):
+        return _can_rename(self, dest_path)
+
+    def move_recursive(self, dest_path):
+        _move(self, dest_path)
+
+
+def _can_rename(res, dest_path) -> bool:
+    """MOVE by one rename when the target's folder is on the same file system (else copy and delete)."""
+    return descriptors.same_device(res._file_path, res.provider._loc_to_file_path(dest_path, res.environ))
+
+
+def _move(res, dest_path) -> None:
+    """MOVE by ``renameat2(RENAME_NOREPLACE)`` between the checked folders' descriptors; dead
+    properties follow."""
+    provider = res.provider
+    dest_file = provider._loc_to_file_path(dest_path, res.environ)
+    if util.is_equal_or_child_uri(res.path, dest_path):
+        raise _forbidden("a resource cannot be moved into itself")
+    with _as_dav_errors():
+        descriptors.move(res._file_path, dest_file, provider.root_folder_path_real)
+    if provider.prop_manager:
+        provider.prop_manager.move_properties(res.get_ref_url(), provider.share_path + dest_path,
+                                              with_children=True, environ=res.environ)
+
+
+@contextlib.contextmanager
+def _as_dav_errors():
+    """Filesystem refusals as DAV answers: 403 out of the home or not allowed, 412 when the
+    target exists, 409 when its folder is missing."""
+    try:
+        yield
+    except descriptors.OutsideHome:
+        raise _forbidden("the path leads out of the site's home") from None
+    except FileExistsError:
+        raise DAVError(HTTP_PRECONDITION_FAILED, "the target exists") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise DAVError(HTTP_CONFLICT, "a folder on the way is missing") from None
+    except (PermissionError, IsADirectoryError):
+        raise _forbidden("not allowed here") from None
+
+
 def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
     """Give the new file ``fd`` the mode and access ACL of the file it will replace, if any."""
     try:
@@ -224,9 +281,49 @@ class HomeFolderResource(FolderResource):
         if self.environ.get("REQUEST_METHOD") == "PUT":
             res = HomeFileResource(path, self.environ, file_path, pending=True)
             return res
-        fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        os.close(fd)
+        with _as_dav_errors():
+            descriptors.create_file(file_path, self.provider.root_folder_path_real)
         return self.provider.get_resource_inst(path, self.environ)
+
+    def create_collection(self, name):
+        """MKCOL in this folder's checked descriptor (``mkdirat``)."""
+        file_path = self.provider._loc_to_file_path(util.join_uri(self.path, name), self.environ)
+        with _as_dav_errors():
+            descriptors.make_folder(file_path, self.provider.root_folder_path_real)
+
+    def delete(self):
+        """DELETE of the folder and all in it, from its parent's checked descriptor, links never followed."""
+        with _as_dav_errors():
+            descriptors.remove_tree(self._file_path, self.provider.root_folder_path_real)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+
+    def copy_move_single(self, dest_path, *, is_move):
+        """COPY of the folder alone (WsgiDAV copies its members one by one): made in the target's
+        checked parent, dead properties copied."""
+        provider = self.provider
+        dest_file = provider._loc_to_file_path(dest_path, self.environ)
+        if util.is_equal_or_child_uri(self.path, dest_path):
+            raise _forbidden("a folder cannot be copied into itself")
+        with _as_dav_errors():
+            try:
+                descriptors.make_folder(dest_file, provider.root_folder_path_real)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(dest_file).st_mode):
+                    raise
+        if provider.prop_manager:
+            dest_url = provider.share_path + dest_path
+            if is_move:
+                provider.prop_manager.move_properties(self.get_ref_url(), dest_url, with_children=False,
+                                                      environ=self.environ)
+            else:
+                provider.prop_manager.copy_properties(self.get_ref_url(), dest_url, self.environ)
+
+    def support_recursive_move(self, dest_path):
+        return _can_rename(self, dest_path)
+
+    def move_recursive(self, dest_path):
+        _move(self, dest_path)
 
 
 class HomeProvider(FilesystemProvider):
