@@ -453,8 +453,7 @@ def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int
                     continue  # swapped for something else, or another owner's file: never touched
                 acl.revoke(target, st, web_uid)  # takes rights away only, wherever the file's other names are
                 rel = here.child_rel(entry.name)
-                if st.st_uid == web_uid and not is_writable(rel) and st.st_nlink == 1:
-                    # Never a file with other hard links: it may be one outside the home (a PHP session).
+                if st.st_uid == web_uid and not is_writable(rel) and st.st_nlink == 1:  # else maybe not the home's
                     _give_back(target, owner, rel)
             finally:
                 os.close(fd)
