@@ -114,7 +114,7 @@ class Application:
         self.accounts = Accounts(self.storage, clock, self.pools, config, self.hooks, directory=self.directory,
                                  keys=keys, sessions=self.sessions, ciphers=self.ciphers,
                                  ui_passwords=self.ui_passwords, ip_restrictions=self.ip_restrictions,
-                                 notices=self.notices)
+                                 notices=self.notices, throttle=self.anvil)
         self.sites = Sites(self.storage, clock, run_blocking, self.accounts, self.site_homes, fire)
         self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)
         self.gatekeeper = GateKeeper(config, self.accounts, self.anvil, self.ip_restrictions, HttpsOnly(config),

@@ -13,7 +13,9 @@ On the reactor thread, for every request, in this order:
    wrong password and a refused address are the same 401 and count in Anvil;
 4. the request goes to WsgiDAV on the DAV thread pool (:mod:`apiserver.dav.wsgi`), which
    serves the site's home to its administrator and ``/home/<user>`` to a user of the site;
-   its answer is sent as fast as the client takes it (:class:`Backpressure`).
+   its answer is sent as fast as the client takes it (:class:`Backpressure`).  One site holds
+   at most ``[core] account_threads`` of the DAV threads at once (its other requests wait,
+   holding none): a site whose clients stall cannot take the threads of the others.
 
 Steps 1 to 3 run before any of a request body is read (:meth:`DavResource.admit_body`, see
 :mod:`apiserver.transport.body_gate`): a stranger's upload is refused without being stored.
@@ -45,6 +47,7 @@ from apiserver.context import Credentials, Gate
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
+from apiserver.pools import KeyedSlots, share_of
 from apiserver.transport.body_gate import BodyRefused
 from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, refuse
 
@@ -113,6 +116,9 @@ class DavResource(resource.Resource):
         self.pool = pool or ThreadPool(minthreads=0, maxthreads=settings.get("dav", "threads"), name="apiserver-dav")
         self.dav_app = dav_app or DavApplication(site_homes)
         self._started = False
+        threads = settings.get("dav", "threads")
+        #: each site holds at most its share of the DAV threads; its other requests wait behind it
+        self.site_slots = KeyedSlots(lambda: share_of(threads, settings.get("core", "account_threads")))
 
     def _ensure_pool(self) -> None:
         if not self._started:
@@ -184,7 +190,22 @@ class DavResource(resource.Resource):
                 reactor.callFromThread(_unregister, request)
 
         self._ensure_pool()
-        WSGIResource(reactor, self.pool, application).render(request)
+        slots, site = self.site_slots, account.site
+        released = []
+
+        def release(_=None):
+            if not released:
+                released.append(True)
+                slots.release(site)
+
+        def start(_):
+            request.notifyFinish().addBoth(release)  # its thread is done by then (or the client gone)
+            if request._disconnected:
+                release()
+                return
+            WSGIResource(reactor, self.pool, application).render(request)
+
+        slots.acquire(site).addCallback(start).addErrback(self._last_resort, request)
 
     def _refused(self, failure, request) -> None:
         error = failure.value if failure.check(BodyRefused) else refusal_of(failure)
