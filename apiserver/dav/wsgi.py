@@ -25,15 +25,16 @@ import threading
 from typing import Optional
 
 from twisted.logger import Logger
-from wsgidav.error_printer import ErrorPrinter
 from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from apiserver.dav.errors import PlainErrors, client_gone
 from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeProvider
 from apiserver.errors import NotFound
+from apiserver.logs import one_line_error
 from apiserver.sites.home import FileOwner, is_inside
 
 #: Where ``/dav/`` is mounted (WSGI SCRIPT_NAME).
@@ -41,12 +42,21 @@ MOUNT_PATH = "/dav"
 
 
 class _TwistedLogHandler(logging.Handler):
-    """WsgiDAV's errors (it logs through ``logging``) into the server log."""
+    """WsgiDAV's errors (it logs through ``logging``) into the server log, each on one bounded
+    line: its message and the exception's type and message, never a traceback; a client gone
+    mid-transfer at info level."""
 
     log = Logger(namespace="apiserver.dav")
 
     def emit(self, record):
-        self.log.error("WsgiDAV: {message}", message=self.format(record))
+        message = " ".join(record.getMessage().split())[:300]
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and client_gone(exc):
+            self.log.info("WsgiDAV: {message}: the client closed the connection", message=message)
+            return
+        if exc is not None:
+            message += f" ({one_line_error(exc)})"
+        self.log.error("WsgiDAV: {message}", message=message)
 
 
 def route_wsgidav_logging() -> None:
@@ -116,8 +126,8 @@ SERVER_FAILED = b"the request failed on the server; the error was logged\n"
 
 
 class HideServerErrors(BaseMiddleware):
-    """Answers a 500 with a fixed plain text: WsgiDAV's error page would show the exception (with
-    host paths); ErrorPrinter below has logged it (to the server log, see route_wsgidav_logging)."""
+    """Answers a 500 with a fixed plain text, whoever made it: WsgiDAV's error page would show the
+    exception (with host paths); PlainErrors below has logged it on one line."""
 
     def __call__(self, environ, start_response):
         hidden = []
@@ -149,7 +159,7 @@ def wsgidav_config() -> dict:
     return {
         "provider_mapping": {},
         "mount_path": MOUNT_PATH,
-        "middleware_stack": [HideServerErrors, ErrorPrinter, RequestResolver],
+        "middleware_stack": [HideServerErrors, PlainErrors, RequestResolver],
         "lock_storage": False,          # per provider, see DavApplication.provider_for
         "property_manager": None,
         "block_size": BLOCK_SIZE,

@@ -188,6 +188,7 @@ class DavResource(resource.Resource):
                         close()
             finally:  # queued before WSGIResource's finish, which must find no producer
                 reactor.callFromThread(_unregister, request)
+                request.content.close()  # read to its end or no longer wanted (see body_in_use)
 
         self._ensure_pool()
         slots, site = self.site_slots, account.site
@@ -203,6 +204,7 @@ class DavResource(resource.Resource):
             if request._disconnected:
                 release()
                 return
+            request.body_in_use = True
             WSGIResource(reactor, self.pool, application).render(request)
 
         slots.acquire(site).addCallback(start).addErrback(self._last_resort, request)

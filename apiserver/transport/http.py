@@ -129,6 +129,7 @@ class ApiRequest(server.Request):
     _in_flight = None       # the site's InFlightBodies, for a DAV body
     _reserved = 0           # bytes of it counted there
     dav_context = None      # the CallContext of a DAV request admitted before its body
+    body_in_use = False     # a thread reads ``content``: it closes it, not connectionLost
 
     def process(self):
         site = self.channel.site
@@ -258,6 +259,15 @@ class ApiRequest(server.Request):
             self._held_version = (command, path, version)
             return
         super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason):
+        """Twisted closes the body here; one a DAV thread still reads (``body_in_use``) is closed by
+        that thread when done, so a client gone mid-request costs no error in it."""
+        content = self.content
+        if self.body_in_use:
+            self.content = None
+        super().connectionLost(reason)
+        self.content = content
 
     def _refuse_too_large(self) -> None:
         self._refused = True
