@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import stat
+from typing import Optional
 
 from wsgidav import util
 from wsgidav.dav_error import (
@@ -101,15 +102,31 @@ class AtomicWriter:
 class HomeFileResource(FileResource):
     """A file of the home; ``pending`` while a PUT creates it (nothing is on disk yet)."""
 
-    def __init__(self, path: str, environ: dict, file_path: str, pending: bool = False):
-        if pending:  # DAVNonCollection's constructor, without FileResource's stat of a missing file
+    def __init__(self, path: str, environ: dict, file_path: str, pending: bool = False,
+                 info: Optional[os.stat_result] = None):
+        if pending or info is not None:  # DAVNonCollection's constructor, without FileResource's stat
             super(FileResource, self).__init__(path, environ)
             self._file_path = file_path
-            self.file_stat = os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+            self.file_stat = info or os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
             self.name = util.to_str(os.path.basename(file_path))
         else:
             super().__init__(path, environ, file_path)
         self._writer = None
+        self._content_type = None
+
+    def get_content_type(self):
+        """WsgiDAV's guess from the name, made once (a PROPFIND asks three times per member)."""
+        if self._content_type is None:
+            self._content_type = super().get_content_type()
+        return self._content_type
+
+    def get_ref_url(self):
+        return _ref_url(self, FileResource)
+
+    def get_etag(self):
+        """WsgiDAV's ETag (inode, mtime, size) from the stat the resource was made with: no stat again."""
+        info = self.file_stat
+        return f"{info[stat.ST_INO]}-{info[stat.ST_MTIME]}-{info[stat.ST_SIZE]}"
 
     def get_content(self):
         """Open for reading and check on the descriptor that the file is inside the home."""
@@ -240,6 +257,14 @@ def _as_dav_errors():
         raise _forbidden("not allowed here") from None
 
 
+def _ref_url(res, base) -> str:
+    """The resource's quoted URL, made once (a PROPFIND asks for it ten times per member)."""
+    ref = res.__dict__.get("_ref")
+    if ref is None:
+        ref = res._ref = base.get_ref_url(res)
+    return ref
+
+
 def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
     """Give the new file ``fd`` the mode and access ACL of the file it will replace, if any."""
     try:
@@ -267,6 +292,29 @@ class HomeFolderResource(FolderResource):
 
     def get_available_bytes(self):
         return None
+
+    def get_ref_url(self):
+        return _ref_url(self, FolderResource)
+
+    def get_member_list(self) -> list:
+        """The members, from one listing with one ``lstat`` each (WsgiDAV resolves and stats every
+        name again): folders and files only, no links, no uploads in progress."""
+        members = []
+        with os.scandir(self._file_path) as listing:
+            for entry in listing:
+                name = entry.name
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # gone since the listing
+                path = util.join_uri(self.path, name)
+                if stat.S_ISREG(info.st_mode):
+                    members.append(HomeFileResource(path, self.environ, entry.path, info=info))
+                elif stat.S_ISDIR(info.st_mode):
+                    members.append(HomeFolderResource(path, self.environ, entry.path))
+        return members
 
     def get_member_names(self) -> list:
         """WsgiDAV's listing (without ``follow_symlinks`` it skips links and anything neither a
