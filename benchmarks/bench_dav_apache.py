@@ -17,7 +17,7 @@ The ratios are apiserver's requests per second over Apache's (the issue's target
 >= 0.5x, GET 10 MB and PUT 100 MB >= 0.8x, GET/PUT 64 KB >= 0.3x); figures only, nothing is
 asserted.  Run as root (Apache drops to the site owner's account to reach the same files).
 
-    python benchmarks/bench_dav_apache.py [--rounds 3] [--duration 4] [--warmup 2]
+    python benchmarks/bench_dav_apache.py [--rounds 3] [--duration 4] [--warmup 2] [--only GET]
 """
 
 from __future__ import annotations
@@ -156,7 +156,9 @@ def compare(name: str, targets, path: str, method: str, headers: dict, body_file
 
 
 def main() -> None:
-    args = h.bench_parser(__doc__.splitlines()[0], rounds=3, duration=4, warmup=2).parse_args()
+    parser = h.bench_parser(__doc__.splitlines()[0], rounds=3, duration=4, warmup=2)
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. GET)")
+    args = parser.parse_args()
     h.header("DAV: apiserver /dav/ vs Apache mod_dav (same files, same core, wrk)", args)
     with h.scratch_dir("bench-dav-apache-") as workdir:
         os.chmod(workdir, 0o755)  # the sites' owner (not root) must reach the site's home
@@ -188,6 +190,8 @@ def main() -> None:
                 ]
                 summary = []
                 for name, path, method, headers, body, connections, target in cases:
+                    if args.only not in name:
+                        continue
                     got = compare(name, targets, path, method, headers, body, connections, args, workdir)
                     summary.append((name, got, target))
     print("\nSummary (apiserver / Apache, requests per second; figures only, nothing asserted):")

@@ -25,6 +25,8 @@ import threading
 from typing import Optional
 
 from twisted.logger import Logger
+from wsgidav import util
+from wsgidav.dav_error import DAVError
 from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.mw.base_mw import BaseMiddleware
@@ -32,7 +34,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from apiserver.dav.errors import PlainErrors, client_gone
-from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeProvider
+from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeFileResource, HomeProvider
 from apiserver.errors import NotFound
 from apiserver.logs import one_line_error
 from apiserver.sites.home import FileOwner, is_inside
@@ -198,20 +200,43 @@ class DavApplication:
             self.site_homes.let_reach(owner.name)
             self._reachable_by = owner.uid
 
-    def __call__(self, environ, start_response):
-        _serving.provider = None
-        account: DavAccount = environ["apiserver.dav.account"]
-        try:
-            home = self.site_homes.get(account.site)
-        except NotFound:
-            return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
+    def enter(self, account: DavAccount) -> HomeProvider:
+        """Blocking (DAV thread).  Act as the sites' owner; the provider of ``account``'s DAV root
+        (NotFound when its site has no home here)."""
+        home = self.site_homes.get(account.site)
         if self.fs_user is not None:
             self._let_owner_reach_sites(home.owner)
             self.fs_user.become(home.owner.uid, home.owner.gid)
         root = os.path.realpath(home.root)
         if account.user is not None:
             root = self._user_folder(root, account.user)
-        _serving.provider = self.provider_for(root)
+        return self.provider_for(root)
+
+    def open_file(self, account: DavAccount, path: str) -> Optional[FileAnswer]:
+        """Blocking (DAV thread).  A plain GET of the file at DAV ``path``, opened and checked as
+        WsgiDAV's GET would open it, or None when WsgiDAV must answer (not a file, refused)."""
+        try:
+            provider = self.enter(account)
+            environ = {"wsgidav.provider": provider, "wsgidav.config": {}, "REQUEST_METHOD": "GET"}
+            res = provider.get_resource_inst(path, environ)
+            if not isinstance(res, HomeFileResource):
+                return None
+            fileobj = res.get_content()
+        except (NotFound, DAVError, OSError):
+            return None
+        try:
+            return FileAnswer.of(fileobj, res.get_content_type())
+        except BaseException:
+            fileobj.close()
+            raise
+
+    def __call__(self, environ, start_response):
+        _serving.provider = None
+        account: DavAccount = environ["apiserver.dav.account"]
+        try:
+            _serving.provider = self.enter(account)
+        except NotFound:
+            return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
         environ["wsgidav.auth.user_name"] = f"{account.user}@{account.site}" if account.user else account.site
         environ["wsgidav.auth.realm"] = "apiserver DAV"
         return self.wsgidav(environ, start_response)
@@ -246,6 +271,38 @@ class DavApplication:
                     del self._providers[old]
                 self._providers[key] = provider
             return provider
+
+
+#: Files up to this size are read whole on the DAV thread that opens them (one hop, one write).
+READ_WHOLE = BLOCK_SIZE
+
+
+@dataclasses.dataclass
+class FileAnswer:
+    """What a plain GET sends: the open file (or, when small, its whole content) and the headers
+    WsgiDAV would send (length, type, Last-Modified, ETag from the opened file)."""
+
+    fileobj: Optional[object]
+    size: int
+    headers: list
+    content: Optional[bytes] = None
+
+    @classmethod
+    def of(cls, fileobj, content_type: str) -> "FileAnswer":
+        """Blocking.  The answer for ``fileobj`` (read whole and closed when small)."""
+        info = os.fstat(fileobj.fileno())
+        size = info.st_size
+        headers = [("Content-Length", str(size)), ("Last-Modified", util.get_rfc1123_time(info.st_mtime)),
+                   ("Content-Type", content_type), ("Date", util.get_rfc1123_time()),
+                   ("ETag", f'"{info.st_ino}-{int(info.st_mtime)}-{size}"'), ("Accept-Ranges", "bytes"),
+                   ("MS-Author-Via", "DAV")]
+        if size <= READ_WHOLE:
+            with fileobj:
+                content = fileobj.read(size + 1)
+            if len(content) != size:  # changed while read: let the stream send what it is
+                return cls(None, len(content), headers[1:] + [("Content-Length", str(len(content)))], content)
+            return cls(None, size, headers, content)
+        return cls(fileobj, size, headers)
 
 
 def _plain(start_response, status: str, message: str):

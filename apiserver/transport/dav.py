@@ -13,7 +13,9 @@ On the reactor thread, for every request, in this order:
    wrong password and a refused address are the same 401 and count in Anvil;
 4. the request goes to WsgiDAV on the DAV thread pool (:mod:`apiserver.dav.wsgi`), which
    serves the site's home to its administrator and ``/home/<user>`` to a user of the site;
-   its answer is sent as fast as the client takes it (:class:`Backpressure`).  One site holds
+   its answer is sent as fast as the client takes it (:class:`Backpressure`); a plain GET of a
+   file is opened there and sent by the reactor, holding no thread while the client does not
+   read (:mod:`apiserver.transport.dav_files`).  One site holds
    at most ``[core] account_threads`` of the DAV threads at once (its other requests wait,
    holding none): a site whose clients stall cannot take the threads of the others.
 
@@ -34,7 +36,7 @@ from typing import Optional
 
 from zope.interface import implementer
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -49,6 +51,7 @@ from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
 from apiserver.pools import KeyedSlots, share_of
 from apiserver.transport.body_gate import BodyRefused
+from apiserver.transport.dav_files import plain_get_path, send_answer
 from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, refuse
 
 log = Logger(namespace="apiserver.dav")
@@ -164,6 +167,30 @@ class DavResource(resource.Resource):
             finish_with(request, refuse(request, 403, APPLIANCE_HAS_NO_SITE))
             return
         account = DavAccount(site=identity.site, user=identity.username if identity.role is Role.USER else None)
+        self._ensure_pool()
+        path = plain_get_path(request)
+        if path is None:
+            self._through_wsgidav(request, account)
+            return
+        # A plain GET: opened on a DAV thread within the site's share, sent by the reactor.
+        d = self.site_slots.run(account.site, lambda: threads.deferToThreadPool(
+            self.reactor, self.pool, self.dav_app.open_file, account, path))
+        d.addCallback(self._send_file, request, account)
+        d.addErrback(self._last_resort, request)
+
+    def _send_file(self, answer, request, account) -> None:
+        if answer is None:
+            self._through_wsgidav(request, account)
+        elif not answerable(request):
+            if answer.fileobj is not None:
+                answer.fileobj.close()
+        else:
+            send_answer(request, answer, self._read_block, self.reactor)
+
+    def _read_block(self, fileobj, size: int):
+        return threads.deferToThreadPool(self.reactor, self.pool, fileobj.read, size)
+
+    def _through_wsgidav(self, request, account: DavAccount) -> None:
         length = _body_length(request)
         dav_app, reactor = self.dav_app, self.reactor
         backpressure = Backpressure()
@@ -190,7 +217,6 @@ class DavResource(resource.Resource):
                 reactor.callFromThread(_unregister, request)
                 request.content.close()  # read to its end or no longer wanted (see body_in_use)
 
-        self._ensure_pool()
         slots, site = self.site_slots, account.site
         released = []
 
