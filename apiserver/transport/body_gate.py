@@ -11,7 +11,8 @@ password, IP restrictions), and only then reads the body, or answers the refusal
 
 :class:`InFlightBodies` bounds the bytes of DAV bodies being received or kept at once, all
 clients together (``[dav] max_bodies_in_flight``): past it a body gets 503 with
-``Retry-After``, before it is read when it declares its length.
+``Retry-After``, before it is read when it declares its length (413 when it is larger than the
+whole bound).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class InFlightBodies:
         self._lock = threading.Lock()  # released from any thread that ends a request
         self.used = 0
 
+    @property
+    def limit(self) -> int:
+        return self._limit()
+
     def take(self, size: int) -> bool:
         """Count ``size`` more bytes; False (nothing counted) when that would pass the bound."""
         with self._lock:
@@ -54,6 +59,9 @@ class InFlightBodies:
             self.used = max(0, self.used - size)
 
 
-def busy() -> BodyRefused:
-    """The refusal of a body past :class:`InFlightBodies`' bound."""
+def busy(size: int = 0, limit: int = 0) -> BodyRefused:
+    """The refusal of a body past :class:`InFlightBodies`' bound: 503 to try again, or 413 for a
+    body of ``size`` larger than the whole bound ``limit`` (it would never fit)."""
+    if size > limit > 0:
+        return BodyRefused(413, f"request body larger than {limit} bytes ([dav] max_bodies_in_flight)")
     return BodyRefused(503, BUSY_MESSAGE, {"Retry-After": str(BUSY_RETRY_AFTER)})

@@ -190,7 +190,7 @@ class ApiRequest(server.Request):
         if self._refused or self._disconnected:
             return
         if length is not None and not self._in_flight.take(length):
-            self._body_refused(Failure(busy()))
+            self._body_refused(Failure(busy(length, self._in_flight.limit)))
             return
         self._reserved = length or 0
         self.notifyFinish().addBoth(self._release_body)

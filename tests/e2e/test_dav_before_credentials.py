@@ -103,14 +103,24 @@ def test_admitted_uploads_are_read_and_stored(server_factory, expect):
 
 
 def test_bodies_in_flight_are_bounded_in_total(server_factory):
-    """An upload that would pass [dav] max_bodies_in_flight gets 503 with Retry-After before its body."""
+    """While one upload is being received, another that would pass [dav] max_bodies_in_flight gets 503
+    with Retry-After before its body; one larger than the whole bound 413; all is given back after."""
     server = server_factory({"dav": {"max_bodies_in_flight": str(2 * 1024 * 1024)}})
     add_site(server, DOMAIN, ADMIN, PASSWORD)
     let_owner_reach(server)
     dav = Dav(server.url, LOGIN, PASSWORD)
     assert dav.request("PUT", "fits.bin", data=b"y" * (1024 * 1024)).status_code == 201
-    too_big = dav.request("PUT", "too-big.bin", data=b"y" * (3 * 1024 * 1024))
-    assert too_big.status_code == 503 and int(too_big.headers["Retry-After"]) > 0
-    chunked = dav.request("PUT", "chunked.bin", data=iter([b"z" * (1024 * 1024)] * 3))
-    assert chunked.status_code == 503
+    token = base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()
+    with socket.create_connection(address_of(server), timeout=30) as pending:
+        pending.sendall(f"PUT /dav/slow.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n"
+                        f"Content-Length: {1536 * 1024}\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert pending.recv(4096).startswith(b"HTTP/1.1 100 ")  # admitted: its 1.5 MB are counted
+        pending.sendall(b"s" * 1024)
+        busy = dav.request("PUT", "second.bin", data=b"y" * (1024 * 1024))
+        assert busy.status_code == 503 and int(busy.headers["Retry-After"]) > 0
+        chunked = dav.request("PUT", "chunked.bin", data=iter([b"z" * (256 * 1024)] * 4))
+        assert chunked.status_code == 503
+        pending.sendall(b"s" * (1536 * 1024 - 1024))
+        assert pending.recv(4096).startswith(b"HTTP/1.1 201 ")
+    assert dav.request("PUT", "too-big.bin", data=b"y" * (3 * 1024 * 1024)).status_code == 413
     assert dav.request("PUT", "fits-again.bin", data=b"y" * (1024 * 1024)).status_code == 201  # all given back
