@@ -124,3 +124,23 @@ def test_bodies_in_flight_are_bounded_in_total(server_factory):
         assert pending.recv(4096).startswith(b"HTTP/1.1 201 ")
     assert dav.request("PUT", "too-big.bin", data=b"y" * (3 * 1024 * 1024)).status_code == 413
     assert dav.request("PUT", "fits-again.bin", data=b"y" * (1024 * 1024)).status_code == 201  # all given back
+
+
+def test_over_https_bodies_also_wait_for_admission(server_factory):
+    """Over TLS: a 3 MB PUT with the right password is stored whole; with a wrong one it gets 401."""
+    from tests.scopes.clients import certificate_path
+
+    server = server_factory(https=True)
+    add_site(server, DOMAIN, ADMIN, PASSWORD)
+    let_owner_reach(server)
+    body = os.urandom(3 * 1024 * 1024 + 5)
+    secure = Dav(server.https_url, LOGIN, PASSWORD, verify=certificate_path(server))
+    assert secure.request("PUT", "tls.bin", data=body).status_code == 201
+    with open(os.path.join(site_home(server, DOMAIN), "tls.bin"), "rb") as fh:
+        assert fh.read() == body
+    wrong = Dav(server.https_url, LOGIN, "wrong-password", verify=certificate_path(server))
+    try:
+        status = wrong.request("PUT", "tls2.bin", data=body).status_code
+    except __import__("requests").ConnectionError:  # the server closed before the body was all sent
+        status = 401
+    assert status == 401 and not os.path.exists(os.path.join(site_home(server, DOMAIN), "tls2.bin"))
