@@ -20,7 +20,22 @@ from tests import hook_proofs
 hook_proofs.install_recorder()  # before any test registers a plugin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 APISERVER = [sys.executable, "-m", "apiserver.cli.main"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--repeat", type=int, default=1, metavar="N",
+                     help="run each selected test N times (to find tests that fail by chance)")
+
+
+def pytest_generate_tests(metafunc):
+    """With ``--repeat N``, each test runs N times, as ``test_x[run3-of-200]`` (fresh fixtures each run)."""
+    count = metafunc.config.getoption("repeat")
+    if count > 1:
+        metafunc.fixturenames.append("repeat_run")
+        metafunc.parametrize("repeat_run", range(1, count + 1), ids=lambda n: f"run{n}-of-{count}")
+
 
 #: Config every test server starts from: fast enough hashing, no real mail relay, and the
 #: local test process treated as a trusted proxy so tests can act as remote clients with

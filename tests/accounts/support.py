@@ -66,6 +66,21 @@ class Harness:
         self.app.stop_pools()
         self.app.storage.dispose()
 
+    def timers(self) -> list:
+        """The application's WorkTimers: the trail's writer and pruning, the outbox, API key usage."""
+        events = self.app.security_events
+        return [events.flush_timer, events.prune_timer, self.app.notices.sender.timer,
+                self.app.accounts.keys.flush_timer]
+
+    def advance(self, seconds: float) -> None:
+        """Advance the clock, then wait until every run it made due on the pools has finished.
+
+        No polling and no timeout guessing: each timer says when its due runs are done."""
+        self.clock.advance(seconds)
+        while any(timer.busy for timer in self.timers()):
+            for timer in self.timers():
+                wait(timer.idle())
+
     def login_key(self, key: str, address: str = "127.0.0.1", gate: Gate = Gate.SOAP):
         return wait(self.app.accounts.authenticate(Credentials(api_key=key), gate, address))
 
