@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Optional
@@ -22,6 +23,53 @@ hook_proofs.install_recorder()  # before any test registers a plugin
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 APISERVER = [sys.executable, "-m", "apiserver.cli.main"]
+
+
+#: Base folders of earlier sessions kept (those that failed, for reading their server logs).
+KEEP_FAILED_SESSIONS = 3
+
+
+def pytest_configure(config):
+    """Each session's temporary files in a fresh 0711 folder of its own, not in /tmp/pytest-of-<user>.
+
+    Every pytest session that starts on the machine chmods /tmp/pytest-of-<user> back to 0700,
+    which also sets the ACL mask there to nothing: the sites' owner and the web server user,
+    granted passage by an ACL for a server under test, lose it in the middle of the run (DAV
+    answered 500: "Permission denied" on the site's home, whenever another session started).
+    """
+    if config.option.basetemp is not None or hasattr(config, "workerinput"):
+        return
+    temp = tempfile.gettempdir()
+    _forget_old_sessions(temp)
+    folder = tempfile.mkdtemp(prefix="apiserver-tests-", dir=temp)
+    os.chmod(folder, 0o711)
+    with open(os.path.join(folder, "pid"), "w", encoding="ascii") as fh:
+        fh.write(str(os.getpid()))
+    config.option.basetemp = os.path.join(folder, "basetemp")
+    config.apiserver_temp = folder
+
+
+def pytest_sessionfinish(session, exitstatus):
+    folder = getattr(session.config, "apiserver_temp", None)
+    if folder is not None and exitstatus == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _forget_old_sessions(temp: str) -> None:
+    """Remove the base folders of finished sessions beyond the newest KEEP_FAILED_SESSIONS."""
+    found = []
+    for name in os.listdir(temp):
+        path = os.path.join(temp, name)
+        if name.startswith("apiserver-tests-") and os.path.isdir(path):
+            try:
+                with open(os.path.join(path, "pid"), encoding="ascii") as fh:
+                    os.kill(int(fh.read()), 0)
+            except (ProcessLookupError, FileNotFoundError, ValueError):
+                found.append((os.path.getmtime(path), path))  # its session has ended
+            except OSError:
+                pass  # still running (another user's), or unreadable: left alone
+    for _mtime, path in sorted(found, reverse=True)[KEEP_FAILED_SESSIONS:]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_addoption(parser):
