@@ -78,11 +78,11 @@ def pytest_addoption(parser):
 
 
 def pytest_generate_tests(metafunc):
-    """With ``--repeat N``, each test runs N times, as ``test_x[run3-of-200]`` (fresh fixtures each run)."""
+    """With ``--repeat N`` the selected tests run N times, all once then again: ``test_x[run3-of-200]``."""
     count = metafunc.config.getoption("repeat")
     if count > 1:
         metafunc.fixturenames.append("repeat_run")
-        metafunc.parametrize("repeat_run", range(1, count + 1), ids=lambda n: f"run{n}-of-{count}")
+        metafunc.parametrize("repeat_run", range(1, count + 1), ids=lambda n: f"run{n}-of-{count}", scope="session")
 
 
 #: Config every test server starts from: fast enough hashing, no real mail relay, and the
