@@ -93,7 +93,10 @@ class WorkTimer:
         return self.idle()
 
     def run_after(self, delay: float) -> None:
-        """Make a run due ``delay`` seconds from now, unless one is due sooner already."""
+        """Make a run due ``delay`` seconds from now, unless one is due sooner already (a timer
+        without an interval only: a periodic one keeps its schedule)."""
+        if self.interval is not None:
+            raise ValueError(f"{self.name}: run_after is for a timer without an interval; use run_now")
         at = self.clock.seconds() + delay
         if self._call is not None and self._call.active() and self._call.getTime() <= at:
             return

@@ -145,6 +145,8 @@ def test_run_after_keeps_the_sooner_due_time_and_run_now_takes_its_place():
     assert pool.at == [5, 8]
     with pytest.raises(ValueError):
         timer.start()
+    with pytest.raises(ValueError):  # a periodic timer keeps its schedule
+        _timer()[2].run_after(5)
 
 
 def test_work_on_a_real_thread_pool_sees_every_advance():
