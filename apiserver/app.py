@@ -53,6 +53,7 @@ from apiserver.rampart.service import Rampart
 from apiserver.scopes import ScopeRegistry
 from apiserver.scopes.bootstrapper import Bootstrapper
 from apiserver.sites import SiteHomes
+from apiserver.sites.actas import SiteFiles, ThreadIdentity
 from apiserver.sites.fortify import Fortifier
 from apiserver.sites.home import site_owner_name, web_server_user
 from apiserver.storage import Storage
@@ -86,6 +87,8 @@ class Application:
         self.site_homes = SiteHomes(config.state_path(config.get("web", "sites_root")),
                                     site_owner_name(config.get("web", "site_owner")),
                                     web_user=_web_user(config), state_dir=config.state_dir)
+        # Site files are read and written as the site's account (the kernel checks them as it).
+        self.site_files = SiteFiles(ThreadIdentity(), self.site_homes)
         self.fortifier = Fortifier(self.storage, clock, run_blocking, self.site_homes, self.site_homes.web_user, config)
         self.security_events = SecurityEvents(self.storage, clock, run_blocking, config)
         self.geolocator = Geolocator(config, run_blocking)

@@ -133,6 +133,11 @@ class InternalApi:
         return self._app.rampart
 
     @property
+    def site_files(self):
+        """Runs blocking work on a site's files as the site's account (:class:`apiserver.sites.actas.SiteFiles`)."""
+        return self._app.site_files
+
+    @property
     def fortifier(self):
         """:class:`apiserver.sites.fortify.Fortifier`."""
         return self._app.fortifier

@@ -15,7 +15,7 @@ its close) runs with the file-system identity of the account concerned
 groups of that thread alone): what DAV creates belongs to the account, and the kernel checks
 every open, rename and unlink as the account, never with root's rights, so a path check that
 loses a race to a swapped link still cannot reach another site's files.  Between steps the
-thread is root again.  Which uid/gid an account has is ``identity_of(home, account)``.
+thread is root again.  Which uid/gid an account has is ``SiteFiles.identity_of(home, user)``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import errno
 import logging
 import os
 import threading
-from typing import Callable, Optional
+from typing import Optional
 
 from twisted.logger import Logger
 from wsgidav import dav_provider as wsgidav_dav_provider
@@ -43,8 +43,8 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeProvider, fd_path
 from apiserver.errors import NotFound
-from apiserver.sites.actas import ActingIterator, FsIdentity, ThreadIdentity
-from apiserver.sites.home import SiteHome, is_inside
+from apiserver.sites.actas import ActingIterator, FsIdentity, SiteFiles, ThreadIdentity
+from apiserver.sites.home import is_inside
 
 #: Where ``/dav/`` is mounted (WSGI SCRIPT_NAME).
 MOUNT_PATH = "/dav"
@@ -156,42 +156,22 @@ def wsgidav_config() -> dict:
     }
 
 
-def owner_identity(home: SiteHome, account: DavAccount) -> FsIdentity:
-    """The identity of every account of a site whose files all belong to one owner (the home's)."""
-    return FsIdentity(home.owner.uid, home.owner.gid, (home.owner.gid,), home.owner.name)
-
-
 class DavApplication:
     """WSGI application: ``environ["apiserver.dav.account"]`` -> its root's provider -> WsgiDAV.
 
-    ``identity_of(home, account)`` (blocking): the file-system identity a request of ``account``
-    acts as when the server runs as root (default: the home's owner, :func:`owner_identity`).
+    ``site_files``: who a request of the site's administrator or of one of its users acts as when
+    the server runs as root (default: the home's owner for every account).
     """
 
-    def __init__(self, site_homes, as_owner: Optional[bool] = None,
-                 identity_of: Optional[Callable[[SiteHome, DavAccount], FsIdentity]] = None):
+    def __init__(self, site_homes, as_owner: Optional[bool] = None, site_files: Optional[SiteFiles] = None):
         self.site_homes = site_homes
         self.wsgidav = AccountDavApp(wsgidav_config())
         route_wsgidav_logging()
         answer_refusals_with_403()
         self.as_owner = os.geteuid() == 0 if as_owner is None else as_owner
-        self.threads = ThreadIdentity() if self.as_owner else None
-        self.identity_of = identity_of or owner_identity
+        self.site_files = (site_files or SiteFiles(ThreadIdentity(), site_homes)) if self.as_owner else None
         self._providers: dict = {}
         self._lock = threading.Lock()
-        self._reachable_by: set = set()
-
-    def _let_reach_sites(self, identity: FsIdentity) -> None:
-        """As root, once per account: give it search (``x``, no listing) on the folders from
-        ``state_dir`` down to ``sites_root``, as :meth:`SiteHomes.ensure_reachable` does for the
-        web server user (``state_dir`` is 0700)."""
-        if identity.uid in self._reachable_by:
-            return
-        with self._lock:
-            if identity.uid in self._reachable_by:  # another thread granted it meanwhile
-                return
-            self.site_homes.let_reach(identity.name or str(identity.uid))
-            self._reachable_by.add(identity.uid)
 
     def __call__(self, environ, start_response):
         _serving.provider = None
@@ -200,16 +180,17 @@ class DavApplication:
             home = self.site_homes.get(account.site)
         except NotFound:
             return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
-        identity = self.identity_of(home, account) if self.threads is not None else None
+        files = self.site_files
+        identity = files.identity_of(home, account.user) if files is not None else None
         root = os.path.realpath(home.root)
         if account.user is not None:
             root = user_folder(root, account.user, identity)
         if identity is None:
             return self._serve(environ, start_response, root, account)
-        self._let_reach_sites(identity)
-        with self.threads.acting_as(identity):
+        files.reach(identity)
+        with files.threads.acting_as(identity):
             body = self._serve(environ, start_response, root, account)
-        return ActingIterator(body, identity, self.threads)
+        return ActingIterator(body, identity, files.threads)
 
     def _serve(self, environ, start_response, root: str, account: DavAccount):
         _serving.provider = self.provider_for(root)

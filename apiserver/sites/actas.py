@@ -108,6 +108,10 @@ def _stop_process(message: str) -> None:
         os._exit(EXIT_IDENTITY_LOST)
 
 
+#: Per thread: the ThreadIdentity blocks the thread is in, innermost last (for :func:`server_step`).
+_acting = threading.local()
+
+
 class ThreadIdentity:
     """Switches the calling thread's file-system identity (see the module's docstring).
 
@@ -149,11 +153,28 @@ class ThreadIdentity:
         saved = self.current()
         self._take(identity, saved)
         self._local.depth = self.depth() + 1
+        blocks = _acting.__dict__.setdefault("blocks", [])
+        blocks.append((self, saved))
         try:
             yield identity
         finally:
+            blocks.pop()
             self._local.depth -= 1
             self._restore(saved)
+
+    @contextlib.contextmanager
+    def _as_before(self, saved: FsIdentity) -> Iterator[None]:
+        """The thread as it was before its outermost block (``saved``) for one step, then back."""
+        acting = self.current()
+        self._restore(saved)
+        try:
+            yield
+        finally:
+            try:
+                self._take(acting, saved)
+            except IdentityError:
+                self._lost(f"thread {threading.current_thread().name} cannot act as {acting.describe()} again")
+                raise
 
     def _take(self, identity: FsIdentity, saved: FsIdentity) -> None:
         calls = self._calls
@@ -176,6 +197,62 @@ class ThreadIdentity:
         if not ok or calls.setfsuid(saved.uid) != saved.uid or calls.setfsgid(saved.gid) != saved.gid:
             self._lost(f"thread {threading.current_thread().name} cannot take back uid {saved.uid} "
                        f"after acting as another account")
+
+
+def server_step():
+    """Blocking.  A ``with`` block in which the calling thread is the server again (root), when it is
+    acting as an account; nothing changes otherwise.  Only for a step on something already opened
+    as the account (``fchown`` of an open descriptor): nothing in it may resolve a path."""
+    blocks = getattr(_acting, "blocks", None)
+    if not blocks:
+        return contextlib.nullcontext()
+    threads, saved = blocks[0]
+    return threads._as_before(saved)
+
+
+class SiteFiles:
+    """Runs blocking work on a site's files as the site's account, so the kernel checks it.
+
+    ``threads``: switches the calling thread; ``site_homes``: lets each account reach the sites
+    (:meth:`apiserver.sites.home.SiteHomes.let_reach`, once per uid, as root); ``identity_of(home,
+    user)`` (blocking): the identity of the site's administrator (``user`` None) or of one of its
+    users (default: the home's owner, :func:`owner_identity`).
+    """
+
+    def __init__(self, threads: ThreadIdentity, site_homes, identity_of: Optional[Callable] = None):
+        self.threads = threads
+        self.site_homes = site_homes
+        self.identity_of = identity_of or owner_identity
+        self._reachable_by: set = set()
+        self._lock = threading.Lock()
+
+    def reach(self, identity: FsIdentity) -> None:
+        """Blocking; as the server (root).  Let ``identity`` pass the folders above ``sites_root``."""
+        if identity.uid in self._reachable_by or not self.threads.privileged:
+            return
+        with self._lock:
+            if identity.uid not in self._reachable_by:  # another thread may have granted it meanwhile
+                self.site_homes.let_reach(identity.name or str(identity.uid))
+                self._reachable_by.add(identity.uid)
+
+    @contextlib.contextmanager
+    def acting(self, home, user: Optional[str] = None) -> Iterator[FsIdentity]:
+        """Blocking.  A ``with`` block run as the account of ``home`` (its administrator, or ``user``)."""
+        identity = self.identity_of(home, user)
+        self.reach(identity)
+        with self.threads.acting_as(identity):
+            yield identity
+
+    def run(self, home, fn: Callable, *args, **kwargs):
+        """Blocking.  ``fn(*args, **kwargs)`` as the administrator of ``home``."""
+        with self.acting(home):
+            return fn(*args, **kwargs)
+
+
+def owner_identity(home, user: Optional[str] = None) -> FsIdentity:
+    """Every account of a site whose files belong to one owner: the home's owner (``home.owner``)."""
+    owner = home.owner
+    return FsIdentity(owner.uid, owner.gid, (owner.gid,), owner.name)
 
 
 class ActingIterator:

@@ -23,6 +23,7 @@ import pytest
 from wsgidav.fs_dav_provider import FileResource
 
 from apiserver.dav.wsgi import DavAccount, DavApplication
+from apiserver.sites.actas import SiteFiles, ThreadIdentity
 from apiserver.sites.home import SiteHomes
 from tests.host_accounts import host_accounts, requires_root
 
@@ -64,11 +65,12 @@ def sites_root(users):
 
 def dav_app(sites_root, users, acting=True) -> DavApplication:
     """The DAV application over ``sites_root``; each account acts as its own system user."""
-    def identity_of(home, account):
+    def identity_of(home, user_name):
         admin, user = users[home.domain]
-        return user.identity if account.user else admin.identity
+        return user.identity if user_name else admin.identity
 
-    return DavApplication(SiteHomes(sites_root, "root"), as_owner=acting, identity_of=identity_of)
+    homes = SiteHomes(sites_root, "root")
+    return DavApplication(homes, as_owner=acting, site_files=SiteFiles(ThreadIdentity(), homes, identity_of))
 
 
 def call(app, method, path, account, body=b"", **headers):

@@ -15,6 +15,7 @@ import xmlrpc.client
 
 import pytest
 
+from tests.e2e.clients.dav_clients import let_owner_reach
 from tests.e2e.clients.soap_clients import php_calls, site_options
 from tests.e2e.test_cpcmd_commands import Cpcmd
 from tests.e2e.test_soap_zeep import zeep_runner
@@ -77,6 +78,7 @@ def _site(run, server, tag: str) -> tuple:
     _, sid = _ok(run([["admin_add_site", [domain, "siteadmin", site_options(f"admin@{domain}", "Site-passw0rd")]],
                       ["admin_hijack", [domain]]], key=server.admin_key))
     _plant(server, domain)
+    let_owner_reach(server)  # the site's account works on its files: it must pass pytest's 0700 folders
     return domain, sid
 
 
@@ -171,6 +173,7 @@ def test_cpcmd(running_server, mode):
     domain = f"sec-cpcmd-{mode}-{uuid.uuid4().hex[:6]}.example.com"
     cpcmd.ok("admin:add-site", domain, "siteadmin", f"[siteinfo.email:admin@{domain},auth.tpasswd:Site-passw0rd]")
     _plant(running_server, domain)
+    let_owner_reach(running_server)
     found = json.loads(cpcmd.ok("-o", "json", "-d", domain, "security:check-htaccess", "/var/www/html"))
     assert [(f["file"], f["line"]) for f in found] == [("/var/www/html/.htaccess", 2),
                                                         ("/var/www/html/blog/.htaccess", 2)]

@@ -10,7 +10,9 @@ import threading
 
 import pytest
 
-from apiserver.sites.actas import ActingIterator, FsIdentity, IdentityError, Syscalls, ThreadIdentity
+from apiserver.sites.actas import (
+    ActingIterator, FsIdentity, IdentityError, SiteFiles, Syscalls, ThreadIdentity, server_step,
+)
 from tests.host_accounts import host_accounts, requires_root
 
 pytestmark = requires_root()
@@ -255,3 +257,42 @@ def test_acting_iterator_runs_each_step_as_the_account(two_sites):
     acting.close()
     assert steps == [a.uid, a.uid, ("closed", a.uid)]
     assert between == [0, 0] and fs_ids()[0] == 0
+
+
+def test_a_server_step_inside_a_block_is_root_for_an_opened_file_then_the_account_again(two_sites, tmp_path):
+    """server_step: root's fchown on a descriptor opened as A (to B's group), then A again; outside a block a no-op."""
+    a, b = two_sites
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    os.chown(folder, a.uid, a.gid)
+    threads = ThreadIdentity()
+    with threads.acting_as(a.identity):
+        fd = os.open(folder / "f", os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            with pytest.raises(PermissionError):
+                os.fchown(fd, -1, b.gid)  # A is no member of B's group
+            with server_step():
+                assert fs_ids()[:2] == (0, 0)
+                os.fchown(fd, -1, b.gid)
+            assert fs_ids()[:2] == (a.uid, a.gid)
+        finally:
+            os.close(fd)
+    assert os.stat(folder / "f").st_gid == b.gid
+    with server_step():
+        assert fs_ids()[:2] == (0, 0)
+
+
+def test_site_files_run_as_the_homes_account(two_sites, tmp_path):
+    """SiteFiles.run calls the function as identity_of(home) says; acting() with a user as that user."""
+    a, b = two_sites
+
+    class Home:
+        owner = None
+
+    files = SiteFiles(ThreadIdentity(), site_homes=None,
+                      identity_of=lambda home, user: b.identity if user else a.identity)
+    files._reachable_by.update({a.uid, b.uid})  # nothing above sites_root to open here
+    assert files.run(Home(), fs_ids)[:2] == (a.uid, a.gid)
+    with files.acting(Home(), "someone") as identity:
+        assert identity == b.identity and fs_ids()[:2] == (b.uid, b.gid)
+    assert fs_ids()[:2] == (0, 0)
