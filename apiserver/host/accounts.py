@@ -22,6 +22,7 @@ from typing import Callable, Optional
 from apiserver.errors import NotFound, ServerError
 from apiserver.host import crypt, names, synthetic, tools
 from apiserver.host.layout import SiteLayout, site_home_of
+from apiserver.sites.home import lookup_owner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +93,10 @@ class SiteAccounts:
         everything made; Exists when a name or folder is taken."""
         layout = self.layout(site_id)
         if not self.enabled:
-            owner = pwd.getpwnam(self.shared_owner)
-            layout.create(owner.pw_uid, owner.pw_gid, self._web_uid(), shared=True)
+            owner = lookup_owner(self.shared_owner)
+            layout.create(owner.uid, owner.gid, self._web_uid(), shared=True)
             try:
-                layout.make_home(admin, owner.pw_uid, owner.pw_gid, shared=True)
+                layout.make_home(admin, owner.uid, owner.gid, shared=True)
                 layout.link(domain)
             except BaseException:
                 layout.unlink(domain)
@@ -179,8 +180,8 @@ class SiteAccounts:
         """Blocking.  A system user for ``username`` of the site, its home and its password."""
         layout = self.layout(site_id)
         if not self.enabled:
-            owner = pwd.getpwnam(self.shared_owner)
-            layout.make_home(username, owner.pw_uid, owner.pw_gid, shared=True)
+            owner = lookup_owner(self.shared_owner)
+            layout.make_home(username, owner.uid, owner.gid, shared=True)
             return self._shared_identity(site_id, username, False, owner)
         group = self.group_name(site_id)
         try:
@@ -241,7 +242,7 @@ class SiteAccounts:
         """Blocking.  ``username`` of the site on the host; NotFound when it has no system user."""
         layout = self.layout(site_id)
         if not self.enabled:
-            return self._shared_identity(site_id, username, False, pwd.getpwnam(self.shared_owner))
+            return self._shared_identity(site_id, username, False, lookup_owner(self.shared_owner))
         name = self.host_user_name(site_id, username)
         try:
             entry = pwd.getpwnam(name)
@@ -305,8 +306,12 @@ class SiteAccounts:
             return False
 
     def _shared_identity(self, site_id: int, username: str, is_admin: bool, owner) -> HostIdentity:
-        return HostIdentity(site_id, username, owner.pw_name, owner.pw_uid, owner.pw_gid,
-                            grp.getgrgid(owner.pw_gid).gr_name, self.layout(site_id).home_of(username), is_admin)
+        try:
+            group = grp.getgrgid(owner.gid).gr_name
+        except KeyError:
+            group = str(owner.gid)
+        return HostIdentity(site_id, username, owner.name, owner.uid, owner.gid, group,
+                            self.layout(site_id).home_of(username), is_admin)
 
     # --- the synthetic etc files ----------------------------------------------------------------
     def write_etc(self, site_id: int) -> None:
