@@ -113,6 +113,11 @@ class InternalApi:
         return self._app.site_homes
 
     @property
+    def site_accounts(self):
+        """:class:`apiserver.host.accounts.SiteAccounts`: every site's system accounts (uid, gid, home)."""
+        return self._app.site_accounts
+
+    @property
     def lifecycle(self):
         """:class:`apiserver.lifecycle.service.SiteLifecycle`: adding, editing, suspending, deleting sites."""
         return self._app.lifecycle

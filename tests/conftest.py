@@ -30,6 +30,9 @@ BASE_CONFIG = {
     "core": {"http_trusted_forward": "127.0.0.1", "log_format": "text"},
     "auth": {"pbkdf2_iterations": "20000"},
     "mail": {"enabled": "false"},
+    # One shared owner for every site: tests that make real system accounts turn them on with a
+    # unique [web] account_prefix (tests/host/support.py), which removes what they made.
+    "web": {"system_accounts": "false"},
 }
 
 

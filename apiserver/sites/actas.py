@@ -255,6 +255,19 @@ def owner_identity(home, user: Optional[str] = None) -> FsIdentity:
     return FsIdentity(owner.uid, owner.gid, (owner.gid,), owner.name)
 
 
+def account_identities(site_accounts) -> Callable:
+    """``identity_of(home, user)`` over the sites' system accounts (:class:`apiserver.host.SiteAccounts`):
+    a user of a site acts as its own system user (its uid, the site's gid); the administrator, and
+    every account while system accounts are off, as the home's owner (the document root's)."""
+    def identity_of(home, user: Optional[str] = None) -> FsIdentity:
+        if user is None or not site_accounts.enabled or getattr(home, "site_id", None) is None:
+            return owner_identity(home)
+        host = site_accounts.identity(home.site_id, user)
+        return FsIdentity(host.uid, host.gid, (host.gid,), host.host_name)
+
+    return identity_of
+
+
 class ActingIterator:
     """A WSGI body whose every step (``next``, ``close``) runs as ``identity``: the thread acts as
     the account only while the application works, whichever thread takes the next step."""
