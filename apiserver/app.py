@@ -31,6 +31,7 @@ from apiserver.dispatch import Registry
 from apiserver.errors import ServerError
 from apiserver.events import SecurityEvents
 from apiserver.host.accounts import SiteAccounts
+from apiserver.host.state import protect_state
 from apiserver.lifecycle.system_accounts import SystemAccountsApplier
 from apiserver.geolocation import Geolocator
 from apiserver.internal import InternalApi
@@ -92,7 +93,7 @@ class Application:
                                     web_user=_web_user(config), state_dir=config.state_dir)
         self.site_accounts = SiteAccounts(self.site_homes.sites_root, self.site_homes.web_user,
                                           config.get("web", "account_prefix"), _system_accounts(config),
-                                          self.site_homes.owner_name, clock.seconds)
+                                          self.site_homes.owner_name)
         # Site files are read and written as the site's account (the kernel checks them as it).
         self.site_files = SiteFiles(ThreadIdentity(), self.site_homes, account_identities(self.site_accounts))
         self.fortifier = Fortifier(self.storage, clock, run_blocking, self.site_homes, self.site_homes.web_user, config)
@@ -151,6 +152,16 @@ class Application:
         record = self.lifecycle.record_of(identity)
         return (record.value(services.param("rampart", "enabled")),
                 record.value(services.param("rampart", "max")))
+
+    # --- sites on disk ----------------------------------------------------------------------
+    def prepare_sites(self) -> list:
+        """Blocking (start-up, before anything listens, and ``apiserver migrate-sites``): every
+        site to the ``site<N>/fst`` layout with its system accounts, and the server's own state
+        private (:func:`apiserver.host.state.protect_state`); what changed, one line each."""
+        changes = self.sites.upgrade_homes()
+        changes += [f"made {path} private to the server (no group or other access)" for path in
+                    protect_state(self.config.state_dir, self.site_homes.sites_root, self.site_accounts.enabled)]
+        return changes
 
     # --- threads ----------------------------------------------------------------------------
     def start_pools(self) -> None:

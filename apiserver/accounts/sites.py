@@ -9,6 +9,7 @@ sessions, remembered passwords, cached restrictions, known devices).
 from __future__ import annotations
 
 import os
+import pwd
 from typing import Callable, Optional
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from apiserver.accounts import passwords, validation
 from apiserver.accounts.records import NewSite
 from apiserver.context import Identity
 from apiserver.errors import Denied, Exists, NotFound
+from apiserver.host.upgrade import SiteToUpgrade, upgrade_site
 from apiserver.module import Role
 from apiserver.storage import schema, utcnow
 from apiserver.storage.counters import next_number
@@ -186,3 +188,38 @@ class Sites:
             conn.execute(_users.delete().where(_users.c.id == row.id))
         self._site_accounts.remove_user(site_admin.site_id, username)
         return row.id
+
+    def upgrade_homes(self) -> list:
+        """Blocking.  Bring every site on disk to the ``site<N>/fst`` layout and, when the server
+        has system accounts, give it its group and users (``apiserver migrate-sites``, and at
+        start-up); what changed, one line each (nothing on a second run)."""
+        with self._storage.read() as conn:
+            sites = conn.execute(sa.select(_sites.c.id, _sites.c.domain).order_by(_sites.c.id)).all()
+            rows = conn.execute(sa.select(_users.c.site_id, _users.c.id, _users.c.username, _users.c.role,
+                                          _users.c.password_hash).where(_users.c.site_id.isnot(None))
+                                .order_by(_users.c.id)).all()
+            recorded = set(conn.execute(sa.select(_host.c.user_id)).scalars())
+        accounts = self._site_accounts
+        try:
+            shared_uid = pwd.getpwnam(accounts.shared_owner).pw_uid
+        except KeyError:
+            shared_uid = None
+        changes = []
+        if sites:
+            self._site_homes.ensure_reachable()
+        for site_id, domain in sites:
+            mine = [r for r in rows if r.site_id == site_id]
+            admin = next((r.username for r in mine if r.role == "site"), None)
+            if admin is None:
+                changes.append(f"{domain} (site{site_id}): has no administrator; left as it is")
+                continue
+            changes += upgrade_site(accounts, SiteToUpgrade(
+                site_id, domain, admin, tuple(r.username for r in mine if r.role == "user"),
+                {r.username: r.password_hash for r in mine if r.password_hash}), shared_uid)
+            missing = [r for r in mine if r.id not in recorded] if accounts.enabled else []
+            if missing:
+                with self._storage.write() as conn:
+                    for row in missing:
+                        self._record_host_account(conn, row.id, accounts.identity(site_id, row.username))
+                changes.append(f"{domain} (site{site_id}): recorded {len(missing)} system accounts")
+        return changes

@@ -49,17 +49,15 @@ class SiteAccounts:
 
     ``web_user``: the web server's user (reaches document roots); ``prefix``: ``[web]
     account_prefix``; ``shared_owner``: the sites' single owner's name, used when ``enabled``
-    is False; ``clock``: the date in the shadow files.
+    is False.
     """
 
-    def __init__(self, sites_root: str, web_user: str, prefix: str, enabled: bool, shared_owner: str,
-                 clock_seconds: Callable[[], float]):
+    def __init__(self, sites_root: str, web_user: str, prefix: str, enabled: bool, shared_owner: str):
         self.sites_root = sites_root
         self.web_user = web_user
         self.prefix = prefix
         self.enabled = enabled
         self.shared_owner = shared_owner
-        self._now = clock_seconds
         self._site_locks: dict = {}
         self._locks_lock = threading.Lock()
 
@@ -76,7 +74,8 @@ class SiteAccounts:
         with self._locks_lock:
             return self._site_locks.setdefault(site_id, threading.Lock())
 
-    def _web_uid(self) -> Optional[int]:
+    def web_uid(self) -> Optional[int]:
+        """Blocking.  The web server user's uid (None when there is none)."""
         if not self.web_user:
             return None
         try:
@@ -94,9 +93,9 @@ class SiteAccounts:
         layout = self.layout(site_id)
         if not self.enabled:
             owner = lookup_owner(self.shared_owner)
-            layout.create(owner.uid, owner.gid, self._web_uid(), shared=True)
+            layout.create(owner.uid, owner.gid, self.web_uid(), shared=True)
             try:
-                layout.make_home(admin, owner.uid, owner.gid, shared=True)
+                layout.make_home(admin, owner.uid, owner.gid)
                 layout.link(domain)
             except BaseException:
                 layout.unlink(domain)
@@ -110,10 +109,10 @@ class SiteAccounts:
         try:
             made_user = self.host_user_name(site_id, admin)
             uid = tools.add_user(made_user, gid, layout.home_of(admin), shell, comment=f"{admin}@{domain}")
-            layout.create(uid, gid, self._web_uid())
+            layout.create(uid, gid, self.web_uid())
             made_tree = True
             layout.make_home(admin, uid, gid)
-            self._store_password(made_user, password, password_hash)
+            self.store_password(made_user, password, password_hash)
             layout.link(domain)
             with self._lock(site_id):
                 self._write_etc(site_id, extra=(admin, uid))
@@ -181,7 +180,7 @@ class SiteAccounts:
         layout = self.layout(site_id)
         if not self.enabled:
             owner = lookup_owner(self.shared_owner)
-            layout.make_home(username, owner.uid, owner.gid, shared=True)
+            layout.make_home(username, owner.uid, owner.gid)
             return self._shared_identity(site_id, username, False, owner)
         group = self.group_name(site_id)
         try:
@@ -193,7 +192,7 @@ class SiteAccounts:
             uid = tools.add_user(name, gid, layout.home_of(username), shell)
             try:
                 layout.make_home(username, uid, gid)
-                self._store_password(name, password, password_hash)
+                self.store_password(name, password, password_hash)
                 self._write_etc(site_id, extra=(username, uid))
             except BaseException:
                 tools.delete_user(name)
@@ -232,7 +231,9 @@ class SiteAccounts:
             return password_hash
         return "!"  # no password PAM can check: locked
 
-    def _store_password(self, name: str, password: Optional[str], password_hash: Optional[str]) -> None:
+    def store_password(self, name: str, password: Optional[str], password_hash: Optional[str]) -> None:
+        """Blocking.  The host password of the system user ``name``: ``password`` hashed, or a
+        crypt(3) ``password_hash`` as it is; neither leaves it locked."""
         value = self._hash_of(password, password_hash)
         if value != "!":
             tools.set_password_hashes({name: value})
@@ -321,11 +322,21 @@ class SiteAccounts:
         with self._lock(site_id):
             self._write_etc(site_id)
 
-    def _write_etc(self, site_id: int, extra: Optional[tuple] = None, without: Optional[str] = None) -> None:
+    def rewrite_etc(self, site_id: int, usernames) -> bool:
+        """Blocking.  Write the site's ``etc`` files for exactly ``usernames`` (plain names, the
+        administrator first); whether a file changed."""
+        with self._lock(site_id):
+            return self._write_etc(site_id, names=list(usernames))
+
+    def _write_etc(self, site_id: int, extra: Optional[tuple] = None, without: Optional[str] = None,
+                   names: Optional[list] = None) -> bool:
         layout = self.layout(site_id)
         group = self.group_name(site_id)
         gid = grp.getgrnam(group).gr_gid
-        listed = [(u, uid) for u, uid, g, _s in synthetic.read_passwd(layout.etc) if g == gid and u != without]
+        if names is not None:
+            listed = [(u, None) for u in names]
+        else:
+            listed = [(u, uid) for u, uid, g, _s in synthetic.read_passwd(layout.etc) if g == gid and u != without]
         if extra is not None:
             listed.append(extra)
         entries = []
@@ -338,5 +349,5 @@ class SiteAccounts:
         by_name = {self.host_user_name(site_id, u): u for u, _ in listed}
         members = [synthetic.Member(by_name[e.pw_name], e.pw_uid, e.pw_gid, e.pw_shell, hashes.get(e.pw_name, "!"))
                    for e in entries]
-        synthetic.write(layout.etc, group, gid, members, self.web_user, self._now())
+        return synthetic.write(layout.etc, group, gid, members, self.web_user)
 

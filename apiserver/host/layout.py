@@ -12,7 +12,8 @@ server"):
 folder                      owner:group      mode    ACL for the web server user
 ==========================  ===============  ======  ===================================
 ``site<N>``, ``fst``        root:admin<N>    0750    ``--x``: may pass, not list
-``fst/var``, ``var/www``    root:admin<N>    0750    ``--x``
+``fst/var``                 root:admin<N>    0750    ``--x``
+``fst/var/www``             admin:admin<N>   0750    ``--x`` (``.htpasswd`` files live here)
 ``fst/var/www/html``        admin:admin<N>   2775    ``r-x``: reads what is served
 ``fst/etc``                 root:admin<N>    0750    none (``shadow`` is 0600 root)
 ``fst/home``                root:admin<N>    0750    none
@@ -82,51 +83,67 @@ class SiteLayout:
         except FileExistsError:
             raise Exists(f"a folder for site{self.site_id} already exists in [web] sites_root") from None
         try:
-            root_uid = admin_uid if shared else 0
-            closed = 0o755 if shared else ACCOUNT_ONLY
-            for path in (self.site_dir, self.fst, os.path.join(self.fst, "var"), os.path.join(self.fst, "var", "www")):
-                self._folder(path, root_uid, gid, closed, web_uid, acl.EXECUTE)
-            self._folder(self.document_root, admin_uid, gid, 0o755 if shared else DOCUMENT_ROOT_MODE,
-                         web_uid, acl.READ | acl.EXECUTE)
-            self._folder(self.etc, root_uid, gid, closed, None, 0)
-            self._folder(self.homes, root_uid, gid, closed, None, 0)
+            self.ensure(admin_uid, gid, web_uid, shared)
         except BaseException:
             self.remove()
             raise
 
-    @staticmethod
-    def _folder(path: str, uid: int, gid: int, mode: int, web_uid: Optional[int], web_perm: int) -> None:
-        if not os.path.isdir(path):
-            os.mkdir(path, 0o700)
-        os.chown(path, uid, gid, follow_symlinks=False)
-        os.chmod(path, mode)  # explicit: whatever the umask
-        if web_uid is not None and web_perm:
-            acl.set_user_entry(path, web_uid, web_perm)
+    def ensure(self, admin_uid: int, gid: int, web_uid: Optional[int], shared: bool = False) -> list:
+        """Blocking.  Make missing folders of the tree and set every owner, mode and ACL above;
+        the folders that changed (nothing on a tree that is as it should be)."""
+        root_uid = admin_uid if shared else 0
+        closed = 0o755 if shared else ACCOUNT_ONLY
+        www = os.path.join(self.fst, "var", "www")
+        plan = [(self.site_dir, root_uid, closed, acl.EXECUTE), (self.fst, root_uid, closed, acl.EXECUTE),
+                (os.path.join(self.fst, "var"), root_uid, closed, acl.EXECUTE), (www, admin_uid, closed, acl.EXECUTE),
+                (self.document_root, admin_uid, 0o755 if shared else DOCUMENT_ROOT_MODE, acl.READ | acl.EXECUTE),
+                (self.etc, root_uid, closed, 0), (self.homes, root_uid, closed, 0)]
+        return [path for path, uid, mode, web_perm in plan
+                if self._folder(path, uid, gid, mode, web_uid if web_perm else None, web_perm)]
 
-    def make_home(self, username: str, uid: int, gid: int, shared: bool = False) -> str:
-        """Blocking.  The user's home ``fst/home/<user>`` (0700, the user's): its host path."""
-        home = self.home_of(username)
-        os.makedirs(home, 0o700, exist_ok=True)
-        os.chown(home, uid, gid, follow_symlinks=False)
-        os.chmod(home, 0o755 if shared else USER_HOME_MODE)
-        return home
+    @staticmethod
+    def _folder(path: str, uid: int, gid: int, mode: int, web_uid: Optional[int], web_perm: int) -> bool:
+        changed = False
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            os.mkdir(path, 0o700)
+            info, changed = os.lstat(path), True
+        if not stat.S_ISDIR(info.st_mode):  # a link or file where a folder belongs is never followed
+            raise ServerError(f"{path} should be a folder")
+        if (info.st_uid, info.st_gid) != (uid, gid):
+            os.chown(path, uid, gid, follow_symlinks=False)
+            changed = True
+        if stat.S_IMODE(info.st_mode) != mode or changed:
+            os.chmod(path, mode)  # explicit: whatever the umask (chown clears setgid)
+            changed = changed or stat.S_IMODE(info.st_mode) != mode
+        if web_uid is not None and web_perm:
+            changed = acl.set_user_entry(path, web_uid, web_perm) or changed
+        return changed
+
+    def make_home(self, username: str, uid: int, gid: int) -> bool:
+        """Blocking.  The user's home ``fst/home/<user>`` (0700, the user's); whether it changed."""
+        return self._folder(self.home_of(username), uid, gid, USER_HOME_MODE, None, 0)
 
     def remove_home(self, username: str) -> None:
         """Blocking.  Remove a user's home without following any link in it."""
         _remove_tree(self.home_of(username))
 
-    def link(self, domain: str) -> None:
+    def link(self, domain: str) -> bool:
         """Blocking.  ``<domain>`` and ``admin<N>`` -> ``site<N>`` (relative links); Exists when
-        the domain's place is taken by something else."""
+        the domain's place is taken by something else; whether a link was made."""
         target = names.site_dir_name(self.site_id)
+        made = False
         for name in (domain, names.admin_link_name(self.site_id)):
             path = self.link_path(name)
             try:
                 os.symlink(target, path)
+                made = True
             except FileExistsError:
                 if not (os.path.islink(path) and os.readlink(path) == target):
-                    raise Exists(f"something named {name!r} is already in [web] sites_root; move it away first") \
-                        from None
+                    raise Exists(f"a file or folder named {name!r} exists already in [web] sites_root; move it "
+                                 f"away first") from None
+        return made
 
     def unlink(self, domain: Optional[str]) -> None:
         """Blocking.  Remove the links to ``site<N>`` (only links that point at it)."""

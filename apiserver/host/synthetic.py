@@ -14,13 +14,13 @@ import dataclasses
 import grp
 import os
 import pwd
+import stat
 import tempfile
 from typing import Optional
 
 #: System accounts every site's passwd lists (those that exist here).
 SYSTEM_USERS = ("root", "nobody")
 
-_DAYS = 86400
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +34,9 @@ class Member:
     password: str     # the host's /etc/shadow password field (a crypt(3) hash, '!...' when locked)
 
 
-def write(etc: str, group_name: str, gid: int, members: list, web_user: Optional[str], now: float) -> None:
-    """Blocking.  Write ``etc/passwd``, ``etc/group`` and ``etc/shadow`` for ``members``."""
+def write(etc: str, group_name: str, gid: int, members: list, web_user: Optional[str]) -> bool:
+    """Blocking.  Write ``etc/passwd``, ``etc/group`` and ``etc/shadow`` for ``members``; whether
+    any of them changed (a file already as it should be is left alone)."""
     system = []
     for name in SYSTEM_USERS + ((web_user,) if web_user else ()):
         try:
@@ -54,12 +55,13 @@ def write(etc: str, group_name: str, gid: int, members: list, web_user: Optional
         if line not in group_lines:
             group_lines.append(line)
     group_lines.append(f"{group_name}:x:{gid}:{','.join(m.username for m in members)}\n")
-    day = int(now // _DAYS)
-    shadow_lines = [f"{e.pw_name}:*:{day}:0:99999:7:::\n" for e in system]
-    shadow_lines += [f"{m.username}:{m.password}:{day}:0:99999:7:::\n" for m in members]
-    _replace(os.path.join(etc, "passwd"), "".join(passwd_lines), 0o644, gid)
-    _replace(os.path.join(etc, "group"), "".join(group_lines), 0o644, gid)
-    _replace(os.path.join(etc, "shadow"), "".join(shadow_lines), 0o600, 0)
+    # No password ageing: the server, not the site, decides when a password changes.
+    shadow_lines = [f"{e.pw_name}:*:::::::\n" for e in system]
+    shadow_lines += [f"{m.username}:{m.password}:::::::\n" for m in members]
+    changed = [_replace(os.path.join(etc, "passwd"), "".join(passwd_lines), 0o644, gid),
+               _replace(os.path.join(etc, "group"), "".join(group_lines), 0o644, gid),
+               _replace(os.path.join(etc, "shadow"), "".join(shadow_lines), 0o600, 0)]
+    return any(changed)
 
 
 def read_passwd(etc: str) -> list:
@@ -93,18 +95,29 @@ def _passwd_line(name: str, uid: int, gid: int, gecos: str, home: str, shell: st
     return f"{name}:x:{uid}:{gid}:{gecos}:{home}:{shell}\n"
 
 
-def _replace(path: str, text: str, mode: int, gid: int) -> None:
+def _replace(path: str, text: str, mode: int, gid: int) -> bool:
+    owner = (0, 0 if mode == 0o600 else gid) if os.geteuid() == 0 else None
+    try:
+        info = os.lstat(path)
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text and stat.S_IMODE(info.st_mode) == mode and stat.S_ISREG(info.st_mode) \
+                    and (owner is None or (info.st_uid, info.st_gid) == owner):
+                return False
+    except FileNotFoundError:
+        pass
     folder = os.path.dirname(path)
     fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
         os.fchmod(fd, mode)  # before a byte is written: a hash is never readable by others
-        os.fchown(fd, 0 if os.geteuid() == 0 else -1, gid if mode != 0o600 and os.geteuid() == 0 else -1)
+        if owner is not None:
+            os.fchown(fd, *owner)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             fd = -1
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(temporary, path)
+        return True
     except BaseException:
         if fd >= 0:
             os.close(fd)

@@ -61,7 +61,7 @@ def _ok(results: list) -> list:
 
 
 def _docroot(server, domain: str) -> str:
-    return os.path.join(server.state_dir, "sites", domain, "var", "www", "html")
+    return os.path.join(server.state_dir, "sites", domain, "fst", "var", "www", "html")
 
 
 def _plant(server, domain: str) -> None:
@@ -109,7 +109,7 @@ def scenario(run, server, tag: str, as_bool=lambda v: v, empty=lambda v: v == []
     assert listed == ["someuser", "other"]
     assert as_bool(deleted) is True and as_bool(again) is False and left == ["someuser"]
 
-    host_file = os.path.join(server.state_dir, "sites", domain, "var", "www", ".htpasswd")
+    host_file = os.path.join(server.state_dir, "sites", domain, "fst", "var", "www", ".htpasswd")
     info = os.stat(host_file)
     assert stat.S_IMODE(info.st_mode) == 0o640
     if os.geteuid() == 0:

@@ -23,7 +23,7 @@ pytestmark = requires_root
 def accounts(sites_root, account_prefix):  # noqa: F811 - fixtures
     """SiteAccounts with real accounts under a reachable sites_root; sites removed afterwards."""
     os.makedirs(sites_root, 0o711, exist_ok=True)
-    made = SiteAccounts(sites_root, WEB_USER, account_prefix, True, "apiserver", lambda: 1_800_000_000.0)
+    made = SiteAccounts(sites_root, WEB_USER, account_prefix, True, "apiserver")
     made.created = []
     yield made
     for site_id, domain in made.created:
