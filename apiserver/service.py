@@ -222,7 +222,9 @@ def listener_services(config, site, cli_factory) -> list:
         listener.where, listener.url = f"{host}:{https_port}", f"https://{host}:{{port}}/soap (certificate {cert})"
         listeners.append(listener)
     path = config.state_path(config.get("core", "cli_socket"))
-    listener = UNIXListener(path, cli_factory, mode=0o600, wantPID=False)
+    # 0666: the kernel tells the server who calls (SO_PEERCRED), site users included; the folder
+    # decides who may reach the socket.
+    listener = UNIXListener(path, cli_factory, mode=0o666, wantPID=False)
     listener.where, listener.url = path, None
     listeners.append(listener)
     return listeners

@@ -171,7 +171,8 @@ def start_server(tmp_dir: str, overrides: Optional[dict] = None, https: bool = F
         url=f"http://127.0.0.1:{http_port}",
         https_url=f"https://127.0.0.1:{https_port}" if https else None,
         admin_key=admin_key, config_path=config_path, state_dir=state_dir,
-        socket_path=os.path.join(state_dir, "apiserver.sock"), log_path=log_path,
+        socket_path=os.path.join(state_dir, config.get("core", {}).get("cli_socket", "apiserver.sock")),
+        log_path=log_path,
         process=_spawn_serve(config_path, log_path, env), env=env,
     )
     try:
