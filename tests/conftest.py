@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Optional
@@ -201,12 +202,21 @@ def server_factory(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def running_server(tmp_path_factory):
-    """One server per test module on the default test config (HTTP and HTTPS)."""
-    directory = tmp_path_factory.mktemp("apiserver")
-    server = start_server(str(directory), https=True)
-    yield server
-    server.stop()
+def running_server():
+    """One server per test module on the default test config (HTTP and HTTPS), in a folder of its
+    own under /tmp: the sites' accounts work on their files as themselves and must pass the folders
+    above state_dir (pytest's own are 0700, and every pytest session started on the machine makes
+    them so again, clearing ACLs granted there)."""
+    directory = tempfile.mkdtemp(prefix="apiserver-e2e-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    try:
+        server = start_server(directory, https=True)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
