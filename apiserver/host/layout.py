@@ -14,7 +14,7 @@ folder                      owner:group      mode    ACL for the web server user
 ``site<N>``, ``fst``        root:admin<N>    0750    ``--x``: may pass, not list
 ``fst/var``                 root:admin<N>    0750    ``--x``
 ``fst/var/www``             admin:admin<N>   0750    ``--x`` (``.htpasswd`` files live here)
-``fst/var/www/html``        admin:admin<N>   2775    ``r-x``: reads what is served
+``fst/var/www/html``        admin:admin<N>   0775    ``r-x``: reads what is served
 ``fst/etc``                 root:admin<N>    0750    none (``shadow`` is 0600 root)
 ``fst/home``                root:admin<N>    0750    none
 ``fst/home/<user>``         user:admin<N>    0700    none
@@ -41,7 +41,9 @@ DOCUMENT_ROOT = "/var/www/html"
 
 #: Modes of the folders of the layout (see the module docstring).
 ACCOUNT_ONLY = 0o750
-DOCUMENT_ROOT_MODE = 0o2775
+# No setgid bit: every user of the site has the site's group as its primary group already, and
+# systemd's RestrictSUIDSGID refuses setting one.
+DOCUMENT_ROOT_MODE = 0o775
 USER_HOME_MODE = 0o700
 
 
