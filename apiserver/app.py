@@ -37,7 +37,9 @@ from apiserver.lifecycle.plans import Plans
 from apiserver.lifecycle.reports import SiteReports
 from apiserver.lifecycle.service import SiteLifecycle
 from apiserver.lifecycle.suspension import SuspendedSites
-from apiserver.lifecycle.usage import Unmeasured
+from apiserver.lifecycle.recount import StorageRecount
+from apiserver.lifecycle.traffic import TrafficMeter
+from apiserver.lifecycle.usage import MeasuredUsage
 from apiserver.middleware import GateKeeper
 from apiserver.middleware.anvil import Anvil, make_anvil_store
 from apiserver.middleware.https_only import HttpsOnly
@@ -122,7 +124,9 @@ class Application:
         self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
                                        plans=Plans(config.plans_dir, config.get("plans", "default")),
                                        appliers=Appliers(), suspensions=self.suspensions, fire=fire)
-        self.site_reports = SiteReports(self.storage, clock, Unmeasured())
+        self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config)
+        self.traffic = TrafficMeter(self.storage, clock, run_blocking, config, fire)
+        self.site_reports = SiteReports(self.storage, clock, MeasuredUsage(self.storage, self.traffic))
         self.rampart = Rampart(self.anvil, Fail2ban(config.get("rampart", "fail2ban_client"),
                                                     config.get("rampart", "fail2ban_socket")),
                                self.rampart_whitelist, run_blocking, self._rampart_of_site, config)
@@ -163,11 +167,12 @@ class Application:
     # --- the shared middle of every gate ----------------------------------------------------
     def background_services(self) -> list:
         """The Twisted services the server starts with its listeners and stops before the pools:
-        the security trail's writer, the notice sender and Fortification's window timers.
+        the security trail's writer, the notice sender, Fortification's window timers, the
+        storage recount and the traffic meter (which stores what it holds when it stops).
 
         They stop in reverse order, so the trail stops last and writes what the others
         recorded while stopping (a notice that failed in the sender's last batch)."""
-        return [self.security_events, self.notices.sender, self.fortifier]
+        return [self.security_events, self.notices.sender, self.fortifier, self.storage_recount, self.traffic]
 
     def admit(self, request: AuthRequest) -> defer.Deferred:
         """Toggle, Anvil, authentication and IP restriction: a Deferred CallContext or an ApiError."""

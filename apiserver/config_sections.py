@@ -144,6 +144,17 @@ BUILTIN_SECTIONS = (
           "apiserver (apiserver/lifecycle/plan_files)."),
         K("default", parse_plan_name, "basic", "The plan of a site that names none (a file <default>.ini in dir)."),
     )),
+    Section("usage", "Measured use of sites: storage (admin_get_usage('storage')) and traffic (bandwidth).", (
+        K("recount_interval", int_range(60, 86400 * 7), "3600",
+          "Seconds between the end of one background count of every site's storage and the start of the next (the "
+          "first starts with the server); the answers give the last stored count."),
+        K("group_quota", parse_bool, "true",
+          "Read a site's use from the filesystem's group quota of its group admin<N> when the filesystem keeps one; "
+          "false (or no quota): count the files of the site's home."),
+        K("flush_interval", int_range(1, 3600), "60",
+          "Seconds the traffic counted at the gates and reported by plugins is held in memory before it is stored "
+          "(the answers include what is held)."),
+    )),
     Section("rampart", "Rampart: the ban API (rampart_*) over Anvil and fail2ban.", (
         K("fail2ban_socket", parse_str, "/var/run/fail2ban/fail2ban.sock",
           "fail2ban's socket; when no fail2ban answers there only the jail anvil exists; empty: never ask fail2ban."),

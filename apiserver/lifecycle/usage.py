@@ -7,10 +7,10 @@ traffic in bytes per period (``threshold``; the period runs from ``bandwidth.rol
 day of the month the site was made, to the same day a month later, 00:00 UTC).  A null limit
 means unlimited (a disabled service has none).
 
-What a site *uses* comes from a :class:`UsageSource`.  No measurement exists yet (issue 20's
-second part: a group-quota or background count of the site's files, and the traffic the gates
-carried plus what plugins report): :class:`Unmeasured` answers None for every site, and every
-figure of use is null in the answers ("not measured"), never a made-up zero.
+What a site *uses* comes from a :class:`UsageSource`: :class:`MeasuredUsage` answers the
+figures stored by the background recount (:mod:`apiserver.lifecycle.recount`) and the traffic
+stored and held by the meter (:mod:`apiserver.lifecycle.traffic`).  A site not measured yet
+(made since the last recount) has null storage figures ("not measured"), never a made-up zero.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import math
 from typing import Optional
 
 from apiserver.lifecycle import services
+from apiserver.lifecycle.recount import stored_storage
 from apiserver.lifecycle.store import SiteRecord
+from apiserver.lifecycle.traffic import stored_traffic
 
 STORAGE, BANDWIDTH = "storage", "bandwidth"
 FIELDS = (STORAGE, BANDWIDTH)
@@ -40,14 +42,26 @@ class UsageSource:
         raise NotImplementedError
 
 
-class Unmeasured(UsageSource):
-    """No measurement yet: every site's use is unknown (None)."""
+class MeasuredUsage(UsageSource):
+    """What was measured: the stored storage counts, and the traffic stored plus what ``meter``
+    (:class:`apiserver.lifecycle.traffic.TrafficMeter`) holds and has not stored yet."""
+
+    def __init__(self, storage, meter):
+        self._storage = storage
+        self._meter = meter
 
     def storage(self, sites: list) -> dict:
-        return {site.id: None for site in sites}
+        with self._storage.read() as conn:
+            stored = stored_storage(conn, [site.id for site in sites])
+        return {site.id: stored.get(site.id) for site in sites}
 
     def bandwidth(self, sites: list, periods: dict) -> dict:
-        return {site.id: None for site in sites}
+        with self._storage.read() as conn:
+            carried = stored_traffic(conn, {site.id: periods[site.id] for site in sites})
+        for site_id, nbytes in self._meter.pending().items():
+            if site_id in carried:
+                carried[site_id] += nbytes
+        return carried
 
 
 def _value(site: SiteRecord, service: str, name: str):

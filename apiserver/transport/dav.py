@@ -41,7 +41,7 @@ from apiserver.context import Credentials, Gate
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
-from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, refuse
+from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, note_site, refuse
 
 log = Logger(namespace="apiserver.dav")
 
@@ -135,7 +135,7 @@ class DavResource(resource.Resource):
     def _admitted(self, ctx, request) -> None:
         if not answerable(request):
             return
-        identity = ctx.identity
+        identity = note_site(ctx, request).identity
         if identity.role is Role.ADMIN or identity.site is None:
             finish_with(request, refuse(request, 403, APPLIANCE_HAS_NO_SITE))
             return

@@ -16,10 +16,11 @@ from apiserver.transport.xmlrpc import XmlRpcResource
 
 
 def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, site_homes, storage, run_blocking,
-               metrics) -> ApiSite:
+               metrics, traffic=None) -> ApiSite:
     """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/apps/``, ``/dav/``,
     ``/health`` and ``/metrics`` on an :class:`ApiSite`; anything else is 404.  Each resource gets
-    the parts it uses."""
+    the parts it uses; ``traffic`` (:class:`apiserver.lifecycle.traffic.TrafficMeter`) counts
+    the bodies of every answered request that acted for a site."""
     wsdl_cache = WsdlCache(registry)
     client_address = gatekeeper.client_address
     root = ApiRoot()
@@ -34,6 +35,8 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
     site = ApiSite(root, settings, client_address=client_address)
     metrics.watch_site(site)
+    if traffic is not None:
+        site.request_observers.append(traffic.observe_request)
     return site
 
 
