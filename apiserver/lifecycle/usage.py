@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import json
 import math
 from typing import Optional
 
@@ -70,20 +71,49 @@ def _value(site: SiteRecord, service: str, name: str):
 
 def storage_limits(site: SiteRecord) -> tuple:
     """``(KB, files)`` the site may use; None for unlimited (or a disabled quota)."""
-    if not _value(site, "diskquota", "enabled"):
+    return _storage_limits(lambda name: _value(site, "diskquota", name))
+
+
+def _storage_limits(value) -> tuple:
+    if not value("enabled"):
         return None, None
-    quota, files = _value(site, "diskquota", "quota"), _value(site, "diskquota", "fquota")
-    units = services.UNIT_BYTES.get(_value(site, "diskquota", "units") or "MB", 1024 ** 2)
+    quota, files = value("quota"), value("fquota")
+    units = services.UNIT_BYTES.get(value("units") or "MB", 1024 ** 2)
     kilobytes = None if quota is None else math.ceil(quota * units / 1024)
     return kilobytes, files
+
+
+#: stored services text -> (KB, files) limits: sites of one plan store the same text, so a
+#: thousand sites' limits cost a handful of JSON parses (bounded: cleared past this size)
+_LIMITS_BY_TEXT: dict = {}
+_LIMITS_CACHE_SIZE = 8192
+
+
+def storage_limits_of_stored(text: Optional[str]) -> tuple:
+    """:func:`storage_limits` of a site from its stored ``services`` column alone."""
+    key = text or ""
+    limits = _LIMITS_BY_TEXT.get(key)
+    if limits is None:
+        stored = (json.loads(key) if key else None) or {}
+        quota = stored.get("diskquota") or {}
+        limits = _storage_limits(lambda name: quota.get(name, services.param("diskquota", name).default))
+        if len(_LIMITS_BY_TEXT) >= _LIMITS_CACHE_SIZE:
+            _LIMITS_BY_TEXT.clear()
+        _LIMITS_BY_TEXT[key] = limits
+    return limits
+
+
+def storage_answer(limits: tuple, used: Optional[tuple]) -> dict:
+    """``{qused, qsoft, qhard, fused, fsoft, fhard}`` of ``limits`` (KB, files) and ``used``."""
+    kilobytes, files = limits
+    return {"qused": used[0] if used else None, "qsoft": kilobytes, "qhard": kilobytes,
+            "fused": used[1] if used else None, "fsoft": files, "fhard": files}
 
 
 def storage_figures(site: SiteRecord, used: Optional[tuple]) -> dict:
     """ApisCP's storage answer: ``{qused, qsoft, qhard, fused, fsoft, fhard}`` (KB and inodes);
     the ``*used`` figures are null when ``used`` is None (not measured)."""
-    kilobytes, files = storage_limits(site)
-    return {"qused": used[0] if used else None, "qsoft": kilobytes, "qhard": kilobytes,
-            "fused": used[1] if used else None, "fsoft": files, "fhard": files}
+    return storage_answer(storage_limits(site), used)
 
 
 def bandwidth_threshold(site: SiteRecord) -> Optional[int]:
