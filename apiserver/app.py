@@ -33,6 +33,7 @@ from apiserver.geolocation import Geolocator
 from apiserver.internal import InternalApi
 from apiserver.lifecycle import services
 from apiserver.lifecycle.appliers import Appliers
+from apiserver.lifecycle.databases import database_appliers
 from apiserver.lifecycle.plans import Plans
 from apiserver.lifecycle.reports import SiteReports
 from apiserver.lifecycle.service import SiteLifecycle
@@ -123,7 +124,8 @@ class Application:
                                      self.notices.devices, self.api, suspensions=self.suspensions)
         self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
                                        plans=Plans(config.plans_dir, config.get("plans", "default")),
-                                       appliers=Appliers(), suspensions=self.suspensions, fire=fire)
+                                       appliers=Appliers(database_appliers(config, self.storage, self.site_homes)),
+                                       suspensions=self.suspensions, fire=fire)
         self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config)
         self.traffic = TrafficMeter(self.storage, clock, run_blocking, config, fire)
         self.site_reports = SiteReports(self.storage, clock, MeasuredUsage(self.storage, self.traffic))
