@@ -33,6 +33,7 @@ from apiserver.geolocation import Geolocator
 from apiserver.internal import InternalApi
 from apiserver.lifecycle import services
 from apiserver.lifecycle.appliers import Appliers
+from apiserver.lifecycle.dav_access import DavAccess, DavApplier
 from apiserver.lifecycle.databases import database_appliers
 from apiserver.lifecycle.plans import Plans
 from apiserver.lifecycle.reports import SiteReports
@@ -122,9 +123,11 @@ class Application:
         self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)
         self.gatekeeper = GateKeeper(config, self.accounts, self.anvil, self.ip_restrictions, HttpsOnly(config),
                                      self.notices.devices, self.api, suspensions=self.suspensions)
+        self.dav_access = DavAccess(self.storage, clock, run_blocking, config)
         self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
                                        plans=Plans(config.plans_dir, config.get("plans", "default")),
-                                       appliers=Appliers(database_appliers(config, self.storage, self.site_homes)),
+                                       appliers=Appliers([*database_appliers(config, self.storage, self.site_homes),
+                                                          DavApplier(self.dav_access)]),
                                        suspensions=self.suspensions, fire=fire)
         self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config)
         self.traffic = TrafficMeter(self.storage, clock, run_blocking, config, fire)

@@ -16,11 +16,12 @@ from apiserver.transport.xmlrpc import XmlRpcResource
 
 
 def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, site_homes, storage, run_blocking,
-               metrics, traffic=None) -> ApiSite:
+               metrics, traffic=None, dav_access=None) -> ApiSite:
     """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/apps/``, ``/dav/``,
     ``/health`` and ``/metrics`` on an :class:`ApiSite`; anything else is 404.  Each resource gets
     the parts it uses; ``traffic`` (:class:`apiserver.lifecycle.traffic.TrafficMeter`) counts
-    the bodies of every answered request that acted for a site."""
+    the bodies of every answered request that acted for a site; ``dav_access``
+    (:class:`apiserver.lifecycle.dav_access.DavAccess`) refuses sites whose ``dav.enabled`` is 0."""
     wsdl_cache = WsdlCache(registry)
     client_address = gatekeeper.client_address
     root = ApiRoot()
@@ -30,7 +31,7 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
     root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
     root.putChild(b"apps", AppsResource(gatekeeper, accounts))
-    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes))
+    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes, dav_access=dav_access))
     root.putChild(b"health", HealthResource(client_address, settings, storage, run_blocking, reactor))
     root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
     site = ApiSite(root, settings, client_address=client_address)
