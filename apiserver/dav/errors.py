@@ -23,6 +23,8 @@ from apiserver.logs import one_line_error
 log = Logger(namespace="apiserver.dav")
 
 SERVER_FAILED = "the request failed on the server; the error was logged"
+#: What a request gets when the kernel refused the account (EACCES, EPERM) what the path checks allowed.
+REFUSED_BY_FILE_SYSTEM = "the file system refused this account access to that file or folder"
 
 #: Errors that mean the client went away (its connection closed under the transfer).
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
@@ -99,6 +101,6 @@ class PlainErrors(BaseMiddleware):
             log.info("DAV {method} {path}: the client closed the connection mid-transfer", method=method, path=path)
             return None
         if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno == errno.EACCES):
-            return DAVError(HTTP_FORBIDDEN, "permission denied")
+            return DAVError(HTTP_FORBIDDEN, REFUSED_BY_FILE_SYSTEM)
         log.error("DAV {method} {path} failed: {error}", method=method, path=path, error=one_line_error(exc))
         return as_DAVError(exc)
