@@ -26,9 +26,8 @@ import shutil
 import stat
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, DAVError
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, DAVError
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
-from wsgidav.prop_man.property_manager import PropertyManager
 
 from apiserver.errors import InvalidArgument
 from apiserver.sites.home import is_inside, split_site_path
@@ -39,8 +38,6 @@ TEMP_PREFIX = ".dav-upload-"
 ACL_XATTR = "system.posix_acl_access"
 #: Longest file name and path (Linux's NAME_MAX and PATH_MAX).
 NAME_MAX, PATH_MAX = 255, 4096
-#: Bytes of dead properties (PROPPATCH) one site may keep in memory.
-MAX_PROPERTY_BYTES = 1 << 20
 #: Bytes read or written per step of GET, PUT and COPY (also WsgiDAV's ``block_size``).
 BLOCK_SIZE = 256 * 1024
 
@@ -230,8 +227,8 @@ class HomeFolderResource(FolderResource):
 
 
 class HomeProvider(FilesystemProvider):
-    """One DAV root (a site's home, or a user's folder in it), with its own locks and properties;
-    always read-write (WsgiDAV's ``readonly`` stays False)."""
+    """One DAV root (a site's home, or a user's folder in it), with its site's locks and properties
+    (:mod:`apiserver.dav.state`); always read-write (WsgiDAV's ``readonly`` stays False)."""
 
     def __init__(self, root: str):
         super().__init__(root, fs_opts={"follow_symlinks": False})
@@ -277,15 +274,3 @@ class HomeProvider(FilesystemProvider):
             return HomeFileResource(path, environ, file_path)
         raise _forbidden("only files and folders are served over DAV")
 
-
-class BoundedPropertyManager(PropertyManager):
-    """WsgiDAV's in-memory dead properties (PROPPATCH), at most :data:`MAX_PROPERTY_BYTES` per root."""
-
-    def write_property(self, norm_url, name, property_value, dry_run, environ=None):
-        if not dry_run:
-            self._lazy_open()
-            used = sum(len(k) + len(v) for props in self._dict.values() for k, v in props.items()
-                       if isinstance(v, (str, bytes)))
-            if used + len(name) + len(property_value or b"") > MAX_PROPERTY_BYTES:
-                raise DAVError(HTTP_INSUFFICIENT_STORAGE, "too many dead properties for this site")
-        return super().write_property(norm_url, name, property_value, dry_run, environ)

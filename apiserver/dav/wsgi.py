@@ -3,8 +3,8 @@
 Blocking: :class:`DavApplication` runs on the DAV thread pool (Twisted's WSGIResource).  The
 Twisted resource (:mod:`apiserver.transport.dav`) has already authenticated the request and
 puts a :class:`DavAccount` into the environ; here it becomes a DAV root and the WsgiDAV
-provider of that root (one per root, each with its own in-memory locks and dead properties,
-so one site never sees another's locks).
+provider of that root (one per root), whose dead properties and locks are the site's, kept in
+the project's storage (:mod:`apiserver.dav.state`): one site never sees another's.
 
 DAV roots: a site administrator gets the site's home; a user of a site the folder
 ``/home/<user>`` in that home, made (0700) on first use.
@@ -27,12 +27,12 @@ from typing import Optional
 from twisted.logger import Logger
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.lock_man.lock_manager import LockManager
-from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeProvider
+from apiserver.dav.provider import BLOCK_SIZE, HomeProvider
+from apiserver.dav.state import DavScope, DavState, SiteLockStorage, SitePropertyManager
 from apiserver.errors import NotFound
 from apiserver.sites.home import FileOwner, is_inside
 
@@ -165,8 +165,10 @@ def wsgidav_config() -> dict:
 class DavApplication:
     """WSGI application: ``environ["apiserver.dav.account"]`` -> its root's provider -> WsgiDAV."""
 
-    def __init__(self, site_homes, as_owner: Optional[bool] = None):
+    def __init__(self, site_homes, state: DavState, as_owner: Optional[bool] = None):
+        """``site_homes``: the homes served; ``state``: where sites' dead properties and locks live."""
         self.site_homes = site_homes
+        self.state = state
         self.wsgidav = AccountDavApp(wsgidav_config())
         route_wsgidav_logging()
         self.as_owner = os.geteuid() == 0 if as_owner is None else as_owner
@@ -190,6 +192,7 @@ class DavApplication:
 
     def __call__(self, environ, start_response):
         _serving.provider = None
+        self.state.begin_request()
         account: DavAccount = environ["apiserver.dav.account"]
         try:
             home = self.site_homes.get(account.site)
@@ -201,7 +204,10 @@ class DavApplication:
         root = os.path.realpath(home.root)
         if account.user is not None:
             root = self._user_folder(root, account.user)
-        _serving.provider = self.provider_for(root)
+        provider = self.provider_for(root, account)
+        if provider is None:
+            return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
+        _serving.provider = provider
         environ["wsgidav.auth.user_name"] = f"{account.user}@{account.site}" if account.user else account.site
         environ["wsgidav.auth.realm"] = "apiserver DAV"
         return self.wsgidav(environ, start_response)
@@ -220,18 +226,23 @@ class DavApplication:
             raise PermissionError(f"the DAV folder of {user} leads out of the site's home")
         return real
 
-    def provider_for(self, root: str) -> HomeProvider:
-        """The provider of DAV root ``root``; a new home at the same path (site re-created) gets a new one."""
+    def provider_for(self, root: str, account: DavAccount) -> Optional[HomeProvider]:
+        """The provider of DAV root ``root`` of ``account``'s site (None: the database has no such
+        site); a new home at the same path (site re-created) gets a new one."""
         info = os.stat(root)
         key = (root, info.st_dev, info.st_ino)
         with self._lock:
             provider = self._providers.get(key)
             if provider is None:
+                site_id = self.state.site_id(account.site)
+                if site_id is None:
+                    return None
+                scope = DavScope.of(site_id, account.user)
                 provider = HomeProvider(root)
                 provider.set_share_path("/")
                 provider.set_mount_path(MOUNT_PATH)
-                provider.set_lock_manager(LockManager(LockStorageDict()))
-                provider.set_prop_manager(BoundedPropertyManager())
+                provider.set_lock_manager(LockManager(SiteLockStorage(self.state, scope)))
+                provider.set_prop_manager(SitePropertyManager(self.state, scope))
                 for old in [k for k in self._providers if k[0] == root]:
                     del self._providers[old]
                 self._providers[key] = provider

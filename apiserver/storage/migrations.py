@@ -89,6 +89,10 @@ def _v9_site_services(conn: sa.Connection) -> None:
         conn.execute(counters.insert().values(name="sites", last=highest))
 
 
+def _v11_dav_state(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.dav_properties, schema.dav_locks])
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
@@ -102,4 +106,5 @@ MIGRATIONS = (
               _v7_restriction_generation),
     Migration(9, "sites: plan, services, invoices, suspension; id_counters (site numbers never reused); "
                  "rampart_entries (whitelist and unbans)", _v9_site_services),
+    Migration(11, "dav_properties and dav_locks: WebDAV dead properties and locks per site", _v11_dav_state),
 )

@@ -99,14 +99,15 @@ class DavResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, gatekeeper, reactor, settings, site_homes, dav_app: Optional[DavApplication] = None,
-                 pool: Optional[ThreadPool] = None):
+                 pool: Optional[ThreadPool] = None, dav_state=None):
         """``gatekeeper``: HTTP checks and admission at gate DAV; ``reactor``: where WsgiDAV's answers
-        come back to; ``settings``: the config (``[dav] threads``); ``site_homes``: the homes served."""
+        come back to; ``settings``: the config (``[dav] threads``); ``site_homes``: the homes served;
+        ``dav_state``: where the sites' dead properties and locks live (:mod:`apiserver.dav.state`)."""
         super().__init__()
         self.gatekeeper = gatekeeper
         self.reactor = reactor
         self.pool = pool or ThreadPool(minthreads=0, maxthreads=settings.get("dav", "threads"), name="apiserver-dav")
-        self.dav_app = dav_app or DavApplication(site_homes)
+        self.dav_app = dav_app or DavApplication(site_homes, dav_state)
         self._started = False
 
     def _ensure_pool(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.web import resource
 
+from apiserver.dav.state import dav_state_from_config
 from apiserver.transport.apps import AppsResource
 from apiserver.transport.dav import DavResource
 from apiserver.transport.health import HealthResource
@@ -29,7 +30,8 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
     root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
     root.putChild(b"apps", AppsResource(gatekeeper, accounts))
-    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes))
+    dav_state = dav_state_from_config(settings, storage, reactor, run_blocking)
+    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes, dav_state=dav_state))
     root.putChild(b"health", HealthResource(client_address, settings, storage, run_blocking, reactor))
     root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
     site = ApiSite(root, settings, client_address=client_address)

@@ -1,0 +1,112 @@
+"""WebDAV locks in Redis, when ``[anvil] backend=redis`` already runs there: every node sees them.
+
+Per site a hash (``<prefix><site id>``: token -> the lock as JSON) and a sorted set
+(``<prefix><site id>:ends``: token by end time, clock seconds); both expire with the site's last
+lock.  A lock is created by a Lua script that drops the site's ended locks, counts the live ones
+and stores the new one atomically across nodes, so ``[dav] max_locks`` holds however many nodes
+take LOCKs at once.  Blocking: the redis client is, so :mod:`apiserver.dav.state` calls these on
+the blocking pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+
+import redis
+
+from apiserver.dav.state_db import LimitReached
+
+#: Prefix of every DAV lock key in Redis (tests pass their own to stay apart).
+DEFAULT_PREFIX = "apiserver:davlock:"
+
+# KEYS[1] the site's hash, KEYS[2] its sorted set; ARGV now, max_locks, token, lock JSON, expire.
+# Returns the number of live locks before this one, or -1 when the site holds max_locks already.
+_CREATE = """
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ended = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+for _, token in ipairs(ended) do redis.call('HDEL', KEYS[1], token) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+local held = redis.call('ZCARD', KEYS[2])
+if held >= limit then return -1 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
+local last = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
+local ttl = math.ceil(last - now) + 1
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return held
+"""
+
+# KEYS as above; ARGV token, lock JSON, expire, now.  Returns 1, or 0 when the lock is gone.
+_REFRESH = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local last = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
+local ttl = math.ceil(last - tonumber(ARGV[4])) + 1
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return 1
+"""
+
+
+def encode_lock(lock: dict) -> str:
+    """A lock dict as JSON (its owner, XML bytes, in base64)."""
+    fields = dict(lock, owner=base64.b64encode(bytes(lock["owner"])).decode("ascii"))
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def decode_lock(text) -> dict:
+    lock = json.loads(text)
+    lock["owner"] = base64.b64decode(lock["owner"])
+    return lock
+
+
+class RedisDavLocks:
+    """The lock half of :class:`apiserver.dav.state_db.DbDavState`, in a Redis shared by every node."""
+
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX):
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._create = self.client.register_script(_CREATE)
+        self._refresh = self.client.register_script(_REFRESH)
+
+    def _keys(self, site_id: int) -> list:
+        return [f"{self.prefix}{site_id}", f"{self.prefix}{site_id}:ends"]
+
+    def live_locks(self, site_id: int, now: float) -> list:
+        """Blocking.  Every lock of the site that has not ended (ended ones are left to Redis and create)."""
+        locks = [decode_lock(v) for v in self.client.hvals(self._keys(site_id)[0])]
+        return [lock for lock in locks if lock["expire"] >= now]
+
+    def create_lock(self, site_id: int, lock: dict, now: float, max_locks: int) -> None:
+        """Blocking.  Store ``lock``; :class:`LimitReached` when the site holds ``max_locks`` already."""
+        held = self._create(keys=self._keys(site_id), args=[
+            repr(float(now)), max_locks, lock["token"], encode_lock(lock), repr(float(lock["expire"]))])
+        if held < 0:
+            raise LimitReached(f"this site holds {max_locks} DAV locks, the most it may ([dav] max_locks)")
+
+    def refresh_lock(self, site_id: int, token: str, timeout: float, expire: float) -> bool:
+        """Blocking.  Give a live lock a new timeout; False when it is gone."""
+        raw = self.client.hget(self._keys(site_id)[0], token)
+        if raw is None:
+            return False
+        lock = dict(decode_lock(raw), timeout=timeout, expire=expire)
+        now = expire - timeout
+        return bool(self._refresh(keys=self._keys(site_id), args=[
+            token, encode_lock(lock), repr(float(expire)), repr(float(now if math.isfinite(now) else 0))]))
+
+    def delete_lock(self, site_id: int, token: str) -> bool:
+        """Blocking.  Remove a lock; False when there was none."""
+        hash_key, ends = self._keys(site_id)
+        pipe = self.client.pipeline()
+        pipe.hdel(hash_key, token)
+        pipe.zrem(ends, token)
+        removed, _ = pipe.execute()
+        return bool(removed)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.client.close()
