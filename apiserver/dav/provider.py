@@ -180,6 +180,24 @@ class HomeFileResource(FileResource):
                 prop_manager.copy_properties(self.get_ref_url(), dest_url, self.environ)
 
 
+#: environ key: the empty file a LOCK of an unmapped URL made (path, st_dev, st_ino).
+LOCK_MADE_FILE = "apiserver.dav.lock_made_file"
+
+
+def _remove_lock_file(environ: dict) -> None:
+    """Remove the empty file this LOCK made, if it is still that file and still empty."""
+    made = environ.pop(LOCK_MADE_FILE, None)
+    if made is None:
+        return
+    path, dev, ino = made
+    try:
+        info = os.lstat(path)
+        if (info.st_dev, info.st_ino) == (dev, ino) and stat.S_ISREG(info.st_mode) and info.st_size == 0:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
     """Give the new file ``fd`` the mode and access ACL of the file it will replace, if any."""
     try:
@@ -222,7 +240,11 @@ class HomeFolderResource(FolderResource):
             res = HomeFileResource(path, self.environ, file_path, pending=True)
             return res
         fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        os.close(fd)
+        try:
+            made = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self.environ[LOCK_MADE_FILE] = (file_path, made.st_dev, made.st_ino)
         return self.provider.get_resource_inst(path, self.environ)
 
 
@@ -257,9 +279,25 @@ class HomeProvider(FilesystemProvider):
 
     def custom_request_handler(self, environ, start_response, default_handler):
         """Refuse PROPFIND with Depth infinity (403 with DAV:propfind-finite-depth, RFC 4918 9.1):
-        one request would walk the whole home."""
+        one request would walk the whole home.  A refused LOCK of an unmapped URL (conflict, a
+        bound of the site) leaves no empty file behind."""
         default_handler.__self__.allow_propfind_infinite = False
-        return default_handler(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "LOCK":
+            return default_handler(environ, start_response)
+        statuses = []
+
+        def start(status, headers, exc_info=None):
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        try:
+            result = default_handler(environ, start)
+        except BaseException:
+            _remove_lock_file(environ)
+            raise
+        if not statuses or not statuses[0].startswith("2"):
+            _remove_lock_file(environ)
+        return result
 
     def get_resource_inst(self, path: str, environ: dict):
         self._count_get_resource_inst += 1

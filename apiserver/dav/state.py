@@ -34,15 +34,16 @@ from apiserver.dav.state_db import DbDavState, LimitReached, folder_of, is_withi
 
 @dataclasses.dataclass(frozen=True)
 class DavScope:
-    """Where a DAV root is in its site: the site's id and the root's path in the home (``""``: the home)."""
+    """Where a DAV root is: its site (id and domain) and the root's path in the home (``""``: the home)."""
 
     site_id: int
+    domain: str
     prefix: str = ""
 
     @classmethod
-    def of(cls, site_id: int, user: Optional[str]) -> "DavScope":
+    def of(cls, site_id: int, domain: str, user: Optional[str]) -> "DavScope":
         """The home for a site's administrator, ``/home/<user>`` for a user (as reference URLs are: quoted)."""
-        return cls(site_id, quote(f"/home/{user}") if user else "")
+        return cls(site_id, domain, quote(f"/home/{user}") if user else "")
 
     def to_site(self, url: str) -> str:
         """A reference URL of this root as a path from the home (no trailing slash)."""
@@ -131,11 +132,11 @@ class DavState:
             folders[key] = self.call(self.properties.folder_properties, site_id, folder)
         return folders[key]
 
-    def live_locks(self, site_id: int) -> list:
+    def live_locks(self, scope: DavScope) -> list:
         locks = self._cache("locks")
-        if site_id not in locks:
-            locks[site_id] = self.call(self.locks.live_locks, site_id, self.clock.seconds())
-        return locks[site_id]
+        if scope.site_id not in locks:
+            locks[scope.site_id] = self.call(self.locks.live_locks, scope, self.clock.seconds())
+        return locks[scope.site_id]
 
     def pending_usage(self, site_id: int) -> list:
         """``[count, bytes]`` of the site's properties with those the request's dry run let through."""
@@ -246,7 +247,7 @@ class SiteLockStorage:
     def _visible(self) -> list:
         """The site's live locks under this root, with their roots as this root sees them."""
         locks = []
-        for lock in self.state.live_locks(self.scope.site_id):
+        for lock in self.state.live_locks(self.scope):
             root = self.scope.from_site(lock["root"])
             if root is not None:
                 locks.append(dict(lock, root=root))
@@ -275,7 +276,7 @@ class SiteLockStorage:
         lock["token"] = generate_lock_token()
         stored = dict(lock, root=self.scope.to_site(lock["root"]))
         try:
-            self.state.call(self.state.locks.create_lock, self.scope.site_id, stored, now, limits.max_locks)
+            self.state.call(self.state.locks.create_lock, self.scope, stored, now, limits.max_locks)
         except LimitReached as exc:
             raise _insufficient(str(exc)) from None
         finally:
@@ -297,7 +298,7 @@ class SiteLockStorage:
         lock["timeout"] = self._cut(timeout)
         lock["expire"] = self.state.clock.seconds() + lock["timeout"]
         try:
-            self.state.call(self.state.locks.refresh_lock, self.scope.site_id, token, lock["timeout"], lock["expire"])
+            self.state.call(self.state.locks.refresh_lock, self.scope, token, lock["timeout"], lock["expire"])
         finally:
             self.state.changed()
         return lock
@@ -306,7 +307,7 @@ class SiteLockStorage:
         if self.get(token) is None:  # never another root's lock, nor an ended one
             return False
         try:
-            return self.state.call(self.state.locks.delete_lock, self.scope.site_id, token)
+            return self.state.call(self.state.locks.delete_lock, self.scope, token)
         finally:
             self.state.changed()
 

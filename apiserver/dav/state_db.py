@@ -171,17 +171,18 @@ class DbDavState:
                     folder_hash=digest(folder_of(path))))
 
     # --- locks --------------------------------------------------------------------------------
-    def live_locks(self, site_id: int, now: float) -> list:
+    # ``site``: anything with the site's ``site_id`` and ``domain`` (a DavScope)
+    def live_locks(self, site, now: float) -> list:
         """Blocking.  Every lock of the site that has not ended, as WsgiDAV's lock dicts (site paths)."""
         k = self.locks
         with self.storage.read() as conn:
-            rows = conn.execute(sa.select(k).where(k.c.site_id == site_id, k.c.expire >= now)).all()
+            rows = conn.execute(sa.select(k).where(k.c.site_id == site.site_id, k.c.expire >= now)).all()
         return [_lock_dict(row) for row in rows]
 
-    def create_lock(self, site_id: int, lock: dict, now: float, max_locks: int) -> None:
+    def create_lock(self, site, lock: dict, now: float, max_locks: int) -> None:
         """Blocking.  Store ``lock`` (a WsgiDAV lock dict, site path in ``root``); ended locks of
         the site go first; :class:`LimitReached` when the site holds ``max_locks`` already."""
-        k = self.locks
+        k, site_id = self.locks, site.site_id
         with self.storage.write() as conn:
             conn.execute(k.delete().where(k.c.site_id == site_id, k.c.expire < now))
             held = conn.execute(sa.select(sa.func.count()).select_from(k).where(k.c.site_id == site_id)).scalar()
@@ -192,19 +193,19 @@ class DbDavState:
                 principal=lock["principal"], owner=bytes(lock["owner"]), timeout=float(lock["timeout"]),
                 expire=float(lock["expire"])))
 
-    def refresh_lock(self, site_id: int, token: str, timeout: float, expire: float) -> bool:
+    def refresh_lock(self, site, token: str, timeout: float, expire: float) -> bool:
         """Blocking.  Give a live lock a new timeout; False when it is gone."""
         k = self.locks
         with self.storage.write() as conn:
-            done = conn.execute(k.update().where(k.c.site_id == site_id, k.c.token == token)
+            done = conn.execute(k.update().where(k.c.site_id == site.site_id, k.c.token == token)
                                 .values(timeout=timeout, expire=expire))
             return done.rowcount > 0
 
-    def delete_lock(self, site_id: int, token: str) -> bool:
+    def delete_lock(self, site, token: str) -> bool:
         """Blocking.  Remove a lock; False when there was none."""
         k = self.locks
         with self.storage.write() as conn:
-            return conn.execute(k.delete().where(k.c.site_id == site_id, k.c.token == token)).rowcount > 0
+            return conn.execute(k.delete().where(k.c.site_id == site.site_id, k.c.token == token)).rowcount > 0
 
 
 def _lock_dict(row) -> dict:

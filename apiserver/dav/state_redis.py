@@ -1,11 +1,12 @@
 """WebDAV locks in Redis, when ``[anvil] backend=redis`` already runs there: every node sees them.
 
-Per site a hash (``<prefix><site id>``: token -> the lock as JSON) and a sorted set
-(``<prefix><site id>:ends``: token by end time, clock seconds); both expire with the site's last
-lock.  A lock is created by a Lua script that drops the site's ended locks, counts the live ones
-and stores the new one atomically across nodes, so ``[dav] max_locks`` holds however many nodes
-take LOCKs at once.  Blocking: the redis client is, so :mod:`apiserver.dav.state` calls these on
-the blocking pool.
+Per site a hash (``<prefix><domain>:<site id>``: token -> the lock as JSON) and a sorted set
+(the same key and ``:ends``: token by end time, clock seconds); both expire with the site's last
+lock.  The domain keeps clusters sharing a Redis apart, the id (never reused) a site re-created
+under the same domain from its predecessor's locks.  A lock is created by a Lua script that
+drops the site's ended locks, counts the live ones and stores the new one atomically across
+nodes, so ``[dav] max_locks`` holds however many nodes take LOCKs at once.  Blocking: the redis
+client is, so :mod:`apiserver.dav.state` calls these on the blocking pool.
 """
 
 from __future__ import annotations
@@ -73,34 +74,36 @@ class RedisDavLocks:
         self._create = self.client.register_script(_CREATE)
         self._refresh = self.client.register_script(_REFRESH)
 
-    def _keys(self, site_id: int) -> list:
-        return [f"{self.prefix}{site_id}", f"{self.prefix}{site_id}:ends"]
+    def _keys(self, site) -> list:
+        key = f"{self.prefix}{site.domain}:{site.site_id}"
+        return [key, key + ":ends"]
 
-    def live_locks(self, site_id: int, now: float) -> list:
+    # ``site``: anything with the site's ``site_id`` and ``domain`` (a DavScope)
+    def live_locks(self, site, now: float) -> list:
         """Blocking.  Every lock of the site that has not ended (ended ones are left to Redis and create)."""
-        locks = [decode_lock(v) for v in self.client.hvals(self._keys(site_id)[0])]
+        locks = [decode_lock(v) for v in self.client.hvals(self._keys(site)[0])]
         return [lock for lock in locks if lock["expire"] >= now]
 
-    def create_lock(self, site_id: int, lock: dict, now: float, max_locks: int) -> None:
+    def create_lock(self, site, lock: dict, now: float, max_locks: int) -> None:
         """Blocking.  Store ``lock``; :class:`LimitReached` when the site holds ``max_locks`` already."""
-        held = self._create(keys=self._keys(site_id), args=[
+        held = self._create(keys=self._keys(site), args=[
             repr(float(now)), max_locks, lock["token"], encode_lock(lock), repr(float(lock["expire"]))])
         if held < 0:
             raise LimitReached(f"this site holds {max_locks} DAV locks, the most it may ([dav] max_locks)")
 
-    def refresh_lock(self, site_id: int, token: str, timeout: float, expire: float) -> bool:
+    def refresh_lock(self, site, token: str, timeout: float, expire: float) -> bool:
         """Blocking.  Give a live lock a new timeout; False when it is gone."""
-        raw = self.client.hget(self._keys(site_id)[0], token)
+        raw = self.client.hget(self._keys(site)[0], token)
         if raw is None:
             return False
         lock = dict(decode_lock(raw), timeout=timeout, expire=expire)
         now = expire - timeout
-        return bool(self._refresh(keys=self._keys(site_id), args=[
+        return bool(self._refresh(keys=self._keys(site), args=[
             token, encode_lock(lock), repr(float(expire)), repr(float(now if math.isfinite(now) else 0))]))
 
-    def delete_lock(self, site_id: int, token: str) -> bool:
+    def delete_lock(self, site, token: str) -> bool:
         """Blocking.  Remove a lock; False when there was none."""
-        hash_key, ends = self._keys(site_id)
+        hash_key, ends = self._keys(site)
         pipe = self.client.pipeline()
         pipe.hdel(hash_key, token)
         pipe.zrem(ends, token)

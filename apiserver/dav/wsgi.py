@@ -237,7 +237,7 @@ class DavApplication:
                 site_id = self.state.site_id(account.site)
                 if site_id is None:
                     return None
-                scope = DavScope.of(site_id, account.user)
+                scope = DavScope.of(site_id, account.site, account.user)
                 provider = HomeProvider(root)
                 provider.set_share_path("/")
                 provider.set_mount_path(MOUNT_PATH)
