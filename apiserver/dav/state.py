@@ -26,10 +26,12 @@ import threading
 from typing import Callable, Optional
 from urllib.parse import quote
 
-from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, DAVError
+from wsgidav.dav_error import (
+    HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, HTTP_LOCKED, PRECONDITION_CODE_LockConflict, DAVError, DAVErrorCondition,
+)
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
 
-from apiserver.dav.state_db import DbDavState, LimitReached, folder_of, is_within, property_size
+from apiserver.dav.state_db import DbDavState, LimitReached, LockConflict, folder_of, is_within, property_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +281,10 @@ class SiteLockStorage:
             self.state.call(self.state.locks.create_lock, self.scope, stored, now, limits.max_locks)
         except LimitReached as exc:
             raise _insufficient(str(exc)) from None
+        except LockConflict as exc:  # taken since WsgiDAV's check, by another request or node
+            condition = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
+            condition.add_href(self.scope.from_site(exc.root) or exc.root)
+            raise DAVError(HTTP_LOCKED, err_condition=condition) from None
         finally:
             self.state.changed()
         return lock

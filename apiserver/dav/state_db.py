@@ -22,6 +22,35 @@ class LimitReached(Exception):
     """A write would take a site past one of its ``[dav]`` bounds; the message names it."""
 
 
+class LockConflict(Exception):
+    """A new lock conflicts with one the site holds (taken meanwhile, perhaps on another node)."""
+
+    def __init__(self, root: str):
+        super().__init__(f"{root} is locked")
+        self.root = root
+
+
+def conflicting_lock(locks, lock: dict) -> Optional[str]:
+    """The root of a lock among ``locks`` that ``lock`` may not be granted beside, or None.
+
+    WsgiDAV's rule (``LockManager._check_lock_permission``): a lock on the same resource or a
+    depth-infinity lock above it conflicts unless both are shared; for a depth-infinity lock,
+    any lock below it conflicts.
+    """
+    root = lock["root"]
+    for held in locks:
+        other = held["root"]
+        if is_within(root, other):
+            if other != root and held["depth"] != "infinity":
+                continue
+            if held["scope"] == "shared" and lock["scope"] == "shared":
+                continue
+            return other
+        if lock["depth"] == "infinity" and is_within(other, root):
+            return other
+    return None
+
+
 def digest(text: str) -> str:
     """SHA-256 (hex) of ``text``: the indexed form of a path or key."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -181,13 +210,20 @@ class DbDavState:
 
     def create_lock(self, site, lock: dict, now: float, max_locks: int) -> None:
         """Blocking.  Store ``lock`` (a WsgiDAV lock dict, site path in ``root``); ended locks of
-        the site go first; :class:`LimitReached` when the site holds ``max_locks`` already."""
+        the site go first; :class:`LimitReached` when the site holds ``max_locks`` already,
+        :class:`LockConflict` when a lock another request (or node) took meanwhile conflicts.
+        The site's row is locked for the transaction, so nodes take a site's locks one at a time."""
         k, site_id = self.locks, site.site_id
         with self.storage.write() as conn:
+            sites = schema.sites
+            conn.execute(sa.select(sites.c.id).where(sites.c.id == site_id).with_for_update())
             conn.execute(k.delete().where(k.c.site_id == site_id, k.c.expire < now))
-            held = conn.execute(sa.select(sa.func.count()).select_from(k).where(k.c.site_id == site_id)).scalar()
-            if held >= max_locks:
-                raise LimitReached(f"this site holds {held} DAV locks, the most it may ([dav] max_locks)")
+            held = [_lock_dict(row) for row in conn.execute(sa.select(k).where(k.c.site_id == site_id))]
+            if len(held) >= max_locks:
+                raise LimitReached(f"this site holds {len(held)} DAV locks, the most it may ([dav] max_locks)")
+            conflict = conflicting_lock(held, lock)
+            if conflict is not None:
+                raise LockConflict(conflict)
             conn.execute(k.insert().values(
                 token=lock["token"], site_id=site_id, path=lock["root"], scope=lock["scope"], depth=lock["depth"],
                 principal=lock["principal"], owner=bytes(lock["owner"]), timeout=float(lock["timeout"]),

@@ -17,27 +17,45 @@ import math
 
 import redis
 
-from apiserver.dav.state_db import LimitReached
+from apiserver.dav.state_db import LimitReached, LockConflict
 
 #: Prefix of every DAV lock key in Redis (tests pass their own to stay apart).
 DEFAULT_PREFIX = "apiserver:davlock:"
 
-# KEYS[1] the site's hash, KEYS[2] its sorted set; ARGV now, max_locks, token, lock JSON, expire.
-# Returns the number of live locks before this one, or -1 when the site holds max_locks already.
+# KEYS[1] the site's hash, KEYS[2] its sorted set; ARGV now, max_locks, token, lock JSON, expire,
+# and the new lock's root, depth and scope.  Returns {live locks before this one}, {-1} when the
+# site holds max_locks already, {-2, root} when the lock at root conflicts (the rule of
+# apiserver.dav.state_db.conflicting_lock).
 _CREATE = """
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local root, depth, scope = ARGV[6], ARGV[7], ARGV[8]
+local function within(path, top)
+  if path == top then return true end
+  if string.sub(top, -1) ~= '/' then top = top .. '/' end
+  return string.sub(path, 1, #top) == top
+end
 local ended = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
 for _, token in ipairs(ended) do redis.call('HDEL', KEYS[1], token) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
 local held = redis.call('ZCARD', KEYS[2])
-if held >= limit then return -1 end
+if held >= limit then return {-1} end
+for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
+  local other = cjson.decode(raw)
+  if within(root, other.root) then
+    if (other.root == root or other.depth == 'infinity') and not (other.scope == 'shared' and scope == 'shared') then
+      return {-2, other.root}
+    end
+  elseif depth == 'infinity' and within(other.root, root) then
+    return {-2, other.root}
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
 local last = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
 local ttl = math.ceil(last - now) + 1
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return held
+return {held}
 """
 
 # KEYS as above; ARGV token, lock JSON, expire, now.  Returns 1, or 0 when the lock is gone.
@@ -85,11 +103,15 @@ class RedisDavLocks:
         return [lock for lock in locks if lock["expire"] >= now]
 
     def create_lock(self, site, lock: dict, now: float, max_locks: int) -> None:
-        """Blocking.  Store ``lock``; :class:`LimitReached` when the site holds ``max_locks`` already."""
-        held = self._create(keys=self._keys(site), args=[
-            repr(float(now)), max_locks, lock["token"], encode_lock(lock), repr(float(lock["expire"]))])
-        if held < 0:
+        """Blocking.  Store ``lock``; :class:`LimitReached` when the site holds ``max_locks`` already,
+        :class:`LockConflict` when a lock taken meanwhile (on any node) conflicts."""
+        answer = self._create(keys=self._keys(site), args=[
+            repr(float(now)), max_locks, lock["token"], encode_lock(lock), repr(float(lock["expire"])),
+            lock["root"], lock["depth"], lock["scope"]])
+        if answer[0] == -1:
             raise LimitReached(f"this site holds {max_locks} DAV locks, the most it may ([dav] max_locks)")
+        if answer[0] == -2:
+            raise LockConflict(answer[1].decode("utf-8"))
 
     def refresh_lock(self, site, token: str, timeout: float, expire: float) -> bool:
         """Blocking.  Give a live lock a new timeout; False when it is gone."""

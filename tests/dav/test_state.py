@@ -243,3 +243,42 @@ def test_redis_locks_are_shared_by_nodes_and_bounded_atomically(tmp_path, redis_
     assert node_b.request().locks.get_url_lock_list("/", recursive=True) == []
     node_b.lock("/after")
     store.dispose()
+
+
+def test_conflicting_locks_taken_at_once_on_two_nodes_are_granted_once(site):
+    """Ten exclusive LOCKs of one file at once, over two nodes (each its own LockManager): one is
+    granted, nine get 423; a depth-infinity lock over a locked file is refused, also by the database's
+    own check in the transaction that stores it; shared locks stay compatible."""
+    nodes = [Node(site, "dav.example.com") for _ in range(2)]
+    errors = run_in_threads(lambda node: node.lock("/contended.txt"), [(nodes[n % 2],) for n in range(10)])
+    assert len(errors) == 9 and all(e.value == HTTP_LOCKED for e in errors)
+    with pytest.raises(DAVError) as refused:
+        nodes[1].lock("/", depth="infinity")
+    assert refused.value.value == HTTP_LOCKED
+    lock = {"root": "/", "type": "write", "scope": "exclusive", "depth": "infinity", "owner": b"", "timeout": 60,
+            "principal": "b"}
+    with pytest.raises(DAVError) as refused:  # the storage alone, as after a WsgiDAV check that passed
+        nodes[1].request().lock_storage.create("/", lock)
+    assert refused.value.value == HTTP_LOCKED
+    shared = [Node(site, "dav.example.com") for _ in range(2)]
+    for node in shared:
+        node.lock("/both.txt", scope="shared")
+
+
+def test_redis_refuses_a_conflicting_lock_taken_on_another_node(tmp_path, redis_locks):
+    """A lock one node's WsgiDAV check did not see (taken on the other node in between) is refused by
+    Redis's atomic check with 423; shared locks stay compatible."""
+    store = Storage.from_url(f"sqlite:///{tmp_path / 'apiserver.db'}")
+    store.create_schema()
+    add_site(store, "dav.example.com")
+    node_a, node_b = (Node(store, "dav.example.com", locks=locks) for locks in redis_locks)
+    node_a.lock("/dir/file.txt")
+    node_b.request()
+    lock = {"root": "/dir", "type": "write", "scope": "exclusive", "depth": "infinity", "owner": b"",
+            "timeout": 60, "principal": "b"}
+    with pytest.raises(DAVError) as refused:  # the storage call alone, as after a check that passed
+        node_b.lock_storage.create("/dir", lock)
+    assert refused.value.value == HTTP_LOCKED
+    node_a.lock("/s.txt", scope="shared")
+    node_b.lock("/s.txt", scope="shared")
+    store.dispose()
