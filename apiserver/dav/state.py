@@ -247,10 +247,14 @@ class SiteLockStorage:
         pass
 
     def _visible(self) -> list:
-        """The site's live locks under this root, with their roots as this root sees them."""
+        """The site's live locks under this root, with their roots as this root sees them; a
+        depth-infinity lock above the root (the administrator's on ``/home``) shows as a lock of
+        the root itself, so it holds for the user too."""
         locks = []
         for lock in self.state.live_locks(self.scope):
             root = self.scope.from_site(lock["root"])
+            if root is None and lock["depth"] == "infinity" and is_within(self.scope.prefix, lock["root"]):
+                root = "/"
             if root is not None:
                 locks.append(dict(lock, root=root))
         return locks

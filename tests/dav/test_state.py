@@ -150,6 +150,11 @@ def test_a_sites_user_and_administrator_share_state_other_sites_see_none(site):
     assert other.props.get_properties("/home/bob/notes.txt") == []
     assert other.locks.get_url_lock_list("/home/bob/notes.txt") == []
     assert other.lock_storage.get(lock["token"]) is None and not other.lock_storage.delete(lock["token"])
+    admin.request().locks.release(lock["token"])
+    admin.lock("/home", depth="infinity")
+    with pytest.raises(DAVError) as refused:  # the administrator's lock above bob's folder holds for bob
+        bob.request().locks.check_write_permission(url="/new.txt", depth="0", token_list=[], principal="bob@dav")
+    assert refused.value.value == HTTP_LOCKED
 
 
 def test_locks_end_on_the_clock_and_are_cut_to_the_longest_timeout(site):
