@@ -122,6 +122,8 @@ def test_a_lock_flood_is_refused_past_the_bound_without_growing_memory(node):
         answer = dav.request("LOCK", f"flood/small{n}", data=lock_body("owner"), headers={"Timeout": "Infinite"})
         (granted if answer.status_code == 201 else refused).append(answer)
     assert len(granted) == 100 and {a.status_code for a in refused} == {507}
+    left = set(os.listdir(os.path.join(site_home(node, "state.example.com"), "flood")))
+    assert left == {f"small{n}" for n in range(100)}  # refused LOCKs of new names made no file
     timeout = ET.fromstring(granted[0].content).find(".//{DAV:}timeout").text
     assert timeout.startswith("Second-") and 86000 < int(timeout[7:]) <= 86400, timeout
     growth_mib = (rss_kib(node.process.pid) - before) / 1024
