@@ -17,10 +17,11 @@ import redis
 
 from apiserver.dav.state_redis import DEFAULT_PREFIX as LOCK_PREFIX
 from tests.conftest import start_server
-from tests.e2e.clients.dav_clients import Dav, add_site, let_owner_reach, site_home
+from tests.e2e.clients.dav_clients import Dav, add_site, let_owner_reach, site_home, xmlrpc_call
 from tests.storage.support import scratch_database
 
 ADMIN, PASSWORD = "stateadmin", "State-passw0rd"
+USER, USER_PASSWORD = "carol", "Carol-passw0rd"
 SUITES = ("basic", "copymove", "props", "locks", "http")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NS = "http://example.com/state/"
@@ -68,10 +69,11 @@ def rss_kib(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    """One server (SQLite) with one site; bodies up to 4 MB, so 1 MB lock owners reach DAV."""
+    """One server (SQLite) with one site and a user of it; bodies up to 4 MB, so 1 MB lock owners reach DAV."""
     server = start_server(str(tmp_path_factory.mktemp("davstate")), {"soap": {"max_body_size": str(4 << 20)}})
     try:
-        add_site(server, "state.example.com", ADMIN, PASSWORD)
+        sid = add_site(server, "state.example.com", ADMIN, PASSWORD)
+        xmlrpc_call(server, "user_add", USER, USER_PASSWORD, sid=sid)
         let_owner_reach(server)
         yield server
     finally:
@@ -102,6 +104,23 @@ def test_properties_and_locks_survive_a_restart(node):
     assert dav.request("PUT", "kept.txt", data=b"with token", headers={"If": f"({token})"}).status_code == 204
     assert dav.request("UNLOCK", "kept.txt", headers={"Lock-Token": token}).status_code == 204
     assert dav.request("PUT", "kept.txt", data=b"free").status_code == 204
+
+
+def test_a_sites_user_and_administrator_share_properties_and_locks(node):
+    """What a user of the site sets and locks in its folder, the site's administrator sees at
+    /home/<user>/ and cannot overwrite without the token; the user's release frees it."""
+    admin = Dav(node.url, f"{ADMIN}@state.example.com", PASSWORD)
+    user = Dav(node.url, f"{USER}@state.example.com", USER_PASSWORD)
+    assert user.request("PUT", "notes.txt", data=b"mine").status_code == 201
+    assert user.request("PROPPATCH", "notes.txt", data=proppatch_body({"tag": "draft"})).status_code == 207
+    locked = user.request("LOCK", "notes.txt", data=lock_body(USER), headers={"Timeout": "Second-600"})
+    assert locked.status_code == 200, locked.text
+    token = locked.headers["Lock-Token"]
+    assert dead_properties(admin, f"home/{USER}/notes.txt") == {"tag": "draft"}
+    assert token.strip("<>") in admin.propfind(f"home/{USER}/notes.txt", depth="0").text
+    assert admin.request("PUT", f"home/{USER}/notes.txt", data=b"admin's").status_code == 423
+    assert user.request("UNLOCK", "notes.txt", headers={"Lock-Token": token}).status_code == 204
+    assert admin.request("PUT", f"home/{USER}/notes.txt", data=b"admin's").status_code == 204
 
 
 def test_a_lock_flood_is_refused_past_the_bound_without_growing_memory(node):
