@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from typing import Callable, Optional
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from wsgidav.dav_error import (
     HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, HTTP_LOCKED, PRECONDITION_CODE_LockConflict, DAVError, DAVErrorCondition,
@@ -48,8 +48,9 @@ class DavScope:
         return cls(site_id, domain, quote(f"/home/{user}") if user else "")
 
     def to_site(self, url: str) -> str:
-        """A reference URL of this root as a path from the home (no trailing slash)."""
-        path = normalize_lock_root(url)
+        """A reference URL of this root as a path from the home (no trailing slash).  Quoted as
+        WsgiDAV's ``get_ref_url`` quotes, whether ``url`` came quoted or not."""
+        path = normalize_lock_root(quote(unquote(url)))
         if not self.prefix:
             return path
         return self.prefix if path == "/" else self.prefix + path

@@ -204,10 +204,10 @@ class DavApplication:
         root = os.path.realpath(home.root)
         if account.user is not None:
             root = self._user_folder(root, account.user)
-        provider = self.provider_for(root, account)
-        if provider is None:
+        try:
+            _serving.provider = self.provider_for(root, account)
+        except NotFound:
             return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
-        _serving.provider = provider
         environ["wsgidav.auth.user_name"] = f"{account.user}@{account.site}" if account.user else account.site
         environ["wsgidav.auth.realm"] = "apiserver DAV"
         return self.wsgidav(environ, start_response)
@@ -226,9 +226,9 @@ class DavApplication:
             raise PermissionError(f"the DAV folder of {user} leads out of the site's home")
         return real
 
-    def provider_for(self, root: str, account: DavAccount) -> Optional[HomeProvider]:
-        """The provider of DAV root ``root`` of ``account``'s site (None: the database has no such
-        site); a new home at the same path (site re-created) gets a new one."""
+    def provider_for(self, root: str, account: DavAccount) -> HomeProvider:
+        """The provider of DAV root ``root`` of ``account``'s site (NotFound when the database has no
+        such site); a new home at the same path (site re-created) gets a new one."""
         info = os.stat(root)
         key = (root, info.st_dev, info.st_ino)
         with self._lock:
@@ -236,7 +236,7 @@ class DavApplication:
             if provider is None:
                 site_id = self.state.site_id(account.site)
                 if site_id is None:
-                    return None
+                    raise NotFound(f"site {account.site} is not in the database")
                 scope = DavScope.of(site_id, account.site, account.user)
                 provider = HomeProvider(root)
                 provider.set_share_path("/")

@@ -92,7 +92,8 @@ def test_every_property_of_one_proppatch_is_kept(site):
 
 
 def test_properties_follow_their_resources(site):
-    """MOVE with children, COPY and DELETE carry or drop the properties of a tree, and nothing else."""
+    """MOVE with children, COPY and DELETE carry or drop the properties of a tree, and nothing else; a
+    URL given unquoted is the same resource as the quoted one."""
     node = Node(site, "dav.example.com")
     node.proppatch("/a/", {f"{NS}top": "1"})
     node.proppatch("/a/b/c.txt", {f"{NS}deep": "2"})
@@ -103,6 +104,11 @@ def test_properties_follow_their_resources(site):
     assert node.props.get_properties("/z") == [f"{NS}top"]
     assert node.props.get_properties("/z/b/c.txt") == [f"{NS}deep"]
     assert node.props.get_properties("/ab.txt") == [f"{NS}beside"]
+    node.props.move_properties("/z/b/c.txt", "/z/b/new name.txt", with_children=False)  # unquoted, as a path
+    node.request()
+    assert node.props.get_properties("/z/b/new%20name.txt") == [f"{NS}deep"]
+    node.props.move_properties("/z/b/new%20name.txt", "/z/b/c.txt", with_children=False)
+    node.request()
     node.props.copy_properties("/z/b/c.txt", "/copy.txt")
     node.request()
     assert node.props.get_properties("/copy.txt") == [f"{NS}deep"]
