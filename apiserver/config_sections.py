@@ -200,6 +200,17 @@ BUILTIN_SECTIONS = (
           "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; a password change,"
           " reset or deletion ends it at once on this node, within 10 s on others (0: hash on every request).",
           runtime=True),
+        K("max_properties", int_range(0, 10_000_000), "10000",
+          "Dead properties (PROPPATCH) one site may keep, in the database; past it 507.", runtime=True),
+        K("max_property_bytes", int_range(0, 1 << 40), "4194304",
+          "Bytes of dead property names and values one site may keep; past it 507.", runtime=True),
+        K("max_locks", int_range(0, 1_000_000), "100",
+          "Live DAV locks one site may hold (in the database, or Redis with [anvil] backend=redis); past it 507.",
+          runtime=True),
+        K("max_lock_timeout", int_range(1, 31 * 86400), "86400",
+          "Longest DAV lock in seconds: a longer or infinite timeout asked for is cut to it.", runtime=True),
+        K("max_lock_owner", int_range(0, 65535), "4096",
+          "Bytes of a LOCK's owner element; a larger one gets 403.", runtime=True),
     )),
     Section("geoip", "Geolocation of login notices.", (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir.", runtime=True),

@@ -15,11 +15,12 @@ php -m 2>/dev/null | grep -qx xmlrpc || need_pkgs+=(php-xmlrpc)
 perl -MSOAP::Lite -e1 2>/dev/null || need_pkgs+=(libsoap-lite-perl)
 perl -MXMLRPC::Lite -e1 2>/dev/null || need_pkgs+=(libxmlrpc-lite-perl)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
-# The security module and DAV: real ACLs, a real Apache and its htpasswd, the cadaver DAV client.
+# The security module and DAV: real ACLs, a real Apache and its htpasswd, the cadaver DAV client, litmus.
 command -v setfacl >/dev/null 2>&1 || need_pkgs+=(acl)
 command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need_pkgs+=(apache2)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 command -v cadaver >/dev/null 2>&1 || need_pkgs+=(cadaver)
+command -v litmus >/dev/null 2>&1 || need_pkgs+=(litmus)  # WebDAV conformance (tests/e2e/test_dav_state.py)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # tests/test_systemd_unit.py
 command -v fail2ban-client >/dev/null 2>&1 || need_pkgs+=(fail2ban)  # rampart: a real fail2ban per test (tests/rampart)
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)  # cpcmd by site users logged in over SSH (tests/e2e/test_cpcmd_site_users.py)

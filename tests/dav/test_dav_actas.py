@@ -8,7 +8,9 @@ MOVE and DELETE.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
+import datetime
 import io
 import os
 import shutil
@@ -20,11 +22,16 @@ import wsgiref.util
 
 import pytest
 
+from twisted.internet.task import Clock
 from wsgidav.fs_dav_provider import FileResource
 
+from apiserver.config import BUILTIN_SECTIONS, Config
+from apiserver.dav.state import DavLimits, DavState
+from apiserver.dav.state_db import DbDavState
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.sites.actas import SiteFiles, ThreadIdentity
 from apiserver.sites.home import SiteHomes
+from apiserver.storage import Storage
 from tests.host_accounts import host_accounts, requires_root
 
 pytestmark = requires_root()
@@ -70,7 +77,25 @@ def dav_app(sites_root, users, acting=True) -> DavApplication:
         return user.identity if user_name else admin.identity
 
     homes = SiteHomes(sites_root, "root")
-    return DavApplication(homes, as_owner=acting, site_files=SiteFiles(ThreadIdentity(), homes, identity_of))
+    return DavApplication(homes, dav_state(sites_root), as_owner=acting,
+                          site_files=SiteFiles(ThreadIdentity(), homes, identity_of))
+
+
+def dav_state(sites_root) -> DavState:
+    """Dead properties and locks in a SQLite file beside the sites, which both sites are rows of."""
+    store = Storage.from_url(f"sqlite:///{os.path.join(sites_root, 'state.db')}", pool_size=2)
+    store.create_schema()
+    for domain in (A, B):
+        with store.write() as conn:
+            conn.execute(store.tables.sites.insert().values(domain=domain, created_at=datetime.datetime(2026, 1, 1)))
+    database = DbDavState(store)
+    settings = Config(BUILTIN_SECTIONS, {}, None)
+    pool = concurrent.futures.ThreadPoolExecutor(1)  # the blocking pool: its thread stays the server
+
+    def call_blocking(fn, *args):
+        return pool.submit(fn, *args).result()
+
+    return DavState(database, database, DavLimits(settings), Clock(), call_blocking)
 
 
 def call(app, method, path, account, body=b"", **headers):
