@@ -129,7 +129,7 @@ class Application:
         self.accounts = Accounts(self.storage, clock, self.pools, config, self.hooks, directory=self.directory,
                                  keys=keys, sessions=self.sessions, ciphers=self.ciphers,
                                  ui_passwords=self.ui_passwords, ip_restrictions=self.ip_restrictions,
-                                 notices=self.notices, system_accounts=self.site_accounts)
+                                 notices=self.notices, system_accounts=self.site_accounts, throttle=self.anvil)
         self.sites = Sites(self.storage, clock, run_blocking, self.accounts, self.site_homes, fire,
                            site_accounts=self.site_accounts)
         self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)

@@ -55,6 +55,9 @@ BUILTIN_SECTIONS = (
         K("hash_threads", int_range(1, 256), "4",
           "Threads for password hashing (hashing releases the GIL); at a lowered hash_priority at most one hash per "
           "usable CPU computes at a time, the other logins queue."),
+        K("hashes_per_address", int_range(1, 256), "1",
+          "Password hashes computed at once for logins from one client address (Anvil's key); the others wait, and"
+          " are refused unhashed once Anvil blocks the address.", runtime=True),
         K("hash_priority", choice("idle", "batch", "normal"), "idle",
           "CPU priority of the hashing threads: idle (SCHED_IDLE: request handling always first; logins use the CPU it"
           " leaves), batch (SCHED_BATCH at nice 19: logins also get a small share of a saturated core), normal."),
@@ -80,6 +83,10 @@ BUILTIN_SECTIONS = (
         K("http_trusted_forward", parse_networks, "",
           "Proxies whose X-Forwarded-For is believed (comma separated).", runtime=True),
         K("db_threads", int_range(1, 256), "8", "Threads for database calls and blocking module functions."),
+        K("account_threads", int_range(1, 256), "3",
+          "Most threads of the blocking pool (and of the DAV pool) one account's work holds at once (always one less"
+          " than the pool): the rest of its work waits behind itself, never in front of other accounts'.",
+          runtime=True),
         K("access_log", parse_bool, "false", "Log one line per HTTP request (never bodies or keys).", runtime=True),
         K("log_format", choice("text", "json"), "text", "Log as text lines or one JSON object per line."),
         K("debug", parse_bool, "false", "Debug logging (scope cp.debug).", runtime=True),
@@ -195,6 +202,9 @@ BUILTIN_SECTIONS = (
         K("max_upload_size", int_range(1, 1 << 50), "1073741824",
           "Largest PUT body in bytes (spooled to a temporary file, never held in memory); larger gets 413 before it is"
           " stored.", runtime=True),
+        K("max_bodies_in_flight", int_range(1, 1 << 50), "4294967296",
+          "Total bytes of DAV request bodies received or kept at once, all clients together (each is read only"
+          " after its credentials are checked); past it 503 with Retry-After.", runtime=True),
         K("threads", int_range(1, 256), "10", "Threads serving DAV requests (file work runs there, off the reactor)."),
         K("verified_password_ttl", int_range(0, 86400), "300",
           "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; a password change,"

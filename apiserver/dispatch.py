@@ -118,9 +118,14 @@ def apiserver_call(ctx, function: FunctionSpec, args: dict):
     method = core.registry.lookup(function.operation).method
     if function.is_async:
         return defer.ensureDeferred(method(ctx, **args))
-    if function.blocking:
-        return core.run_blocking(method, ctx, **args)
+    if function.blocking:  # within the account's share of the blocking pool
+        return core.run_blocking_for(account_key(ctx.identity), method, ctx, **args)
     return defer.maybeDeferred(method, ctx, **args)
+
+
+def account_key(identity) -> tuple:
+    """Whose share of the pools a call uses: its site (administrator and users alike), else its user."""
+    return ("site", identity.site) if identity.site else ("user", identity.username)
 
 
 def bind_arguments(spec: FunctionSpec, positional: Sequence[Any] = (), named: Optional[dict] = None) -> dict:

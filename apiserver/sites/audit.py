@@ -13,7 +13,9 @@ hash (cpcmd ``'[user:www-data,perm:o+w]'``):
 ``writable``  a user name (or true for the web server user): that user may write the path
 
 ``union`` true: a path matches when any requirement holds; false: when all do.
-Links are listed by their own owner, never followed.  Blocking filesystem work.
+Links are listed by their own owner, never followed.  Without requirements a file with more
+than one hard link is listed too, whoever owns it: its other names may be outside the home
+(Fortification never changes such a file).  Blocking filesystem work.
 """
 
 from __future__ import annotations
@@ -44,7 +46,12 @@ def audit(home: SiteHome, site_path: str, web_user: str, requirements: Optional[
     """Blocking.  Site paths at or under ``site_path`` matching ``requirements`` (see the module doc), sorted."""
     root = home.resolve(site_path or DOCUMENT_ROOT, must_exist=True)
     tests = _compile(requirements, web_user)
-    if len(tests) == 1:
+    if requirements is None:
+        web_writable = tests[0]
+
+        def matches(name, st, access, reachable) -> bool:
+            return (stat.S_ISREG(st.st_mode) and st.st_nlink > 1) or web_writable(name, st, access, reachable)
+    elif len(tests) == 1:
         matches = tests[0]
     else:
         combine = any if union else all
@@ -193,7 +200,7 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
                 continue
             mode = st.st_mode
             if not mode & acl_bits:
-                if only_uid is not None and st.st_uid != only_uid:
+                if only_uid is not None and st.st_uid != only_uid and st.st_nlink == 1:
                     continue
                 yield folder.child_rel(entry.name), entry.name, st, None, here
                 continue

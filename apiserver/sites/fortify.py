@@ -451,9 +451,9 @@ def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or st.st_uid not in uids:
                     continue  # swapped for something else, or another owner's file: never touched
-                acl.revoke(target, st, web_uid)
+                acl.revoke(target, st, web_uid)  # takes rights away only, wherever the file's other names are
                 rel = here.child_rel(entry.name)
-                if st.st_uid == web_uid and not is_writable(rel):
+                if st.st_uid == web_uid and not is_writable(rel) and st.st_nlink == 1:  # else maybe not the home's
                     _give_back(target, owner, rel)
             finally:
                 os.close(fd)

@@ -412,3 +412,24 @@ def test_a_folder_hundreds_deep_is_fortified_and_audited_like_a_shallow_one(site
 
 def _audit(h, admin, *args):
     return h.call(admin, "security_audit", *args)
+
+
+def test_a_hard_link_to_a_web_user_file_outside_the_home_changes_nothing_outside(site, tmp_path):
+    """A hard link planted to a PHP session file (the web user's, outside the home): reset does not
+    chown it, nothing gains an ACL, and the default audit reports the link."""
+    h, admin, home = site
+    root = _wordpress(home)
+    session = tmp_path / "sess_abc"
+    session.write_text("user|s:5:\"admin\";")
+    os.chown(session, _uid(), _uid())
+    os.chmod(session, 0o600)
+    planted = os.path.join(root, "wp-content/uploads/sess.txt")
+    os.link(str(session), planted)
+    before = os.stat(session)
+    acl_before = subprocess.run(["getfacl", "-p", str(session)], capture_output=True, text=True).stdout
+    for mode in ("release", "reset", "max"):
+        h.call(admin, "security_fortify", "example.com", "", mode)
+        after = os.stat(session)
+        assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode), mode
+        assert subprocess.run(["getfacl", "-p", str(session)], capture_output=True, text=True).stdout == acl_before
+    assert f"{DOC}/wp-content/uploads/sess.txt" in _audit(h, admin)
