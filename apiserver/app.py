@@ -54,6 +54,7 @@ from apiserver.scopes import ScopeRegistry
 from apiserver.scopes.bootstrapper import Bootstrapper
 from apiserver.sites import SiteHomes
 from apiserver.sites.fortify import Fortifier
+from apiserver.sites.lockdown import Lockdown
 from apiserver.sites.home import site_owner_name, web_server_user
 from apiserver.storage import Storage
 from apiserver.transport.metrics import Metrics
@@ -87,6 +88,7 @@ class Application:
                                     site_owner_name(config.get("web", "site_owner")),
                                     web_user=_web_user(config), state_dir=config.state_dir)
         self.fortifier = Fortifier(self.storage, clock, run_blocking, self.site_homes, self.site_homes.web_user, config)
+        self.lockdown = Lockdown(clock, run_blocking, self.site_homes.web_user, config, config.state_dir)
         self.security_events = SecurityEvents(self.storage, clock, run_blocking, config)
         self.geolocator = Geolocator(config, run_blocking)
 
@@ -163,11 +165,12 @@ class Application:
     # --- the shared middle of every gate ----------------------------------------------------
     def background_services(self) -> list:
         """The Twisted services the server starts with its listeners and stops before the pools:
-        the security trail's writer, the notice sender and Fortification's window timers.
+        the security trail's writer, the notice sender, Fortification's window timers and the
+        lockdown's re-apply timer.
 
         They stop in reverse order, so the trail stops last and writes what the others
         recorded while stopping (a notice that failed in the sender's last batch)."""
-        return [self.security_events, self.notices.sender, self.fortifier]
+        return [self.security_events, self.notices.sender, self.fortifier, self.lockdown]
 
     def admit(self, request: AuthRequest) -> defer.Deferred:
         """Toggle, Anvil, authentication and IP restriction: a Deferred CallContext or an ApiError."""

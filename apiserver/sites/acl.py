@@ -391,3 +391,14 @@ def grant_search(path: str, user: str) -> None:
 def user_groups(name: str, gid: int) -> frozenset:
     """Blocking.  Every group id of the user ``name`` (primary ``gid``)."""
     return frozenset(os.getgrouplist(name, gid))
+
+
+def deny(target: Target, st: os.stat_result, uid: int) -> bool:
+    """Blocking.  ``uid`` may neither read, write nor execute the entry (``setfacl -m u:UID:---``);
+    everyone else keeps what the mode gives them.  True when something changed."""
+    access, _default = _stored(target)
+    denied = _with_user(_entries(access, st.st_mode), uid, 0)
+    if denied == access:
+        return False
+    _write(target, ACCESS, denied)
+    return True
