@@ -86,7 +86,8 @@ def test_php_soapclient_rpc_encoded(server, sites_dir, php):
     out = php_calls(calls, wsdl=server.wsdl_url, location=f"{server.url}/soap", cookie=sid)
     assert out[0] == {"ok": True}
     assert out[1]["ok"]["app"] == "wordpress" and out[1]["ok"]["mode"] == "max"
-    assert out[1]["ok"]["writable"] == [f"{DOC}/wp-content/cache", f"{DOC}/wp-content/uploads"]
+    assert out[1]["ok"]["writable"] == [f"{DOC}/wp-content/{p}" for p in ("cache", "updraft", "uploads", "wflogs")]
+    assert out[1]["ok"]["learned"] == []
     assert f"{DOC}/wp-content/uploads/2026/photo.jpg" in out[2]["ok"] and f"{DOC}/wp-config.php" not in out[2]["ok"]
     assert out[3]["fault"] == "SOAP-ENV:Client.InvalidArgument"
     assert "max, min, learn, write, release, reset" in out[3]["message"]
@@ -149,7 +150,7 @@ def test_xmlrpc(server, sites_dir):
                                     headers=[("Cookie", f"esprit_id={sid}")])
     assert api.security.fortify("xmlrpc-fort.example", "", "min") is True
     info = api.security_fortification_info("xmlrpc-fort.example")
-    assert info["mode"] == "min" and f"{DOC}/wp-content/plugins" in info["writable"]
+    assert info["mode"] == "min" and f"{DOC}/wp-content" in info["writable"]
     assert web_can_write(os.path.join(root, "wp-content/plugins/akismet/akismet.php"))
     os.chmod(os.path.join(root, "index.php"), 0o666)
     assert api.security.audit(DOC, {"perm": "o+w"}, True) == [f"{DOC}/index.php"]
@@ -200,7 +201,7 @@ def _info(service, domain):
 
 def test_learn_window_survives_a_restart_and_closes_when_overdue(server, sites_dir):
     """A learn window is kept across a restart (same end), and one that ended while the server was down
-    is closed at start: what the web user wrote becomes the profile and max applies."""
+    is closed at start: what the web user made is learned and max applies."""
     root, sid = _site(server, sites_dir, "learn-fort.example",
                       {"index.php": "<?php", "counter.txt": "0", "cache/": None, "lib/code.php": "<?php"})
     _client, site = _zeep(server, cookie=sid)
@@ -210,7 +211,7 @@ def test_learn_window_survives_a_restart_and_closes_when_overdue(server, sites_d
     assert (info.app, info.mode, _list(info.writable)) == ("unknown", "learn", [DOC])
     until = info.until
     assert before + 59 <= _epoch(until) <= time.time() + 61
-    assert as_web('echo 1 > "$1/counter.txt" && echo c > "$1/cache/page.html"', root).returncode == 0
+    assert as_web('echo c > "$1/cache/page.html"', root).returncode == 0
     server.restart()
     sid = _zeep(server, key=server.admin_key)[1].admin_hijack("learn-fort.example")
     _client, site = _zeep(server, cookie=sid)
@@ -228,10 +229,10 @@ def test_learn_window_survives_a_restart_and_closes_when_overdue(server, sites_d
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.1)
     info = _info(site, "learn-fort.example")
-    assert _list(info.writable) == [f"{DOC}/cache", f"{DOC}/cache/page.html", f"{DOC}/counter.txt"]
+    assert _list(info.writable) == _list(info.learned) == [f"{DOC}/cache/page.html"]
     assert info.until is None
-    assert web_can_write(os.path.join(root, "counter.txt")) and web_can_write(os.path.join(root, "cache"))
-    for closed in ("index.php", "lib/code.php", ""):
+    assert web_can_write(os.path.join(root, "cache/page.html"))
+    for closed in ("index.php", "lib/code.php", "", "cache", "counter.txt"):
         assert not web_can_write(os.path.join(root, closed)), closed
 
 
