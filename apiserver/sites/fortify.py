@@ -35,8 +35,9 @@ from twisted.logger import Logger
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.sites import acl, manifest
+from apiserver.sites.learning import added_to, learn, under_any
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
-from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open_folder, walk, walk_inside
+from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open_folder, walk
 from apiserver.sites.profiles import PROFILE_NAMES, PROFILES, Profile, detect, expand  # noqa: F401 - re-exported
 from apiserver.sites.records import FortificationInfo
 from apiserver.storage import utcnow
@@ -167,7 +168,7 @@ class Fortifier(service.Service):
     def _fortify_blocking(self, home: SiteHome, path: str, mode: str, now: float):
         """Blocking.  Apply ``mode``; returns (key, window end or None)."""
         target = self._target(home, path)
-        profile = self._profile(target.folder)
+        profile = self._profile(target.folder, strict=mode in ("max", "min"))
         app_name = profile.name if profile else "unknown"
         site_id, row = self._load(home.domain, target.key)
         learned = _learned(row)
@@ -194,7 +195,7 @@ class Fortifier(service.Service):
         try:
             home = self.site_homes.get(domain)
             target = self._target(home, key)
-            profile = self._profile(target.folder)
+            profile = self._profile(target.folder, strict=False)
         except (NotFound, InvalidArgument) as exc:
             log.warn("Fortification window of {domain} {key!r} closed without a folder: {why}",
                      domain=domain, key=key, why=exc)
@@ -210,7 +211,7 @@ class Fortifier(service.Service):
     def _info_blocking(self, home: SiteHome, path: str) -> FortificationInfo:
         """Blocking.  The folder's FortificationInfo from its row and what exists on disk."""
         target = self._target(home, path)
-        profile = self._profile(target.folder)
+        profile = self._profile(target.folder, strict=False)
         app = profile.name if profile else "unknown"
         _site_id, row = self._load(home.domain, target.key)
         if row is None:
@@ -234,9 +235,17 @@ class Fortifier(service.Service):
                 shown.append(target.home.site_path(host))
         return sorted(set(shown))
 
-    def _profile(self, folder: str) -> Optional[Profile]:
-        """Blocking.  The folder's Web App Manifest as a profile, else the detected profile, else None."""
-        found = manifest.load(folder, self._web_uid())
+    def _profile(self, folder: str, strict: bool = True) -> Optional[Profile]:
+        """Blocking.  The folder's Web App Manifest as a profile, else the detected profile, else None.
+        A bad manifest is an error when ``strict``, else (modes that need no profile, windows that
+        close) it is logged and detection decides."""
+        try:
+            found = manifest.load(folder, self._web_uid())
+        except manifest.ManifestError as exc:
+            if strict:
+                raise
+            log.warn("{folder}: {why}; detecting the application instead", folder=folder, why=exc)
+            found = None
         return found.profile() if found is not None else detect(folder)
 
     def write_manifest(self, home: SiteHome, path: str) -> defer.Deferred:
@@ -255,7 +264,7 @@ class Fortifier(service.Service):
         min_paths = [p for p in (profile.min if profile else ()) if p not in max_paths]
         text = manifest.dump(profile.name if profile else "custom", max_paths, min_paths)
         manifest.parse(text)  # what is written is what will be read
-        write_new_file(target.folder, manifest.FILENAME, text, home.owner)
+        manifest.write_new(target.folder, text, home.owner)
         return home.site_path(os.path.join(target.folder, manifest.FILENAME))
 
     def _open_windows(self) -> list:
@@ -380,7 +389,7 @@ def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str 
     single = {e for e in writable if not e.endswith("/")}
 
     def covered(rel: str) -> bool:
-        return "." in recursive or _under_any(rel, recursive)
+        return "." in recursive or under_any(rel, recursive)
 
     def is_writable(rel: str) -> bool:
         return covered(rel) or rel in single
@@ -466,7 +475,8 @@ def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid
                 try:
                     st = os.fstat(fd)
                     if stat.S_ISREG(st.st_mode) and st.st_uid in uids:
-                        if st.st_nlink == 1:
+                        # the manifest says what the web server may write: never the web server's to edit
+                        if st.st_nlink == 1 and not (root == "." and not here.rel and entry.name == manifest.FILENAME):
                             acl.grant_file(target, st, web_uid)
                         else:
                             acl.revoke(target, st, web_uid)
@@ -505,78 +515,9 @@ def _give_back(target, owner, rel: str) -> None:
         log.warn("cannot give {rel} to {owner}: the server does not run as root", rel=rel, owner=owner.name)
 
 
-def learn(folder: str, web_uid: int, home_root: str) -> list:
-    """Blocking.  What the web server user made under ``folder``: the entries it owns.
-
-    A folder it owns counts with everything under it (``dir/``), a file it owns alone.  The
-    owner's own edits never count (they keep the owner's uid), nor does the manifest.  The walk
-    never follows a link nor leaves the home ``home_root`` (a real path).
-    """
-    learned = []
-    for here in walk_inside(folder, home_root, shown="."):
-        descend = []
-        for entry in here.entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            rel = here.child_rel(entry.name)
-            if stat.S_ISDIR(st.st_mode):
-                if st.st_uid == web_uid:
-                    learned.append(rel + "/")  # its whole tree is writable
-                else:
-                    descend.append(entry.name)
-            elif stat.S_ISREG(st.st_mode) and st.st_uid == web_uid and manifest.check_path(rel) is None:
-                learned.append(rel)
-        here.subfolders = [name for name in here.subfolders if name in descend]
-    return sorted(learned)
-
-
-def added_to(known, learned: list, found: list) -> list:
-    """``learned`` plus what of ``found`` the profile paths ``known`` do not already cover."""
-    trees = {k.rstrip("/") for k in known if k.endswith("/")}
-    out = list(learned)
-    for entry in found:
-        if entry not in known and entry not in out and not _under_any(os.path.dirname(entry.rstrip("/")), trees):
-            out.append(entry)
-    return sorted(out)
-
-
-def write_new_file(folder: str, name: str, text: str, owner) -> None:
-    """Blocking.  Create ``name`` in ``folder`` with ``text``, owned by ``owner``, mode 0644; refused
-    when something of that name is there (never through a link)."""
-    dir_fd = open_folder(folder)
-    try:
-        try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                         dir_fd=dir_fd)
-        except FileExistsError:
-            raise InvalidArgument(f"{name} already exists: edit it, or remove it first") from None
-        try:
-            os.write(fd, text.encode("utf-8"))
-            if os.geteuid() == 0:
-                os.fchown(fd, owner.uid, owner.gid)
-            os.fchmod(fd, 0o644)
-        finally:
-            os.close(fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _learned(row) -> list:
     """The learned entries of a folder's row (its ``profile`` column), [] when none."""
     return list(json.loads(row["profile"])) if row is not None and row["profile"] else []
-
-
-def _under_any(rel: str, folders: set) -> bool:
-    if rel in folders:
-        return True
-    parent = os.path.dirname(rel)
-    while parent:
-        if parent in folders:
-            return True
-        parent = os.path.dirname(parent)
-    return False
 
 
 def _make_folder(top: int, rel: str, owner) -> None:

@@ -136,6 +136,8 @@ class Lockdown(service.Service):
         self.settings = settings
         self.state_path = os.path.join(state_dir, STATE_FILE)
         self._loop: Optional[task.LoopingCall] = None
+        #: the Deferred of the timer's last re-apply (None before the first)
+        self.last_run: Optional[defer.Deferred] = None
 
     def startService(self):
         super().startService()
@@ -165,6 +167,7 @@ class Lockdown(service.Service):
         """Apply the last call again (nothing when there was none); failures are logged."""
         d = self.run_blocking(self._reapply_blocking)
         d.addErrback(lambda f: log.failure("re-applying the lockdown of binaries failed", f))
+        self.last_run = d
         return d
 
     # --- blocking ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from apiserver.errors import InvalidArgument
 from apiserver.sites import acl
 from apiserver.sites.home import display_path
 from apiserver.sites.profiles import PROFILE_NAMES, Profile, by_name
+from apiserver.sites.walk import open_folder
 
 FILENAME = ".webapp.yml"
 #: Keys of ApisCP's manifest accepted and not used here.
@@ -209,3 +210,25 @@ def _unique(pairs: tuple) -> tuple:
     for path, why in pairs:
         seen.setdefault(path, why)
     return tuple(seen.items())
+
+
+def write_new(folder: str, text: str, owner) -> None:
+    """Blocking.  Create the manifest in ``folder`` with ``text``, owned by ``owner``, mode 0644;
+    refused when something of that name is there (never through a link)."""
+    name = FILENAME
+    dir_fd = open_folder(folder)
+    try:
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=dir_fd)
+        except FileExistsError:
+            raise InvalidArgument(f"{name} already exists: edit it, or remove it first") from None
+        try:
+            os.write(fd, text.encode("utf-8"))
+            if os.geteuid() == 0:
+                os.fchown(fd, owner.uid, owner.gid)
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
