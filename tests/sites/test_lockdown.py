@@ -59,7 +59,6 @@ def lockdown_harness(tmp_path, machine):
         "template_root": os.path.join(machine, "template"),
         "lockdown_interval": "86400"}})
     yield h
-    h.app.lockdown.stopService()
     h.close()
 
 
@@ -103,8 +102,7 @@ def test_lockdown_denies_the_web_user_and_keeps_site_users_and_root(lockdown_har
 
 def test_the_timer_reapplies_the_lockdown_after_a_binary_is_replaced(lockdown_harness, machine):
     """A package update replaces a binary (new inode, no ACL): the daily timer locks it again."""
-    h = lockdown_harness
-    h.app.lockdown.startService()
+    h = lockdown_harness  # its services, the lockdown's timer among them, started with it
     whoami = os.path.join(machine, "bin", "whoami")
     h.clock.advance(86400)  # no lockdown asked for yet: the timer changes nothing
     assert _run(WEB_USER, whoami).stdout.strip() == WEB_USER
