@@ -1,18 +1,19 @@
 """Fortification: what the web server user may write in a site's folder, by POSIX ACLs.
 
-A *profile* says which paths of an application the web server may write (``max``) and a wider
-set for updates and plugin installs (``min``), and how the application is recognised from its
-files.  Modes (api.md): ``max``, ``min``, ``learn`` and ``write`` (everything writable for a
-window, then ``max``), ``release`` (everything), ``reset`` (nothing).  Writable means an access
+A *profile* (:mod:`apiserver.sites.profiles`, or the folder's Web App Manifest:
+:mod:`apiserver.sites.manifest`) says which paths of an application the web server may write
+(``max``) and a wider set for updates and plugin installs (``min``).  Modes (api.md): ``max``,
+``min``, ``learn`` and ``write`` (everything writable for a window, then ``max``), ``release``
+(everything), ``reset`` (nothing, and what was learned is forgotten).  Writable means an access
 ACL ``u:WEB:rwx`` on the entry plus, on folders, the default ACL so that new entries inherit it;
 reading stays with the ordinary mode bits.  Outside the writable paths the web server user has
 no ACL entry, and files it owns there are given to the site's owner (a file's owner can always
-chmod it, so ownership would undo the fortification).
+chmod it, so ownership would undo the fortification).  The manifest is never granted.
 
 Windows live in the database (``fortifications``) on the injected clock: a restart closes
-overdue windows at once and sets a timer for pending ones.  A learn window records the
-filesystem's time when it opens; when it closes, what the web server user owns or modified
-since becomes the folder's learned profile and ``max`` applies.
+overdue windows at once and sets a timer for pending ones.  When a learn window closes, what
+the web server user made in it (:mod:`apiserver.sites.learning`) is added to what the folder
+learned before, kept in its row, and ``max`` applies: the profile's paths plus the learned ones.
 
 :class:`Fortifier` is ``app.fortifier``: its public methods return Deferreds and run the disk
 and database work through the injected ``run_blocking``; its timers run on the reactor.

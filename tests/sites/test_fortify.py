@@ -469,3 +469,52 @@ def test_a_folder_hundreds_deep_is_fortified_and_audited_like_a_shallow_one(site
 
 def _audit(h, admin, *args):
     return h.call(admin, "security_audit", *args)
+
+
+def test_drupal_files_of_every_site_are_writable_never_through_a_link(site, tmp_path):
+    """Drupal's sites/*/files: each site's files folder is writable, settings.php is not, a link is never followed."""
+    h, admin, home = site
+    root = _docroot(home)
+    make_tree(root, {"core/lib/Drupal.php": "<?php", "sites/default/settings.php": "<?php",
+                     "sites/default/files/a.png": "png", "sites/shop.example/files/": None,
+                     "modules/contrib/x.module": "<?php"}, home.owner)
+    outside = tmp_path / "outside" / "files"
+    outside.mkdir(parents=True)
+    os.symlink(str(outside.parent), os.path.join(root, "sites", "evil"))
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    info = _info(h, admin)
+    assert (info.app, info.writable) == ("drupal", [f"{DOC}/sites/default/files", f"{DOC}/sites/shop.example/files"])
+    assert web_can_write(os.path.join(root, "sites/default/files/a.png"))
+    assert web_can_write(os.path.join(root, "sites/shop.example/files"))
+    for closed in ("sites/default/settings.php", "sites/default", "modules/contrib/x.module", ""):
+        assert not web_can_write(os.path.join(root, closed)), closed
+    assert f"user:{WEB_USER}" not in subprocess.run(["getfacl", "-p", str(outside)], capture_output=True,
+                                                   text=True).stdout
+    h.call(admin, "security_fortify", "example.com", "", "min")
+    assert web_can_write(os.path.join(root, "modules/contrib/x.module"))
+
+
+@pytest.mark.parametrize("files, app, writable, closed", [
+    ({"configuration.php": "<?php", "libraries/src/Version.php": "<?php", "administrator/index.php": "<?php",
+      "images/logo.png": "png"}, "joomla", ["administrator/cache", "administrator/logs", "cache", "log", "logs", "tmp"],
+     ["configuration.php", "images/logo.png", "administrator/index.php"]),
+    ({"app/Mage.php": "<?php", "app/etc/local.xml": "<x/>", "media/catalog/p.jpg": "jpg", "var/": None}, "magento",
+     ["downloader", "media/downloadable", "var/cache", "var/log", "var/session"],
+     ["app/etc/local.xml", "media/catalog/p.jpg", "app/Mage.php"]),
+    ({"artisan": "#!php", "bootstrap/app.php": "<?php", "storage/framework/": None, "storage/app/": None},
+     "laravel", ["bootstrap/cache", "storage/framework/cache", "storage/framework/sessions",
+                 "storage/framework/views", "storage/logs"],
+     ["artisan", "bootstrap/app.php", "storage/app"]),
+])
+def test_joomla_4_magento_1_and_laravel_get_apiscp_s_max(site, files, app, writable, closed):
+    """The profiles ApisCP's detection missed (Joomla 4/5, Magento 1) and Laravel: exactly their max paths."""
+    h, admin, home = site
+    root = _docroot(home)
+    make_tree(root, files, home.owner)
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    info = _info(h, admin)
+    assert (info.app, info.writable) == (app, [f"{DOC}/{p}" for p in writable])
+    for rel in writable:
+        assert web_can_write(os.path.join(root, rel)), rel
+    for rel in closed:
+        assert not web_can_write(os.path.join(root, rel)), rel
