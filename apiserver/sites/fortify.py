@@ -183,6 +183,9 @@ class Fortifier(service.Service):
         # The window is on record before the folder is opened: a crash in between still closes it.
         self._save(site_id, target.key, app_name, mode, until, None, learned, now)
         self._apply(target, self._writable(mode, profile, learned))
+        if mode == "min" and profile is not None:
+            for rel in profile.control_files:
+                give_to_web(target.folder, rel, home.owner, self._web_uid())
         return target.key, until
 
     def _close_blocking(self, domain: str, key: str, now: float) -> None:
@@ -501,6 +504,31 @@ def _grant_one(top: int, rel: str, uids: set, web_uid: int) -> None:
             acl.grant_folder(acl.handle(fd), st, web_uid, inherit=False)
         elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
             acl.grant_file(acl.handle(fd), st, web_uid)
+    finally:
+        os.close(fd)
+
+
+def give_to_web(folder: str, rel: str, owner, web_uid: int) -> None:
+    """Blocking.  The owner's file ``rel`` becomes the web user's, the owner keeping read and write by
+    an ACL entry (ApisCP's control files: WordPress compares the owner of wp-admin/includes/file.php
+    with the owner of a file it creates to decide to write directly instead of asking for FTP
+    credentials).  Only as root, only a plain file with one link, never through a link; the next
+    max or reset gives it back like everything else the web user owns outside its paths."""
+    if os.geteuid() != 0:
+        return
+    top = open_folder(folder)
+    try:
+        fd = open_below(top, rel, PATH_FLAGS)
+    except OSError:
+        return
+    finally:
+        os.close(top)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == owner.uid:
+            target = acl.handle(fd)
+            os.chown(target, web_uid, st.st_gid)
+            acl.grant_file(target, os.fstat(fd), owner.uid)
     finally:
         os.close(fd)
 

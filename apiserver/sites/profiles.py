@@ -32,6 +32,8 @@ class Profile:
     markers: tuple
     max_paths: tuple
     min_extra: tuple = ()
+    #: files given to the web server user in min (each also among min_extra)
+    control_files: tuple = ()
 
     @property
     def max(self) -> tuple:
@@ -123,7 +125,9 @@ PROFILES = (
         ("wp-content/", "plugins, themes, languages and upgrades are installed here"),
         (".htaccess", "WordPress writes its permalink rules here"),
         ("wp-config.php", "the installer and caching plugins edit its constants"),
-    )),
+        ("wp-admin/includes/file.php", "the web server's in min, so that WordPress installs plugins itself "
+                                       "instead of asking for FTP credentials (ApisCP's control file)"),
+    ), control_files=("wp-admin/includes/file.php",)),
 )
 PROFILE_NAMES = tuple(dict.fromkeys(p.name for p in PROFILES))
 

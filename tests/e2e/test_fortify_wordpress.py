@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import http.client
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -70,6 +71,18 @@ case 'plugin':
     break;
 case 'core':
     ok(@file_put_contents("$root/wp-includes/version.php", "<?php /* $arg */", FILE_APPEND));
+    break;
+case 'fsmethod':
+    // WordPress's own choice: write directly, or ask for FTP credentials (its plugin installer asks this)
+    define('ABSPATH', "$root/");
+    define('WPINC', 'wp-includes');
+    define('WP_CONTENT_DIR', "$root/wp-content");
+    define('WP_LANG_DIR', WP_CONTENT_DIR . '/languages');
+    foreach (['load', 'plugin', 'formatting', 'functions', 'l10n', 'pomo/translations'] as $f) {
+        require ABSPATH . WPINC . "/$f.php";
+    }
+    require ABSPATH . 'wp-admin/includes/file.php';
+    echo get_filesystem_method(array(), WP_CONTENT_DIR . '/plugins');
     break;
 case 'exec':
     exec($_GET['bin'] . ' 2>&1', $out, $rc);
@@ -245,15 +258,22 @@ def _info(h, admin, path: str = ""):
 
 def test_wordpress_under_apache_does_exactly_what_each_mode_allows(world):
     """max, min, release, reset, and write (its window closing by itself into max), as PHP under Apache."""
-    h, admin, _home, _root, apache = world
+    h, admin, home, root, apache = world
     probe = Probe(apache)
+    control = os.path.join(root, "wp-admin/includes/file.php")
     assert _info(h, admin).app == "wordpress"
     _fortify(h, admin, "reset")
     assert probe.matrix() == NONE
     _fortify(h, admin, "max")
     assert probe.matrix() == MAX
+    assert probe.run("fsmethod") != "direct"  # WordPress would ask for FTP credentials
     _fortify(h, admin, "min")
     assert probe.matrix() == MIN
+    assert probe.run("fsmethod") == "direct"  # ApisCP's control file: WordPress installs plugins itself
+    assert os.stat(control).st_uid == pwd.getpwnam(WEB_USER).pw_uid
+    _fortify(h, admin, "max")
+    assert probe.run("fsmethod") != "direct" and probe.matrix() == MAX
+    assert os.stat(control).st_uid == home.owner.uid
     _fortify(h, admin, "release")
     assert probe.matrix() == ALL
     _fortify(h, admin, "reset")
