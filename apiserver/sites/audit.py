@@ -29,7 +29,7 @@ from typing import Callable, Optional
 from apiserver.errors import InvalidArgument
 from apiserver.sites import acl
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path
-from apiserver.sites.walk import open_file, walk_inside
+from apiserver.sites.walk import FILE_FLAGS, open_file, walk_inside
 
 KEYS = ("user", "group", "perm", "name", "writable")
 _PERM = re.compile(r"^([ugoa]*)([+-])([rwx]+)$")
@@ -74,6 +74,7 @@ class _Test:
     def __init__(self, fn: Callable, needs_acl: bool = False, user: Optional[pwd.struct_passwd] = None,
                  bit: int = 0):
         self.fn, self.needs_acl, self.user, self.bit = fn, needs_acl, user, bit
+        self.memo: dict = {}  # (id of an ACL, uid, gid) -> (that ACL, whether ``user`` may write)
         self.gids = acl.user_groups(user.pw_name, user.pw_gid) if user is not None else frozenset()
 
     def __call__(self, name, st, access, reachable) -> bool:
@@ -202,9 +203,12 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
                 # The mode lets the ACL decide: the group bits are the mask of an ACL, most likely.
                 if entry.is_file(follow_symlinks=False):
                     # Owner and ACL read again on one descriptor of the file: they belong together.
-                    fd, target = open_file(folder.fd, entry.name)
-                    if fd < 0:
-                        continue
+                    try:
+                        fd = target = os.open(entry.name, FILE_FLAGS, dir_fd=folder.fd)
+                    except OSError:
+                        fd, target = open_file(folder.fd, entry.name)  # gone, a link, or only O_PATH
+                        if fd < 0:
+                            continue
                     try:
                         st = os.fstat(fd)
                         access = acl.access_of(target, st, expected=True)
@@ -220,4 +224,11 @@ def _writable(st: os.stat_result, access: Optional[acl.Acl], reachable: dict, te
     if stat.S_ISLNK(st.st_mode) or not reachable.get(user.pw_uid, False):
         return False
     # No ACL read: the mode alone decides (see _Test).
-    return (access or acl.of_mode(st.st_mode)).allows(st, user.pw_uid, test.gids, acl.WRITE)
+    rights = access or acl.of_mode(st.st_mode)
+    # A tree's files share a few ACLs and owners: each answer is worked out once per audit (the
+    # memo holds the ACL, so its id is not reused while the key is there).
+    key = (id(rights), st.st_uid, st.st_gid)
+    known = test.memo.get(key)
+    if known is None:
+        known = test.memo[key] = (rights, rights.allows(st, user.pw_uid, test.gids, acl.WRITE))
+    return known[1]
