@@ -157,6 +157,9 @@ class Lockdown(service.Service):
         if names is not None:
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) > MAX_PATHS:
                 return defer.fail(InvalidArgument(f"paths must be a list of up to {MAX_PATHS} names or absolute paths"))
+            if not names:
+                return defer.fail(InvalidArgument("paths is empty: give names or absolute paths, or null for "
+                                                  "[security] lockdown_binaries"))
         return self.run_blocking(self._lock_blocking, names)
 
     def status(self, names=None) -> defer.Deferred:

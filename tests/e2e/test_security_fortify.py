@@ -40,9 +40,13 @@ def sites_dir():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, sites_dir):
-    """One server with its sites in sites_dir and a 60 s learning window."""
+    """One server with its sites in sites_dir, a 60 s learning window, and a lockdown that can find nothing
+    (its search path an empty folder): a lockdown call by mistake never touches the machine's binaries."""
+    empty = str(tmp_path_factory.mktemp("no-binaries"))
     srv = start_server(str(tmp_path_factory.mktemp("fortify")),
-                       {"web": {"sites_root": sites_dir}, "security": {"learning_window": "60"}})
+                       {"web": {"sites_root": sites_dir},
+                        "security": {"learning_window": "60", "lockdown_search_path": empty, "lockdown_trees": "",
+                                     "template_root": empty}})
     yield srv
     srv.stop()
 
@@ -261,8 +265,9 @@ def _items(value) -> list:
 
 @pytest.mark.parametrize("client", ["zeep", "php-wsdl", "php-nonwsdl", "xmlrpc"])
 def test_roles_and_client_faults_for_every_function(server, sites_dir, client, request):
-    """Each client: fortify, fortification_info, audit and scan_setuid answer bad paths, unknown hostnames,
-    unknown modes and missing files with Client.* faults, refuse the wrong role, and scan_setuid works."""
+    """Each client: fortify, fortification_info, audit, manifest_create, lockdown and scan_setuid answer bad
+    paths, unknown hostnames, unknown modes, missing files and bad manifests with Client.* faults, refuse the
+    wrong role, and scan_setuid works."""
     if client.startswith("php"):
         request.getfixturevalue("php")
     run = {"zeep": lambda: zeep_runner(server), "xmlrpc": lambda: xmlrpc_runner(server),
@@ -282,13 +287,35 @@ def test_roles_and_client_faults_for_every_function(server, sites_dir, client, r
         ["security_audit", [f"{DOC}/../../..", None, True]],
         ["security_audit", [f"{DOC}/missing", None, True]],
         ["security_scan_setuid", [None]],
+        ["security_manifest_create", ["unknown.example", ""]],
+        ["security_manifest_create", [domain, "../../.."]],
+        ["security_manifest_create", [domain, ""]],
+        ["security_manifest_create", [domain, ""]],
+        ["security_lockdown", [None]],
+        ["security_lockdown_status", []],
     ], cookie=sid)
     assert [r.get("fault", "").replace("SOAP-ENV:", "") for r in as_site] == [
         "Client.InvalidArgument", "Client.InvalidArgument", "Client.InvalidArgument", "Client.NotFound",
         "Client.NotFound", "Client.NotFound", "Client.InvalidArgument", "Client.NotFound",
-        "Client.InvalidArgument", "Client.NotFound", "Client.Denied"], as_site
+        "Client.InvalidArgument", "Client.NotFound", "Client.Denied",
+        "Client.NotFound", "Client.InvalidArgument", "", "Client.InvalidArgument", "Client.Denied",
+        "Client.Denied"], as_site
+    assert as_site[13]["ok"] == f"{DOC}/.webapp.yml" and "already exists" in as_site[14]["message"]
     assert sites_dir not in str(as_site)  # faults name site paths only
+    with open(os.path.join(_root, ".webapp.yml"), "w") as fh:  # the owner's edit goes wrong
+        fh.write("fortification:\n  max:\n    - ../../etc/\n")
+    (bad,) = run([["security_fortify", [domain, "", "max"]]], cookie=sid)
+    assert bad["fault"].replace("SOAP-ENV:", "") == "Client.InvalidArgument"
+    assert ".webapp.yml line 3, fortification.max" in bad["message"], bad
     template = _setuid_template()
+
+    def names(*items):
+        """A list of strings as the client sends one (zeep: the WSDL's stringArray)."""
+        if client != "zeep":
+            return list(items)
+        return zeep.Client(f"{server.url}/apnscp.wsdl?style=document").get_type(
+            "{urn:net.apnscp.soap}stringArray")(string=list(items))
+
     try:
         as_admin = run([
             ["security_fortify", [domain, "", "max"]],
@@ -297,11 +324,15 @@ def test_roles_and_client_faults_for_every_function(server, sites_dir, client, r
             ["security_scan_setuid", [template]],
             ["security_scan_setuid", [os.path.join(template, "none")]],
             ["security_scan_setuid", ["relative/root"]],
+            ["security_lockdown", [names("../x")]],
+            ["security_lockdown", [names()]],
+            ["security_lockdown_status", []],
         ], key=server.admin_key)
     finally:
         shutil.rmtree(template)
     assert [r.get("fault", "ok").replace("SOAP-ENV:", "") for r in as_admin] == [
-        "Client.Denied", "Client.Denied", "Client.Denied", "ok", "Client.NotFound", "Client.InvalidArgument"], as_admin
+        "Client.Denied", "Client.Denied", "Client.Denied", "ok", "Client.NotFound", "Client.InvalidArgument",
+        "Client.InvalidArgument", "Client.InvalidArgument", "ok"], as_admin
     (found,) = _items(as_admin[3]["ok"])
     assert (found["path"], found["package"], found["trusted"], found["mode"]) == (
         os.path.join(template, "usr/bin/passwd"), "passwd", True, "4755")

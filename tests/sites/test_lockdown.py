@@ -134,3 +134,6 @@ def test_lockdown_is_for_the_appliance_administrator_and_checks_its_argument(loc
         h.call(h.admin, "security_lockdown", ["../../etc/passwd"])
     with pytest.raises(InvalidArgument):
         h.call(h.admin, "security_lockdown", ["x"] * 300)
+    with pytest.raises(InvalidArgument, match="empty"):  # never "nothing", never "the default list" by mistake
+        h.call(h.admin, "security_lockdown", [])
+    assert not os.path.exists(os.path.join(h.config.state_dir, "lockdown.json"))
