@@ -192,7 +192,11 @@ def world():
     top = tempfile.mkdtemp(prefix="apiserver-wp-", dir="/tmp")
     os.chmod(top, 0o711)
     sites_root = os.path.join(top, "sites")
-    h = Harness(os.path.join(top, "state"), {"web": {"sites_root": sites_root}})
+    empty = os.path.join(top, "no-binaries")
+    os.mkdir(empty)
+    # The lockdown's own settings find nothing: only the lockdown test points it (per call) at copies.
+    h = Harness(os.path.join(top, "state"), {"web": {"sites_root": sites_root}, "security": {
+        "lockdown_search_path": empty, "lockdown_trees": "", "template_root": empty}})
     apache = None
     try:
         admin = h.add_site()
