@@ -39,7 +39,7 @@ from apiserver.sites import acl, manifest
 from apiserver.sites.learning import added_to, learn, under_any
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
 from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open_folder, walk
-from apiserver.sites.profiles import PROFILE_NAMES, PROFILES, Profile, detect, expand  # noqa: F401 - re-exported
+from apiserver.sites.profiles import Profile, detect, expand
 from apiserver.sites.records import FortificationInfo
 from apiserver.storage import utcnow
 
