@@ -402,3 +402,19 @@ def deny(target: Target, st: os.stat_result, uid: int) -> bool:
         return False
     _write(target, ACCESS, denied)
     return True
+
+
+def set_user_entry(path: str, uid: int, perm: int) -> bool:
+    """Blocking.  Set the ACL entry of ``uid`` on ``path`` (not following a link) to exactly
+    ``perm`` (``setfacl -m u:<uid>:<perm>``; the mask recalculated); whether it changed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        access, _default = _stored(fd)
+        granted = _with_user(_entries(access, st.st_mode), uid, perm)
+        if granted == access:
+            return False
+        _write(fd, ACCESS, granted)
+        return True
+    finally:
+        os.close(fd)

@@ -32,12 +32,13 @@ import stat
 from typing import Callable, Optional
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.errors import InvalidArgument, ServerError
 from apiserver.sites import acl
 from apiserver.sites.records import LockdownEntry
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.sites.lockdown")
 
@@ -135,22 +136,24 @@ class Lockdown(service.Service):
         self.web_user = web_user
         self.settings = settings
         self.state_path = os.path.join(state_dir, STATE_FILE)
-        self._loop: Optional[task.LoopingCall] = None
-        #: the Deferred of the timer's last re-apply (None before the first)
-        self.last_run: Optional[defer.Deferred] = None
+        self._timer: Optional[WorkTimer] = None
 
     def startService(self):
         super().startService()
-        self._loop = task.LoopingCall(self.reapply)
-        self._loop.clock = self.clock
+        self._timer = WorkTimer(self.clock, self.settings.get("security", "lockdown_interval"),
+                                self._reapply_blocking, self.run_blocking, name="lockdown",
+                                on_failure=lambda f: log.failure("re-applying the lockdown of binaries failed", f))
         # The first run is one interval after start: a restart never rewrites ACLs at once.
-        self._loop.start(self.settings.get("security", "lockdown_interval"), now=False)
+        self._timer.start(now=False)
 
     def stopService(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        return super().stopService()
+        timer, self._timer = self._timer, None
+        super().stopService()
+        return timer.stop() if timer is not None else None
+
+    def idle(self) -> defer.Deferred:
+        """Fires when no re-apply is running or due (at once when the timer is not started)."""
+        return self._timer.idle() if self._timer is not None else defer.succeed(None)
 
     def lock(self, names=None) -> defer.Deferred:
         """Deny the web server user ``names`` (None: the configured list); a Deferred list of LockdownEntry."""
@@ -166,13 +169,6 @@ class Lockdown(service.Service):
         """A Deferred list of LockdownEntry of ``names`` (None: the last call's, else the configured list)."""
         return self.run_blocking(self._status_blocking, names)
 
-    def reapply(self) -> defer.Deferred:
-        """Apply the last call again (nothing when there was none); failures are logged."""
-        d = self.run_blocking(self._reapply_blocking)
-        d.addErrback(lambda f: log.failure("re-applying the lockdown of binaries failed", f))
-        self.last_run = d
-        return d
-
     # --- blocking ---------------------------------------------------------------------------
     def _lock_blocking(self, names) -> list:
         if os.geteuid() != 0:
@@ -187,6 +183,7 @@ class Lockdown(service.Service):
         return status(self._targets(names), self._web_uid())
 
     def _reapply_blocking(self) -> Optional[list]:
+        """Blocking.  The timer's run: the last call again, nothing when there was none."""
         try:
             with open(self.state_path, encoding="utf-8") as fh:
                 json.load(fh)

@@ -23,7 +23,7 @@ import urllib.parse
 import pytest
 
 from apiserver.errors import InvalidArgument
-from tests.accounts.support import Harness, eventually
+from tests.accounts.support import Harness, eventually, wait
 from tests.conftest import stop_process
 from tests.sites.support import WEB_USER, remove_tree
 
@@ -406,7 +406,7 @@ def test_php_under_apache_cannot_run_locked_binaries(world, binaries):
         os.replace(whoami + ".new", whoami)
         assert probe.run("exec", bin=whoami) == f"0:{WEB_USER}"
         h.clock.advance(86400)
-        eventually(lambda: lockdown.last_run is not None and lockdown.last_run.called)
+        wait(lockdown.idle())  # the re-apply runs on the blocking pool
         assert probe.run("exec", bin=whoami).startswith("126:")
     finally:
         lockdown.settings = original

@@ -117,7 +117,7 @@ def test_the_timer_reapplies_the_lockdown_after_a_binary_is_replaced(lockdown_ha
     h.clock.advance(86399)
     assert _run(WEB_USER, whoami).returncode == 0
     h.clock.advance(1)
-    wait(h.app.lockdown.last_run)  # the re-apply runs on the blocking pool
+    wait(h.app.lockdown.idle())  # the re-apply runs on the blocking pool
     assert _run(WEB_USER, whoami).returncode != 0
     assert all(e.denied for e in h.call(h.admin, "security_lockdown_status"))
 
