@@ -208,7 +208,10 @@ class Fortifier(service.Service):
         learned = _learned(row)
         if row["mode"] == "learn":
             known = profile.max if profile else ()
-            learned = added_to(known, learned, learn(target.folder, self._web_uid(), home.real_root))
+            # A control file is the web user's because min made it so, not because it wrote it.
+            made = [e for e in learn(target.folder, self._web_uid(), home.real_root)
+                    if not profile or e not in profile.control_files]
+            learned = added_to(known, learned, made)
         self._apply(target, self._writable("max", profile, learned))
         self._save(site_id, key, profile.name if profile else "unknown", "max", None, None, learned, now)
 

@@ -223,7 +223,20 @@ def test_learning_adds_to_the_profile_never_replacing_it(site):
     assert as_web('mkdir "$1/wp-content/uploads/2027"', root).returncode == 0
     for closed in ("wp-content", "wp-config.php", ".htaccess"):
         assert not web_can_write(os.path.join(root, closed)) or not os.path.exists(os.path.join(root, closed)), closed
-    # min is the profile's wider set plus what was learned
+    # min is the profile's wider set plus what was learned; learning after min never learns the
+    # control file min gave the web user
+    control = os.path.join(root, "wp-admin/includes/file.php")
+    os.makedirs(os.path.dirname(control))
+    with open(control, "w") as fh:
+        fh.write("<?php")
+    os.chown(control, home.owner.uid, home.owner.gid)
+    h.call(admin, "security_fortify", "example.com", "", "min")
+    assert os.stat(control).st_uid == _uid()
+    h.call(admin, "security_fortify", "example.com", "", "learn")
+    h.clock.advance(1800)
+    eventually(lambda: _info(h, admin).mode == "max")
+    assert _info(h, admin).learned == [f"{DOC}/wp-content/backup-db"]
+    assert os.stat(control).st_uid == home.owner.uid
     h.call(admin, "security_fortify", "example.com", "", "min")
     assert f"{DOC}/wp-content/backup-db" in _info(h, admin).writable
     assert web_can_write(os.path.join(root, "wp-config.php"))
