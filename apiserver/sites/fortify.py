@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
 from apiserver.sites import acl, manifest
-from apiserver.sites.learning import added_to, learn, under_any
+from apiserver.sites.learning import added_to, filesystem_now_ns, learn, under_any
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
 from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open_folder, walk
 from apiserver.sites.profiles import Profile, detect, expand
@@ -183,6 +183,8 @@ class Fortifier(service.Service):
         # The window is on record before the folder is opened: a crash in between still closes it.
         self._save(site_id, target.key, app_name, mode, until, None, learned, now)
         self._apply(target, self._writable(mode, profile, learned))
+        if mode == "learn":  # learning counts what changes from now on (opening changed every ctime)
+            self._save(site_id, target.key, app_name, mode, until, filesystem_now_ns(home.root), learned, now)
         if mode == "min" and profile is not None:
             for rel in profile.control_files:
                 give_to_web(target.folder, rel, home.owner, self._web_uid())
@@ -209,7 +211,7 @@ class Fortifier(service.Service):
         if row["mode"] == "learn":
             known = profile.max if profile else ()
             # A control file is the web user's because min made it so, not because it wrote it.
-            made = [e for e in learn(target.folder, self._web_uid(), home.real_root)
+            made = [e for e in learn(target.folder, self._web_uid(), home.real_root, row["learn_since_ns"] or 0)
                     if not profile or e not in profile.control_files]
             learned = added_to(known, learned, made)
         self._apply(target, self._writable("max", profile, learned))

@@ -1,28 +1,35 @@
-"""Fortification's learning mode: what the web server user made during a learn window.
+"""Fortification's learning mode: what the web server user made or changed during a learn window.
 
 ApisCP: "only files created or modified during that window will be allowed future write-access".
 The web server user's files are told apart by their owner: what it creates it owns (the site's
 owner and its users own everything else), so the owner's own edits during the window, however
-recent, are never learned.  What it changed in place in a file it does not own keeps that
-file's owner and is not learned either: only an audit of each write could tell who made it.
-Everything here is blocking.
+recent, are never learned.  Among the files it owns, those it created or changed in the window
+are told from older ones by their change time (``st_ctime``, which a write, a new entry in a
+folder, a chmod or an ACL change all move), compared with the filesystem's own time taken when
+the window opened, after the folder was opened up (that change moved every entry's ctime); a
+change in the clock tick of that moment itself (a few milliseconds) is not told apart from the
+opening and is not learned.
+What the web server changed in place in a file it does not own keeps that file's owner and is
+not learned: only an audit of each write could tell who made it.  Everything here is blocking.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
 
 from apiserver.sites.manifest import check_path
 from apiserver.sites.walk import walk_inside
 
 
-def learn(folder: str, web_uid: int, home_root: str) -> list:
-    """Blocking.  What the web server user made under ``folder``: the entries it owns.
+def learn(folder: str, web_uid: int, home_root: str, since_ns: int = 0) -> list:
+    """Blocking.  What the web server user made or changed under ``folder`` since ``since_ns``
+    (filesystem time): the entries it owns whose ctime is not older.
 
-    A folder it owns counts with everything under it (``dir/``), a file it owns alone.  The
-    owner's own edits never count (they keep the owner's uid), nor does the manifest.  The walk
-    never follows a link nor leaves the home ``home_root`` (a real path).
+    A folder counts with everything under it (``dir/``), a file alone; an older folder of its own
+    is searched like the owner's.  The manifest never counts.  The walk never follows a link nor
+    leaves the home ``home_root`` (a real path).
     """
     learned = []
     for here in walk_inside(folder, home_root, shown="."):
@@ -33,15 +40,25 @@ def learn(folder: str, web_uid: int, home_root: str) -> list:
             except FileNotFoundError:
                 continue
             rel = here.child_rel(entry.name)
+            # Strictly later: the kernel stamps times from a clock that moves a tick (a few ms) at
+            # a time, so the opening's own ACL changes can carry the marker's very time.
+            recent = st.st_uid == web_uid and st.st_ctime_ns > since_ns
             if stat.S_ISDIR(st.st_mode):
-                if st.st_uid == web_uid:
+                if recent:
                     learned.append(rel + "/")  # its whole tree is writable
                 else:
                     descend.append(entry.name)
-            elif stat.S_ISREG(st.st_mode) and st.st_uid == web_uid and check_path(rel) is None:
+            elif stat.S_ISREG(st.st_mode) and recent and check_path(rel) is None:
                 learned.append(rel)
         here.subfolders = [name for name in here.subfolders if name in descend]
     return sorted(learned)
+
+
+def filesystem_now_ns(directory: str) -> int:
+    """Blocking.  The filesystem's current time: the change time of a file made now in ``directory``
+    (what entries' ctimes are compared with must come from the same clock as they do)."""
+    with tempfile.NamedTemporaryFile(prefix=".apiserver-fortify-", dir=directory) as marker:
+        return os.fstat(marker.fileno()).st_ctime_ns
 
 
 def added_to(known, learned: list, found: list) -> list:

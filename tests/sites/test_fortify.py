@@ -207,6 +207,23 @@ def test_learn_window_turns_what_the_web_user_wrote_into_the_profile(site):
     assert os.stat(os.path.join(root, "data/x/y")).st_uid == home.owner.uid
 
 
+def test_learning_counts_only_what_the_web_user_made_or_changed_in_the_window(site):
+    """What the web user made before the window (while released) is not learned unless it changes in the window."""
+    h, admin, home = site
+    root = _docroot(home)
+    make_tree(root, {"index.php": "<?php", "data/": None}, home.owner)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    assert as_web('echo a > "$1/old.php" && echo b > "$1/touched.txt" && mkdir "$1/data/old"', root).returncode == 0
+    h.call(admin, "security_fortify", "example.com", "", "learn")
+    assert as_web('echo c > "$1/new.php" && echo more >> "$1/touched.txt" && echo d > "$1/data/old/x"',
+                  root).returncode == 0
+    h.clock.advance(1800)
+    eventually(lambda: _info(h, admin).mode == "max")
+    assert _info(h, admin).learned == [f"{DOC}/data/old", f"{DOC}/new.php", f"{DOC}/touched.txt"]
+    assert not web_can_write(os.path.join(root, "old.php"))
+    assert os.stat(os.path.join(root, "old.php")).st_uid == home.owner.uid  # given back by max
+
+
 def test_learning_adds_to_the_profile_never_replacing_it(site):
     """WordPress after a learn window: uploads and cache stay writable, a new folder is added, wp-content is not."""
     h, admin, home = site
@@ -408,7 +425,7 @@ def test_learning_never_follows_a_folder_swapped_for_a_link(tmp_path, monkeypatc
     with open(os.path.join(docroot, "made.txt"), "w"):
         pass
     os.chown(os.path.join(docroot, "made.txt"), web_uid, 0)
-    learned = learn(docroot, web_uid, home.real_root)
+    learned = learn(docroot, web_uid, home.real_root, -1)
     assert os.path.islink(os.path.join(docroot, "cache"))
     assert learned == ["made.txt"]  # nothing of what lies behind the link
 
