@@ -37,11 +37,15 @@ from apiserver.geolocation import Geolocator
 from apiserver.internal import InternalApi
 from apiserver.lifecycle import services
 from apiserver.lifecycle.appliers import Appliers
+from apiserver.lifecycle.dav_access import DavAccess, DavApplier
+from apiserver.lifecycle.databases import database_appliers
 from apiserver.lifecycle.plans import Plans
 from apiserver.lifecycle.reports import SiteReports
 from apiserver.lifecycle.service import SiteLifecycle
 from apiserver.lifecycle.suspension import SuspendedSites
-from apiserver.lifecycle.usage import Unmeasured
+from apiserver.lifecycle.recount import StorageRecount
+from apiserver.lifecycle.traffic import TrafficMeter
+from apiserver.lifecycle.usage import MeasuredUsage
 from apiserver.middleware import GateKeeper
 from apiserver.middleware.anvil import Anvil, make_anvil_store
 from apiserver.middleware.https_only import HttpsOnly
@@ -133,11 +137,16 @@ class Application:
         self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)
         self.gatekeeper = GateKeeper(config, self.accounts, self.anvil, self.ip_restrictions, HttpsOnly(config),
                                      self.notices.devices, self.api, suspensions=self.suspensions)
+        self.dav_access = DavAccess(self.storage, clock, run_blocking, config)
         self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
                                        plans=Plans(config.plans_dir, config.get("plans", "default")),
-                                       appliers=Appliers([SystemAccountsApplier(self.site_accounts)]),
+                                       appliers=Appliers([SystemAccountsApplier(self.site_accounts),
+                                                          *database_appliers(config, self.storage, self.site_homes),
+                                                          DavApplier(self.dav_access)]),
                                        suspensions=self.suspensions, fire=fire)
-        self.site_reports = SiteReports(self.storage, clock, Unmeasured())
+        self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config)
+        self.traffic = TrafficMeter(self.storage, clock, run_blocking, config, fire)
+        self.site_reports = SiteReports(self.storage, clock, MeasuredUsage(self.storage, self.traffic))
         self.rampart = Rampart(self.anvil, Fail2ban(config.get("rampart", "fail2ban_client"),
                                                     config.get("rampart", "fail2ban_socket")),
                                self.rampart_whitelist, run_blocking, self._rampart_of_site, config)
@@ -188,12 +197,14 @@ class Application:
     # --- the shared middle of every gate ----------------------------------------------------
     def background_services(self) -> list:
         """The Twisted services the server starts with its listeners and stops before the pools:
-        the security trail's writer, the notice sender, Fortification's window timers and the
-        lockdown's re-apply timer.
+        the security trail's writer, the notice sender, Fortification's window timers, the
+        lockdown's re-apply timer, the storage recount and the traffic meter (which stores what it
+        holds when it stops).
 
         They stop in reverse order, so the trail stops last and writes what the others
         recorded while stopping (a notice that failed in the sender's last batch)."""
-        return [self.security_events, self.notices.sender, self.fortifier, self.lockdown]
+        return [self.security_events, self.notices.sender, self.fortifier, self.lockdown, self.storage_recount,
+                self.traffic]
 
     def admit(self, request: AuthRequest) -> defer.Deferred:
         """Toggle, Anvil, authentication and IP restriction: a Deferred CallContext or an ApiError."""

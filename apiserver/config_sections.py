@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from apiserver.config_values import (  # noqa: F401
     Key, Section, choice, int_range, parse_account_prefix, parse_bool, parse_host, parse_names, parse_networks,
-    parse_plan_name, parse_str, parse_system_user_or_auto, port,
+    parse_plan_name, parse_str, parse_system_user_or_auto, port, server_url,
 )
 
 K = Key
@@ -150,6 +150,25 @@ BUILTIN_SECTIONS = (
           "Folder of plan files (<name>.ini, .skeleton.ini), relative to this file; empty: the plans shipped with "
           "apiserver (apiserver/lifecycle/plan_files)."),
         K("default", parse_plan_name, "basic", "The plan of a site that names none (a file <default>.ini in dir)."),
+    )),
+    Section("databases", "The MariaDB and PostgreSQL servers where sites get their database user (mysql.*, pgsql.*).", (
+        K("mysql_admin_url", server_url("mysql"), "",
+          "How apiserver administers MariaDB users: mysql://user[:password]@host[:port] of an account that may create "
+          "users and grant (root); empty: no site may enable mysql.", secret=True),
+        K("pgsql_admin_url", server_url("postgresql"), "",
+          "How apiserver administers PostgreSQL roles: postgresql://user[:password]@host[:port][/database] of a "
+          "superuser (postgres); empty: no site may enable pgsql.", secret=True),
+    )),
+    Section("usage", "Measured use of sites: storage (admin_get_usage('storage')) and traffic (bandwidth).", (
+        K("recount_interval", int_range(60, 86400 * 7), "3600",
+          "Seconds between the end of one background count of every site's storage and the start of the next (the "
+          "first starts with the server); the answers give the last stored count."),
+        K("group_quota", parse_bool, "true",
+          "Read a site's use from the filesystem's group quota of its group admin<N> when the filesystem keeps one; "
+          "false (or no quota): count the files of the site's home."),
+        K("flush_interval", int_range(1, 3600), "60",
+          "Seconds the traffic counted at the gates and reported by plugins is held in memory before it is stored "
+          "(the answers include what is held)."),
     )),
     Section("rampart", "Rampart: the ban API (rampart_*) over Anvil and fail2ban.", (
         K("fail2ban_socket", parse_str, "/var/run/fail2ban/fail2ban.sock",

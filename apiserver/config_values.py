@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import urllib.parse
 from typing import Any, Callable, Optional
 
 from apiserver.addresses import unmap_network
@@ -102,6 +103,25 @@ def parse_plan_name(raw: str) -> str:
     if not value or value.startswith(".") or not all(c.isalnum() or c in "._-" for c in value) or len(value) > 64:
         raise ValueError(f"expected a plan name (letters, digits, '.', '_', '-'), got {raw!r}")
     return value
+
+
+def server_url(scheme: str) -> Callable[[str], str]:
+    """Empty, or ``scheme://user[:password]@host[:port][/database]`` (a database server's admin)."""
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            return ""
+        parts = urllib.parse.urlsplit(value)
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"bad port in {scheme}:// URL") from None
+        if parts.scheme != scheme or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"expected empty or {scheme}://user[:password]@host[:port][/database]")
+        return value
+
+    parse.type_name = f"{scheme} URL"
+    return parse
 
 
 def parse_names(raw: str) -> tuple:

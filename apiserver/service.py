@@ -256,7 +256,8 @@ class ApiServer(service.MultiService):
         self.site = build_site(settings=app.config, reactor=app.reactor, gatekeeper=app.gatekeeper,
                                registry=app.registry, accounts=app.accounts, devices=app.notices.devices,
                                site_homes=app.site_homes, storage=app.storage, run_blocking=app.pools.run_blocking,
-                               metrics=app.metrics, site_files=app.site_files)
+                               metrics=app.metrics, site_files=app.site_files, traffic=app.traffic,
+                               dav_access=app.dav_access)
         cli_factory = CliFactory(app.config, app.gatekeeper, app.registry, app.directory, app.pools.run_blocking,
                                  app.hooks.fire, app.metrics)
         self.background = [ThreadPoolsService(app.pools)] + list(app.background_services())

@@ -8,6 +8,7 @@
 ``synthetic``  the site's own ``etc/passwd``, ``etc/group`` and ``etc/shadow`` in its root
 ``accounts``   SiteAccounts: a site's system accounts made, changed, locked and removed
 ``ids``        the host-ids table: which uid, gid and host names each site and user has
+``databases``  the MariaDB user and PostgreSQL role of a site, locked, unlocked and dropped
 
 The interface is narrow and typed (ints, validated names, host paths); nothing here parses
 network input, so the package can move into a separate privileged process without the rest of
