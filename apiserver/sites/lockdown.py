@@ -52,12 +52,18 @@ def targets(names, search_path, trees, template_root: str) -> list:
     found = []
     for name in names:
         if name.startswith("/"):
-            found.extend(sorted(glob.glob(name)))
+            matched = sorted(glob.glob(name))
+            folders = [p for p in matched if os.path.isdir(p)]
+            if folders:  # a whole folder (/usr/bin) would stop every program: trees are configured on purpose
+                raise InvalidArgument(f"lockdown entry {folders[0]!r} is a folder: name binaries, or list the "
+                                      "folder in [security] lockdown_trees")
+            found.extend(matched)
         elif "/" in name or not name:
             raise InvalidArgument(f"lockdown entry {name!r} is neither a name nor an absolute path")
         else:
             for folder in search_path:
-                found.extend(sorted(glob.glob(os.path.join(glob.escape(folder), name))))
+                found.extend(p for p in sorted(glob.glob(os.path.join(glob.escape(folder), name)))
+                             if not os.path.isdir(p))
     found.extend(t for t in trees if os.path.isdir(t))
     if template_root and os.path.realpath(template_root) != "/":
         found.extend([os.path.join(template_root, p.lstrip("/")) for p in found

@@ -75,6 +75,8 @@ def test_targets_are_looked_up_by_name_in_the_search_path_and_the_template(machi
     assert found == [f"{bin_dir}/cat", f"{bin_dir}/perl", f"{machine}/pyenv", f"{shadow}/cat"]
     with pytest.raises(InvalidArgument):
         targets(["../cat"], [bin_dir], [], "/")
+    with pytest.raises(InvalidArgument, match="is a folder"):  # never a whole /usr/bin by mistake
+        targets([bin_dir], [bin_dir], [], "/")
 
 
 def test_lockdown_denies_the_web_user_and_keeps_site_users_and_root(lockdown_harness, machine):
