@@ -188,7 +188,7 @@ BUILTIN_SECTIONS = (
           "Seconds a node reuses the stored whitelist before reading it again (other nodes' changes show after at "
           "most this).", runtime=True),
     )),
-    Section("security", "The security module: Fortification windows and the setuid scan.", (
+    Section("security", "The security module: Fortification windows, the lockdown of binaries and the setuid scan.", (
         K("learning_window", int_range(60, 86400 * 30), "1800",
           "Seconds fortify mode learn keeps a site writable before what the web server wrote becomes its profile.",
           runtime=True),
@@ -196,6 +196,17 @@ BUILTIN_SECTIONS = (
           "Seconds fortify mode write keeps a site writable before max applies again.", runtime=True),
         K("template_root", parse_str, "/",
           "Filesystem template root that scan_setuid walks by default (ApisCP's FILESYSTEMTEMPLATE).", runtime=True),
+        K("lockdown_binaries", parse_names,
+          "rm mv cp cat whoami id perl perl5.* python python2* python3* php php[0-9]* ruby curl wget nc nc.* ncat "
+          "netcat socat telnet gcc cc",
+          "What security_lockdown forbids the web server user to run (and read): names or shell patterns looked up in"
+          " lockdown_search_path, or absolute paths; also under template_root when that is not /.", runtime=True),
+        K("lockdown_search_path", parse_names, "/usr/local/bin /usr/bin /bin /usr/local/sbin /usr/sbin /sbin",
+          "Folders in which the names of lockdown_binaries are looked up.", runtime=True),
+        K("lockdown_trees", parse_names, "/usr/local/share/pyenv /usr/local/share/rbenv /usr/local/share/goenv",
+          "Folders (pyenv, rbenv, goenv) the web server user may not enter after security_lockdown.", runtime=True),
+        K("lockdown_interval", int_range(60, 86400 * 30), "86400",
+          "Seconds between re-applications of the last security_lockdown (a replaced binary is locked again)."),
     )),
     Section("dav", "WebDAV at /dav/ on both listeners: each account's site home (gate DAV).", (
         K("enabled", parse_bool, "true", "Serve /dav/; false answers it with 403 (scope apache.dav).", runtime=True),

@@ -19,6 +19,9 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v setfacl >/dev/null 2>&1 || need_pkgs+=(acl)
 command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need_pkgs+=(apache2)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
+# Fortification end to end: Debian's WordPress served by Apache with mod_php (tests/e2e/test_fortify_wordpress.py).
+[ -d /usr/share/wordpress ] || need_pkgs+=(wordpress)
+ls /usr/lib/apache2/modules/libphp*.so >/dev/null 2>&1 || need_pkgs+=(libapache2-mod-php)
 command -v cadaver >/dev/null 2>&1 || need_pkgs+=(cadaver)
 command -v litmus >/dev/null 2>&1 || need_pkgs+=(litmus)  # WebDAV conformance (tests/e2e/test_dav_state.py)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # tests/test_systemd_unit.py
