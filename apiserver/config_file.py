@@ -167,6 +167,9 @@ class ConfigFile:
                                       f"{PROTECTED_KEYS[section, key]}")
             if isinstance(value, dict):
                 raise InvalidArgument(f"cp.config: [{section}] {key}: expected a single value, got a hash")
+            if value is None:
+                raise InvalidArgument(f"cp.config: [{section}] {key}: expected a value, got null "
+                                      f"(the default is {config.key(section, key).default!r})")
             text = format_value(value)
             try:
                 check_value_text(text)
