@@ -59,20 +59,26 @@ def served_clone(tmp_path_factory, php, perl_soap_lite):
     purelib = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c",
                               "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    deps = base / "dependencies"  # this run's packages but apiserver, its example plugin and pip's own
+    deps.mkdir()
+    installed = sysconfig.get_paths()["purelib"]
+    for name in os.listdir(installed):
+        if not re.match(r"(apiserver|__editable__|pip\b|pip-|setuptools|_distutils|distutils-)", name):
+            os.symlink(os.path.join(installed, name), deps / name)
     with open(os.path.join(purelib, "test-run-dependencies.pth"), "w", encoding="utf-8") as fh:
-        fh.write(sysconfig.get_paths()["purelib"] + "\n")
+        fh.write(f"{deps}\n")
 
     setup = code_blocks(readme_section("Set up on a fresh machine"))[0][1].strip()
     assert setup == "bash scripts/serve.sh", setup
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("APISERVER_")}
     env.update(APISERVER_LINK_DIR=str(links))
-    log_path = base / "serve.out"
+    log_path, key = base / "serve.out", None
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(["bash", "-c", f"{setup} --port {port} --https-port {free_port()}"], cwd=str(clone),
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline, key = time.monotonic() + 600, None
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             assert proc.poll() is None, log_path.read_text()
             text = log_path.read_text()
@@ -84,13 +90,14 @@ def served_clone(tmp_path_factory, php, perl_soap_lite):
         assert key and len(key) == 64, log_path.read_text()
         yield clone, port, key, links, log_path
     finally:
-        _delete_sites(port, key if "key" in locals() else None)
-        os.killpg(proc.pid, signal.SIGINT)  # the README says Ctrl-C stops it
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _delete_sites(port, key)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # the README says Ctrl-C stops it
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def _delete_sites(port: int, key) -> None:
