@@ -148,6 +148,17 @@ def test_every_first_call_block_runs_twice(served_clone, tmp_path, index):
         assert "Client.Denied" not in out.stdout + out.stderr and "Traceback" not in out.stderr, (attempt, out)
 
 
+def test_scope_set_writes_the_local_settings(served_clone):
+    """`cpcmd scope:set cp.config` on the served clone edits its state/config.ini, never conf/config.ini."""
+    clone, _port, _key, links, _log = served_clone
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APISERVER_")}
+    env["PATH"] = f"{links}:{clone / '.venv' / 'bin'}:{env['PATH']}"
+    out = subprocess.run(["cpcmd", "scope:set", "cp.config", "core", "db_threads", "3"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 0 and "takes effect after a restart" in out.stdout, out
+    assert "\ndb_threads = 3\n" in (clone / "state" / "config.ini").read_text()
+
+
 def test_the_clones_tracked_tree_is_unchanged(served_clone):
     """After set-up, settings and every example, `git status --porcelain` of the clone is empty."""
     clone = served_clone[0]
