@@ -15,7 +15,7 @@ first start:   apiserver init    (creates the config when there is none, the dat
                                   certificate and the appliance administrator; prints its API key last)
 run:           apiserver serve   (foreground; stop with Ctrl-C, SIGINT or SIGTERM)
 settings:      apiserver set frontend http_port 8082   (validated; written to the config file)
-config file:   {textwrap.fill(LOOKUP_ORDER, 95, subsequent_indent=" " * 15)}
+{textwrap.fill("config file:   " + LOOKUP_ORDER, 95, subsequent_indent=" " * 15)}
 options may come before or after the command: apiserver init --config FILE
 """
 
