@@ -110,3 +110,19 @@ def test_a_checkouts_local_settings_hold_only_what_differs(tmp_path, monkeypatch
     config = load_config(str(local))
     assert config.state_dir == str(tmp_path / "state")
     assert config.get("frontend", "http_port") == 2082 and "[frontend]" not in local.read_text()
+
+
+def test_the_tracked_config_is_never_written():
+    """A server run on the checkout's conf/config.ini refuses scope:set (and apiserver set); the file stays."""
+    import pytest
+
+    from apiserver.config_file import ConfigFile
+    from apiserver.errors import InvalidArgument
+
+    path = config_module.CHECKOUT_PATH
+    with open(path, encoding="utf-8") as fh:
+        before = fh.read()
+    with pytest.raises(InvalidArgument, match="tracked reference"):
+        ConfigFile(load_config(path)).write([("core", "db_threads", "3")])
+    with open(path, encoding="utf-8") as fh:
+        assert fh.read() == before
