@@ -48,7 +48,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# 1. Install, only when the venv is new or setup.py/pyproject.toml changed since the last install.
+# 1. Install, only when the venv is new or setup.py/pyproject.toml changed since the last install
+#    (delete $VENV/.apiserver-install-stamp to force it).
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating the virtualenv $VENV"
   python3 -m venv "$VENV"

@@ -59,7 +59,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtualenv $VENV"
   python3 -m venv "$VENV"
 fi
-# Installed again only when a setup.py or pyproject.toml changed (pip's output goes to a log).
+# Installed again only when a setup.py or pyproject.toml changed (pip's output goes to a log);
+# delete $VENV/.apiserver-install-stamp to force it.
 stamp=$VENV/.apiserver-install-stamp
 wanted=$(cat setup.py pyproject.toml plugins/apiserver-example/setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
