@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from apiserver.config_values import (  # noqa: F401
-    Key, Section, choice, int_range, parse_bool, parse_host, parse_names, parse_networks, parse_plan_name,
-    parse_str, parse_system_user_or_auto, port,
+    Key, Section, choice, int_range, parse_account_prefix, parse_bool, parse_host, parse_names, parse_networks,
+    parse_plan_name, parse_str, parse_system_user_or_auto, port,
 )
 
 K = Key
@@ -130,13 +130,20 @@ BUILTIN_SECTIONS = (
     )),
     Section("web", "Sites on disk and the web server that serves them.", (
         K("sites_root", parse_str, "sites",
-          "Folder holding one home per site (<sites_root>/<domain>/); relative to state_dir."),
+          "Folder holding every site: site<N>/fst/ is what site N sees as /, <domain> and admin<N> link to it; "
+          "relative to state_dir."),
         K("user", parse_system_user_or_auto, "",
           "The web server's system user (Fortification's ACLs, audit); empty: www-data, or apache where that is the "
           "one that exists."),
         K("site_owner", parse_str, "",
           "System user owning the sites' files; empty: the user running the server, or when that is root the system "
           "user 'apiserver' (made by apiserver init)."),
+        K("system_accounts", choice("auto", "true", "false"), "auto",
+          "Give every site its own system group admin<N> and every site user a system account <user>.<N> "
+          "(its own uid, the site's gid); auto: when the server runs as root. false: one shared owner "
+          "(site_owner) for every site."),
+        K("account_prefix", parse_account_prefix, "",
+          "Put '<prefix>-' before every system group and user name the server makes (two servers on one host)."),
     )),
     Section("plans", "Plans: the service values a site takes (admin_add_site, admin_edit_site).", (
         K("dir", parse_str, "",

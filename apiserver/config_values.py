@@ -83,6 +83,19 @@ def parse_system_user_or_auto(raw: str) -> str:
 
 
 parse_system_user_or_auto.type_name = "user"
+def parse_account_prefix(raw: str) -> str:
+    """Empty, or a lower-case letter then up to 9 lower-case letters or digits (host account names)."""
+    value = raw.strip()
+    if value and not (value[0].isascii() and value[0].islower() and len(value) <= 10
+                      and all(c.isascii() and (c.islower() or c.isdigit()) for c in value)):
+        raise ValueError(f"expected empty or a lower-case letter then up to 9 lower-case letters or digits, "
+                         f"got {raw!r}")
+    return value
+
+
+parse_account_prefix.type_name = "prefix"
+
+
 def parse_plan_name(raw: str) -> str:
     """A plan's name: letters, digits, ``.``, ``_`` or ``-`` (its file is ``<name>.ini``)."""
     value = raw.strip()

@@ -15,6 +15,8 @@ first start:   apiserver init    (creates the config when there is none, the dat
                                   certificate and the appliance administrator; prints its API key last)
 run:           apiserver serve   (foreground; stop with Ctrl-C, SIGINT or SIGTERM)
 settings:      apiserver set frontend http_port 8082   (validated; written to the config file)
+upgrade:       apiserver migrate-sites  (sites to site<N>/fst with their own system accounts;
+                                  serve does it too at every start; a second run changes nothing)
 {textwrap.fill("config file:   " + LOOKUP_ORDER, 95, subsequent_indent=" " * 15)}
 options may come before or after the command: apiserver init --config FILE
 """
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rpc: what ApisCP's clients use (default); document: document/literal wrapped")
     wsdl.add_argument("--location", default="http://localhost:2082/soap", help="soap:address location to write")
     sub.add_parser("plugins", parents=[common], help="list the installed plugins with their versions")
+    sub.add_parser("migrate-sites", parents=[common],
+                   help="move sites from <sites_root>/<domain>/ to site<N>/fst with their own "
+                   "system accounts, make the state private; print what changed (serve does it at start-up)")
     template = sub.add_parser("plugin-template", parents=[common],
                               help="write a new plugin package (module, scope, event hook, tests)")
     template.add_argument("name", metavar="NAME", help="the plugin's module name: lower-case letters and digits")
@@ -238,6 +243,16 @@ def cmd_plugin_template(args) -> int:
     return 0
 
 
+def cmd_migrate_sites(args) -> int:
+    from apiserver.service import migrate_sites
+
+    changes = migrate_sites(args.config)
+    for change in changes:
+        print(change)
+    print(f"{len(changes)} changes" if changes else "sites are up to date; nothing changed")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from sqlalchemy.exc import SQLAlchemyError
@@ -249,7 +264,7 @@ def main(argv=None) -> int:
 
     try:
         return {"init": cmd_init, "serve": cmd_serve, "set": cmd_set, "wsdl": cmd_wsdl, "plugins": cmd_plugins,
-                "plugin-template": cmd_plugin_template}[args.command](args)
+                "plugin-template": cmd_plugin_template, "migrate-sites": cmd_migrate_sites}[args.command](args)
     except ConfigError as exc:
         where = "" if "config file" in str(exc) else f" (config file {config_path(args.config)})"
         print(f"apiserver: config error: {exc}{where}", file=sys.stderr)

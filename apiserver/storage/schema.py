@@ -230,6 +230,22 @@ rampart_entries = sa.Table(
 )
 
 
+# --- migration 10: sites' system accounts (issue 19) ------------------------------------------
+
+host_accounts = sa.Table(
+    "host_accounts", metadata,
+    # The system account of one site user (the administrator included): apiserver.host made it.
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    # <user>.<N> (apiserver.host.names), unique on the host, so here too.
+    sa.Column("host_name", sa.String(32), nullable=False, unique=True),
+    sa.Column("uid", sa.Integer, nullable=False),
+    # The site's group admin<N>: the same for every user of a site.
+    sa.Column("gid", sa.Integer, nullable=False),
+    sa.Index("ix_host_accounts_site", "site_id"),
+)
+
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
 
@@ -248,3 +264,4 @@ class Tables:
     known_devices = known_devices
     id_counters = id_counters
     rampart_entries = rampart_entries
+    host_accounts = host_accounts

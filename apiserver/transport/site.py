@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.web import resource
 
 from apiserver.transport.apps import AppsResource
+from apiserver.dav.wsgi import DavApplication
 from apiserver.transport.dav import DavResource
 from apiserver.transport.health import HealthResource
 from apiserver.transport.http import ApiSite, refuse
@@ -16,7 +17,7 @@ from apiserver.transport.xmlrpc import XmlRpcResource
 
 
 def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, site_homes, storage, run_blocking,
-               metrics) -> ApiSite:
+               metrics, site_files=None) -> ApiSite:
     """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/apps/``, ``/dav/``,
     ``/health`` and ``/metrics`` on an :class:`ApiSite`; anything else is 404.  Each resource gets
     the parts it uses."""
@@ -29,7 +30,8 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
     root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
     root.putChild(b"apps", AppsResource(gatekeeper, accounts))
-    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes))
+    dav_app = DavApplication(site_homes, site_files=site_files) if site_files is not None else None
+    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes, dav_app=dav_app))
     root.putChild(b"health", HealthResource(client_address, settings, storage, run_blocking, reactor))
     root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
     site = ApiSite(root, settings, client_address=client_address)
