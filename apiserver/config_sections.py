@@ -188,7 +188,7 @@ BUILTIN_SECTIONS = (
           "Seconds a node reuses the stored whitelist before reading it again (other nodes' changes show after at "
           "most this).", runtime=True),
     )),
-    Section("security", "The security module: Fortification windows and the setuid scan.", (
+    Section("security", "The security module: Fortification windows, the lockdown of binaries and the setuid scan.", (
         K("learning_window", int_range(60, 86400 * 30), "1800",
           "Seconds fortify mode learn keeps a site writable before what the web server wrote becomes its profile.",
           runtime=True),
@@ -196,6 +196,17 @@ BUILTIN_SECTIONS = (
           "Seconds fortify mode write keeps a site writable before max applies again.", runtime=True),
         K("template_root", parse_str, "/",
           "Filesystem template root that scan_setuid walks by default (ApisCP's FILESYSTEMTEMPLATE).", runtime=True),
+        K("lockdown_binaries", parse_names,
+          "rm mv cp cat whoami id perl perl5.* python python2* python3* php php[0-9]* ruby curl wget nc nc.* ncat "
+          "netcat socat telnet gcc cc",
+          "What security_lockdown forbids the web server user to run (and read): names or shell patterns looked up in"
+          " lockdown_search_path, or absolute paths; also under template_root when that is not /.", runtime=True),
+        K("lockdown_search_path", parse_names, "/usr/local/bin /usr/bin /bin /usr/local/sbin /usr/sbin /sbin",
+          "Folders in which the names of lockdown_binaries are looked up.", runtime=True),
+        K("lockdown_trees", parse_names, "/usr/local/share/pyenv /usr/local/share/rbenv /usr/local/share/goenv",
+          "Folders (pyenv, rbenv, goenv) the web server user may not enter after security_lockdown.", runtime=True),
+        K("lockdown_interval", int_range(60, 86400 * 30), "86400",
+          "Seconds between re-applications of the last security_lockdown (a replaced binary is locked again)."),
     )),
     Section("dav", "WebDAV at /dav/ on both listeners: each account's site home (gate DAV).", (
         K("enabled", parse_bool, "true", "Serve /dav/; false answers it with 403 (scope apache.dav).", runtime=True),
@@ -210,6 +221,17 @@ BUILTIN_SECTIONS = (
           "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; a password change,"
           " reset or deletion ends it at once on this node, within 10 s on others (0: hash on every request).",
           runtime=True),
+        K("max_properties", int_range(0, 10_000_000), "10000",
+          "Dead properties (PROPPATCH) one site may keep, in the database; past it 507.", runtime=True),
+        K("max_property_bytes", int_range(0, 1 << 40), "4194304",
+          "Bytes of dead property names and values one site may keep; past it 507.", runtime=True),
+        K("max_locks", int_range(0, 1_000_000), "100",
+          "Live DAV locks one site may hold (in the database, or Redis with [anvil] backend=redis); past it 507.",
+          runtime=True),
+        K("max_lock_timeout", int_range(1, 31 * 86400), "86400",
+          "Longest DAV lock in seconds: a longer or infinite timeout asked for is cut to it.", runtime=True),
+        K("max_lock_owner", int_range(0, 65535), "4096",
+          "Bytes of a LOCK's owner element; a larger one gets 403.", runtime=True),
     )),
     Section("geoip", "Geolocation of login notices.", (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir.", runtime=True),

@@ -151,6 +151,11 @@ class InternalApi:
         """:class:`apiserver.sites.fortify.Fortifier`."""
         return self._app.fortifier
 
+    @property
+    def lockdown(self):
+        """:class:`apiserver.sites.lockdown.Lockdown`: the lockdown of binaries."""
+        return self._app.lockdown
+
 
 def internal_api(api) -> InternalApi:
     """The :class:`InternalApi` of the application ``api`` serves: for apiserver's built-in

@@ -91,6 +91,16 @@ def test_unknown_name_suggests_closest():
         FakeApp().registry.lookup("greeter_say_helo")
 
 
+@pytest.mark.parametrize("typo, suggestion", [("greeter.say_helo", "did you mean greeter.say_hello,"),
+                                              ("greeter:say-helo", "did you mean greeter:say-hello,"),
+                                              ("greeter_say_helo", "did you mean greeter_say_hello,")])
+def test_suggestions_are_spelt_as_the_caller_spells(typo, suggestion):
+    """A dotted XML-RPC typo is answered with the dotted name, a cpcmd one with the command name."""
+    with pytest.raises(UnknownMethod) as caught:
+        FakeApp().registry.lookup(typo)
+    assert suggestion in str(caught.value), str(caught.value)
+
+
 def test_bind_positional_named_and_defaults():
     """Positional and named values bind to parameters; omitted or null optionals take defaults."""
     spec = FakeApp().registry.lookup("greeter_say_hello").spec

@@ -96,11 +96,14 @@ def make_folder(folder_path: str, root: str) -> None:
         os.mkdir(name, 0o777, dir_fd=fd)
 
 
-def create_file(file_path: str, root: str) -> None:
-    """Blocking.  An empty new file (FileExistsError when something is there)."""
+def create_file(file_path: str, root: str) -> os.stat_result:
+    """Blocking.  An empty new file (FileExistsError when something is there); its ``fstat``."""
     with parent_of(file_path, root) as (fd, name):
-        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
-                         dir_fd=fd))
+        made = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=fd)
+        try:
+            return os.fstat(made)
+        finally:
+            os.close(made)
 
 
 def move(src_path: str, dst_path: str, root: str) -> None:

@@ -29,10 +29,9 @@ from typing import Optional
 
 from wsgidav import util
 from wsgidav.dav_error import (
-    HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, HTTP_PRECONDITION_FAILED, DAVError,
+    HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_PRECONDITION_FAILED, DAVError,
 )
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
-from wsgidav.prop_man.property_manager import PropertyManager
 
 from apiserver.dav import descriptors
 from apiserver.errors import InvalidArgument
@@ -44,8 +43,6 @@ TEMP_PREFIX = ".dav-upload-"
 ACL_XATTR = "system.posix_acl_access"
 #: Longest file name and path (Linux's NAME_MAX and PATH_MAX).
 NAME_MAX, PATH_MAX = 255, 4096
-#: Bytes of dead properties (PROPPATCH) one site may keep in memory.
-MAX_PROPERTY_BYTES = 1 << 20
 #: Bytes read or written per step of GET, PUT and COPY (also WsgiDAV's ``block_size``).
 BLOCK_SIZE = 256 * 1024
 
@@ -265,6 +262,24 @@ def _ref_url(res, base) -> str:
     return ref
 
 
+#: environ key: the empty file a LOCK of an unmapped URL made (path, st_dev, st_ino).
+LOCK_MADE_FILE = "apiserver.dav.lock_made_file"
+
+
+def _remove_lock_file(environ: dict) -> None:
+    """Remove the empty file this LOCK made, if it is still that file and still empty."""
+    made = environ.pop(LOCK_MADE_FILE, None)
+    if made is None:
+        return
+    path, dev, ino = made
+    try:
+        info = os.lstat(path)
+        if (info.st_dev, info.st_ino) == (dev, ino) and stat.S_ISREG(info.st_mode) and info.st_size == 0:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
     """Give the new file ``fd`` the mode and access ACL of the file it will replace, if any."""
     try:
@@ -330,7 +345,8 @@ class HomeFolderResource(FolderResource):
             res = HomeFileResource(path, self.environ, file_path, pending=True)
             return res
         with _as_dav_errors():
-            descriptors.create_file(file_path, self.provider.root_folder_path_real)
+            made = descriptors.create_file(file_path, self.provider.root_folder_path_real)
+        self.environ[LOCK_MADE_FILE] = (file_path, made.st_dev, made.st_ino)
         return self.provider.get_resource_inst(path, self.environ)
 
     def create_collection(self, name):
@@ -375,8 +391,8 @@ class HomeFolderResource(FolderResource):
 
 
 class HomeProvider(FilesystemProvider):
-    """One DAV root (a site's home, or a user's folder in it), with its own locks and properties;
-    always read-write (WsgiDAV's ``readonly`` stays False)."""
+    """One DAV root (a site's home, or a user's folder in it), with its site's locks and properties
+    (:mod:`apiserver.dav.state`); always read-write (WsgiDAV's ``readonly`` stays False)."""
 
     def __init__(self, root: str):
         super().__init__(root, fs_opts={"follow_symlinks": False})
@@ -405,9 +421,25 @@ class HomeProvider(FilesystemProvider):
 
     def custom_request_handler(self, environ, start_response, default_handler):
         """Refuse PROPFIND with Depth infinity (403 with DAV:propfind-finite-depth, RFC 4918 9.1):
-        one request would walk the whole home."""
+        one request would walk the whole home.  A refused LOCK of an unmapped URL (conflict, a
+        bound of the site) leaves no empty file behind."""
         default_handler.__self__.allow_propfind_infinite = False
-        return default_handler(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "LOCK":
+            return default_handler(environ, start_response)
+        statuses = []
+
+        def start(status, headers, exc_info=None):
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        try:
+            result = default_handler(environ, start)
+        except BaseException:
+            _remove_lock_file(environ)
+            raise
+        if not statuses or not statuses[0].startswith("2"):
+            _remove_lock_file(environ)
+        return result
 
     def get_resource_inst(self, path: str, environ: dict):
         self._count_get_resource_inst += 1
@@ -422,15 +454,3 @@ class HomeProvider(FilesystemProvider):
             return HomeFileResource(path, environ, file_path)
         raise _forbidden("only files and folders are served over DAV")
 
-
-class BoundedPropertyManager(PropertyManager):
-    """WsgiDAV's in-memory dead properties (PROPPATCH), at most :data:`MAX_PROPERTY_BYTES` per root."""
-
-    def write_property(self, norm_url, name, property_value, dry_run, environ=None):
-        if not dry_run:
-            self._lazy_open()
-            used = sum(len(k) + len(v) for props in self._dict.values() for k, v in props.items()
-                       if isinstance(v, (str, bytes)))
-            if used + len(name) + len(property_value or b"") > MAX_PROPERTY_BYTES:
-                raise DAVError(HTTP_INSUFFICIENT_STORAGE, "too many dead properties for this site")
-        return super().write_property(norm_url, name, property_value, dry_run, environ)

@@ -3,8 +3,8 @@
 Blocking: :class:`DavApplication` runs on the DAV thread pool (Twisted's WSGIResource).  The
 Twisted resource (:mod:`apiserver.transport.dav`) has already authenticated the request and
 puts a :class:`DavAccount` into the environ; here it becomes a DAV root and the WsgiDAV
-provider of that root (one per root, each with its own in-memory locks and dead properties,
-so one site never sees another's locks).
+provider of that root (one per root), whose dead properties and locks are the site's, kept in
+the project's storage (:mod:`apiserver.dav.state`): one site never sees another's.
 
 DAV roots: a site administrator gets the site's home; a user of a site the folder
 ``/home/<user>`` in that home, made (0700) on first use.
@@ -35,13 +35,13 @@ from wsgidav import util as wsgidav_util
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_error import as_DAVError as _wsgidav_as_dav_error
 from wsgidav.lock_man.lock_manager import LockManager
-from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from apiserver.dav.errors import REFUSED_BY_FILE_SYSTEM, PlainErrors, client_gone
-from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeFileResource, HomeProvider, fd_path
+from apiserver.dav.provider import BLOCK_SIZE, HomeFileResource, HomeProvider, fd_path
+from apiserver.dav.state import DavScope, DavState, SiteLockStorage, SitePropertyManager
 from apiserver.errors import NotFound
 from apiserver.logs import one_line_error
 from apiserver.sites.actas import ActingIterator, FsIdentity, SiteFiles, ThreadIdentity
@@ -165,12 +165,15 @@ def wsgidav_config() -> dict:
 class DavApplication:
     """WSGI application: ``environ["apiserver.dav.account"]`` -> its root's provider -> WsgiDAV.
 
-    ``site_files``: who a request of the site's administrator or of one of its users acts as when
-    the server runs as root (default: the home's owner for every account).
+    ``state``: where sites' dead properties and locks live; ``site_files``: who a request of the
+    site's administrator or of one of its users acts as when the server runs as root (default: the
+    home's owner for every account).
     """
 
-    def __init__(self, site_homes, as_owner: Optional[bool] = None, site_files: Optional[SiteFiles] = None):
+    def __init__(self, site_homes, state: DavState, as_owner: Optional[bool] = None,
+                 site_files: Optional[SiteFiles] = None):
         self.site_homes = site_homes
+        self.state = state
         self.wsgidav = AccountDavApp(wsgidav_config())
         route_wsgidav_logging()
         answer_refusals_with_403()
@@ -202,19 +205,19 @@ class DavApplication:
         except (NotFound, OSError):
             return None
         if identity is None:
-            return self._open(root, path)
+            return self._open(root, path, account)
         with self.site_files.threads.acting_as(identity):
-            return self._open(root, path)
+            return self._open(root, path, account)
 
-    def _open(self, root: str, path: str) -> Optional[FileAnswer]:
+    def _open(self, root: str, path: str, account: DavAccount) -> Optional[FileAnswer]:
         try:
-            provider = self.provider_for(root)
+            provider = self.provider_for(root, account)
             environ = {"wsgidav.provider": provider, "wsgidav.config": {}, "REQUEST_METHOD": "GET"}
             res = provider.get_resource_inst(path, environ)
             if not isinstance(res, HomeFileResource):
                 return None
             fileobj = res.get_content()
-        except (DAVError, OSError):
+        except (DAVError, OSError, NotFound):
             return None
         try:
             return FileAnswer.of(fileobj, res.get_content_type())
@@ -224,6 +227,7 @@ class DavApplication:
 
     def __call__(self, environ, start_response):
         _serving.provider = None
+        self.state.begin_request()
         account: DavAccount = environ["apiserver.dav.account"]
         try:
             root, identity = self._locate(account)
@@ -236,23 +240,31 @@ class DavApplication:
         return ActingIterator(body, identity, self.site_files.threads)
 
     def _serve(self, environ, start_response, root: str, account: DavAccount):
-        _serving.provider = self.provider_for(root)
+        try:
+            _serving.provider = self.provider_for(root, account)
+        except NotFound:
+            return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
         environ["wsgidav.auth.user_name"] = f"{account.user}@{account.site}" if account.user else account.site
         environ["wsgidav.auth.realm"] = "apiserver DAV"
         return self.wsgidav(environ, start_response)
 
-    def provider_for(self, root: str) -> HomeProvider:
-        """The provider of DAV root ``root``; a new home at the same path (site re-created) gets a new one."""
+    def provider_for(self, root: str, account: DavAccount) -> HomeProvider:
+        """The provider of DAV root ``root`` of ``account``'s site (NotFound when the database has no
+        such site); a new home at the same path (site re-created) gets a new one."""
         info = os.stat(root)
         key = (root, info.st_dev, info.st_ino)
         with self._lock:
             provider = self._providers.get(key)
             if provider is None:
+                site_id = self.state.site_id(account.site)
+                if site_id is None:
+                    raise NotFound(f"site {account.site} is not in the database")
+                scope = DavScope.of(site_id, account.site, account.user)
                 provider = HomeProvider(root)
                 provider.set_share_path("/")
                 provider.set_mount_path(MOUNT_PATH)
-                provider.set_lock_manager(LockManager(LockStorageDict()))
-                provider.set_prop_manager(BoundedPropertyManager())
+                provider.set_lock_manager(LockManager(SiteLockStorage(self.state, scope)))
+                provider.set_prop_manager(SitePropertyManager(self.state, scope))
                 for old in [k for k in self._providers if k[0] == root]:
                     del self._providers[old]
                 self._providers[key] = provider

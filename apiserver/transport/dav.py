@@ -111,16 +111,17 @@ class DavResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, gatekeeper, reactor, settings, site_homes, dav_app: Optional[DavApplication] = None,
-                 pool: Optional[ThreadPool] = None, dav_access=None):
+                 pool: Optional[ThreadPool] = None, dav_access=None, dav_state=None):
         """``gatekeeper``: HTTP checks and admission at gate DAV; ``reactor``: where WsgiDAV's answers
         come back to; ``settings``: the config (``[dav] threads``); ``site_homes``: the homes served;
-        ``dav_access``: which sites' ``dav.enabled`` lets them in (None: every site)."""
+        ``dav_access``: which sites' ``dav.enabled`` lets them in (None: every site); ``dav_state``:
+        where the sites' dead properties and locks live (:mod:`apiserver.dav.state`)."""
         super().__init__()
         self.dav_access = dav_access
         self.gatekeeper = gatekeeper
         self.reactor = reactor
         self.pool = pool or ThreadPool(minthreads=0, maxthreads=settings.get("dav", "threads"), name="apiserver-dav")
-        self.dav_app = dav_app or DavApplication(site_homes)
+        self.dav_app = dav_app or DavApplication(site_homes, dav_state)
         self._started = False
         threads = settings.get("dav", "threads")
         #: each site holds at most its share of the DAV threads; its other requests wait behind it
