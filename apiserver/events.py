@@ -21,7 +21,7 @@ from typing import Optional
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.context import Identity
@@ -30,6 +30,7 @@ from apiserver.hookspecs import hookimpl
 from apiserver.internal import internal_api
 from apiserver.logs import one_line_error as _one_line
 from apiserver.storage import schema, utcnow
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.events")
 
@@ -107,8 +108,11 @@ class SecurityEvents(service.Service):
         self._failing = False        # the last write failed (the outage is logged once)
         #: Events dropped since start because more than QUEUE_LIMIT waited to be written.
         self.dropped_total = 0
-        self._flush_loop: Optional[task.LoopingCall] = None
-        self._prune_loop: Optional[task.LoopingCall] = None
+        #: The batch writer and the hourly pruning, on ``clock`` (tests wait on their ``idle()``).
+        self.flush_timer = WorkTimer(clock, FLUSH_INTERVAL, self.flush, None, name="security events: writing")
+        self.prune_timer = WorkTimer(clock, PRUNE_INTERVAL, self.prune, run_blocking, name="security events: pruning",
+                                     on_failure=lambda failure: log.error("pruning security events failed: {error}",
+                                                                          error=_one_line(failure.value)))
         self._statement = None  # (SQL, parameter order) of the batch insert, for this database
 
     # --- reactor thread ---------------------------------------------------------------------
@@ -142,26 +146,13 @@ class SecurityEvents(service.Service):
 
     def startService(self):
         super().startService()
-        self._flush_loop = task.LoopingCall(self.flush)
-        self._flush_loop.clock = self.clock
-        self._flush_loop.start(FLUSH_INTERVAL, now=False)
-        self._prune_loop = task.LoopingCall(self._prune_soon)
-        self._prune_loop.clock = self.clock
-        self._prune_loop.start(PRUNE_INTERVAL, now=True)
+        self.flush_timer.start(now=False)
+        self.prune_timer.start(now=True)
 
     def stopService(self):
         super().stopService()
-        for loop in (self._flush_loop, self._prune_loop):
-            if loop is not None and loop.running:
-                loop.stop()
-        self._flush_loop = self._prune_loop = None
-        return self.flush()
-
-    def _prune_soon(self) -> defer.Deferred:
-        d = self.run_blocking(self.prune)
-        d.addErrback(lambda failure: log.error("pruning security events failed: {error}",
-                                               error=_one_line(failure.value)))
-        return d
+        stopped = defer.gatherResults([self.flush_timer.stop(), self.prune_timer.stop()])
+        return stopped.addCallback(lambda _: self.flush())
 
     # --- blocking ---------------------------------------------------------------------------
     def write_pending(self) -> None:

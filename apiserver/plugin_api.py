@@ -34,6 +34,7 @@ from apiserver.context import Identity
 from apiserver.errors import InvalidArgument
 from apiserver.plugins import fire_event
 from apiserver.scopes import Scope
+from apiserver.timers import WorkTimer
 from apiserver.types import TypeSpec, coerce
 
 __all__ = ["PluginApi", "PluginState", "StoredScope"]
@@ -96,6 +97,20 @@ class PluginApi:
         For database work, files, network calls: anything that must not hold up the reactor.
         """
         return self._run_blocking(fn, *args, **kwargs)
+
+    def every(self, interval: float, fn: Callable, *args) -> WorkTimer:
+        """Run the blocking ``fn(*args)`` on the blocking pool every ``interval`` seconds of
+        :attr:`clock`, the first run one interval from now; a :class:`apiserver.timers.WorkTimer`.
+
+        Runs never overlap, and a due time that passes while one runs (a slow run, a test's
+        ``clock.advance``) is run as soon as it ends.  ``stop()`` it in ``apiserver_shutdown``
+        (it returns a Deferred that fires when a running run has ended); in tests, advance the
+        clock and ``wait(timer.idle())``.  A run that raises is logged, the next one still runs.
+        """
+        timer = WorkTimer(self._clock, interval, lambda: fn(*args), self._run_blocking,
+                          name=getattr(fn, "__qualname__", "plugin timer"))
+        timer.start(now=False)
+        return timer
 
     def logger(self, plugin: str) -> Logger:
         """A Twisted ``Logger`` in the namespace ``apiserver.plugins.<plugin>``.

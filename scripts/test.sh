@@ -23,6 +23,7 @@ command -v cadaver >/dev/null 2>&1 || need_pkgs+=(cadaver)
 command -v litmus >/dev/null 2>&1 || need_pkgs+=(litmus)  # WebDAV conformance (tests/e2e/test_dav_state.py)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # tests/test_systemd_unit.py
 command -v fail2ban-client >/dev/null 2>&1 || need_pkgs+=(fail2ban)  # rampart: a real fail2ban per test (tests/rampart)
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)  # cpcmd by site users logged in over SSH (tests/e2e/test_cpcmd_site_users.py)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need_pkgs[*]}"

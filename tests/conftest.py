@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Optional
@@ -20,7 +21,69 @@ from tests import hook_proofs
 hook_proofs.install_recorder()  # before any test registers a plugin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 APISERVER = [sys.executable, "-m", "apiserver.cli.main"]
+
+
+#: Base folders of earlier sessions kept (those that failed, for reading their server logs).
+KEEP_FAILED_SESSIONS = 3
+
+
+def pytest_configure(config):
+    """Each session's temporary files in a fresh 0711 folder of its own, not in /tmp/pytest-of-<user>.
+
+    Every pytest session that starts on the machine chmods /tmp/pytest-of-<user> back to 0700,
+    which also sets the ACL mask there to nothing: the sites' owner and the web server user,
+    granted passage by an ACL for a server under test, lose it in the middle of the run (DAV
+    answered 500: "Permission denied" on the site's home, whenever another session started).
+    """
+    if config.option.basetemp is not None or hasattr(config, "workerinput"):
+        return
+    temp = tempfile.gettempdir()
+    _forget_old_sessions(temp)
+    folder = tempfile.mkdtemp(prefix="apiserver-tests-", dir=temp)
+    os.chmod(folder, 0o711)
+    with open(os.path.join(folder, "pid"), "w", encoding="ascii") as fh:
+        fh.write(str(os.getpid()))
+    config.option.basetemp = os.path.join(folder, "basetemp")
+    config.apiserver_temp = folder
+
+
+def pytest_sessionfinish(session, exitstatus):
+    folder = getattr(session.config, "apiserver_temp", None)
+    if folder is not None and exitstatus == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _forget_old_sessions(temp: str) -> None:
+    """Remove the base folders of finished sessions beyond the newest KEEP_FAILED_SESSIONS."""
+    found = []
+    for name in os.listdir(temp):
+        path = os.path.join(temp, name)
+        if name.startswith("apiserver-tests-") and os.path.isdir(path):
+            try:
+                with open(os.path.join(path, "pid"), encoding="ascii") as fh:
+                    os.kill(int(fh.read()), 0)
+            except (ProcessLookupError, FileNotFoundError, ValueError):
+                found.append((os.path.getmtime(path), path))  # its session has ended
+            except OSError:
+                pass  # still running (another user's), or unreadable: left alone
+    for _mtime, path in sorted(found, reverse=True)[KEEP_FAILED_SESSIONS:]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--repeat", type=int, default=1, metavar="N",
+                     help="run each selected test N times (to find tests that fail by chance)")
+
+
+def pytest_generate_tests(metafunc):
+    """With ``--repeat N`` the selected tests run N times, all once then again: ``test_x[run3-of-200]``."""
+    count = metafunc.config.getoption("repeat")
+    if count > 1:
+        metafunc.fixturenames.append("repeat_run")
+        metafunc.parametrize("repeat_run", range(1, count + 1), ids=lambda n: f"run{n}-of-{count}", scope="session")
+
 
 #: Config every test server starts from: fast enough hashing, no real mail relay, and the
 #: local test process treated as a trusted proxy so tests can act as remote clients with
@@ -30,6 +93,9 @@ BASE_CONFIG = {
     "core": {"http_trusted_forward": "127.0.0.1", "log_format": "text"},
     "auth": {"pbkdf2_iterations": "20000"},
     "mail": {"enabled": "false"},
+    # One shared owner for every site: tests that make real system accounts turn them on with a
+    # unique [web] account_prefix (tests/host/support.py), which removes what they made.
+    "web": {"system_accounts": "false"},
 }
 
 
@@ -129,10 +195,40 @@ def _spawn_serve(config_path: str, log_path: str, env: dict) -> subprocess.Popen
                             env=env, cwd=ROOT)
 
 
-def _wait_listening(server: RunningServer, timeout: float = 30.0) -> None:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ChildBudget:
+    """How long to wait for a child process to get ready: ``cpu`` seconds of *its own* CPU time.
+
+    On a loaded machine a start-up that needs 3 s of CPU can take a minute of wall time, so a
+    wall-clock timeout fails by chance; the child's CPU time is what it spent on its start-up
+    however the cores were shared.  ``wall`` bounds a child that waits without using the CPU.
+    """
+
+    def __init__(self, process: subprocess.Popen, cpu: float = 30.0, wall: float = 600.0):
+        self.process, self.cpu, self.wall = process, cpu, wall
+        self.started = time.monotonic()
+
+    def spent(self) -> Optional[str]:
+        """None while within budget, else what was spent (for the error message)."""
+        used, waited = cpu_seconds(self.process.pid), time.monotonic() - self.started
+        if used > self.cpu or waited > self.wall:
+            return f"{used:.1f}s of its CPU time in {waited:.0f}s"
+        return None
+
+
+def _wait_listening(server: RunningServer) -> None:
     host, port = server.url.rsplit("/", 1)[-1].split(":")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    budget = ChildBudget(server.process)
+    while (spent := budget.spent()) is None:
         if server.process.poll() is not None:
             raise RuntimeError(f"apiserver serve exited with {server.process.returncode}:\n{server.log()}")
         try:
@@ -143,7 +239,7 @@ def _wait_listening(server: RunningServer, timeout: float = 30.0) -> None:
         except OSError:
             pass
         time.sleep(0.05)  # readiness polling of a child process, not test timing logic
-    raise RuntimeError(f"apiserver did not start listening within {timeout}s:\n{server.log()}")
+    raise RuntimeError(f"apiserver did not start listening after {spent}:\n{server.log()}")
 
 
 def start_server(tmp_dir: str, overrides: Optional[dict] = None, https: bool = False) -> RunningServer:
@@ -168,7 +264,8 @@ def start_server(tmp_dir: str, overrides: Optional[dict] = None, https: bool = F
         url=f"http://127.0.0.1:{http_port}",
         https_url=f"https://127.0.0.1:{https_port}" if https else None,
         admin_key=admin_key, config_path=config_path, state_dir=state_dir,
-        socket_path=os.path.join(state_dir, "apiserver.sock"), log_path=log_path,
+        socket_path=os.path.join(state_dir, config.get("core", {}).get("cli_socket", "apiserver.sock")),
+        log_path=log_path,
         process=_spawn_serve(config_path, log_path, env), env=env,
     )
     try:
@@ -197,12 +294,21 @@ def server_factory(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def running_server(tmp_path_factory):
-    """One server per test module on the default test config (HTTP and HTTPS)."""
-    directory = tmp_path_factory.mktemp("apiserver")
-    server = start_server(str(directory), https=True)
-    yield server
-    server.stop()
+def running_server():
+    """One server per test module on the default test config (HTTP and HTTPS), in a folder of its
+    own under /tmp: the sites' accounts work on their files as themselves and must pass the folders
+    above state_dir (pytest's own are 0700, and every pytest session started on the machine makes
+    them so again, clearing ACLs granted there)."""
+    directory = tempfile.mkdtemp(prefix="apiserver-e2e-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    try:
+        server = start_server(directory, https=True)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

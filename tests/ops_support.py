@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 
-from tests.conftest import APISERVER, BASE_CONFIG, ROOT, free_port, merge, write_config
+from tests.conftest import APISERVER, BASE_CONFIG, ROOT, ChildBudget, free_port, merge, write_config
 
 TWISTD = shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
 
@@ -64,15 +64,16 @@ def read(path: str) -> str:
 
 
 def wait_for(predicate, process: subprocess.Popen, log_path: str, timeout: float = 30, what: str = "") -> None:
-    """Poll a child process until ``predicate()`` is true (readiness polling, not test logic)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll a child process until ``predicate()`` is true (readiness polling, not test logic);
+    give up once the child used ``timeout`` seconds of its own CPU time (see ChildBudget)."""
+    budget = ChildBudget(process, cpu=timeout)
+    while (spent := budget.spent()) is None:
         if predicate():
             return
         if process.poll() is not None:
             raise AssertionError(f"process exited with {process.returncode} waiting for {what}:\n{read(log_path)}")
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}:\n{read(log_path)}")
+    raise AssertionError(f"timed out waiting for {what} after {spent}:\n{read(log_path)}")
 
 
 def listening(port: int):

@@ -24,7 +24,7 @@ from tests.storage.support import storage  # noqa: F401 - the fixture
 #: The plugin API.  Changing this list changes what plugins may rely on: do it on purpose,
 #: document it in docs/plugins.md and say so in the release notes.
 API_MEMBERS = [
-    "clock", "config", "fire", "get_email", "get_identity", "get_scope", "invalidate_ip_restrictions",
+    "clock", "config", "every", "fire", "get_email", "get_identity", "get_scope", "invalidate_ip_restrictions",
     "logger", "recover_ui_password", "run_blocking", "state",
 ]
 STATE_MEMBERS = ["delete", "get", "keys", "plugin", "set"]
@@ -116,6 +116,28 @@ def test_run_blocking_runs_off_the_reactor_thread(hello):
         return x * 2, threading.current_thread() is threading.main_thread()
 
     assert wait(app.api.run_blocking(doubled_where, 21)) == (42, False)
+
+
+def test_every_runs_on_the_pool_on_the_clock_and_never_loses_a_due_time(hello):
+    """api.every: a run one interval from now, off the reactor thread; one due while it runs runs after it."""
+    app, _plugin = hello
+    release, runs = threading.Event(), []
+
+    def sweep(label):  # Blocking
+        release.wait(10)
+        runs.append((label, threading.current_thread() is threading.main_thread()))
+
+    timer = app.api.every(3600, sweep, "hello")
+    try:
+        app.clock.advance(3599)
+        assert not timer.busy
+        app.clock.advance(1)            # the first run, held on the pool
+        app.clock.advance(3600)         # the next is due meanwhile
+        release.set()
+        wait(timer.idle())
+        assert runs == [("hello", False), ("hello", False)]
+    finally:
+        wait(timer.stop())
 
 
 def test_logger_is_namespaced_per_plugin(hello):

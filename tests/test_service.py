@@ -132,16 +132,19 @@ def test_start_up_logs_the_plugins_and_skips_disabled_ones(tmp_path, starter, br
     path, port = make_config(tmp_path, {"core": {"disabled_plugins": "broken"}})
     init(path)
     out_path = str(tmp_path / "out.txt")
+    expected = ["plugin example loaded: apiserver-example 0.1.0 (apiserver_example)",
+                "plugin broken (apiserver-broken 0.1) disabled by [core] disabled_plugins",
+                "built-in plugins of apiserver", "listening on"]
     proc = spawn(STARTERS[starter](path), str(tmp_path), out_path)
-    try:
-        wait_for(lambda: "listening on" in read(out_path), proc, out_path, what=f"{starter} listening")
+    try:  # every line it asserts, not only "listening on": a SIGTERM before the log is flushed loses lines
+        wait_for(lambda: all(line in read(out_path) for line in expected), proc, out_path,
+                 what=f"{starter} logging its plugins and listening")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     text = read(out_path)
-    assert "plugin example loaded: apiserver-example 0.1.0 (apiserver_example)" in text, text
-    assert "plugin broken (apiserver-broken 0.1) disabled by [core] disabled_plugins" in text, text
-    assert "built-in plugins of apiserver" in text, text
+    for line in expected:
+        assert line in text, text
 
 
 MARKING_PLUGIN = '''

@@ -32,6 +32,7 @@ from apiserver.accounts.records import ApiKeyInfo
 from apiserver.context import Identity
 from apiserver.errors import AuthenticationFailed, InvalidArgument, NotFound
 from apiserver.storage import schema, utcnow
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.accounts.keys")
 
@@ -134,7 +135,9 @@ class ApiKeys:
         self._generation = 0           # bumped by every invalidation; stale look-ups are not cached
         self._pending_use: dict[int, object] = {}
         self._pending_logins: list[dict] = []
-        self._flush_call = None
+        #: Writes ``last_used`` values and key logins ``USAGE_FLUSH_DELAY`` after the first one queued.
+        self.flush_timer = WorkTimer(clock, None, self.write_pending, run_blocking, name="API key usage",
+                                     on_failure=lambda f: log.failure("writing API key usage failed", f))
 
     @property
     def _cipher(self) -> KeyCipher:
@@ -265,17 +268,11 @@ class ApiKeys:
                            gate=login["gate"], method=login["method"])
 
     def _schedule_flush(self) -> None:
-        if self._flush_call is None or not self._flush_call.active():
-            self._flush_call = self._clock.callLater(USAGE_FLUSH_DELAY, self.flush)
+        self.flush_timer.run_after(USAGE_FLUSH_DELAY)
 
     def flush(self) -> defer.Deferred:
-        """Write pending ``last_used`` values and key logins on the blocking pool."""
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush_call = None
-        d = self._run_blocking(self.write_pending)
-        d.addErrback(lambda f: log.failure("writing API key usage failed", f))
-        return d
+        """Write pending ``last_used`` values and key logins on the blocking pool (fires when written)."""
+        return self.flush_timer.run_now()
 
     def write_pending(self) -> None:
         """Blocking: write pending ``last_used`` values and key logins in one transaction."""

@@ -29,11 +29,12 @@ from typing import Callable, Optional
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.storage import schema, utcnow
 from apiserver.logs import one_line_error as _one_line
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.notices")
 
@@ -234,9 +235,9 @@ class NoticeSender(service.Service):
         self.poll_interval = poll_interval
         self.on_failed = on_failed
         self.connect = connect
-        self._loop: Optional[task.LoopingCall] = None
-        self._running: Optional[defer.Deferred] = None
-        self._again = False
+        #: Looks at the outbox every ``poll_interval`` and on :meth:`wake`, one at a time.
+        self.timer = WorkTimer(clock, poll_interval, self.look, run_blocking, name="outbox",
+                               on_result=self._report, on_failure=self._look_failed)
         self._stopping = False
         self._unreachable = False  # the last look at the outbox failed (logged once per outage)
         #: Notices queued as of the last look at the outbox (the /metrics gauge; None: not looked yet).
@@ -245,49 +246,33 @@ class NoticeSender(service.Service):
     def startService(self):
         super().startService()
         self._stopping = False
-        self._loop = task.LoopingCall(self.poll)
-        self._loop.clock = self.clock
-        self._loop.start(self.poll_interval, now=True)
+        self.timer.start(now=True)
 
     def stopService(self):
         super().stopService()
         self._stopping = True
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        self._again = False
-        running = self._running
-        return running if running is not None else defer.succeed(None)
+        return self.timer.stop()
 
     def idle(self) -> defer.Deferred:
-        """Fires when no look at the outbox is running (at once if none is)."""
-        running = self._running
-        if running is None:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        running.addBoth(lambda result: (d.callback(None), result)[1])
-        return d
+        """Fires when no look at the outbox is running or due (at once if none is)."""
+        return self.timer.idle()
 
     def wake(self) -> None:
         """A notice was queued here: send it now rather than at the next poll (reactor thread)."""
         if self.running:
-            self.poll()
+            self.timer.run_now()
 
-    def poll(self) -> Optional[defer.Deferred]:
-        """Send what is due, on the blocking pool; a poll while one runs makes it look again after."""
-        if self._running is not None:
-            self._again = True
-            return self._running
+    def poll(self) -> defer.Deferred:
+        """Send what is due, on the blocking pool; a poll while one runs makes it look again after.
+        Fires when that look has finished."""
+        return self.timer.run_now()
+
+    def look(self) -> list:
+        """Blocking: send the due notices, or only count them while mail is off; those failed for good."""
         settings = self.settings()
-        self._again = False
         if settings is None:  # mail is off: nothing is sent, but what waits is still counted
-            d = self.run_blocking(self.count_pending)
-        else:
-            d = self.run_blocking(self.send_due, settings)
-        self._running = d
-        d.addCallbacks(self._report, self._look_failed)
-        d.addBoth(self._done)
-        return d
+            return self.count_pending()
+        return self.send_due(settings)
 
     def _look_failed(self, failure) -> None:
         if not self._unreachable:  # a database down for hours logs one line, not one a poll
@@ -304,11 +289,6 @@ class NoticeSender(service.Service):
                 self.on_failed(notice)
             except Exception as exc:  # the trail's trouble is not the sender's
                 log.error("outbox: reporting failed notice {id} raised {error}", id=notice.id, error=_one_line(exc))
-
-    def _done(self, _):
-        self._running = None
-        if self._again and self.running:
-            self.poll()
 
     def count_pending(self) -> list:
         """Blocking: update :attr:`last_pending` only (no notice failed: an empty list)."""

@@ -19,7 +19,8 @@ from apiserver.context import CallContext, Credentials, Gate
 from apiserver.plugins import make_plugin_manager
 from apiserver.testing import wait  # noqa: F401 - tests import it from here
 
-FAST = {"auth": {"pbkdf2_iterations": "1000"}, "mail": {"enabled": "false"}}
+# One shared owner for every site unless a test turns system accounts on (tests/host/support.py).
+FAST = {"auth": {"pbkdf2_iterations": "1000"}, "mail": {"enabled": "false"}, "web": {"system_accounts": "false"}}
 
 
 
@@ -65,6 +66,21 @@ class Harness:
             wait(defer.maybeDeferred(each.stopService))
         self.app.stop_pools()
         self.app.storage.dispose()
+
+    def timers(self) -> list:
+        """The application's WorkTimers: the trail's writer and pruning, the outbox, API key usage."""
+        events = self.app.security_events
+        return [events.flush_timer, events.prune_timer, self.app.notices.sender.timer,
+                self.app.accounts.keys.flush_timer]
+
+    def advance(self, seconds: float) -> None:
+        """Advance the clock, then wait until every run it made due on the pools has finished.
+
+        No polling and no timeout guessing: each timer says when its due runs are done."""
+        self.clock.advance(seconds)
+        while any(timer.busy for timer in self.timers()):
+            for timer in self.timers():
+                wait(timer.idle())
 
     def login_key(self, key: str, address: str = "127.0.0.1", gate: Gate = Gate.SOAP):
         return wait(self.app.accounts.authenticate(Credentials(api_key=key), gate, address))

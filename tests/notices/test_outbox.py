@@ -219,20 +219,23 @@ def test_pending_count_is_kept_while_mail_is_disabled(tmp_path):
 def test_notice_failed_while_stopping_reaches_the_trail(tmp_path):
     """A batch still sending at SIGTERM reports its failed notice to the trail, which then writes it."""
     h = _mailing_harness(tmp_path, _free_port(), max_attempts="1")
-    release = threading.Event()
+    connecting, release = threading.Event(), threading.Event()
 
     def slow_refusal(settings):
+        connecting.set()
         release.wait(10)
         raise ConnectionRefusedError(111, "Connection refused")
 
     h.app.notices.sender.connect = slow_refusal
     h.call(h.admin, "auth_change_password", "Changed-Password-2")
-    eventually(lambda: h.app.notices.sender._running is not None)
-    threading.Timer(0.3, release.set).start()
+    eventually(connecting.is_set)  # the batch is on the relay
 
     async def stop_like_the_server():  # ApiServer._stop: the background services in reverse order
         for each in reversed(h.app.background_services()):
-            await defer.maybeDeferred(each.stopService)
+            stopped = defer.maybeDeferred(each.stopService)
+            if each is h.app.notices.sender:
+                release.set()  # the relay answers only once the sender is stopping
+            await stopped
 
     wait(defer.ensureDeferred(stop_like_the_server()))
     h.services = []
