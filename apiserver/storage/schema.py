@@ -247,6 +247,29 @@ host_accounts = sa.Table(
 )
 
 
+# --- migration 12: measured use (storage counts, traffic) --------------------------------------
+
+site_usage = sa.Table(
+    "site_usage", metadata,
+    # The last count of a site's files: KB (st_blocks, hard links once) and inodes.
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("kilobytes", sa.BigInteger, nullable=False),
+    sa.Column("files", sa.BigInteger, nullable=False),
+    # "quota" (the filesystem's group quota) or "count" (a walk of the site's home).
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("counted_at", Timestamp, nullable=False),
+)
+
+site_traffic = sa.Table(
+    "site_traffic", metadata,
+    # Bytes carried for a site on one UTC day (days since 1970-01-01): bandwidth periods start at
+    # 00:00 UTC, so a period's sum is the sum of its days.
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("day", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+)
+
+
 # --- migration 11: WebDAV dead properties and locks, per site (issue 21) ---------------------
 # Paths are DAV reference URLs (quoted, no trailing slash) from the site's home down, so a site's
 # administrator and its users (whose DAV root is /home/<user>) see the same properties and locks.
@@ -290,28 +313,6 @@ dav_locks = sa.Table(
 )
 
 
-# --- migration 12: measured use (storage counts, traffic) --------------------------------------
-
-site_usage = sa.Table(
-    "site_usage", metadata,
-    # The last count of a site's files: KB (st_blocks, hard links once) and inodes.
-    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("kilobytes", sa.BigInteger, nullable=False),
-    sa.Column("files", sa.BigInteger, nullable=False),
-    # "quota" (the filesystem's group quota) or "count" (a walk of the site's home).
-    sa.Column("method", sa.String(16), nullable=False),
-    sa.Column("counted_at", Timestamp, nullable=False),
-)
-
-site_traffic = sa.Table(
-    "site_traffic", metadata,
-    # Bytes carried for a site on one UTC day (days since 1970-01-01): bandwidth periods start at
-    # 00:00 UTC, so a period's sum is the sum of its days.
-    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("day", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("bytes", sa.BigInteger, nullable=False),
-)
-
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
 
@@ -331,7 +332,7 @@ class Tables:
     id_counters = id_counters
     rampart_entries = rampart_entries
     host_accounts = host_accounts
-    dav_properties = dav_properties
-    dav_locks = dav_locks
     site_usage = site_usage
     site_traffic = site_traffic
+    dav_properties = dav_properties
+    dav_locks = dav_locks
