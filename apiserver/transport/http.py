@@ -225,6 +225,13 @@ class ApiRequest(server.Request):
         if reserved:
             self._in_flight.give_back(reserved)
 
+    def write(self, data: bytes) -> None:
+        """The answer has begun, so the body was used: give its share of the bound back now, not
+        at ``finish`` (a WSGI answer's last step), which the client may not wait for."""
+        if self._reserved and self._in_flight is not None:
+            self._release_body(None)
+        super().write(data)
+
     @property
     def body_length(self) -> int:
         """Bytes of the request body received so far (counted as they arrive)."""
