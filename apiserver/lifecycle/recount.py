@@ -19,12 +19,13 @@ from typing import Callable, Optional
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.errors import NotFound
 from apiserver.sites.count import TreeCount, count_tree, group_quota
 from apiserver.storage import schema, utcnow
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.lifecycle.recount")
 
@@ -53,20 +54,19 @@ class StorageRecount(service.Service):
         self._site_homes = site_homes
         self._settings = settings
         self._group_of = group_of
-        self._loop: Optional[task.LoopingCall] = None
+        self._timer: Optional[WorkTimer] = None
         self._round: Optional[defer.Deferred] = None
         self.rounds = 0  # rounds completed (for tests and logs)
 
     def startService(self):
         super().startService()
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = self._clock
-        self._loop.start(self._settings.get("usage", "recount_interval"), now=True).addErrback(
-            lambda failure: log.failure("the storage recount stopped", failure))
+        self._timer = WorkTimer(self._clock, self._settings.get("usage", "recount_interval"), self._tick, None,
+                                name="storage recount")
+        self._timer.start(now=True)
 
     def stopService(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        if self._timer is not None and self._timer.started:
+            self._timer.stop()
         super().stopService()
         return self._round  # the site being measured ends; the round stops after it
 

@@ -17,11 +17,12 @@ from typing import Callable, Optional
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.lifecycle import store
 from apiserver.storage import schema
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.lifecycle.traffic")
 
@@ -43,7 +44,7 @@ class TrafficMeter(service.Service):
         self._settings = settings
         self._fire = fire
         self._pending: dict = {}  # site number -> bytes
-        self._loop: Optional[task.LoopingCall] = None
+        self._timer: Optional[WorkTimer] = None
         self._flushing: Optional[defer.Deferred] = None
         self._reports_kept: dict = {}  # plugins' reports a failed flush could not store
 
@@ -67,14 +68,13 @@ class TrafficMeter(service.Service):
     # --- storing --------------------------------------------------------------------------------
     def startService(self):
         super().startService()
-        self._loop = task.LoopingCall(self.flush)
-        self._loop.clock = self._clock
-        self._loop.start(self._settings.get("usage", "flush_interval"), now=False).addErrback(
-            lambda failure: log.failure("the traffic flush stopped", failure))
+        self._timer = WorkTimer(self._clock, self._settings.get("usage", "flush_interval"), self.flush, None,
+                                name="traffic flush")
+        self._timer.start(now=False)
 
     def stopService(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        if self._timer is not None and self._timer.started:
+            self._timer.stop()
         super().stopService()
         return self.flush()
 
