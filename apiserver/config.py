@@ -303,7 +303,7 @@ def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS, values: Optional[
 
 
 def render_markdown(sections: Iterable[Section] = BUILTIN_SECTIONS) -> str:
-    """The README's config reference table (one row per key)."""
+    """The config reference table of docs/configuration.md (one row per key)."""
     rows = ["| section | key | default | type | what it does |", "| --- | --- | --- | --- | --- |"]
     for section in sections:
         for key in section.keys:

@@ -10,7 +10,7 @@ import re
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "apiserver"
 
-#: The only classes whose constructor takes the whole application (README, "Design").
+#: The only classes whose constructor takes the whole application (docs/design.md).
 TAKE_THE_APPLICATION = {"apiserver.service.ApiServer", "apiserver.internal.InternalApi"}
 #: Longest file in apiserver/, in lines.
 MAX_LINES = 600
@@ -144,9 +144,9 @@ def _constructors_taking_the_application() -> set:
 def test_only_the_service_tree_and_the_internal_path_take_the_application():
     """Besides the application itself, only the service tree that starts it and the one internal
     path of built-in modules take the whole application; every other part takes named
-    collaborators.  The README's design section names all three."""
+    collaborators.  The design page (docs/design.md) names all three."""
     assert _constructors_taking_the_application() == TAKE_THE_APPLICATION
-    design = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Design", 1)[1].split("\n## ", 1)[0]
+    design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
     for qualified in ("apiserver.app.Application", *sorted(TAKE_THE_APPLICATION)):
         assert qualified.rsplit(".", 1)[1] in design, qualified
 

@@ -248,6 +248,7 @@ def test_sighup_names_an_unknown_section_without_a_dash(tmp_path):
     """A config with an unknown section is not reloaded on SIGHUP, and the log names "[bogus]" alone."""
     path, url, proc, log_path = _start(tmp_path, {})
     try:
+        assert get(url + "/apnscp.wsdl")[0] == 200  # answered: start-up (and its SIGHUP handler) is done
         with open(path, "a", encoding="utf-8") as fh:
             fh.write("\n[bogus]\nx = 1\n")
         proc.send_signal(signal.SIGHUP)

@@ -2,7 +2,7 @@
 
 The lists follow ApisCP's own modules (``$_aclList`` in apisnetworks/apiscp-modules
 ``modules/<app>.php``); where ApisCP has one list for two major versions it is split here, and
-every path says why the application writes there (``fortification_info`` and the README show
+every path says why the application writes there (``fortification_info`` and docs/security-module.md show
 it).  ``min`` is always ``max`` plus more: ApisCP's ``min`` is "the greatest degree of freedom".
 
 A path ending in ``/`` is a folder writable with everything under it (new entries inherit the
