@@ -12,6 +12,7 @@ CLI, the twistd plugin and the tests get one.
 from __future__ import annotations
 
 import gc
+import os
 from typing import Any, Optional
 
 from twisted.internet import defer
@@ -29,15 +30,22 @@ from apiserver.context import AuthRequest, CallContext
 from apiserver.dispatch import Registry
 from apiserver.errors import ServerError
 from apiserver.events import SecurityEvents
+from apiserver.host.accounts import SiteAccounts
+from apiserver.host.state import protect_state
+from apiserver.lifecycle.system_accounts import SystemAccountsApplier
 from apiserver.geolocation import Geolocator
 from apiserver.internal import InternalApi
 from apiserver.lifecycle import services
 from apiserver.lifecycle.appliers import Appliers
+from apiserver.lifecycle.dav_access import DavAccess, DavApplier
+from apiserver.lifecycle.databases import database_appliers
 from apiserver.lifecycle.plans import Plans
 from apiserver.lifecycle.reports import SiteReports
 from apiserver.lifecycle.service import SiteLifecycle
 from apiserver.lifecycle.suspension import SuspendedSites
-from apiserver.lifecycle.usage import Unmeasured
+from apiserver.lifecycle.recount import StorageRecount
+from apiserver.lifecycle.traffic import TrafficMeter
+from apiserver.lifecycle.usage import MeasuredUsage
 from apiserver.middleware import GateKeeper
 from apiserver.middleware.anvil import Anvil, make_anvil_store
 from apiserver.middleware.https_only import HttpsOnly
@@ -53,6 +61,7 @@ from apiserver.rampart.service import Rampart
 from apiserver.scopes import ScopeRegistry
 from apiserver.scopes.bootstrapper import Bootstrapper
 from apiserver.sites import SiteHomes
+from apiserver.sites.actas import SiteFiles, ThreadIdentity, account_identities
 from apiserver.sites.fortify import Fortifier
 from apiserver.sites.home import site_owner_name, web_server_user
 from apiserver.storage import Storage
@@ -86,13 +95,19 @@ class Application:
         self.site_homes = SiteHomes(config.state_path(config.get("web", "sites_root")),
                                     site_owner_name(config.get("web", "site_owner")),
                                     web_user=_web_user(config), state_dir=config.state_dir)
+        self.site_accounts = SiteAccounts(self.site_homes.sites_root, self.site_homes.web_user,
+                                          config.get("web", "account_prefix"), _system_accounts(config),
+                                          self.site_homes.owner_name)
+        # Site files are read and written as the site's account (the kernel checks them as it).
+        self.site_files = SiteFiles(ThreadIdentity(), self.site_homes, account_identities(self.site_accounts))
         self.fortifier = Fortifier(self.storage, clock, run_blocking, self.site_homes, self.site_homes.web_user, config)
         self.security_events = SecurityEvents(self.storage, clock, run_blocking, config)
         self.geolocator = Geolocator(config, run_blocking)
 
         # What the plugin API reads: accounts' look-ups, IP restrictions, sessions, scopes.
         self.ip_restrictions = IPRestrictions(RestrictionRows(self.storage), clock, run_blocking, config)
-        self.directory = AccountDirectory(self.storage, clock, run_blocking, config)
+        self.directory = AccountDirectory(self.storage, clock, run_blocking, config,
+                                          host_uids=self.site_accounts.identity_for_uid)
         self.ciphers = AccountCiphers(config)
         self.sessions = make_session_store(config, clock, self.storage)
         self.ui_passwords = UIPasswords(self.sessions, self.ciphers)
@@ -114,15 +129,22 @@ class Application:
         self.accounts = Accounts(self.storage, clock, self.pools, config, self.hooks, directory=self.directory,
                                  keys=keys, sessions=self.sessions, ciphers=self.ciphers,
                                  ui_passwords=self.ui_passwords, ip_restrictions=self.ip_restrictions,
-                                 notices=self.notices)
-        self.sites = Sites(self.storage, clock, run_blocking, self.accounts, self.site_homes, fire)
+                                 notices=self.notices, system_accounts=self.site_accounts)
+        self.sites = Sites(self.storage, clock, run_blocking, self.accounts, self.site_homes, fire,
+                           site_accounts=self.site_accounts)
         self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)
         self.gatekeeper = GateKeeper(config, self.accounts, self.anvil, self.ip_restrictions, HttpsOnly(config),
                                      self.notices.devices, self.api, suspensions=self.suspensions)
+        self.dav_access = DavAccess(self.storage, clock, run_blocking, config)
         self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
                                        plans=Plans(config.plans_dir, config.get("plans", "default")),
-                                       appliers=Appliers(), suspensions=self.suspensions, fire=fire)
-        self.site_reports = SiteReports(self.storage, clock, Unmeasured())
+                                       appliers=Appliers([SystemAccountsApplier(self.site_accounts),
+                                                          *database_appliers(config, self.storage, self.site_homes),
+                                                          DavApplier(self.dav_access)]),
+                                       suspensions=self.suspensions, fire=fire)
+        self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config)
+        self.traffic = TrafficMeter(self.storage, clock, run_blocking, config, fire)
+        self.site_reports = SiteReports(self.storage, clock, MeasuredUsage(self.storage, self.traffic))
         self.rampart = Rampart(self.anvil, Fail2ban(config.get("rampart", "fail2ban_client"),
                                                     config.get("rampart", "fail2ban_socket")),
                                self.rampart_whitelist, run_blocking, self._rampart_of_site, config)
@@ -139,6 +161,16 @@ class Application:
         record = self.lifecycle.record_of(identity)
         return (record.value(services.param("rampart", "enabled")),
                 record.value(services.param("rampart", "max")))
+
+    # --- sites on disk ----------------------------------------------------------------------
+    def prepare_sites(self) -> list:
+        """Blocking (start-up, before anything listens, and ``apiserver migrate-sites``): every
+        site to the ``site<N>/fst`` layout with its system accounts, and the server's own state
+        private (:func:`apiserver.host.state.protect_state`); what changed, one line each."""
+        changes = self.sites.upgrade_homes()
+        changes += [f"made {path} private to the server (no group or other access)" for path in
+                    protect_state(self.config.state_dir, self.site_homes.sites_root, self.site_accounts.enabled)]
+        return changes
 
     # --- threads ----------------------------------------------------------------------------
     def start_pools(self) -> None:
@@ -163,11 +195,12 @@ class Application:
     # --- the shared middle of every gate ----------------------------------------------------
     def background_services(self) -> list:
         """The Twisted services the server starts with its listeners and stops before the pools:
-        the security trail's writer, the notice sender and Fortification's window timers.
+        the security trail's writer, the notice sender, Fortification's window timers, the
+        storage recount and the traffic meter (which stores what it holds when it stops).
 
         They stop in reverse order, so the trail stops last and writes what the others
         recorded while stopping (a notice that failed in the sender's last batch)."""
-        return [self.security_events, self.notices.sender, self.fortifier]
+        return [self.security_events, self.notices.sender, self.fortifier, self.storage_recount, self.traffic]
 
     def admit(self, request: AuthRequest) -> defer.Deferred:
         """Toggle, Anvil, authentication and IP restriction: a Deferred CallContext or an ApiError."""
@@ -203,6 +236,16 @@ def _web_user(config: Config) -> str:
         return web_server_user(config.get("web", "user"))
     except ServerError as exc:
         raise ConfigError("web", "user", str(exc)) from None
+
+
+def _system_accounts(config: Config) -> bool:
+    """Whether sites get system accounts: ``[web] system_accounts`` (auto: when running as root)."""
+    wanted = config.get("web", "system_accounts")
+    if wanted == "auto":
+        return os.geteuid() == 0
+    if wanted == "true" and os.geteuid() != 0:
+        raise ConfigError("web", "system_accounts", "true needs the server to run as root (or set auto/false)")
+    return wanted == "true"
 
 
 def freeze_heap() -> None:

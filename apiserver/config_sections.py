@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from apiserver.config_values import (  # noqa: F401
-    Key, Section, choice, int_range, parse_bool, parse_host, parse_names, parse_networks, parse_plan_name,
-    parse_str, parse_system_user_or_auto, port,
+    Key, Section, choice, int_range, parse_account_prefix, parse_bool, parse_host, parse_names, parse_networks,
+    parse_plan_name, parse_str, parse_system_user_or_auto, port, server_url,
 )
 
 K = Key
@@ -130,19 +130,45 @@ BUILTIN_SECTIONS = (
     )),
     Section("web", "Sites on disk and the web server that serves them.", (
         K("sites_root", parse_str, "sites",
-          "Folder holding one home per site (<sites_root>/<domain>/); relative to state_dir."),
+          "Folder holding every site: site<N>/fst/ is what site N sees as /, <domain> and admin<N> link to it; "
+          "relative to state_dir."),
         K("user", parse_system_user_or_auto, "",
           "The web server's system user (Fortification's ACLs, audit); empty: www-data, or apache where that is the "
           "one that exists."),
         K("site_owner", parse_str, "",
           "System user owning the sites' files; empty: the user running the server, or when that is root the system "
           "user 'apiserver' (made by apiserver init)."),
+        K("system_accounts", choice("auto", "true", "false"), "auto",
+          "Give every site its own system group admin<N> and every site user a system account <user>.<N> "
+          "(its own uid, the site's gid); auto: when the server runs as root. false: one shared owner "
+          "(site_owner) for every site."),
+        K("account_prefix", parse_account_prefix, "",
+          "Put '<prefix>-' before every system group and user name the server makes (two servers on one host)."),
     )),
     Section("plans", "Plans: the service values a site takes (admin_add_site, admin_edit_site).", (
         K("dir", parse_str, "",
           "Folder of plan files (<name>.ini, .skeleton.ini), relative to this file; empty: the plans shipped with "
           "apiserver (apiserver/lifecycle/plan_files)."),
         K("default", parse_plan_name, "basic", "The plan of a site that names none (a file <default>.ini in dir)."),
+    )),
+    Section("databases", "The MariaDB and PostgreSQL servers where sites get their database user (mysql.*, pgsql.*).", (
+        K("mysql_admin_url", server_url("mysql"), "",
+          "How apiserver administers MariaDB users: mysql://user[:password]@host[:port] of an account that may create "
+          "users and grant (root); empty: no site may enable mysql.", secret=True),
+        K("pgsql_admin_url", server_url("postgresql"), "",
+          "How apiserver administers PostgreSQL roles: postgresql://user[:password]@host[:port][/database] of a "
+          "superuser (postgres); empty: no site may enable pgsql.", secret=True),
+    )),
+    Section("usage", "Measured use of sites: storage (admin_get_usage('storage')) and traffic (bandwidth).", (
+        K("recount_interval", int_range(60, 86400 * 7), "3600",
+          "Seconds between the end of one background count of every site's storage and the start of the next (the "
+          "first starts with the server); the answers give the last stored count."),
+        K("group_quota", parse_bool, "true",
+          "Read a site's use from the filesystem's group quota of its group admin<N> when the filesystem keeps one; "
+          "false (or no quota): count the files of the site's home."),
+        K("flush_interval", int_range(1, 3600), "60",
+          "Seconds the traffic counted at the gates and reported by plugins is held in memory before it is stored "
+          "(the answers include what is held)."),
     )),
     Section("rampart", "Rampart: the ban API (rampart_*) over Anvil and fail2ban.", (
         K("fail2ban_socket", parse_str, "/var/run/fail2ban/fail2ban.sock",

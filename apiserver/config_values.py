@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import urllib.parse
 from typing import Any, Callable, Optional
 
 from apiserver.addresses import unmap_network
@@ -83,12 +84,44 @@ def parse_system_user_or_auto(raw: str) -> str:
 
 
 parse_system_user_or_auto.type_name = "user"
+def parse_account_prefix(raw: str) -> str:
+    """Empty, or a lower-case letter then up to 9 lower-case letters or digits (host account names)."""
+    value = raw.strip()
+    if value and not (value[0].isascii() and value[0].islower() and len(value) <= 10
+                      and all(c.isascii() and (c.islower() or c.isdigit()) for c in value)):
+        raise ValueError(f"expected empty or a lower-case letter then up to 9 lower-case letters or digits, "
+                         f"got {raw!r}")
+    return value
+
+
+parse_account_prefix.type_name = "prefix"
+
+
 def parse_plan_name(raw: str) -> str:
     """A plan's name: letters, digits, ``.``, ``_`` or ``-`` (its file is ``<name>.ini``)."""
     value = raw.strip()
     if not value or value.startswith(".") or not all(c.isalnum() or c in "._-" for c in value) or len(value) > 64:
         raise ValueError(f"expected a plan name (letters, digits, '.', '_', '-'), got {raw!r}")
     return value
+
+
+def server_url(scheme: str) -> Callable[[str], str]:
+    """Empty, or ``scheme://user[:password]@host[:port][/database]`` (a database server's admin)."""
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            return ""
+        parts = urllib.parse.urlsplit(value)
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"bad port in {scheme}:// URL") from None
+        if parts.scheme != scheme or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"expected empty or {scheme}://user[:password]@host[:port][/database]")
+        return value
+
+    parse.type_name = f"{scheme} URL"
+    return parse
 
 
 def parse_names(raw: str) -> tuple:

@@ -214,6 +214,20 @@ def apiserver_site_activated(api, site, actor):
     """
 
 
+@hookspec
+def apiserver_report_traffic(api):
+    """Called on the reactor thread every ``[usage] flush_interval`` seconds, and once when the
+    server stops, to collect traffic the plugin measured outside apiserver's gates (a web
+    server's or an FTP server's log), which ``admin_get_usage('bandwidth')`` adds to what the
+    gates carried.
+
+    ``api`` is the plugin API.  Returns ``{site: bytes}`` carried since the previous call
+    (``site`` a domain or a site id ``site<N>``, ``bytes`` a number >= 0), a Deferred firing with
+    one, or None for nothing; each report counts once, on the UTC day of the flush.  A site that
+    does not exist is logged and its bytes dropped; an implementation that raises is logged and
+    the others still count.  Slow measuring belongs in ``api.run_blocking`` (return its Deferred).
+    """
+
 # --- events of the security trail (apiserver.events records each) ---------------------------
 
 @hookspec

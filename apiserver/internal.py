@@ -113,6 +113,11 @@ class InternalApi:
         return self._app.site_homes
 
     @property
+    def site_accounts(self):
+        """:class:`apiserver.host.accounts.SiteAccounts`: every site's system accounts (uid, gid, home)."""
+        return self._app.site_accounts
+
+    @property
     def lifecycle(self):
         """:class:`apiserver.lifecycle.service.SiteLifecycle`: adding, editing, suspending, deleting sites."""
         return self._app.lifecycle
@@ -131,6 +136,11 @@ class InternalApi:
     def rampart(self):
         """:class:`apiserver.rampart.service.Rampart`: the ban API."""
         return self._app.rampart
+
+    @property
+    def site_files(self):
+        """Runs blocking work on a site's files as the site's account (:class:`apiserver.sites.actas.SiteFiles`)."""
+        return self._app.site_files
 
     @property
     def fortifier(self):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import sys
 import threading
@@ -115,7 +116,9 @@ class LogStream:
     def _open(self) -> IO:
         if self.path is None:
             return self._fallback or sys.stdout
-        return open(self.path, "a", encoding="utf-8", buffering=1)
+        # 0600 whatever the umask: the log names accounts and addresses no site may read
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
     def reopen(self) -> None:
         """Close and open the file again (after logrotate moved it); stdout stays as it is."""

@@ -29,6 +29,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger, globalLogBeginner
 from twisted.python.components import Componentized
 
+from apiserver.errors import ApiError
 from apiserver.plugins import load_plugins_and_config, log_loaded_plugins
 from apiserver.config import (
     ConfigError, changed_keys, config_path as find_config_path, cross_check, reread_config, secret_values,
@@ -68,7 +69,29 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
     observer = make_observer(config, stream)
     app = create_application(config, reactor=reactor, plugin_manager=pm)
     _check_database(app.storage, config)
+    _prepare_sites(app)
     return ApiServer(app, observer, stream)
+
+
+def migrate_sites(config_file: Optional[str] = None) -> list:
+    """``apiserver migrate-sites``: the start-up's upgrade of the sites on disk, run alone (the
+    same checks as :func:`make_service`, nothing listens); what changed, one line each."""
+    from twisted.internet import reactor
+
+    from apiserver.app import create_application
+
+    pm, config = load_plugins_and_config(find_config_path(config_file))
+    cross_check(config)
+    _check_state_dir(config)
+    app = create_application(config, reactor=reactor, plugin_manager=pm)
+    try:
+        _check_database(app.storage, config)
+        try:
+            return app.prepare_sites()
+        except (ApiError, OSError) as exc:
+            raise StartError(f"cannot upgrade the sites on disk: {exc}") from None
+    finally:
+        app.storage.dispose()
 
 
 def start_application(app, reactor) -> "ApiServer":
@@ -88,6 +111,18 @@ def _init_hint(config) -> str:
 def _check_state_dir(config) -> None:
     if not os.path.isdir(config.state_dir):
         raise StartError(f"no state in {config.state_dir}: {_init_hint(config)}")
+
+
+def _prepare_sites(app) -> None:
+    """Sites on disk upgraded and the state made private before anything listens; what changed
+    is logged.  A site that cannot be upgraded stops the start (StartError naming it)."""
+    try:
+        changes = app.prepare_sites()
+    except (ApiError, OSError) as exc:
+        raise StartError(f"cannot upgrade the sites on disk: {exc}; see 'apiserver migrate-sites'") from None
+    log = Logger(namespace="apiserver.sites")
+    for change in changes:
+        log.info("upgrade: {change}", change=change)
 
 
 def _check_database(storage, config) -> None:
@@ -187,7 +222,9 @@ def listener_services(config, site, cli_factory) -> list:
         listener.where, listener.url = f"{host}:{https_port}", f"https://{host}:{{port}}/soap (certificate {cert})"
         listeners.append(listener)
     path = config.state_path(config.get("core", "cli_socket"))
-    listener = UNIXListener(path, cli_factory, mode=0o600, wantPID=False)
+    # 0666: the kernel tells the server who calls (SO_PEERCRED), site users included; the folder
+    # decides who may reach the socket.
+    listener = UNIXListener(path, cli_factory, mode=0o666, wantPID=False)
     listener.where, listener.url = path, None
     listeners.append(listener)
     return listeners
@@ -219,7 +256,8 @@ class ApiServer(service.MultiService):
         self.site = build_site(settings=app.config, reactor=app.reactor, gatekeeper=app.gatekeeper,
                                registry=app.registry, accounts=app.accounts, devices=app.notices.devices,
                                site_homes=app.site_homes, storage=app.storage, run_blocking=app.pools.run_blocking,
-                               metrics=app.metrics)
+                               metrics=app.metrics, site_files=app.site_files, traffic=app.traffic,
+                               dav_access=app.dav_access)
         cli_factory = CliFactory(app.config, app.gatekeeper, app.registry, app.directory, app.pools.run_blocking,
                                  app.hooks.fire, app.metrics)
         self.background = [ThreadPoolsService(app.pools)] + list(app.background_services())

@@ -29,8 +29,10 @@ from apiserver.context import CallContext, Credentials, Gate, Identity
 
 __all__ = ["PluginTestApp", "wait"]
 
-#: Fast hashing and no mail: tests need neither real cost nor a relay.
-TEST_SECTIONS = {"auth": {"pbkdf2_iterations": "1000"}, "mail": {"enabled": "false"}}
+#: Fast hashing, no mail and no system accounts per site: tests need neither real cost, nor a
+#: relay, nor users and groups left on the host.
+TEST_SECTIONS = {"auth": {"pbkdf2_iterations": "1000"}, "mail": {"enabled": "false"},
+                 "web": {"system_accounts": "false"}}
 
 
 def wait(d, timeout: float = 20.0):

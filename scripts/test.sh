@@ -22,6 +22,7 @@ command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 command -v cadaver >/dev/null 2>&1 || need_pkgs+=(cadaver)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # tests/test_systemd_unit.py
 command -v fail2ban-client >/dev/null 2>&1 || need_pkgs+=(fail2ban)  # rampart: a real fail2ban per test (tests/rampart)
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)  # cpcmd by site users logged in over SSH (tests/e2e/test_cpcmd_site_users.py)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need_pkgs[*]}"

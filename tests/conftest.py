@@ -93,6 +93,9 @@ BASE_CONFIG = {
     "core": {"http_trusted_forward": "127.0.0.1", "log_format": "text"},
     "auth": {"pbkdf2_iterations": "20000"},
     "mail": {"enabled": "false"},
+    # One shared owner for every site: tests that make real system accounts turn them on with a
+    # unique [web] account_prefix (tests/host/support.py), which removes what they made.
+    "web": {"system_accounts": "false"},
 }
 
 
@@ -261,7 +264,8 @@ def start_server(tmp_dir: str, overrides: Optional[dict] = None, https: bool = F
         url=f"http://127.0.0.1:{http_port}",
         https_url=f"https://127.0.0.1:{https_port}" if https else None,
         admin_key=admin_key, config_path=config_path, state_dir=state_dir,
-        socket_path=os.path.join(state_dir, "apiserver.sock"), log_path=log_path,
+        socket_path=os.path.join(state_dir, config.get("core", {}).get("cli_socket", "apiserver.sock")),
+        log_path=log_path,
         process=_spawn_serve(config_path, log_path, env), env=env,
     )
     try:
@@ -290,12 +294,21 @@ def server_factory(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def running_server(tmp_path_factory):
-    """One server per test module on the default test config (HTTP and HTTPS)."""
-    directory = tmp_path_factory.mktemp("apiserver")
-    server = start_server(str(directory), https=True)
-    yield server
-    server.stop()
+def running_server():
+    """One server per test module on the default test config (HTTP and HTTPS), in a folder of its
+    own under /tmp: the sites' accounts work on their files as themselves and must pass the folders
+    above state_dir (pytest's own are 0700, and every pytest session started on the machine makes
+    them so again, clearing ACLs granted there)."""
+    directory = tempfile.mkdtemp(prefix="apiserver-e2e-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    try:
+        server = start_server(directory, https=True)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ PROOFS = {
     "apiserver_site_deleted": "modules/test_module_admin.py::test_delete_site_removes_accounts_keys_and_sessions",
     "apiserver_site_suspended": "lifecycle/test_lifecycle.py::test_suspension_refuses_every_credential_once_right",
     "apiserver_site_activated": "lifecycle/test_lifecycle.py::test_suspension_refuses_every_credential_once_right",
+    "apiserver_report_traffic": "lifecycle/test_usage.py::test_traffic_is_held_then_stored_with_plugin_reports",
     "apiserver_login_succeeded": "test_trail_hooks.py::test_trail_hooks_fire_on_the_reactor_thread",
     "apiserver_login_unblocked": "test_trail_hooks.py::test_trail_hooks_fire_on_the_reactor_thread",
     "apiserver_ip_restriction_added": "test_trail_hooks.py::test_trail_hooks_fire_on_the_reactor_thread",

@@ -38,11 +38,15 @@ class AccountDirectory:
     """Account look-ups and email addresses.
 
     ``storage``: the database; ``clock`` and ``run_blocking``: for the email cache (a hit needs
-    no thread); ``settings``: the config (``[auth] account_cache_ttl``, read per use).
+    no thread); ``settings``: the config (``[auth] account_cache_ttl``, read per use);
+    ``host_uids``: blocking, a system uid -> the site account it belongs to (an object with
+    ``site_id`` and ``username``, such as the host's account record) or None; without it only
+    root has a uid.
     """
 
-    def __init__(self, storage, clock, run_blocking: Callable, settings):
+    def __init__(self, storage, clock, run_blocking: Callable, settings, host_uids: Optional[Callable] = None):
         self._storage = storage
+        self._host_uids = host_uids
         # Email addresses by account id: answered without a thread when cached, invalidated by
         # this node's writes, other nodes' writes show within [auth] account_cache_ttl.
         self._emails = ReadThroughCache(clock, run_blocking, self._load_email,
@@ -50,11 +54,17 @@ class AccountDirectory:
 
     # --- identities (blocking) --------------------------------------------------------------
     def identity_for_uid(self, uid: int) -> Optional[Identity]:
-        """Blocking.  The identity a local CLI caller with ``uid`` acts as: root is the appliance administrator."""
-        if uid != ROOT_UID:
-            return None
+        """Blocking.  The identity a local CLI caller with ``uid`` acts as: root is the appliance
+        administrator, a site account's system uid that account; None for any other uid."""
+        if uid == ROOT_UID:
+            query = identity_select().where(_users.c.role == "admin").order_by(_users.c.id)
+        else:
+            owner = self._host_uids(uid) if self._host_uids is not None else None
+            if owner is None:
+                return None
+            query = identity_select().where(_users.c.site_id == owner.site_id, _users.c.username == owner.username)
         with self._storage.read() as conn:
-            row = conn.execute(identity_select().where(_users.c.role == "admin").order_by(_users.c.id)).first()
+            row = conn.execute(query).first()
         return identity_from_row(row) if row else None
 
     def identity_for(self, site: Optional[str], user: Optional[str]) -> Identity:

@@ -46,11 +46,12 @@ class Accounts:
     ``sessions``: the session store; ``ciphers``: the keys derived from the secret;
     ``ui_passwords``: UI passwords sealed into sessions; ``ip_restrictions``: whether a
     password login is admitted (for its record) and what a deleted account leaves cached;
-    ``notices``: the password notices and known devices.
+    ``notices``: the password notices and known devices; ``system_accounts``: the sites' system
+    accounts (:class:`apiserver.host.accounts.SiteAccounts`), whose passwords follow every change.
     """
 
     def __init__(self, storage, clock, pools, settings, hooks, *, directory, keys, sessions, ciphers, ui_passwords,
-                 ip_restrictions, notices):
+                 ip_restrictions, notices, system_accounts=None):
         self._storage = storage
         self._clock = clock
         self._pools = pools
@@ -63,6 +64,7 @@ class Accounts:
         self._ui_passwords = ui_passwords
         self._ip_restrictions = ip_restrictions
         self._notices = notices
+        self._system_accounts = system_accounts
         self._dummy_lock = threading.Lock()  # held while hashing: never taken on the reactor thread
         self._dummy_hash: Optional[str] = None
         self._verifying: dict = {}  # HMAC of credentials being verified -> Deferreds waiting for it
@@ -289,6 +291,7 @@ class Accounts:
         finally:
             notice = await placing
         await self._pools.run_blocking(self._store_hash, target.user_id, password_hash, notice)
+        await self._system_password(target, password=password)
         if notice is not None:
             notices.queued()
         self.verified_passwords.forget_user(target.user_id)
@@ -309,8 +312,15 @@ class Accounts:
         """Store a hash made elsewhere (a billing system's ``auth.cpasswd``) as ``target``'s password;
         no notice is queued (nobody here knows the password); fires ``apiserver_password_changed``."""
         await self._pools.run_blocking(self._store_hash, target.user_id, password_hash)
+        await self._system_password(target, password_hash=password_hash)
         self.verified_passwords.forget_user(target.user_id)
         self._hooks.fire("apiserver_password_changed", target=target, actor=actor, reset=False, address=None)
+
+    async def _system_password(self, target: Identity, **new) -> None:
+        """The site user's system password (/etc/shadow and the site's etc/shadow) follows the stored one."""
+        if self._system_accounts is None or target.site_id is None or not self._system_accounts.enabled:
+            return
+        await self._pools.run_hashing(self._system_accounts.set_password, target.site_id, target.username, **new)
 
     async def end_sessions_of(self, user_ids: list) -> None:
         """End every session acting as, or opened by, one of ``user_ids``, and forget their verified

@@ -13,6 +13,8 @@ USAGE_EPILOG = """\
 first start:   apiserver init    (creates the database, secret, certificate and the
                                   appliance administrator; prints its API key last)
 run:           apiserver serve   (foreground; stop with Ctrl-C or SIGTERM)
+upgrade:       apiserver migrate-sites  (sites to site<N>/fst with their own system accounts;
+                                  serve does it too at every start; a second run changes nothing)
 config file:   --config FILE, else $APISERVER_CONFIG, else /etc/apiserver/config.ini,
                else the checkout's conf/config.ini (init writes a commented one if none exists)
 """
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rpc: what ApisCP's clients use (default); document: document/literal wrapped")
     wsdl.add_argument("--location", default="http://localhost:2082/soap", help="soap:address location to write")
     sub.add_parser("plugins", help="list the installed plugins with their versions")
+    sub.add_parser("migrate-sites", help="move sites from <sites_root>/<domain>/ to site<N>/fst with their own "
+                   "system accounts, make the state private; print what changed (serve does it at start-up)")
     template = sub.add_parser("plugin-template", help="write a new plugin package (module, scope, event hook, tests)")
     template.add_argument("name", metavar="NAME", help="the plugin's module name: lower-case letters and digits")
     template.add_argument("dir", metavar="DIR", nargs="?", help="where to write it (default: ./apiserver-NAME)")
@@ -146,6 +150,16 @@ def cmd_plugin_template(args) -> int:
     return 0
 
 
+def cmd_migrate_sites(args) -> int:
+    from apiserver.service import migrate_sites
+
+    changes = migrate_sites(args.config)
+    for change in changes:
+        print(change)
+    print(f"{len(changes)} changes" if changes else "sites are up to date; nothing changed")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from sqlalchemy.exc import SQLAlchemyError
@@ -157,7 +171,7 @@ def main(argv=None) -> int:
 
     try:
         return {"init": cmd_init, "serve": cmd_serve, "wsdl": cmd_wsdl, "plugins": cmd_plugins,
-                "plugin-template": cmd_plugin_template}[args.command](args)
+                "plugin-template": cmd_plugin_template, "migrate-sites": cmd_migrate_sites}[args.command](args)
     except ConfigError as exc:
         print(f"apiserver: config error: {exc}", file=sys.stderr)
         return 2

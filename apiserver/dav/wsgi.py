@@ -9,22 +9,31 @@ so one site never sees another's locks).
 DAV roots: a site administrator gets the site's home; a user of a site the folder
 ``/home/<user>`` in that home, made (0700) on first use.
 
-When the server runs as root, each DAV thread sets its file-system user and group
-(``setfsuid``/``setfsgid``, per thread on Linux) to the sites' owner before it touches a file:
-what DAV creates is owned by that account, and the kernel checks every access as that
-account, never with root's rights.
+When the server runs as root, every step of a request (WsgiDAV's call, each chunk of the body,
+its close) runs with the file-system identity of the account concerned
+(:meth:`apiserver.sites.actas.ThreadIdentity.acting_as`: ``setfsuid``/``setfsgid`` and the
+groups of that thread alone): what DAV creates belongs to the account, and the kernel checks
+every open, rename and unlink as the account, never with root's rights, so a path check that
+loses a race to a swapped link still cannot reach another site's files.  Between steps the
+thread is root again.  Which uid/gid an account has is ``SiteFiles.identity_of(home, user)``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
+import errno
 import logging
 import os
 import threading
 from typing import Optional
 
 from twisted.logger import Logger
+from wsgidav import dav_provider as wsgidav_dav_provider
+from wsgidav import error_printer as wsgidav_error_printer
+from wsgidav import request_server as wsgidav_request_server
+from wsgidav import util as wsgidav_util
+from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_error import as_DAVError as _wsgidav_as_dav_error
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.lock_man.lock_storage import LockStorageDict
@@ -32,9 +41,10 @@ from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeProvider
+from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeProvider, fd_path
 from apiserver.errors import NotFound
-from apiserver.sites.home import FileOwner, is_inside
+from apiserver.sites.actas import ActingIterator, FsIdentity, SiteFiles, ThreadIdentity
+from apiserver.sites.home import is_inside
 
 #: Where ``/dav/`` is mounted (WSGI SCRIPT_NAME).
 MOUNT_PATH = "/dav"
@@ -58,45 +68,29 @@ def route_wsgidav_logging() -> None:
     logger.propagate = False
 
 
+#: What a request gets when the kernel refused the account (EACCES, EPERM) what the path checks allowed.
+REFUSED_BY_FILE_SYSTEM = "the file system refused this account access to that file or folder"
+
+
+def as_dav_error(error):
+    """WsgiDAV's ``as_DAVError``, with the kernel's refusal (PermissionError) a 403 instead of a 500."""
+    if isinstance(error, PermissionError):
+        return DAVError(HTTP_FORBIDDEN, REFUSED_BY_FILE_SYSTEM)
+    return _wsgidav_as_dav_error(error)
+
+
+def answer_refusals_with_403() -> None:
+    """Make WsgiDAV's modules convert exceptions with :func:`as_dav_error` (they imported the name)."""
+    for module in (wsgidav_request_server, wsgidav_error_printer, wsgidav_dav_provider, wsgidav_util):
+        module.as_DAVError = as_dav_error
+
+
 @dataclasses.dataclass(frozen=True)
 class DavAccount:
     """Who a DAV request acts as: the site and, for a user of it, the user name (None: its administrator)."""
 
     site: str
     user: Optional[str] = None
-
-
-#: Number of the setgroups system call: called directly it changes the calling thread only
-#: (glibc's setgroups, and so os.setgroups, changes every thread of the process).
-_SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159}
-
-
-class FileSystemUser:
-    """Sets the calling thread's file-system uid/gid (Linux ``setfsuid``/``setfsgid``) and its
-    supplementary groups, so the kernel checks that thread's file access as another account."""
-
-    def __init__(self):
-        import platform
-
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._libc.syscall.restype = ctypes.c_long
-        self._setgroups = _SYS_SETGROUPS.get(platform.machine())
-        if self._setgroups is None:
-            raise RuntimeError(f"DAV as root needs the setgroups system call number of {platform.machine()}")
-        self._own_groups = tuple(os.getgroups())
-
-    def become(self, uid: int, gid: int) -> None:
-        """Act as ``uid``/``gid`` (groups: ``gid`` alone; for uid 0 the process's own); RuntimeError if it
-        did not take."""
-        groups = self._own_groups if uid == 0 else (gid,)
-        array = (ctypes.c_uint * max(len(groups), 1))(*groups)
-        if self._libc.syscall(self._setgroups, len(groups), array) != 0:
-            raise RuntimeError(f"cannot set the groups of uid {uid} for DAV file access: errno {ctypes.get_errno()}")
-        self._libc.setfsgid(gid)
-        self._libc.setfsuid(uid)
-        # Both calls return the previous id; a second call with the same id returns the one in force.
-        if self._libc.setfsuid(uid) != uid or self._libc.setfsgid(gid) != gid:
-            raise RuntimeError(f"cannot act as uid {uid} for DAV file access")
 
 
 #: The provider of the request the calling thread serves (a WSGI thread serves one at a time).
@@ -163,30 +157,21 @@ def wsgidav_config() -> dict:
 
 
 class DavApplication:
-    """WSGI application: ``environ["apiserver.dav.account"]`` -> its root's provider -> WsgiDAV."""
+    """WSGI application: ``environ["apiserver.dav.account"]`` -> its root's provider -> WsgiDAV.
 
-    def __init__(self, site_homes, as_owner: Optional[bool] = None):
+    ``site_files``: who a request of the site's administrator or of one of its users acts as when
+    the server runs as root (default: the home's owner for every account).
+    """
+
+    def __init__(self, site_homes, as_owner: Optional[bool] = None, site_files: Optional[SiteFiles] = None):
         self.site_homes = site_homes
         self.wsgidav = AccountDavApp(wsgidav_config())
         route_wsgidav_logging()
+        answer_refusals_with_403()
         self.as_owner = os.geteuid() == 0 if as_owner is None else as_owner
-        self.fs_user = FileSystemUser() if self.as_owner else None
+        self.site_files = (site_files or SiteFiles(ThreadIdentity(), site_homes)) if self.as_owner else None
         self._providers: dict = {}
         self._lock = threading.Lock()
-        self._reachable_by: Optional[int] = None
-
-    def _let_owner_reach_sites(self, owner: FileOwner) -> None:
-        """As root, once: give the sites' owner search (``x``, no listing) on the folders from
-        ``state_dir`` down to ``sites_root``, as :meth:`SiteHomes.ensure_reachable` does for the
-        web server user (``state_dir`` is 0700)."""
-        if self._reachable_by == owner.uid:
-            return
-        with self._lock:
-            if self._reachable_by == owner.uid:  # another thread granted it meanwhile
-                return
-            self.fs_user.become(0, 0)
-            self.site_homes.let_reach(owner.name)
-            self._reachable_by = owner.uid
 
     def __call__(self, environ, start_response):
         _serving.provider = None
@@ -195,30 +180,23 @@ class DavApplication:
             home = self.site_homes.get(account.site)
         except NotFound:
             return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
-        if self.fs_user is not None:
-            self._let_owner_reach_sites(home.owner)
-            self.fs_user.become(home.owner.uid, home.owner.gid)
+        files = self.site_files
+        identity = files.identity_of(home, account.user) if files is not None else None
         root = os.path.realpath(home.root)
         if account.user is not None:
-            root = self._user_folder(root, account.user)
+            root = user_folder(root, account.user, identity)
+        if identity is None:
+            return self._serve(environ, start_response, root, account)
+        files.reach(identity)
+        with files.threads.acting_as(identity):
+            body = self._serve(environ, start_response, root, account)
+        return ActingIterator(body, identity, files.threads)
+
+    def _serve(self, environ, start_response, root: str, account: DavAccount):
         _serving.provider = self.provider_for(root)
         environ["wsgidav.auth.user_name"] = f"{account.user}@{account.site}" if account.user else account.site
         environ["wsgidav.auth.realm"] = "apiserver DAV"
         return self.wsgidav(environ, start_response)
-
-    @staticmethod
-    def _user_folder(home_root: str, user: str) -> str:
-        """``<home>/home/<user>``, made on first use (0700); refused if it leads out of the home."""
-        folder = os.path.join(home_root, "home", user)
-        os.makedirs(os.path.dirname(folder), mode=0o755, exist_ok=True)
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
-        real = os.path.realpath(folder)
-        if not is_inside(real, home_root) or os.path.islink(folder):
-            raise PermissionError(f"the DAV folder of {user} leads out of the site's home")
-        return real
 
     def provider_for(self, root: str) -> HomeProvider:
         """The provider of DAV root ``root``; a new home at the same path (site re-created) gets a new one."""
@@ -236,6 +214,40 @@ class DavApplication:
                     del self._providers[old]
                 self._providers[key] = provider
             return provider
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def user_folder(home_root: str, user: str, owner: Optional[FsIdentity]) -> str:
+    """Blocking.  ``<home>/home/<user>``, made on first use (0700, given to ``owner`` when the server is
+    root); its real path.  Made through descriptors, never through a link: ``home`` or the user's
+    folder swapped for one is refused (PermissionError)."""
+    if not user or "/" in user or user in (".", ".."):
+        raise PermissionError(f"no DAV folder for the user name {user!r}")
+    opened = []
+    try:
+        opened.append(os.open(home_root, _DIRECTORY))
+        for name, mode in (("home", 0o755), (user, 0o700)):
+            made = True
+            try:
+                os.mkdir(name, mode, dir_fd=opened[-1])
+            except FileExistsError:
+                made = False
+            opened.append(os.open(name, _DIRECTORY, dir_fd=opened[-1]))
+            if made and owner is not None and name == user:
+                os.fchown(opened[-1], owner.uid, owner.gid)
+        real = fd_path(opened[-1])
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PermissionError(f"the DAV folder of {user} is not a folder of the site's home") from None
+        raise
+    finally:
+        for fd in opened:
+            os.close(fd)
+    if not is_inside(real, home_root):
+        raise PermissionError(f"the DAV folder of {user} leads out of the site's home")
+    return real
 
 
 def _plain(start_response, status: str, message: str):

@@ -42,7 +42,7 @@ from twisted.logger import Logger
 log = Logger(namespace="apiserver.lifecycle.appliers")
 
 #: The order appliers run in on add, edit, suspend and activate (delete runs it backwards).
-ORDER = ("accounts", "diskquota", "bandwidth", "mysql", "pgsql", "ssh")
+ORDER = ("accounts", "diskquota", "bandwidth", "mysql", "pgsql", "ssh", "dav")
 
 
 class Applier:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import sqlalchemy as sa
+
 from apiserver.accounts import validation
 from apiserver.errors import InvalidArgument, NotFound
 from apiserver.lifecycle import services, store, usage
@@ -70,6 +72,8 @@ class SiteReports:
         seconds); use not measured is null."""
         if field not in usage.FIELDS:
             raise InvalidArgument(f"field must be one of {', '.join(usage.FIELDS)}, got {str(field)[:40]!r}")
+        if field == usage.STORAGE and not sites:
+            return self._storage_of_every_site()
         records = self._records(sites)
         if field == usage.STORAGE:
             used = self.usage_source.storage(records)
@@ -78,6 +82,18 @@ class SiteReports:
         periods = {r.id: usage.bandwidth_period(r, now) for r in records}
         used = self.usage_source.bandwidth(records, periods)
         return {r.site_id: usage.bandwidth_figures(r, used.get(r.id), periods[r.id]) for r in records}
+
+    def _storage_of_every_site(self) -> dict:
+        """Blocking.  The storage answer of every site, by domain, in one query (a billing
+        system's sync asks for all sites: no site records are built)."""
+        sites, measured = schema.sites, schema.site_usage
+        query = (sa.select(sites.c.id, sites.c.services, measured.c.kilobytes, measured.c.files)
+                 .select_from(sites.outerjoin(measured, measured.c.site_id == sites.c.id)).order_by(sites.c.domain))
+        with self._storage.read() as conn:
+            rows = conn.execute(query).all()
+        return {f"site{row[0]}": usage.storage_answer(usage.storage_limits_of_stored(row[1]),
+                                                      None if row[2] is None else (int(row[2]), int(row[3])))
+                for row in rows}
 
     def quota_of(self, record: store.SiteRecord) -> dict:
         """Blocking.  ``site_get_account_quota``: the storage figures of one site."""

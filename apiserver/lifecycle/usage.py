@@ -7,21 +7,24 @@ traffic in bytes per period (``threshold``; the period runs from ``bandwidth.rol
 day of the month the site was made, to the same day a month later, 00:00 UTC).  A null limit
 means unlimited (a disabled service has none).
 
-What a site *uses* comes from a :class:`UsageSource`.  No measurement exists yet (issue 20's
-second part: a group-quota or background count of the site's files, and the traffic the gates
-carried plus what plugins report): :class:`Unmeasured` answers None for every site, and every
-figure of use is null in the answers ("not measured"), never a made-up zero.
+What a site *uses* comes from a :class:`UsageSource`: :class:`MeasuredUsage` answers the
+figures stored by the background recount (:mod:`apiserver.lifecycle.recount`) and the traffic
+stored and held by the meter (:mod:`apiserver.lifecycle.traffic`).  A site not measured yet
+(made since the last recount) has null storage figures ("not measured"), never a made-up zero.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime
+import json
 import math
 from typing import Optional
 
 from apiserver.lifecycle import services
+from apiserver.lifecycle.recount import stored_storage
 from apiserver.lifecycle.store import SiteRecord
+from apiserver.lifecycle.traffic import stored_traffic
 
 STORAGE, BANDWIDTH = "storage", "bandwidth"
 FIELDS = (STORAGE, BANDWIDTH)
@@ -40,14 +43,26 @@ class UsageSource:
         raise NotImplementedError
 
 
-class Unmeasured(UsageSource):
-    """No measurement yet: every site's use is unknown (None)."""
+class MeasuredUsage(UsageSource):
+    """What was measured: the stored storage counts, and the traffic stored plus what ``meter``
+    (:class:`apiserver.lifecycle.traffic.TrafficMeter`) holds and has not stored yet."""
+
+    def __init__(self, storage, meter):
+        self._storage = storage
+        self._meter = meter
 
     def storage(self, sites: list) -> dict:
-        return {site.id: None for site in sites}
+        with self._storage.read() as conn:
+            stored = stored_storage(conn, [site.id for site in sites])
+        return {site.id: stored.get(site.id) for site in sites}
 
     def bandwidth(self, sites: list, periods: dict) -> dict:
-        return {site.id: None for site in sites}
+        with self._storage.read() as conn:
+            carried = stored_traffic(conn, {site.id: periods[site.id] for site in sites})
+        for site_id, nbytes in self._meter.pending().items():
+            if site_id in carried:
+                carried[site_id] += nbytes
+        return carried
 
 
 def _value(site: SiteRecord, service: str, name: str):
@@ -56,20 +71,49 @@ def _value(site: SiteRecord, service: str, name: str):
 
 def storage_limits(site: SiteRecord) -> tuple:
     """``(KB, files)`` the site may use; None for unlimited (or a disabled quota)."""
-    if not _value(site, "diskquota", "enabled"):
+    return _storage_limits(lambda name: _value(site, "diskquota", name))
+
+
+def _storage_limits(value) -> tuple:
+    if not value("enabled"):
         return None, None
-    quota, files = _value(site, "diskquota", "quota"), _value(site, "diskquota", "fquota")
-    units = services.UNIT_BYTES.get(_value(site, "diskquota", "units") or "MB", 1024 ** 2)
+    quota, files = value("quota"), value("fquota")
+    units = services.UNIT_BYTES.get(value("units") or "MB", 1024 ** 2)
     kilobytes = None if quota is None else math.ceil(quota * units / 1024)
     return kilobytes, files
+
+
+#: stored services text -> (KB, files) limits: sites of one plan store the same text, so a
+#: thousand sites' limits cost a handful of JSON parses (bounded: cleared past this size)
+_LIMITS_BY_TEXT: dict = {}
+_LIMITS_CACHE_SIZE = 8192
+
+
+def storage_limits_of_stored(text: Optional[str]) -> tuple:
+    """:func:`storage_limits` of a site from its stored ``services`` column alone."""
+    key = text or ""
+    limits = _LIMITS_BY_TEXT.get(key)
+    if limits is None:
+        stored = (json.loads(key) if key else None) or {}
+        quota = stored.get("diskquota") or {}
+        limits = _storage_limits(lambda name: quota.get(name, services.param("diskquota", name).default))
+        if len(_LIMITS_BY_TEXT) >= _LIMITS_CACHE_SIZE:
+            _LIMITS_BY_TEXT.clear()
+        _LIMITS_BY_TEXT[key] = limits
+    return limits
+
+
+def storage_answer(limits: tuple, used: Optional[tuple]) -> dict:
+    """``{qused, qsoft, qhard, fused, fsoft, fhard}`` of ``limits`` (KB, files) and ``used``."""
+    kilobytes, files = limits
+    return {"qused": used[0] if used else None, "qsoft": kilobytes, "qhard": kilobytes,
+            "fused": used[1] if used else None, "fsoft": files, "fhard": files}
 
 
 def storage_figures(site: SiteRecord, used: Optional[tuple]) -> dict:
     """ApisCP's storage answer: ``{qused, qsoft, qhard, fused, fsoft, fhard}`` (KB and inodes);
     the ``*used`` figures are null when ``used`` is None (not measured)."""
-    kilobytes, files = storage_limits(site)
-    return {"qused": used[0] if used else None, "qsoft": kilobytes, "qhard": kilobytes,
-            "fused": used[1] if used else None, "fsoft": files, "fhard": files}
+    return storage_answer(storage_limits(site), used)
 
 
 def bandwidth_threshold(site: SiteRecord) -> Optional[int]:

@@ -2,7 +2,9 @@
 
 Thin on purpose: declarations, roles and which site a call acts on.  The filesystem work is in
 :mod:`apiserver.sites`; every function here that touches the disk runs on the blocking pool,
-and password hashing on the hashing pool.
+and password hashing on the hashing pool.  The .htaccess check, the audit and the password files
+are read and written as the site's administrator (``core.site_files``: the kernel checks every
+access as that account); Fortification's ACL changes run as the server.
 Paths are as the site sees them (``/var/www/html/...``) and never leave the site's home.
 """
 
@@ -27,7 +29,8 @@ class SecurityModule(BuiltinModule):
     @export(roles=Role.SITE)
     def check_htaccess(self, ctx, path: str = DOCUMENT_ROOT) -> list[HtaccessFinding]:
         """Every .htaccess directive at or under PATH that re-enables symlink following or SSI, or that Apache refuses."""  # noqa: E501 - the first line is the summary clients see
-        return htaccess.check_tree(self._home(ctx), path)
+        home = self._home(ctx)
+        return self.core.site_files.run(home, htaccess.check_tree, home, path)
 
     @export(roles=Role.ADMIN, blocking=False)
     def apache_policy(self, ctx) -> str:
@@ -53,7 +56,9 @@ class SecurityModule(BuiltinModule):
     def audit(self, ctx, path: str = DOCUMENT_ROOT, requirements: Optional[dict] = None,
               union: bool = True) -> list[str]:
         """Paths at or under PATH that the web server user owns or may write; REQUIREMENTS as file:audit ('[user:www-data,perm:o+w]'), UNION false needs all."""  # noqa: E501 - the first line is the summary clients see
-        return audit.audit(self._home(ctx), path, self.core.site_homes.web_user, requirements, union)
+        home = self._home(ctx)
+        return self.core.site_files.run(home, audit.audit, home, path, self.core.site_homes.web_user,
+                                        requirements, union)
 
     # --- htpasswd -------------------------------------------------------------------------------
     # The two that hash run on the reactor: the file work goes to the blocking pool, the hashing
@@ -64,8 +69,8 @@ class SecurityModule(BuiltinModule):
         """Add USER to the Apache password file FILE (or change its password); bcrypt cost 5."""
         home, host_path = await ctx.api.run_blocking(self._password_file_for, ctx, file, user)
         hashed = await self.core.run_hashing(htpasswd.hash_password, password)
-        return await ctx.api.run_blocking(htpasswd.write_entry, host_path, user, hashed, home,
-                                          self.core.site_homes.web_user)
+        return await ctx.api.run_blocking(self.core.site_files.run, home, htpasswd.write_entry, host_path, user,
+                                          hashed, home, self.core.site_homes.web_user)
 
     @export(roles=Role.SITE)
     async def htpasswd_verify(self, ctx, file: str, user: str, password: str) -> bool:
@@ -79,13 +84,15 @@ class SecurityModule(BuiltinModule):
     def htpasswd_delete(self, ctx, file: str, user: str) -> bool:
         """Remove USER from the Apache password file FILE; other lines stay as they are."""
         home = self._home(ctx)
-        return htpasswd.delete(home.resolve(file, must_exist=True), user, home, self.core.site_homes.web_user)
+        with self.core.site_files.acting(home):
+            return htpasswd.delete(home.resolve(file, must_exist=True), user, home, self.core.site_homes.web_user)
 
     @export(roles=Role.SITE)
     def htpasswd_users(self, ctx, file: str) -> list[str]:
         """The user names in the Apache password file FILE, in file order."""
         home = self._home(ctx)
-        return htpasswd.users(home.resolve(file, must_exist=True), home)
+        with self.core.site_files.acting(home):
+            return htpasswd.users(home.resolve(file, must_exist=True), home)
 
     # --- setuid ---------------------------------------------------------------------------------
     @export(roles=Role.ADMIN)
@@ -109,14 +116,16 @@ class SecurityModule(BuiltinModule):
     def _password_file_for(self, ctx, file: str, user: str):
         """Blocking.  (site home, host path) of the caller's password file FILE, USER checked, for an add."""
         home = self._home(ctx)
-        host_path = home.resolve(file)
+        with self.core.site_files.acting(home):
+            host_path = home.resolve(file)
         htpasswd.check_user(user)
         return home, host_path
 
     def _stored_hash(self, ctx, file: str, user: str) -> Optional[str]:
         """Blocking.  USER's stored hash in the caller's password file FILE; None when it has no line."""
         home = self._home(ctx)
-        return htpasswd.stored_hash(home.resolve(file, must_exist=True), user, home)
+        with self.core.site_files.acting(home):
+            return htpasswd.stored_hash(home.resolve(file, must_exist=True), user, home)
 
 
 @hookimpl

@@ -391,3 +391,19 @@ def grant_search(path: str, user: str) -> None:
 def user_groups(name: str, gid: int) -> frozenset:
     """Blocking.  Every group id of the user ``name`` (primary ``gid``)."""
     return frozenset(os.getgrouplist(name, gid))
+
+
+def set_user_entry(path: str, uid: int, perm: int) -> bool:
+    """Blocking.  Set the ACL entry of ``uid`` on ``path`` (not following a link) to exactly
+    ``perm`` (``setfacl -m u:<uid>:<perm>``; the mask recalculated); whether it changed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        access, _default = _stored(fd)
+        granted = _with_user(_entries(access, st.st_mode), uid, perm)
+        if granted == access:
+            return False
+        _write(fd, ACCESS, granted)
+        return True
+    finally:
+        os.close(fd)

@@ -29,6 +29,9 @@ _ENCODED_TRICK = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
 _TRASH_PREFIX = ".deleted-"
 
+#: The folder of site N under sites_root, which ``<domain>`` links to.
+SITE_DIR = re.compile(r"site[1-9][0-9]{0,9}")
+
 
 @dataclasses.dataclass(frozen=True)
 class FileOwner:
@@ -95,12 +98,13 @@ def ensure_system_user(name: str) -> bool:
 
 
 class SiteHome:
-    """One site's home: ``root`` is its host path, ``owner`` who owns what is made in it."""
+    """One site's home: ``root`` is its host path (``site<N>/fst``), ``owner`` who owns what is made in it."""
 
-    def __init__(self, domain: str, root: str, owner: FileOwner):
+    def __init__(self, domain: str, root: str, owner: FileOwner, site_id: Optional[int] = None):
         self.domain = domain
         self.root = root
         self.owner = owner
+        self.site_id = site_id  # N of site<N>; None for a home from before the site<N> layout
 
     @property
     def document_root(self) -> str:
@@ -231,13 +235,33 @@ class SiteHomes:
         return os.path.join(self.sites_root, domain)
 
     def get(self, domain: str) -> SiteHome:
-        """Blocking.  The home of ``domain``; NotFound when it has none on disk."""
+        """Blocking.  The home of ``domain``; NotFound when it has none on disk.
+
+        A site's home is ``site<N>/fst``, reached through the link ``<domain>`` -> ``site<N>``
+        (ApisCP's layout); its owner is its document root's, the site administrator.  A folder
+        ``<domain>`` itself is a home from before that layout (``apiserver migrate-sites``).
+        Any other link or file in the domain's place is never followed.
+        """
         root = self._root_of(domain)
         try:
             info = os.lstat(root)
         except FileNotFoundError:
             raise NotFound(f"site {domain!r} has no home on disk") from None
-        if not stat.S_ISDIR(info.st_mode):  # a link or file in its place is never followed
+        if stat.S_ISLNK(info.st_mode):
+            target = os.readlink(root)
+            if not SITE_DIR.fullmatch(target):
+                raise ServerError(f"the home of {domain!r} links to something that is no site<N> folder")
+            fst = os.path.join(self.sites_root, target, "fst")
+            try:
+                owner = os.lstat(os.path.join(fst, DOCUMENT_ROOT.lstrip("/")))
+            except FileNotFoundError:
+                raise NotFound(f"site {domain!r} has no document root on disk") from None
+            try:
+                name = pwd.getpwuid(owner.st_uid).pw_name
+            except KeyError:
+                name = str(owner.st_uid)
+            return SiteHome(domain, fst, FileOwner(name, owner.st_uid, owner.st_gid), site_id=int(target[4:]))
+        if not stat.S_ISDIR(info.st_mode):  # a file in its place is never followed
             raise ServerError(f"the home of {domain!r} is not a folder")
         return SiteHome(domain, root, lookup_owner(self.owner_name))
 

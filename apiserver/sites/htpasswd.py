@@ -27,6 +27,7 @@ from typing import Optional
 import bcrypt
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
+from apiserver.sites.actas import server_step
 from apiserver.sites.home import display_path, open_inside, printable, web_server_user
 
 BCRYPT_COST = 5
@@ -276,10 +277,13 @@ class _Folder:
 
 
 def _chown(fd: int, uid: Optional[int], gid: Optional[int]) -> None:
-    """Owner and group when permitted; as an unprivileged user, the group alone when it may, else neither."""
+    """Owner and group when permitted (as the server, root, when the thread acts as the site's
+    account: the descriptor is already open); as an unprivileged server, the group alone when it
+    may, else neither."""
     for owner in (uid, -1):
         try:
-            os.fchown(fd, -1 if owner is None else owner, -1 if gid is None else gid)
+            with server_step():
+                os.fchown(fd, -1 if owner is None else owner, -1 if gid is None else gid)
             return
         except PermissionError:
             continue

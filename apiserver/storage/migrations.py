@@ -89,6 +89,12 @@ def _v9_site_services(conn: sa.Connection) -> None:
         conn.execute(counters.insert().values(name="sites", last=highest))
 
 
+def _v10_host_accounts(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.host_accounts])
+def _v12_usage(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.site_usage, schema.site_traffic])
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
@@ -102,4 +108,7 @@ MIGRATIONS = (
               _v7_restriction_generation),
     Migration(9, "sites: plan, services, invoices, suspension; id_counters (site numbers never reused); "
                  "rampart_entries (whitelist and unbans)", _v9_site_services),
+    Migration(10, "host_accounts: the system account (uid, gid, host name) of every site user", _v10_host_accounts),
+    Migration(12, "site_usage (the last count of each site's files) and site_traffic (bytes per site and day)",
+              _v12_usage),
 )

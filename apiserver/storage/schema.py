@@ -230,6 +230,45 @@ rampart_entries = sa.Table(
 )
 
 
+# --- migration 10: sites' system accounts (issue 19) ------------------------------------------
+
+host_accounts = sa.Table(
+    "host_accounts", metadata,
+    # The system account of one site user (the administrator included): apiserver.host made it.
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
+              autoincrement=False),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    # <user>.<N> (apiserver.host.names), unique on the host, so here too.
+    sa.Column("host_name", sa.String(32), nullable=False, unique=True),
+    sa.Column("uid", sa.Integer, nullable=False),
+    # The site's group admin<N>: the same for every user of a site.
+    sa.Column("gid", sa.Integer, nullable=False),
+    sa.Index("ix_host_accounts_site", "site_id"),
+)
+
+
+# --- migration 12: measured use (storage counts, traffic) --------------------------------------
+
+site_usage = sa.Table(
+    "site_usage", metadata,
+    # The last count of a site's files: KB (st_blocks, hard links once) and inodes.
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("kilobytes", sa.BigInteger, nullable=False),
+    sa.Column("files", sa.BigInteger, nullable=False),
+    # "quota" (the filesystem's group quota) or "count" (a walk of the site's home).
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("counted_at", Timestamp, nullable=False),
+)
+
+site_traffic = sa.Table(
+    "site_traffic", metadata,
+    # Bytes carried for a site on one UTC day (days since 1970-01-01): bandwidth periods start at
+    # 00:00 UTC, so a period's sum is the sum of its days.
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("day", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+)
+
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
 
@@ -248,3 +287,6 @@ class Tables:
     known_devices = known_devices
     id_counters = id_counters
     rampart_entries = rampart_entries
+    host_accounts = host_accounts
+    site_usage = site_usage
+    site_traffic = site_traffic

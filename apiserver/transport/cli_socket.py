@@ -7,12 +7,17 @@ One JSON object per line each way::
     <- {"result": true}
     <- {"fault": {"code": "Client.NotFound", "message": "..."}}
 
-The server authenticates the peer by its uid (``SO_PEERCRED``): root, or the uid the server
-runs as, is the appliance administrator; anyone else is refused.  The socket is created
-owner-only (0600) in ``state_dir`` (itself 0700).  ``site``/``user`` make the call as that
-site's administrator or user (what ``cpcmd -d/-u`` does); only the appliance administrator
-may.  Requests on one connection are answered in order; a bad line gets a fault and the
-connection stays open.
+The server authenticates the peer by its uid, read from the kernel (``SO_PEERCRED``): root, or
+the uid the server runs as, is the appliance administrator; a site account's system uid is that
+account (the administrator or user of its site); any other uid is refused, saying so.  A site
+account's calls go through the gate like any other: Anvil and its IP restrictions apply to the
+address it logged in from, found from the kernel (:mod:`apiserver.transport.login_origin`: its
+SSH session's client, loopback for a local login), never from what the caller sends or its
+environment.  The socket is 0666 (the kernel, not the mode, says who calls): site users reach it
+when its folder lets them (``[core] cli_socket`` outside the 0700 ``state_dir``).
+``site``/``user`` make the call as that site's administrator or user (what ``cpcmd -d/-u``
+does); only the appliance administrator may.  Requests on one connection are answered in
+order; a bad line gets a fault and the connection stays open.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from apiserver.context import AuthRequest, CallContext, Credentials, Gate
 from apiserver.errors import ApiError, AuthenticationFailed, Denied, Malformed, ServerError
 from apiserver.module import Role
+from apiserver.transport.login_origin import login_address
 from apiserver.transport.waitable import WaitableSet
 from apiserver.types import to_plain
 
@@ -48,13 +54,24 @@ ROOT_UID = 0
 _PEERCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 
+def peer_credentials(sock: socket.socket) -> tuple:
+    """``(pid, uid)`` of the process that connected the other end of a UNIX socket; None for what is unknown."""
+    try:
+        pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    except (OSError, AttributeError, struct.error):
+        return None, None
+    # -1 (uid 4294967295 as unsigned): the socket has no peer credentials
+    return (pid if pid > 0 else None), (uid if uid >= 0 else None)
+
+
 def peer_uid(sock: socket.socket) -> Optional[int]:
     """The uid of the process at the other end of a UNIX socket, or None if unknown."""
-    try:
-        _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-    except (OSError, AttributeError, struct.error):
-        return None
-    return uid if uid >= 0 else None  # -1: the socket has no peer credentials
+    return peer_credentials(sock)[1]
+
+
+NOT_AN_ACCOUNT = ("uid {uid} is neither root nor the system user of a site's account on this server; "
+                  "use cpcmd --url URL --key KEY")
+CALLER_GONE = "the process that opened this connection has gone; its login cannot be placed"
 
 
 def _json_default(value: Any) -> Any:
@@ -118,9 +135,11 @@ class CliProtocol(LineOnlyReceiver):
         self.MAX_LENGTH = factory.settings.get("soap", "max_body_size")
         self._queue: defer.Deferred = defer.succeed(None)
         self._uid: Optional[int] = None
+        self._pid: Optional[int] = None
+        self._address: Optional[str] = None  # where a site account's caller logged in from, once known
 
     def connectionMade(self):
-        self._uid = peer_uid(self.transport.getHandle())
+        self._pid, self._uid = peer_credentials(self.transport.getHandle())
 
     def lineReceived(self, line: bytes):
         if not line.strip():
@@ -175,13 +194,27 @@ class CliProtocol(LineOnlyReceiver):
 
     async def _admit(self) -> CallContext:
         uid = self._uid
-        if uid is None or uid not in (ROOT_UID, os.getuid()):
-            raise AuthenticationFailed("uid", "only root (or the server's own user) may use the cpcmd socket; "
-                                       "use cpcmd --url URL --key KEY")
+        if uid is None:
+            raise AuthenticationFailed("uid", "the kernel gave no credentials for this connection")
+        if uid not in (ROOT_UID, os.getuid()):
+            return await self._admit_site_account(uid)
         # The server's own user owns the database and secret anyway: it counts as root.
         credentials = Credentials(peer_uid=ROOT_UID if uid == os.getuid() else uid)
         return await self.factory.gatekeeper.admit(
             AuthRequest(gate=Gate.CLI, address=LOCAL_ADDRESS, credentials=credentials, secure=True))
+
+    async def _admit_site_account(self, uid: int) -> CallContext:
+        """A site's system user: known by its uid, admitted at gate CLI from the address it logged in from."""
+        factory = self.factory
+        if await factory.run_blocking(factory.directory.identity_for_uid, uid) is None:
+            # The kernel vouches for the uid: nothing was guessed, so nothing counts in Anvil.
+            raise AuthenticationFailed("uid", NOT_AN_ACCOUNT.format(uid=uid))
+        if self._address is None:
+            self._address = await factory.run_blocking(login_address, self._pid)
+            if self._address is None:
+                raise AuthenticationFailed("uid", CALLER_GONE)
+        return await factory.gatekeeper.admit(
+            AuthRequest(gate=Gate.CLI, address=self._address, credentials=Credentials(peer_uid=uid), secure=True))
 
     async def _act_as(self, ctx: CallContext, site: Optional[str], user: Optional[str]) -> CallContext:
         if ctx.identity.role is not Role.ADMIN:
@@ -241,8 +274,10 @@ def remove_stale_socket(path: str) -> None:
 
 
 def listen_cli_socket(factory: CliFactory, reactor, path: str):
-    """Listen for cpcmd with ``factory`` on the UNIX socket ``path`` (0600, stale socket removed); the port."""
+    """Listen for cpcmd with ``factory`` on the UNIX socket ``path`` (0666: the peer's uid decides;
+    stale socket removed); the port."""
     directory = os.path.dirname(path) or "."
+    # A folder made here is owner-only: for site users, [core] cli_socket names one they may enter.
     os.makedirs(directory, mode=0o700, exist_ok=True)
     remove_stale_socket(path)
-    return reactor.listenUNIX(path, factory, mode=0o600, wantPID=False)
+    return reactor.listenUNIX(path, factory, mode=0o666, wantPID=False)

@@ -41,7 +41,7 @@ from apiserver.context import Credentials, Gate
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
-from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, refuse
+from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, note_site, refuse
 
 log = Logger(namespace="apiserver.dav")
 
@@ -49,6 +49,7 @@ LOGIN_FAILED = "login failed: wrong user@domain or password, or this address may
 NO_CREDENTIALS = "log in with HTTP Basic: user@domain and the account's password"
 APPLIANCE_HAS_NO_SITE = ("the appliance administrator has no site home; log in as a site's administrator "
                          "or user (user@domain)")
+DAV_OFF = "WebDAV is off for site {site} (its dav.enabled is 0)"
 _MAX_AUTHORIZATION = 4096
 
 
@@ -99,10 +100,12 @@ class DavResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, gatekeeper, reactor, settings, site_homes, dav_app: Optional[DavApplication] = None,
-                 pool: Optional[ThreadPool] = None):
+                 pool: Optional[ThreadPool] = None, dav_access=None):
         """``gatekeeper``: HTTP checks and admission at gate DAV; ``reactor``: where WsgiDAV's answers
-        come back to; ``settings``: the config (``[dav] threads``); ``site_homes``: the homes served."""
+        come back to; ``settings``: the config (``[dav] threads``); ``site_homes``: the homes served;
+        ``dav_access``: which sites' ``dav.enabled`` lets them in (None: every site)."""
         super().__init__()
+        self.dav_access = dav_access
         self.gatekeeper = gatekeeper
         self.reactor = reactor
         self.pool = pool or ThreadPool(minthreads=0, maxthreads=settings.get("dav", "threads"), name="apiserver-dav")
@@ -135,10 +138,30 @@ class DavResource(resource.Resource):
     def _admitted(self, ctx, request) -> None:
         if not answerable(request):
             return
-        identity = ctx.identity
+        identity = note_site(ctx, request).identity
         if identity.role is Role.ADMIN or identity.site is None:
             finish_with(request, refuse(request, 403, APPLIANCE_HAS_NO_SITE))
             return
+        allowed = True if self.dav_access is None else self.dav_access.allowed(identity.site_id)
+        if allowed is not True:
+            if allowed is False:
+                finish_with(request, refuse(request, 403, DAV_OFF.format(site=identity.site)))
+            else:  # not known yet: read, then go on
+                allowed.addCallback(self._dav_checked, ctx, request)
+                allowed.addErrback(self._last_resort, request)
+            return
+        self._serve(ctx, request)
+
+    def _dav_checked(self, allowed: bool, ctx, request) -> None:
+        if not answerable(request):
+            return
+        if not allowed:
+            finish_with(request, refuse(request, 403, DAV_OFF.format(site=ctx.identity.site)))
+            return
+        self._serve(ctx, request)
+
+    def _serve(self, ctx, request) -> None:
+        identity = ctx.identity
         account = DavAccount(site=identity.site, user=identity.username if identity.role is Role.USER else None)
         length = _body_length(request)
         dav_app, reactor = self.dav_app, self.reactor

@@ -159,6 +159,11 @@ class ApiRequest(server.Request):
         else:
             self.content = io.BytesIO()
 
+    @property
+    def body_length(self) -> int:
+        """Bytes of the request body received so far (counted as they arrive)."""
+        return self._received
+
     def method_sent(self) -> bytes:
         """The method of the request line (known before ``requestReceived`` sets ``method``)."""
         return getattr(self.channel, "_command", None) or b""
@@ -338,6 +343,13 @@ class ApiSite(server.Site):
 def note_call(request, dialect: str, function: Optional[str]) -> None:
     """Record on ``request`` which dialect and function it called (for the metrics)."""
     request.api_dialect, request.api_function = dialect, function
+
+
+def note_site(ctx, request):
+    """Record on ``request`` the site number the admitted caller ``ctx`` acts for (its traffic
+    counts for that site's bandwidth); returns ``ctx``."""
+    request.api_site_id = ctx.identity.site_id
+    return ctx
 
 
 def note_fault(request, code: str) -> None:

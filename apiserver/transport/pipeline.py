@@ -26,7 +26,9 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from apiserver.errors import ApiError, ServerError
-from apiserver.transport.http import ApiResource, auth_request, credentials_of, finish_with, gate_refusal, note_fault
+from apiserver.transport.http import (
+    ApiResource, auth_request, credentials_of, finish_with, gate_refusal, note_fault, note_site,
+)
 
 log = Logger(namespace="apiserver.transport")
 
@@ -102,6 +104,7 @@ class CallResource(ApiResource):
         except ApiError as error:
             return self.fault_now(request, error)
         d = self.gatekeeper.admit(auth)
+        d.addCallback(note_site, request)
         d.addCallback(self.invoke, call)
         d.addCallback(lambda result: self.encode(call, result))
         d.addErrback(self._fault_for, request)

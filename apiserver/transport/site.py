@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.web import resource
 
 from apiserver.transport.apps import AppsResource
+from apiserver.dav.wsgi import DavApplication
 from apiserver.transport.dav import DavResource
 from apiserver.transport.health import HealthResource
 from apiserver.transport.http import ApiSite, refuse
@@ -16,10 +17,12 @@ from apiserver.transport.xmlrpc import XmlRpcResource
 
 
 def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, site_homes, storage, run_blocking,
-               metrics) -> ApiSite:
+               metrics, site_files=None, traffic=None, dav_access=None) -> ApiSite:
     """``/soap``, ``/apnscp.wsdl``, ``/xmlrpc``, ``/login``, ``/logout``, ``/apps/``, ``/dav/``,
     ``/health`` and ``/metrics`` on an :class:`ApiSite`; anything else is 404.  Each resource gets
-    the parts it uses."""
+    the parts it uses; ``traffic`` (:class:`apiserver.lifecycle.traffic.TrafficMeter`) counts
+    the bodies of every answered request that acted for a site; ``dav_access``
+    (:class:`apiserver.lifecycle.dav_access.DavAccess`) refuses sites whose ``dav.enabled`` is 0."""
     wsdl_cache = WsdlCache(registry)
     client_address = gatekeeper.client_address
     root = ApiRoot()
@@ -29,11 +32,15 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
     root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
     root.putChild(b"apps", AppsResource(gatekeeper, accounts))
-    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes))
+    dav_app = DavApplication(site_homes, site_files=site_files) if site_files is not None else None
+    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes, dav_app=dav_app,
+                                      dav_access=dav_access))
     root.putChild(b"health", HealthResource(client_address, settings, storage, run_blocking, reactor))
     root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
     site = ApiSite(root, settings, client_address=client_address)
     metrics.watch_site(site)
+    if traffic is not None:
+        site.request_observers.append(traffic.observe_request)
     return site
 
 

@@ -19,7 +19,8 @@ from apiserver.context import CallContext, Credentials, Gate
 from apiserver.plugins import make_plugin_manager
 from apiserver.testing import wait  # noqa: F401 - tests import it from here
 
-FAST = {"auth": {"pbkdf2_iterations": "1000"}, "mail": {"enabled": "false"}}
+# One shared owner for every site unless a test turns system accounts on (tests/host/support.py).
+FAST = {"auth": {"pbkdf2_iterations": "1000"}, "mail": {"enabled": "false"}, "web": {"system_accounts": "false"}}
 
 
 

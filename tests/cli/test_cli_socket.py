@@ -19,9 +19,11 @@ from apiserver.context import Identity
 from apiserver.errors import AuthenticationFailed, NotFound
 from apiserver.module import Module, Role, export
 from apiserver.transport.cli_socket import CliFactory, listen_cli_socket, peer_uid, remove_stale_socket
+from apiserver.transport.login_origin import login_address
 from tests.middleware.support import ADMIN, SITE_ADMIN, FakeAccounts, Node
 
 USER = Identity(role=Role.USER, user_id=3, username="bob", site_id=1, site="example.com")
+BOB_UID = 5001  # bob's system uid
 
 
 class LocalAccounts(FakeAccounts):
@@ -29,8 +31,12 @@ class LocalAccounts(FakeAccounts):
 
     def authenticate(self, credentials, gate, address):
         if credentials.peer_uid is not None:
-            return defer.succeed(ADMIN) if credentials.peer_uid == 0 else defer.fail(AuthenticationFailed("uid"))
+            identity = self.identity_for_uid(credentials.peer_uid)
+            return defer.succeed(identity) if identity else defer.fail(AuthenticationFailed("uid"))
         return super().authenticate(credentials, gate, address)
+
+    def identity_for_uid(self, uid):
+        return {0: ADMIN, BOB_UID: USER}.get(uid)
 
     def identity_for(self, site, user):
         found = {("example.com", None): SITE_ADMIN, ("example.com", "bob"): USER}.get((site, user))
@@ -159,10 +165,39 @@ def test_unknown_site_is_not_found(connect):
 
 
 def test_other_uids_are_refused(connect):
-    """A peer that is neither root nor the server's user gets Client.Denied; no call runs."""
+    """A peer that is neither root, the server's user nor a site account's uid gets Client.Denied naming its uid."""
     answer = connect(uid=4242).call(function="probe:whoami")
     assert answer["fault"]["code"] == "Client.Denied"
+    assert "uid 4242 is neither root nor" in answer["fault"]["message"]
     assert "--url URL --key KEY" in answer["fault"]["message"]
+
+
+def test_a_site_accounts_uid_calls_as_that_account(connect):
+    """A site user's system uid calls as that user at gate CLI, from the address its login came from."""
+    conn = connect(uid=BOB_UID)
+    assert conn.call(function="probe:whoami") == {"result": "user bob@example.com via CLI"}
+    assert conn.proto._address == login_address(os.getpid())  # this test run's own login (loopback on a console)
+    assert conn.call(function="probe:admin_only")["fault"]["code"] == "Client.Denied"
+    assert conn.call(function="probe:whoami", site="example.com")["fault"]["code"] == "Client.Denied"
+
+
+def test_a_site_accounts_call_meets_its_ip_restrictions(factory, connect):
+    """bob restricted to 198.51.100.0/24: a login from 192.0.2.7 is refused, one from 198.51.100.9 admitted."""
+    factory.directory.restrictions[USER.user_id] = [("198.51.100.0/24", None)]
+    refused = connect(uid=BOB_UID)
+    refused.proto._address = "192.0.2.7"
+    assert refused.call(function="probe:whoami")["fault"]["code"] == "Client.Denied"
+    admitted = connect(uid=BOB_UID)
+    admitted.proto._address = "198.51.100.9"
+    assert admitted.call(function="probe:whoami") == {"result": "user bob@example.com via CLI"}
+
+
+def test_a_caller_that_is_gone_is_refused(connect):
+    """When the connecting process no longer exists, its login cannot be placed: refused."""
+    conn = connect(uid=BOB_UID)
+    conn.proto._pid = 2 ** 22 + 1  # above pid_max's ceiling: no such process
+    answer = conn.call(function="probe:whoami")
+    assert answer["fault"]["code"] == "Client.Denied" and "has gone" in answer["fault"]["message"]
 
 
 def test_uid_unknown_is_refused(connect):
@@ -222,8 +257,8 @@ def test_overlong_line_is_refused_and_the_connection_closed(factory, connect):
     assert conn.transport.disconnecting
 
 
-def test_listen_creates_owner_only_socket_and_replaces_a_stale_one(tmp_path, factory):
-    """The socket is 0600 in a 0700 directory; a stale socket file is replaced; a live one refused."""
+def test_listen_creates_the_socket_and_replaces_a_stale_one(tmp_path, factory):
+    """The socket is 0666 (the peer's uid decides); a stale socket file is replaced; a live one refused."""
     from twisted.internet import reactor  # binding only; the reactor is not run
 
     path = str(tmp_path / "state" / "apiserver.sock")
@@ -233,7 +268,7 @@ def test_listen_creates_owner_only_socket_and_replaces_a_stale_one(tmp_path, fac
     stale.close()
     port = listen_cli_socket(factory, reactor, path)
     try:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
         assert stat.S_ISSOCK(os.stat(path).st_mode)
         with pytest.raises(OSError, match="another server is listening"):
             remove_stale_socket(path)

@@ -64,7 +64,7 @@ def _site(server, sites_dir, domain, files=WORDPRESS):
     """Add ``domain`` with ``files`` in its document root; returns (document root, hijacked session id)."""
     _client, admin = _zeep(server, key=server.admin_key)
     admin.admin_add_site(domain, "siteadmin", zeep_map(site_options(f"owner@{domain}", "Site-pass-123")))
-    root = os.path.join(sites_dir, domain, "var/www/html")
+    root = os.path.join(sites_dir, domain, "fst/var/www/html")
     make_tree(root, files, _owner())
     return root, admin.admin_hijack(domain)
 

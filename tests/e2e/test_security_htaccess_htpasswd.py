@@ -15,6 +15,7 @@ import xmlrpc.client
 
 import pytest
 
+from tests.e2e.clients.dav_clients import let_owner_reach
 from tests.e2e.clients.soap_clients import php_calls, site_options
 from tests.e2e.test_cpcmd_commands import Cpcmd
 from tests.e2e.test_soap_zeep import zeep_runner
@@ -60,7 +61,7 @@ def _ok(results: list) -> list:
 
 
 def _docroot(server, domain: str) -> str:
-    return os.path.join(server.state_dir, "sites", domain, "var", "www", "html")
+    return os.path.join(server.state_dir, "sites", domain, "fst", "var", "www", "html")
 
 
 def _plant(server, domain: str) -> None:
@@ -77,6 +78,7 @@ def _site(run, server, tag: str) -> tuple:
     _, sid = _ok(run([["admin_add_site", [domain, "siteadmin", site_options(f"admin@{domain}", "Site-passw0rd")]],
                       ["admin_hijack", [domain]]], key=server.admin_key))
     _plant(server, domain)
+    let_owner_reach(server)  # the site's account works on its files: it must pass pytest's 0700 folders
     return domain, sid
 
 
@@ -107,7 +109,7 @@ def scenario(run, server, tag: str, as_bool=lambda v: v, empty=lambda v: v == []
     assert listed == ["someuser", "other"]
     assert as_bool(deleted) is True and as_bool(again) is False and left == ["someuser"]
 
-    host_file = os.path.join(server.state_dir, "sites", domain, "var", "www", ".htpasswd")
+    host_file = os.path.join(server.state_dir, "sites", domain, "fst", "var", "www", ".htpasswd")
     info = os.stat(host_file)
     assert stat.S_IMODE(info.st_mode) == 0o640
     if os.geteuid() == 0:
@@ -171,6 +173,7 @@ def test_cpcmd(running_server, mode):
     domain = f"sec-cpcmd-{mode}-{uuid.uuid4().hex[:6]}.example.com"
     cpcmd.ok("admin:add-site", domain, "siteadmin", f"[siteinfo.email:admin@{domain},auth.tpasswd:Site-passw0rd]")
     _plant(running_server, domain)
+    let_owner_reach(running_server)
     found = json.loads(cpcmd.ok("-o", "json", "-d", domain, "security:check-htaccess", "/var/www/html"))
     assert [(f["file"], f["line"]) for f in found] == [("/var/www/html/.htaccess", 2),
                                                         ("/var/www/html/blog/.htaccess", 2)]

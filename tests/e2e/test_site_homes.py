@@ -14,6 +14,11 @@ def _proxy(server):
 
 
 def _home(server, domain):
+    """The site's root: ``<sites_root>/<domain>`` links to ``site<N>``, whose ``fst`` the site sees as /."""
+    return os.path.join(server.state_dir, "sites", domain, "fst")
+
+
+def _place(server, domain):
     return os.path.join(server.state_dir, "sites", domain)
 
 
@@ -61,15 +66,17 @@ def test_delete_site_removes_home_without_following_links(running_server, tmp_pa
     (outside / "keep.txt").write_text("kept")
     docroot = os.path.join(_home(running_server, "gone.example"), "var", "www", "html")
     os.symlink(str(outside), os.path.join(docroot, "link"))
+    site_dir = os.path.realpath(_place(running_server, "gone.example"))
     assert api.admin_delete_site("gone.example") is True
-    assert not os.path.lexists(_home(running_server, "gone.example"))
+    assert not os.path.lexists(_place(running_server, "gone.example"))
+    assert not os.path.lexists(site_dir)
     assert (outside / "keep.txt").read_text() == "kept"
     assert not [n for n in os.listdir(os.path.join(running_server.state_dir, "sites")) if n.startswith(".deleted-")]
 
 
 def test_add_site_refuses_a_stale_home_and_keeps_no_rows(running_server):
     """A folder already in the new home's place is an 'exists' fault, and no site is left half made."""
-    stale = _home(running_server, "stale.example")
+    stale = _place(running_server, "stale.example")
     os.makedirs(os.path.join(stale, "data"))
     api = _proxy(running_server)
     with pytest.raises(xmlrpc.client.Fault) as fault:

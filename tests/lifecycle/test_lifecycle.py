@@ -236,7 +236,7 @@ def test_collect_answers_by_site_id_with_typed_values_and_matches(harness):
 
 def test_usage_answers_limits_and_unmeasured_use(harness):
     """admin_get_usage and the site module: limits from the stored values (KB, bytes), the period
-    from the rollover day; use is null (not measured), never a made-up figure."""
+    from the rollover day; storage not counted yet is null, never a made-up figure; no traffic is 0."""
     h = harness
     h.call(h.admin, "admin_add_site", "a.example", "a", {
         "diskquota": {"quota": 2, "units": "GB", "fquota": 9000},
@@ -250,11 +250,11 @@ def test_usage_answers_limits_and_unmeasured_use(harness):
     bandwidth = h.call(h.admin, "admin_get_usage", "bandwidth", ["a.example"])
     begin = datetime.datetime.fromtimestamp(bandwidth["site1"]["begin"], datetime.timezone.utc)
     end = datetime.datetime.fromtimestamp(bandwidth["site1"]["end"], datetime.timezone.utc)
-    assert bandwidth["site1"]["sum"] is None and bandwidth["site1"]["threshold"] == int(1.5 * 1024 ** 4)
+    assert bandwidth["site1"]["sum"] == 0 and bandwidth["site1"]["threshold"] == int(1.5 * 1024 ** 4)
     assert (begin, end) == (datetime.datetime(2026, 12, 31, tzinfo=datetime.timezone.utc),
                             datetime.datetime(2027, 1, 31, tzinfo=datetime.timezone.utc))  # clock: 2027-01-15
     site_b = h.app.directory.identity_for("b.example", None)
-    assert h.call(site_b, "site_get_bandwidth_usage") == {"used": None, "total": None}
+    assert h.call(site_b, "site_get_bandwidth_usage") == {"used": 0, "total": None}
     assert h.call(site_b, "site_get_account_quota")["qhard"] is None
     with pytest.raises(InvalidArgument, match="field must be one of storage, bandwidth"):
         h.call(h.admin, "admin_get_usage", "cgroup")
@@ -305,7 +305,7 @@ def test_appliers_see_every_change_in_order_and_a_failed_add_leaves_nothing(harn
                      ("accounts", "suspend", "a.example"), ("mysql", "suspend", "a.example"),
                      ("accounts", "activate", "a.example"), ("mysql", "activate", "a.example"),
                      ("mysql", "delete", "a.example"), ("accounts", "delete", "a.example")]
-    assert sorted(appliers.pending()) == ["bandwidth", "diskquota", "pgsql", "ssh"]
+    assert sorted(appliers.pending()) == ["bandwidth", "diskquota", "ssh"]
     calls.clear()
     appliers.install(Recording("mysql", calls, fail=True))
     with pytest.raises(ServerError):

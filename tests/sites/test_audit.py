@@ -51,6 +51,8 @@ def test_audit_matches_what_the_web_user_can_really_write(site):
     with open(os.path.join(private, "open.txt"), "w"):
         pass
     os.chmod(os.path.join(private, "open.txt"), 0o666)  # world-writable, but the web user cannot reach it
+    for made in (private, os.path.join(private, "open.txt")):  # the site's, as everything in its home
+        os.chown(made, home.owner.uid, home.owner.gid)
     os.chmod(os.path.join(root, "index.php"), 0o646)    # others may write: the web user may
     listed = _audit(h, admin)
     assert set(listed) == _probe(root, home)

@@ -17,6 +17,8 @@ from apiserver.sites import htpasswd
 from apiserver.sites.home import SiteHomes, ensure_system_user
 from tests.accounts.support import harness  # noqa: F401 - the fixture
 from tests.conftest import run_in_threads
+from tests.sites.support import sites_root  # noqa: F401 - a fixture
+from tests.sites.test_fortify import site  # noqa: F401 - a fixture
 
 HTPASSWD = shutil.which("htpasswd") or "/usr/bin/htpasswd"
 
@@ -236,11 +238,11 @@ def test_a_folder_swapped_for_a_link_after_resolving_is_not_read(home, tmp_path)
     assert (outside / ".htpasswd").read_text().startswith("root:$2y$05$")
 
 
-def test_the_module_hashes_on_the_hashing_pool(harness, monkeypatch):
+def test_the_module_hashes_on_the_hashing_pool(site, monkeypatch):
     """security_htpasswd_add and security_htpasswd_verify hash on the hashing pool, not on a database thread."""
     import threading
 
-    site = harness.add_site()
+    harness, site, _home = site
     hashed_on = []
     for name in ("hash_password", "check_password"):
         def recording(*args, _real=getattr(htpasswd, name), _name=name):

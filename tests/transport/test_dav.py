@@ -177,46 +177,6 @@ def test_new_files_inherit_the_folders_default_acl(provider, home):
     assert "user:www-data:rwx" in acl and "mask::rw-" in acl
 
 
-def test_dav_threads_act_as_the_sites_owner(tmp_path):
-    """As root, a thread that became another account has its fs uid, gid and groups, and reads no root-only file."""
-    import threading
-
-    from apiserver.dav.wsgi import FileSystemUser
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the server switches its DAV threads only when it runs as root")
-    private = tmp_path / "root-only.txt"
-    private.write_text("root's")
-    os.chmod(private, 0o600)
-    os.chmod(tmp_path, 0o755)
-    seen = {}
-
-    def as_nobody():
-        FileSystemUser().become(65534, 65534)
-        with open("/proc/thread-self/status") as fh:
-            status = dict(line.split(":", 1) for line in fh)
-        seen["uid"], seen["gid"], seen["groups"] = (status["Uid"].split()[3], status["Gid"].split()[3],
-                                                    status["Groups"].split())
-        try:
-            private.read_text()
-            seen["read"] = True
-        except PermissionError:
-            seen["read"] = False
-        try:
-            (tmp_path / "made.txt").write_text("x")  # root's 0755 folder: not writable by nobody
-            seen["wrote"] = True
-        except PermissionError:
-            seen["wrote"] = False
-
-    worker = threading.Thread(target=as_nobody)
-    worker.start()
-    worker.join()
-    assert seen == {"uid": "65534", "gid": "65534", "groups": ["65534"], "read": False, "wrote": False}
-    assert private.read_text() == "root's"  # the main thread is still root
-    with open("/proc/self/status") as fh:
-        assert "Uid:\t0\t0\t0\t0" in fh.read()
-
-
 def test_backpressure_holds_the_thread_until_the_transport_resumes():
     """A paused connection holds the DAV thread; resume releases it; a client that reads nothing is given up."""
     import threading

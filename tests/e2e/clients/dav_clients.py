@@ -57,8 +57,9 @@ def let_owner_reach(server) -> None:
 
 
 def site_home(server, domain: str) -> str:
-    """The host path of ``domain``'s home."""
-    return os.path.join(server.state_dir, "sites", domain)
+    """The host path of ``domain``'s home: ``<sites_root>/<domain>`` links to ``site<N>``, whose
+    ``fst`` the site sees as /."""
+    return os.path.join(server.state_dir, "sites", domain, "fst")
 
 
 class Dav:

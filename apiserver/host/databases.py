@@ -1,0 +1,274 @@
+"""The database servers' side of a site: its MariaDB user and its PostgreSQL role.
+
+Two administrators, one per server, connected with the admin URL of ``[databases]``
+(``mysql://root@127.0.0.1:3306``, ``postgresql://postgres@127.0.0.1:5432/postgres``):
+
+* :class:`MariaDbAdmin`: the user ``'name'@'localhost'`` (and ``@'127.0.0.1'``, what a TCP
+  client on this host is) with ``GRANT ALL ON `prefix\\_%`.*``: it may create, use and drop
+  the databases whose names start with its prefix, and reaches no other;
+* :class:`PostgresAdmin`: a ``LOGIN NOCREATEDB NOCREATEROLE`` role; the site's databases
+  (:meth:`PostgresAdmin.create_database`, named with the prefix) are owned by it, and ``CONNECT``
+  on them is taken from ``PUBLIC``, so other sites' roles cannot even connect.  A role cannot
+  create databases itself (PostgreSQL has no per-prefix right), as in ApisCP, where databases
+  are made by the panel.
+
+Locking (a suspended site) is ``ACCOUNT LOCK`` / ``NOLOGIN`` and the user's open connections
+ended; deletion drops the site's databases, then the user.  Names are checked by the caller
+(lower-case letters, digits, ``_``); they are still quoted as identifiers and literals here.
+
+Everything here is blocking; the client libraries (PyMySQL, psycopg) are imported when first
+used, so a server that never administers a database needs neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import string
+import urllib.parse
+from typing import Iterator, Optional
+
+from apiserver.errors import Exists, ServerError
+
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 16
+#: The hosts a MariaDB user is made for: the local socket and TCP on the loopback address.
+MARIADB_HOSTS = ("localhost", "127.0.0.1")
+
+
+def new_password(length: int = PASSWORD_LENGTH) -> str:
+    """``length`` characters drawn uniformly from a-z, A-Z, 0-9 (62) by :mod:`secrets`."""
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+
+
+def like_prefix(prefix: str) -> str:
+    """``prefix`` as a LIKE pattern matching the names that start with it (``_`` and ``%`` escaped)."""
+    return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+
+
+def parse_admin_url(url: str, scheme: str) -> dict:
+    """``{host, port, user, password, database}`` of ``scheme://user[:password]@host[:port][/database]``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != scheme or not parts.hostname:
+        raise ValueError(f"expected {scheme}://user[:password]@host[:port][/database], got {url!r}")
+    return {"host": parts.hostname, "port": parts.port, "user": urllib.parse.unquote(parts.username or ""),
+            "password": urllib.parse.unquote(parts.password or ""),
+            "database": urllib.parse.unquote(parts.path.lstrip("/"))}
+
+
+class MariaDbAdmin:
+    """Users of the MariaDB server at ``url`` (``mysql://root@127.0.0.1:3306``)."""
+
+    kind = "MariaDB"
+
+    def __init__(self, url: str):
+        self.url = url
+        self._target = parse_admin_url(url, "mysql")
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator:
+        import pymysql  # the client library is needed only when a site has MariaDB
+
+        t = self._target
+        try:
+            conn = pymysql.connect(host=t["host"], port=t["port"] or 3306, user=t["user"] or "root",
+                                   password=t["password"], autocommit=True, connect_timeout=10, charset="utf8mb4")
+        except pymysql.MySQLError as exc:
+            raise ServerError(f"cannot reach the MariaDB server of [databases] mysql_admin_url: {exc}") from None
+        try:
+            with conn.cursor() as cursor:
+                yield cursor
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _account(cursor, user: str, host: str) -> str:
+        return f"{_literal(cursor, user)}@{_literal(cursor, host)}"
+
+    def user_exists(self, user: str) -> bool:
+        with self._cursor() as cursor:
+            cursor.execute("SELECT 1 FROM mysql.user WHERE User = %s", (user,))
+            return cursor.fetchone() is not None
+
+    def create_user(self, user: str, password: str, prefix: str) -> None:
+        """The user ``user`` with ``password`` and every right on the databases named ``prefix*``;
+        Exists when a user of that name exists already (another site's, or left behind)."""
+        with self._cursor() as cursor:
+            cursor.execute("SELECT 1 FROM mysql.user WHERE User = %s", (user,))
+            if cursor.fetchone() is not None:
+                raise Exists(f"mysql.dbaseadmin: a MariaDB user {user!r} exists already; name another")
+            for host in MARIADB_HOSTS:
+                account = self._account(cursor, user, host)
+                cursor.execute(f"CREATE USER {account} IDENTIFIED BY %s", (password,))
+                cursor.execute(f"GRANT ALL PRIVILEGES ON {_quote_name(like_prefix(prefix))}.* TO {account}")
+
+    def set_password(self, user: str, password: str) -> None:
+        with self._cursor() as cursor:
+            for host in MARIADB_HOSTS:
+                cursor.execute(f"ALTER USER IF EXISTS {self._account(cursor, user, host)} IDENTIFIED BY %s",
+                               (password,))
+
+    def lock(self, user: str) -> None:
+        """Refuse the user's logins and end its connections."""
+        with self._cursor() as cursor:
+            for host in MARIADB_HOSTS:
+                cursor.execute(f"ALTER USER IF EXISTS {self._account(cursor, user, host)} ACCOUNT LOCK")
+            cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
+            for (thread,) in cursor.fetchall():
+                with contextlib.suppress(Exception):  # ended meanwhile
+                    cursor.execute(f"KILL CONNECTION {int(thread)}")
+
+    def unlock(self, user: str) -> None:
+        with self._cursor() as cursor:
+            for host in MARIADB_HOSTS:
+                cursor.execute(f"ALTER USER IF EXISTS {self._account(cursor, user, host)} ACCOUNT UNLOCK")
+
+    def is_locked(self, user: str) -> bool:
+        with self._cursor() as cursor:
+            cursor.execute("SELECT JSON_VALUE(Priv, '$.account_locked') FROM mysql.global_priv WHERE User = %s",
+                           (user,))
+            rows = cursor.fetchall()
+        return bool(rows) and all(str(row[0]).lower() in ("true", "1") for row in rows)
+
+    def databases(self, prefix: str) -> list:
+        with self._cursor() as cursor:
+            cursor.execute("SHOW DATABASES LIKE %s", (like_prefix(prefix),))
+            return [row[0] for row in cursor.fetchall()]
+
+    def drop(self, user: Optional[str], prefix: Optional[str]) -> None:
+        """Drop the databases named ``prefix*`` (when given), then the user (when given)."""
+        with self._cursor() as cursor:
+            if user:
+                cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", (user,))
+                for (thread,) in cursor.fetchall():
+                    with contextlib.suppress(Exception):
+                        cursor.execute(f"KILL CONNECTION {int(thread)}")
+            if prefix:
+                cursor.execute("SHOW DATABASES LIKE %s", (like_prefix(prefix),))
+                for (name,) in cursor.fetchall():
+                    cursor.execute(f"DROP DATABASE IF EXISTS {_quote_name(name)}")
+            if user:
+                for host in MARIADB_HOSTS:
+                    cursor.execute(f"DROP USER IF EXISTS {self._account(cursor, user, host)}")
+
+
+class PostgresAdmin:
+    """Roles and databases of the PostgreSQL server at ``url``
+    (``postgresql://postgres@127.0.0.1:5432/postgres``)."""
+
+    kind = "PostgreSQL"
+
+    def __init__(self, url: str):
+        self.url = url
+        self._target = parse_admin_url(url, "postgresql")
+
+    @contextlib.contextmanager
+    def _cursor(self, database: Optional[str] = None) -> Iterator:
+        import psycopg  # the client library is needed only when a site has PostgreSQL
+
+        t = self._target
+        try:
+            conn = psycopg.connect(host=t["host"], port=t["port"] or 5432, user=t["user"] or "postgres",
+                                   password=t["password"] or None, dbname=database or t["database"] or "postgres",
+                                   autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise ServerError(f"cannot reach the PostgreSQL server of [databases] pgsql_admin_url: {exc}") from None
+        try:
+            with conn.cursor() as cursor:
+                yield cursor
+        finally:
+            conn.close()
+
+    def user_exists(self, user: str) -> bool:
+        with self._cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+            return cursor.fetchone() is not None
+
+    def create_user(self, user: str, password: str, prefix: str) -> None:
+        """The role ``user`` (login with ``password``, no right to create databases or roles);
+        Exists when a role of that name exists already."""
+        from psycopg import sql
+
+        with self._cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+            if cursor.fetchone() is not None:
+                raise Exists(f"pgsql.dbaseadmin: a PostgreSQL role {user!r} exists already; name another")
+            cursor.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(user), sql.Literal(password)))
+
+    def set_password(self, user: str, password: str) -> None:
+        from psycopg import sql
+
+        with self._cursor() as cursor:
+            cursor.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
+
+    def create_database(self, user: str, name: str) -> None:
+        """The database ``name`` owned by ``user``, which alone (and superusers) may connect."""
+        from psycopg import sql
+
+        with self._cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(user)))
+            cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+        with self._cursor(name) as cursor:
+            cursor.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+
+    def _end_connections(self, cursor, user: str) -> None:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (user,))
+
+    def lock(self, user: str) -> None:
+        from psycopg import sql
+
+        with self._cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+            if cursor.fetchone() is None:
+                return
+            cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(user)))
+            self._end_connections(cursor, user)
+
+    def unlock(self, user: str) -> None:
+        from psycopg import sql
+
+        with self._cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+            if cursor.fetchone() is not None:
+                cursor.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(user)))
+
+    def is_locked(self, user: str) -> bool:
+        with self._cursor() as cursor:
+            cursor.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (user,))
+            row = cursor.fetchone()
+        return row is not None and not row[0]
+
+    def databases(self, prefix: str, user: Optional[str] = None) -> list:
+        """The databases named ``prefix*`` (none for an empty prefix) or owned by ``user``."""
+        with self._cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database d LEFT JOIN pg_roles r ON r.oid = d.datdba "
+                           "WHERE NOT datistemplate AND (datname LIKE %s OR r.rolname = %s) ORDER BY datname",
+                           (like_prefix(prefix) if prefix else "", user or ""))
+            return [row[0] for row in cursor.fetchall()]
+
+    def drop(self, user: Optional[str], prefix: Optional[str]) -> None:
+        """Drop the databases named ``prefix*`` or owned by ``user``, then the role."""
+        from psycopg import sql
+
+        with self._cursor() as cursor:
+            if user:
+                self._end_connections(cursor, user)
+            for name in self.databases(prefix or "", user):
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            if user:
+                cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+                if cursor.fetchone() is not None:
+                    cursor.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(user)))
+                    cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(user)))
+
+
+def _literal(cursor, text: str) -> str:
+    """A MariaDB string literal (the connection's escaping)."""
+    return cursor.connection.escape(text)
+
+
+def _quote_name(name: str) -> str:
+    """A MariaDB identifier in backquotes."""
+    return "`" + name.replace("`", "``") + "`"

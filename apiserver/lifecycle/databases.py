@@ -1,0 +1,212 @@
+"""The ``mysql`` and ``pgsql`` appliers: a site's MariaDB user and PostgreSQL role.
+
+When the service is enabled (on add, or by an edit) the site gets a database user named
+``dbaseadmin`` (null: the site administrator's name) whose databases are named
+``dbaseprefix`` (null: that name and ``_``), with the password ``passwd`` or 16 characters from
+a-zA-Z0-9; both names are then stored with the site (``admin_collect`` shows them).  The
+password is written to the administrator's home: ``.my.cnf`` (``[client]`` user and password)
+and ``.pgpass`` (``*:*:*:user:password``), mode 0600, owned by the home's owner, replaced
+atomically (a link planted in their place is replaced, never followed).  It is never stored.
+
+A prefix may not start another site's prefix, nor be started by one (``foo_`` and ``foo_bar_``
+would share databases): such an add or edit is refused naming ``service.dbaseprefix``.  A user
+name held by another site, or already on the server, is refused too.
+
+Suspension locks the user and ends its connections; activation unlocks it; disabling the
+service locks it (its databases stay) and enabling it again unlocks it; a new ``passwd`` is set
+and written.  Deletion drops the site's databases and its user.  The database work is
+:mod:`apiserver.host.databases`; everything here is blocking.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+from apiserver.errors import InvalidArgument, ServerError
+from apiserver.host.databases import MariaDbAdmin, PostgresAdmin, new_password
+from apiserver.lifecycle import services, store
+from apiserver.lifecycle.appliers import Applier
+from apiserver.storage import schema
+
+_P = services.param
+
+
+def mysql_option_file(user: str, password: str) -> str:
+    """``.my.cnf``: the client's user and password, quoted as MariaDB's option files read them."""
+    return f'[client]\nuser="{_escape_option(user)}"\npassword="{_escape_option(password)}"\n'
+
+
+def pgpass_file(user: str, password: str) -> str:
+    """``.pgpass``: the password of ``user`` on every host, port and database (``:`` and ``\\`` escaped)."""
+    return f"*:*:*:{_escape_pgpass(user)}:{_escape_pgpass(password)}\n"
+
+
+def _escape_option(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _escape_pgpass(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def write_private_file(folder: str, name: str, content: str, uid: int, gid: int) -> None:
+    """Blocking.  ``folder/name`` holding ``content``, mode 0600, owned by ``uid:gid``: written to a
+    new file beside it and renamed over it (what was at that name, a link included, is replaced)."""
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    temporary = f".{name}.apiserver-{os.getpid()}"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, content.encode("utf-8"))
+            os.fchown(fd, uid, gid)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(temporary, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(dir_fd)
+
+
+class DatabaseApplier(Applier):
+    """The applier of ``mysql`` or ``pgsql`` (``name``): ``admin`` is the server's administrator
+    (:class:`apiserver.host.databases.MariaDbAdmin` or ``PostgresAdmin``; None when ``[databases]``
+    names none: enabling the service is then refused); ``storage``: the sites' rows (other sites'
+    names, and the names chosen); ``home_of``: domain -> :class:`apiserver.sites.SiteHome`."""
+
+    def __init__(self, name: str, admin, storage, home_of: Callable):
+        if name not in ("mysql", "pgsql"):
+            raise ValueError(f"no database service {name!r}")
+        self.name = name
+        self.admin = admin
+        self._storage = storage
+        self._home_of = home_of
+        self.file_name = ".my.cnf" if name == "mysql" else ".pgpass"
+
+    # --- what the site's values say -------------------------------------------------------------
+    def names(self, site) -> tuple:
+        """``(user, prefix)`` of ``site``: the stored ones, else the defaults."""
+        user = site.value(_P(self.name, "dbaseadmin")) or site.admin_user
+        prefix = site.value(_P(self.name, "dbaseprefix")) or default_prefix(user)
+        return user, prefix
+
+    def _admin(self):
+        if self.admin is None:
+            key = "mysql_admin_url" if self.name == "mysql" else "pgsql_admin_url"
+            raise ServerError(f"{self.name}.enabled: this server administers no {_label(self.name)} server "
+                              f"([databases] {key} is empty)")
+        return self.admin
+
+    def _check_names(self, site, user: str, prefix: str) -> None:
+        """InvalidArgument when another site holds ``user`` or a prefix overlapping ``prefix``."""
+        with self._storage.read() as conn:
+            others = store.load(conn, schema.sites.c.id != site.id, order_by_domain=False)
+        for other in others:
+            if other.value(_P(self.name, "dbaseadmin")) is None and not other.value(_P(self.name, "enabled")):
+                continue  # never had the service
+            other_user, other_prefix = self.names(other)
+            if other_user == user:
+                raise InvalidArgument(f"{self.name}.dbaseadmin: {user!r} is the database user of another site; "
+                                      "name another")
+            if other_prefix.startswith(prefix) or prefix.startswith(other_prefix):
+                raise InvalidArgument(f"{self.name}.dbaseprefix: {prefix!r} overlaps the prefix {other_prefix!r} of "
+                                      "another site; name another")
+
+    def _remember(self, site, user: str, prefix: str) -> None:
+        """Store the names used, so that they never change under the site."""
+        with self._storage.write() as conn:
+            found = store.load(conn, schema.sites.c.id == site.id)
+            if not found:
+                return
+            values = found[0].values()
+            values[_P(self.name, "dbaseadmin")] = user
+            values[_P(self.name, "dbaseprefix")] = prefix
+            store.update_site(conn, site.id, services=store.stored_json(values))
+
+    def _write_file(self, site, user: str, password: str) -> None:
+        home = self._home_of(site.domain)
+        content = mysql_option_file(user, password) if self.name == "mysql" else pgpass_file(user, password)
+        write_private_file(home.root, self.file_name, content, home.owner.uid, home.owner.gid)
+
+    # --- the lifecycle's calls ------------------------------------------------------------------
+    def add(self, site, values: dict) -> None:
+        if values.get(_P(self.name, "enabled")):
+            self._create(site, values.get(_P(self.name, "passwd")))
+
+    def _create(self, site, password: Optional[str]) -> None:
+        admin = self._admin()
+        user, prefix = self.names(site)
+        self._check_names(site, user, prefix)
+        password = password or new_password()
+        admin.create_user(user, password, prefix)
+        try:
+            self._remember(site, user, prefix)
+            self._write_file(site, user, password)
+        except BaseException:
+            admin.drop(user, None)
+            raise
+
+    def edit(self, site, before, values: dict, changed: dict) -> None:
+        enabled = _P(self.name, "enabled")
+        password = changed.get(_P(self.name, "passwd"))
+        was, now = bool(before.value(enabled)), bool(site.value(enabled))
+        if not was and now:
+            user, _ = self.names(before)
+            if before.value(_P(self.name, "dbaseadmin")) and self._admin().user_exists(user):
+                self._admin().unlock(user)  # disabled before, its user kept: enabled again
+                if password:
+                    self._set_password(site, password)
+            else:
+                self._create(site, password)
+        elif was and not now:
+            self._admin().lock(self.names(before)[0])
+        elif now and password:
+            self._set_password(site, password)
+
+    def _set_password(self, site, password: str) -> None:
+        user, _ = self.names(site)
+        self._admin().set_password(user, password)
+        self._write_file(site, user, password)
+
+    def suspend(self, site) -> None:
+        if site.value(_P(self.name, "enabled")):
+            self._admin().lock(self.names(site)[0])
+
+    def activate(self, site) -> None:
+        if site.value(_P(self.name, "enabled")):
+            self._admin().unlock(self.names(site)[0])
+
+    def delete(self, site) -> None:
+        """Drop the site's databases and user (when the service was ever applied: a stored name)."""
+        if site.value(_P(self.name, "dbaseadmin")) is None and not site.value(_P(self.name, "enabled")):
+            return
+        user, prefix = self.names(site)
+        self._admin().drop(user, prefix)
+
+
+def database_appliers(settings, storage, site_homes) -> list:
+    """The ``mysql`` and ``pgsql`` appliers of ``[databases]`` (``site_homes``:
+    :class:`apiserver.sites.SiteHomes`)."""
+    mysql_url, pgsql_url = settings.get("databases", "mysql_admin_url"), settings.get("databases", "pgsql_admin_url")
+    return [DatabaseApplier("mysql", MariaDbAdmin(mysql_url) if mysql_url else None, storage, site_homes.get),
+            DatabaseApplier("pgsql", PostgresAdmin(pgsql_url) if pgsql_url else None, storage, site_homes.get)]
+
+
+def default_prefix(user: str) -> str:
+    """The prefix of a site that names none: its database user's name (cut to 15) and ``_``."""
+    cleaned = "".join(c for c in user.lower() if c.isascii() and (c.isalnum() or c == "_")) or "db"
+    if not cleaned[0].isalpha():
+        cleaned = "d" + cleaned
+    return cleaned[:15].rstrip("_") + "_"
+
+
+def _label(name: str) -> str:
+    return "MariaDB" if name == "mysql" else "PostgreSQL"

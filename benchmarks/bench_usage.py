@@ -1,0 +1,156 @@
+"""Usage: ``admin_get_usage('storage')`` for 1,000 sites, and a full count of a 1,000,000-file tree
+against ``du -s`` on the same tree.
+
+1. A real server (``apiserver init`` + ``serve``, default settings) gets ``--sites`` sites
+   (default 1,000) through ``admin_add_site`` over XML-RPC; it is restarted, so its start-up
+   recount measures every site (timed: the first round, from the server's start until every
+   site has figures); then ``admin_get_usage('storage')`` is called ``--calls`` times (default
+   100) in a row over XML-RPC with the admin key, and ``admin_get_domains`` (a map of the same
+   sites, nothing measured) as the baseline.  Target: p50 < 100 ms.
+2. A tree of ``--files`` files (default 1,000,000: 1,000 folders of 1,000, a tenth of them
+   5,000 bytes, the rest empty) is made once in ``--tree`` (default
+   ``/var/tmp/apiserver-bench-usage-<files>``; reused when it is complete), then, in alternating
+   rounds with a warm cache, :func:`apiserver.sites.count.count_tree` (what the recount runs for
+   each site) against ``du -s``.  Target: within 1.5x of ``du -s``.
+
+Printed: the figures and ratios; nothing is asserted.
+
+    python benchmarks/bench_usage.py [--sites 1000] [--calls 100] [--files 1000000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+from apiserver.sites.count import count_tree  # noqa: E402
+
+#: SHA512-crypt of "Bench-passw0rd" (auth.cpasswd: no hashing per site added)
+CRYPTED = "$6$benchsalt$o0prbEGraGqRjP9lR.OvW6eCI/phwQDufVLnf53i2sikvqh/zsnYy4aFbORPF65IbQbiuDyQB8LX8ykM9T.QY/"
+
+
+def call(url: str, method: str, *args):
+    return xmlrpc.client.ServerProxy(url, allow_none=True, use_builtin_types=True).__getattr__(method)(*args)
+
+
+def timed_calls(url: str, method: str, args: tuple, count: int) -> list:
+    """Seconds of each of ``count`` calls in a row."""
+    proxy = xmlrpc.client.ServerProxy(url, allow_none=True, use_builtin_types=True)
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        getattr(proxy, method)(*args)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def percentile(values: list, fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def usage_answers(sites: int, calls: int) -> None:
+    with h.scratch_dir("bench-usage-") as workdir:
+        setup = h.init_apiserver(workdir)
+        url = f"{setup.url}/xmlrpc?authkey={setup.admin_key}"
+        log = os.path.join(workdir, "server.log")
+        with h.pinned_server(setup.serve_argv(), setup.port, log):
+            start = time.perf_counter()
+
+            def add(n: int) -> None:
+                call(url, "admin_add_site", f"s{n}.bench.example", f"admin{n}",
+                     {"siteinfo.email": f"owner@s{n}.bench.example", "auth.cpasswd": CRYPTED})
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(add, range(sites)))
+            print(f"{sites} sites added in {time.perf_counter() - start:.1f} s")
+        started = time.perf_counter()
+        with h.pinned_server(setup.serve_argv(), setup.port, log):
+            while True:
+                answer = call(url, "admin_get_usage", "storage")
+                if len(answer) == sites and all(v["qused"] is not None for v in answer.values()):
+                    break
+                time.sleep(0.2)
+            print(f"start-up recount of {sites} sites: every site measured {time.perf_counter() - started:.1f} s "
+                  "after the server was started")
+            usage = timed_calls(url, "admin_get_usage", ("storage",), calls)
+            domains = timed_calls(url, "admin_get_domains", (), calls)
+        for name, times in (("admin_get_usage('storage')", usage), ("admin_get_domains() (baseline)", domains)):
+            p50, p99 = percentile(times, 0.5) * 1000, percentile(times, 0.99) * 1000
+            print(f"  {name:34s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  ({calls} calls, {sites} sites)")
+        print(f"  target: admin_get_usage('storage') p50 < 100 ms -> {percentile(usage, 0.5) * 1000:.1f} ms")
+
+
+def make_tree(top: str, files: int) -> None:
+    """``files`` files in folders of 1,000 (a tenth 5,000 bytes), once: ``.complete`` marks it done."""
+    marker = os.path.join(top, ".complete")
+    if os.path.exists(marker):
+        print(f"reusing the tree in {top}")
+        return
+    print(f"making {files} files in {top} (once; reused by later runs)")
+    start = time.perf_counter()
+    content = b"x" * 5000
+    for folder in range((files + 999) // 1000):
+        path = os.path.join(top, f"g{folder // 100}", f"f{folder}")
+        os.makedirs(path, exist_ok=True)
+        for n in range(min(1000, files - folder * 1000)):
+            fd = os.open(os.path.join(path, f"file{n}"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            if n % 10 == 0:
+                os.write(fd, content)
+            os.close(fd)
+    with open(marker, "w") as fh:
+        fh.write(f"{files}\n")
+    print(f"  made in {time.perf_counter() - start:.0f} s")
+
+
+def recount_against_du(top: str, rounds: int) -> None:
+    subprocess.run(["du", "-s", top], check=True, capture_output=True)  # warm the cache for both
+    ours, theirs = [], []
+    for n in range(rounds):
+        order = ("ours", "du") if n % 2 == 0 else ("du", "ours")
+        for which in order:
+            start = time.perf_counter()
+            if which == "ours":
+                counted = count_tree(top)
+                ours.append(time.perf_counter() - start)
+            else:
+                du_kb = int(subprocess.run(["du", "-s", top], check=True, capture_output=True, text=True)
+                            .stdout.split()[0])
+                theirs.append(time.perf_counter() - start)
+        print(f"  round {n + 1}: count_tree {ours[-1]:.2f} s, du -s {theirs[-1]:.2f} s "
+              f"(KB {counted.kilobytes} vs {du_kb}, {counted.files} inodes)")
+    ratio = statistics.median(a / b for a, b in zip(ours, theirs))
+    print(f"  median count_tree {statistics.median(ours):.2f} s, du -s {statistics.median(theirs):.2f} s, "
+          f"ratio {ratio:.2f}x (target: within 1.5x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sites", type=int, default=1000)
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--files", type=int, default=1_000_000)
+    parser.add_argument("--tree", default=None)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-sites", action="store_true", help="only the tree count")
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    if not args.skip_sites:
+        print(f"== admin_get_usage('storage') for {args.sites} sites")
+        usage_answers(args.sites, args.calls)
+    top = args.tree or f"/var/tmp/apiserver-bench-usage-{args.files}"
+    print(f"== a full count of {args.files} files against du -s")
+    make_tree(top, args.files)
+    recount_against_du(top, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""DAV requests act as the site's own account: the kernel refuses what a lost path check would allow.
+
+Real system users (one per site), real homes, WsgiDAV called as Twisted's WSGI resource calls it
+(one thread runs the call and every step of the body).  The attack of issue 19: a site
+administrator swaps a folder it may write for a link to another site's home while sending
+MOVE and DELETE.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import wsgiref.util
+
+import pytest
+
+from wsgidav.fs_dav_provider import FileResource
+
+from apiserver.dav.wsgi import DavAccount, DavApplication
+from apiserver.sites.actas import SiteFiles, ThreadIdentity
+from apiserver.sites.home import SiteHomes
+from tests.host_accounts import host_accounts, requires_root
+
+pytestmark = requires_root()
+
+A, B = "a.example.com", "b.example.com"
+SECRET = b"define('DB_PASSWORD', 'b-site-secret');"
+
+
+@pytest.fixture(scope="module")
+def users():
+    """Two sites, each with its administrator and one more user."""
+    with host_accounts(groups=2, users_per_group=2) as sites:
+        yield {A: sites[0], B: sites[1]}
+
+
+@pytest.fixture
+def sites_root(users):
+    """``<root>/<domain>`` homes owned by each site's administrator, 0750 with the site's group."""
+    root = tempfile.mkdtemp(prefix="dav-actas-")
+    os.chmod(root, 0o755)
+    try:
+        for domain, (admin, _user) in users.items():
+            html = os.path.join(root, domain, "var/www/html")
+            os.makedirs(html)
+            for path in (os.path.join(root, domain), os.path.join(root, domain, "var"),
+                         os.path.join(root, domain, "var/www"), html):
+                os.chown(path, admin.uid, admin.gid)
+                os.chmod(path, 0o750)
+        victim = os.path.join(root, B, "var/www/html/wp-config.php")
+        with open(victim, "wb") as fh:
+            fh.write(SECRET)
+        os.chown(victim, users[B][0].uid, users[B][0].gid)
+        os.chmod(victim, 0o640)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def dav_app(sites_root, users, acting=True) -> DavApplication:
+    """The DAV application over ``sites_root``; each account acts as its own system user."""
+    def identity_of(home, user_name):
+        admin, user = users[home.domain]
+        return user.identity if user_name else admin.identity
+
+    homes = SiteHomes(sites_root, "root")
+    return DavApplication(homes, as_owner=acting, site_files=SiteFiles(ThreadIdentity(), homes, identity_of))
+
+
+def call(app, method, path, account, body=b"", **headers):
+    """One request as Twisted's WSGIResource makes it: the call and every step in this thread."""
+    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "/dav", "PATH_INFO": path,
+               "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
+               "apiserver.dav.account": account}
+    environ.update({f"HTTP_{k.upper()}": v for k, v in headers.items()})
+    wsgiref.util.setup_testing_defaults(environ)
+    status = []
+    result = app(environ, lambda s, h, e=None: status.append(s))
+    try:
+        data = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close:
+            close()
+    return int(status[0][:3]), data
+
+
+def test_put_mkcol_copy_move_make_files_of_the_account(sites_root, users):
+    """What the administrator and a user of the site create over DAV belongs to each of them (uid, site gid)."""
+    app = dav_app(sites_root, users)
+    admin, user = users[A]
+    assert call(app, "PUT", "/var/www/html/index.php", DavAccount(A), b"<?php")[0] == 201
+    assert call(app, "MKCOL", "/var/www/html/uploads", DavAccount(A))[0] == 201
+    assert call(app, "COPY", "/var/www/html/index.php", DavAccount(A),
+                destination="http://127.0.0.1/dav/var/www/html/uploads/copy.php")[0] == 201
+    assert call(app, "MOVE", "/var/www/html/uploads/copy.php", DavAccount(A),
+                destination="http://127.0.0.1/dav/var/www/html/moved.php")[0] == 201
+    assert call(app, "PUT", "/notes.txt", DavAccount(A, user.name), b"mine")[0] == 201
+    html = os.path.join(sites_root, A, "var/www/html")
+    for name in ("index.php", "uploads", "moved.php"):
+        info = os.stat(os.path.join(html, name))
+        assert (info.st_uid, info.st_gid) == (admin.uid, admin.gid), name
+    user_home = os.path.join(sites_root, A, "home", user.name)
+    for path in (user_home, os.path.join(user_home, "notes.txt")):
+        assert (os.stat(path).st_uid, os.stat(path).st_gid) == (user.uid, user.gid)
+    assert os.stat(user_home).st_mode & 0o777 == 0o700
+    # the user's folder is the user's alone: its administrator's DAV cannot list into it
+    assert call(app, "PROPFIND", f"/home/{user.name}/", DavAccount(A), depth="1")[0] == 403
+    assert call(app, "GET", "/var/www/html/index.php", DavAccount(A))[1] == b"<?php"
+    with open("/proc/thread-self/status") as fh:  # the thread that served them is root again
+        ids = {line.split(":")[0]: line.split()[1:] for line in fh if line.startswith(("Uid:", "Gid:"))}
+    assert ids == {"Uid": ["0", "0", "0", "0"], "Gid": ["0", "0", "0", "0"]}
+
+
+def swap_before_acting(monkeypatch, folder: str, link_to: str) -> None:
+    """The race lost at the worst moment, every time: every check has passed and, just before the
+    file resource renames or unlinks its (checked) path, ``folder`` becomes a link to ``link_to``."""
+    def swap():
+        if not os.path.islink(folder):
+            os.rename(folder, folder + ".real")
+            os.symlink(link_to, folder)
+
+    for method in ("move_recursive", "delete"):
+        original = getattr(FileResource, method)
+
+        def swapped(self, *args, _original=original):
+            swap()
+            return _original(self, *args)
+
+        monkeypatch.setattr(FileResource, method, swapped)
+
+
+@pytest.mark.parametrize("acting", [False, True], ids=["as-root", "as-the-account"])
+@pytest.mark.parametrize("method", ["MOVE", "DELETE"])
+def test_a_lost_path_check_reaches_the_other_site_only_as_root(sites_root, users, monkeypatch, acting, method):
+    """Checks passed, folder then swapped for a link: root's MOVE/DELETE reaches B's file, the account's is refused."""
+    app = dav_app(sites_root, users, acting=acting)
+    up = os.path.join(sites_root, A, "var/www/html/up")
+    os.mkdir(up)
+    os.chown(up, users[A][0].uid, users[A][0].gid)
+    with open(os.path.join(up, "wp-config.php"), "wb") as fh:
+        fh.write(b"decoy")
+    swap_before_acting(monkeypatch, up, os.path.join(sites_root, B, "var/www/html"))
+    status, _ = call(app, method, "/var/www/html/up/wp-config.php", DavAccount(A),
+                     destination="http://127.0.0.1/dav/var/www/html/stolen.php")
+    victim = os.path.join(sites_root, B, "var/www/html/wp-config.php")
+    reached = not os.path.exists(victim)
+    assert reached is (not acting), status
+    if acting:
+        assert open(victim, "rb").read() == SECRET and status == 403
+        assert not os.path.exists(os.path.join(sites_root, A, "var/www/html/stolen.php"))
+    elif method == "MOVE":
+        assert open(os.path.join(sites_root, A, "var/www/html/stolen.php"), "rb").read() == SECRET
+
+
+SWAPPER = textwrap.dedent("""
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    RENAME_EXCHANGE = 2
+    up, alt, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+    n = 0
+    while not os.path.exists(stop):
+        libc.renameat2(-100, up.encode(), -100, alt.encode(), RENAME_EXCHANGE)
+        n += 1
+        if n % 64 == 0 and not os.path.exists(os.path.join(up if not os.path.islink(up) else alt, "wp-config.php")):
+            d = up if not os.path.islink(up) else alt
+            try:
+                with open(os.path.join(d, "wp-config.php"), "x") as fh:
+                    fh.write("decoy")
+            except OSError:
+                pass
+""")
+
+
+def test_move_and_delete_race_replay_never_wins(sites_root, users):
+    """Issue 19's attack, replayed: A's folder swapped for a link to B's document root (another process,
+    RENAME_EXCHANGE) while A sends 1,500 MOVEs and 1,500 DELETEs; B's file is never taken nor deleted."""
+    if not hasattr(ctypes.CDLL(None), "renameat2"):
+        pytest.skip("the C library has no renameat2")
+    app = dav_app(sites_root, users)
+    admin = users[A][0]
+    html = os.path.join(sites_root, A, "var/www/html")
+    up, alt = os.path.join(html, "up"), os.path.join(html, "up-alt")
+    os.mkdir(up)
+    os.symlink(os.path.join(sites_root, B, "var/www/html"), alt)
+    for path in (up,):
+        os.chown(path, admin.uid, admin.gid)
+    stop = os.path.join(sites_root, "stop")
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, up, alt, stop])
+    victim = os.path.join(sites_root, B, "var/www/html/wp-config.php")
+    statuses = {}
+    try:
+        for attempt in range(1500):
+            status, _ = call(app, "MOVE", "/var/www/html/up/wp-config.php", DavAccount(A),
+                             destination=f"http://127.0.0.1/dav/var/www/html/stolen-{attempt}.php")
+            statuses[status] = statuses.get(status, 0) + 1
+            status, _ = call(app, "DELETE", "/var/www/html/up/wp-config.php", DavAccount(A))
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        open(stop, "w").close()
+        swapper.wait(30)
+    stolen = [name for name in os.listdir(html) if name.startswith("stolen-")
+              and open(os.path.join(html, name), "rb").read() == SECRET]
+    assert stolen == [] and open(victim, "rb").read() == SECRET, statuses
+    # the attack really raced: some requests saw the real folder (the decoy moved), some the link (refused)
+    assert statuses.get(201, 0) + statuses.get(204, 0) > 0 and statuses.get(403, 0) > 0, statuses

@@ -1,0 +1,184 @@
+"""The mysql and pgsql services on the real MariaDB and PostgreSQL servers of this machine: users
+made with their files, the client tools run as the files' owner (``runuser``), other prefixes
+out of reach, locking on suspension, new passwords, and everything dropped on deletion."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import pytest
+
+from apiserver.errors import InvalidArgument
+from apiserver.host.databases import MariaDbAdmin, PostgresAdmin
+from tests.accounts.support import Harness
+
+MYSQL_URL = "mysql://root@127.0.0.1:3306"
+PGSQL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"),
+                                reason="acts as the sites' owner through runuser (root)")
+
+
+@pytest.fixture
+def db_harness():
+    """A real application administering both servers, its state in a folder of its own that the
+    sites' owner may pass (pytest's shared tmp root is re-chmodded by other pytest runs); every
+    user and database whose name starts with this test's tag is dropped afterwards, even when
+    the test failed."""
+    tag = f"t{secrets.token_hex(3)}"
+    base = tempfile.mkdtemp(prefix="apiserver-dbtest-")
+    os.chmod(base, 0o711)
+    h = Harness(os.path.join(base, "state"),
+                {"databases": {"mysql_admin_url": MYSQL_URL, "pgsql_admin_url": PGSQL_URL}})
+    mysql, pgsql = MariaDbAdmin(MYSQL_URL), PostgresAdmin(PGSQL_URL)
+    try:
+        yield h, tag, mysql, pgsql
+    finally:
+        h.close()
+        for admin in (mysql, pgsql):
+            for suffix in ("a", "b", "c"):
+                admin.drop(f"{tag}{suffix}", f"{tag}{suffix}_")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def reachable(path: str, user: str) -> None:
+    """Test set-up: ``user`` may pass through the folders above ``path`` (pytest's are 0700)."""
+    uid = pwd.getpwnam(user).pw_uid
+    while path != "/":
+        info = os.stat(path)
+        if not info.st_mode & 0o001 and info.st_uid != uid:
+            subprocess.run(["setfacl", "-m", f"u:{user}:x", path], check=True)
+        path = os.path.dirname(path)
+
+
+def as_owner(owner: str, *argv: str, env: dict = None) -> subprocess.CompletedProcess:
+    """``argv`` run as ``owner`` (the site's files' owner) through ``runuser``."""
+    prefix = ["runuser", "-u", owner, "--"]
+    if env:
+        prefix += ["env", *(f"{k}={v}" for k, v in env.items())]
+    return subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=60)
+
+
+def mysql(owner: str, home: str, sql: str) -> subprocess.CompletedProcess:
+    return as_owner(owner, "mysql", f"--defaults-file={home}/.my.cnf", "--batch", "--skip-column-names", "-e", sql)
+
+
+def psql(owner: str, home: str, user: str, database: str, sql: str) -> subprocess.CompletedProcess:
+    return as_owner(owner, "psql", "-X", "-h", "127.0.0.1", "-U", user, "-d", database, "-tAc", sql,
+                    env={"PGPASSFILE": f"{home}/.pgpass", "PGCONNECT_TIMEOUT": "10"})
+
+
+def read_file(home: str, name: str, owner: str) -> str:
+    """The content of a written file, checked to be 0600 and owned by ``owner``."""
+    info = os.lstat(os.path.join(home, name))
+    assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_uid == pwd.getpwnam(owner).pw_uid
+    with open(os.path.join(home, name), encoding="utf-8") as fh:
+        return fh.read()
+
+
+def test_database_users_are_made_isolated_locked_and_dropped(db_harness):
+    """Two sites with both services: each administrator's files connect with the client tools,
+    reach their own prefix only, are locked while suspended, follow a new password and are gone
+    with their databases when the site is deleted."""
+    h, tag, mysql_admin, pgsql_admin = db_harness
+    both = {"mysql.enabled": 1, "pgsql.enabled": 1}
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", both)
+    h.call(h.admin, "admin_add_site", "b.example", "owner",
+           {**both, "mysql.dbaseadmin": f"{tag}b", "pgsql.dbaseadmin": f"{tag}b", "mysql.passwd": "Given-Pw-1"})
+    home_a, home_b = [h.app.site_homes.get(d).root for d in ("a.example", "b.example")]
+    owner = h.app.site_homes.get("a.example").owner.name
+    reachable(home_a, owner)
+    user_a, user_b, prefix_a, prefix_b = f"{tag}a", f"{tag}b", f"{tag}a_", f"{tag}b_"
+
+    cnf_a, cnf_b = read_file(home_a, ".my.cnf", owner), read_file(home_b, ".my.cnf", owner)
+    password_a = re.search(r'password="([^"]*)"', cnf_a).group(1)
+    assert re.fullmatch(r"[A-Za-z0-9]{16}", password_a) and f'user="{user_a}"' in cnf_a
+    assert 'password="Given-Pw-1"' in cnf_b
+    pgpass_a = read_file(home_a, ".pgpass", owner)
+    assert re.fullmatch(rf"\*:\*:\*:{user_a}:[A-Za-z0-9]{{16}}\n", pgpass_a) and password_a not in pgpass_a
+    collected = h.call(h.admin, "admin_collect", ["mysql.dbaseadmin", "mysql.dbaseprefix"])
+    assert collected["site1"]["mysql"] == {"dbaseadmin": user_a, "dbaseprefix": prefix_a}
+
+    # MariaDB: databases under the own prefix only
+    made = mysql(owner, home_a, f"CREATE DATABASE {prefix_a}app; CREATE TABLE {prefix_a}app.t (n INT); "
+                                f"INSERT INTO {prefix_a}app.t VALUES (7); SELECT n FROM {prefix_a}app.t")
+    assert made.returncode == 0 and made.stdout.strip() == "7", made.stderr
+    assert mysql(owner, home_b, f"CREATE DATABASE {prefix_b}shop").returncode == 0
+    for sql in (f"CREATE DATABASE {prefix_b}mine", f"SELECT * FROM {prefix_b}shop.x", "CREATE DATABASE other_db"):
+        refused = mysql(owner, home_a, sql)
+        assert refused.returncode != 0 and "denied" in refused.stderr, (sql, refused.stderr)
+
+    # PostgreSQL: the panel makes the databases (owned by the role); others cannot connect
+    pgsql_admin.create_database(user_a, f"{prefix_a}app")
+    pgsql_admin.create_database(user_b, f"{prefix_b}shop")
+    ok = psql(owner, home_a, user_a, f"{prefix_a}app", "CREATE TABLE t (n int); INSERT INTO t VALUES (3); "
+                                                       "SELECT n FROM t")
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("3"), ok.stderr
+    other = psql(owner, home_a, user_a, f"{prefix_b}shop", "SELECT 1")
+    assert other.returncode != 0 and "permission denied" in other.stderr
+    assert psql(owner, home_a, user_a, f"{prefix_a}app", "CREATE DATABASE x").returncode != 0  # NOCREATEDB
+
+    # suspension locks both users, activation unlocks them
+    h.call(h.admin, "admin_deactivate_site", "a.example", {"reason": "unpaid"})
+    assert mysql_admin.is_locked(user_a) and pgsql_admin.is_locked(user_a)
+    locked = mysql(owner, home_a, "SELECT 1")
+    assert locked.returncode != 0 and "locked" in locked.stderr.lower()
+    assert psql(owner, home_a, user_a, f"{prefix_a}app", "SELECT 1").returncode != 0
+    assert not mysql_admin.is_locked(user_b)
+    h.call(h.admin, "admin_activate_site", "a.example")
+    assert mysql(owner, home_a, "SELECT 1").returncode == 0
+    assert psql(owner, home_a, user_a, f"{prefix_a}app", "SELECT 1").returncode == 0
+
+    # a new password is set and written
+    h.call(h.admin, "admin_edit_site", "a.example", {"mysql.passwd": "Changed-Pw-2"})
+    assert 'password="Changed-Pw-2"' in read_file(home_a, ".my.cnf", owner)
+    assert mysql(owner, home_a, "SELECT 1").returncode == 0
+
+    # deletion drops the databases and the users
+    h.call(h.admin, "admin_delete_site", "a.example")
+    assert not mysql_admin.user_exists(user_a) and not pgsql_admin.user_exists(user_a)
+    assert mysql_admin.databases(prefix_a) == [] and pgsql_admin.databases(prefix_a, user_a) == []
+    assert mysql_admin.databases(prefix_b) == [f"{prefix_b}shop"] and pgsql_admin.user_exists(user_b)
+
+
+def test_overlapping_prefixes_and_taken_names_are_refused(db_harness):
+    """A prefix that starts another site's (or is started by one) and a user name another site
+    holds are refused naming the parameter, and the site is not made."""
+    h, tag, mysql_admin, _ = db_harness
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1})
+    with pytest.raises(InvalidArgument, match="mysql.dbaseprefix"):
+        h.call(h.admin, "admin_add_site", "c.example", f"{tag}c", {"mysql.enabled": 1,
+                                                                   "mysql.dbaseprefix": f"{tag}a_more_"})
+    with pytest.raises(InvalidArgument, match="mysql.dbaseadmin"):
+        h.call(h.admin, "admin_add_site", "c.example", f"{tag}c", {"mysql.enabled": 1,
+                                                                   "mysql.dbaseadmin": f"{tag}a"})
+    assert h.call(h.admin, "admin_get_domains") == {1: "a.example"} or list(
+        h.call(h.admin, "admin_get_domains").values()) == ["a.example"]
+    assert not mysql_admin.user_exists(f"{tag}c")
+
+
+def test_disabling_locks_and_enabling_again_unlocks(db_harness):
+    """Turning mysql off keeps the user and its databases, locked; turning it on unlocks them."""
+    h, tag, mysql_admin, _ = db_harness
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1})
+    h.call(h.admin, "admin_edit_site", "a.example", {"mysql.enabled": 0})
+    assert mysql_admin.is_locked(f"{tag}a")
+    h.call(h.admin, "admin_edit_site", "a.example", {"mysql.enabled": 1})
+    assert mysql_admin.user_exists(f"{tag}a") and not mysql_admin.is_locked(f"{tag}a")
+
+
+def test_a_server_without_database_administration_refuses_the_service(harness):
+    """With no [databases] URL, enabling mysql is refused with the key to set, and no site is made."""
+    from apiserver.errors import ServerError
+
+    with pytest.raises(ServerError, match=r"\[databases\] mysql_admin_url"):
+        harness.call(harness.admin, "admin_add_site", "n.example", "nobodyhere", {"mysql.enabled": 1})
+    assert harness.call(harness.admin, "admin_get_domains") == {}
