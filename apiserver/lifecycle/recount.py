@@ -19,12 +19,13 @@ from typing import Callable, Optional
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.errors import NotFound
 from apiserver.sites.count import TreeCount, count_tree, group_quota
 from apiserver.storage import schema, utcnow
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.lifecycle.recount")
 
@@ -53,27 +54,25 @@ class StorageRecount(service.Service):
         self._site_homes = site_homes
         self._settings = settings
         self._group_of = group_of
-        self._loop: Optional[task.LoopingCall] = None
-        self._round: Optional[defer.Deferred] = None
+        #: The rounds, ``[usage] recount_interval`` after the end of the previous one (made at start;
+        #: tests wait on its ``idle()``).
+        self.timer: Optional[WorkTimer] = None
         self.rounds = 0  # rounds completed (for tests and logs)
 
     def startService(self):
         super().startService()
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = self._clock
-        self._loop.start(self._settings.get("usage", "recount_interval"), now=True).addErrback(
-            lambda failure: log.failure("the storage recount stopped", failure))
+        self.timer = WorkTimer(self._clock, self._settings.get("usage", "recount_interval"), self._tick, None,
+                               name="storage recount", from_end=True,
+                               on_failure=lambda failure: log.failure("a storage recount round failed", failure))
+        self.timer.start(now=True)
 
     def stopService(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
         super().stopService()
-        return self._round  # the site being measured ends; the round stops after it
+        # The site being measured ends; the round stops after it.
+        return self.timer.stop() if self.timer is not None else defer.succeed(None)
 
     def _tick(self) -> defer.Deferred:
-        self._round = defer.ensureDeferred(self.recount())
-        self._round.addErrback(lambda failure: log.failure("a storage recount round failed", failure))
-        return self._round
+        return defer.ensureDeferred(self.recount())
 
     async def recount(self, site_ids: Optional[list] = None) -> int:
         """Measure every site (or those of ``site_ids``) and store the figures; the number of
@@ -81,7 +80,7 @@ class StorageRecount(service.Service):
         sites = await self._run_blocking(self._sites, site_ids)
         done = 0
         for site_id, domain in sites:
-            if not self.running and self._loop is not None:
+            if not self.running and self.timer is not None:
                 break
             try:
                 await self._run_blocking(self.measure_and_store, site_id, domain)

@@ -17,11 +17,12 @@ from typing import Callable, Optional
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.lifecycle import store
 from apiserver.storage import schema
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.lifecycle.traffic")
 
@@ -43,7 +44,8 @@ class TrafficMeter(service.Service):
         self._settings = settings
         self._fire = fire
         self._pending: dict = {}  # site number -> bytes
-        self._loop: Optional[task.LoopingCall] = None
+        #: Flushes every ``[usage] flush_interval`` (made at start; tests wait on its ``idle()``).
+        self.timer: Optional[WorkTimer] = None
         self._flushing: Optional[defer.Deferred] = None
         self._reports_kept: dict = {}  # plugins' reports a failed flush could not store
 
@@ -67,16 +69,14 @@ class TrafficMeter(service.Service):
     # --- storing --------------------------------------------------------------------------------
     def startService(self):
         super().startService()
-        self._loop = task.LoopingCall(self.flush)
-        self._loop.clock = self._clock
-        self._loop.start(self._settings.get("usage", "flush_interval"), now=False).addErrback(
-            lambda failure: log.failure("the traffic flush stopped", failure))
+        self.timer = WorkTimer(self._clock, self._settings.get("usage", "flush_interval"), self.flush, None,
+                               name="traffic flush")
+        self.timer.start(now=False)
 
     def stopService(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
         super().stopService()
-        return self.flush()
+        stopped = self.timer.stop() if self.timer is not None else defer.succeed(None)
+        return stopped.addCallback(lambda _: self.flush())  # after a flush under way: the rest
 
     def flush(self) -> defer.Deferred:
         """Collect the plugins' reports, then store what is held; fires when stored (or when it
