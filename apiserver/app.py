@@ -63,6 +63,7 @@ from apiserver.scopes.bootstrapper import Bootstrapper
 from apiserver.sites import SiteHomes
 from apiserver.sites.actas import SiteFiles, ThreadIdentity, account_identities
 from apiserver.sites.fortify import Fortifier
+from apiserver.sites.lockdown import Lockdown
 from apiserver.sites.home import site_owner_name, web_server_user
 from apiserver.storage import Storage
 from apiserver.transport.metrics import Metrics
@@ -101,6 +102,7 @@ class Application:
         # Site files are read and written as the site's account (the kernel checks them as it).
         self.site_files = SiteFiles(ThreadIdentity(), self.site_homes, account_identities(self.site_accounts))
         self.fortifier = Fortifier(self.storage, clock, run_blocking, self.site_homes, self.site_homes.web_user, config)
+        self.lockdown = Lockdown(clock, run_blocking, self.site_homes.web_user, config, config.state_dir)
         self.security_events = SecurityEvents(self.storage, clock, run_blocking, config)
         self.geolocator = Geolocator(config, run_blocking)
 
@@ -129,7 +131,7 @@ class Application:
         self.accounts = Accounts(self.storage, clock, self.pools, config, self.hooks, directory=self.directory,
                                  keys=keys, sessions=self.sessions, ciphers=self.ciphers,
                                  ui_passwords=self.ui_passwords, ip_restrictions=self.ip_restrictions,
-                                 notices=self.notices, system_accounts=self.site_accounts)
+                                 notices=self.notices, system_accounts=self.site_accounts, throttle=self.anvil)
         self.sites = Sites(self.storage, clock, run_blocking, self.accounts, self.site_homes, fire,
                            site_accounts=self.site_accounts)
         self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)
@@ -196,11 +198,13 @@ class Application:
     def background_services(self) -> list:
         """The Twisted services the server starts with its listeners and stops before the pools:
         the security trail's writer, the notice sender, Fortification's window timers, the
-        storage recount and the traffic meter (which stores what it holds when it stops).
+        lockdown's re-apply timer, the storage recount and the traffic meter (which stores what it
+        holds when it stops).
 
         They stop in reverse order, so the trail stops last and writes what the others
         recorded while stopping (a notice that failed in the sender's last batch)."""
-        return [self.security_events, self.notices.sender, self.fortifier, self.storage_recount, self.traffic]
+        return [self.security_events, self.notices.sender, self.fortifier, self.lockdown, self.storage_recount,
+                self.traffic]
 
     def admit(self, request: AuthRequest) -> defer.Deferred:
         """Toggle, Anvil, authentication and IP restriction: a Deferred CallContext or an ApiError."""

@@ -27,7 +27,9 @@ class ConfigError(Exception):
     """A config value is invalid; the message names ``[section] key``."""
 
     def __init__(self, section: str, key: str, reason: str):
-        super().__init__(f"[{section}] {key}: {reason}")
+        # "-" stands for no key (a whole section) or no section (the whole file).
+        where = "" if section == "-" else f"[{section}]: " if key == "-" else f"[{section}] {key}: "
+        super().__init__(f"{where}{reason}")
         self.section, self.key, self.reason = section, key, reason
 
 
@@ -116,15 +118,23 @@ class Config:
 SHIPPED_PLANS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lifecycle", "plan_files")
 #: Where an installed server keeps its config (the systemd unit names it too).
 SYSTEM_PATH = "/etc/apiserver/config.ini"
-#: The checkout's config, found from this file, never from the working directory.
+#: The checkout's shipped config, found from this file, never from the working directory: the
+#: reference of every key and its default, tracked in git and never written by the server.
 CHECKOUT_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "config.ini")
+#: A checkout's local settings, kept out of git in its state folder (``apiserver init`` writes it;
+#: ``scripts/serve.sh --port N``, ``apiserver set`` and ``cpcmd scope:set`` change it).
+LOCAL_PATH = os.path.join(os.path.dirname(os.path.dirname(CHECKOUT_PATH)), "state", "config.ini")
 #: state_dir written into a new config outside a checkout (the unit's StateDirectory).
 SYSTEM_STATE_DIR = "/var/lib/apiserver"
+#: The lookup order, as ``--help`` says it.
+LOOKUP_ORDER = ("--config FILE, else $APISERVER_CONFIG, else /etc/apiserver/config.ini when it exists, "
+                "else the checkout's local state/config.ini (its settings; conf/config.ini is the reference)")
 
 
 def config_path(explicit: Optional[str] = None) -> str:
     """The config file: ``--config``, else ``$APISERVER_CONFIG``, else ``/etc/apiserver/config.ini``
-    when it exists, else the checkout's ``conf/config.ini`` (when this is a checkout), else
+    when it exists, else in a checkout its local ``state/config.ini`` (which ``apiserver init``
+    writes; the tracked ``conf/config.ini`` is only read through ``--config``), else
     ``/etc/apiserver/config.ini`` (which ``apiserver init`` then writes)."""
     if explicit:
         return os.path.abspath(explicit)
@@ -133,7 +143,7 @@ def config_path(explicit: Optional[str] = None) -> str:
     if os.path.exists(SYSTEM_PATH):
         return SYSTEM_PATH
     if os.path.exists(CHECKOUT_PATH):
-        return CHECKOUT_PATH
+        return LOCAL_PATH
     return SYSTEM_PATH
 
 
@@ -248,7 +258,7 @@ def load_config(path: Optional[str], extra_sections: Iterable[Section] = ()) -> 
     parser.optionxform = str  # keys are case-sensitive, as in ApisCP
     if path is not None:
         if not os.path.exists(path):
-            raise ConfigError("-", "-", f"config file {path} does not exist")
+            raise ConfigError("-", "-", f"config file {path} does not exist (apiserver init writes one)")
         try:
             with open(path, encoding="utf-8") as fh:
                 parser.read_file(fh)
@@ -277,6 +287,8 @@ def render_ini(sections: Iterable[Section] = BUILTIN_SECTIONS, values: Optional[
         "; Every key is optional; the value shown is the default. A bad value stops start-up",
         "; with an error naming the section and key. Keys marked (run time) can also be changed",
         "; while the server runs: cpcmd scope:set cp.config SECTION KEY VALUE",
+        "; In a checkout, conf/config.ini is only this reference (tracked, never written): its settings",
+        "; live in state/config.ini (scripts/serve.sh --port N, apiserver set SECTION KEY VALUE).",
         "",
     ]
     for section in sections:

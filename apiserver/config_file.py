@@ -18,7 +18,8 @@ import stat
 from typing import Any, Callable, Optional
 
 from apiserver.config import (
-    Config, ConfigError, changed_keys, check_listenable, cross_check, mask_secret, reread_config, secret_values,
+    CHECKOUT_PATH, Config, ConfigError, changed_keys, check_listenable, cross_check, mask_secret, reread_config,
+    secret_values,
 )
 from apiserver.errors import InvalidArgument, ServerError
 from apiserver.files import atomic_write
@@ -156,6 +157,9 @@ class ConfigFile:
         config = self.config
         if config.path is None:
             raise ServerError("this server was started without a config file; there is nothing to edit")
+        if config.path == CHECKOUT_PATH:
+            raise InvalidArgument(f"cp.config: {CHECKOUT_PATH} is the tracked reference and is never written; "
+                                  "start the server without --config to use the checkout's state/config.ini")
         texts = []
         for section, key, value in edits:
             try:
@@ -167,6 +171,9 @@ class ConfigFile:
                                       f"{PROTECTED_KEYS[section, key]}")
             if isinstance(value, dict):
                 raise InvalidArgument(f"cp.config: [{section}] {key}: expected a single value, got a hash")
+            if value is None:
+                raise InvalidArgument(f"cp.config: [{section}] {key}: expected a value, got null "
+                                      f"(the default is {config.key(section, key).default!r})")
             text = format_value(value)
             try:
                 check_value_text(text)

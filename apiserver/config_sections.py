@@ -55,6 +55,9 @@ BUILTIN_SECTIONS = (
         K("hash_threads", int_range(1, 256), "4",
           "Threads for password hashing (hashing releases the GIL); at a lowered hash_priority at most one hash per "
           "usable CPU computes at a time, the other logins queue."),
+        K("hashes_per_address", int_range(1, 256), "1",
+          "Password hashes computed at once for logins from one client address (Anvil's key); the others wait, and"
+          " are refused unhashed once Anvil blocks the address.", runtime=True),
         K("hash_priority", choice("idle", "batch", "normal"), "idle",
           "CPU priority of the hashing threads: idle (SCHED_IDLE: request handling always first; logins use the CPU it"
           " leaves), batch (SCHED_BATCH at nice 19: logins also get a small share of a saturated core), normal."),
@@ -80,6 +83,10 @@ BUILTIN_SECTIONS = (
         K("http_trusted_forward", parse_networks, "",
           "Proxies whose X-Forwarded-For is believed (comma separated).", runtime=True),
         K("db_threads", int_range(1, 256), "8", "Threads for database calls and blocking module functions."),
+        K("account_threads", int_range(1, 256), "3",
+          "Most threads of the blocking pool (and of the DAV pool) one account's work holds at once (always one less"
+          " than the pool): the rest of its work waits behind itself, never in front of other accounts'.",
+          runtime=True),
         K("access_log", parse_bool, "false", "Log one line per HTTP request (never bodies or keys).", runtime=True),
         K("log_format", choice("text", "json"), "text", "Log as text lines or one JSON object per line."),
         K("debug", parse_bool, "false", "Debug logging (scope cp.debug).", runtime=True),
@@ -181,7 +188,7 @@ BUILTIN_SECTIONS = (
           "Seconds a node reuses the stored whitelist before reading it again (other nodes' changes show after at "
           "most this).", runtime=True),
     )),
-    Section("security", "The security module: Fortification windows and the setuid scan.", (
+    Section("security", "The security module: Fortification windows, the lockdown of binaries and the setuid scan.", (
         K("learning_window", int_range(60, 86400 * 30), "1800",
           "Seconds fortify mode learn keeps a site writable before what the web server wrote becomes its profile.",
           runtime=True),
@@ -189,17 +196,42 @@ BUILTIN_SECTIONS = (
           "Seconds fortify mode write keeps a site writable before max applies again.", runtime=True),
         K("template_root", parse_str, "/",
           "Filesystem template root that scan_setuid walks by default (ApisCP's FILESYSTEMTEMPLATE).", runtime=True),
+        K("lockdown_binaries", parse_names,
+          "rm mv cp cat whoami id perl perl5.* python python2* python3* php php[0-9]* ruby curl wget nc nc.* ncat "
+          "netcat socat telnet gcc cc",
+          "What security_lockdown forbids the web server user to run (and read): names or shell patterns looked up in"
+          " lockdown_search_path, or absolute paths; also under template_root when that is not /.", runtime=True),
+        K("lockdown_search_path", parse_names, "/usr/local/bin /usr/bin /bin /usr/local/sbin /usr/sbin /sbin",
+          "Folders in which the names of lockdown_binaries are looked up.", runtime=True),
+        K("lockdown_trees", parse_names, "/usr/local/share/pyenv /usr/local/share/rbenv /usr/local/share/goenv",
+          "Folders (pyenv, rbenv, goenv) the web server user may not enter after security_lockdown.", runtime=True),
+        K("lockdown_interval", int_range(60, 86400 * 30), "86400",
+          "Seconds between re-applications of the last security_lockdown (a replaced binary is locked again)."),
     )),
     Section("dav", "WebDAV at /dav/ on both listeners: each account's site home (gate DAV).", (
         K("enabled", parse_bool, "true", "Serve /dav/; false answers it with 403 (scope apache.dav).", runtime=True),
         K("max_upload_size", int_range(1, 1 << 50), "1073741824",
           "Largest PUT body in bytes (spooled to a temporary file, never held in memory); larger gets 413 before it is"
           " stored.", runtime=True),
+        K("max_bodies_in_flight", int_range(1, 1 << 50), "4294967296",
+          "Total bytes of DAV request bodies received or kept at once, all clients together (each is read only"
+          " after its credentials are checked); past it 503 with Retry-After.", runtime=True),
         K("threads", int_range(1, 256), "10", "Threads serving DAV requests (file work runs there, off the reactor)."),
         K("verified_password_ttl", int_range(0, 86400), "300",
           "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; a password change,"
           " reset or deletion ends it at once on this node, within 10 s on others (0: hash on every request).",
           runtime=True),
+        K("max_properties", int_range(0, 10_000_000), "10000",
+          "Dead properties (PROPPATCH) one site may keep, in the database; past it 507.", runtime=True),
+        K("max_property_bytes", int_range(0, 1 << 40), "4194304",
+          "Bytes of dead property names and values one site may keep; past it 507.", runtime=True),
+        K("max_locks", int_range(0, 1_000_000), "100",
+          "Live DAV locks one site may hold (in the database, or Redis with [anvil] backend=redis); past it 507.",
+          runtime=True),
+        K("max_lock_timeout", int_range(1, 31 * 86400), "86400",
+          "Longest DAV lock in seconds: a longer or infinite timeout asked for is cut to it.", runtime=True),
+        K("max_lock_owner", int_range(0, 65535), "4096",
+          "Bytes of a LOCK's owner element; a larger one gets 403.", runtime=True),
     )),
     Section("geoip", "Geolocation of login notices.", (
         K("database", parse_str, "GeoLite2-City.mmdb", "GeoLite2 City database; relative to state_dir.", runtime=True),

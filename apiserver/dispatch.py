@@ -71,10 +71,19 @@ class Registry:
         if entry is None and isinstance(name, str):
             entry = self._aliases.get(name.replace("-", "_").replace(":", "_").replace(".", "_", 1))
         if entry is None:
-            close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.6)
+            close = difflib.get_close_matches(str(name), self._spellings(str(name)), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UnknownMethod(f"unknown function {str(name)[:100]!r}{hint}")
         return entry
+
+    def _spellings(self, name: str) -> list[str]:
+        """Every function's name in the notation of ``name``: ``auth:restrict-ip``, ``auth.restrict_ip``
+        or ``auth_restrict_ip``, so a suggestion reads as the caller writes."""
+        if ":" in name:
+            return [e.spec.command for e in self._entries.values()]
+        if "." in name:
+            return [f"{e.spec.module}.{e.spec.name}" for e in self._entries.values()]
+        return list(self._entries)
 
     def call(self, ctx, name: str, positional=(), named: Optional[dict] = None) -> defer.Deferred:
         """Look up ``name``, bind the arguments and call it as ``ctx`` (:meth:`invoke`); errors are ApiErrors."""
@@ -118,9 +127,14 @@ def apiserver_call(ctx, function: FunctionSpec, args: dict):
     method = core.registry.lookup(function.operation).method
     if function.is_async:
         return defer.ensureDeferred(method(ctx, **args))
-    if function.blocking:
-        return core.run_blocking(method, ctx, **args)
+    if function.blocking:  # within the account's share of the blocking pool
+        return core.run_blocking_for(account_key(ctx.identity), method, ctx, **args)
     return defer.maybeDeferred(method, ctx, **args)
+
+
+def account_key(identity) -> tuple:
+    """Whose share of the pools a call uses: its site (administrator and users alike), else its user."""
+    return ("site", identity.site) if identity.site else ("user", identity.username)
 
 
 def bind_arguments(spec: FunctionSpec, positional: Sequence[Any] = (), named: Optional[dict] = None) -> dict:

@@ -48,6 +48,10 @@ class InternalApi:
         """:meth:`apiserver.pools.Pools.run_blocking`."""
         return self._app.pools.run_blocking(fn, *args, **kwargs)
 
+    def run_blocking_for(self, account, fn: Callable, *args, **kwargs):
+        """:meth:`apiserver.pools.Pools.run_blocking_for`."""
+        return self._app.pools.run_blocking_for(account, fn, *args, **kwargs)
+
     def run_hashing(self, fn: Callable, *args, **kwargs):
         """:meth:`apiserver.pools.Pools.run_hashing`."""
         return self._app.pools.run_hashing(fn, *args, **kwargs)
@@ -146,6 +150,11 @@ class InternalApi:
     def fortifier(self):
         """:class:`apiserver.sites.fortify.Fortifier`."""
         return self._app.fortifier
+
+    @property
+    def lockdown(self):
+        """:class:`apiserver.sites.lockdown.Lockdown`: the lockdown of binaries."""
+        return self._app.lockdown
 
 
 def internal_api(api) -> InternalApi:

@@ -4,7 +4,9 @@ Text lines (the default) are Twisted's classic format.  ``[core] log_format=json
 object per line (no record separator) with ``time`` (ISO 8601, UTC), ``level``, ``namespace``,
 ``message`` (the rendered text), ``traceback`` for failures, and the event's own fields that
 are plain values and whose names do not suggest a secret.  In both, :func:`mask_url` hides API
-keys in logged URLs however they were sent, in messages and tracebacks alike.
+keys in logged URLs however they were sent, in messages and tracebacks alike; an entry has at
+most :data:`MAX_ENTRY` characters, and identical warnings and errors within
+:data:`REPEAT_WINDOW` seconds are counted rather than repeated (:class:`RepeatedErrors`).
 :class:`LogStream` is the destination; SIGHUP calls its :meth:`LogStream.reopen` so
 logrotate can move the file away.
 """
@@ -40,12 +42,16 @@ _SECRET_PARAM = re.compile(
     r"(?i)((?:auth|api|access|session|private)?[_.-]?(?:key|token|secret|passw(?:or)?d|pass|pwd|sid|esprit_id)"
     r"(?:=|%3D))[^&;/#\s]*")
 MASK = "***"
+#: The user and password of a URL (``http://user:pass@host/``, also scheme-relative ``//u:p@h/``).
+_USERINFO = re.compile(r"(?i)((?:[a-z][a-z0-9+.-]*:)?//)[^/?#@\s]+@")
 
 
 def mask_url(text: str) -> str:
     """``text`` (a URL or anything holding one) with credentials replaced by ``***``: every
     ``...key=``/``token=``/``password=``/``esprit_id=`` value (``=`` possibly escaped as ``%3D``,
-    in the query or the path) and every 64-hex token, dashed or not."""
+    in the query or the path), every 64-hex token, dashed or not, and the user and password of
+    a URL (``http://user:pass@host/``, as an absolute-form request target carries them)."""
+    text = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
     text = _SECRET_PARAM.sub(lambda m: m.group(1) + MASK, text)
     return _HEX_TOKEN.sub(MASK, text)
 
@@ -57,6 +63,12 @@ _SECRET_NAME = re.compile(r"(?i)key|secret|passw|token|cookie|session|authori[sz
 _SKIPPED = {"format", "message", "isError", "why", "failure", "time", "printed", "system"}
 _PLAIN = (str, int, float, bool, type(None))
 MAX_FIELD = 2000
+#: Most characters of one log entry (message and traceback): a client's data never floods the log.
+MAX_ENTRY = 4000
+#: Seconds within which identical warnings and errors are counted instead of written again.
+REPEAT_WINDOW = 60.0
+#: Different warnings and errors remembered for that (the oldest is forgotten first).
+MAX_REPEAT_KEYS = 256
 
 
 def event_as_json(event: dict) -> str:
@@ -73,14 +85,14 @@ def event_as_json(event: dict) -> str:
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "level": level.name,
         "namespace": event.get("log_namespace") or event.get("system") or "-",
-        "message": mask_url(message),
+        "message": bounded(mask_url(message)),
     }
     failure = event.get("log_failure")
     if failure is not None:
         try:
-            out["traceback"] = mask_url(failure.getTraceback())
+            out["traceback"] = bounded(mask_url(failure.getTraceback()))
         except Exception:
-            out["traceback"] = mask_url(repr(failure))
+            out["traceback"] = bounded(mask_url(repr(failure)))
     for name, value in event.items():
         if name.startswith(("log_", "_")) or name in _SKIPPED or name in out or _SECRET_NAME.search(name):
             continue
@@ -96,9 +108,65 @@ def json_lines_observer(stream) -> FileLogObserver:
     return FileLogObserver(stream, event_as_json)
 
 
+def bounded(text: str, limit: int = MAX_ENTRY) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut (a log entry stays small
+    whatever a client sent)."""
+    if len(text) <= limit:
+        return text
+    ending = "\n" if text.endswith("\n") else ""
+    return f"{text[:limit]} ... [{len(text) - limit} more characters not logged]{ending}"
+
+
 def masked_text_observer(stream) -> FileLogObserver:
-    """Twisted's classic text lines (traceback included) with :func:`mask_url` applied, as JSON has."""
-    return FileLogObserver(stream, lambda event: mask_url(formatEventAsClassicLogText(event) or "") or None)
+    """Twisted's classic text lines (traceback included) with :func:`mask_url` applied, as JSON
+    has, each entry at most :data:`MAX_ENTRY` characters."""
+    return FileLogObserver(stream, lambda event: bounded(mask_url(formatEventAsClassicLogText(event) or "")) or None)
+
+
+class RepeatedErrors:
+    """In front of an observer: a warning or error identical to one written less than
+    :data:`REPEAT_WINDOW` seconds before (same namespace, level, text and failure) is counted,
+    not written; the count is written once the window has passed (with the next warning or
+    error).  Times are the events' own ``log_time``.  Any thread."""
+
+    def __init__(self, observer, window: float = REPEAT_WINDOW):
+        self._observer = observer
+        self._window = window
+        self._lock = threading.Lock()
+        self._seen: dict = {}  # key -> [first time, repeats not written, namespace, text]
+
+    def __call__(self, event: dict) -> None:
+        level = event.get("log_level")
+        if level is None or level < LogLevel.warn:
+            self._observer(event)
+            return
+        now = event.get("log_time") or 0.0
+        key = _repeat_key(event)
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self._window:
+                entry[1] += 1
+                return
+            due = [self._seen.pop(k) for k, v in list(self._seen.items()) if now - v[0] >= self._window]
+            if len(self._seen) >= MAX_REPEAT_KEYS:
+                due.append(self._seen.pop(next(iter(self._seen))))
+            self._seen[key] = [now, 0, event.get("log_namespace") or "-", key[2]]
+        for _, repeats, namespace, text in due:
+            if repeats:
+                self._observer({"log_format": "the error {text!r} was repeated {repeats} more times (not logged)",
+                                "text": text[:200], "repeats": repeats, "log_level": LogLevel.warn,
+                                "log_namespace": namespace, "log_time": now, "log_system": "-"})
+        self._observer(event)
+
+
+def _repeat_key(event: dict) -> tuple:
+    try:
+        text = formatEvent(event)
+    except Exception:
+        text = str(event.get("log_format"))
+    failure = event.get("log_failure")
+    failed = f"{failure.type.__name__}: {failure.getErrorMessage()}"[:500] if failure is not None else ""
+    return (event.get("log_namespace"), event.get("log_level"), text[:1000], failed)
 
 
 # --- destination -------------------------------------------------------------------------------
@@ -152,7 +220,7 @@ def make_observer(config, stream) -> FilteringLogObserver:
             predicate.setLogLevelForNamespace(None, LogLevel.debug if new else LogLevel.info)
 
     config.observe(on_change)
-    return FilteringLogObserver(observer, [predicate])
+    return FilteringLogObserver(RepeatedErrors(observer), [predicate])
 
 
 def log_stream_for(config) -> LogStream:

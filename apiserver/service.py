@@ -73,6 +73,13 @@ def make_service(config_file: Optional[str] = None, *, reactor=None, plugin_mana
     return ApiServer(app, observer, stream)
 
 
+def restore_sigint() -> None:
+    """Let SIGINT stop the server even when it was started ignoring it (``nohup apiserver serve &``
+    from a script inherits SIG_IGN): Twisted installs its SIGINT handler only over Python's default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def migrate_sites(config_file: Optional[str] = None) -> list:
     """``apiserver migrate-sites``: the start-up's upgrade of the sites on disk, run alone (the
     same checks as :func:`make_service`, nothing listens); what changed, one line each."""
@@ -164,6 +171,8 @@ class _Listener:
 
     where = "?"
     what = "listener"
+    setting = ""  # "; change [frontend] http_port in FILE": where the address comes from
+
 
     def privilegedStartService(self):
         try:
@@ -171,9 +180,10 @@ class _Listener:
             super().privilegedStartService()
         except CannotListenError as exc:
             reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
-            raise ListenFailed(f"cannot listen on {self.where} ({self.what}): {reason}") from None
+            raise ListenFailed(f"cannot listen on {self.where} ({self.what}): {reason}{self.setting}") from None
         except OSError as exc:
-            raise ListenFailed(f"cannot listen on {self.where} ({self.what}): {exc.strerror or exc}") from None
+            reason = exc.strerror or exc
+            raise ListenFailed(f"cannot listen on {self.where} ({self.what}): {reason}{self.setting}") from None
 
     def prepare(self) -> None:
         """What must happen before binding."""
@@ -208,10 +218,15 @@ def listener_services(config, site, cli_factory) -> list:
     bind = config.get("frontend", "bind")
     host = f"[{bind}]" if ":" in bind else bind
     listeners = []
+
+    def setting(key: str) -> str:
+        return f"; change {key} in {config.path}" if config.path else f"; set {key} in a config file"
+
     http_port = config.get("frontend", "http_port")
     if http_port:
         listener = TCPListener(http_port, site, interface=bind)
         listener.where, listener.url = f"{host}:{http_port}", f"http://{host}:{{port}}/soap"
+        listener.setting = setting("[frontend] http_port")
         listeners.append(listener)
     https_port = config.get("frontend", "https_port")
     if https_port:
@@ -219,13 +234,16 @@ def listener_services(config, site, cli_factory) -> list:
 
         cert, _key = ensure_certificate(config)
         listener = SSLListener(https_port, site, server_context_factory(config), interface=bind)
-        listener.where, listener.url = f"{host}:{https_port}", f"https://{host}:{{port}}/soap (certificate {cert})"
+        listener.where, listener.url = f"{host}:{https_port}", f"https://{host}:{{port}}/soap"
+        listener.certificate = cert  # logged as its own field: the url stays a URL
+        listener.setting = setting("[frontend] https_port")
         listeners.append(listener)
     path = config.state_path(config.get("core", "cli_socket"))
     # 0666: the kernel tells the server who calls (SO_PEERCRED), site users included; the folder
     # decides who may reach the socket.
     listener = UNIXListener(path, cli_factory, mode=0o666, wantPID=False)
     listener.where, listener.url = path, None
+    listener.setting = setting("[core] cli_socket")
     listeners.append(listener)
     return listeners
 
@@ -303,6 +321,9 @@ class ApiServer(service.MultiService):
         for listener in self.listeners:
             if listener.url is None:
                 log.info("cpcmd socket at {path}", path=listener.where)
+            elif getattr(listener, "certificate", None):
+                log.info("{what} API listening on {url} (certificate {certificate})", what=listener.what,
+                         url=listener.url.format(port=listener.bound_port()), certificate=listener.certificate)
             else:
                 log.info("{what} API listening on {url}", what=listener.what,
                          url=listener.url.format(port=listener.bound_port()))

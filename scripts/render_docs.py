@@ -1,8 +1,10 @@
-"""Regenerate the config reference in README.md and conf/config.ini from apiserver/config.py."""
+"""Regenerate the config reference in README.md and conf/config.ini from apiserver/config.py, and
+docs/api.md from the modules' declarations."""
 
 import os
 import re
 
+from apiserver.api_reference import write_committed
 from apiserver.config import render_ini, render_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,6 +21,7 @@ def main() -> None:
                   text, flags=re.S)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
+    write_committed(ROOT)
 
 
 if __name__ == "__main__":

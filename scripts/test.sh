@@ -15,11 +15,15 @@ php -m 2>/dev/null | grep -qx xmlrpc || need_pkgs+=(php-xmlrpc)
 perl -MSOAP::Lite -e1 2>/dev/null || need_pkgs+=(libsoap-lite-perl)
 perl -MXMLRPC::Lite -e1 2>/dev/null || need_pkgs+=(libxmlrpc-lite-perl)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
-# The security module and DAV: real ACLs, a real Apache and its htpasswd, the cadaver DAV client.
+# The security module and DAV: real ACLs, a real Apache and its htpasswd, the cadaver DAV client, litmus.
 command -v setfacl >/dev/null 2>&1 || need_pkgs+=(acl)
 command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need_pkgs+=(apache2)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
+# Fortification end to end: Debian's WordPress served by Apache with mod_php (tests/e2e/test_fortify_wordpress.py).
+[ -d /usr/share/wordpress ] || need_pkgs+=(wordpress)
+ls /usr/lib/apache2/modules/libphp*.so >/dev/null 2>&1 || need_pkgs+=(libapache2-mod-php)
 command -v cadaver >/dev/null 2>&1 || need_pkgs+=(cadaver)
+command -v litmus >/dev/null 2>&1 || need_pkgs+=(litmus)  # WebDAV conformance (tests/e2e/test_dav_state.py)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)  # tests/test_systemd_unit.py
 command -v fail2ban-client >/dev/null 2>&1 || need_pkgs+=(fail2ban)  # rampart: a real fail2ban per test (tests/rampart)
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)  # cpcmd by site users logged in over SSH (tests/e2e/test_cpcmd_site_users.py)
@@ -60,9 +64,25 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtualenv $VENV"
   python3 -m venv "$VENV"
 fi
-say "installing apiserver and test dependencies"
-"$VENV/bin/pip" install -q --upgrade pip >/dev/null
-"$VENV/bin/pip" install -q --config-settings editable_mode=compat -e ".[test]" -e plugins/apiserver-example
+# Installed again only when a setup.py or pyproject.toml changed (pip's output goes to a log);
+# delete $VENV/.apiserver-install-stamp to force it.
+stamp=$VENV/.apiserver-install-stamp
+wanted=$(cat setup.py pyproject.toml plugins/apiserver-example/setup.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  log=$VENV/pip-install.log
+  say "installing apiserver and test dependencies (pip's output: $log)"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+         "$VENV/bin/python" -m pip install -e ".[test]" -e plugins/apiserver-example; } >"$log" 2>&1; then
+    say "pip failed; the end of $log:"
+    tail -n 25 "$log" >&2
+    exit 1
+  fi
+  installed=$(grep '^Successfully installed' "$log" | tail -n 1 | cut -d' ' -f3- || true)
+  say "installed $(printf '%s' "$installed" | wc -w) package(s)"
+  echo "$wanted" >"$stamp"
+else
+  say "apiserver and the test dependencies are installed (no setup.py changed)"
+fi
 
 say "linting (ruff.toml)"
 "$VENV/bin/ruff" check apiserver tests plugins benchmarks scripts

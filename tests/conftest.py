@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -259,6 +260,8 @@ def start_server(tmp_dir: str, overrides: Optional[dict] = None, https: bool = F
     if init.returncode != 0:
         raise RuntimeError(f"apiserver init failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
     admin_key = init.stdout.strip().splitlines()[-1].strip()
+    if admin_key.startswith("{"):  # [core] log_format=json: init's lines are JSON too
+        admin_key = json.loads(admin_key)["admin_api_key"]
     log_path = os.path.join(tmp_dir, "server.log")
     server = RunningServer(
         url=f"http://127.0.0.1:{http_port}",

@@ -37,7 +37,8 @@ def init(path: str) -> str:
     out = subprocess.run(APISERVER + ["--config", path, "init"], capture_output=True, text=True, cwd=ROOT,
                          env=env(), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout.strip().splitlines()[-1]
+    last = out.stdout.strip().splitlines()[-1]
+    return json.loads(last)["admin_api_key"] if last.startswith("{") else last  # log_format=json: JSON lines
 
 
 def serve_cmd(path: str) -> list:

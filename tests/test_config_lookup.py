@@ -14,14 +14,21 @@ from tests.ops_support import env
 
 
 def test_lookup_order_never_uses_the_working_directory(tmp_path, monkeypatch):
-    """--config, then $APISERVER_CONFIG, then /etc/apiserver/config.ini, then the checkout's file."""
+    """--config, then $APISERVER_CONFIG, then /etc/apiserver/config.ini, then the checkout's local
+    state/config.ini (never the tracked conf/config.ini), then /etc/apiserver/config.ini to be written."""
     system = tmp_path / "etc" / "config.ini"
     monkeypatch.setattr(config_module, "SYSTEM_PATH", str(system))
     monkeypatch.delenv("APISERVER_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.ini").write_text("")  # a decoy in the working directory
-    assert config_path() == os.path.join(ROOT, "conf", "config.ini")
+    assert config_path() == os.path.join(ROOT, "state", "config.ini") == config_module.LOCAL_PATH
+    monkeypatch.setattr(config_module, "CHECKOUT_PATH", str(tmp_path / "not-a-checkout" / "config.ini"))
+    assert config_path() == str(system)  # installed from a wheel: the system file, which init writes
+    monkeypatch.undo()
+    monkeypatch.setattr(config_module, "SYSTEM_PATH", str(system))
+    monkeypatch.delenv("APISERVER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
     system.parent.mkdir()
     system.write_text("")
     assert config_path() == str(system)
@@ -89,3 +96,33 @@ def test_smtp_password_and_redis_url_with_password_make_config_owner_only(server
         assert stat.S_IMODE(os.stat(server.config_path).st_mode) == 0o600, (section, key)
         assert "hunter2" not in str(api.scope.get("cp.config", section, key))
     assert "hunter2" not in str(api.scope.info("cp.config"))
+
+
+def test_a_checkouts_local_settings_hold_only_what_differs(tmp_path, monkeypatch):
+    """init (or the first `apiserver set`) in a checkout writes state/config.ini with state_dir only;
+    every other key keeps its default, so the tracked conf/config.ini is never needed or written."""
+    from apiserver.cli.main import write_default_config
+
+    local = tmp_path / "state" / "config.ini"
+    monkeypatch.setattr(config_module, "LOCAL_PATH", str(local))
+    write_default_config(str(local), BUILTIN_SECTIONS)
+    assert stat.S_IMODE(os.stat(local).st_mode) == 0o600 and stat.S_IMODE(os.stat(local.parent).st_mode) == 0o700
+    config = load_config(str(local))
+    assert config.state_dir == str(tmp_path / "state")
+    assert config.get("frontend", "http_port") == 2082 and "[frontend]" not in local.read_text()
+
+
+def test_the_tracked_config_is_never_written():
+    """A server run on the checkout's conf/config.ini refuses scope:set (and apiserver set); the file stays."""
+    import pytest
+
+    from apiserver.config_file import ConfigFile
+    from apiserver.errors import InvalidArgument
+
+    path = config_module.CHECKOUT_PATH
+    with open(path, encoding="utf-8") as fh:
+        before = fh.read()
+    with pytest.raises(InvalidArgument, match="tracked reference"):
+        ConfigFile(load_config(path)).write([("core", "db_threads", "3")])
+    with open(path, encoding="utf-8") as fh:
+        assert fh.read() == before

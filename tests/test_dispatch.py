@@ -52,10 +52,15 @@ class FakeApp:
         self.api = ApiStub(self)  # the built-in dispatcher reads self.registry and self.run_blocking
         self.registry = Registry([Greeter(self.api)], call_hook=self.pm.hook.apiserver_call)
         self.blocking_calls = 0
+        self.accounts_seen = []
 
     def run_blocking(self, fn, *args, **kwargs):
         self.blocking_calls += 1
         return defer.maybeDeferred(fn, *args, **kwargs)
+
+    def run_blocking_for(self, account, fn, *args, **kwargs):
+        self.accounts_seen.append(account)
+        return self.run_blocking(fn, *args, **kwargs)
 
 
 def ctx_for(app, role):
@@ -84,6 +89,16 @@ def test_unknown_name_suggests_closest():
     """An unknown function gives UnknownMethod with the closest names."""
     with pytest.raises(UnknownMethod, match="greeter_say_hello"):
         FakeApp().registry.lookup("greeter_say_helo")
+
+
+@pytest.mark.parametrize("typo, suggestion", [("greeter.say_helo", "did you mean greeter.say_hello,"),
+                                              ("greeter:say-helo", "did you mean greeter:say-hello,"),
+                                              ("greeter_say_helo", "did you mean greeter_say_hello,")])
+def test_suggestions_are_spelt_as_the_caller_spells(typo, suggestion):
+    """A dotted XML-RPC typo is answered with the dotted name, a cpcmd one with the command name."""
+    with pytest.raises(UnknownMethod) as caught:
+        FakeApp().registry.lookup(typo)
+    assert suggestion in str(caught.value), str(caught.value)
 
 
 def test_bind_positional_named_and_defaults():
@@ -126,13 +141,13 @@ def test_internal_errors_are_hidden():
 
 
 def test_blocking_functions_go_to_the_pool():
-    """Functions declared blocking run through app.run_blocking; non-blocking ones do not."""
+    """Functions declared blocking run on the pool within their site's share; non-blocking ones do not."""
     app = FakeApp()
     on_pool = app.registry.lookup("greeter_on_pool")
     assert result_of(app.registry.invoke(ctx_for(app, Role.USER), on_pool, {"n": 4})) == 8
     result_of(app.registry.invoke(ctx_for(app, Role.USER), app.registry.lookup("greeter_say_hello"),
                                 {"who": "x", "times": 1}))
-    assert app.blocking_calls == 1
+    assert app.blocking_calls == 1 and app.accounts_seen == [("site", "example.com")]
 
 
 def test_wrapper_hook_sees_and_changes_calls():

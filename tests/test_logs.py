@@ -127,3 +127,40 @@ def test_text_log_and_json_traceback_mask_keys(tmp_path):
     line = event_as_json({"log_time": 1, "log_level": LogLevel.critical, "log_namespace": "n",
                           "log_format": "it failed", "log_failure": failure})
     assert "ValueError" in line and KEY not in line
+
+
+def test_mask_url_hides_the_user_and_password_of_a_url():
+    """An absolute-form or scheme-relative request target loses its user:password; an @ in a path stays."""
+    assert mask_url("GET http://bob:s3cret@example.com/dav/x HTTP/1.1") == "GET http://***@example.com/dav/x HTTP/1.1"
+    assert "s3cret" not in mask_url("//bob:s3cret@host/dav/") and mask_url("/dav/a@b.txt") == "/dav/a@b.txt"
+
+
+def test_log_entries_are_bounded():
+    """A huge message or traceback is cut to MAX_ENTRY characters, saying how much was left out."""
+    from apiserver.logs import MAX_ENTRY, bounded
+
+    cut = bounded("x" * (MAX_ENTRY * 10) + "\n")
+    assert len(cut) < MAX_ENTRY + 100 and cut.endswith("not logged]\n") and str(MAX_ENTRY * 9 + 1) in cut
+    line = event_as_json({"log_time": 1, "log_level": LogLevel.error, "log_namespace": "x",
+                          "log_format": "{v}", "v": "y" * 100_000})
+    assert len(line) < MAX_ENTRY + 2 * 2000 + 500
+
+
+def test_identical_errors_are_counted_not_repeated():
+    """The same error 50 times within the window is written once; the count follows after the window."""
+    from apiserver.logs import RepeatedErrors
+
+    written = []
+    repeats = RepeatedErrors(written.append, window=60)
+
+    def error(text, when, level=LogLevel.error):
+        repeats({"log_time": when, "log_level": level, "log_namespace": "apiserver.dav", "log_format": text})
+
+    for i in range(50):
+        error("parse failed", 1000 + i)
+    error("another failure", 1001)
+    repeats({"log_time": 1002, "log_level": LogLevel.info, "log_namespace": "x", "log_format": "info line"})
+    assert [e["log_format"] for e in written] == ["parse failed", "another failure", "info line"]
+    error("parse failed", 1070)
+    assert written[3]["repeats"] == 49 and "repeated" in written[3]["log_format"]
+    assert written[4]["log_format"] == "parse failed"

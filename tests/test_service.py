@@ -66,10 +66,11 @@ def test_port_in_use_exits_non_zero_naming_the_address(tmp_path, starter):
 
 
 def test_twistd_logs_json_lines_and_stops_cleanly(tmp_path):
-    """Under twistd, log_format=json gives one JSON object per line, SIGHUP reopens the log and
-    SIGTERM closes the port."""
+    """Under twistd, log_format=json gives one JSON object per line (an HTTPS listener's url a bare URL,
+    its certificate a field of its own), SIGHUP reopens the log and SIGTERM closes the port."""
     log_name = "server.log"
-    path, port = make_config(tmp_path, {"core": {"log_format": "json", "log_file": log_name, "access_log": "true"}})
+    path, port = make_config(tmp_path, {"core": {"log_format": "json", "log_file": log_name, "access_log": "true"}},
+                             https=True)
     key = init(path)
     log_path = str(tmp_path / "state" / log_name)
     proc = spawn(twistd_cmd(path), str(tmp_path), str(tmp_path / "stdout.txt"))
@@ -94,6 +95,9 @@ def test_twistd_logs_json_lines_and_stops_cleanly(tmp_path):
         assert event["time"].endswith("Z") and "T" in event["time"]
     messages = [e["message"] for e in events]
     assert any("HTTP API listening on http://127.0.0.1:" in m for m in messages), messages
+    [https] = [e for e in events if e["message"].startswith("HTTPS API listening")]
+    assert https["url"].startswith("https://127.0.0.1:") and https["url"].endswith("/soap"), https
+    assert https["certificate"].endswith(".crt") and https["certificate"] in https["message"]
     access = [e for e in events if e["namespace"] == "apiserver.access"]
     assert access and key not in text and "authkey=***" in access[0]["message"]
     assert any(e["message"] == "apiserver stopped" for e in events), messages

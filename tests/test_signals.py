@@ -3,12 +3,15 @@ re-reads the config and reopens the log file."""
 
 import os
 import signal
+import subprocess
 import threading
 import xmlrpc.client
 
 import pytest
 
-from tests.ops_support import get, init, listening, make_config, metric, read, rewrite, serve_cmd, spawn, wait_for
+from tests.ops_support import (
+    env, get, init, listening, make_config, metric, read, rewrite, serve_cmd, spawn, wait_for,
+)
 
 REMOTE = {"X-Forwarded-For": "192.0.2.9"}
 
@@ -160,6 +163,7 @@ def test_sighup_reads_the_config_file_off_the_reactor_thread(tmp_path, monkeypat
 
 NAPPING_PLUGIN = '''
 import os
+import subprocess
 import time
 
 from apiserver import hookimpl
@@ -218,3 +222,38 @@ def test_sigterm_lets_a_cpcmd_call_in_flight_finish(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert call.returncode == 0 and stdout.strip() == "3", (stdout, stderr)
+
+
+def test_sigint_stops_a_server_started_ignoring_it(tmp_path):
+    """Started as `nohup apiserver serve &` does (SIGINT ignored), SIGINT still stops it with status 0."""
+    path, port = make_config(tmp_path, {})
+    init(path)
+    log_path = str(tmp_path / "server.out")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(serve_cmd(path), stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path), env=env(),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for(listening(port), proc, log_path, what="serve listening")
+        # the reactor runs (its signal handlers are in place) once start-up has logged the plugins
+        wait_for(lambda: "built-in plugins" in read(log_path), proc, log_path, what="start-up finished")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, read(log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sighup_names_an_unknown_section_without_a_dash(tmp_path):
+    """A config with an unknown section is not reloaded on SIGHUP, and the log names "[bogus]" alone."""
+    path, url, proc, log_path = _start(tmp_path, {})
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("\n[bogus]\nx = 1\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "not reloaded" in read(log_path), proc, log_path, what="the refused reload")
+        line = next(line for line in read(log_path).splitlines() if "not reloaded" in line)
+        assert "[bogus]: unknown section" in line and "[bogus] -" not in line, line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -51,7 +51,7 @@ class Accounts:
     """
 
     def __init__(self, storage, clock, pools, settings, hooks, *, directory, keys, sessions, ciphers, ui_passwords,
-                 ip_restrictions, notices, system_accounts=None):
+                 ip_restrictions, notices, system_accounts=None, throttle=None):
         self._storage = storage
         self._clock = clock
         self._pools = pools
@@ -65,6 +65,7 @@ class Accounts:
         self._ip_restrictions = ip_restrictions
         self._notices = notices
         self._system_accounts = system_accounts
+        self._throttle = throttle  # Anvil: hashing bounded per address and judged as failures count
         self._dummy_lock = threading.Lock()  # held while hashing: never taken on the reactor thread
         self._dummy_hash: Optional[str] = None
         self._verifying: dict = {}  # HMAC of credentials being verified -> Deferreds waiting for it
@@ -180,7 +181,7 @@ class Accounts:
         generation = self.verified_passwords.generation  # before the row: a change meanwhile voids it
         found = await run_blocking(self._password_row, site, username)
         stored = found[1] if found else None
-        ok = await run_hashing(self._verify_or_dummy, password, stored)
+        ok = await self._hash_for(address, self._verify_or_dummy, password, stored)
         identity = found[0] if found else None
         if identity is not None:
             # Queued, not written while the client waits: a known account must cost no more
@@ -198,6 +199,15 @@ class Accounts:
         if remembered:
             self.verified_passwords.remember(gate.value, site, username, password, identity, stored, generation)
         return identity
+
+    def _hash_for(self, address: str, fn, *args) -> defer.Deferred:
+        """``fn`` on the hashing pool within ``address``'s share (its Anvil key); once its turn
+        comes, an address blocked (or to be delayed) meanwhile is answered by Anvil, unhashed."""
+        throttle = self._throttle
+        if throttle is None:
+            return self._pools.run_hashing(fn, *args)
+        return self._pools.run_hashing_for(throttle.key_for(address), fn, *args,
+                                           ready=lambda: throttle.check_now(address))
 
     async def _remembered_login(self, gate: Gate, site, username: str, password: str) -> Optional[Identity]:
         """The identity of a password verified within ``[dav] verified_password_ttl``, else None.

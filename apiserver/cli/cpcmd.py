@@ -23,6 +23,7 @@ import xmlrpc.client
 from typing import Any, Optional
 
 from apiserver.cli.args import ArgumentSyntaxError, parse_arguments
+from apiserver import __version__
 from apiserver.config import BUILTIN_SECTIONS, Config, ConfigError, config_path
 
 EXIT_FAULT, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -40,7 +41,8 @@ examples:
 arguments: null, true, false, numbers, "quoted strings", '[a,b,c]' lists and
 '[key:value,key2:value2]' hashes (nesting allowed); -i json takes JSON instead.
 local mode (as root on the server): the socket named by [core] cli_socket in the config
-(--config FILE, else $APISERVER_CONFIG, else conf/config.ini).
+file: --config FILE, else $APISERVER_CONFIG, else /etc/apiserver/config.ini when it exists,
+else the checkout's local state/config.ini.
 remote mode: --url https://host:2083 --key KEY (or $APISERVER_URL, $APISERVER_KEY).
 exit status: 0 success, 1 the call failed (message on stderr), 2 usage error, 3 server unreachable.
 """
@@ -195,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cpcmd", usage="cpcmd [-d DOMAIN] [-u USER] [-o cli|json|yaml] [-i json] module:function-name [ARG...]",
         description="Call an apiserver module function.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cpcmd (apiserver) {__version__}")
     parser.add_argument("-d", "--domain", metavar="DOMAIN", help="act as this site's administrator")
     parser.add_argument("-u", "--user", metavar="USER", help="act as this user (of DOMAIN)")
     parser.add_argument("-o", "--output", choices=("cli", "json", "yaml"), default="cli",
@@ -309,6 +312,9 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"cpcmd: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if opts.list is not None and not result:
+        print(f"cpcmd: no command matches {opts.list!r} ('cpcmd -l' lists them all)", file=sys.stderr)
+        return EXIT_FAULT
     text = render(result, opts.output)
     if text:
         print(text)

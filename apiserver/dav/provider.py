@@ -19,17 +19,21 @@ Blocking: everything here is filesystem work and runs on the DAV thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import shutil
 import stat
+from typing import Optional
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, DAVError
+from wsgidav.dav_error import (
+    HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_PRECONDITION_FAILED, DAVError,
+)
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
-from wsgidav.prop_man.property_manager import PropertyManager
 
+from apiserver.dav import descriptors
 from apiserver.errors import InvalidArgument
 from apiserver.sites.home import is_inside, split_site_path
 
@@ -39,8 +43,6 @@ TEMP_PREFIX = ".dav-upload-"
 ACL_XATTR = "system.posix_acl_access"
 #: Longest file name and path (Linux's NAME_MAX and PATH_MAX).
 NAME_MAX, PATH_MAX = 255, 4096
-#: Bytes of dead properties (PROPPATCH) one site may keep in memory.
-MAX_PROPERTY_BYTES = 1 << 20
 #: Bytes read or written per step of GET, PUT and COPY (also WsgiDAV's ``block_size``).
 BLOCK_SIZE = 256 * 1024
 
@@ -97,23 +99,43 @@ class AtomicWriter:
 class HomeFileResource(FileResource):
     """A file of the home; ``pending`` while a PUT creates it (nothing is on disk yet)."""
 
-    def __init__(self, path: str, environ: dict, file_path: str, pending: bool = False):
-        if pending:  # DAVNonCollection's constructor, without FileResource's stat of a missing file
+    def __init__(self, path: str, environ: dict, file_path: str, pending: bool = False,
+                 info: Optional[os.stat_result] = None):
+        if pending or info is not None:  # DAVNonCollection's constructor, without FileResource's stat
             super(FileResource, self).__init__(path, environ)
             self._file_path = file_path
-            self.file_stat = os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+            self.file_stat = info or os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0))
             self.name = util.to_str(os.path.basename(file_path))
         else:
             super().__init__(path, environ, file_path)
         self._writer = None
+        self._content_type = None
+
+    def get_content_type(self):
+        """WsgiDAV's guess from the name, made once (a PROPFIND asks three times per member)."""
+        if self._content_type is None:
+            self._content_type = super().get_content_type()
+        return self._content_type
+
+    def get_ref_url(self):
+        return _ref_url(self, FileResource)
+
+    def get_etag(self):
+        """WsgiDAV's ETag (inode, mtime, size) from the stat the resource was made with: no stat again."""
+        info = self.file_stat
+        return f"{info[stat.ST_INO]}-{info[stat.ST_MTIME]}-{info[stat.ST_SIZE]}"
 
     def get_content(self):
         """Open for reading and check on the descriptor that the file is inside the home."""
-        fd = os.open(self._file_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO swapped in after the check is opened without waiting for a writer.
+        fd = os.open(self._file_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            if not is_inside(fd_path(fd), self.provider.root_folder_path_real) or \
-                    not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not is_inside(fd_path(fd), self.provider.root_folder_path_real) or not stat.S_ISREG(info.st_mode):
                 raise _forbidden("the file is not inside the site's home")
+            if info.st_nlink > 1:
+                raise _forbidden("a file with other hard links (perhaps outside the site's home) is not served")
+            os.set_blocking(fd, True)
             return os.fdopen(fd, "rb", BLOCK_SIZE)
         except BaseException:
             os.close(fd)
@@ -183,6 +205,81 @@ class HomeFileResource(FileResource):
                 prop_manager.copy_properties(self.get_ref_url(), dest_url, self.environ)
 
 
+    def delete(self):
+        """DELETE through the checked folder's descriptor (``unlinkat``)."""
+        with _as_dav_errors():
+            descriptors.remove_file(self._file_path, self.provider.root_folder_path_real)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+
+    def support_recursive_move(self, dest_path):
+        return _can_rename(self, dest_path)
+
+    def move_recursive(self, dest_path):
+        _move(self, dest_path)
+
+
+def _can_rename(res, dest_path) -> bool:
+    """MOVE by one rename when the target's folder is on the same file system (else copy and delete)."""
+    return descriptors.same_device(res._file_path, res.provider._loc_to_file_path(dest_path, res.environ))
+
+
+def _move(res, dest_path) -> None:
+    """MOVE by ``renameat2(RENAME_NOREPLACE)`` between the checked folders' descriptors; dead
+    properties follow."""
+    provider = res.provider
+    dest_file = provider._loc_to_file_path(dest_path, res.environ)
+    if util.is_equal_or_child_uri(res.path, dest_path):
+        raise _forbidden("a resource cannot be moved into itself")
+    with _as_dav_errors():
+        descriptors.move(res._file_path, dest_file, provider.root_folder_path_real)
+    if provider.prop_manager:
+        provider.prop_manager.move_properties(res.get_ref_url(), provider.share_path + dest_path,
+                                              with_children=True, environ=res.environ)
+
+
+@contextlib.contextmanager
+def _as_dav_errors():
+    """Filesystem refusals as DAV answers: 403 out of the home or not allowed, 412 when the
+    target exists, 409 when its folder is missing."""
+    try:
+        yield
+    except descriptors.OutsideHome:
+        raise _forbidden("the path leads out of the site's home") from None
+    except FileExistsError:
+        raise DAVError(HTTP_PRECONDITION_FAILED, "the target exists") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise DAVError(HTTP_CONFLICT, "a folder on the way is missing") from None
+    except (PermissionError, IsADirectoryError):
+        raise _forbidden("not allowed here") from None
+
+
+def _ref_url(res, base) -> str:
+    """The resource's quoted URL, made once (a PROPFIND asks for it ten times per member)."""
+    ref = res.__dict__.get("_ref")
+    if ref is None:
+        ref = res._ref = base.get_ref_url(res)
+    return ref
+
+
+#: environ key: the empty file a LOCK of an unmapped URL made (path, st_dev, st_ino).
+LOCK_MADE_FILE = "apiserver.dav.lock_made_file"
+
+
+def _remove_lock_file(environ: dict) -> None:
+    """Remove the empty file this LOCK made, if it is still that file and still empty."""
+    made = environ.pop(LOCK_MADE_FILE, None)
+    if made is None:
+        return
+    path, dev, ino = made
+    try:
+        info = os.lstat(path)
+        if (info.st_dev, info.st_ino) == (dev, ino) and stat.S_ISREG(info.st_mode) and info.st_size == 0:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
     """Give the new file ``fd`` the mode and access ACL of the file it will replace, if any."""
     try:
@@ -211,6 +308,29 @@ class HomeFolderResource(FolderResource):
     def get_available_bytes(self):
         return None
 
+    def get_ref_url(self):
+        return _ref_url(self, FolderResource)
+
+    def get_member_list(self) -> list:
+        """The members, from one listing with one ``lstat`` each (WsgiDAV resolves and stats every
+        name again): folders and files only, no links, no uploads in progress."""
+        members = []
+        with os.scandir(self._file_path) as listing:
+            for entry in listing:
+                name = entry.name
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # gone since the listing
+                path = util.join_uri(self.path, name)
+                if stat.S_ISREG(info.st_mode):
+                    members.append(HomeFileResource(path, self.environ, entry.path, info=info))
+                elif stat.S_ISDIR(info.st_mode):
+                    members.append(HomeFolderResource(path, self.environ, entry.path))
+        return members
+
     def get_member_names(self) -> list:
         """WsgiDAV's listing (without ``follow_symlinks`` it skips links and anything neither a
         file nor a folder), less the temporary files of uploads in progress."""
@@ -224,14 +344,55 @@ class HomeFolderResource(FolderResource):
         if self.environ.get("REQUEST_METHOD") == "PUT":
             res = HomeFileResource(path, self.environ, file_path, pending=True)
             return res
-        fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        os.close(fd)
+        with _as_dav_errors():
+            made = descriptors.create_file(file_path, self.provider.root_folder_path_real)
+        self.environ[LOCK_MADE_FILE] = (file_path, made.st_dev, made.st_ino)
         return self.provider.get_resource_inst(path, self.environ)
+
+    def create_collection(self, name):
+        """MKCOL in this folder's checked descriptor (``mkdirat``)."""
+        file_path = self.provider._loc_to_file_path(util.join_uri(self.path, name), self.environ)
+        with _as_dav_errors():
+            descriptors.make_folder(file_path, self.provider.root_folder_path_real)
+
+    def delete(self):
+        """DELETE of the folder and all in it, from its parent's checked descriptor, links never followed."""
+        with _as_dav_errors():
+            descriptors.remove_tree(self._file_path, self.provider.root_folder_path_real)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+
+    def copy_move_single(self, dest_path, *, is_move):
+        """COPY of the folder alone (WsgiDAV copies its members one by one): made in the target's
+        checked parent, dead properties copied."""
+        provider = self.provider
+        dest_file = provider._loc_to_file_path(dest_path, self.environ)
+        if util.is_equal_or_child_uri(self.path, dest_path):
+            raise _forbidden("a folder cannot be copied into itself")
+        with _as_dav_errors():
+            try:
+                descriptors.make_folder(dest_file, provider.root_folder_path_real)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(dest_file).st_mode):
+                    raise
+        if provider.prop_manager:
+            dest_url = provider.share_path + dest_path
+            if is_move:
+                provider.prop_manager.move_properties(self.get_ref_url(), dest_url, with_children=False,
+                                                      environ=self.environ)
+            else:
+                provider.prop_manager.copy_properties(self.get_ref_url(), dest_url, self.environ)
+
+    def support_recursive_move(self, dest_path):
+        return _can_rename(self, dest_path)
+
+    def move_recursive(self, dest_path):
+        _move(self, dest_path)
 
 
 class HomeProvider(FilesystemProvider):
-    """One DAV root (a site's home, or a user's folder in it), with its own locks and properties;
-    always read-write (WsgiDAV's ``readonly`` stays False)."""
+    """One DAV root (a site's home, or a user's folder in it), with its site's locks and properties
+    (:mod:`apiserver.dav.state`); always read-write (WsgiDAV's ``readonly`` stays False)."""
 
     def __init__(self, root: str):
         super().__init__(root, fs_opts={"follow_symlinks": False})
@@ -260,9 +421,25 @@ class HomeProvider(FilesystemProvider):
 
     def custom_request_handler(self, environ, start_response, default_handler):
         """Refuse PROPFIND with Depth infinity (403 with DAV:propfind-finite-depth, RFC 4918 9.1):
-        one request would walk the whole home."""
+        one request would walk the whole home.  A refused LOCK of an unmapped URL (conflict, a
+        bound of the site) leaves no empty file behind."""
         default_handler.__self__.allow_propfind_infinite = False
-        return default_handler(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "LOCK":
+            return default_handler(environ, start_response)
+        statuses = []
+
+        def start(status, headers, exc_info=None):
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        try:
+            result = default_handler(environ, start)
+        except BaseException:
+            _remove_lock_file(environ)
+            raise
+        if not statuses or not statuses[0].startswith("2"):
+            _remove_lock_file(environ)
+        return result
 
     def get_resource_inst(self, path: str, environ: dict):
         self._count_get_resource_inst += 1
@@ -277,15 +454,3 @@ class HomeProvider(FilesystemProvider):
             return HomeFileResource(path, environ, file_path)
         raise _forbidden("only files and folders are served over DAV")
 
-
-class BoundedPropertyManager(PropertyManager):
-    """WsgiDAV's in-memory dead properties (PROPPATCH), at most :data:`MAX_PROPERTY_BYTES` per root."""
-
-    def write_property(self, norm_url, name, property_value, dry_run, environ=None):
-        if not dry_run:
-            self._lazy_open()
-            used = sum(len(k) + len(v) for props in self._dict.values() for k, v in props.items()
-                       if isinstance(v, (str, bytes)))
-            if used + len(name) + len(property_value or b"") > MAX_PROPERTY_BYTES:
-                raise DAVError(HTTP_INSUFFICIENT_STORAGE, "too many dead properties for this site")
-        return super().write_property(norm_url, name, property_value, dry_run, environ)

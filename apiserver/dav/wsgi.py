@@ -3,8 +3,8 @@
 Blocking: :class:`DavApplication` runs on the DAV thread pool (Twisted's WSGIResource).  The
 Twisted resource (:mod:`apiserver.transport.dav`) has already authenticated the request and
 puts a :class:`DavAccount` into the environ; here it becomes a DAV root and the WsgiDAV
-provider of that root (one per root, each with its own in-memory locks and dead properties,
-so one site never sees another's locks).
+provider of that root (one per root), whose dead properties and locks are the site's, kept in
+the project's storage (:mod:`apiserver.dav.state`): one site never sees another's.
 
 DAV roots: a site administrator gets the site's home; a user of a site the folder
 ``/home/<user>`` in that home, made (0700) on first use.
@@ -34,15 +34,16 @@ from wsgidav import request_server as wsgidav_request_server
 from wsgidav import util as wsgidav_util
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_error import as_DAVError as _wsgidav_as_dav_error
-from wsgidav.error_printer import ErrorPrinter
 from wsgidav.lock_man.lock_manager import LockManager
-from wsgidav.lock_man.lock_storage import LockStorageDict
 from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from apiserver.dav.provider import BLOCK_SIZE, BoundedPropertyManager, HomeProvider, fd_path
+from apiserver.dav.errors import REFUSED_BY_FILE_SYSTEM, PlainErrors, client_gone
+from apiserver.dav.provider import BLOCK_SIZE, HomeFileResource, HomeProvider, fd_path
+from apiserver.dav.state import DavScope, DavState, SiteLockStorage, SitePropertyManager
 from apiserver.errors import NotFound
+from apiserver.logs import one_line_error
 from apiserver.sites.actas import ActingIterator, FsIdentity, SiteFiles, ThreadIdentity
 from apiserver.sites.home import is_inside
 
@@ -51,12 +52,21 @@ MOUNT_PATH = "/dav"
 
 
 class _TwistedLogHandler(logging.Handler):
-    """WsgiDAV's errors (it logs through ``logging``) into the server log."""
+    """WsgiDAV's errors (it logs through ``logging``) into the server log, each on one bounded
+    line: its message and the exception's type and message, never a traceback; a client gone
+    mid-transfer at info level."""
 
     log = Logger(namespace="apiserver.dav")
 
     def emit(self, record):
-        self.log.error("WsgiDAV: {message}", message=self.format(record))
+        message = " ".join(record.getMessage().split())[:300]
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and client_gone(exc):
+            self.log.info("WsgiDAV: {message}: the client closed the connection", message=message)
+            return
+        if exc is not None:
+            message += f" ({one_line_error(exc)})"
+        self.log.error("WsgiDAV: {message}", message=message)
 
 
 def route_wsgidav_logging() -> None:
@@ -66,10 +76,6 @@ def route_wsgidav_logging() -> None:
         logger.addHandler(_TwistedLogHandler(logging.ERROR))
     logger.setLevel(logging.ERROR)
     logger.propagate = False
-
-
-#: What a request gets when the kernel refused the account (EACCES, EPERM) what the path checks allowed.
-REFUSED_BY_FILE_SYSTEM = "the file system refused this account access to that file or folder"
 
 
 def as_dav_error(error):
@@ -110,8 +116,8 @@ SERVER_FAILED = b"the request failed on the server; the error was logged\n"
 
 
 class HideServerErrors(BaseMiddleware):
-    """Answers a 500 with a fixed plain text: WsgiDAV's error page would show the exception (with
-    host paths); ErrorPrinter below has logged it (to the server log, see route_wsgidav_logging)."""
+    """Answers a 500 with a fixed plain text, whoever made it: WsgiDAV's error page would show the
+    exception (with host paths); PlainErrors below has logged it on one line."""
 
     def __call__(self, environ, start_response):
         hidden = []
@@ -143,7 +149,7 @@ def wsgidav_config() -> dict:
     return {
         "provider_mapping": {},
         "mount_path": MOUNT_PATH,
-        "middleware_stack": [HideServerErrors, ErrorPrinter, RequestResolver],
+        "middleware_stack": [HideServerErrors, PlainErrors, RequestResolver],
         "lock_storage": False,          # per provider, see DavApplication.provider_for
         "property_manager": None,
         "block_size": BLOCK_SIZE,
@@ -159,12 +165,15 @@ def wsgidav_config() -> dict:
 class DavApplication:
     """WSGI application: ``environ["apiserver.dav.account"]`` -> its root's provider -> WsgiDAV.
 
-    ``site_files``: who a request of the site's administrator or of one of its users acts as when
-    the server runs as root (default: the home's owner for every account).
+    ``state``: where sites' dead properties and locks live; ``site_files``: who a request of the
+    site's administrator or of one of its users acts as when the server runs as root (default: the
+    home's owner for every account).
     """
 
-    def __init__(self, site_homes, as_owner: Optional[bool] = None, site_files: Optional[SiteFiles] = None):
+    def __init__(self, site_homes, state: DavState, as_owner: Optional[bool] = None,
+                 site_files: Optional[SiteFiles] = None):
         self.site_homes = site_homes
+        self.state = state
         self.wsgidav = AccountDavApp(wsgidav_config())
         route_wsgidav_logging()
         answer_refusals_with_403()
@@ -173,43 +182,89 @@ class DavApplication:
         self._providers: dict = {}
         self._lock = threading.Lock()
 
-    def __call__(self, environ, start_response):
-        _serving.provider = None
-        account: DavAccount = environ["apiserver.dav.account"]
-        try:
-            home = self.site_homes.get(account.site)
-        except NotFound:
-            return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
+    def _locate(self, account: DavAccount):
+        """Blocking, as root.  ``(root, identity)``: the real path of ``account``'s DAV root and the
+        file-system identity its requests act as (None when the server is not root); NotFound
+        when its site has no home here."""
+        home = self.site_homes.get(account.site)
         files = self.site_files
         identity = files.identity_of(home, account.user) if files is not None else None
         root = os.path.realpath(home.root)
         if account.user is not None:
             root = user_folder(root, account.user, identity)
+        if identity is not None:
+            files.reach(identity)
+        return root, identity
+
+    def open_file(self, account: DavAccount, path: str) -> Optional[FileAnswer]:
+        """Blocking (DAV thread).  A plain GET of the file at DAV ``path``, opened and checked as
+        WsgiDAV's GET opens it (as the account), or None when WsgiDAV must answer (not a file,
+        refused)."""
+        try:
+            root, identity = self._locate(account)
+        except (NotFound, OSError):
+            return None
+        if identity is None:
+            return self._open(root, path, account)
+        with self.site_files.threads.acting_as(identity):
+            return self._open(root, path, account)
+
+    def _open(self, root: str, path: str, account: DavAccount) -> Optional[FileAnswer]:
+        try:
+            provider = self.provider_for(root, account)
+            environ = {"wsgidav.provider": provider, "wsgidav.config": {}, "REQUEST_METHOD": "GET"}
+            res = provider.get_resource_inst(path, environ)
+            if not isinstance(res, HomeFileResource):
+                return None
+            fileobj = res.get_content()
+        except (DAVError, OSError, NotFound):
+            return None
+        try:
+            return FileAnswer.of(fileobj, res.get_content_type())
+        except BaseException:
+            fileobj.close()
+            raise
+
+    def __call__(self, environ, start_response):
+        _serving.provider = None
+        self.state.begin_request()
+        account: DavAccount = environ["apiserver.dav.account"]
+        try:
+            root, identity = self._locate(account)
+        except NotFound:
+            return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
         if identity is None:
             return self._serve(environ, start_response, root, account)
-        files.reach(identity)
-        with files.threads.acting_as(identity):
+        with self.site_files.threads.acting_as(identity):
             body = self._serve(environ, start_response, root, account)
-        return ActingIterator(body, identity, files.threads)
+        return ActingIterator(body, identity, self.site_files.threads)
 
     def _serve(self, environ, start_response, root: str, account: DavAccount):
-        _serving.provider = self.provider_for(root)
+        try:
+            _serving.provider = self.provider_for(root, account)
+        except NotFound:
+            return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
         environ["wsgidav.auth.user_name"] = f"{account.user}@{account.site}" if account.user else account.site
         environ["wsgidav.auth.realm"] = "apiserver DAV"
         return self.wsgidav(environ, start_response)
 
-    def provider_for(self, root: str) -> HomeProvider:
-        """The provider of DAV root ``root``; a new home at the same path (site re-created) gets a new one."""
+    def provider_for(self, root: str, account: DavAccount) -> HomeProvider:
+        """The provider of DAV root ``root`` of ``account``'s site (NotFound when the database has no
+        such site); a new home at the same path (site re-created) gets a new one."""
         info = os.stat(root)
         key = (root, info.st_dev, info.st_ino)
         with self._lock:
             provider = self._providers.get(key)
             if provider is None:
+                site_id = self.state.site_id(account.site)
+                if site_id is None:
+                    raise NotFound(f"site {account.site} is not in the database")
+                scope = DavScope.of(site_id, account.site, account.user)
                 provider = HomeProvider(root)
                 provider.set_share_path("/")
                 provider.set_mount_path(MOUNT_PATH)
-                provider.set_lock_manager(LockManager(LockStorageDict()))
-                provider.set_prop_manager(BoundedPropertyManager())
+                provider.set_lock_manager(LockManager(SiteLockStorage(self.state, scope)))
+                provider.set_prop_manager(SitePropertyManager(self.state, scope))
                 for old in [k for k in self._providers if k[0] == root]:
                     del self._providers[old]
                 self._providers[key] = provider
@@ -248,6 +303,38 @@ def user_folder(home_root: str, user: str, owner: Optional[FsIdentity]) -> str:
     if not is_inside(real, home_root):
         raise PermissionError(f"the DAV folder of {user} leads out of the site's home")
     return real
+
+
+#: Files up to this size are read whole on the DAV thread that opens them (one hop, one write).
+READ_WHOLE = BLOCK_SIZE
+
+
+@dataclasses.dataclass
+class FileAnswer:
+    """What a plain GET sends: the open file (or, when small, its whole content) and the headers
+    WsgiDAV would send (length, type, Last-Modified, ETag from the opened file)."""
+
+    fileobj: Optional[object]
+    size: int
+    headers: list
+    content: Optional[bytes] = None
+
+    @classmethod
+    def of(cls, fileobj, content_type: str) -> "FileAnswer":
+        """Blocking.  The answer for ``fileobj`` (read whole and closed when small)."""
+        info = os.fstat(fileobj.fileno())
+        size = info.st_size
+        headers = [("Content-Length", str(size)), ("Last-Modified", wsgidav_util.get_rfc1123_time(info.st_mtime)),
+                   ("Content-Type", content_type), ("Date", wsgidav_util.get_rfc1123_time()),
+                   ("ETag", f'"{info.st_ino}-{int(info.st_mtime)}-{size}"'), ("Accept-Ranges", "bytes"),
+                   ("MS-Author-Via", "DAV")]
+        if size <= READ_WHOLE:
+            with fileobj:
+                content = fileobj.read(size + 1)
+            if len(content) != size:  # changed while read: let the stream send what it is
+                return cls(None, len(content), headers[1:] + [("Content-Length", str(len(content)))], content)
+            return cls(None, size, headers, content)
+        return cls(fileobj, size, headers)
 
 
 def _plain(start_response, status: str, message: str):

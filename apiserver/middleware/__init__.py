@@ -8,6 +8,8 @@ Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
     admit              API toggle (SOAP gate), DAV toggle (DAV)    -> Client.Disabled
                        Anvil check: blocked?  delay?               -> Client.Throttled
                        accounts.authenticate                       -> AuthenticationFailed
+                       (a password is hashed within its address's share, [auth]
+                       hashes_per_address, and Anvil judges it again first)
                        IP restrictions of the identity             -> AuthenticationFailed("ip")
                        (neither Anvil nor restrictions for root on the CLI socket,
                        verified by SO_PEERCRED)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from apiserver.config_file import plain_value
+from apiserver.config_file import format_value, plain_value
 from apiserver.hookspecs import hookimpl
 from apiserver.internal import internal_api
 from apiserver.module import BuiltinModule, Role, export
@@ -67,7 +67,8 @@ class ScopeModule(BuiltinModule):
         await scopes.set(self.api, name, ctx.identity, *args)
         if isinstance(scope, ConfigScope):
             section, key = args[0], args[1]
-            if not config.key(section, key).runtime:
+            in_force = config.validate(section, key, format_value(args[2])) == config.get(section, key)
+            if not config.key(section, key).runtime and not in_force:
                 return (f"saved to config.ini; [{section}] {key} takes effect after a restart "
                         f"(the running server keeps {show(plain_value(config, section, key))})"
                         if not config.key(section, key).secret else
@@ -90,7 +91,8 @@ class ScopeModule(BuiltinModule):
 
 
 def _spread(scope: Scope, values: tuple, for_set: bool) -> tuple:
-    """The scope's arguments: trailing nulls dropped; a lone list stands for all of them."""
+    """The scope's arguments: trailing nulls dropped, but the value of a scope without selectors
+    may be null (``scope:set auth.geoip-key null``); a lone list stands for all of them."""
     values = list(values)
     while values and values[-1] is None:
         values.pop()
@@ -98,6 +100,8 @@ def _spread(scope: Scope, values: tuple, for_set: bool) -> tuple:
         wanted = len(scope.selectors) + 1 if for_set else len(scope.selectors)
         if 0 < len(values[0]) <= wanted:
             values = list(values[0])
+    if for_set and not values and not scope.selectors:
+        values.append(None)
     return tuple(values)
 
 

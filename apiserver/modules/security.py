@@ -1,4 +1,4 @@
-"""The ``security`` module: .htaccess policy, Fortification, file audit, htpasswd and the setuid scan.
+"""The ``security`` module: .htaccess policy, Fortification, audit, htpasswd, binaries lockdown, setuid scan.
 
 Thin on purpose: declarations, roles and which site a call acts on.  The filesystem work is in
 :mod:`apiserver.sites`; every function here that touches the disk runs on the blocking pool,
@@ -17,7 +17,7 @@ from apiserver.errors import InvalidArgument, NotFound
 from apiserver.hookspecs import hookimpl
 from apiserver.module import BuiltinModule, Role, export
 from apiserver.sites import DOCUMENT_ROOT, audit, htaccess, htpasswd, setuid
-from apiserver.sites.records import FortificationInfo, HtaccessFinding, SetuidFile
+from apiserver.sites.records import FortificationInfo, HtaccessFinding, LockdownEntry, SetuidFile
 
 
 class SecurityModule(BuiltinModule):
@@ -51,6 +51,12 @@ class SecurityModule(BuiltinModule):
         """The application, mode, writable paths and window end of HOSTNAME's document root (or its folder PATH)."""
         home = await ctx.api.run_blocking(self._home, ctx, hostname)
         return await self.core.fortifier.info(home, path)
+
+    @export(roles=Role.SITE)
+    async def manifest_create(self, ctx, hostname: str, path: str = "") -> str:
+        """Write a Web App Manifest (.webapp.yml) for HOSTNAME's document root (or its folder PATH) from its profile and what learning added; returns its path."""  # noqa: E501 - the first line is the summary clients see
+        home = await ctx.api.run_blocking(self._home, ctx, hostname)
+        return await self.core.fortifier.write_manifest(home, path)
 
     @export(roles=Role.SITE)
     def audit(self, ctx, path: str = DOCUMENT_ROOT, requirements: Optional[dict] = None,
@@ -93,6 +99,18 @@ class SecurityModule(BuiltinModule):
         home = self._home(ctx)
         with self.core.site_files.acting(home):
             return htpasswd.users(home.resolve(file, must_exist=True), home)
+
+    # --- lockdown of binaries ------------------------------------------------------------------
+    @export(roles=Role.ADMIN)
+    async def lockdown(self, ctx, paths: Optional[list[str]] = None) -> bool:
+        """Deny the web server user running (and reading) PATHS, default [security] lockdown_binaries and lockdown_trees; re-applied every lockdown_interval."""  # noqa: E501 - the first line is the summary clients see
+        entries = await self.core.lockdown.lock(paths)
+        return all(e.denied for e in entries)
+
+    @export(roles=Role.ADMIN)
+    async def lockdown_status(self, ctx) -> list[LockdownEntry]:
+        """Each binary and tree of the last lockdown (or of [security] lockdown_binaries) and whether the web server user is denied it."""  # noqa: E501 - the first line is the summary clients see
+        return await self.core.lockdown.status()
 
     # --- setuid ---------------------------------------------------------------------------------
     @export(roles=Role.ADMIN)

@@ -91,7 +91,7 @@ class NoticeInfo:
     subject: str
     state: str
     attempts: int
-    created: datetime.datetime
+    created: datetime.datetime  # UTC, with its zone
     sent: Optional[datetime.datetime]
 
 
@@ -203,7 +203,12 @@ class Outbox:
         with self.storage.read() as conn:
             rows = conn.execute(query).all()
         return [NoticeInfo(id=r.id, to=r.recipient, subject=r.subject, state=r.state, attempts=r.attempts,
-                           created=r.created_at, sent=r.sent_at) for r in rows]
+                           created=_utc(r.created_at), sent=_utc(r.sent_at)) for r in rows]
+
+
+def _utc(value: Optional[datetime.datetime]) -> Optional[datetime.datetime]:
+    """A stored time (UTC; SQLite gives it back without a zone) with its zone, so clients see ``Z``."""
+    return value.replace(tzinfo=datetime.timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 @dataclasses.dataclass

@@ -166,7 +166,7 @@ class GeoipKeyScope(Scope):
     type = "hash"
     default = {"id": 0, "key": ""}
     help = ("MaxMind GeoIP2 web service account id and licence key for the location in login notices, "
-            "as a hash '[id:1234,key:key-name]'; '[id:0,key:]' clears it. GeoIP2 is preferred over a "
+            "as a hash '[id:1234,key:key-name]'; null or '[id:0,key:]' clears it. GeoIP2 is preferred over a "
             "GeoLite2 database when both are present. The key is never shown in full.")
 
     def __init__(self, config_file: ConfigFile):
@@ -194,7 +194,10 @@ class GeoipKeyScope(Scope):
 
     @staticmethod
     def parse(value) -> tuple[int, str]:
-        """``{id, key}`` or its ApisCP spelling ``'[id:1234,key:name]'`` -> (id, key); InvalidArgument if bad."""
+        """``{id, key}`` or its ApisCP spelling ``'[id:1234,key:name]'`` -> (id, key); InvalidArgument if bad.
+        Null clears the credentials, as ``[id:0,key:]`` does."""
+        if value is None:
+            return 0, ""
         if isinstance(value, str):
             from apiserver.cli.args import ArgumentSyntaxError, parse_argument
 

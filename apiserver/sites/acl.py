@@ -393,6 +393,17 @@ def user_groups(name: str, gid: int) -> frozenset:
     return frozenset(os.getgrouplist(name, gid))
 
 
+def deny(target: Target, st: os.stat_result, uid: int) -> bool:
+    """Blocking.  ``uid`` may neither read, write nor execute the entry (``setfacl -m u:UID:---``);
+    everyone else keeps what the mode gives them.  True when something changed."""
+    access, _default = _stored(target)
+    denied = _with_user(_entries(access, st.st_mode), uid, 0)
+    if denied == access:
+        return False
+    _write(target, ACCESS, denied)
+    return True
+
+
 def set_user_entry(path: str, uid: int, perm: int) -> bool:
     """Blocking.  Set the ACL entry of ``uid`` on ``path`` (not following a link) to exactly
     ``perm`` (``setfacl -m u:<uid>:<perm>``; the mask recalculated); whether it changed."""

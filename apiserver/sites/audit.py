@@ -13,7 +13,9 @@ hash (cpcmd ``'[user:www-data,perm:o+w]'``):
 ``writable``  a user name (or true for the web server user): that user may write the path
 
 ``union`` true: a path matches when any requirement holds; false: when all do.
-Links are listed by their own owner, never followed.  Blocking filesystem work.
+Links are listed by their own owner, never followed.  Without requirements a file with more
+than one hard link is listed too, whoever owns it: its other names may be outside the home
+(Fortification never changes such a file).  Blocking filesystem work.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Callable, Optional
 from apiserver.errors import InvalidArgument
 from apiserver.sites import acl
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path
-from apiserver.sites.walk import open_file, walk_inside
+from apiserver.sites.walk import FILE_FLAGS, open_file, walk_inside
 
 KEYS = ("user", "group", "perm", "name", "writable")
 _PERM = re.compile(r"^([ugoa]*)([+-])([rwx]+)$")
@@ -44,7 +46,12 @@ def audit(home: SiteHome, site_path: str, web_user: str, requirements: Optional[
     """Blocking.  Site paths at or under ``site_path`` matching ``requirements`` (see the module doc), sorted."""
     root = home.resolve(site_path or DOCUMENT_ROOT, must_exist=True)
     tests = _compile(requirements, web_user)
-    if len(tests) == 1:
+    if requirements is None:
+        web_writable = tests[0]
+
+        def matches(name, st, access, reachable) -> bool:
+            return (stat.S_ISREG(st.st_mode) and st.st_nlink > 1) or web_writable(name, st, access, reachable)
+    elif len(tests) == 1:
         matches = tests[0]
     else:
         combine = any if union else all
@@ -53,12 +60,16 @@ def audit(home: SiteHome, site_path: str, web_user: str, requirements: Optional[
             return combine(t(name, st, access, reachable) for t in tests)
 
     shown = home.site_path(root)
-    found = []
-    for rel, name, st, access, reachable in _walk(root, home, shown, tests):
-        if matches(name, st, access, reachable):
-            found.append(rel)
-            if len(found) > MAX_RESULTS:
-                raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")
+    if len(tests) == 1 and tests[0].fn is _web_default and tests[0].user.pw_uid != 0 \
+            and stat.S_ISDIR(os.lstat(root).st_mode):
+        found = _audit_web(root, home, shown, tests[0])  # the default audit, the one run most
+    else:
+        found = []
+        for rel, name, st, access, reachable in _walk(root, home, shown, tests):
+            if matches(name, st, access, reachable):
+                found.append(rel)
+                if len(found) > MAX_RESULTS:
+                    raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")
     base = shown.rstrip("/")
     return sorted(f"{base}/{rel}" if rel else shown for rel in found)
 
@@ -74,18 +85,19 @@ class _Test:
     def __init__(self, fn: Callable, needs_acl: bool = False, user: Optional[pwd.struct_passwd] = None,
                  bit: int = 0):
         self.fn, self.needs_acl, self.user, self.bit = fn, needs_acl, user, bit
+        self.memo: dict = {}  # (id of an ACL, uid, gid) -> (that ACL, whether ``user`` may write)
         self.gids = acl.user_groups(user.pw_name, user.pw_gid) if user is not None else frozenset()
 
     def __call__(self, name, st, access, reachable) -> bool:
+        if self.fn is _web_default:
+            return st.st_uid == self.user.pw_uid or _writable(st, access, reachable, self)
         return self.fn(name, st, access, reachable)
 
 
 def _compile(requirements: Optional[dict], web_user: str) -> list:
     if requirements is None or requirements == {}:
         web = _user(web_user, "the web server user")
-        test = _Test(lambda n, st, a, r: st.st_uid == web.pw_uid or _writable(st, a, r, test),
-                     needs_acl=True, user=web, bit=acl.WRITE)
-        return [test]
+        return [_Test(_web_default, needs_acl=True, user=web, bit=acl.WRITE)]
     if not isinstance(requirements, dict):
         raise InvalidArgument("requirements must be a hash such as [user:www-data,perm:o+w]")
     tests = []
@@ -193,7 +205,7 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
                 continue
             mode = st.st_mode
             if not mode & acl_bits:
-                if only_uid is not None and st.st_uid != only_uid:
+                if only_uid is not None and st.st_uid != only_uid and st.st_nlink == 1:
                     continue
                 yield folder.child_rel(entry.name), entry.name, st, None, here
                 continue
@@ -202,9 +214,12 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
                 # The mode lets the ACL decide: the group bits are the mask of an ACL, most likely.
                 if entry.is_file(follow_symlinks=False):
                     # Owner and ACL read again on one descriptor of the file: they belong together.
-                    fd, target = open_file(folder.fd, entry.name)
-                    if fd < 0:
-                        continue
+                    try:
+                        fd = target = os.open(entry.name, FILE_FLAGS, dir_fd=folder.fd)
+                    except OSError:
+                        fd, target = open_file(folder.fd, entry.name)  # gone, a link, or only O_PATH
+                        if fd < 0:
+                            continue
                     try:
                         st = os.fstat(fd)
                         access = acl.access_of(target, st, expected=True)
@@ -220,4 +235,98 @@ def _writable(st: os.stat_result, access: Optional[acl.Acl], reachable: dict, te
     if stat.S_ISLNK(st.st_mode) or not reachable.get(user.pw_uid, False):
         return False
     # No ACL read: the mode alone decides (see _Test).
-    return (access or acl.of_mode(st.st_mode)).allows(st, user.pw_uid, test.gids, acl.WRITE)
+    rights = access or acl.of_mode(st.st_mode)
+    # A tree's files share a few ACLs and owners: each answer is worked out once per audit (the
+    # memo holds the ACL, so its id is not reused while the key is there).
+    key = (id(rights), st.st_uid, st.st_gid)
+    known = test.memo.get(key)
+    if known is None:
+        known = test.memo[key] = (rights, rights.allows(st, user.pw_uid, test.gids, acl.WRITE))
+    return known[1]
+
+
+def _web_default(name, st, access, reachable) -> bool:
+    """The default requirement (the web user owns or may write the path): :class:`_Test` knows it."""
+    raise AssertionError("called through _Test")
+
+
+def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
+    """Blocking.  The default audit of the folder ``root`` in one loop: what :func:`_walk` and the
+    default requirement find together, without a tuple per entry, and without reading the ACL of a
+    file the web user cannot reach (it cannot write there, whatever the ACL says)."""
+    uid, gids, memo = test.user.pw_uid, test.gids, test.memo
+    found = []
+    for folder in walk_inside(root, home.real_root, shown=shown):
+        st = folder.stat
+        reach = folder.parent.data if folder.parent is not None else True
+        access = acl.access_of(folder.fd, st)
+        if st.st_uid == uid or (reach and access.allows(st, uid, gids, acl.WRITE)):
+            found.append(folder.rel)
+        folder.data = here = reach and access.allows(st, uid, gids, acl.EXECUTE)
+        prefix = f"{folder.rel}/" if folder.rel else ""
+        # In a folder with a default ACL (a writable one) files have ACLs as a rule: each is opened
+        # straight away, its fstat standing for the lstat (one call fewer per file).
+        inherits = here and acl.DEFAULT in os.listxattr(folder.fd)
+        for entry in folder.entries:
+            if entry.is_dir(follow_symlinks=False):
+                continue  # judged on its own descriptor when the walk enters it
+            if inherits and entry.is_file(follow_symlinks=False):
+                try:
+                    fd = target = os.open(entry.name, FILE_FLAGS, dir_fd=folder.fd)
+                except OSError:
+                    fd = -1
+                if fd >= 0:
+                    try:
+                        st = os.fstat(fd)
+                        if st.st_uid == uid:
+                            found.append(prefix + entry.name)
+                            continue
+                        if not st.st_mode & 0o022:
+                            continue
+                        rights = acl.access_of(target, st, expected=True)
+                    finally:
+                        os.close(fd)
+                    key = (id(rights), st.st_uid, st.st_gid)
+                    known = memo.get(key)
+                    if known is None:
+                        known = memo[key] = (rights, rights.allows(st, uid, gids, acl.WRITE))
+                    if known[1]:
+                        found.append(prefix + entry.name)
+                    continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if st.st_uid == uid:
+                found.append(prefix + entry.name)
+                continue
+            mode = st.st_mode
+            if not here or not mode & 0o022 or stat.S_ISLNK(mode):
+                continue  # unreachable, or neither the mask (group bits) nor other gives write
+            if entry.is_file(follow_symlinks=False):
+                # Owner and ACL read again on one descriptor of the file: they belong together.
+                try:
+                    fd = target = os.open(entry.name, FILE_FLAGS, dir_fd=folder.fd)
+                except OSError:
+                    fd, target = open_file(folder.fd, entry.name)  # gone, a link, or only O_PATH
+                    if fd < 0:
+                        continue
+                try:
+                    st = os.fstat(fd)
+                    rights = acl.access_of(target, st, expected=True)
+                finally:
+                    os.close(fd)
+                if st.st_uid == uid:
+                    found.append(prefix + entry.name)
+                    continue
+            else:
+                rights = acl.access_of(f"{acl.handle(folder.fd)}/{entry.name}", st, follow_symlinks=False)
+            key = (id(rights), st.st_uid, st.st_gid)
+            known = memo.get(key)
+            if known is None:
+                known = memo[key] = (rights, rights.allows(st, uid, gids, acl.WRITE))
+            if known[1]:
+                found.append(prefix + entry.name)
+        if len(found) > MAX_RESULTS:
+            raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")
+    return found

@@ -1,18 +1,19 @@
 """Fortification: what the web server user may write in a site's folder, by POSIX ACLs.
 
-A *profile* says which paths of an application the web server may write (``max``) and a wider
-set for updates and plugin installs (``min``), and how the application is recognised from its
-files.  Modes (api.md): ``max``, ``min``, ``learn`` and ``write`` (everything writable for a
-window, then ``max``), ``release`` (everything), ``reset`` (nothing).  Writable means an access
+A *profile* (:mod:`apiserver.sites.profiles`, or the folder's Web App Manifest:
+:mod:`apiserver.sites.manifest`) says which paths of an application the web server may write
+(``max``) and a wider set for updates and plugin installs (``min``).  Modes (api.md): ``max``,
+``min``, ``learn`` and ``write`` (everything writable for a window, then ``max``), ``release``
+(everything), ``reset`` (nothing, and what was learned is forgotten).  Writable means an access
 ACL ``u:WEB:rwx`` on the entry plus, on folders, the default ACL so that new entries inherit it;
 reading stays with the ordinary mode bits.  Outside the writable paths the web server user has
 no ACL entry, and files it owns there are given to the site's owner (a file's owner can always
-chmod it, so ownership would undo the fortification).
+chmod it, so ownership would undo the fortification).  The manifest is never granted.
 
 Windows live in the database (``fortifications``) on the injected clock: a restart closes
-overdue windows at once and sets a timer for pending ones.  A learn window records the
-filesystem's time when it opens; when it closes, what the web server user owns or modified
-since becomes the folder's learned profile and ``max`` applies.
+overdue windows at once and sets a timer for pending ones.  When a learn window closes, what
+the web server user made in it (:mod:`apiserver.sites.learning`) is added to what the folder
+learned before, kept in its row, and ``max`` applies: the profile's paths plus the learned ones.
 
 :class:`Fortifier` is ``app.fortifier``: its public methods return Deferreds and run the disk
 and database work through the injected ``run_blocking``; its timers run on the reactor.
@@ -26,7 +27,6 @@ import json
 import os
 import pwd
 import stat
-import tempfile
 from typing import Callable, Optional
 
 import sqlalchemy as sa
@@ -35,9 +35,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from apiserver.errors import InvalidArgument, NotFound, ServerError
-from apiserver.sites import acl
+from apiserver.sites import acl, manifest
+from apiserver.sites.learning import added_to, filesystem_now_ns, learn, under_any
 from apiserver.sites.home import DOCUMENT_ROOT, SiteHome, display_path, is_inside, split_site_path
-from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open_folder, walk, walk_inside
+from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open_folder, walk
+from apiserver.sites.profiles import Profile, detect, expand
 from apiserver.sites.records import FortificationInfo
 from apiserver.storage import utcnow
 
@@ -51,58 +53,6 @@ EVERYTHING = "./"
 #: Retry a window whose closing failed (disk or database error) after this many seconds.
 RETRY_SECONDS = 60.0
 MAX_PATH = 512
-
-
-@dataclasses.dataclass(frozen=True)
-class Profile:
-    """An application: how it is recognised and the paths it may write.
-
-    ``markers`` is a tuple of alternatives, each a tuple of paths that must all exist.  Paths
-    ending in ``/`` are folders writable with everything under them.
-    """
-
-    name: str
-    markers: tuple
-    max: tuple
-    min_extra: tuple
-
-    @property
-    def min(self) -> tuple:
-        return self.max + self.min_extra
-
-    def matches(self, folder: str) -> bool:
-        return any(all(os.path.lexists(os.path.join(folder, m)) for m in group) for group in self.markers)
-
-
-#: Most specific first: a Magento or Laravel tree is checked before the looser markers.
-PROFILES = (
-    Profile("magento", (("app/etc/env.php", "bin/magento"),),
-            max=("var/", "pub/media/", "pub/static/", "generated/"),
-            min_extra=("app/etc/", "app/code/", "vendor/")),
-    Profile("laravel", (("artisan", "bootstrap/app.php"),),
-            max=("storage/", "bootstrap/cache/"),
-            min_extra=("public/", "vendor/")),
-    Profile("drupal", (("core/lib/Drupal.php",), ("sites/default/settings.php",)),
-            max=("sites/default/files/",),
-            min_extra=("modules/", "themes/", "libraries/", "sites/all/")),
-    Profile("joomla", (("configuration.php", "libraries/joomla"),),
-            max=("images/", "cache/", "tmp/", "logs/", "administrator/cache/", "administrator/logs/"),
-            min_extra=("media/", "plugins/", "modules/", "components/", "templates/", "language/",
-                       "administrator/components/", "administrator/modules/", "administrator/templates/",
-                       "administrator/language/")),
-    Profile("wordpress", (("wp-config.php",), ("wp-includes/version.php",)),
-            max=("wp-content/uploads/", "wp-content/cache/"),
-            min_extra=("wp-content/plugins/", "wp-content/themes/", "wp-content/upgrade/", "wp-content/languages/")),
-)
-PROFILE_NAMES = tuple(p.name for p in PROFILES)
-
-
-def detect(folder: str) -> Optional[Profile]:
-    """Blocking.  The profile whose marker files ``folder`` holds, or None."""
-    for profile in PROFILES:
-        if profile.matches(folder):
-            return profile
-    return None
 
 
 @dataclasses.dataclass
@@ -219,21 +169,25 @@ class Fortifier(service.Service):
     def _fortify_blocking(self, home: SiteHome, path: str, mode: str, now: float):
         """Blocking.  Apply ``mode``; returns (key, window end or None)."""
         target = self._target(home, path)
-        profile = detect(target.folder)
+        profile = self._profile(target.folder, strict=mode in ("max", "min"))
         app_name = profile.name if profile else "unknown"
         site_id, row = self._load(home.domain, target.key)
-        learned = json.loads(row["profile"]) if row is not None and row["profile"] else None
-        if mode in ("max", "min") and profile is None and learned is None:
+        learned = _learned(row)
+        if mode in ("max", "min") and profile is None and not learned:
             mode = "learn"  # nothing known about this application: learn what it writes
-        until = since = None
+        if mode == "reset":
+            learned = []  # reset forgets what was learned
+        until = None
         if mode in WINDOWS:
             until = now + self.settings.get("security", WINDOWS[mode])
-        if mode == "learn":
-            since = filesystem_now_ns(home.root)  # the home is outside every fortified folder
-            learned = None
         # The window is on record before the folder is opened: a crash in between still closes it.
-        self._save(site_id, target.key, app_name, mode, until, since, learned, now)
+        self._save(site_id, target.key, app_name, mode, until, None, learned, now)
         self._apply(target, self._writable(mode, profile, learned))
+        if mode == "learn":  # learning counts what changes from now on (opening changed every ctime)
+            self._save(site_id, target.key, app_name, mode, until, filesystem_now_ns(home.root), learned, now)
+        if mode == "min" and profile is not None:
+            for rel in profile.control_files:
+                give_to_web(target.folder, rel, home.owner, self._web_uid())
         return target.key, until
 
     def _close_blocking(self, domain: str, key: str, now: float) -> None:
@@ -247,39 +201,80 @@ class Fortifier(service.Service):
         try:
             home = self.site_homes.get(domain)
             target = self._target(home, key)
+            profile = self._profile(target.folder, strict=False)
         except (NotFound, InvalidArgument) as exc:
             log.warn("Fortification window of {domain} {key!r} closed without a folder: {why}",
                      domain=domain, key=key, why=exc)
             self._delete(row["id"])
             return
-        profile = detect(target.folder)
-        learned = json.loads(row["profile"]) if row["profile"] else None
+        learned = _learned(row)
         if row["mode"] == "learn":
-            learned = learn(target.folder, self._web_uid(), row["learn_since_ns"] or 0, home.real_root)
+            known = profile.max if profile else ()
+            # A control file is the web user's because min made it so, not because it wrote it.
+            made = [e for e in learn(target.folder, self._web_uid(), home.real_root, row["learn_since_ns"] or 0)
+                    if not profile or e not in profile.control_files]
+            learned = added_to(known, learned, made)
         self._apply(target, self._writable("max", profile, learned))
         self._save(site_id, key, profile.name if profile else "unknown", "max", None, None, learned, now)
 
     def _info_blocking(self, home: SiteHome, path: str) -> FortificationInfo:
         """Blocking.  The folder's FortificationInfo from its row and what exists on disk."""
         target = self._target(home, path)
-        profile = detect(target.folder)
+        profile = self._profile(target.folder, strict=False)
+        app = profile.name if profile else "unknown"
         _site_id, row = self._load(home.domain, target.key)
         if row is None:
-            return FortificationInfo(app=profile.name if profile else "unknown", mode="none", writable=[], until=None)
-        learned = json.loads(row["profile"]) if row["profile"] else None
-        entries = self._writable(row["mode"], profile, learned)
-        writable = []
-        for entry in entries:
+            return FortificationInfo(app=app, mode="none", writable=[], until=None, learned=[])
+        learned = _learned(row)
+        until = None
+        if row["until"] is not None:
+            until = datetime.datetime.fromtimestamp(row["until"], datetime.timezone.utc).replace(tzinfo=None)
+        return FortificationInfo(app=app, mode=row["mode"],
+                                 writable=self._shown(target, self._writable(row["mode"], profile, learned)),
+                                 until=until, learned=self._shown(target, learned))
+
+    def _shown(self, target: _Target, entries) -> list:
+        """Blocking.  The site paths of the profile ``entries`` that exist in the folder."""
+        shown = []
+        for entry in expand(target.folder, entries):
             host = target.folder if entry == EVERYTHING else os.path.join(target.folder, entry.rstrip("/"))
             # Only what lies in the folder itself: through a link, lexists would say whether a
             # host path (named by a learned entry) exists.
             if is_inside(os.path.realpath(host), target.folder) and os.path.lexists(host):
-                writable.append(home.site_path(host))
-        until = None
-        if row["until"] is not None:
-            until = datetime.datetime.fromtimestamp(row["until"], datetime.timezone.utc).replace(tzinfo=None)
-        return FortificationInfo(app=profile.name if profile else "unknown", mode=row["mode"],
-                                 writable=sorted(set(writable)), until=until)
+                shown.append(target.home.site_path(host))
+        return sorted(set(shown))
+
+    def _profile(self, folder: str, strict: bool = True) -> Optional[Profile]:
+        """Blocking.  The folder's Web App Manifest as a profile, else the detected profile, else None.
+        A bad manifest is an error when ``strict``, else (modes that need no profile, windows that
+        close) it is logged and detection decides."""
+        try:
+            found = manifest.load(folder, self._web_uid())
+        except manifest.ManifestError as exc:
+            if strict:
+                raise
+            log.warn("{folder}: {why}; detecting the application instead", folder=folder, why=exc)
+            found = None
+        return found.profile() if found is not None else detect(folder)
+
+    def write_manifest(self, home: SiteHome, path: str) -> defer.Deferred:
+        """A Deferred site path of the ``.webapp.yml`` written from the folder's profile and what it learned."""
+        return self._lock(home.domain).run(self.run_blocking, self._write_manifest_blocking, home, path)
+
+    def _write_manifest_blocking(self, home: SiteHome, path: str) -> str:
+        target = self._target(home, path)
+        profile = self._profile(target.folder)
+        _site_id, row = self._load(home.domain, target.key)
+        learned = _learned(row)
+        if profile is None and not learned:
+            raise InvalidArgument("nothing to write: the application is not recognised and nothing was learned "
+                                  "(fortify learn first)")
+        max_paths = list(dict.fromkeys((profile.max if profile else ()) + tuple(learned)))
+        min_paths = [p for p in (profile.min if profile else ()) if p not in max_paths]
+        text = manifest.dump(profile.name if profile else "custom", max_paths, min_paths)
+        manifest.parse(text)  # what is written is what will be read
+        manifest.write_new(target.folder, text, home.owner)
+        return home.site_path(os.path.join(target.folder, manifest.FILENAME))
 
     def _open_windows(self) -> list:
         """Blocking.  (domain, key, until) of every learn or write window on record."""
@@ -291,15 +286,14 @@ class Fortifier(service.Service):
         return [(r.domain, r.path, r.until) for r in rows]
 
     @staticmethod
-    def _writable(mode: str, profile: Optional[Profile], learned: Optional[list]) -> list:
+    def _writable(mode: str, profile: Optional[Profile], learned: list) -> list:
+        """The profile entries writable in ``mode``: what was learned is always added, never replacing."""
         if mode in ("release", "learn", "write"):
             return [EVERYTHING]
         if mode == "reset":
             return []
-        if mode == "max":
-            return list(learned) if learned is not None else list(profile.max if profile else ())
-        # min: the profile's wider set, plus what was learned
-        return sorted(set(profile.min if profile else ()) | set(learned or ()))
+        paths = (profile.max if mode == "max" else profile.min) if profile else ()
+        return list(dict.fromkeys(tuple(paths) + tuple(learned)))
 
     def _web_uid(self) -> int:
         try:
@@ -331,7 +325,8 @@ class Fortifier(service.Service):
     def _apply(self, target: _Target, writable: list) -> None:
         """Blocking.  Make exactly ``writable`` (profile entries) writable for the web server user."""
         home = target.home
-        apply_writable(target.folder, writable, home.owner, self._web_uid(), shown=home.site_path(target.folder))
+        apply_writable(target.folder, expand(target.folder, writable), home.owner, self._web_uid(),
+                       shown=home.site_path(target.folder))
 
     # --- storage ----------------------------------------------------------------------------
     def _load(self, domain: str, key: str):
@@ -349,7 +344,7 @@ class Fortifier(service.Service):
         """Blocking.  Insert or update the folder's row."""
         t = self.storage.tables
         values = dict(app=app, mode=mode, until=until, learn_since_ns=since,
-                      profile=json.dumps(learned) if learned is not None else None, updated_at=utcnow(_At(now)))
+                      profile=json.dumps(learned) if learned else None, updated_at=utcnow(_At(now)))
         with self.storage.write() as conn:
             updated = conn.execute(t.fortifications.update().where(
                 t.fortifications.c.site_id == site_id, t.fortifications.c.path == key).values(**values)).rowcount
@@ -403,7 +398,7 @@ def apply_writable(folder: str, writable: list, owner, web_uid: int, shown: str 
     single = {e for e in writable if not e.endswith("/")}
 
     def covered(rel: str) -> bool:
-        return "." in recursive or _under_any(rel, recursive)
+        return "." in recursive or under_any(rel, recursive)
 
     def is_writable(rel: str) -> bool:
         return covered(rel) or rel in single
@@ -451,9 +446,9 @@ def _take_back(top: int, folder: str, shown: str, uids: set, owner, web_uid: int
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or st.st_uid not in uids:
                     continue  # swapped for something else, or another owner's file: never touched
-                acl.revoke(target, st, web_uid)
+                acl.revoke(target, st, web_uid)  # takes rights away only, wherever the file's other names are
                 rel = here.child_rel(entry.name)
-                if st.st_uid == web_uid and not is_writable(rel):
+                if st.st_uid == web_uid and not is_writable(rel) and st.st_nlink == 1:  # else maybe not the home's
                     _give_back(target, owner, rel)
             finally:
                 os.close(fd)
@@ -489,7 +484,8 @@ def _grant_tree(top: int, folder: str, root: str, shown: str, uids: set, web_uid
                 try:
                     st = os.fstat(fd)
                     if stat.S_ISREG(st.st_mode) and st.st_uid in uids:
-                        if st.st_nlink == 1:
+                        # the manifest says what the web server may write: never the web server's to edit
+                        if st.st_nlink == 1 and not (root == "." and not here.rel and entry.name == manifest.FILENAME):
                             acl.grant_file(target, st, web_uid)
                         else:
                             acl.revoke(target, st, web_uid)
@@ -517,6 +513,31 @@ def _grant_one(top: int, rel: str, uids: set, web_uid: int) -> None:
         os.close(fd)
 
 
+def give_to_web(folder: str, rel: str, owner, web_uid: int) -> None:
+    """Blocking.  The owner's file ``rel`` becomes the web user's, the owner keeping read and write by
+    an ACL entry (ApisCP's control files: WordPress compares the owner of wp-admin/includes/file.php
+    with the owner of a file it creates to decide to write directly instead of asking for FTP
+    credentials).  Only as root, only a plain file with one link, never through a link; the next
+    max or reset gives it back like everything else the web user owns outside its paths."""
+    if os.geteuid() != 0:
+        return
+    top = open_folder(folder)
+    try:
+        fd = open_below(top, rel, PATH_FLAGS)
+    except OSError:
+        return
+    finally:
+        os.close(top)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == owner.uid:
+            target = acl.handle(fd)
+            os.chown(target, web_uid, st.st_gid)
+            acl.grant_file(target, os.fstat(fd), owner.uid)
+    finally:
+        os.close(fd)
+
+
 def _give_back(target, owner, rel: str) -> None:
     """Blocking.  The owner gets what the web user made, without group or other write (``target``:
     an open descriptor, or the handle path of an ``O_PATH`` one)."""
@@ -528,57 +549,9 @@ def _give_back(target, owner, rel: str) -> None:
         log.warn("cannot give {rel} to {owner}: the server does not run as root", rel=rel, owner=owner.name)
 
 
-def learn(folder: str, web_uid: int, since_ns: int, home_root: str) -> list:
-    """Blocking.  What the web server user wrote under ``folder`` since ``since_ns`` (filesystem time).
-
-    A folder it owns counts with everything under it (``dir/``); a folder in which entries were
-    made or removed counts alone (``dir``); a file counts when it owns it or it was modified.
-    The walk never follows a link nor leaves the home ``home_root`` (a real path).
-    """
-    learned = []
-    top = os.lstat(folder)
-    if top.st_uid != web_uid and top.st_mtime_ns >= since_ns:
-        learned.append(".")
-    for here in walk_inside(folder, home_root, shown="."):
-        descend = set()
-        for entry in here.entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            rel = here.child_rel(entry.name)
-            if stat.S_ISDIR(st.st_mode):
-                if st.st_uid == web_uid:
-                    learned.append(rel + "/")
-                    continue  # its whole tree is writable
-                if st.st_mtime_ns >= since_ns:
-                    learned.append(rel)
-                descend.add(entry.name)
-            elif stat.S_ISREG(st.st_mode) and (st.st_uid == web_uid or st.st_mtime_ns >= since_ns):
-                learned.append(rel)
-        here.subfolders = [name for name in here.subfolders if name in descend]
-    return sorted(learned)
-
-
-def filesystem_now_ns(directory: str) -> int:
-    """Blocking.  The filesystem's current time: the modification time of a file made now in ``directory``.
-
-    Learning compares files' modification times with it, so it must come from the same
-    source as they do (the site's filesystem, not the injected clock).
-    """
-    with tempfile.NamedTemporaryFile(prefix=".apiserver-fortify-", dir=directory) as marker:
-        return os.fstat(marker.fileno()).st_mtime_ns
-
-
-def _under_any(rel: str, folders: set) -> bool:
-    if rel in folders:
-        return True
-    parent = os.path.dirname(rel)
-    while parent:
-        if parent in folders:
-            return True
-        parent = os.path.dirname(parent)
-    return False
+def _learned(row) -> list:
+    """The learned entries of a folder's row (its ``profile`` column), [] when none."""
+    return list(json.loads(row["profile"])) if row is not None and row["profile"] else []
 
 
 def _make_folder(top: int, rel: str, owner) -> None:

@@ -20,7 +20,7 @@ import stat
 from typing import Iterable, Optional
 
 from apiserver.errors import InvalidArgument
-from apiserver.sites.home import DOCUMENT_ROOT, display_path, open_inside, printable
+from apiserver.sites.home import DOCUMENT_ROOT, display_path, is_inside, open_inside, printable
 from apiserver.sites.walk import walk_inside
 from apiserver.sites.records import HtaccessFinding
 
@@ -334,6 +334,11 @@ def _access_files(top: str, root: str):
         yield os.path.join(top, error.rel) if error.rel else top, error.strerror
 
 
+def _link_out() -> Finding:
+    return Finding(1, "", "a symbolic link out of the site's home: Apache reads what it points to, "
+                          "which is not checked here", False)
+
+
 def _check_file(path: str, root: str) -> list[Finding]:
     """Blocking.  Findings of the .htaccess at host path ``path`` inside the home ``root``.
 
@@ -341,16 +346,24 @@ def _check_file(path: str, root: str) -> list[Finding]:
     meanwhile cannot make root read a file elsewhere); a link as the file itself is followed
     as Apache does, and reported when it leaves the home.
     """
+    # A link is judged by where it leads on paper, its target never looked at: were an existing
+    # target and a missing one answered differently, the check would tell whether any file exists.
+    if os.path.islink(path) and not is_inside(os.path.realpath(path), root):
+        return [_link_out()]
     try:
         fd = open_inside(path, root, os.O_RDONLY | os.O_NONBLOCK)
     except InvalidArgument:
-        return [Finding(1, "", "a symbolic link out of the site's home: Apache reads what it points to, "
-                               "which is not checked here", False)]
+        return [_link_out()]
     except OSError as exc:
         return [Finding(1, "", f"cannot be read: {exc.strerror}", False)]
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         return [Finding(1, "", "not a regular file: Apache answers 403 for everything in this folder", True)]
+    if info.st_nlink > 1:
+        os.close(fd)
+        return [Finding(1, "", "a file with other hard links (perhaps outside the site's home): not read; make it a "
+                               "plain copy", False)]
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:

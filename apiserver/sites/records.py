@@ -25,6 +25,15 @@ class FortificationInfo:
     mode: str                          # max, min, learn, write, release, reset, or none
     writable: list[str]                # paths the web server user may write, as the site sees them
     until: Optional[datetime.datetime]  # end of a learn or write window (UTC), else null
+    learned: list[str]                 # of those, what learning added to the profile's paths
+
+
+@dataclasses.dataclass
+class LockdownEntry:
+    """A binary (or a pyenv/rbenv/goenv tree) the web server user must not execute, and whether it cannot."""
+
+    path: str      # as configured, or under the template root
+    denied: bool   # true when the web server user can neither execute nor read it
 
 
 @dataclasses.dataclass

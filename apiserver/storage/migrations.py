@@ -91,6 +91,12 @@ def _v9_site_services(conn: sa.Connection) -> None:
 
 def _v10_host_accounts(conn: sa.Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.host_accounts])
+
+
+def _v11_dav_state(conn: sa.Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.dav_properties, schema.dav_locks])
+
+
 def _v12_usage(conn: sa.Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.site_usage, schema.site_traffic])
 
@@ -109,6 +115,7 @@ MIGRATIONS = (
     Migration(9, "sites: plan, services, invoices, suspension; id_counters (site numbers never reused); "
                  "rampart_entries (whitelist and unbans)", _v9_site_services),
     Migration(10, "host_accounts: the system account (uid, gid, host name) of every site user", _v10_host_accounts),
+    Migration(11, "dav_properties and dav_locks: WebDAV dead properties and locks per site", _v11_dav_state),
     Migration(12, "site_usage (the last count of each site's files) and site_traffic (bytes per site and day)",
               _v12_usage),
 )

@@ -269,6 +269,50 @@ site_traffic = sa.Table(
     sa.Column("bytes", sa.BigInteger, nullable=False),
 )
 
+
+# --- migration 11: WebDAV dead properties and locks, per site (issue 21) ---------------------
+# Paths are DAV reference URLs (quoted, no trailing slash) from the site's home down, so a site's
+# administrator and its users (whose DAV root is /home/<user>) see the same properties and locks.
+
+#: Dead property values: MEDIUMTEXT on MariaDB, whose TEXT stops at 64 KB.
+_LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+dav_properties = sa.Table(
+    "dav_properties", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    # SHA-256 (hex) of path NUL name, of the path and of its folder's path: exact and indexable on
+    # every backend whatever the paths' length (MariaDB compares TEXT ignoring case).
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("path_hash", sa.String(64), nullable=False),
+    sa.Column("folder_hash", sa.String(64), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("value", _LongText, nullable=False),
+    # Bytes of name and value, counted against [dav] max_property_bytes.
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.UniqueConstraint("site_id", "key_hash", name="uq_dav_properties_key"),
+    sa.Index("ix_dav_properties_path", "site_id", "path_hash"),
+    sa.Index("ix_dav_properties_folder", "site_id", "folder_hash"),
+)
+
+dav_locks = sa.Table(
+    "dav_locks", metadata,
+    sa.Column("token", sa.String(100), primary_key=True),
+    sa.Column("site_id", sa.Integer, sa.ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("depth", sa.String(16), nullable=False),
+    sa.Column("principal", sa.String(320), nullable=False),
+    # The LOCK's <owner> element as sent (at most [dav] max_lock_owner bytes).
+    sa.Column("owner", sa.LargeBinary, nullable=False),
+    sa.Column("timeout", sa.Double, nullable=False),
+    # Clock seconds when the lock ends.
+    sa.Column("expire", sa.Double, nullable=False),
+    sa.Index("ix_dav_locks_site_expire", "site_id", "expire"),
+)
+
+
 class Tables:
     """Namespace of the tables: ``storage.tables.users`` ..."""
 
@@ -290,3 +334,5 @@ class Tables:
     host_accounts = host_accounts
     site_usage = site_usage
     site_traffic = site_traffic
+    dav_properties = dav_properties
+    dav_locks = dav_locks

@@ -13,8 +13,14 @@ On the reactor thread, for every request, in this order:
    wrong password and a refused address are the same 401 and count in Anvil;
 4. the request goes to WsgiDAV on the DAV thread pool (:mod:`apiserver.dav.wsgi`), which
    serves the site's home to its administrator and ``/home/<user>`` to a user of the site;
-   its answer is sent as fast as the client takes it (:class:`Backpressure`).
+   its answer is sent as fast as the client takes it (:class:`Backpressure`); a plain GET of a
+   file is opened there and sent by the reactor, holding no thread while the client does not
+   read (:mod:`apiserver.transport.dav_files`).  One site holds
+   at most ``[core] account_threads`` of the DAV threads at once (its other requests wait,
+   holding none): a site whose clients stall cannot take the threads of the others.
 
+Steps 1 to 3 run before any of a request body is read (:meth:`DavResource.admit_body`, see
+:mod:`apiserver.transport.body_gate`): a stranger's upload is refused without being stored.
 The appliance administrator has no site home: its correct password gets 403 naming
 ``user@domain``.  Bodies: see :class:`apiserver.transport.http.ApiRequest` (PUT is spooled to
 a temporary file and capped at ``[dav] max_upload_size``).
@@ -30,8 +36,10 @@ from typing import Optional
 
 from zope.interface import implementer
 
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web import resource, server
 from twisted.web.wsgi import WSGIResource
@@ -41,6 +49,9 @@ from apiserver.context import Credentials, Gate
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
+from apiserver.pools import KeyedSlots, share_of
+from apiserver.transport.body_gate import BodyRefused
+from apiserver.transport.dav_files import plain_get_path, send_answer
 from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, note_site, refuse
 
 log = Logger(namespace="apiserver.dav")
@@ -100,17 +111,21 @@ class DavResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, gatekeeper, reactor, settings, site_homes, dav_app: Optional[DavApplication] = None,
-                 pool: Optional[ThreadPool] = None, dav_access=None):
+                 pool: Optional[ThreadPool] = None, dav_access=None, dav_state=None):
         """``gatekeeper``: HTTP checks and admission at gate DAV; ``reactor``: where WsgiDAV's answers
         come back to; ``settings``: the config (``[dav] threads``); ``site_homes``: the homes served;
-        ``dav_access``: which sites' ``dav.enabled`` lets them in (None: every site)."""
+        ``dav_access``: which sites' ``dav.enabled`` lets them in (None: every site); ``dav_state``:
+        where the sites' dead properties and locks live (:mod:`apiserver.dav.state`)."""
         super().__init__()
         self.dav_access = dav_access
         self.gatekeeper = gatekeeper
         self.reactor = reactor
         self.pool = pool or ThreadPool(minthreads=0, maxthreads=settings.get("dav", "threads"), name="apiserver-dav")
-        self.dav_app = dav_app or DavApplication(site_homes)
+        self.dav_app = dav_app or DavApplication(site_homes, dav_state)
         self._started = False
+        threads = settings.get("dav", "threads")
+        #: each site holds at most its share of the DAV threads; its other requests wait behind it
+        self.site_slots = KeyedSlots(lambda: share_of(threads, settings.get("core", "account_threads")))
 
     def _ensure_pool(self) -> None:
         if not self._started:
@@ -118,19 +133,32 @@ class DavResource(resource.Resource):
             self.pool.start()
             self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
 
-    def render(self, request):
+    def admission(self, request) -> defer.Deferred:
+        """Steps 1 to 3 above: fires with the :class:`CallContext` of an admitted request, fails
+        with :class:`BodyRefused` (a refusal before the credentials) or admission's errors."""
         refusal = self.gatekeeper.check_http(request, Gate.DAV)
         if refusal is not None:
-            return refuse(request, refusal.status, refusal.message, refusal.headers)
+            return defer.fail(BodyRefused(refusal.status, refusal.message, refusal.headers))
         if escapes_home(request):
-            return refuse(request, 403, "the path leads out of the site's home")
+            return defer.fail(BodyRefused(403, "the path leads out of the site's home"))
         if not path_is_utf8(request):
-            return refuse(request, 400, "the path must be UTF-8 (percent-encoded)")
+            return defer.fail(BodyRefused(400, "the path must be UTF-8 (percent-encoded)"))
         credentials = basic_credentials(request)
         if credentials is None:
-            return refuse(request, 401, NO_CREDENTIALS, {"www-authenticate": DAV_CHALLENGE})
-        auth = auth_request(self.gatekeeper, request, credentials, Gate.DAV)
-        d = self.gatekeeper.admit(auth)
+            return defer.fail(BodyRefused(401, NO_CREDENTIALS, {"WWW-Authenticate": DAV_CHALLENGE}))
+        return self.gatekeeper.admit(auth_request(self.gatekeeper, request, credentials, Gate.DAV))
+
+    def admit_body(self, request) -> defer.Deferred:
+        """:attr:`ApiSite.admit_body`: :meth:`admission` of a request whose body is not read yet;
+        every refusal (the appliance administrator's 403 too) as :class:`BodyRefused`."""
+        d = self.admission(request).addCallback(_with_site_home)
+        return d.addErrback(lambda failure: failure if failure.check(BodyRefused) else Failure(refusal_of(failure)))
+
+    def render(self, request):
+        if request.dav_context is not None:  # admitted before its body was read
+            self._admitted(request.dav_context, request)
+            return server.NOT_DONE_YET
+        d = self.admission(request)
         d.addCallbacks(self._admitted, self._refused, callbackArgs=(request,), errbackArgs=(request,))
         d.addErrback(self._last_resort, request)
         return server.NOT_DONE_YET
@@ -163,6 +191,30 @@ class DavResource(resource.Resource):
     def _serve(self, ctx, request) -> None:
         identity = ctx.identity
         account = DavAccount(site=identity.site, user=identity.username if identity.role is Role.USER else None)
+        self._ensure_pool()
+        path = plain_get_path(request)
+        if path is None:
+            self._through_wsgidav(request, account)
+            return
+        # A plain GET: opened on a DAV thread within the site's share, sent by the reactor.
+        d = self.site_slots.run(account.site, lambda: threads.deferToThreadPool(
+            self.reactor, self.pool, self.dav_app.open_file, account, path))
+        d.addCallback(self._send_file, request, account)
+        d.addErrback(self._last_resort, request)
+
+    def _send_file(self, answer, request, account) -> None:
+        if answer is None:
+            self._through_wsgidav(request, account)
+        elif not answerable(request):
+            if answer.fileobj is not None:
+                answer.fileobj.close()
+        else:
+            send_answer(request, answer, self._read_block, self.reactor)
+
+    def _read_block(self, fileobj, size: int):
+        return threads.deferToThreadPool(self.reactor, self.pool, fileobj.read, size)
+
+    def _through_wsgidav(self, request, account: DavAccount) -> None:
         length = _body_length(request)
         dav_app, reactor = self.dav_app, self.reactor
         backpressure = Backpressure()
@@ -187,27 +239,55 @@ class DavResource(resource.Resource):
                         close()
             finally:  # queued before WSGIResource's finish, which must find no producer
                 reactor.callFromThread(_unregister, request)
+                request.content.close()  # read to its end or no longer wanted (see body_in_use)
 
-        self._ensure_pool()
-        WSGIResource(reactor, self.pool, application).render(request)
+        slots, site = self.site_slots, account.site
+        released = []
+
+        def release(_=None):
+            if not released:
+                released.append(True)
+                slots.release(site)
+
+        def start(_):
+            request.notifyFinish().addBoth(release)  # its thread is done by then (or the client gone)
+            if request._disconnected:
+                release()
+                return
+            request.body_in_use = True
+            WSGIResource(reactor, self.pool, application).render(request)
+
+        slots.acquire(site).addCallback(start).addErrback(self._last_resort, request)
 
     def _refused(self, failure, request) -> None:
-        error = failure.value
-        if isinstance(error, Throttled):
-            body = refuse(request, 429, error.message, {"retry-after": str(max(1, int(error.retry_after)))})
-        elif isinstance(error, AuthenticationFailed):
-            body = refuse(request, 401, LOGIN_FAILED, {"www-authenticate": DAV_CHALLENGE})
-        elif isinstance(error, ApiError) and error.http_status < 500:
-            body = refuse(request, error.http_status, error.message)
-        else:
-            log.failure("a DAV request failed", failure)
-            body = refuse(request, 500, "the request failed on the server; the error was logged")
-        finish_with(request, body)
+        error = failure.value if failure.check(BodyRefused) else refusal_of(failure)
+        finish_with(request, refuse(request, error.status, error.message, error.headers))
 
     def _last_resort(self, failure, request) -> None:
         log.failure("answering DAV {method} failed", failure, method=request.method)
         if answerable(request):
             finish_with(request, refuse(request, 500, "the request failed on the server; the error was logged"))
+
+
+def refusal_of(failure) -> BodyRefused:
+    """The answer to a request admission refused: 429 with ``Retry-After``, 401 with the challenge
+    (a wrong password and a refused address alike), the error's own status, or 500 (logged)."""
+    error = failure.value
+    if isinstance(error, Throttled):
+        return BodyRefused(429, error.message, {"Retry-After": str(max(1, int(error.retry_after)))})
+    if isinstance(error, AuthenticationFailed):
+        return BodyRefused(401, LOGIN_FAILED, {"WWW-Authenticate": DAV_CHALLENGE})
+    if isinstance(error, ApiError) and error.http_status < 500:
+        return BodyRefused(error.http_status, error.message)
+    log.failure("a DAV request failed", failure)
+    return BodyRefused(500, "the request failed on the server; the error was logged")
+
+
+def _with_site_home(ctx):
+    """The context of an identity with a site home; the appliance administrator's is refused."""
+    if ctx.identity.role is Role.ADMIN or ctx.identity.site is None:
+        raise BodyRefused(403, APPLIANCE_HAS_NO_SITE)
+    return ctx
 
 
 #: Seconds a DAV thread waits for a client that reads nothing before it gives up the answer.

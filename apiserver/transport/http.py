@@ -23,15 +23,17 @@ import re
 import time
 from typing import Callable, Optional
 import tempfile
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import Denied
 from apiserver.logs import mask_url
+from apiserver.transport.body_gate import BodyRefused, InFlightBodies, busy
 from apiserver.transport.waitable import WaitableSet
 
 log = Logger(namespace="apiserver.access")
@@ -110,8 +112,9 @@ class ApiRequest(server.Request):
     in flight on its site (what a graceful shutdown waits for); the transports note on it the
     dialect, function and fault for the metrics (:func:`note_call`, :func:`note_fault`).
     ``PUT`` under ``/dav/`` is the exception: capped at ``[dav] max_upload_size``, spooled to
-    a temporary file (never held in memory), refused with 401 before any of it is read when it
-    carries no credentials, and given time in proportion to its size (:data:`MIN_UPLOAD_RATE`).
+    a temporary file (never held in memory) and given time in proportion to its size
+    (:data:`MIN_UPLOAD_RATE`).  Any body under ``/dav/`` is read only once its request is
+    admitted, and counts in the site's bodies in flight (:mod:`apiserver.transport.body_gate`).
     """
 
     _refused = False
@@ -122,6 +125,11 @@ class ApiRequest(server.Request):
     api_fault: Optional[str] = None
     _upload = False
     _limit = 0
+    _held = None            # while a DAV body waits for its admission: what arrived meanwhile
+    _in_flight = None       # the site's InFlightBodies, for a DAV body
+    _reserved = 0           # bytes of it counted there
+    dav_context = None      # the CallContext of a DAV request admitted before its body
+    body_in_use = False     # a thread reads ``content``: it closes it, not connectionLost
 
     def process(self):
         site = self.channel.site
@@ -139,25 +147,83 @@ class ApiRequest(server.Request):
         super().render(resrc)
 
     def gotLength(self, length):
-        """Refuse a declared body over the limit before any of it is read; else store it."""
+        """Refuse a declared body over the limit before any of it is read; hold a DAV body until
+        its request is admitted (:mod:`apiserver.transport.body_gate`); else store it."""
         site = self.channel.site
-        self._upload = self.method_sent() == b"PUT" and is_dav_path(getattr(self.channel, "_path", None) or b"")
+        dav = is_dav_path(getattr(self.channel, "_path", None) or b"")
+        self._upload = dav and self.method_sent() == b"PUT"
         self._limit = site.dav_upload_limit() if self._upload else site.max_body_size
-        if self._upload and (length is None or length > 0) and not self.requestHeaders.hasHeader(b"authorization"):
-            # Clients send a first PUT without credentials: do not store a body that gets 401.
-            self._refused = True
-            self.content = _Discard()
-            self.requestHeaders.removeHeader(b"Expect")
-            self.channel.answer_and_close(401, "Unauthorized", "log in with HTTP Basic: user@domain and password",
-                                          {"WWW-Authenticate": DAV_CHALLENGE})
-            return
         if length is not None and length > self._limit:
             self._refuse_too_large()
             return
+        if dav and (length is None or length > 0) and site.admit_body is not None:
+            self._hold_body(length, site)
+            return
+        self._store_body(length)
+
+    def _store_body(self, length) -> None:
         if self._upload and (length is None or length > SPOOL_ABOVE):
             self.content = tempfile.TemporaryFile(prefix="apiserver-dav-")
         else:
             self.content = io.BytesIO()
+
+    def _hold_body(self, length, site) -> None:
+        """Stop reading the connection and ask the site's admission; the body waits for its answer."""
+        self._held, self._held_version = [], None
+        self._in_flight = site.bodies_in_flight
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        self._expects_continue = bool(expect) and expect[0].lower() == b"100-continue" and \
+            getattr(self.channel, "_version", None) == b"HTTP/1.1"
+        self.requestHeaders.removeHeader(b"Expect")  # Twisted would send "100 Continue" right away
+        self.content = _Discard()
+        self.channel.transport.pauseProducing()
+        path = _SLASHES.sub(b"/", self.channel._path.split(b"?", 1)[0])
+        self.path = path
+        self.prepath, self.postpath = [b"dav"], [unquote_to_bytes(seg) for seg in path[1:].split(b"/")][1:]
+        try:
+            d = site.admit_body(self)
+        except Exception as exc:  # a bug: answered as one, never left hanging
+            d = defer.fail(exc)
+        d.addCallbacks(self._body_admitted, self._body_refused, callbackArgs=(length,))
+
+    def _body_admitted(self, context, length) -> None:
+        if self._refused or self._disconnected:
+            return
+        if length is not None and not self._in_flight.take(length):
+            self._body_refused(Failure(busy(length, self._in_flight.limit)))
+            return
+        self._reserved = length or 0
+        self.notifyFinish().addBoth(self._release_body)
+        self.dav_context = context
+        held, self._held = self._held, None
+        self._store_body(length)
+        for data in held:
+            self.handleContentChunk(data)
+        if self._refused:
+            return
+        if self._expects_continue:
+            self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self._held_version is not None:  # the whole body came with the headers
+            super().requestReceived(*self._held_version)
+        else:
+            self.channel.transport.resumeProducing()
+
+    def _body_refused(self, failure) -> None:
+        self._held = None
+        if self._refused or self._disconnected:
+            return
+        error = failure.value
+        if not isinstance(error, BodyRefused):
+            resource_log.failure("admitting a request body failed", failure)
+            error = BodyRefused(500, "the request failed on the server; the error was logged")
+        self._refused = True
+        self.channel.answer_and_close(error.status, http.RESPONSES.get(error.status, b"Error").decode("ascii"),
+                                      error.message, error.headers)
+
+    def _release_body(self, _) -> None:
+        reserved, self._reserved = self._reserved, 0
+        if reserved:
+            self._in_flight.give_back(reserved)
 
     @property
     def body_length(self) -> int:
@@ -172,19 +238,41 @@ class ApiRequest(server.Request):
         """Count what arrives (chunked bodies declare no length) and refuse past the limit."""
         if self._refused:
             return
+        if self._held is not None:  # not admitted yet: what came with the headers waits in memory
+            self._held.append(data)
+            return
         self._received += len(data)
         if self._received > self._limit:
             self.content.close()
             self._refuse_too_large()
             return
+        if self._in_flight is not None and self._received > self._reserved:
+            if not self._in_flight.take(len(data)):  # a chunked body counts as it arrives
+                self.content.close()
+                self._body_refused(Failure(busy()))
+                return
+            self._reserved += len(data)
         if self._upload:
             self.channel.extend_deadline(len(data) / MIN_UPLOAD_RATE)
         self.content.write(data)
 
     def requestReceived(self, command, path, version):
-        """Ignore the end of a body that was already answered with 413."""
-        if not self._refused:
-            super().requestReceived(command, path, version)
+        """Ignore the end of a body that was refused; wait for the admission of a held one."""
+        if self._refused:
+            return
+        if self._held is not None:
+            self._held_version = (command, path, version)
+            return
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason):
+        """Twisted closes the body here; one a DAV thread still reads (``body_in_use``) is closed by
+        that thread when done, so a client gone mid-request costs no error in it."""
+        content = self.content
+        if self.body_in_use:
+            self.content = None
+        super().connectionLost(reason)
+        self.content = content
 
     def _refuse_too_large(self) -> None:
         self._refused = True
@@ -286,6 +374,10 @@ class ApiSite(server.Site):
         self.request_observers: list = []
         self.in_flight = WaitableSet()
         self.channels = WaitableSet()  # open connections
+        #: request -> Deferred of the CallContext of a DAV request, asked before its body is read
+        #: (fails with BodyRefused); set by ``/dav/``, None: bodies are read at once
+        self.admit_body: Optional[Callable] = None
+        self.bodies_in_flight = InFlightBodies(lambda: config.get("dav", "max_bodies_in_flight"))
 
     @property
     def max_body_size(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.web import resource
 
+from apiserver.dav.state import dav_state_from_config
 from apiserver.transport.apps import AppsResource
 from apiserver.dav.wsgi import DavApplication
 from apiserver.transport.dav import DavResource
@@ -32,12 +33,15 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
     root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
     root.putChild(b"apps", AppsResource(gatekeeper, accounts))
-    dav_app = DavApplication(site_homes, site_files=site_files) if site_files is not None else None
-    root.putChild(b"dav", DavResource(gatekeeper, reactor, settings, site_homes, dav_app=dav_app,
-                                      dav_access=dav_access))
+    dav_state = dav_state_from_config(settings, storage, reactor, run_blocking)
+    dav_app = DavApplication(site_homes, dav_state, site_files=site_files) if site_files is not None else None
+    dav = DavResource(gatekeeper, reactor, settings, site_homes, dav_app=dav_app, dav_access=dav_access,
+                      dav_state=dav_state)
+    root.putChild(b"dav", dav)
     root.putChild(b"health", HealthResource(client_address, settings, storage, run_blocking, reactor))
     root.putChild(b"metrics", MetricsResource(client_address, settings, metrics))
     site = ApiSite(root, settings, client_address=client_address)
+    site.admit_body = dav.admit_body  # DAV bodies are read only once their request is admitted
     metrics.watch_site(site)
     if traffic is not None:
         site.request_observers.append(traffic.observe_request)

@@ -208,10 +208,10 @@ def test_uid_unknown_is_refused(connect):
 
 
 def test_unknown_function_suggests_names(connect):
-    """An unknown command is Client.UnknownMethod with the closest names."""
+    """An unknown command is Client.UnknownMethod with the closest names, spelt as the caller spelt it."""
     answer = connect().call(function="probe:whoam")
     assert answer["fault"]["code"] == "Client.UnknownMethod"
-    assert "probe_whoami" in answer["fault"]["message"]
+    assert "did you mean probe:whoami" in answer["fault"]["message"]
 
 
 def test_wrong_argument_count_names_the_signature(connect):

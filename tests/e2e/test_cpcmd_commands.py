@@ -151,12 +151,30 @@ def test_list_and_info(cpcmd):
     assert yaml.safe_load(cpcmd.ok("auth:restrict-ip", "--help")) == [info]
 
 
+def test_list_with_a_filter_matching_nothing_is_an_error(cpcmd):
+    """-l with a filter no command matches says so on stderr and exits 1, not `[]` and 0."""
+    result = cpcmd("-l", "nosuch")
+    assert result.returncode == 1 and result.stdout == "", result
+    assert "no command matches 'nosuch'" in result.stderr
+
+
 def test_help_says_what_to_type():
-    """--help shows usage, the seed examples and the argument syntax."""
+    """--help shows usage, the seed examples, the argument syntax and the config lookup order."""
     proc = subprocess.run(CPCMD + ["--help"], capture_output=True, text=True, env=CLEAN_ENV, timeout=60)
     assert proc.returncode == 0
     assert "cpcmd -d domain.com auth:restrict-ip 10.1.2.3 UI" in proc.stdout
     assert "'[key:value,key2:value2]'" in proc.stdout
+    lookup = " ".join(proc.stdout.split("local mode")[1].split())
+    assert lookup.index("--config FILE") < lookup.index("$APISERVER_CONFIG") < lookup.index(
+        "/etc/apiserver/config.ini") < lookup.index("state/config.ini")
+
+
+def test_version_prints_the_package_version():
+    """`cpcmd --version` prints the apiserver version it belongs to and exits 0."""
+    from apiserver import __version__
+
+    proc = subprocess.run(CPCMD + ["--version"], capture_output=True, text=True, env=CLEAN_ENV, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cpcmd (apiserver) {__version__}", proc
 
 
 def test_no_command_is_a_usage_error():
@@ -179,6 +197,13 @@ def test_seed_scope_examples_run_as_written(server_factory, mode):
         assert run.ok("scope:set", *argv) == "true", argv
     assert run.ok("scope:get", "cp.config", "frontend", "https_only") == "true"
     assert yaml.safe_load(run.ok("scope:get", "cp.bootstrapper"))["haproxy_insecure_ssl"] is True
+    assert run.ok("scope:set", "auth.geoip-key", "null") == "true"  # null clears, as '[id:0,key:]' does
+    assert yaml.safe_load(run.ok("scope:get", "auth.geoip-key")) == {"id": 0, "key": ""}
+    refused = run("scope:set", "cp.config", "frontend", "bind")  # a config key needs a value
+    assert refused.returncode == 1 and "cp.config SECTION KEY VALUE" in refused.stderr, refused
+    # the value the server runs with already: in force, no "takes effect after a restart"
+    running = run.ok("scope:get", "cp.config", "core", "db_threads")
+    assert run.ok("scope:set", "cp.config", "core", "db_threads", running) == "true"
 
 
 # --- socket only ------------------------------------------------------------------------

@@ -40,9 +40,13 @@ def sites_dir():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, sites_dir):
-    """One server with its sites in sites_dir and a 60 s learning window."""
+    """One server with its sites in sites_dir, a 60 s learning window, and a lockdown that can find nothing
+    (its search path an empty folder): a lockdown call by mistake never touches the machine's binaries."""
+    empty = str(tmp_path_factory.mktemp("no-binaries"))
     srv = start_server(str(tmp_path_factory.mktemp("fortify")),
-                       {"web": {"sites_root": sites_dir}, "security": {"learning_window": "60"}})
+                       {"web": {"sites_root": sites_dir},
+                        "security": {"learning_window": "60", "lockdown_search_path": empty, "lockdown_trees": "",
+                                     "template_root": empty}})
     yield srv
     srv.stop()
 
@@ -86,7 +90,8 @@ def test_php_soapclient_rpc_encoded(server, sites_dir, php):
     out = php_calls(calls, wsdl=server.wsdl_url, location=f"{server.url}/soap", cookie=sid)
     assert out[0] == {"ok": True}
     assert out[1]["ok"]["app"] == "wordpress" and out[1]["ok"]["mode"] == "max"
-    assert out[1]["ok"]["writable"] == [f"{DOC}/wp-content/cache", f"{DOC}/wp-content/uploads"]
+    assert out[1]["ok"]["writable"] == [f"{DOC}/wp-content/{p}" for p in ("cache", "updraft", "uploads", "wflogs")]
+    assert out[1]["ok"]["learned"] == []
     assert f"{DOC}/wp-content/uploads/2026/photo.jpg" in out[2]["ok"] and f"{DOC}/wp-config.php" not in out[2]["ok"]
     assert out[3]["fault"] == "SOAP-ENV:Client.InvalidArgument"
     assert "max, min, learn, write, release, reset" in out[3]["message"]
@@ -149,7 +154,7 @@ def test_xmlrpc(server, sites_dir):
                                     headers=[("Cookie", f"esprit_id={sid}")])
     assert api.security.fortify("xmlrpc-fort.example", "", "min") is True
     info = api.security_fortification_info("xmlrpc-fort.example")
-    assert info["mode"] == "min" and f"{DOC}/wp-content/plugins" in info["writable"]
+    assert info["mode"] == "min" and f"{DOC}/wp-content" in info["writable"]
     assert web_can_write(os.path.join(root, "wp-content/plugins/akismet/akismet.php"))
     os.chmod(os.path.join(root, "index.php"), 0o666)
     assert api.security.audit(DOC, {"perm": "o+w"}, True) == [f"{DOC}/index.php"]
@@ -200,7 +205,7 @@ def _info(service, domain):
 
 def test_learn_window_survives_a_restart_and_closes_when_overdue(server, sites_dir):
     """A learn window is kept across a restart (same end), and one that ended while the server was down
-    is closed at start: what the web user wrote becomes the profile and max applies."""
+    is closed at start: what the web user made is learned and max applies."""
     root, sid = _site(server, sites_dir, "learn-fort.example",
                       {"index.php": "<?php", "counter.txt": "0", "cache/": None, "lib/code.php": "<?php"})
     _client, site = _zeep(server, cookie=sid)
@@ -210,7 +215,7 @@ def test_learn_window_survives_a_restart_and_closes_when_overdue(server, sites_d
     assert (info.app, info.mode, _list(info.writable)) == ("unknown", "learn", [DOC])
     until = info.until
     assert before + 59 <= _epoch(until) <= time.time() + 61
-    assert as_web('echo 1 > "$1/counter.txt" && echo c > "$1/cache/page.html"', root).returncode == 0
+    assert as_web('echo c > "$1/cache/page.html"', root).returncode == 0
     server.restart()
     sid = _zeep(server, key=server.admin_key)[1].admin_hijack("learn-fort.example")
     _client, site = _zeep(server, cookie=sid)
@@ -228,10 +233,10 @@ def test_learn_window_survives_a_restart_and_closes_when_overdue(server, sites_d
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.1)
     info = _info(site, "learn-fort.example")
-    assert _list(info.writable) == [f"{DOC}/cache", f"{DOC}/cache/page.html", f"{DOC}/counter.txt"]
+    assert _list(info.writable) == _list(info.learned) == [f"{DOC}/cache/page.html"]
     assert info.until is None
-    assert web_can_write(os.path.join(root, "counter.txt")) and web_can_write(os.path.join(root, "cache"))
-    for closed in ("index.php", "lib/code.php", ""):
+    assert web_can_write(os.path.join(root, "cache/page.html"))
+    for closed in ("index.php", "lib/code.php", "", "cache", "counter.txt"):
         assert not web_can_write(os.path.join(root, closed)), closed
 
 
@@ -260,8 +265,9 @@ def _items(value) -> list:
 
 @pytest.mark.parametrize("client", ["zeep", "php-wsdl", "php-nonwsdl", "xmlrpc"])
 def test_roles_and_client_faults_for_every_function(server, sites_dir, client, request):
-    """Each client: fortify, fortification_info, audit and scan_setuid answer bad paths, unknown hostnames,
-    unknown modes and missing files with Client.* faults, refuse the wrong role, and scan_setuid works."""
+    """Each client: fortify, fortification_info, audit, manifest_create, lockdown and scan_setuid answer bad
+    paths, unknown hostnames, unknown modes, missing files and bad manifests with Client.* faults, refuse the
+    wrong role, and scan_setuid works."""
     if client.startswith("php"):
         request.getfixturevalue("php")
     run = {"zeep": lambda: zeep_runner(server), "xmlrpc": lambda: xmlrpc_runner(server),
@@ -281,13 +287,35 @@ def test_roles_and_client_faults_for_every_function(server, sites_dir, client, r
         ["security_audit", [f"{DOC}/../../..", None, True]],
         ["security_audit", [f"{DOC}/missing", None, True]],
         ["security_scan_setuid", [None]],
+        ["security_manifest_create", ["unknown.example", ""]],
+        ["security_manifest_create", [domain, "../../.."]],
+        ["security_manifest_create", [domain, ""]],
+        ["security_manifest_create", [domain, ""]],
+        ["security_lockdown", [None]],
+        ["security_lockdown_status", []],
     ], cookie=sid)
     assert [r.get("fault", "").replace("SOAP-ENV:", "") for r in as_site] == [
         "Client.InvalidArgument", "Client.InvalidArgument", "Client.InvalidArgument", "Client.NotFound",
         "Client.NotFound", "Client.NotFound", "Client.InvalidArgument", "Client.NotFound",
-        "Client.InvalidArgument", "Client.NotFound", "Client.Denied"], as_site
+        "Client.InvalidArgument", "Client.NotFound", "Client.Denied",
+        "Client.NotFound", "Client.InvalidArgument", "", "Client.InvalidArgument", "Client.Denied",
+        "Client.Denied"], as_site
+    assert as_site[13]["ok"] == f"{DOC}/.webapp.yml" and "already exists" in as_site[14]["message"]
     assert sites_dir not in str(as_site)  # faults name site paths only
+    with open(os.path.join(_root, ".webapp.yml"), "w") as fh:  # the owner's edit goes wrong
+        fh.write("fortification:\n  max:\n    - ../../etc/\n")
+    (bad,) = run([["security_fortify", [domain, "", "max"]]], cookie=sid)
+    assert bad["fault"].replace("SOAP-ENV:", "") == "Client.InvalidArgument"
+    assert ".webapp.yml line 3, fortification.max" in bad["message"], bad
     template = _setuid_template()
+
+    def names(*items):
+        """A list of strings as the client sends one (zeep: the WSDL's stringArray)."""
+        if client != "zeep":
+            return list(items)
+        return zeep.Client(f"{server.url}/apnscp.wsdl?style=document").get_type(
+            "{urn:net.apnscp.soap}stringArray")(string=list(items))
+
     try:
         as_admin = run([
             ["security_fortify", [domain, "", "max"]],
@@ -296,11 +324,15 @@ def test_roles_and_client_faults_for_every_function(server, sites_dir, client, r
             ["security_scan_setuid", [template]],
             ["security_scan_setuid", [os.path.join(template, "none")]],
             ["security_scan_setuid", ["relative/root"]],
+            ["security_lockdown", [names("../x")]],
+            ["security_lockdown", [names()]],
+            ["security_lockdown_status", []],
         ], key=server.admin_key)
     finally:
         shutil.rmtree(template)
     assert [r.get("fault", "ok").replace("SOAP-ENV:", "") for r in as_admin] == [
-        "Client.Denied", "Client.Denied", "Client.Denied", "ok", "Client.NotFound", "Client.InvalidArgument"], as_admin
+        "Client.Denied", "Client.Denied", "Client.Denied", "ok", "Client.NotFound", "Client.InvalidArgument",
+        "Client.InvalidArgument", "Client.InvalidArgument", "ok"], as_admin
     (found,) = _items(as_admin[3]["ok"])
     assert (found["path"], found["package"], found["trusted"], found["mode"]) == (
         os.path.join(template, "usr/bin/passwd"), "passwd", True, "4755")

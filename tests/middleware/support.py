@@ -97,6 +97,10 @@ class CoreStub:
         self.registry = registry
         self.run_blocking = run_blocking
 
+    def run_blocking_for(self, account, fn, *args, **kwargs):
+        """The blocking pool as one account's share: here simply the pool."""
+        return self.run_blocking(fn, *args, **kwargs)
+
 
 class ApiStub:
     """A plugin API with nothing but the internal path the built-in dispatcher takes

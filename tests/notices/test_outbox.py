@@ -284,3 +284,14 @@ def test_a_long_database_outage_is_logged_once(tmp_path, monkeypatch):
         h.close()
     assert sum("looking at the queue failed" in line for line in lines) == 1, lines
     assert sum("answers again" in line for line in lines) == 1, lines
+
+
+def test_notice_times_carry_their_zone(tmp_path):
+    """admin_get_notices gives each notice's created time as UTC with its zone, never a naive time."""
+    import datetime
+
+    h = _mailing_harness(tmp_path, _free_port(), max_attempts="1")
+    h.call(h.admin, "auth_change_password", "Changed-Password-1")
+    notice = _notice(h)
+    assert notice.created.utcoffset() == datetime.timedelta(0)
+    assert notice.sent is None or notice.sent.utcoffset() == datetime.timedelta(0)

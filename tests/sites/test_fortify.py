@@ -45,17 +45,38 @@ def _info(h, admin, path=""):
 
 
 def test_profiles_are_recognised_from_their_files(tmp_path):
-    """Each application's marker files select its profile; anything else is unknown."""
-    cases = {"wordpress": ["wp-includes/version.php"], "joomla": ["configuration.php", "libraries/joomla/x"],
-             "drupal": ["core/lib/Drupal.php"], "magento": ["app/etc/env.php", "bin/magento"],
-             "laravel": ["artisan", "bootstrap/app.php"], None: ["index.php"]}
-    for name, files in cases.items():
-        root = tmp_path / str(name)
+    """Each application's marker files (and major version) select its profile; anything else is unknown."""
+    cases = [(("wordpress", ""), ["wp-includes/version.php"]), (("wordpress", ""), ["wp-config-sample.php"]),
+             (("joomla", "3"), ["configuration.php", "libraries/joomla/x", "libraries/src/Version.php"]),
+             (("joomla", "4+"), ["configuration.php", "libraries/src/Version.php", "administrator/index.php"]),
+             (("drupal", "8+"), ["core/lib/Drupal.php", "sites/default/x"]),
+             (("drupal", "7"), ["includes/bootstrap.inc", "sites/default/x"]),
+             (("magento", "2"), ["app/etc/di.xml", "bin/magento"]), (("magento", "1"), ["app/Mage.php"]),
+             (("laravel", ""), ["artisan", "bootstrap/app.php"]), (None, ["index.php", "libraries/src/Version.php"])]
+    for i, (want, files) in enumerate(cases):
+        root = tmp_path / str(i)
         for rel in files:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text("x")
         found = detect(str(root))
-        assert (found.name if found else None) == name
+        assert ((found.name, found.variant) if found else None) == want
+
+
+def test_every_profile_path_has_a_reason_and_min_includes_max():
+    """ApisCP's lists: each path says why the application writes there, and min is max plus more."""
+    from apiserver.sites.profiles import PROFILES
+    for profile in PROFILES:
+        reasons = profile.reasons()
+        assert set(profile.min) == set(reasons) and set(profile.max) <= set(profile.min), profile
+        assert all(len(why) > 10 for why in reasons.values()), profile
+    wordpress = detect_named("wordpress")
+    assert {"wp-content/wflogs/", "wp-content/updraft/"} <= set(wordpress.max)
+    assert {".htaccess", "wp-config.php", "wp-content/"} <= set(wordpress.min)
+
+
+def detect_named(name):
+    from apiserver.sites.profiles import by_name
+    return by_name(name)
 
 
 def test_max_lets_the_web_user_write_exactly_the_profile(site):
@@ -73,8 +94,8 @@ def test_max_lets_the_web_user_write_exactly_the_profile(site):
                    "wp-content/plugins/akismet/akismet.php", "wp-includes/version.php"):
         assert not web_can_write(os.path.join(root, closed)), closed
     info = _info(h, admin)
-    assert (info.app, info.mode, info.until) == ("wordpress", "max", None)
-    assert info.writable == [f"{DOC}/wp-content/cache", f"{DOC}/wp-content/uploads"]
+    assert (info.app, info.mode, info.until, info.learned) == ("wordpress", "max", None, [])
+    assert info.writable == [f"{DOC}/wp-content/{p}" for p in ("cache", "updraft", "uploads", "wflogs")]
 
 
 def test_new_files_in_writable_folders_inherit_the_acl(site):
@@ -95,15 +116,18 @@ def _uid():
     return pwd.getpwnam(WEB_USER).pw_uid
 
 
-def test_min_adds_plugins_and_themes(site):
-    """min lets the web user update plugins and themes too, still not wp-config.php."""
+def test_min_adds_wp_content_htaccess_and_wp_config(site):
+    """min (ApisCP's): plugins and themes, .htaccess and wp-config.php too; never the code or the document root."""
     h, admin, home = site
     root = _wordpress(home)
+    make_tree(root, {".htaccess": "# BEGIN WordPress"}, home.owner)
     h.call(admin, "security_fortify", "example.com", "", "min")
     assert web_can_write(os.path.join(root, "wp-content/plugins/akismet/akismet.php"))
     assert web_can_write(os.path.join(root, "wp-content/themes"))
-    assert not web_can_write(os.path.join(root, "wp-config.php"))
-    assert f"{DOC}/wp-content/plugins" in _info(h, admin).writable
+    assert web_can_write(os.path.join(root, "wp-config.php")) and web_can_write(os.path.join(root, ".htaccess"))
+    for closed in ("index.php", "wp-includes/version.php", ""):
+        assert not web_can_write(os.path.join(root, closed)), closed
+    assert f"{DOC}/wp-content" in _info(h, admin).writable
 
 
 def test_release_opens_everything_and_reset_closes_it_and_hands_files_back(site):
@@ -151,30 +175,88 @@ def test_links_and_foreign_files_are_never_touched(site, tmp_path):
 
 
 def test_learn_window_turns_what_the_web_user_wrote_into_the_profile(site):
-    """An unknown application gets learn; when the window ends, what the web user wrote is its max."""
+    """Unknown application: learn; when the window ends, what the web user made (not the owner's edits) is added."""
     h, admin, home = site
     root = _docroot(home)
     make_tree(root, {"index.php": "<?php", "counter.txt": "0", "cache/": None, "lib/code.php": "<?php"}, home.owner)
     start = h.clock.seconds()
     assert h.call(admin, "security_fortify", "example.com", "", "max") is True
     info = _info(h, admin)
-    assert (info.app, info.mode, info.writable) == ("unknown", "learn", [DOC])
+    assert (info.app, info.mode, info.writable, info.learned) == ("unknown", "learn", [DOC], [])
     assert info.until.timestamp() == pytest.approx(start + 1800)
-    assert as_web('echo 1 > "$1/counter.txt" && echo c > "$1/cache/page.html"', root).returncode == 0
+    made = as_web('echo c > "$1/cache/page.html" && mkdir -p "$1/data/x" && echo d > "$1/data/x/y"', root)
+    assert made.returncode == 0, made.stderr
+    with open(os.path.join(root, "lib/code.php"), "a") as fh:  # the owner's own edit during the window
+        fh.write("// edited")
     h.clock.advance(1799)
     assert _info(h, admin).mode == "learn"
     h.clock.advance(1)
     eventually(lambda: _info(h, admin).mode == "max")
     info = _info(h, admin)
     assert info.until is None
-    assert info.writable == [f"{DOC}/cache", f"{DOC}/cache/page.html", f"{DOC}/counter.txt"]
-    assert web_can_write(os.path.join(root, "counter.txt"))
-    assert web_can_write(os.path.join(root, "cache"))
-    for closed in ("index.php", "lib/code.php", "lib", ""):
+    assert info.writable == info.learned == [f"{DOC}/cache/page.html", f"{DOC}/data"]
+    assert web_can_write(os.path.join(root, "cache/page.html"))
+    assert web_can_write(os.path.join(root, "data/x"))
+    for closed in ("index.php", "lib/code.php", "lib", "", "cache", "counter.txt"):
         assert not web_can_write(os.path.join(root, closed)), closed
-    # max again keeps the learned profile
+    # max again keeps what was learned; reset forgets it
     h.call(admin, "security_fortify", "example.com", "", "max")
     assert _info(h, admin).writable == info.writable
+    h.call(admin, "security_fortify", "example.com", "", "reset")
+    assert _info(h, admin).learned == [] and not web_can_write(os.path.join(root, "data/x"))
+    assert os.stat(os.path.join(root, "data/x/y")).st_uid == home.owner.uid
+
+
+def test_learning_counts_only_what_the_web_user_made_or_changed_in_the_window(site):
+    """What the web user made before the window (while released) is not learned unless it changes in the window."""
+    h, admin, home = site
+    root = _docroot(home)
+    make_tree(root, {"index.php": "<?php", "data/": None}, home.owner)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    assert as_web('echo a > "$1/old.php" && echo b > "$1/touched.txt" && mkdir "$1/data/old"', root).returncode == 0
+    h.call(admin, "security_fortify", "example.com", "", "learn")
+    assert as_web('echo c > "$1/new.php" && echo more >> "$1/touched.txt" && echo d > "$1/data/old/x"',
+                  root).returncode == 0
+    h.clock.advance(1800)
+    eventually(lambda: _info(h, admin).mode == "max")
+    assert _info(h, admin).learned == [f"{DOC}/data/old", f"{DOC}/new.php", f"{DOC}/touched.txt"]
+    assert not web_can_write(os.path.join(root, "old.php"))
+    assert os.stat(os.path.join(root, "old.php")).st_uid == home.owner.uid  # given back by max
+
+
+def test_learning_adds_to_the_profile_never_replacing_it(site):
+    """WordPress after a learn window: uploads and cache stay writable, a new folder is added, wp-content is not."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "learn")
+    assert as_web('mkdir -p "$1/wp-content/uploads/2026/12" "$1/wp-content/backup-db" && '
+                  'echo x > "$1/wp-content/backup-db/a.sql"', root).returncode == 0
+    h.clock.advance(1800)
+    eventually(lambda: _info(h, admin).mode == "max")
+    info = _info(h, admin)
+    assert info.learned == [f"{DOC}/wp-content/backup-db"]  # the new month is under uploads/ already
+    assert {f"{DOC}/wp-content/uploads", f"{DOC}/wp-content/cache", f"{DOC}/wp-content/backup-db"} <= set(info.writable)
+    assert web_can_write(os.path.join(root, "wp-content/uploads/2026/12"))
+    assert as_web('mkdir "$1/wp-content/uploads/2027"', root).returncode == 0
+    for closed in ("wp-content", "wp-config.php", ".htaccess"):
+        assert not web_can_write(os.path.join(root, closed)) or not os.path.exists(os.path.join(root, closed)), closed
+    # min is the profile's wider set plus what was learned; learning after min never learns the
+    # control file min gave the web user
+    control = os.path.join(root, "wp-admin/includes/file.php")
+    os.makedirs(os.path.dirname(control))
+    with open(control, "w") as fh:
+        fh.write("<?php")
+    os.chown(control, home.owner.uid, home.owner.gid)
+    h.call(admin, "security_fortify", "example.com", "", "min")
+    assert os.stat(control).st_uid == _uid()
+    h.call(admin, "security_fortify", "example.com", "", "learn")
+    h.clock.advance(1800)
+    eventually(lambda: _info(h, admin).mode == "max")
+    assert _info(h, admin).learned == [f"{DOC}/wp-content/backup-db"]
+    assert os.stat(control).st_uid == home.owner.uid
+    h.call(admin, "security_fortify", "example.com", "", "min")
+    assert f"{DOC}/wp-content/backup-db" in _info(h, admin).writable
+    assert web_can_write(os.path.join(root, "wp-config.php"))
 
 
 def test_write_window_ends_in_max(site):
@@ -270,7 +352,7 @@ def test_a_subfolder_is_fortified_on_its_own(site):
     h.call(admin, "security_fortify", "example.com", f"{DOC}/blog", "max")
     info = _info(h, admin, "blog")
     assert (info.app, info.mode) == ("wordpress", "max")
-    assert info.writable == [f"{DOC}/blog/wp-content/cache", f"{DOC}/blog/wp-content/uploads"]
+    assert info.writable == [f"{DOC}/blog/wp-content/{p}" for p in ("cache", "updraft", "uploads", "wflogs")]
     assert _info(h, admin).mode == "none"
     assert web_can_write(os.path.join(blog, "wp-content/uploads"))
     assert not web_can_write(os.path.join(blog, "wp-config.php"))
@@ -338,9 +420,14 @@ def test_learning_never_follows_a_folder_swapped_for_a_link(tmp_path, monkeypatc
     docroot = os.path.realpath(home.document_root)
     os.makedirs(os.path.join(docroot, "cache", "elsewhere"))
     swap_for_link_before_listing(monkeypatch, os.path.join(docroot, "cache"), str(outside))
-    learned = learn(docroot, os.stat(outside).st_uid + 12345, 0, home.real_root)
+    web_uid = os.stat(outside).st_uid + 12345
+    os.chown(outside / "elsewhere" / "written.php", web_uid, 0)
+    with open(os.path.join(docroot, "made.txt"), "w"):
+        pass
+    os.chown(os.path.join(docroot, "made.txt"), web_uid, 0)
+    learned = learn(docroot, web_uid, home.real_root, -1)
     assert os.path.islink(os.path.join(docroot, "cache"))
-    assert learned == [".", "cache"]  # nothing of what lies behind the link
+    assert learned == ["made.txt"]  # nothing of what lies behind the link
 
 
 def test_info_never_looks_through_a_link_for_a_learned_path(site, tmp_path):
@@ -412,3 +499,73 @@ def test_a_folder_hundreds_deep_is_fortified_and_audited_like_a_shallow_one(site
 
 def _audit(h, admin, *args):
     return h.call(admin, "security_audit", *args)
+
+
+def test_a_hard_link_to_a_web_user_file_outside_the_home_changes_nothing_outside(site, tmp_path):
+    """A hard link planted to a PHP session file (the web user's, outside the home): reset does not
+    chown it, nothing gains an ACL, and the default audit reports the link."""
+    h, admin, home = site
+    root = _wordpress(home)
+    session = tmp_path / "sess_abc"
+    session.write_text("user|s:5:\"admin\";")
+    os.chown(session, _uid(), _uid())
+    os.chmod(session, 0o600)
+    planted = os.path.join(root, "wp-content/uploads/sess.txt")
+    os.link(str(session), planted)
+    before = os.stat(session)
+    acl_before = subprocess.run(["getfacl", "-p", str(session)], capture_output=True, text=True).stdout
+    for mode in ("release", "reset", "max"):
+        h.call(admin, "security_fortify", "example.com", "", mode)
+        after = os.stat(session)
+        assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode), mode
+        assert subprocess.run(["getfacl", "-p", str(session)], capture_output=True, text=True).stdout == acl_before
+    assert f"{DOC}/wp-content/uploads/sess.txt" in _audit(h, admin)
+
+
+def test_drupal_files_of_every_site_are_writable_never_through_a_link(site, tmp_path):
+    """Drupal's sites/*/files: each site's files folder is writable, settings.php is not, a link is never followed."""
+    h, admin, home = site
+    root = _docroot(home)
+    make_tree(root, {"core/lib/Drupal.php": "<?php", "sites/default/settings.php": "<?php",
+                     "sites/default/files/a.png": "png", "sites/shop.example/files/": None,
+                     "modules/contrib/x.module": "<?php"}, home.owner)
+    outside = tmp_path / "outside" / "files"
+    outside.mkdir(parents=True)
+    os.symlink(str(outside.parent), os.path.join(root, "sites", "evil"))
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    info = _info(h, admin)
+    assert (info.app, info.writable) == ("drupal", [f"{DOC}/sites/default/files", f"{DOC}/sites/shop.example/files"])
+    assert web_can_write(os.path.join(root, "sites/default/files/a.png"))
+    assert web_can_write(os.path.join(root, "sites/shop.example/files"))
+    for closed in ("sites/default/settings.php", "sites/default", "modules/contrib/x.module", ""):
+        assert not web_can_write(os.path.join(root, closed)), closed
+    assert f"user:{WEB_USER}" not in subprocess.run(["getfacl", "-p", str(outside)], capture_output=True,
+                                                   text=True).stdout
+    h.call(admin, "security_fortify", "example.com", "", "min")
+    assert web_can_write(os.path.join(root, "modules/contrib/x.module"))
+
+
+@pytest.mark.parametrize("files, app, writable, closed", [
+    ({"configuration.php": "<?php", "libraries/src/Version.php": "<?php", "administrator/index.php": "<?php",
+      "images/logo.png": "png"}, "joomla", ["administrator/cache", "administrator/logs", "cache", "log", "logs", "tmp"],
+     ["configuration.php", "images/logo.png", "administrator/index.php"]),
+    ({"app/Mage.php": "<?php", "app/etc/local.xml": "<x/>", "media/catalog/p.jpg": "jpg", "var/": None}, "magento",
+     ["downloader", "media/downloadable", "var/cache", "var/log", "var/session"],
+     ["app/etc/local.xml", "media/catalog/p.jpg", "app/Mage.php"]),
+    ({"artisan": "#!php", "bootstrap/app.php": "<?php", "storage/framework/": None, "storage/app/": None},
+     "laravel", ["bootstrap/cache", "storage/framework/cache", "storage/framework/sessions",
+                 "storage/framework/views", "storage/logs"],
+     ["artisan", "bootstrap/app.php", "storage/app"]),
+])
+def test_joomla_4_magento_1_and_laravel_get_apiscp_s_max(site, files, app, writable, closed):
+    """The profiles ApisCP's detection missed (Joomla 4/5, Magento 1) and Laravel: exactly their max paths."""
+    h, admin, home = site
+    root = _docroot(home)
+    make_tree(root, files, home.owner)
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    info = _info(h, admin)
+    assert (info.app, info.writable) == (app, [f"{DOC}/{p}" for p in writable])
+    for rel in writable:
+        assert web_can_write(os.path.join(root, rel)), rel
+    for rel in closed:
+        assert not web_can_write(os.path.join(root, rel)), rel

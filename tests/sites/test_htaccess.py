@@ -256,3 +256,28 @@ def test_a_link_out_of_the_home_is_never_opened(home, tmp_path, monkeypatch):
     (finding,) = htaccess.check_tree(home, "/var/www/html")
     assert "out of the site's home" in finding.reason
     assert str(fifo) not in opened
+
+
+def test_a_link_out_tells_nothing_of_its_target(home, tmp_path):
+    """A .htaccess linking to an existing root-only file and one linking to a missing file get the same finding."""
+    secret = tmp_path / "root-only"
+    secret.write_text("Options +Includes\n")
+    os.chmod(secret, 0o600)
+    findings = []
+    for target in (secret, tmp_path / "missing", tmp_path / "missing-dir/x"):
+        link = os.path.join(home.document_root, ".htaccess")
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(str(target), link)
+        findings.append([(f.line, f.directive, f.reason) for f in htaccess.check_tree(home, "/var/www/html")])
+    assert findings[0] == findings[1] == findings[2]
+    assert "out of the site's home" in findings[0][0][2]
+
+
+def test_a_hard_linked_htaccess_is_not_read(home, tmp_path):
+    """A .htaccess with another hard link (maybe outside the home) is reported, its lines never read."""
+    other = tmp_path / "elsewhere"
+    other.write_text("Options +Includes\n")
+    os.link(str(other), os.path.join(home.document_root, ".htaccess"))
+    (finding,) = htaccess.check_tree(home, "/var/www/html")
+    assert "hard links" in finding.reason and finding.directive == ""

@@ -184,11 +184,11 @@ def test_role_check_applies(server):
 
 
 def test_unknown_method_suggests_names_before_authenticating(server):
-    """An unknown name is -32601 with the closest names, and costs no Anvil failure."""
+    """An unknown name is -32601 with the closest names (dotted, as it was called), and costs no Anvil failure."""
     fault = server.post(xmlrpc.client.dumps((), "probe.whoamii").encode(), path="/xmlrpc?authkey=" + BAD_KEY).fault()
     assert fault.faultCode == -32601
     assert fault.faultString.startswith("Client.UnknownMethod: unknown function 'probe.whoamii'")
-    assert "probe_whoami" in fault.faultString
+    assert "did you mean probe.whoami" in fault.faultString
     assert server.node.recorder.failed == []
 
 

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 class Options(usage.Options):
     optParameters = [["config", "c", None,
-                      "config file (default: $APISERVER_CONFIG, /etc/apiserver/config.ini or the checkout's conf/config.ini)"]]
+                      "config file (default: $APISERVER_CONFIG, /etc/apiserver/config.ini or the checkout's state/config.ini)"]]
 
 
 def _exit(message: str, status: int):
@@ -33,8 +33,9 @@ class ApiServiceMaker:
     def makeService(self, options):
         from apiserver.config import ConfigError
         from apiserver.plugins import PluginError
-        from apiserver.service import StartError, make_service
+        from apiserver.service import StartError, make_service, restore_sigint
 
+        restore_sigint()  # before twistd's reactor installs its handlers
         try:
             server = make_service(options["config"])
         except ConfigError as exc:

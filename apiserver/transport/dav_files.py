@@ -1,0 +1,151 @@
+"""Plain DAV GETs served by the reactor: a file streamed with back-pressure, holding no thread
+while the client does not read.
+
+A GET without ``Range``, ``If-*`` headers or a body, of a path that does not end in ``/``, is
+opened on a DAV thread exactly as WsgiDAV's GET opens it
+(:meth:`apiserver.dav.wsgi.DavApplication.open_file`: the same checks, as the sites' owner);
+anything else (a folder, a refusal, a conditional or partial GET) goes to WsgiDAV.  A small
+file is read whole on that thread and written at once; a larger one is sent by
+:class:`FileStream`: one block read on a DAV thread each time the connection can take more,
+nothing while it cannot, the connection closed after :data:`STALLED_CLIENT_TIMEOUT` seconds
+of a client reading nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+
+log = Logger(namespace="apiserver.dav")
+
+#: Seconds a paused stream waits for its client to read before the connection is closed.
+STALLED_CLIENT_TIMEOUT = 60
+#: Bytes read per step of a stream.
+STREAM_BLOCK = 256 * 1024
+
+_CONDITIONS = (b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
+               b"if-range", b"if", b"content-length", b"transfer-encoding")
+
+
+def plain_get_path(request) -> Optional[str]:
+    """The DAV path of a GET the reactor may serve (see the module docstring), else None."""
+    if request.method != b"GET" or any(request.requestHeaders.hasHeader(h) for h in _CONDITIONS):
+        return None
+    depth = request.getHeader(b"depth")
+    if depth not in (None, b"0") or not request.postpath or request.postpath[-1] == b"":
+        return None
+    try:
+        return "/" + "/".join(seg.decode("utf-8") for seg in request.postpath)
+    except UnicodeDecodeError:
+        return None
+
+
+def send_answer(request, answer, read_block: Callable, clock) -> None:
+    """Send a :class:`apiserver.dav.wsgi.FileAnswer` as a 200 (its file closed when done)."""
+    request.setResponseCode(200)
+    for name, value in answer.headers:
+        request.setHeader(name.encode("ascii"), value.encode("ascii"))
+    if answer.content is not None:
+        request.write(answer.content)
+        request.finish()
+        return
+    FileStream(request, answer.fileobj, answer.size, read_block, clock).start()
+
+
+@implementer(IPushProducer)
+class FileStream:
+    """Writes ``size`` bytes of ``fileobj`` to ``request``, one block per step while the transport
+    takes them; ``read_block(fileobj, n)`` reads on a thread and returns a Deferred."""
+
+    def __init__(self, request, fileobj, size: int, read_block: Callable, clock,
+                 stall_timeout: float = STALLED_CLIENT_TIMEOUT):
+        self.request, self.fileobj, self.size = request, fileobj, size
+        self._read_block, self._clock, self._stall_timeout = read_block, clock, stall_timeout
+        self.sent = 0
+        self._paused = self._reading = self._done = False
+        self._stall = None
+
+    def start(self) -> None:
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self._next()
+
+    def _next(self) -> None:
+        if self._paused or self._reading or self._done:
+            return
+        self._reading = True
+        d = self._read_block(self.fileobj, min(STREAM_BLOCK, self.size - self.sent))
+        d.addCallbacks(self._read, self._failed)
+
+    def _read(self, data: bytes) -> None:
+        self._reading = False
+        if self._done:
+            self._close()
+            return
+        if not data:  # the file shrank: its promised length cannot be kept
+            log.info("DAV GET {path}: the file changed while it was sent; connection closed", path=self.request.path)
+            self._end(complete=False)
+            return
+        data = data[:self.size - self.sent]
+        self.sent += len(data)
+        self.request.write(data)
+        if self.sent >= self.size:
+            self._end(complete=True)
+        else:
+            self._next()
+
+    def _failed(self, failure) -> None:
+        self._reading = False
+        log.error("DAV GET {path}: reading failed: {error}", path=self.request.path,
+                  error=failure.getErrorMessage()[:200])
+        self._end(complete=False)
+
+    def _end(self, complete: bool) -> None:
+        self._done = True
+        self._cancel_stall()
+        self._close()
+        request = self.request
+        if request.channel is None:
+            return
+        request.unregisterProducer()
+        if complete:
+            request.finish()
+        else:
+            request.loseConnection()
+
+    def _close(self) -> None:
+        if not self._reading and not self.fileobj.closed:
+            self.fileobj.close()
+
+    # --- IPushProducer ---------------------------------------------------------------------
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self._stall is None and not self._done:
+            self._stall = self._clock.callLater(self._stall_timeout, self._stalled)
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._cancel_stall()
+        self._next()
+
+    def stopProducing(self) -> None:
+        if not self._done:
+            self._done = True
+            self._cancel_stall()
+            self._close()
+
+    def _stalled(self) -> None:
+        self._stall = None
+        log.info("DAV GET {path}: the client read nothing for {seconds}s; connection closed",
+                 path=self.request.path, seconds=self._stall_timeout)
+        self._end(complete=False)
+
+    def _cancel_stall(self) -> None:
+        if self._stall is not None:
+            if self._stall.active():
+                self._stall.cancel()
+            self._stall = None
