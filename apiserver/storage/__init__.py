@@ -132,17 +132,19 @@ class Storage:
         """Apply every pending migration in order; returns the versions applied.
 
         Several nodes may start at once: the migrations run under a database-wide lock, and a
-        node that waited finds them applied.  Raises :class:`SchemaError` when the database is
-        newer than this code.
+        node that waited finds them applied.  A migration below the highest applied one that the
+        database lacks (numbers are reserved per branch, so they may land out of order) is applied
+        too.  Raises :class:`SchemaError` when the database is newer than this code.
         """
         with self._migration_lock() as conn:
             current = _version(conn)
             if current > self.latest_version:
                 raise SchemaError(f"the database has schema version {current}, newer than this apiserver "
                                   f"({self.latest_version}); upgrade apiserver")
+            done = _applied_versions(conn)
             applied = []
             for migration in MIGRATIONS:
-                if migration.version > current:
+                if migration.version not in done:
                     self._apply(conn, migration)
                     applied.append(migration.version)
         return applied
@@ -155,6 +157,10 @@ class Storage:
         if current != self.latest_version:
             raise SchemaError(f"the database has schema version {current}, this apiserver needs "
                               f"{self.latest_version}: run 'apiserver init' to migrate")
+        missing = self._missing_migrations()
+        if missing:
+            raise SchemaError(f"the database lacks schema migration {', '.join(map(str, missing))}: "
+                              "run 'apiserver init' to migrate")
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[sa.Connection]:
@@ -175,6 +181,12 @@ class Storage:
             if self.engine.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
             yield conn
+
+    def _missing_migrations(self) -> list:
+        """Versions of this code's migrations the database does not record (skipped by a later one)."""
+        with self.read() as conn:
+            done = _applied_versions(conn)
+        return [migration.version for migration in MIGRATIONS if migration.version not in done]
 
     @staticmethod
     def _apply(conn: sa.Connection, migration: Migration) -> None:
@@ -239,6 +251,13 @@ def _switch_to_wal(cursor, patience: float = SQLITE_BUSY_TIMEOUT) -> None:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.02)
+
+
+def _applied_versions(conn: sa.Connection) -> set:
+    """The versions ``schema_version`` records (none when it does not exist)."""
+    if not sa.inspect(conn).has_table(schema.schema_version.name):
+        return set()
+    return set(conn.execute(sa.select(schema.schema_version.c.version)).scalars())
 
 
 def _version(conn: sa.Connection) -> int:
