@@ -29,12 +29,14 @@ class WorkTimer:
     value) itself.  ``on_result(value)`` / ``on_failure(failure)`` are called on the reactor
     thread after each run (a failure is logged under ``name`` when there is no ``on_failure``).
     ``interval=None`` makes a timer without periodic runs: runs are due through
-    :meth:`run_after` and :meth:`run_now` only.
+    :meth:`run_after` and :meth:`run_now` only.  ``from_end=True`` counts each interval from the
+    end of the previous run instead (a long walk never runs back to back with the next one); a
+    test then waits for :meth:`idle` before it advances the clock to the next run.
     """
 
     def __init__(self, clock, interval: Optional[float], work: Callable, run_blocking: Optional[Callable],
                  name: str = "timer", on_result: Optional[Callable] = None,
-                 on_failure: Optional[Callable[[Failure], None]] = None):
+                 on_failure: Optional[Callable[[Failure], None]] = None, from_end: bool = False):
         if interval is not None and interval <= 0:
             raise ValueError(f"{name}: the interval must be positive, not {interval!r}")
         self.clock = clock
@@ -44,6 +46,7 @@ class WorkTimer:
         self.name = name
         self.on_result = on_result
         self.on_failure = on_failure
+        self.from_end = from_end
         self._due_at: Optional[float] = None   # the next periodic due time (None: not started)
         self._call = None                      # the IDelayedCall of the next due time
         self._running = False
@@ -122,7 +125,7 @@ class WorkTimer:
 
     def _fire(self) -> None:
         self._call = None
-        if self._due_at is not None:
+        if self._due_at is not None and not self.from_end:
             # The next due time follows the schedule, not this run: due times that already
             # passed (a long pause, a large Clock.advance) are this one run.
             now = self.clock.seconds()
@@ -161,6 +164,9 @@ class WorkTimer:
         self._running = False
         if self._again:
             self._kick()
+        elif self.from_end and self._due_at is not None and self._call is None:
+            self._due_at = self.clock.seconds() + self.interval
+            self._arm(self._due_at)
         if not self.busy:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:

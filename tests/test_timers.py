@@ -149,6 +149,21 @@ def test_run_after_keeps_the_sooner_due_time_and_run_now_takes_its_place():
         _timer()[2].run_after(5)
 
 
+def test_from_end_counts_each_interval_from_the_end_of_the_previous_run():
+    """from_end: a run that ends at 25 s makes the next due at 35 s, not at the 10 s schedule."""
+    clock, pool, timer, _ = _timer(from_end=True)
+    timer.start(now=True)
+    clock.advance(25)                  # the first run takes 25 s: nothing else becomes due
+    assert len(pool.started) == 1
+    pool.finish()
+    clock.advance(9)
+    assert len(pool.started) == 1
+    clock.advance(1)
+    assert pool.at == [0, 35]
+    pool.finish()
+    assert not timer.busy
+
+
 def test_work_on_a_real_thread_pool_sees_every_advance():
     """Work blocked on a real pool thread while the clock passes its next due time still runs then."""
     from twisted.internet import reactor

@@ -54,26 +54,25 @@ class StorageRecount(service.Service):
         self._site_homes = site_homes
         self._settings = settings
         self._group_of = group_of
-        self._timer: Optional[WorkTimer] = None
-        self._round: Optional[defer.Deferred] = None
+        #: The rounds, ``[usage] recount_interval`` after the end of the previous one (made at start;
+        #: tests wait on its ``idle()``).
+        self.timer: Optional[WorkTimer] = None
         self.rounds = 0  # rounds completed (for tests and logs)
 
     def startService(self):
         super().startService()
-        self._timer = WorkTimer(self._clock, self._settings.get("usage", "recount_interval"), self._tick, None,
-                                name="storage recount")
-        self._timer.start(now=True)
+        self.timer = WorkTimer(self._clock, self._settings.get("usage", "recount_interval"), self._tick, None,
+                               name="storage recount", from_end=True,
+                               on_failure=lambda failure: log.failure("a storage recount round failed", failure))
+        self.timer.start(now=True)
 
     def stopService(self):
-        if self._timer is not None and self._timer.started:
-            self._timer.stop()
         super().stopService()
-        return self._round  # the site being measured ends; the round stops after it
+        # The site being measured ends; the round stops after it.
+        return self.timer.stop() if self.timer is not None else defer.succeed(None)
 
     def _tick(self) -> defer.Deferred:
-        self._round = defer.ensureDeferred(self.recount())
-        self._round.addErrback(lambda failure: log.failure("a storage recount round failed", failure))
-        return self._round
+        return defer.ensureDeferred(self.recount())
 
     async def recount(self, site_ids: Optional[list] = None) -> int:
         """Measure every site (or those of ``site_ids``) and store the figures; the number of
@@ -81,7 +80,7 @@ class StorageRecount(service.Service):
         sites = await self._run_blocking(self._sites, site_ids)
         done = 0
         for site_id, domain in sites:
-            if not self.running and self._loop is not None:
+            if not self.running and self.timer is not None:
                 break
             try:
                 await self._run_blocking(self.measure_and_store, site_id, domain)

@@ -44,7 +44,8 @@ class TrafficMeter(service.Service):
         self._settings = settings
         self._fire = fire
         self._pending: dict = {}  # site number -> bytes
-        self._timer: Optional[WorkTimer] = None
+        #: Flushes every ``[usage] flush_interval`` (made at start; tests wait on its ``idle()``).
+        self.timer: Optional[WorkTimer] = None
         self._flushing: Optional[defer.Deferred] = None
         self._reports_kept: dict = {}  # plugins' reports a failed flush could not store
 
@@ -68,15 +69,14 @@ class TrafficMeter(service.Service):
     # --- storing --------------------------------------------------------------------------------
     def startService(self):
         super().startService()
-        self._timer = WorkTimer(self._clock, self._settings.get("usage", "flush_interval"), self.flush, None,
-                                name="traffic flush")
-        self._timer.start(now=False)
+        self.timer = WorkTimer(self._clock, self._settings.get("usage", "flush_interval"), self.flush, None,
+                               name="traffic flush")
+        self.timer.start(now=False)
 
     def stopService(self):
-        if self._timer is not None and self._timer.started:
-            self._timer.stop()
         super().stopService()
-        return self.flush()
+        stopped = self.timer.stop() if self.timer is not None else defer.succeed(None)
+        return stopped.addCallback(lambda _: self.flush())  # after a flush under way: the rest
 
     def flush(self) -> defer.Deferred:
         """Collect the plugins' reports, then store what is held; fires when stored (or when it

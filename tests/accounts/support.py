@@ -68,19 +68,24 @@ class Harness:
         self.app.storage.dispose()
 
     def timers(self) -> list:
-        """The application's WorkTimers: the trail's writer and pruning, the outbox, API key usage."""
-        events = self.app.security_events
-        return [events.flush_timer, events.prune_timer, self.app.notices.sender.timer,
-                self.app.accounts.keys.flush_timer]
+        """The application's WorkTimers: the trail's writer and pruning, the outbox, API key usage,
+        the lockdown's re-apply, the storage recount and the traffic meter (the last three once started)."""
+        app, events = self.app, self.app.security_events
+        timers = [events.flush_timer, events.prune_timer, app.notices.sender.timer, app.accounts.keys.flush_timer,
+                  app.lockdown._timer, app.storage_recount.timer, app.traffic.timer]
+        return [timer for timer in timers if timer is not None]
 
-    def advance(self, seconds: float) -> None:
-        """Advance the clock, then wait until every run it made due on the pools has finished.
-
-        No polling and no timeout guessing: each timer says when its due runs are done."""
-        self.clock.advance(seconds)
+    def settle(self) -> None:
+        """Wait until no timer has a run in progress or due (no polling: each timer says when)."""
         while any(timer.busy for timer in self.timers()):
             for timer in self.timers():
                 wait(timer.idle())
+
+    def advance(self, seconds: float) -> None:
+        """Let the runs under way finish, advance the clock, then wait for the runs it made due."""
+        self.settle()
+        self.clock.advance(seconds)
+        self.settle()
 
     def login_key(self, key: str, address: str = "127.0.0.1", gate: Gate = Gate.SOAP):
         return wait(self.app.accounts.authenticate(Credentials(api_key=key), gate, address))

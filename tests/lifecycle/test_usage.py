@@ -79,9 +79,9 @@ def test_storage_is_counted_in_the_background_and_answered_from_stored_figures(h
     h.call(h.admin, "admin_add_site", "b.example", "b", {})
     assert h.call(h.admin, "admin_get_usage", "storage")["site1"]["qused"] is None
     home_a = write_files(h, "a.example", 20, 40_000)
+    h.settle()                              # the round the start began
     rounds = h.app.storage_recount.rounds
-    h.clock.advance(ONE_HOUR)
-    wait(h.app.storage_recount._round)
+    h.advance(ONE_HOUR)                     # an hour after it ended: the next round, waited for
     assert h.app.storage_recount.rounds == rounds + 1
     usage = h.call(h.admin, "admin_get_usage", "storage")
     assert usage["site1"] == {"qused": du(home_a), "qsoft": 1024 * 1024, "qhard": 1024 * 1024,
@@ -90,8 +90,7 @@ def test_storage_is_counted_in_the_background_and_answered_from_stored_figures(h
     assert (usage["site2"]["qused"], usage["site2"]["fused"]) == (du(home_b), du(home_b, "--inodes"))
     write_files(h, "a.example", 40, 40_000)  # 20 more files, the first 20 rewritten
     assert h.call(h.admin, "admin_get_usage", "storage")["site1"]["qused"] == usage["site1"]["qused"]
-    h.clock.advance(ONE_HOUR)
-    wait(h.app.storage_recount._round)
+    h.advance(ONE_HOUR)
     again = h.call(h.admin, "admin_get_usage", "storage", ["a.example"])
     assert again["site1"]["qused"] == du(home_a) > usage["site1"]["qused"]
     assert again["site1"]["fused"] == du(home_a, "--inodes") == usage["site1"]["fused"] + 20
@@ -104,8 +103,7 @@ def test_a_site_deleted_while_counted_leaves_no_figures(harness):
     home is gone."""
     h = harness
     h.call(h.admin, "admin_add_site", "gone.example", "g", {})
-    h.clock.advance(ONE_HOUR)
-    wait(h.app.storage_recount._round)
+    h.advance(ONE_HOUR)
     assert h.call(h.admin, "admin_get_usage", "storage")["site1"]["qused"] is not None
     h.call(h.admin, "admin_delete_site", "gone.example")
     with h.app.storage.read() as conn:
@@ -141,8 +139,7 @@ def test_traffic_is_held_then_stored_with_plugin_reports(tmp_path):
         assert h.call(h.admin, "admin_get_usage", "bandwidth")["site1"]["sum"] == 1500
         assert h.call(h.admin, "admin_get_usage", "bandwidth")["site2"]["sum"] == 0
         plugin.report = {"t.example": 70, "site2": 9, "nope.example": 5}
-        h.clock.advance(h.config.get("usage", "flush_interval"))
-        wait(meter.flush())
+        h.advance(h.config.get("usage", "flush_interval"))  # the meter's own flush, waited for
         assert plugin.calls >= 1 and meter.pending() == {}
         with h.app.storage.read() as conn:
             rows = sorted(tuple(r) for r in conn.execute(h.app.storage.tables.site_traffic.select()))
