@@ -54,6 +54,24 @@ def pytest_sessionfinish(session, exitstatus):
     folder = getattr(session.config, "apiserver_temp", None)
     if folder is not None and exitstatus == 0:
         shutil.rmtree(folder, ignore_errors=True)
+    _stop_leaked_pools(session.config)
+
+
+def _stop_leaked_pools(config) -> None:
+    """A harness a test forgot to close leaves pool threads (not daemons) that would hold the
+    interpreter at exit for ever: name them in the summary and stop their pools."""
+    import gc
+
+    from twisted.python.threadpool import ThreadPool
+
+    leaked = [pool for pool in gc.get_objects()
+              if isinstance(pool, ThreadPool) and pool.started and (pool.name or "").startswith("apiserver-")]
+    if leaked:
+        config.get_terminal_writer().line(
+            f"warning: {len(leaked)} thread pool(s) left running by a test ({', '.join(p.name for p in leaked)}); "
+            "stopped so the run can end: close the harness that started them", yellow=True)
+    for pool in leaked:
+        pool.stop()
 
 
 def _forget_old_sessions(temp: str) -> None:

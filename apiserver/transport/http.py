@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import tempfile
 from urllib.parse import unquote_plus, unquote_to_bytes
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
@@ -292,6 +292,9 @@ class ApiRequest(server.Request):
 
 #: Seconds a connection may stay silent (Twisted's default is 12 hours: a slow-client hazard).
 IDLE_TIMEOUT = 60
+#: Bytes read and dropped after a refusal, so the answer is not lost to a reset, before the
+#: connection is cut: enough for a client's send buffer, far less than a body it should not send.
+DRAIN_LIMIT = 4 << 20
 #: Seconds from the first byte of a request to its last.  The idle timeout restarts on every
 #: byte, so without this a client sending a byte a minute holds a connection for hours.
 REQUEST_TIMEOUT = 60
@@ -305,8 +308,15 @@ class ApiChannel(http.HTTPChannel):
     """
 
     _request_deadline = None
+    _draining = False  # a refused request was answered: what the client still sends is dropped
+    _drained = 0
 
     def dataReceived(self, data):
+        if self._draining:
+            self._drained += len(data)
+            if self._drained > DRAIN_LIMIT:  # the answer has had its chance; take no more
+                self.transport.abortConnection()
+            return
         # While a request is handled, Twisted buffers what follows; its clock starts once read.
         if self._request_deadline is None and not self._handlingRequest:
             self._request_deadline = self.callLater(REQUEST_TIMEOUT, self._request_too_slow)
@@ -357,7 +367,14 @@ class ApiChannel(http.HTTPChannel):
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
                              % (status, reason.encode("ascii"), extra, len(body), body))
-        self.loseConnection()
+        if isinstance(self.transport, tcp.Server):
+            # Closing a socket with unread data resets it, and the client may lose the answer while
+            # still sending its body: send the answer and FIN, read and drop the rest until it closes.
+            self._draining = True
+            self.transport.resumeProducing()
+            self.transport.loseWriteConnection()
+        else:
+            self.loseConnection()
         if self.abortTimeout is not None and self._abortingCall is None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
 

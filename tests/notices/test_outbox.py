@@ -291,7 +291,10 @@ def test_notice_times_carry_their_zone(tmp_path):
     import datetime
 
     h = _mailing_harness(tmp_path, _free_port(), max_attempts="1")
-    h.call(h.admin, "auth_change_password", "Changed-Password-1")
-    notice = _notice(h)
-    assert notice.created.utcoffset() == datetime.timedelta(0)
-    assert notice.sent is None or notice.sent.utcoffset() == datetime.timedelta(0)
+    try:
+        h.call(h.admin, "auth_change_password", "Changed-Password-1")
+        notice = _notice(h)
+        assert notice.created.utcoffset() == datetime.timedelta(0)
+        assert notice.sent is None or notice.sent.utcoffset() == datetime.timedelta(0)
+    finally:
+        h.close()
