@@ -8,6 +8,7 @@ sessions, remembered passwords, cached restrictions, known devices).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 from typing import Callable, Optional
@@ -163,7 +164,8 @@ class Sites:
                         created_at=utcnow(self._clock))).inserted_primary_key[0]
                 except sa.exc.IntegrityError:
                     raise Exists(f"user {username!r} exists already") from None
-                identity = self._site_accounts.add_user(site_id, username, password=password)
+                identity = self._site_accounts.add_user(site_id, username, password=password,
+                                                        shell=_login_shell_of(conn, site_id))
                 made = True
                 self._record_host_account(conn, user_id, identity)
         except BaseException:
@@ -223,3 +225,18 @@ class Sites:
                         self._record_host_account(conn, row.id, accounts.identity(site_id, row.username))
                 changes.append(f"{domain} (site{site_id}): recorded {len(missing)} system accounts")
         return changes
+
+
+def _login_shell_of(conn: sa.Connection, site_id: int) -> str:
+    """The login shell a new user of the site gets: a shell when the site's ``ssh.enabled`` is on
+    and it is not suspended (the lifecycle's ``accounts`` applier sets it for existing users)."""
+    from apiserver.host import tools
+
+    row = conn.execute(sa.select(_sites.c.services, _sites.c.suspended_at).where(_sites.c.id == site_id)).first()
+    try:
+        services = json.loads(row.services) if row is not None and row.services else {}
+    except ValueError:
+        services = {}
+    ssh = services.get("ssh") if isinstance(services, dict) else None
+    enabled = isinstance(ssh, dict) and ssh.get("enabled") in (1, True, "1", "true")
+    return tools.LOGIN_SHELL if enabled and row.suspended_at is None else tools.NOLOGIN

@@ -86,6 +86,18 @@ def test_suspension_locks_and_activation_unlocks_with_the_ssh_shell(harness):
     assert pwd.getpwnam(alice.host_name).pw_shell == tools.LOGIN_SHELL
 
 
+def test_a_user_added_after_ssh_is_enabled_gets_the_login_shell(harness):
+    """A user added once ssh.enabled is on gets a shell; on a site without it, nologin."""
+    a = harness.add_site("a.example", "alice")
+    harness.call(harness.admin, "admin_edit_site", "a.example", {"ssh.enabled": 1})
+    carol = harness.add_user(a, "carol")
+    assert pwd.getpwnam(harness.app.site_accounts.identity(a.site_id, "carol").host_name).pw_shell == tools.LOGIN_SHELL
+    b = harness.add_site("b.example", "zed")
+    dave = harness.add_user(b, "dave")
+    assert pwd.getpwnam(harness.app.site_accounts.identity(b.site_id, "dave").host_name).pw_shell == tools.NOLOGIN
+    assert carol.site_id == a.site_id and dave.site_id == b.site_id
+
+
 def test_site_users_cannot_reach_another_site_or_the_servers_state(harness):
     """runuser as site A's user: B's document root, A's shadow and the server's database are all refused."""
     a = harness.add_site("a.example", "alice")
