@@ -213,18 +213,10 @@ def _walk(root: str, home: SiteHome, shown: str, tests: list):
             if (st.st_uid not in users or len(users) > 1) and not stat.S_ISLNK(mode):
                 # The mode lets the ACL decide: the group bits are the mask of an ACL, most likely.
                 if entry.is_file(follow_symlinks=False):
-                    # Owner and ACL read again on one descriptor of the file: they belong together.
-                    try:
-                        fd = target = os.open(entry.name, FILE_FLAGS, dir_fd=folder.fd)
-                    except OSError:
-                        fd, target = open_file(folder.fd, entry.name)  # gone, a link, or only O_PATH
-                        if fd < 0:
-                            continue
-                    try:
-                        st = os.fstat(fd)
-                        access = acl.access_of(target, st, expected=True)
-                    finally:
-                        os.close(fd)
+                    read = _file_access(folder.fd, entry.name)
+                    if read is None:
+                        continue
+                    st, access = read
                 else:
                     access = acl.access_of(f"{acl.handle(folder.fd)}/{entry.name}", st, follow_symlinks=False)
             yield folder.child_rel(entry.name), entry.name, st, access, here
@@ -304,18 +296,10 @@ def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
             if not here or not mode & 0o022 or stat.S_ISLNK(mode):
                 continue  # unreachable, or neither the mask (group bits) nor other gives write
             if entry.is_file(follow_symlinks=False):
-                # Owner and ACL read again on one descriptor of the file: they belong together.
-                try:
-                    fd = target = os.open(entry.name, FILE_FLAGS, dir_fd=folder.fd)
-                except OSError:
-                    fd, target = open_file(folder.fd, entry.name)  # gone, a link, or only O_PATH
-                    if fd < 0:
-                        continue
-                try:
-                    st = os.fstat(fd)
-                    rights = acl.access_of(target, st, expected=True)
-                finally:
-                    os.close(fd)
+                read = _file_access(folder.fd, entry.name)
+                if read is None:
+                    continue
+                st, rights = read
                 if st.st_uid == uid:
                     found.append(prefix + entry.name)
                     continue
@@ -330,3 +314,19 @@ def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
         if len(found) > MAX_RESULTS:
             raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")
     return found
+
+
+def _file_access(folder_fd: int, name: str):
+    """Blocking.  ``(stat, access ACL)`` of the file ``name`` in ``folder_fd``, both read on one
+    descriptor of it so they belong together; None when it is gone (or became a link)."""
+    try:
+        fd = target = os.open(name, FILE_FLAGS, dir_fd=folder_fd)
+    except OSError:
+        fd, target = open_file(folder_fd, name)  # gone, a link, or only O_PATH
+        if fd < 0:
+            return None
+    try:
+        st = os.fstat(fd)
+        return st, acl.access_of(target, st, expected=True)
+    finally:
+        os.close(fd)
