@@ -292,8 +292,7 @@ class ApiRequest(server.Request):
 
 #: Seconds a connection may stay silent (Twisted's default is 12 hours: a slow-client hazard).
 IDLE_TIMEOUT = 60
-#: Bytes read and dropped after a refusal, so the answer is not lost to a reset, before the
-#: connection is cut: enough for a client's send buffer, far less than a body it should not send.
+#: Bytes dropped after a refusal (so a reset does not lose the answer) before the connection is cut.
 DRAIN_LIMIT = 4 << 20
 #: Seconds from the first byte of a request to its last.  The idle timeout restarts on every
 #: byte, so without this a client sending a byte a minute holds a connection for hours.
@@ -368,8 +367,7 @@ class ApiChannel(http.HTTPChannel):
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
                              % (status, reason.encode("ascii"), extra, len(body), body))
         if isinstance(self.transport, tcp.Server):
-            # Closing a socket with unread data resets it, and the client may lose the answer while
-            # still sending its body: send the answer and FIN, read and drop the rest until it closes.
+            # Closing with unread data sends a reset that may destroy the answer: half-close, drain.
             self._draining = True
             self.transport.resumeProducing()
             self.transport.loseWriteConnection()
