@@ -227,13 +227,17 @@ def _writable(st: os.stat_result, access: Optional[acl.Acl], reachable: dict, te
     if stat.S_ISLNK(st.st_mode) or not reachable.get(user.pw_uid, False):
         return False
     # No ACL read: the mode alone decides (see _Test).
-    rights = access or acl.of_mode(st.st_mode)
-    # A tree's files share a few ACLs and owners: each answer is worked out once per audit (the
-    # memo holds the ACL, so its id is not reused while the key is there).
+    return _may_write(test.memo, access or acl.of_mode(st.st_mode), st, user.pw_uid, test.gids)
+
+
+def _may_write(memo: dict, rights: acl.Acl, st: os.stat_result, uid: int, gids) -> bool:
+    """Whether ``uid`` (in the groups ``gids``) may write an entry with the ACL ``rights`` and the
+    lstat ``st``.  A tree's files share a few ACLs and owners: each answer is worked out once per
+    audit in ``memo`` (which holds the ACL, so its id is not reused while the key is there)."""
     key = (id(rights), st.st_uid, st.st_gid)
-    known = test.memo.get(key)
+    known = memo.get(key)
     if known is None:
-        known = test.memo[key] = (rights, rights.allows(st, user.pw_uid, test.gids, acl.WRITE))
+        known = memo[key] = (rights, rights.allows(st, uid, gids, acl.WRITE))
     return known[1]
 
 
@@ -278,11 +282,7 @@ def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
                         rights = acl.access_of(target, st, expected=True)
                     finally:
                         os.close(fd)
-                    key = (id(rights), st.st_uid, st.st_gid)
-                    known = memo.get(key)
-                    if known is None:
-                        known = memo[key] = (rights, rights.allows(st, uid, gids, acl.WRITE))
-                    if known[1]:
+                    if _may_write(memo, rights, st, uid, gids):
                         found.append(prefix + entry.name)
                     continue
             try:
@@ -305,11 +305,7 @@ def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
                     continue
             else:
                 rights = acl.access_of(f"{acl.handle(folder.fd)}/{entry.name}", st, follow_symlinks=False)
-            key = (id(rights), st.st_uid, st.st_gid)
-            known = memo.get(key)
-            if known is None:
-                known = memo[key] = (rights, rights.allows(st, uid, gids, acl.WRITE))
-            if known[1]:
+            if _may_write(memo, rights, st, uid, gids):
                 found.append(prefix + entry.name)
         if len(found) > MAX_RESULTS:
             raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")

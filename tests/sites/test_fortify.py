@@ -9,7 +9,7 @@ import pytest
 
 from apiserver.errors import Denied, InvalidArgument, NotFound
 from apiserver.sites.fortify import Fortifier, detect
-from tests.accounts.support import Harness, eventually, wait
+from tests.accounts.support import Harness, wait
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
     WEB_USER, WORDPRESS, as_web, as_web_in, make_deep, make_tree, requires_root, sites_root, stat_below,
     swap_for_link_before_listing, web_can_write, web_can_write_below,
@@ -188,10 +188,10 @@ def test_learn_window_turns_what_the_web_user_wrote_into_the_profile(site):
     assert made.returncode == 0, made.stderr
     with open(os.path.join(root, "lib/code.php"), "a") as fh:  # the owner's own edit during the window
         fh.write("// edited")
-    h.clock.advance(1799)
+    h.advance(1799)
     assert _info(h, admin).mode == "learn"
-    h.clock.advance(1)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1)
+    assert _info(h, admin).mode == "max"
     info = _info(h, admin)
     assert info.until is None
     assert info.writable == info.learned == [f"{DOC}/cache/page.html", f"{DOC}/data"]
@@ -217,8 +217,8 @@ def test_learning_counts_only_what_the_web_user_made_or_changed_in_the_window(si
     h.call(admin, "security_fortify", "example.com", "", "learn")
     assert as_web('echo c > "$1/new.php" && echo more >> "$1/touched.txt" && echo d > "$1/data/old/x"',
                   root).returncode == 0
-    h.clock.advance(1800)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1800)
+    assert _info(h, admin).mode == "max"
     assert _info(h, admin).learned == [f"{DOC}/data/old", f"{DOC}/new.php", f"{DOC}/touched.txt"]
     assert not web_can_write(os.path.join(root, "old.php"))
     assert os.stat(os.path.join(root, "old.php")).st_uid == home.owner.uid  # given back by max
@@ -231,8 +231,8 @@ def test_learning_adds_to_the_profile_never_replacing_it(site):
     h.call(admin, "security_fortify", "example.com", "", "learn")
     assert as_web('mkdir -p "$1/wp-content/uploads/2026/12" "$1/wp-content/backup-db" && '
                   'echo x > "$1/wp-content/backup-db/a.sql"', root).returncode == 0
-    h.clock.advance(1800)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1800)
+    assert _info(h, admin).mode == "max"
     info = _info(h, admin)
     assert info.learned == [f"{DOC}/wp-content/backup-db"]  # the new month is under uploads/ already
     assert {f"{DOC}/wp-content/uploads", f"{DOC}/wp-content/cache", f"{DOC}/wp-content/backup-db"} <= set(info.writable)
@@ -250,8 +250,8 @@ def test_learning_adds_to_the_profile_never_replacing_it(site):
     h.call(admin, "security_fortify", "example.com", "", "min")
     assert os.stat(control).st_uid == _uid()
     h.call(admin, "security_fortify", "example.com", "", "learn")
-    h.clock.advance(1800)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1800)
+    assert _info(h, admin).mode == "max"
     assert _info(h, admin).learned == [f"{DOC}/wp-content/backup-db"]
     assert os.stat(control).st_uid == home.owner.uid
     h.call(admin, "security_fortify", "example.com", "", "min")
@@ -260,15 +260,53 @@ def test_learning_adds_to_the_profile_never_replacing_it(site):
 
 
 def test_write_window_ends_in_max(site):
-    """write opens everything for [security] write_window seconds, then max applies again."""
+    """write on a folder never fortified opens everything for [security] write_window seconds, then max applies."""
     h, admin, home = site
     root = _wordpress(home)
     h.call(admin, "security_fortify", "example.com", "", "write")
     assert web_can_write(os.path.join(root, "wp-config.php"))
-    h.clock.advance(600)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(599)
+    assert _info(h, admin).mode == "write" and web_can_write(os.path.join(root, "wp-config.php"))
+    h.advance(1)
+    assert _info(h, admin).mode == "max"
     assert not web_can_write(os.path.join(root, "wp-config.php"))
     assert web_can_write(os.path.join(root, "wp-content/uploads"))
+
+
+@pytest.mark.parametrize("before", ["min", "release", "reset", "max"])
+def test_write_window_returns_to_the_mode_before_it(site, before):
+    """A write window (even one opened again inside it) ends in the folder's previous mode, as ApisCP's does."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", before)
+    expected = _info(h, admin)
+    h.call(admin, "security_fortify", "example.com", "", "write")
+    h.advance(300)
+    h.call(admin, "security_fortify", "example.com", "", "write")  # a second write still returns to `before`
+    assert web_can_write(os.path.join(root, "wp-includes/version.php"))
+    h.advance(600)
+    info = _info(h, admin)
+    assert (info.mode, info.writable, info.until) == (before, expected.writable, None)
+    assert web_can_write(os.path.join(root, "wp-config.php")) == (before in ("min", "release"))
+    assert web_can_write(os.path.join(root, "wp-includes/version.php")) == (before == "release")
+    assert web_can_write(os.path.join(root, "wp-content/uploads")) == (before != "reset")
+
+
+def test_write_after_a_learn_window_returns_to_max_with_what_was_learned(site):
+    """write during a learn window abandons it; the write window then ends in max, learned paths kept."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "learn")
+    assert as_web('mkdir "$1/wp-content/backup-db"', root).returncode == 0
+    h.advance(1800)
+    assert _info(h, admin).learned == [f"{DOC}/wp-content/backup-db"]
+    h.call(admin, "security_fortify", "example.com", "", "learn")
+    h.call(admin, "security_fortify", "example.com", "", "write")
+    h.advance(600)
+    info = _info(h, admin)
+    assert (info.mode, info.learned) == ("max", [f"{DOC}/wp-content/backup-db"])
+    assert web_can_write(os.path.join(root, "wp-content/backup-db"))
+    assert not web_can_write(os.path.join(root, "wp-config.php"))
 
 
 def test_a_new_mode_cancels_the_window(site):
@@ -277,7 +315,7 @@ def test_a_new_mode_cancels_the_window(site):
     root = _wordpress(home)
     h.call(admin, "security_fortify", "example.com", "", "write")
     h.call(admin, "security_fortify", "example.com", "", "release")
-    h.clock.advance(700)
+    h.advance(700)
     assert _info(h, admin).mode == "release"
     assert web_can_write(os.path.join(root, "wp-config.php"))
 
@@ -293,15 +331,17 @@ def _restarted(h, seconds_later):
 
 
 def test_restart_closes_overdue_windows_at_once(site):
-    """A window that ended while the server was down is closed when it starts again."""
+    """A window that ended while the server was down is closed when it starts again, in the mode before it."""
     h, admin, home = site
     root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "min")
     h.call(admin, "security_fortify", "example.com", "", "write")
-    h.app.fortifier.stop()  # the server goes down
+    wait(h.app.fortifier.stop())  # the server goes down
     fortifier, _clock = _restarted(h, 3600)
     wait(fortifier.start())
-    eventually(lambda: _info(h, admin).mode == "max")
-    assert not web_can_write(os.path.join(root, "wp-config.php"))
+    assert _info(h, admin).mode == "min"
+    assert not web_can_write(os.path.join(root, "wp-includes/version.php"))
+    assert web_can_write(os.path.join(root, "wp-config.php"))
 
 
 def test_restart_keeps_pending_windows(site):
@@ -310,15 +350,34 @@ def test_restart_keeps_pending_windows(site):
     root = _wordpress(home)
     h.call(admin, "security_fortify", "example.com", "", "learn")
     until = _info(h, admin).until
-    h.app.fortifier.stop()
+    wait(h.app.fortifier.stop())
     fortifier, clock = _restarted(h, 1000)
     wait(fortifier.start())
     assert _info(h, admin).until == until and web_can_write(os.path.join(root, "wp-config.php"))
+    assert fortifier.windows.next_run == pytest.approx(until.timestamp())
     clock.advance(799)
+    wait(fortifier.windows.idle())
     assert _info(h, admin).mode == "learn"
     clock.advance(1)
-    eventually(lambda: _info(h, admin).mode == "max")
-    fortifier.stop()
+    wait(fortifier.windows.idle())
+    assert _info(h, admin).mode == "max"
+    wait(fortifier.stop())
+
+
+def test_restart_keeps_a_write_window_and_where_it_returns(site):
+    """A write window still open at a restart ends at its time, in the mode the folder had before it."""
+    h, admin, home = site
+    root = _wordpress(home)
+    h.call(admin, "security_fortify", "example.com", "", "release")
+    h.call(admin, "security_fortify", "example.com", "", "write")
+    wait(h.app.fortifier.stop())
+    fortifier, clock = _restarted(h, 500)
+    wait(fortifier.start())
+    assert _info(h, admin).mode == "write"
+    clock.advance(100)
+    wait(fortifier.windows.idle())
+    assert _info(h, admin).mode == "release" and web_can_write(os.path.join(root, "wp-includes/version.php"))
+    wait(fortifier.stop())
 
 
 def test_bad_calls_are_client_faults(site):
@@ -378,10 +437,8 @@ def test_a_window_of_a_deleted_site_ends_quietly(site):
     _wordpress(home)
     h.call(admin, "security_fortify", "example.com", "", "write")
     h.call(h.admin, "admin_delete_site", "example.com")
-    h.clock.advance(600)
-    eventually(lambda: not h.app.fortifier._timers and not h.app.fortifier._locks["example.com"].locked)
-    h.clock.advance(120)  # a retry would have been scheduled within RETRY_SECONDS
-    assert h.app.fortifier._timers == {}
+    h.advance(600)
+    assert h.app.fortifier.windows.next_run is None  # no retry (it would be due within RETRY_SECONDS)
 
 
 def test_closing_a_window_runs_on_the_blocking_pool(site):
@@ -402,10 +459,11 @@ def test_closing_a_window_runs_on_the_blocking_pool(site):
     fortifier = Fortifier(app.storage, h.clock, run_blocking, app.site_homes, app.site_homes.web_user, app.config)
     wait(fortifier.fortify(home, "", "write"))
     h.clock.advance(600)
-    eventually(lambda: ("_close_blocking", False) in threads)
+    wait(fortifier.windows.idle())
+    assert ("_close_blocking", False) in threads
     assert all(not on_main for _name, on_main in threads)
-    eventually(lambda: not web_can_write(os.path.join(root, "wp-config.php")))
-    fortifier.stop()
+    assert not web_can_write(os.path.join(root, "wp-config.php"))
+    wait(fortifier.stop())
 
 
 def test_learning_never_follows_a_folder_swapped_for_a_link(tmp_path, monkeypatch):
