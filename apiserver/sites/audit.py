@@ -20,6 +20,7 @@ than one hard link is listed too, whoever owns it: its other names may be outsid
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import grp
 import os
@@ -249,64 +250,83 @@ def _web_default(name, st, access, reachable) -> bool:
 def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
     """Blocking.  The default audit of the folder ``root`` in one loop: what :func:`_walk` and the
     default requirement find together, without a tuple per entry, and without reading the ACL of a
-    file the web user cannot reach (it cannot write there, whatever the ACL says)."""
+    file the web user cannot reach (it cannot write there, whatever the ACL says).
+
+    Per file one ``fstatat`` where the folder has no default ACL (as ``find`` does); where it has
+    one (a writable folder, whose files have ACLs as a rule) the file is opened and its owner and
+    ACL read on that descriptor.  Per folder one ``listxattr`` says whether it has an access and a
+    default ACL.  Verdicts are memoised by the ACL's bytes, owner and group."""
     uid, gids, memo = test.user.pw_uid, test.gids, test.memo
+    verdicts: dict = {}  # (ACL bytes or mode bits, owner, group) -> whether the web user may write
     found = []
+    add = found.append
+    open_, fstat, close, getxattr = os.open, os.fstat, os.close, os.getxattr
     for folder in walk_inside(root, home.real_root, shown=shown):
         st = folder.stat
         reach = folder.parent.data if folder.parent is not None else True
-        access = acl.access_of(folder.fd, st)
+        access, has_default = acl.folder_access(folder.fd, st)
         if st.st_uid == uid or (reach and access.allows(st, uid, gids, acl.WRITE)):
-            found.append(folder.rel)
+            add(folder.rel)
         folder.data = here = reach and access.allows(st, uid, gids, acl.EXECUTE)
         prefix = f"{folder.rel}/" if folder.rel else ""
+        dir_fd = folder.fd
         # In a folder with a default ACL (a writable one) files have ACLs as a rule: each is opened
         # straight away, its fstat standing for the lstat (one call fewer per file).
-        inherits = here and acl.DEFAULT in os.listxattr(folder.fd)
+        inherits = here and has_default
         for entry in folder.entries:
             if entry.is_dir(follow_symlinks=False):
                 continue  # judged on its own descriptor when the walk enters it
             if inherits and entry.is_file(follow_symlinks=False):
                 try:
-                    fd = target = os.open(entry.name, FILE_FLAGS, dir_fd=folder.fd)
+                    fd = open_(entry.name, FILE_FLAGS, dir_fd=dir_fd)
                 except OSError:
                     fd = -1
                 if fd >= 0:
                     try:
-                        st = os.fstat(fd)
+                        st = fstat(fd)
                         if st.st_uid == uid:
-                            found.append(prefix + entry.name)
+                            add(prefix + entry.name)
                             continue
-                        if not st.st_mode & 0o022:
+                        mode = st.st_mode
+                        if not mode & 0o022:
                             continue
-                        rights = acl.access_of(target, st, expected=True)
+                        try:
+                            data = getxattr(fd, acl.ACCESS)
+                        except OSError as exc:
+                            if exc.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+                                raise
+                            data = None
                     finally:
-                        os.close(fd)
-                    if _may_write(memo, rights, st, uid, gids):
-                        found.append(prefix + entry.name)
+                        close(fd)
+                    key = (data or mode & 0o777, st.st_uid, st.st_gid)
+                    verdict = verdicts.get(key)
+                    if verdict is None:
+                        verdict = verdicts[key] = acl.decoded(data, mode).allows(st, uid, gids, acl.WRITE)
+                    if verdict:
+                        add(prefix + entry.name)
                     continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if st.st_uid == uid:
-                found.append(prefix + entry.name)
+                add(prefix + entry.name)
                 continue
             mode = st.st_mode
             if not here or not mode & 0o022 or stat.S_ISLNK(mode):
                 continue  # unreachable, or neither the mask (group bits) nor other gives write
             if entry.is_file(follow_symlinks=False):
-                read = _file_access(folder.fd, entry.name)
+                read = _file_access(dir_fd, entry.name)
                 if read is None:
                     continue
                 st, rights = read
                 if st.st_uid == uid:
-                    found.append(prefix + entry.name)
+                    add(prefix + entry.name)
                     continue
             else:
-                rights = acl.access_of(f"{acl.handle(folder.fd)}/{entry.name}", st, follow_symlinks=False)
+                rights = acl.access_of(f"{acl.handle(dir_fd)}/{entry.name}", st, follow_symlinks=False)
             if _may_write(memo, rights, st, uid, gids):
-                found.append(prefix + entry.name)
+                add(prefix + entry.name)
         if len(found) > MAX_RESULTS:
             raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")
     return found
