@@ -261,7 +261,7 @@ def _info(h, admin, path: str = ""):
 
 
 def test_wordpress_under_apache_does_exactly_what_each_mode_allows(world):
-    """max, min, release, reset, and write (its window closing by itself into the mode before it), as PHP under Apache."""
+    """max, min, release, reset, and write (its window closing by itself into the mode before it), as PHP in Apache."""
     h, admin, home, root, apache = world
     probe = Probe(apache)
     control = os.path.join(root, "wp-admin/includes/file.php")
