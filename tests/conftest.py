@@ -21,6 +21,9 @@ from tests import hook_proofs
 
 hook_proofs.install_recorder()  # before any test registers a plugin
 
+#: pytester for tests of the test plugins; leaked_pools errors a test that leaves a pool running.
+pytest_plugins = ["pytester", "tests.leaked_pools"]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 APISERVER = [sys.executable, "-m", "apiserver.cli.main"]
