@@ -21,10 +21,11 @@ SEND_BUFFER = 32 * 1024
 
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory):
-    """One apiserver with HTTPS and a small [soap] max_body_size."""
+    """One apiserver with HTTPS, a small [soap] max_body_size, and a block after three failed logins."""
     from tests.conftest import start_server
 
-    server = start_server(str(tmp_path_factory.mktemp("tls-refusals")), {"soap": {"max_body_size": str(MAX_BODY)}},
+    server = start_server(str(tmp_path_factory.mktemp("tls-refusals")),
+                          {"soap": {"max_body_size": str(MAX_BODY)}, "anvil": {"limit": "3", "min_attempts": "1000"}},
                           https=True)
     yield server
     server.stop()
@@ -62,12 +63,14 @@ def test_oversized_soap_body_over_tls_gets_its_413(https_server):
     assert status == 413 and b"larger than" in body
 
 
-def test_dav_upload_with_wrong_credentials_over_tls_gets_its_401(https_server):
-    """A 3 MB DAV PUT with a stranger's password, refused while its body waits for admission (the
-    connection paused): the server reads on, the client sends it whole and reads the 401."""
+def test_dav_uploads_with_wrong_credentials_over_tls_get_their_401_then_429(https_server):
+    """3 MB DAV PUTs with a stranger's password, refused while their bodies wait for admission (the
+    connection paused): the server reads on, each client sends its body whole and reads the answer,
+    401 twice, then 429 as the third failure blocks the address."""
     token = base64.b64encode(b"nobody@nowhere.example:wrong-password").decode()
-    status, _ = _send_whole_body(https_server, "PUT", "/dav/upload.bin", {"Authorization": f"Basic {token}"})
-    assert status == 401
+    headers = {"Authorization": f"Basic {token}", "X-Forwarded-For": "192.0.2.60"}
+    statuses = [_send_whole_body(https_server, "PUT", "/dav/upload.bin", headers)[0] for _ in range(3)]
+    assert statuses == [401, 401, 429]
 
 
 def test_client_sending_past_the_drain_limit_over_tls_is_cut_off(https_server):
