@@ -10,6 +10,7 @@ test (or the test whose teardown finalized the fixture) errors, naming them.
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import pytest
@@ -19,6 +20,7 @@ from twisted.python.threadpool import ThreadPool
 THE_TEST = "the test"
 
 _owners: "weakref.WeakKeyDictionary[ThreadPool, object]" = weakref.WeakKeyDictionary()
+_owners_lock = threading.Lock()  # a pool may start on another thread while a test's are checked
 _setting_up: list = []  # the module/session fixtures being set up, innermost last
 _start = ThreadPool.start
 
@@ -26,7 +28,8 @@ _start = ThreadPool.start
 def _recorded_start(pool: ThreadPool) -> None:
     _start(pool)
     if (pool.name or "").startswith("apiserver-"):
-        _owners[pool] = _setting_up[-1] if _setting_up else THE_TEST
+        with _owners_lock:
+            _owners[pool] = _setting_up[-1] if _setting_up else THE_TEST
 
 
 ThreadPool.start = _recorded_start
@@ -34,7 +37,8 @@ ThreadPool.start = _recorded_start
 
 def stop_leaked(owner, who: str) -> None:
     """Stop the pools ``owner`` started that still run; Failed naming them and ``who`` if any."""
-    leaked = [pool for pool, of in list(_owners.items()) if of is owner and pool.started]
+    with _owners_lock:
+        leaked = [pool for pool, of in _owners.items() if of is owner and pool.started]
     for pool in leaked:
         pool.stop()
     if leaked:
