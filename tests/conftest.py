@@ -61,8 +61,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def _stop_leaked_pools(config) -> None:
-    """A harness a test forgot to close leaves pool threads (not daemons) that would hold the
-    interpreter at exit for ever: name them in the summary and stop their pools."""
+    """The last resort behind tests/leaked_pools.py (which errors the test that left a pool
+    running): pool threads (not daemons) still running would hold the interpreter at exit for
+    ever, so name them in the summary and stop their pools."""
     import gc
 
     from twisted.python.threadpool import ThreadPool
