@@ -141,7 +141,7 @@ class Application:
         self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
                                        plans=Plans(config.plans_dir, config.get("plans", "default")),
                                        appliers=Appliers([SystemAccountsApplier(self.site_accounts),
-                                                          *database_appliers(config, self.storage, self.site_homes),
+                                                          *database_appliers(config, self.storage, self.site_accounts),
                                                           DavApplier(self.dav_access)]),
                                        suspensions=self.suspensions, fire=fire)
         self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config)

@@ -4,9 +4,11 @@ When the service is enabled (on add, or by an edit) the site gets a database use
 ``dbaseadmin`` (null: the site administrator's name) whose databases are named
 ``dbaseprefix`` (null: that name and ``_``), with the password ``passwd`` or 16 characters from
 a-zA-Z0-9; both names are then stored with the site (``admin_collect`` shows them).  The
-password is written to the administrator's home: ``.my.cnf`` (``[client]`` user and password)
-and ``.pgpass`` (``*:*:*:user:password``), mode 0600, owned by the home's owner, replaced
-atomically (a link planted in their place is replaced, never followed).  It is never stored.
+password is written to the administrator's own home (``fst/home/<admin>``, what the site sees
+as ``/home/<admin>``): ``.my.cnf`` (``[client]`` user and password) and ``.pgpass``
+(``*:*:*:user:password``), mode 0600, owned by the administrator's system account (the sites'
+owner without system accounts), replaced atomically (a link planted in their place is replaced,
+never followed).  It is never stored.
 
 A prefix may not start another site's prefix, nor be started by one (``foo_`` and ``foo_bar_``
 would share databases): such an add or edit is refused naming ``service.dbaseprefix``.  A user
@@ -80,15 +82,16 @@ class DatabaseApplier(Applier):
     """The applier of ``mysql`` or ``pgsql`` (``name``): ``admin`` is the server's administrator
     (:class:`apiserver.host.databases.MariaDbAdmin` or ``PostgresAdmin``; None when ``[databases]``
     names none: enabling the service is then refused); ``storage``: the sites' rows (other sites'
-    names, and the names chosen); ``home_of``: domain -> :class:`apiserver.sites.SiteHome`."""
+    names, and the names chosen); ``admin_of``: ``(site_id, user)`` ->
+    :class:`apiserver.host.accounts.HostIdentity` (its ``home``, ``uid`` and ``gid``)."""
 
-    def __init__(self, name: str, admin, storage, home_of: Callable):
+    def __init__(self, name: str, admin, storage, admin_of: Callable):
         if name not in ("mysql", "pgsql"):
             raise ValueError(f"no database service {name!r}")
         self.name = name
         self.admin = admin
         self._storage = storage
-        self._home_of = home_of
+        self._admin_of = admin_of
         self.file_name = ".my.cnf" if name == "mysql" else ".pgpass"
 
     # --- what the site's values say -------------------------------------------------------------
@@ -132,9 +135,9 @@ class DatabaseApplier(Applier):
             store.update_site(conn, site.id, services=store.stored_json(values))
 
     def _write_file(self, site, user: str, password: str) -> None:
-        home = self._home_of(site.domain)
+        owner = self._admin_of(site.id, site.admin_user)
         content = mysql_option_file(user, password) if self.name == "mysql" else pgpass_file(user, password)
-        write_private_file(home.root, self.file_name, content, home.owner.uid, home.owner.gid)
+        write_private_file(owner.home, self.file_name, content, owner.uid, owner.gid)
 
     # --- the lifecycle's calls ------------------------------------------------------------------
     def add(self, site, values: dict) -> None:
@@ -192,12 +195,13 @@ class DatabaseApplier(Applier):
         self._admin().drop(user, prefix)
 
 
-def database_appliers(settings, storage, site_homes) -> list:
-    """The ``mysql`` and ``pgsql`` appliers of ``[databases]`` (``site_homes``:
-    :class:`apiserver.sites.SiteHomes`)."""
+def database_appliers(settings, storage, site_accounts) -> list:
+    """The ``mysql`` and ``pgsql`` appliers of ``[databases]`` (``site_accounts``:
+    :class:`apiserver.host.accounts.SiteAccounts`, who the administrator is on the host)."""
     mysql_url, pgsql_url = settings.get("databases", "mysql_admin_url"), settings.get("databases", "pgsql_admin_url")
-    return [DatabaseApplier("mysql", MariaDbAdmin(mysql_url) if mysql_url else None, storage, site_homes.get),
-            DatabaseApplier("pgsql", PostgresAdmin(pgsql_url) if pgsql_url else None, storage, site_homes.get)]
+    admin_of = site_accounts.identity
+    return [DatabaseApplier("mysql", MariaDbAdmin(mysql_url) if mysql_url else None, storage, admin_of),
+            DatabaseApplier("pgsql", PostgresAdmin(pgsql_url) if pgsql_url else None, storage, admin_of)]
 
 
 def default_prefix(user: str) -> str:

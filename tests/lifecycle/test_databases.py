@@ -93,9 +93,10 @@ def test_database_users_are_made_isolated_locked_and_dropped(db_harness):
     h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", both)
     h.call(h.admin, "admin_add_site", "b.example", "owner",
            {**both, "mysql.dbaseadmin": f"{tag}b", "pgsql.dbaseadmin": f"{tag}b", "mysql.passwd": "Given-Pw-1"})
-    home_a, home_b = [h.app.site_homes.get(d).root for d in ("a.example", "b.example")]
+    home_a, home_b = [h.app.site_accounts.identity(n, admin).home for n, admin in ((1, f"{tag}a"), (2, "owner"))]
     owner = h.app.site_homes.get("a.example").owner.name
     reachable(home_a, owner)
+    reachable(home_b, owner)
     user_a, user_b, prefix_a, prefix_b = f"{tag}a", f"{tag}b", f"{tag}a_", f"{tag}b_"
 
     cnf_a, cnf_b = read_file(home_a, ".my.cnf", owner), read_file(home_b, ".my.cnf", owner)
