@@ -3,11 +3,13 @@ in memory, reported by plugins and stored per day (a real application on SQLite,
 
 from __future__ import annotations
 
+import datetime
 import grp
 import os
 import subprocess
 
 import pytest
+import sqlalchemy as sa
 from twisted.internet import defer
 
 from apiserver.hookspecs import hookimpl
@@ -72,12 +74,21 @@ def write_files(h: Harness, domain: str, count: int, size: int) -> str:
 
 
 def test_storage_is_counted_in_the_background_and_answered_from_stored_figures(harness):
-    """A site made after a round is not measured (null); the next round, on the clock, stores
-    what ``du`` says of its home, and the answers follow the files written since."""
+    """A new site is measured when made (its near-empty home, what ``du`` says, stamped with the
+    clock's time); the next round, on the clock, stores what ``du`` says of its home, and the
+    answers follow the files written since."""
     h = harness
     h.call(h.admin, "admin_add_site", "a.example", "a", {"diskquota.quota": 1, "diskquota.units": "GB"})
     h.call(h.admin, "admin_add_site", "b.example", "b", {})
-    assert h.call(h.admin, "admin_get_usage", "storage")["site1"]["qused"] is None
+    fresh = h.call(h.admin, "admin_get_usage", "storage")["site1"]
+    home_a = h.app.site_homes.get("a.example").root
+    assert (fresh["qused"], fresh["fused"]) == (du(home_a), du(home_a, "--inodes")) and fresh["fused"] > 0
+    with h.app.storage.read() as conn:
+        table = h.app.storage.tables.site_usage
+        stamps = conn.execute(sa.select(table.c.site_id, table.c.counted_at)).all()
+    assert sorted(row.site_id for row in stamps) == [1, 2]
+    assert all(abs(row.counted_at.replace(tzinfo=datetime.timezone.utc).timestamp() - h.clock.seconds()) < 1
+               for row in stamps)
     home_a = write_files(h, "a.example", 20, 40_000)
     h.settle()                              # the round the start began
     rounds = h.app.storage_recount.rounds
