@@ -16,6 +16,7 @@ from apiserver.hookspecs import hookimpl
 from apiserver.lifecycle.traffic import DAY
 from apiserver.sites.count import count_tree, group_quota
 from tests.accounts.support import Harness, wait
+from tests.host.support import account_prefix  # noqa: F401 - fixture
 
 ONE_HOUR = 3600
 
@@ -189,3 +190,19 @@ def test_a_failed_flush_keeps_the_bytes(harness):
     assert meter.pending() == {1: 4096}
     wait(meter.flush())
     assert meter.pending() == {} and h.call(h.admin, "admin_get_usage", "bandwidth")["site1"]["sum"] == 4096
+
+
+def test_the_recount_uses_the_sites_own_group_only(account_prefix):  # noqa: F811 - fixture
+    """The group counted is the site's ``<prefix>-admin<N>`` when the server makes system accounts;
+    without them no group is used (a host group that happens to be named ``admin<N>`` is not the site's)."""
+    from apiserver.host.accounts import SiteAccounts
+    from apiserver.lifecycle.recount import site_group_of
+
+    if os.geteuid() != 0:
+        pytest.skip("makes a group (root)")
+    made = SiteAccounts("/nonexistent", "", account_prefix, True, "nobody")
+    subprocess.run(["groupadd", made.group_name(7)], check=True, capture_output=True, timeout=60)
+    assert site_group_of(made)(7) == grp.getgrnam(f"{account_prefix}-admin7").gr_gid
+    assert site_group_of(made)(8) is None
+    shared = SiteAccounts("/nonexistent", "", "", False, "nobody")
+    assert all(site_group_of(shared)(n) is None for n in (1, 7))
