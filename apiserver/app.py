@@ -43,7 +43,7 @@ from apiserver.lifecycle.plans import Plans
 from apiserver.lifecycle.reports import SiteReports
 from apiserver.lifecycle.service import SiteLifecycle
 from apiserver.lifecycle.suspension import SuspendedSites
-from apiserver.lifecycle.recount import StorageRecount
+from apiserver.lifecycle.recount import StorageRecount, site_group_of
 from apiserver.lifecycle.traffic import TrafficMeter
 from apiserver.lifecycle.usage import MeasuredUsage
 from apiserver.middleware import GateKeeper
@@ -138,13 +138,15 @@ class Application:
         self.gatekeeper = GateKeeper(config, self.accounts, self.anvil, self.ip_restrictions, HttpsOnly(config),
                                      self.notices.devices, self.api, suspensions=self.suspensions)
         self.dav_access = DavAccess(self.storage, clock, run_blocking, config)
+        self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config,
+                                              group_of=site_group_of(self.site_accounts))
         self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
                                        plans=Plans(config.plans_dir, config.get("plans", "default")),
                                        appliers=Appliers([SystemAccountsApplier(self.site_accounts),
-                                                          *database_appliers(config, self.storage, self.site_homes),
+                                                          *database_appliers(config, self.storage, self.site_accounts),
                                                           DavApplier(self.dav_access)]),
-                                       suspensions=self.suspensions, fire=fire)
-        self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config)
+                                       suspensions=self.suspensions, fire=fire,
+                                       measure=self.storage_recount.measure_and_store)
         self.traffic = TrafficMeter(self.storage, clock, run_blocking, config, fire)
         self.site_reports = SiteReports(self.storage, clock, MeasuredUsage(self.storage, self.traffic))
         self.rampart = Rampart(self.anvil, Fail2ban(config.get("rampart", "fail2ban_client"),
