@@ -193,16 +193,18 @@ def read_attribute(target: Target, kind: str, follow_symlinks: bool = True) -> O
 
 
 def folder_access(target: Target, st: os.stat_result) -> tuple:
-    """Blocking.  (access ACL, whether it has a default ACL) of the folder ``target`` (whose stat is
-    ``st``): one ``listxattr`` answers both, and a ``getxattr`` reads the access ACL when there is one."""
+    """Blocking.  (access ACL, default ACL or None) of the folder ``target`` (whose stat is ``st``):
+    one ``listxattr`` says which there are, a ``getxattr`` reads each that is."""
     try:
         names = os.listxattr(target)
     except OSError as exc:
         if exc.errno != errno.EOPNOTSUPP:
             raise
         names = ()
-    data = read_attribute(target, ACCESS) if ACCESS in names else None
-    return (of_mode(st.st_mode) if data is None else _decoded(data)), DEFAULT in names
+    access = read_attribute(target, ACCESS) if ACCESS in names else None
+    default = read_attribute(target, DEFAULT) if DEFAULT in names else None
+    return (of_mode(st.st_mode) if access is None else _decoded(access),
+            None if default is None else _decoded(default))
 
 
 def decoded(data: Optional[bytes], mode: int) -> Acl:

@@ -252,10 +252,11 @@ def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
     default requirement find together, without a tuple per entry, and without reading the ACL of a
     file the web user cannot reach (it cannot write there, whatever the ACL says).
 
-    Per file one ``fstatat`` where the folder has no default ACL (as ``find`` does); where it has
-    one (a writable folder, whose files have ACLs as a rule) the file is opened and its owner and
-    ACL read on that descriptor.  Per folder one ``listxattr`` says whether it has an access and a
-    default ACL.  Verdicts are memoised by the ACL's bytes, owner and group."""
+    Per file one ``fstatat`` (as ``find`` does), except in a folder whose default ACL grants the
+    web user write (a folder Fortification made writable: its files have such ACLs as a rule),
+    where each file is opened straight away and its owner and ACL read on that descriptor.  Per
+    folder one ``listxattr`` says which ACLs it has.  Verdicts are memoised by the ACL's bytes,
+    owner and group."""
     uid, gids, memo = test.user.pw_uid, test.gids, test.memo
     verdicts: dict = {}  # (ACL bytes or mode bits, owner, group) -> whether the web user may write
     found = []
@@ -264,15 +265,16 @@ def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
     for folder in walk_inside(root, home.real_root, shown=shown):
         st = folder.stat
         reach = folder.parent.data if folder.parent is not None else True
-        access, has_default = acl.folder_access(folder.fd, st)
+        access, default = acl.folder_access(folder.fd, st)
         if st.st_uid == uid or (reach and access.allows(st, uid, gids, acl.WRITE)):
             add(folder.rel)
         folder.data = here = reach and access.allows(st, uid, gids, acl.EXECUTE)
         prefix = f"{folder.rel}/" if folder.rel else ""
         dir_fd = folder.fd
-        # In a folder with a default ACL (a writable one) files have ACLs as a rule: each is opened
-        # straight away, its fstat standing for the lstat (one call fewer per file).
-        inherits = here and has_default
+        # In a folder whose default ACL grants the web user write, files have ACLs as a rule: each is
+        # opened straight away, its fstat standing for the lstat (one call fewer per file).  A default
+        # ACL left without that entry (after a setfacl -x) does not count: its files rarely need one.
+        inherits = here and default is not None and default.users.get(uid, 0) & acl.WRITE
         for entry in folder.entries:
             if entry.is_dir(follow_symlinks=False):
                 continue  # judged on its own descriptor when the walk enters it
