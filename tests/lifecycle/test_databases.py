@@ -243,3 +243,40 @@ def test_creating_databases_needs_the_service(db_harness):
     with pytest.raises(Denied, match=r"mysql.enabled"):
         h.call(site, "mysql_create_database", "one")
     assert mysql_admin.databases(f"{tag}a_") == []
+
+
+def test_hostile_database_names_are_refused_and_nothing_is_made(db_harness):
+    """Names a site gives mysql_/pgsql_create_database with quotes, backquotes, LIKE patterns, line
+    breaks, capitals, non-ASCII or too long are Client.InvalidArgument; neither server gets a database."""
+    h, tag, mysql_admin, pgsql_admin = db_harness
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1})
+    site = h.app.directory.identity_for("a.example", None)
+    prefix = f"{tag}a_"
+    hostile = ("x`; DROP DATABASE mysql; --", "a'b", 'x"y; DROP DATABASE postgres', "pct%", "b\\s", "UPPER",
+               "\u00fcn\u00ef", "a b", "", "one\n", "x" * 64, prefix, f"{prefix}%", f"{tag}b_x\x00")
+    for module in ("mysql", "pgsql"):
+        for name in hostile:
+            with pytest.raises(InvalidArgument, match="invalid database name"):
+                h.call(site, f"{module}_create_database", name)
+        with pytest.raises(InvalidArgument, match="a value is required"):
+            h.call(site, f"{module}_create_database", None)
+        assert h.call(site, f"{module}_list_databases") == []
+    assert mysql_admin.databases(prefix) == [] and pgsql_admin.databases(prefix, f"{tag}a") == []
+    assert "mysql" in mysql_admin.databases("mysql") and pgsql_admin.databases("postgres") == ["postgres"]
+
+
+def test_a_password_with_quotes_backslashes_and_colons_reaches_both_clients(db_harness):
+    """A given passwd with every character .my.cnf and .pgpass escape is written so that mysql and psql log in."""
+    h, tag, _, _ = db_harness
+    password = 'Q"b\\c:d#e;f g\'h'
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1,
+                                                               "mysql.passwd": password, "pgsql.passwd": password})
+    site = h.app.directory.identity_for("a.example", None)
+    home = h.app.site_accounts.identity(1, f"{tag}a").home
+    owner = h.app.site_homes.get("a.example").owner.name
+    reachable(home, owner)
+    h.call(site, "pgsql_create_database", "app")
+    done = mysql(owner, home, "SELECT CURRENT_USER()")
+    assert done.returncode == 0 and done.stdout.startswith(f"{tag}a@"), done.stderr
+    done = psql(owner, home, f"{tag}a", f"{tag}a_app", "SELECT current_user")
+    assert done.returncode == 0 and done.stdout.strip() == f"{tag}a", done.stderr
