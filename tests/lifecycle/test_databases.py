@@ -280,3 +280,25 @@ def test_a_password_with_quotes_backslashes_and_colons_reaches_both_clients(db_h
     assert done.returncode == 0 and done.stdout.startswith(f"{tag}a@"), done.stderr
     done = psql(owner, home, f"{tag}a", f"{tag}a_app", "SELECT current_user")
     assert done.returncode == 0 and done.stdout.strip() == f"{tag}a", done.stderr
+
+
+def test_a_dropped_database_leaves_no_room_past_dbasenum(db_harness):
+    """mysql.dbasenum 2: after the user drops one database and the API makes another, the user's own
+    client cannot make the dropped one again (a third database); what exists stays usable."""
+    h, tag, mysql_admin, _ = db_harness
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "mysql.dbasenum": 2})
+    site = h.app.directory.identity_for("a.example", None)
+    home = h.app.site_accounts.identity(1, f"{tag}a").home
+    owner = h.app.site_homes.get("a.example").owner.name
+    reachable(home, owner)
+    prefix = f"{tag}a_"
+    for name in ("one", "two"):
+        assert h.call(site, "mysql_create_database", name) is True
+    dropped = mysql(owner, home, f"DROP DATABASE {prefix}two")
+    assert dropped.returncode == 0, dropped.stderr
+    assert h.call(site, "mysql_create_database", "three") is True
+    again = mysql(owner, home, f"CREATE DATABASE {prefix}two")
+    assert again.returncode != 0 and "denied" in again.stderr, again
+    assert mysql_admin.databases(prefix) == [f"{prefix}one", f"{prefix}three"]
+    used = mysql(owner, home, f"CREATE TABLE {prefix}three.t (n INT); USE {prefix}one")
+    assert used.returncode == 0, used.stderr
