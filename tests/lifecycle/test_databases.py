@@ -58,6 +58,16 @@ def reachable(path: str, user: str) -> None:
         path = os.path.dirname(path)
 
 
+def made_site(h, tag: str, opts: dict) -> tuple:
+    """Test set-up: the site a.example of ``<tag>a`` with ``opts``; (its identity, the administrator's
+    home, the files' owner, who may reach that home)."""
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", opts)
+    home = h.app.site_accounts.identity(1, f"{tag}a").home
+    owner = h.app.site_homes.get("a.example").owner.name
+    reachable(home, owner)
+    return h.app.directory.identity_for("a.example", None), home, owner
+
+
 def as_owner(owner: str, *argv: str, env: dict = None) -> subprocess.CompletedProcess:
     """``argv`` run as ``owner`` (the site's files' owner) through ``runuser``."""
     prefix = ["runuser", "-u", owner, "--"]
@@ -193,12 +203,8 @@ def test_dbasenum_limits_the_databases_a_site_makes(db_harness):
     from apiserver.errors import Denied, Exists
 
     h, tag, mysql_admin, pgsql_admin = db_harness
-    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1,
-                                                               "mysql.dbasenum": 2, "pgsql.dbasenum": 2})
-    site = h.app.directory.identity_for("a.example", None)
-    home = h.app.site_accounts.identity(1, f"{tag}a").home
-    owner = h.app.site_homes.get("a.example").owner.name
-    reachable(home, owner)
+    site, home, owner = made_site(h, tag, {"mysql.enabled": 1, "pgsql.enabled": 1, "mysql.dbasenum": 2,
+                                           "pgsql.dbasenum": 2})
     prefix = f"{tag}a_"
     for module in ("mysql", "pgsql"):
         assert h.call(site, f"{module}_create_database", "one") is True
@@ -269,12 +275,8 @@ def test_a_password_with_quotes_backslashes_and_colons_reaches_both_clients(db_h
     """A given passwd with every character .my.cnf and .pgpass escape is written so that mysql and psql log in."""
     h, tag, _, _ = db_harness
     password = 'Q"b\\c:d#e;f g\'h'
-    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1,
-                                                               "mysql.passwd": password, "pgsql.passwd": password})
-    site = h.app.directory.identity_for("a.example", None)
-    home = h.app.site_accounts.identity(1, f"{tag}a").home
-    owner = h.app.site_homes.get("a.example").owner.name
-    reachable(home, owner)
+    site, home, owner = made_site(h, tag, {"mysql.enabled": 1, "pgsql.enabled": 1, "mysql.passwd": password,
+                                           "pgsql.passwd": password})
     h.call(site, "pgsql_create_database", "app")
     done = mysql(owner, home, "SELECT CURRENT_USER()")
     assert done.returncode == 0 and done.stdout.startswith(f"{tag}a@"), done.stderr
@@ -286,11 +288,7 @@ def test_a_dropped_database_leaves_no_room_past_dbasenum(db_harness):
     """mysql.dbasenum 2: after the user drops one database and the API makes another, the user's own
     client cannot make the dropped one again (a third database); what exists stays usable."""
     h, tag, mysql_admin, _ = db_harness
-    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "mysql.dbasenum": 2})
-    site = h.app.directory.identity_for("a.example", None)
-    home = h.app.site_accounts.identity(1, f"{tag}a").home
-    owner = h.app.site_homes.get("a.example").owner.name
-    reachable(home, owner)
+    site, home, owner = made_site(h, tag, {"mysql.enabled": 1, "mysql.dbasenum": 2})
     prefix = f"{tag}a_"
     for name in ("one", "two"):
         assert h.call(site, "mysql_create_database", name) is True
