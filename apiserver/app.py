@@ -35,7 +35,7 @@ from apiserver.host.state import protect_state
 from apiserver.lifecycle.system_accounts import SystemAccountsApplier
 from apiserver.geolocation import Geolocator
 from apiserver.internal import InternalApi
-from apiserver.lifecycle import services
+from apiserver.lifecycle import services, system_accounts
 from apiserver.lifecycle.appliers import Appliers
 from apiserver.lifecycle.dav_access import DavAccess, DavApplier
 from apiserver.lifecycle.databases import database_appliers
@@ -133,7 +133,7 @@ class Application:
                                  ui_passwords=self.ui_passwords, ip_restrictions=self.ip_restrictions,
                                  notices=self.notices, system_accounts=self.site_accounts, throttle=self.anvil)
         self.sites = Sites(self.storage, clock, run_blocking, self.accounts, self.site_homes, fire,
-                           site_accounts=self.site_accounts)
+                           site_accounts=self.site_accounts, new_user_shell=system_accounts.new_user_shell)
         self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)
         self.gatekeeper = GateKeeper(config, self.accounts, self.anvil, self.ip_restrictions, HttpsOnly(config),
                                      self.notices.devices, self.api, suspensions=self.suspensions)
