@@ -184,8 +184,7 @@ def test_a_local_account_that_is_no_sites_user_is_refused_by_name(server, sshd):
 
 
 def test_a_suspended_sites_users_are_refused_at_the_cli_and_over_ssh(server, sshd):
-    """Suspended: the user's SSH login is refused (nologin) and its cpcmd on the socket says the site is suspended;
-    activated: both work again."""
+    """Suspended: SSH login refused, cpcmd on the socket told the site is suspended; activated: both work again."""
     assert xmlrpc_call(server, "admin_deactivate_site", DOMAIN, {"reason": "Overdue on Payment"},
                        key=server.admin_key) is True
     try:

@@ -62,8 +62,7 @@ def check_private(path: str, identity) -> bytes:
 
 
 def test_files_are_in_the_admin_home_and_read_by_the_clients(accounts_harness):
-    """The files are in fst/home/<admin>, the admin's own, 0600; mysql and psql run as the admin
-    with only HOME set connect with them; another site's administrator cannot read them."""
+    """The admin's own 0600 files in its home; mysql and psql connect with them; another admin reads nothing."""
     h, tag = accounts_harness
     both = {"mysql.enabled": 1, "pgsql.enabled": 1}
     h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", both)
@@ -88,9 +87,7 @@ def test_files_are_in_the_admin_home_and_read_by_the_clients(accounts_harness):
 
 
 def test_migrate_sites_moves_old_files_into_the_admin_home(accounts_harness):
-    """Files an earlier version wrote in fst/ move to the admin's home with the same bytes, the
-    admin's and 0600; the client still connects; a second run changes nothing; a file already in
-    the home is kept and the old one left beside it."""
+    """Files left in fst/ move intact into the admin's home, 0600, once; a newer one already there is kept."""
     h, tag = accounts_harness
     h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1})
     accounts = h.app.site_accounts

@@ -196,10 +196,7 @@ def test_a_server_without_database_administration_refuses_the_service(harness):
 
 
 def test_dbasenum_limits_the_databases_a_site_makes(db_harness):
-    """With mysql/pgsql.dbasenum 2 a site makes two databases through mysql_/pgsql_create_database
-    and the third is refused (ApisCP's "database limit reached"); the MariaDB user cannot make one
-    beside the API with its own client; lifting the limit gives it the prefix back, and setting it
-    again takes it away without losing access to the existing databases."""
+    """dbasenum 2: two databases through the API, a third refused, none beside it; limit off and on switch rights."""
     from apiserver.errors import Denied, Exists
 
     h, tag, mysql_admin, pgsql_admin = db_harness
@@ -252,8 +249,7 @@ def test_creating_databases_needs_the_service(db_harness):
 
 
 def test_hostile_database_names_are_refused_and_nothing_is_made(db_harness):
-    """Names a site gives mysql_/pgsql_create_database with quotes, backquotes, LIKE patterns, line
-    breaks, capitals, non-ASCII or too long are Client.InvalidArgument; neither server gets a database."""
+    """Hostile names (quotes, backquotes, patterns, breaks, capitals, too long): InvalidArgument, nothing made."""
     h, tag, mysql_admin, pgsql_admin = db_harness
     h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1})
     site = h.app.directory.identity_for("a.example", None)
@@ -285,8 +281,7 @@ def test_a_password_with_quotes_backslashes_and_colons_reaches_both_clients(db_h
 
 
 def test_a_dropped_database_leaves_no_room_past_dbasenum(db_harness):
-    """mysql.dbasenum 2: after the user drops one database and the API makes another, the user's own
-    client cannot make the dropped one again (a third database); what exists stays usable."""
+    """dbasenum 2: after a drop and an API create, the user's client cannot remake the dropped one (a third)."""
     h, tag, mysql_admin, _ = db_harness
     site, home, owner = made_site(h, tag, {"mysql.enabled": 1, "mysql.dbasenum": 2})
     prefix = f"{tag}a_"
