@@ -193,9 +193,11 @@ class SendfileStream(FileStream):
         if transport.disconnected or self.request.channel is None:
             self.stopProducing()
             return
-        if len(transport.dataBuffer) > transport.offset or transport._tempDataLen:
-            self._wait_writable()  # the headers (or anything before) go first
-            return
+        if _buffered(transport):  # the headers (or anything before) go first: now, not a turn later
+            transport.doWrite()
+            if _buffered(transport):
+                self._wait_writable()
+                return
         sent_before, budget = self.sent, SENDFILE_TURN
         socket_fd, file_fd = transport.fileno(), self.fileobj.fileno()
         try:
@@ -233,3 +235,8 @@ class SendfileStream(FileStream):
         else:
             self.pauseProducing()
         transport.startWriting()
+
+
+def _buffered(transport) -> bool:
+    """The transport still holds bytes it has not sent."""
+    return len(transport.dataBuffer) > transport.offset or bool(transport._tempDataLen)
