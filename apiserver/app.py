@@ -35,7 +35,7 @@ from apiserver.host.state import protect_state
 from apiserver.lifecycle.system_accounts import SystemAccountsApplier
 from apiserver.geolocation import Geolocator
 from apiserver.internal import InternalApi
-from apiserver.lifecycle import services
+from apiserver.lifecycle import services, system_accounts
 from apiserver.lifecycle.appliers import Appliers
 from apiserver.lifecycle.dav_access import DavAccess, DavApplier
 from apiserver.lifecycle.databases import database_appliers
@@ -43,7 +43,7 @@ from apiserver.lifecycle.plans import Plans
 from apiserver.lifecycle.reports import SiteReports
 from apiserver.lifecycle.service import SiteLifecycle
 from apiserver.lifecycle.suspension import SuspendedSites
-from apiserver.lifecycle.recount import StorageRecount
+from apiserver.lifecycle.recount import StorageRecount, site_group_of
 from apiserver.lifecycle.traffic import TrafficMeter
 from apiserver.lifecycle.usage import MeasuredUsage
 from apiserver.middleware import GateKeeper
@@ -133,18 +133,20 @@ class Application:
                                  ui_passwords=self.ui_passwords, ip_restrictions=self.ip_restrictions,
                                  notices=self.notices, system_accounts=self.site_accounts, throttle=self.anvil)
         self.sites = Sites(self.storage, clock, run_blocking, self.accounts, self.site_homes, fire,
-                           site_accounts=self.site_accounts)
+                           site_accounts=self.site_accounts, new_user_shell=system_accounts.new_user_shell)
         self.suspensions = SuspendedSites(self.storage, clock, run_blocking, config)
         self.gatekeeper = GateKeeper(config, self.accounts, self.anvil, self.ip_restrictions, HttpsOnly(config),
                                      self.notices.devices, self.api, suspensions=self.suspensions)
         self.dav_access = DavAccess(self.storage, clock, run_blocking, config)
+        self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config,
+                                              group_of=site_group_of(self.site_accounts))
         self.lifecycle = SiteLifecycle(self.storage, clock, run_blocking, sites=self.sites, accounts=self.accounts,
                                        plans=Plans(config.plans_dir, config.get("plans", "default")),
                                        appliers=Appliers([SystemAccountsApplier(self.site_accounts),
-                                                          *database_appliers(config, self.storage, self.site_homes),
+                                                          *database_appliers(config, self.storage, self.site_accounts),
                                                           DavApplier(self.dav_access)]),
-                                       suspensions=self.suspensions, fire=fire)
-        self.storage_recount = StorageRecount(self.storage, clock, run_blocking, self.site_homes, config)
+                                       suspensions=self.suspensions, fire=fire,
+                                       measure=self.storage_recount.measure_and_store)
         self.traffic = TrafficMeter(self.storage, clock, run_blocking, config, fire)
         self.site_reports = SiteReports(self.storage, clock, MeasuredUsage(self.storage, self.traffic))
         self.rampart = Rampart(self.anvil, Fail2ban(config.get("rampart", "fail2ban_client"),

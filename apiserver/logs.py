@@ -20,6 +20,7 @@ import re
 import sys
 import threading
 from typing import IO, Optional
+from urllib.parse import unquote_plus
 
 from twisted.logger import (
     FileLogObserver, FilteringLogObserver, LogLevel, LogLevelFilterPredicate, formatEvent,
@@ -54,6 +55,29 @@ def mask_url(text: str) -> str:
     text = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
     text = _SECRET_PARAM.sub(lambda m: m.group(1) + MASK, text)
     return _HEX_TOKEN.sub(MASK, text)
+
+
+_CONTROL_CHARACTERS = {code: "?" for code in (*range(32), 127)}
+
+
+def masked_uri(uri: bytes) -> str:
+    """``uri`` for the log with the value of every ``authkey`` parameter replaced by ``***``.
+
+    Names are compared as the query parser sees them (percent-decoded), so ``%61uthkey=KEY``,
+    which authenticates like ``authkey=KEY``, is masked too; then :func:`mask_url`
+    hides keys sent under another name (``?key=``, ``?api_key=``, ``authkey%3D``, in the path).
+    """
+    text = uri.decode("ascii", "backslashreplace").translate(_CONTROL_CHARACTERS)  # no escapes into the log
+    path, sep, query = text.partition("?")
+    if not sep:
+        return mask_url(path)
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and unquote_plus(name).strip().lower() == "authkey":
+            part = name + "=***"
+        parts.append(part)
+    return mask_url(path + "?" + "&".join(parts))
 
 
 # --- JSON lines --------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ BUILTIN_PLUGINS = (
     "apiserver.modules.security",
     "apiserver.modules.rampart",
     "apiserver.modules.site",
+    "apiserver.modules.databases",
     "apiserver.events",
 )
 

@@ -21,6 +21,9 @@ from tests import hook_proofs
 
 hook_proofs.install_recorder()  # before any test registers a plugin
 
+#: pytester for tests of the test plugins; leaked_pools errors a test that leaves a pool running.
+pytest_plugins = ["pytester", "tests.leaked_pools"]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 APISERVER = [sys.executable, "-m", "apiserver.cli.main"]
@@ -58,8 +61,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def _stop_leaked_pools(config) -> None:
-    """A harness a test forgot to close leaves pool threads (not daemons) that would hold the
-    interpreter at exit for ever: name them in the summary and stop their pools."""
+    """The last resort behind tests/leaked_pools.py (which errors the test that left a pool
+    running): pool threads (not daemons) still running would hold the interpreter at exit for
+    ever, so name them in the summary and stop their pools."""
     import gc
 
     from twisted.python.threadpool import ThreadPool

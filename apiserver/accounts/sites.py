@@ -8,7 +8,6 @@ sessions, remembered passwords, cached restrictions, known devices).
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 from typing import Callable, Optional
@@ -38,11 +37,13 @@ class Sites:
     deleted account leaves; ``site_homes``: the sites' homes on disk (homes from before the
     ``site<N>`` layout); ``site_accounts``: :class:`apiserver.host.accounts.SiteAccounts`, every
     site's system accounts and folders; ``fire(event, **kwargs)``: ``apiserver_site_added`` and
-    ``apiserver_site_deleted``.
+    ``apiserver_site_deleted``; ``new_user_shell(conn, site_id)``: blocking, the login shell a new
+    user of the site gets (:func:`apiserver.lifecycle.system_accounts.new_user_shell`: it knows
+    ``ssh.enabled``'s plan and built-in defaults).
     """
 
     def __init__(self, storage, clock, run_blocking: Callable, accounts, site_homes, fire: Callable,
-                 site_accounts):
+                 site_accounts, new_user_shell: Callable):
         self._storage = storage
         self._clock = clock
         self._run_blocking = run_blocking
@@ -50,6 +51,7 @@ class Sites:
         self._site_homes = site_homes
         self._fire = fire
         self._site_accounts = site_accounts
+        self._new_user_shell = new_user_shell
 
     async def add_site(self, domain: str, admin_user: str, email: Optional[str], password: Optional[str],
                        actor: Identity, *, password_hash: Optional[str] = None,
@@ -165,7 +167,7 @@ class Sites:
                 except sa.exc.IntegrityError:
                     raise Exists(f"user {username!r} exists already") from None
                 identity = self._site_accounts.add_user(site_id, username, password=password,
-                                                        shell=_login_shell_of(conn, site_id))
+                                                        shell=self._new_user_shell(conn, site_id))
                 made = True
                 self._record_host_account(conn, user_id, identity)
         except BaseException:
@@ -226,17 +228,3 @@ class Sites:
                 changes.append(f"{domain} (site{site_id}): recorded {len(missing)} system accounts")
         return changes
 
-
-def _login_shell_of(conn: sa.Connection, site_id: int) -> str:
-    """The login shell a new user of the site gets: a shell when the site's ``ssh.enabled`` is on
-    and it is not suspended (the lifecycle's ``accounts`` applier sets it for existing users)."""
-    from apiserver.host import tools
-
-    row = conn.execute(sa.select(_sites.c.services, _sites.c.suspended_at).where(_sites.c.id == site_id)).first()
-    try:
-        services = json.loads(row.services) if row is not None and row.services else {}
-    except ValueError:
-        services = {}
-    ssh = services.get("ssh") if isinstance(services, dict) else None
-    enabled = isinstance(ssh, dict) and ssh.get("enabled") in (1, True, "1", "true")
-    return tools.LOGIN_SHELL if enabled and row.suspended_at is None else tools.NOLOGIN

@@ -47,11 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help=f"config file ({LOOKUP_ORDER})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    sub.add_parser("init", parents=[common], help="create the state a first start needs and print the "
-                   "administrator's API key", description="Create what a first start needs and change "
-                   "nothing that exists: the config file when there is none, the state folder, the "
-                   "database, the secret, the certificate and the appliance administrator, whose API key "
-                   "is printed last (only when it is made).")
+    init = sub.add_parser("init", parents=[common], help="create the state a first start needs and print the "
+                          "administrator's API key", description="Create what a first start needs and change "
+                          "nothing that exists: the config file when there is none, the state folder, the "
+                          "database, the secret, the certificate and the appliance administrator, whose API key "
+                          "is printed last (only when it is made).")
+    init.add_argument("--database-users", action="store_true",
+                      help="also make the server's own user (30-character password) on this host's MariaDB and "
+                           "PostgreSQL when [databases] mysql_admin_url / pgsql_admin_url are empty and the "
+                           "server lets its superuser in, and write its URL to the config file")
     sub.add_parser("serve", parents=[common], help="run the server in the foreground until SIGTERM/SIGINT",
                    description=SERVE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     setting = sub.add_parser("set", parents=[common], help="change one key of the config file, validated",
@@ -145,6 +149,8 @@ def cmd_init(args) -> int:
 
         cert, _key = ensure_certificate(config)
         lines.append(f"TLS certificate: {cert}")
+    if getattr(args, "database_users", False):
+        lines += _database_users(config)
     say = _printer(config.get("core", "log_format") == "json")
     for line in lines:
         say(line)
@@ -155,6 +161,15 @@ def cmd_init(args) -> int:
             print("Appliance administrator API key (shown once; keep it safe):")
             print(result.admin_key)
     return 0
+
+
+def _database_users(config) -> list:
+    """``init --database-users``: :func:`apiserver.host.database_admins.provision`, each URL
+    written to the config file in use as ``apiserver set`` writes it (owner-only: a secret)."""
+    from apiserver.config_file import ConfigFile
+    from apiserver.host.database_admins import provision
+
+    return provision(config, lambda key, url: ConfigFile(config).write([("databases", key, url)]))
 
 
 def cmd_set(args) -> int:

@@ -46,6 +46,11 @@ def like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
 
 
+def exact_name(name: str) -> str:
+    """A database name as a GRANT names it: ``_`` and ``%`` are patterns there, so escaped."""
+    return name.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+
+
 def parse_admin_url(url: str, scheme: str) -> dict:
     """``{host, port, user, password, database}`` of ``scheme://user[:password]@host[:port][/database]``."""
     parts = urllib.parse.urlsplit(url)
@@ -90,17 +95,52 @@ class MariaDbAdmin:
             cursor.execute("SELECT 1 FROM mysql.user WHERE User = %s", (user,))
             return cursor.fetchone() is not None
 
-    def create_user(self, user: str, password: str, prefix: str) -> None:
-        """The user ``user`` with ``password`` and every right on the databases named ``prefix*``;
-        Exists when a user of that name exists already (another site's, or left behind)."""
+    def create_user(self, user: str, password: str, prefix: str, limited: bool = False) -> None:
+        """The user ``user`` with ``password`` and every right on the databases named ``prefix*``
+        (``limited``: only on those the server makes, :meth:`create_database`); Exists when a user
+        of that name exists already (another site's, or left behind)."""
         with self._cursor() as cursor:
             cursor.execute("SELECT 1 FROM mysql.user WHERE User = %s", (user,))
             if cursor.fetchone() is not None:
                 raise Exists(f"mysql.dbaseadmin: a MariaDB user {user!r} exists already; name another")
             for host in MARIADB_HOSTS:
-                account = self._account(cursor, user, host)
-                cursor.execute(f"CREATE USER {account} IDENTIFIED BY %s", (password,))
-                cursor.execute(f"GRANT ALL PRIVILEGES ON {_quote_name(like_prefix(prefix))}.* TO {account}")
+                cursor.execute(f"CREATE USER {self._account(cursor, user, host)} IDENTIFIED BY %s", (password,))
+            self._grant(cursor, user, prefix, limited)
+
+    def _grant(self, cursor, user: str, prefix: str, limited: bool) -> None:
+        """Rights on ``prefix*``: the pattern (the user makes its own databases), or, ``limited``,
+        each existing database by its exact name (new ones only through :meth:`create_database`)."""
+        pattern = _quote_name(like_prefix(prefix))
+        if limited:
+            cursor.execute("SHOW DATABASES LIKE %s", (like_prefix(prefix),))
+            names = [row[0] for row in cursor.fetchall()]
+        for host in MARIADB_HOSTS:
+            account = self._account(cursor, user, host)
+            if not limited:
+                cursor.execute(f"GRANT ALL PRIVILEGES ON {pattern}.* TO {account}")
+                continue
+            cursor.execute("SELECT 1 FROM mysql.db WHERE User = %s AND Host = %s AND Db = %s",
+                           (user, host, like_prefix(prefix)))
+            if cursor.fetchone() is not None:
+                cursor.execute(f"REVOKE ALL PRIVILEGES ON {pattern}.* FROM {account}")
+            for name in names:
+                cursor.execute(f"GRANT ALL PRIVILEGES ON {_quote_name(exact_name(name))}.* TO {account}")
+
+    def limit(self, user: str, prefix: str, limited: bool) -> None:
+        """Switch ``user``'s rights between the prefix pattern and each existing database (``limited``)."""
+        with self._cursor() as cursor:
+            self._grant(cursor, user, prefix, limited)
+
+    def create_database(self, user: str, name: str) -> None:
+        """The database ``name`` (utf8mb4) with every right on it for ``user``; Exists when it exists."""
+        with self._cursor() as cursor:
+            cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            if cursor.fetchone() is not None:
+                raise Exists(f"a MariaDB database {name!r} exists already")
+            cursor.execute(f"CREATE DATABASE {_quote_name(name)} CHARACTER SET utf8mb4")
+            for host in MARIADB_HOSTS:
+                cursor.execute(f"GRANT ALL PRIVILEGES ON {_quote_name(exact_name(name))}.* TO "
+                               f"{self._account(cursor, user, host)}")
 
     def set_password(self, user: str, password: str) -> None:
         with self._cursor() as cursor:
@@ -184,9 +224,9 @@ class PostgresAdmin:
             cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
             return cursor.fetchone() is not None
 
-    def create_user(self, user: str, password: str, prefix: str) -> None:
-        """The role ``user`` (login with ``password``, no right to create databases or roles);
-        Exists when a role of that name exists already."""
+    def create_user(self, user: str, password: str, prefix: str, limited: bool = False) -> None:
+        """The role ``user`` (login with ``password``, no right to create databases or roles,
+        ``limited`` or not); Exists when a role of that name exists already."""
         from psycopg import sql
 
         with self._cursor() as cursor:
@@ -196,6 +236,9 @@ class PostgresAdmin:
             cursor.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB NOCREATEROLE PASSWORD {}").format(
                 sql.Identifier(user), sql.Literal(password)))
 
+    def limit(self, user: str, prefix: str, limited: bool) -> None:
+        """Nothing to switch: a role never creates databases itself (:meth:`create_database` does)."""
+
     def set_password(self, user: str, password: str) -> None:
         from psycopg import sql
 
@@ -203,10 +246,14 @@ class PostgresAdmin:
             cursor.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user), sql.Literal(password)))
 
     def create_database(self, user: str, name: str) -> None:
-        """The database ``name`` owned by ``user``, which alone (and superusers) may connect."""
+        """The database ``name`` owned by ``user``, which alone (and superusers) may connect;
+        Exists when it exists."""
         from psycopg import sql
 
         with self._cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is not None:
+                raise Exists(f"a PostgreSQL database {name!r} exists already")
             cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(user)))
             cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
         with self._cursor(name) as cursor:

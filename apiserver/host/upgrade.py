@@ -4,9 +4,10 @@ migrate-sites``, and at every start-up).
 A site from before (``<sites_root>/<domain>/``, every file the one shared owner's) is moved into
 ``site<N>/fst`` by one rename (no file is copied, so none can be lost), its group and users are
 made when the server has system accounts, the files the shared owner had go to the site's
-administrator, and the links and ``etc`` files are written.  Every step looks before it changes
-anything, so an interrupted upgrade is finished by the next run and a run with nothing to do
-changes nothing.  All blocking.
+administrator, the database client files (``.my.cnf``, ``.pgpass``) that earlier versions wrote
+in ``fst/`` move into the administrator's own home, and the links and ``etc`` files are
+written.  Every step looks before it changes anything, so an interrupted upgrade is finished by
+the next run and a run with nothing to do changes nothing.  All blocking.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import grp
 import os
 import pwd
+import stat
 from typing import Optional
 
 from apiserver.errors import ServerError
@@ -67,11 +69,56 @@ def upgrade_site(accounts: SiteAccounts, site: SiteToUpgrade, shared_uid: Option
         given = _give_files(layout.fst, shared_uid, admin_uid, gid)
         if given:
             changes.append(f"{label}: gave {given} files of the shared owner to {site.admin}")
+    for name in move_database_files(layout.fst, layout.home_of(site.admin), admin_uid, gid):
+        changes.append(f"{label}: moved {name} into the home of {site.admin}")
     if layout.link(site.domain):
         changes.append(f"{label}: linked {site.domain} and admin{site.site_id} to site{site.site_id}")
     if accounts.enabled and accounts.rewrite_etc(site.site_id, everyone):
         changes.append(f"{label}: wrote etc/passwd, etc/group, etc/shadow")
     return changes
+
+
+#: The database client files an earlier version wrote in the site's ``fst/`` root.
+DATABASE_FILES = (".my.cnf", ".pgpass")
+
+
+def move_database_files(fst: str, home: str, uid: int, gid: int) -> list:
+    """Blocking.  Move ``.my.cnf``/``.pgpass`` from ``fst`` into ``home`` (one rename each: the
+    password is never lost), owned by ``uid:gid``, mode 0600; the names moved.  A file already
+    in the home is newer and stays (the old one too); a link in ``fst`` is never followed."""
+    moved = []
+    fst_fd = os.open(fst, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        home_fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            for name in DATABASE_FILES:
+                try:
+                    info = os.lstat(name, dir_fd=fst_fd)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(info.st_mode) or _exists(name, home_fd):
+                    continue
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fst_fd)
+                try:  # owner and mode first: the file is never readable by others in the home
+                    os.fchown(fd, uid, gid)
+                    os.fchmod(fd, 0o600)
+                finally:
+                    os.close(fd)
+                os.rename(name, name, src_dir_fd=fst_fd, dst_dir_fd=home_fd)
+                moved.append(name)
+        finally:
+            os.close(home_fd)
+    finally:
+        os.close(fst_fd)
+    return moved
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _ensure_accounts(accounts: SiteAccounts, site: SiteToUpgrade, everyone: tuple, hashes: dict, changes: list,

@@ -4,13 +4,23 @@ When the service is enabled (on add, or by an edit) the site gets a database use
 ``dbaseadmin`` (null: the site administrator's name) whose databases are named
 ``dbaseprefix`` (null: that name and ``_``), with the password ``passwd`` or 16 characters from
 a-zA-Z0-9; both names are then stored with the site (``admin_collect`` shows them).  The
-password is written to the administrator's home: ``.my.cnf`` (``[client]`` user and password)
-and ``.pgpass`` (``*:*:*:user:password``), mode 0600, owned by the home's owner, replaced
-atomically (a link planted in their place is replaced, never followed).  It is never stored.
+password is written to the administrator's own home (``fst/home/<admin>``, what the site sees
+as ``/home/<admin>``): ``.my.cnf`` (``[client]`` user and password) and ``.pgpass``
+(``*:*:*:user:password``), mode 0600, owned by the administrator's system account (the sites'
+owner without system accounts), replaced atomically (a link planted in their place is replaced,
+never followed).  It is never stored.
 
 A prefix may not start another site's prefix, nor be started by one (``foo_`` and ``foo_bar_``
 would share databases): such an add or edit is refused naming ``service.dbaseprefix``.  A user
 name held by another site, or already on the server, is refused too.
+
+``dbasenum`` (null: unlimited) is the most databases a site may have, as ApisCP's
+``mysql_create_database``/``pgsql_create_database`` enforce it: those functions
+(:meth:`DatabaseApplier.create_database`) count the site's databases and refuse one more.  A
+PostgreSQL role never creates databases itself, so the count holds there; a MariaDB user with a
+limit gets its rights per database instead of on the prefix pattern (it uses and drops its
+databases but cannot make one beside the API); without a limit it keeps the pattern and makes
+its own databases freely.  Changing ``dbasenum`` switches the rights.
 
 Suspension locks the user and ends its connections; activation unlocks it; disabling the
 service locks it (its databases stay) and enabling it again unlocks it; a new ``passwd`` is set
@@ -21,9 +31,11 @@ and written.  Deletion drops the site's databases and its user.  The database wo
 from __future__ import annotations
 
 import os
+import re
+import threading
 from typing import Callable, Optional
 
-from apiserver.errors import InvalidArgument, ServerError
+from apiserver.errors import Denied, Exists, InvalidArgument, ServerError
 from apiserver.host.databases import MariaDbAdmin, PostgresAdmin, new_password
 from apiserver.lifecycle import services, store
 from apiserver.lifecycle.appliers import Applier
@@ -80,16 +92,18 @@ class DatabaseApplier(Applier):
     """The applier of ``mysql`` or ``pgsql`` (``name``): ``admin`` is the server's administrator
     (:class:`apiserver.host.databases.MariaDbAdmin` or ``PostgresAdmin``; None when ``[databases]``
     names none: enabling the service is then refused); ``storage``: the sites' rows (other sites'
-    names, and the names chosen); ``home_of``: domain -> :class:`apiserver.sites.SiteHome`."""
+    names, and the names chosen); ``admin_of``: ``(site_id, user)`` ->
+    :class:`apiserver.host.accounts.HostIdentity` (its ``home``, ``uid`` and ``gid``)."""
 
-    def __init__(self, name: str, admin, storage, home_of: Callable):
+    def __init__(self, name: str, admin, storage, admin_of: Callable):
         if name not in ("mysql", "pgsql"):
             raise ValueError(f"no database service {name!r}")
         self.name = name
         self.admin = admin
         self._storage = storage
-        self._home_of = home_of
+        self._admin_of = admin_of
         self.file_name = ".my.cnf" if name == "mysql" else ".pgpass"
+        self._counting = threading.Lock()  # one database made at a time: the count stays true
 
     # --- what the site's values say -------------------------------------------------------------
     def names(self, site) -> tuple:
@@ -132,9 +146,9 @@ class DatabaseApplier(Applier):
             store.update_site(conn, site.id, services=store.stored_json(values))
 
     def _write_file(self, site, user: str, password: str) -> None:
-        home = self._home_of(site.domain)
+        owner = self._admin_of(site.id, site.admin_user)
         content = mysql_option_file(user, password) if self.name == "mysql" else pgpass_file(user, password)
-        write_private_file(home.root, self.file_name, content, home.owner.uid, home.owner.gid)
+        write_private_file(owner.home, self.file_name, content, owner.uid, owner.gid)
 
     # --- the lifecycle's calls ------------------------------------------------------------------
     def add(self, site, values: dict) -> None:
@@ -146,7 +160,7 @@ class DatabaseApplier(Applier):
         user, prefix = self.names(site)
         self._check_names(site, user, prefix)
         password = password or new_password()
-        admin.create_user(user, password, prefix)
+        admin.create_user(user, password, prefix, limited=self.limit_of(site) is not None)
         try:
             self._remember(site, user, prefix)
             self._write_file(site, user, password)
@@ -170,11 +184,50 @@ class DatabaseApplier(Applier):
             self._admin().lock(self.names(before)[0])
         elif now and password:
             self._set_password(site, password)
+        if now and _P(self.name, "dbasenum") in changed and self._admin().user_exists(self.names(site)[0]):
+            self._admin().limit(*self.names(site), limited=self.limit_of(site) is not None)
 
     def _set_password(self, site, password: str) -> None:
         user, _ = self.names(site)
         self._admin().set_password(user, password)
         self._write_file(site, user, password)
+
+    # --- the site's databases (mysql_create_database, pgsql_create_database) -------------------
+    def limit_of(self, site) -> Optional[int]:
+        """``dbasenum``: the most databases of the site (None: unlimited)."""
+        return site.value(_P(self.name, "dbasenum"))
+
+    def list_databases(self, site) -> list:
+        """The site's databases (named with its prefix), sorted."""
+        self._enabled(site)
+        user, prefix = self.names(site)
+        found = self._admin().databases(prefix) if self.name == "mysql" else self._admin().databases(prefix, user)
+        return sorted(found)
+
+    def create_database(self, site, name: str) -> str:
+        """The database ``name`` (the site's prefix added when missing) made for the site's user;
+        its full name.  Denied once the site has ``dbasenum`` databases (ApisCP's "database
+        limit reached"); InvalidArgument for a bad name; Exists when it exists."""
+        self._enabled(site)
+        user, prefix = self.names(site)
+        full = name if name.startswith(prefix) else prefix + name
+        if not re.fullmatch(r"[a-z0-9_]+", name or "") or len(full) > _NAME_LIMIT[self.name] or full == prefix:
+            raise InvalidArgument(f"db: invalid database name {name!r}: lower-case letters, digits and '_', "
+                                  f"at most {_NAME_LIMIT[self.name]} characters with the prefix {prefix!r}")
+        with self._counting:
+            existing = self.list_databases(site)
+            if full in existing:
+                raise Exists(f"database {full!r} exists")
+            limit = self.limit_of(site)
+            if limit is not None and len(existing) >= limit:
+                raise Denied(f"database limit {limit} reached ({self.name}.dbasenum): cannot create additional "
+                             f"databases")
+            self._admin().create_database(user, full)
+        return full
+
+    def _enabled(self, site) -> None:
+        if not site.value(_P(self.name, "enabled")):
+            raise Denied(f"{_label(self.name)} service not enabled for this site ({self.name}.enabled)")
 
     def suspend(self, site) -> None:
         if site.value(_P(self.name, "enabled")):
@@ -192,12 +245,13 @@ class DatabaseApplier(Applier):
         self._admin().drop(user, prefix)
 
 
-def database_appliers(settings, storage, site_homes) -> list:
-    """The ``mysql`` and ``pgsql`` appliers of ``[databases]`` (``site_homes``:
-    :class:`apiserver.sites.SiteHomes`)."""
+def database_appliers(settings, storage, site_accounts) -> list:
+    """The ``mysql`` and ``pgsql`` appliers of ``[databases]`` (``site_accounts``:
+    :class:`apiserver.host.accounts.SiteAccounts`, who the administrator is on the host)."""
     mysql_url, pgsql_url = settings.get("databases", "mysql_admin_url"), settings.get("databases", "pgsql_admin_url")
-    return [DatabaseApplier("mysql", MariaDbAdmin(mysql_url) if mysql_url else None, storage, site_homes.get),
-            DatabaseApplier("pgsql", PostgresAdmin(pgsql_url) if pgsql_url else None, storage, site_homes.get)]
+    admin_of = site_accounts.identity
+    return [DatabaseApplier("mysql", MariaDbAdmin(mysql_url) if mysql_url else None, storage, admin_of),
+            DatabaseApplier("pgsql", PostgresAdmin(pgsql_url) if pgsql_url else None, storage, admin_of)]
 
 
 def default_prefix(user: str) -> str:
@@ -206,6 +260,10 @@ def default_prefix(user: str) -> str:
     if not cleaned[0].isalpha():
         cleaned = "d" + cleaned
     return cleaned[:15].rstrip("_") + "_"
+
+
+#: The longest database name of each server (MariaDB 64, PostgreSQL 63).
+_NAME_LIMIT = {"mysql": 64, "pgsql": 63}
 
 
 def _label(name: str) -> str:

@@ -6,7 +6,8 @@ site one after the other, each on the blocking pool (so other work interleaves),
 the figures in ``site_usage``; ``admin_get_usage('storage')`` answers from those rows, never
 from a walk made while the caller waits.
 
-A site is measured by its group ``admin<N>`` when that group exists (a site's own files carry
+A site is measured by its group ``admin<N>`` (with ``[web] account_prefix``) when the server makes
+system accounts and that group exists (a site's own files carry
 it): the filesystem's group quota when ``[usage] group_quota`` allows and the filesystem keeps
 one (:func:`apiserver.sites.count.group_quota`), else a walk of the site's home counting the
 files of that group.  Without the group, the walk counts everything in the home.
@@ -30,12 +31,20 @@ from apiserver.timers import WorkTimer
 log = Logger(namespace="apiserver.lifecycle.recount")
 
 
-def site_group(site_id: int) -> Optional[int]:
-    """Blocking.  The gid of the site's group ``admin<N>``, None when the host has none."""
-    try:
-        return grp.getgrnam(f"admin{site_id}").gr_gid
-    except KeyError:
-        return None
+def site_group_of(site_accounts) -> Callable[[int], Optional[int]]:
+    """Blocking lookup for :class:`StorageRecount`: site number -> the gid of the site's group
+    (``admin<N>`` with ``[web] account_prefix``), None when the server makes no system accounts
+    or the host has no such group (a same-named group of something else is never taken)."""
+
+    def group_of(site_id: int) -> Optional[int]:
+        if not site_accounts.enabled:
+            return None
+        try:
+            return grp.getgrnam(site_accounts.group_name(site_id)).gr_gid
+        except KeyError:
+            return None
+
+    return group_of
 
 
 class StorageRecount(service.Service):
@@ -43,17 +52,17 @@ class StorageRecount(service.Service):
 
     ``storage``: the rows; ``run_blocking``: the pool; ``site_homes``:
     :class:`apiserver.sites.SiteHomes`; ``settings``: the config (``[usage]``); ``group_of``:
-    site number -> gid or None (blocking).
+    site number -> gid or None (blocking; :func:`site_group_of`; None: every file of the home).
     """
 
     def __init__(self, storage, clock, run_blocking: Callable, site_homes, settings,
-                 group_of: Callable[[int], Optional[int]] = site_group):
+                 group_of: Optional[Callable[[int], Optional[int]]] = None):
         self._storage = storage
         self._clock = clock
         self._run_blocking = run_blocking
         self._site_homes = site_homes
         self._settings = settings
-        self._group_of = group_of
+        self._group_of = group_of or (lambda site_id: None)
         #: The rounds, ``[usage] recount_interval`` after the end of the previous one (made at start;
         #: tests wait on its ``idle()``).
         self.timer: Optional[WorkTimer] = None

@@ -76,11 +76,12 @@ class SiteLifecycle:
     ``accounts``: passwords and sessions; ``plans``: :class:`~apiserver.lifecycle.plans.Plans`;
     ``appliers``: :class:`~apiserver.lifecycle.appliers.Appliers`; ``suspensions``: the gates'
     :class:`~apiserver.lifecycle.suspension.SuspendedSites`; ``fire(event, **kwargs)``: the event
-    hooks.
+    hooks; ``measure(N, domain)`` (blocking; :meth:`~apiserver.lifecycle.recount.StorageRecount.measure_and_store`):
+    a new site's storage, measured once made so that its usage is known at once.
     """
 
     def __init__(self, storage, clock, run_blocking: Callable, *, sites, accounts, plans: Plans, appliers,
-                 suspensions, fire: Callable):
+                 suspensions, fire: Callable, measure: Optional[Callable] = None):
         self._storage = storage
         self._clock = clock
         self._run_blocking = run_blocking
@@ -90,6 +91,7 @@ class SiteLifecycle:
         self.appliers = appliers
         self._suspensions = suspensions
         self._fire = fire
+        self._measure = measure
 
     # --- reading ------------------------------------------------------------------------------
     def resolve(self, site: str) -> list:
@@ -147,6 +149,12 @@ class SiteLifecycle:
                       domain=made.domain)
             await self._sites.delete_site(made.domain, actor)
             raise
+        if self._measure is not None:
+            try:  # a near-empty home: a quick count, so admin_get_usage never answers null for it
+                await self._run_blocking(self._measure, made.site_id, made.domain)
+            except Exception as exc:  # the next recount measures it; the site is made
+                log.error("measuring the storage of the new site {domain} failed: {error}", domain=made.domain,
+                          error=exc)
 
     def _new_values(self, values: dict) -> tuple:
         """Blocking.  ``(plan name, {Param: value} of every readable parameter, {Param: secret})``."""

@@ -10,9 +10,12 @@ are made and removed with the site's rows by :class:`apiserver.accounts.sites.Si
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from apiserver.host import tools
-from apiserver.lifecycle import services
+from apiserver.lifecycle import services, store
 from apiserver.lifecycle.appliers import Applier
+from apiserver.storage import schema
 
 SSH_ENABLED = services.param("ssh", "enabled")
 
@@ -20,6 +23,14 @@ SSH_ENABLED = services.param("ssh", "enabled")
 def login_shell(ssh_enabled) -> str:
     """The login shell of a site's users: a shell with ``ssh.enabled``, nologin otherwise."""
     return tools.LOGIN_SHELL if ssh_enabled else tools.NOLOGIN
+
+
+def new_user_shell(conn: sa.Connection, site_id: int) -> str:
+    """Blocking.  The login shell a new user of site ``site_id`` gets (read on ``conn``, in the
+    transaction adding the user): :func:`login_shell` of its ``ssh.enabled`` as stored, planned
+    or by default, and nologin while the site is suspended or unknown."""
+    found = store.load(conn, schema.sites.c.id == site_id, order_by_domain=False)
+    return login_shell(found[0].value(SSH_ENABLED)) if found and found[0].active else tools.NOLOGIN
 
 
 class SystemAccountsApplier(Applier):

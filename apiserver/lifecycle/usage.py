@@ -9,8 +9,9 @@ means unlimited (a disabled service has none).
 
 What a site *uses* comes from a :class:`UsageSource`: :class:`MeasuredUsage` answers the
 figures stored by the background recount (:mod:`apiserver.lifecycle.recount`) and the traffic
-stored and held by the meter (:mod:`apiserver.lifecycle.traffic`).  A site not measured yet
-(made since the last recount) has null storage figures ("not measured"), never a made-up zero.
+stored and held by the meter (:mod:`apiserver.lifecycle.traffic`).  A new site is measured
+when it is made (its near-empty home: a quick count); a site still not measured (that count
+failed) has null storage figures ("not measured"), never a made-up zero.
 """
 
 from __future__ import annotations

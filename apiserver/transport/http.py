@@ -23,16 +23,17 @@ import re
 import time
 from typing import Callable, Optional
 import tempfile
-from urllib.parse import unquote_plus, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer, tcp
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import Denied
-from apiserver.logs import mask_url
+from apiserver.logs import masked_uri
 from apiserver.transport.body_gate import BodyRefused, InFlightBodies, busy
 from apiserver.transport.waitable import WaitableSet
 
@@ -47,29 +48,6 @@ SERVER_HEADER = b"apiserver"
 
 #: The challenge of ``/dav/`` (clients send ``user@domain`` and the account's password).
 DAV_CHALLENGE = 'Basic realm="apiserver DAV: user@domain", charset="UTF-8"'
-
-_CONTROL_CHARACTERS = {code: "?" for code in (*range(32), 127)}
-
-
-def masked_uri(uri: bytes) -> str:
-    """``uri`` for the log with the value of every ``authkey`` parameter replaced by ``***``.
-
-    Names are compared as the query parser sees them (percent-decoded), so ``%61uthkey=KEY``,
-    which authenticates like ``authkey=KEY``, is masked too; then :func:`apiserver.logs.mask_url`
-    hides keys sent under another name (``?key=``, ``?api_key=``, ``authkey%3D``, in the path).
-    """
-    text = uri.decode("ascii", "backslashreplace").translate(_CONTROL_CHARACTERS)  # no escapes into the log
-    path, sep, query = text.partition("?")
-    if not sep:
-        return mask_url(path)
-    parts = []
-    for part in query.split("&"):
-        name, eq, _ = part.partition("=")
-        if eq and unquote_plus(name).strip().lower() == "authkey":
-            part = name + "=***"
-        parts.append(part)
-    return mask_url(path + "?" + "&".join(parts))
-
 
 class _Discard:
     """Stands in for the body of a refused request: swallows what the client still sends."""
@@ -357,7 +335,8 @@ class ApiChannel(http.HTTPChannel):
         """Answer a plain-text error for a request that will not be processed, then close.
 
         For refusals before a request reaches a resource (nothing else was written for it).
-        A client that does not read the answer is cut off after Twisted's ``abortTimeout``.
+        Up to :data:`DRAIN_LIMIT` bytes the client still sends are dropped; a client that does
+        not read the answer (or, over TLS, close) is cut off after Twisted's ``abortTimeout``.
         """
         self._cancel_deadline()
         body = (message + "\n").encode("utf-8")
@@ -366,13 +345,15 @@ class ApiChannel(http.HTTPChannel):
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%s"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
                              % (status, reason.encode("ascii"), extra, len(body), body))
-        if isinstance(self.transport, tcp.Server):
-            # Closing with unread data sends a reset that may destroy the answer: half-close, drain.
+        if isinstance(self.transport, (tcp.Server, TLSMemoryBIOProtocol)):
+            # Closing with unread data sends a reset that may destroy the answer: drop what the
+            # client still sends (reading again if a body awaiting admission paused it).
             self._draining = True
             self.transport.resumeProducing()
-            self.transport.loseWriteConnection()
+        if isinstance(self.transport, tcp.Server):
+            self.transport.loseWriteConnection()  # FIN after the answer; reading goes on
         else:
-            self.loseConnection()
+            self.loseConnection()  # TLS: close_notify, then Twisted reads on until the client closes
         if self.abortTimeout is not None and self._abortingCall is None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
 

@@ -5,6 +5,8 @@ options, and each change checked from outside."""
 
 from __future__ import annotations
 
+import xmlrpc.client
+
 from tests.e2e.clients.billing import gates, https_server, land, module, result, site_key, site_row  # noqa: F401
 from tests.scopes.clients import certificate_path
 
@@ -26,7 +28,9 @@ def test_blesta_module_lifecycle(https_server, php):
     assert site_row(server, DOMAIN)["plan"] == "basic"
     stats = result(blesta("stats"))
     assert stats["whoami"] == {"role": "site", "username": USER, "site": DOMAIN}  # the session decided
-    assert stats["disk"] == {"used": 0, "total": 5000}  # not counted yet: null, PHP's 0
+    stored = xmlrpc.client.ServerProxy(f"{server.url}/xmlrpc?authkey={server.admin_key}").admin_get_usage(
+        "storage")["site1"]["qused"]  # measured when the site was made
+    assert stored > 0 and stats["disk"] == {"used": stored / 1024, "total": 5000}
     # the calls in the site's own session count for its bandwidth (bytes / 1024 / 1024)
     assert 0 < stats["bandwidth"]["used"] < 0.1 and stats["bandwidth"]["total"] == 102400
     key = site_key(server, DOMAIN)

@@ -107,9 +107,11 @@ def test_whmcs_account_lifecycle(whmcs_server, fail2ban, php):
 
     rows = result(whmcs("usage"))
     carried = admin(server).admin_get_usage("bandwidth")["site1"]["sum"]  # the gates checked above
-    assert carried > 0 and rows == {DOMAIN: {"SiteID": "site1", "diskusage": 0, "disklimit": 20 * 1024,
-                                             "bwusage": carried / 1024 / 1024, "bwlimit": 50 * 1024}}
-    # storage is not counted yet (made after the start-up recount: null, PHP's 0); limits are pro's
+    stored = admin(server).admin_get_usage("storage")["site1"]["qused"]  # measured when the site was made
+    assert carried > 0 and stored > 0
+    assert rows == {DOMAIN: {"SiteID": "site1", "diskusage": stored / 1024, "disklimit": 20 * 1024,
+                             "bwusage": carried / 1024 / 1024, "bwlimit": 50 * 1024}}
+    # limits are pro's
     hijacked = result(whmcs("usage_hijacked"))
     assert hijacked["retries"] == 0
     assert hijacked["rows"][DOMAIN]["whoami"] == {"role": "site", "username": USER, "site": DOMAIN}

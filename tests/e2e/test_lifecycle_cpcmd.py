@@ -36,8 +36,9 @@ def test_cpcmd_lifecycle(running_server):
     assert cpcmd(server, "admin:activate-site", number) is True
     assert requests.post(f"{server.url}/login", data=login, timeout=60).status_code == 200
     usage = cpcmd(server, "admin:get-usage", "storage", f"[{DOMAIN}]")
-    assert usage == {number: {"qused": None, "qsoft": 5_120_000, "qhard": 5_120_000, "fused": None, "fsoft": None,
-                              "fhard": None}}
+    measured = {key: usage[number][key] for key in ("qused", "fused")}  # measured when the site was made
+    assert measured["qused"] > 0 and measured["fused"] > 0
+    assert usage == {number: {**measured, "qsoft": 5_120_000, "qhard": 5_120_000, "fsoft": None, "fhard": None}}
     assert "basic" in cpcmd(server, "admin:list-plans")
     assert cpcmd(server, "admin:get-plan", "basic")["diskquota"]["quota"] == 5000
     assert cpcmd(server, "rampart:get-jails")[0] == "anvil"

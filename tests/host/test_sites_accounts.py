@@ -5,12 +5,14 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import stat
 
 import pytest
 import sqlalchemy as sa
 
 from apiserver.host import crypt, synthetic, tools
+from apiserver.lifecycle import services, system_accounts
 from tests.accounts.support import Harness, wait
 from tests.host.support import account_prefix, getent, requires_root, runuser  # noqa: F401 - fixture
 from tests.sites.support import as_web, sites_root  # noqa: F401 - fixture
@@ -19,14 +21,29 @@ pytestmark = requires_root
 
 
 @pytest.fixture
-def harness(tmp_path, sites_root, account_prefix):  # noqa: F811 - fixtures
-    """An application with real system accounts (a unique prefix) and a sites_root others can reach."""
-    h = Harness(tmp_path / "state", {"web": {"system_accounts": "true", "account_prefix": account_prefix,
-                                             "sites_root": sites_root}})
-    yield h
-    for domain in wait(h.app.run_blocking(lambda: [r.domain for r in _rows(h, "sites")])):
-        h.call(h.admin, "admin_delete_site", domain, {"force": True})
-    h.close()
+def make_harness(tmp_path, sites_root, account_prefix):  # noqa: F811 - fixtures
+    """``make_harness(**sections)``: an application with real system accounts (a unique prefix) and
+    a sites_root others can reach; its sites are deleted and it is closed after the test."""
+    made = []
+
+    def make(**sections):
+        made.append(Harness(tmp_path / "state", {"web": {"system_accounts": "true", "account_prefix": account_prefix,
+                                                         "sites_root": sites_root}, **sections}))
+        return made[-1]
+
+    yield make
+    for h in made:
+        try:
+            for domain in wait(h.app.run_blocking(lambda: [r.domain for r in _rows(h, "sites")])):
+                h.call(h.admin, "admin_delete_site", domain, {"force": True})
+        finally:
+            h.close()
+
+
+@pytest.fixture
+def harness(make_harness):
+    """An application with real system accounts and the plans shipped with apiserver."""
+    return make_harness()
 
 
 def _rows(h, table):
@@ -95,6 +112,27 @@ def test_a_user_added_after_ssh_is_enabled_gets_the_login_shell(harness):
     b = harness.add_site("b.example", "zed")
     dave = harness.add_user(b, "dave")
     assert pwd.getpwnam(harness.app.site_accounts.identity(b.site_id, "dave").host_name).pw_shell == tools.NOLOGIN
+    assert carol.site_id == a.site_id and dave.site_id == b.site_id
+
+
+def test_a_plans_ssh_enabled_gives_new_users_the_login_shell(make_harness, tmp_path):
+    """A site whose plan (the default one, not named on creation) sets ssh.enabled = 1 gives a user added
+    later a shell; a site of a plan without it, nologin; suspended, nologin."""
+    plans = tmp_path / "plans"
+    shutil.copytree(os.path.join(os.path.dirname(services.__file__), "plan_files"), plans)
+    (plans / "shell.ini").write_text("[ssh]\nenabled = 1\n", encoding="utf-8")
+    harness = make_harness(plans={"dir": str(plans), "default": "shell"})
+    a = harness.add_site("a.example", "alice")
+    carol = harness.add_user(a, "carol")
+    accounts = harness.app.site_accounts
+    assert pwd.getpwnam(accounts.identity(a.site_id, "carol").host_name).pw_shell == tools.LOGIN_SHELL
+    harness.call(harness.admin, "admin_add_site", "b.example", "zed", {"siteinfo.plan": "basic"})
+    b = wait(harness.app.run_blocking(harness.app.directory.identity_for, "b.example", None))
+    dave = harness.add_user(b, "dave")
+    assert pwd.getpwnam(accounts.identity(b.site_id, "dave").host_name).pw_shell == tools.NOLOGIN
+    harness.call(harness.admin, "admin_deactivate_site", "a.example")
+    with harness.app.storage.read() as conn:
+        assert system_accounts.new_user_shell(conn, a.site_id) == tools.NOLOGIN
     assert carol.site_id == a.site_id and dave.site_id == b.site_id
 
 

@@ -93,9 +93,10 @@ def test_database_users_are_made_isolated_locked_and_dropped(db_harness):
     h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", both)
     h.call(h.admin, "admin_add_site", "b.example", "owner",
            {**both, "mysql.dbaseadmin": f"{tag}b", "pgsql.dbaseadmin": f"{tag}b", "mysql.passwd": "Given-Pw-1"})
-    home_a, home_b = [h.app.site_homes.get(d).root for d in ("a.example", "b.example")]
+    home_a, home_b = [h.app.site_accounts.identity(n, admin).home for n, admin in ((1, f"{tag}a"), (2, "owner"))]
     owner = h.app.site_homes.get("a.example").owner.name
     reachable(home_a, owner)
+    reachable(home_b, owner)
     user_a, user_b, prefix_a, prefix_b = f"{tag}a", f"{tag}b", f"{tag}a_", f"{tag}b_"
 
     cnf_a, cnf_b = read_file(home_a, ".my.cnf", owner), read_file(home_b, ".my.cnf", owner)
@@ -182,3 +183,63 @@ def test_a_server_without_database_administration_refuses_the_service(harness):
     with pytest.raises(ServerError, match=r"\[databases\] mysql_admin_url"):
         harness.call(harness.admin, "admin_add_site", "n.example", "nobodyhere", {"mysql.enabled": 1})
     assert harness.call(harness.admin, "admin_get_domains") == {}
+
+
+def test_dbasenum_limits_the_databases_a_site_makes(db_harness):
+    """With mysql/pgsql.dbasenum 2 a site makes two databases through mysql_/pgsql_create_database
+    and the third is refused (ApisCP's "database limit reached"); the MariaDB user cannot make one
+    beside the API with its own client; lifting the limit gives it the prefix back, and setting it
+    again takes it away without losing access to the existing databases."""
+    from apiserver.errors import Denied, Exists
+
+    h, tag, mysql_admin, pgsql_admin = db_harness
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1,
+                                                               "mysql.dbasenum": 2, "pgsql.dbasenum": 2})
+    site = h.app.directory.identity_for("a.example", None)
+    home = h.app.site_accounts.identity(1, f"{tag}a").home
+    owner = h.app.site_homes.get("a.example").owner.name
+    reachable(home, owner)
+    prefix = f"{tag}a_"
+    for module in ("mysql", "pgsql"):
+        assert h.call(site, f"{module}_create_database", "one") is True
+        assert h.call(site, f"{module}_create_database", f"{prefix}two") is True
+        with pytest.raises(Exists):
+            h.call(site, f"{module}_create_database", "one")
+        with pytest.raises(Denied, match=rf"database limit 2 reached \({module}.dbasenum\)"):
+            h.call(site, f"{module}_create_database", "three")
+        with pytest.raises(InvalidArgument, match="invalid database name"):
+            h.call(site, f"{module}_create_database", "bad-name;")
+        assert h.call(site, f"{module}_list_databases") == [f"{prefix}one", f"{prefix}two"]
+    assert mysql_admin.databases(prefix) == [f"{prefix}one", f"{prefix}two"]
+    assert pgsql_admin.databases(prefix, f"{tag}a") == [f"{prefix}one", f"{prefix}two"]
+
+    # the MariaDB user uses its databases, but makes none beside the API (not even one whose name
+    # matches `one` as a GRANT pattern would: `_` is escaped)
+    used = mysql(owner, home, f"CREATE TABLE {prefix}one.t (n INT); INSERT INTO {prefix}one.t VALUES (5); "
+                              f"SELECT n FROM {prefix}one.t")
+    assert used.returncode == 0 and used.stdout.strip() == "5", used.stderr
+    for name in (f"{prefix}three", f"{tag}aXone"):
+        refused = mysql(owner, home, f"CREATE DATABASE {name}")
+        assert refused.returncode != 0 and "denied" in refused.stderr, refused.stderr
+    assert psql(owner, home, f"{tag}a", f"{prefix}one", "SELECT 1").returncode == 0
+
+    # no limit: the prefix pattern again, the user makes its own; a limit again takes it away
+    h.call(h.admin, "admin_edit_site", "a.example", {"mysql.dbasenum": None})
+    assert mysql(owner, home, f"CREATE DATABASE {prefix}three").returncode == 0
+    h.call(h.admin, "admin_edit_site", "a.example", {"mysql.dbasenum": 3})
+    assert mysql(owner, home, f"CREATE DATABASE {prefix}four").returncode != 0
+    assert mysql(owner, home, f"SELECT n FROM {prefix}one.t; USE {prefix}three").returncode == 0
+    with pytest.raises(Denied, match="database limit 3 reached"):
+        h.call(site, "mysql_create_database", "four")
+
+
+def test_creating_databases_needs_the_service(db_harness):
+    """A site without mysql enabled is refused mysql_create_database naming the service."""
+    from apiserver.errors import Denied
+
+    h, tag, mysql_admin, _ = db_harness
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {})
+    site = h.app.directory.identity_for("a.example", None)
+    with pytest.raises(Denied, match=r"mysql.enabled"):
+        h.call(site, "mysql_create_database", "one")
+    assert mysql_admin.databases(f"{tag}a_") == []

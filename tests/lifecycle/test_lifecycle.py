@@ -236,15 +236,20 @@ def test_collect_answers_by_site_id_with_typed_values_and_matches(harness):
 
 def test_usage_answers_limits_and_unmeasured_use(harness):
     """admin_get_usage and the site module: limits from the stored values (KB, bytes), the period
-    from the rollover day; storage not counted yet is null, never a made-up figure; no traffic is 0."""
+    from the rollover day; a new site's storage is measured when made; storage not counted (its
+    figures removed here) is null, never a made-up figure; no traffic is 0."""
     h = harness
     h.call(h.admin, "admin_add_site", "a.example", "a", {
         "diskquota": {"quota": 2, "units": "GB", "fquota": 9000},
         "bandwidth": {"threshold": 1.5, "units": "TB", "rollover": 31}})
     h.call(h.admin, "admin_add_site", "b.example", "b", {"diskquota.enabled": 0, "bandwidth.threshold": None})
+    measured = h.app.storage_recount.measure(1, "a.example")
+    with h.app.storage.write() as conn:
+        conn.execute(h.app.storage.tables.site_usage.delete().where(h.app.storage.tables.site_usage.c.site_id == 2))
     storage = h.call(h.admin, "admin_get_usage", "storage")
-    assert storage == {"site1": {"qused": None, "qsoft": 2 * 1024 * 1024, "qhard": 2 * 1024 * 1024, "fused": None,
-                                 "fsoft": 9000, "fhard": 9000},
+    assert measured.files > 0
+    assert storage == {"site1": {"qused": measured.kilobytes, "qsoft": 2 * 1024 * 1024, "qhard": 2 * 1024 * 1024,
+                                 "fused": measured.files, "fsoft": 9000, "fhard": 9000},
                        "site2": {"qused": None, "qsoft": None, "qhard": None, "fused": None, "fsoft": None,
                                  "fhard": None}}
     bandwidth = h.call(h.admin, "admin_get_usage", "bandwidth", ["a.example"])

@@ -3,17 +3,20 @@ in memory, reported by plugins and stored per day (a real application on SQLite,
 
 from __future__ import annotations
 
+import datetime
 import grp
 import os
 import subprocess
 
 import pytest
+import sqlalchemy as sa
 from twisted.internet import defer
 
 from apiserver.hookspecs import hookimpl
 from apiserver.lifecycle.traffic import DAY
 from apiserver.sites.count import count_tree, group_quota
 from tests.accounts.support import Harness, wait
+from tests.host.support import account_prefix  # noqa: F401 - fixture
 
 ONE_HOUR = 3600
 
@@ -72,12 +75,21 @@ def write_files(h: Harness, domain: str, count: int, size: int) -> str:
 
 
 def test_storage_is_counted_in_the_background_and_answered_from_stored_figures(harness):
-    """A site made after a round is not measured (null); the next round, on the clock, stores
-    what ``du`` says of its home, and the answers follow the files written since."""
+    """A new site is measured when made (its near-empty home, what ``du`` says, stamped with the
+    clock's time); the next round, on the clock, stores what ``du`` says of its home, and the
+    answers follow the files written since."""
     h = harness
     h.call(h.admin, "admin_add_site", "a.example", "a", {"diskquota.quota": 1, "diskquota.units": "GB"})
     h.call(h.admin, "admin_add_site", "b.example", "b", {})
-    assert h.call(h.admin, "admin_get_usage", "storage")["site1"]["qused"] is None
+    fresh = h.call(h.admin, "admin_get_usage", "storage")["site1"]
+    home_a = h.app.site_homes.get("a.example").root
+    assert (fresh["qused"], fresh["fused"]) == (du(home_a), du(home_a, "--inodes")) and fresh["fused"] > 0
+    with h.app.storage.read() as conn:
+        table = h.app.storage.tables.site_usage
+        stamps = conn.execute(sa.select(table.c.site_id, table.c.counted_at)).all()
+    assert sorted(row.site_id for row in stamps) == [1, 2]
+    assert all(abs(row.counted_at.replace(tzinfo=datetime.timezone.utc).timestamp() - h.clock.seconds()) < 1
+               for row in stamps)
     home_a = write_files(h, "a.example", 20, 40_000)
     h.settle()                              # the round the start began
     rounds = h.app.storage_recount.rounds
@@ -178,3 +190,19 @@ def test_a_failed_flush_keeps_the_bytes(harness):
     assert meter.pending() == {1: 4096}
     wait(meter.flush())
     assert meter.pending() == {} and h.call(h.admin, "admin_get_usage", "bandwidth")["site1"]["sum"] == 4096
+
+
+def test_the_recount_uses_the_sites_own_group_only(account_prefix):  # noqa: F811 - fixture
+    """The group counted is the site's ``<prefix>-admin<N>`` when the server makes system accounts;
+    without them no group is used (a host group that happens to be named ``admin<N>`` is not the site's)."""
+    from apiserver.host.accounts import SiteAccounts
+    from apiserver.lifecycle.recount import site_group_of
+
+    if os.geteuid() != 0:
+        pytest.skip("makes a group (root)")
+    made = SiteAccounts("/nonexistent", "", account_prefix, True, "nobody")
+    subprocess.run(["groupadd", made.group_name(7)], check=True, capture_output=True, timeout=60)
+    assert site_group_of(made)(7) == grp.getgrnam(f"{account_prefix}-admin7").gr_gid
+    assert site_group_of(made)(8) is None
+    shared = SiteAccounts("/nonexistent", "", "", False, "nobody")
+    assert all(site_group_of(shared)(n) is None for n in (1, 7))

@@ -8,7 +8,8 @@ import socket
 import pytest
 from twisted.internet import task
 
-from apiserver.transport.http import REQUEST_TIMEOUT, ApiResource, ApiSite, masked_uri
+from apiserver.logs import masked_uri
+from apiserver.transport.http import REQUEST_TIMEOUT, ApiResource, ApiSite
 from tests.transport.soap_testing import KEY, SECRET_MARKER, SoapTestServer
 
 LIMIT = 4096
