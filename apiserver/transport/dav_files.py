@@ -181,6 +181,7 @@ class SendfileStream(FileStream):
     def __init__(self, request, transport, fileobj, size: int, clock, stall_timeout: float = STALLED_CLIENT_TIMEOUT):
         super().__init__(request, fileobj, size, None, clock, stall_timeout)
         self.transport = transport
+        self._turn = None  # the next turn's call while the socket still takes data
 
     def start(self) -> None:
         self.request.write(b"")  # the status line and headers, into the transport's buffer
@@ -200,6 +201,7 @@ class SendfileStream(FileStream):
                 return
         sent_before, budget = self.sent, SENDFILE_TURN
         socket_fd, file_fd = transport.fileno(), self.fileobj.fileno()
+        full = False
         try:
             while budget > 0 and self.sent < self.size:
                 count = os.sendfile(socket_fd, file_fd, self.sent, min(budget, self.size - self.sent))
@@ -211,7 +213,7 @@ class SendfileStream(FileStream):
                 self.sent += count
                 budget -= count
         except BlockingIOError:
-            pass
+            full = True
         except OSError as exc:  # the client is gone (EPIPE, ECONNRESET) or the file unreadable
             log.info("DAV GET {path}: sending stopped: {error}", path=self.request.path, error=exc.strerror)
             self._end(complete=False)
@@ -222,8 +224,20 @@ class SendfileStream(FileStream):
             self.request.channel.resetTimeout()
         if self.sent >= self.size:
             self._end(complete=True)
-        else:
+        elif full:
             self._wait_writable()
+        else:  # the socket takes more: the next turn goes on, after other connections had theirs
+            self._turn = self._clock.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        self._next()
+
+    def stopProducing(self) -> None:
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
+        super().stopProducing()
 
     def _wait_writable(self) -> None:
         """Be paused until the socket is writable, exactly as the transport pauses its producer

@@ -10,6 +10,7 @@ import socket
 from twisted.internet import defer, task, tcp
 from twisted.web.http_headers import Headers
 
+from apiserver.transport import dav_files
 from apiserver.transport.dav_files import STREAM_BLOCK, FileStream, SendfileStream, plain_get_path, sendfile_transport
 
 
@@ -202,6 +203,27 @@ def test_sendfile_sends_only_while_the_socket_takes_data(tmp_path):
         received.append(read_available(client))
         assert b"".join(received) == data and request.finished and fileobj.closed
         assert request.sentLength == len(data) and request.producer is None and not clock.getDelayedCalls()
+    finally:
+        server.close(), client.close(), fileobj.close()
+
+
+def test_sendfile_gives_other_connections_a_turn(tmp_path, monkeypatch):
+    """While the socket takes data, each turn sends at most SENDFILE_TURN and the next follows on the clock."""
+    monkeypatch.setattr(dav_files, "SENDFILE_TURN", 16 * 1024)
+    data = os.urandom(64 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    server, client = tcp_pair(send_buffer=1024 * 1024)
+    request, clock = sendfile_request(), task.Clock()
+    transport = SocketTransport(server, request.channel)
+    fileobj = open(tmp_path / "f", "rb")
+    try:
+        stream = SendfileStream(request, transport, fileobj, len(data), clock)
+        stream.start()
+        assert stream.sent == 16 * 1024 and not request.finished
+        assert not transport.producerPaused and len(clock.getDelayedCalls()) == 1  # the next turn, no stall timer
+        clock.advance(0)  # runs the turns due now, one after another
+        assert stream.sent == len(data) and request.finished and not clock.getDelayedCalls()
+        assert read_available(client) == data and fileobj.closed
     finally:
         server.close(), client.close(), fileobj.close()
 
