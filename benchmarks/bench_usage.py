@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -140,25 +141,43 @@ def make_tree(top: str, files: int) -> None:
     print(f"  made in {time.perf_counter() - start:.0f} s")
 
 
+def _cpu_of_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def recount_against_du(top: str, rounds: int) -> None:
+    """Alternating rounds of count_tree and ``du -s``: wall time and CPU time (user + system: what
+    the count costs the machine, less swayed by other load on a shared host) of each."""
     subprocess.run(["du", "-s", top], check=True, capture_output=True)  # warm the cache for both
-    ours, theirs = [], []
+    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     for n in range(rounds):
         order = ("ours", "du") if n % 2 == 0 else ("du", "ours")
         for which in order:
             start = time.perf_counter()
             if which == "ours":
+                cpu = _cpu_of_self()
                 counted = count_tree(top)
                 ours.append(time.perf_counter() - start)
+                ours_cpu.append(_cpu_of_self() - cpu)
             else:
+                cpu = _cpu_of_children()
                 du_kb = int(subprocess.run(["du", "-s", top], check=True, capture_output=True, text=True)
                             .stdout.split()[0])
                 theirs.append(time.perf_counter() - start)
-        print(f"  round {n + 1}: count_tree {ours[-1]:.2f} s, du -s {theirs[-1]:.2f} s "
-              f"(KB {counted.kilobytes} vs {du_kb}, {counted.files} inodes)")
+                theirs_cpu.append(_cpu_of_children() - cpu)
+        print(f"  round {n + 1}: count_tree {ours[-1]:.2f} s ({ours_cpu[-1]:.2f} s CPU), du -s {theirs[-1]:.2f} s "
+              f"({theirs_cpu[-1]:.2f} s CPU) (KB {counted.kilobytes} vs {du_kb}, {counted.files} inodes)")
     ratio = statistics.median(a / b for a, b in zip(ours, theirs))
+    cpu_ratio = statistics.median(a / b for a, b in zip(ours_cpu, theirs_cpu))
     print(f"  median count_tree {statistics.median(ours):.2f} s, du -s {statistics.median(theirs):.2f} s, "
-          f"ratio {ratio:.2f}x (target: within 1.5x)")
+          f"ratio {ratio:.2f}x; CPU {statistics.median(ours_cpu):.2f} s vs {statistics.median(theirs_cpu):.2f} s, "
+          f"ratio {cpu_ratio:.2f}x (target: within 1.5x)")
 
 
 def main() -> None:

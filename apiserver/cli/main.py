@@ -164,7 +164,7 @@ def cmd_init(args) -> int:
 
 
 def _database_users(config) -> list:
-    """``init --database-users``: :func:`apiserver.host.database_admins.provision`, each URL
+    """Blocking.  ``init --database-users``: :func:`apiserver.host.database_admins.provision`, each URL
     written to the config file in use as ``apiserver set`` writes it (owner-only: a secret)."""
     from apiserver.config_file import ConfigFile
     from apiserver.host.database_admins import provision

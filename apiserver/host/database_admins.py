@@ -38,7 +38,7 @@ def admin_user_name(state_dir: str) -> str:
 
 
 def _mariadb_as_root(host: str, port: int) -> Iterator:
-    """Ways to reach MariaDB as root without a password: its socket, then TCP."""
+    """Ways (each blocking when called) to reach MariaDB as root without a password: its socket, then TCP."""
     import pymysql
 
     for socket in MARIADB_SOCKETS:
@@ -48,6 +48,7 @@ def _mariadb_as_root(host: str, port: int) -> Iterator:
 
 
 def _postgres_as_superuser(host: str, port: int) -> Iterator:
+    """Ways to reach PostgreSQL as ``postgres`` without a password: TCP, then its socket."""
     import psycopg
 
     yield lambda: psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True,
@@ -60,7 +61,7 @@ def _postgres_as_superuser(host: str, port: int) -> Iterator:
 
 @contextlib.contextmanager
 def _first_connection(ways: Iterator) -> Iterator:
-    """The first of ``ways`` that connects (None when none does); closed afterwards."""
+    """Blocking.  The first of ``ways`` that connects (None when none does); closed afterwards."""
     conn = None
     for connect in ways:
         try:
@@ -76,7 +77,7 @@ def _first_connection(ways: Iterator) -> Iterator:
 
 
 def make_mariadb_admin(name: str, host: str = "127.0.0.1", port: int = 3306) -> Optional[str]:
-    """The user ``name`` (every right, with GRANT OPTION) with a new password; its URL, or None
+    """Blocking.  The user ``name`` (every right, with GRANT OPTION) with a new password; its URL, or None
     when MariaDB does not let root in here."""
     password = new_password(ADMIN_PASSWORD_LENGTH)
     with _first_connection(_mariadb_as_root(host, port)) as conn:
@@ -94,7 +95,7 @@ def make_mariadb_admin(name: str, host: str = "127.0.0.1", port: int = 3306) -> 
 
 
 def make_postgres_admin(name: str, host: str = "127.0.0.1", port: int = 5432) -> Optional[str]:
-    """The superuser role ``name`` with a new password; its URL, or None when PostgreSQL does not
+    """Blocking.  The superuser role ``name`` with a new password; its URL, or None when PostgreSQL does not
     let ``postgres`` in here."""
     from psycopg import sql
 

@@ -109,20 +109,23 @@ class MariaDbAdmin:
 
     def _grant(self, cursor, user: str, prefix: str, limited: bool) -> None:
         """Rights on ``prefix*``: the pattern (the user makes its own databases), or, ``limited``,
-        each existing database by its exact name (new ones only through :meth:`create_database`)."""
+        each existing database by its exact name and nothing else (new ones only through
+        :meth:`create_database`; a right left on a dropped one would let the user make it again
+        past the limit)."""
         pattern = _quote_name(like_prefix(prefix))
         if limited:
             cursor.execute("SHOW DATABASES LIKE %s", (like_prefix(prefix),))
             names = [row[0] for row in cursor.fetchall()]
+            keep = {exact_name(name) for name in names}
         for host in MARIADB_HOSTS:
             account = self._account(cursor, user, host)
             if not limited:
                 cursor.execute(f"GRANT ALL PRIVILEGES ON {pattern}.* TO {account}")
                 continue
-            cursor.execute("SELECT 1 FROM mysql.db WHERE User = %s AND Host = %s AND Db = %s",
-                           (user, host, like_prefix(prefix)))
-            if cursor.fetchone() is not None:
-                cursor.execute(f"REVOKE ALL PRIVILEGES ON {pattern}.* FROM {account}")
+            cursor.execute("SELECT Db FROM mysql.db WHERE User = %s AND Host = %s", (user, host))
+            for (granted,) in cursor.fetchall():
+                if granted not in keep:  # the pattern, or a database dropped since
+                    cursor.execute(f"REVOKE ALL PRIVILEGES ON {_quote_name(granted)}.* FROM {account}")
             for name in names:
                 cursor.execute(f"GRANT ALL PRIVILEGES ON {_quote_name(exact_name(name))}.* TO {account}")
 

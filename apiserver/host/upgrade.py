@@ -85,7 +85,8 @@ DATABASE_FILES = (".my.cnf", ".pgpass")
 def move_database_files(fst: str, home: str, uid: int, gid: int) -> list:
     """Blocking.  Move ``.my.cnf``/``.pgpass`` from ``fst`` into ``home`` (one rename each: the
     password is never lost), owned by ``uid:gid``, mode 0600; the names moved.  A file already
-    in the home is newer and stays (the old one too); a link in ``fst`` is never followed."""
+    in the home is newer and stays (the old one too); a link in ``fst`` is never followed, and a
+    file with other hard links is left where it is (its owner unchanged)."""
     moved = []
     fst_fd = os.open(fst, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
@@ -98,8 +99,11 @@ def move_database_files(fst: str, home: str, uid: int, gid: int) -> list:
                     continue
                 if not stat.S_ISREG(info.st_mode) or _exists(name, home_fd):
                     continue
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fst_fd)
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fst_fd)
                 try:  # owner and mode first: the file is never readable by others in the home
+                    opened = os.fstat(fd)
+                    if not stat.S_ISREG(opened.st_mode) or opened.st_nlink != 1:
+                        continue  # a hard link planted there: giving it away would give another file
                     os.fchown(fd, uid, gid)
                     os.fchmod(fd, 0o600)
                 finally:

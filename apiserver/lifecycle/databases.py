@@ -19,7 +19,8 @@ name held by another site, or already on the server, is refused too.
 (:meth:`DatabaseApplier.create_database`) count the site's databases and refuse one more.  A
 PostgreSQL role never creates databases itself, so the count holds there; a MariaDB user with a
 limit gets its rights per database instead of on the prefix pattern (it uses and drops its
-databases but cannot make one beside the API); without a limit it keeps the pattern and makes
+databases but cannot make one beside the API, and its rights on a database it dropped are taken back
+when the API makes the next); without a limit it keeps the pattern and makes
 its own databases freely.  Changing ``dbasenum`` switches the rights.
 
 Suspension locks the user and ends its connections; activation unlocks it; disabling the
@@ -222,6 +223,8 @@ class DatabaseApplier(Applier):
             if limit is not None and len(existing) >= limit:
                 raise Denied(f"database limit {limit} reached ({self.name}.dbasenum): cannot create additional "
                              f"databases")
+            if limit is not None:  # rights on the existing databases only, none left on dropped ones
+                self._admin().limit(user, prefix, limited=True)
             self._admin().create_database(user, full)
         return full
 

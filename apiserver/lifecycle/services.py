@@ -358,6 +358,9 @@ def _prefix(spec: Param, value: Any) -> str:
 def _secret(spec: Param, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidArgument("expected a non-empty string")  # never the value itself
+    if spec.service in ("mysql", "pgsql") and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        # written into .my.cnf/.pgpass, where a line break would start an option of its own
+        raise InvalidArgument("control characters (line breaks included) are not allowed")
     return value
 
 

@@ -3,7 +3,8 @@
 
 The work (prefix, names, the limit, the grants) is
 :class:`apiserver.lifecycle.databases.DatabaseApplier`'s; the appliance acts on a site through
-``admin_hijack`` or ``cpcmd -d``.
+``admin_hijack`` or ``cpcmd -d``.  Both modules export the same two functions (on the blocking
+pool: they talk to the database server).
 """
 
 from __future__ import annotations
@@ -13,11 +14,24 @@ from apiserver.module import BuiltinModule, Role, export
 
 
 class _SiteDatabases(BuiltinModule):
+    """The two functions of either module; ``name`` picks the service (and its applier)."""
+
     def _applier(self):
         return self.core.lifecycle.appliers.get(self.name)
 
     def _site(self, ctx):
         return self.core.lifecycle.record_of(ctx.identity)
+
+    @export(roles=Role.SITE)
+    def create_database(self, ctx, db: str) -> bool:
+        """Make the database DB for the site's user (its prefix added when missing); refused at the site's dbasenum."""
+        self._applier().create_database(self._site(ctx), db)
+        return True
+
+    @export(roles=Role.SITE)
+    def list_databases(self, ctx) -> list[str]:
+        """The site's databases on this server (named with its prefix or, PostgreSQL, owned by its role)."""
+        return self._applier().list_databases(self._site(ctx))
 
 
 class MysqlModule(_SiteDatabases):
@@ -25,33 +39,11 @@ class MysqlModule(_SiteDatabases):
 
     name = "mysql"
 
-    @export(roles=Role.SITE)
-    def create_database(self, ctx, db: str) -> bool:
-        """Make the database DB (the site's prefix added when missing); refused once the site has mysql.dbasenum."""
-        self._applier().create_database(self._site(ctx), db)
-        return True
-
-    @export(roles=Role.SITE)
-    def list_databases(self, ctx) -> list[str]:
-        """The site's MariaDB databases (named with its prefix)."""
-        return self._applier().list_databases(self._site(ctx))
-
 
 class PgsqlModule(_SiteDatabases):
     """The site's PostgreSQL databases."""
 
     name = "pgsql"
-
-    @export(roles=Role.SITE)
-    def create_database(self, ctx, db: str) -> bool:
-        """Make the database DB owned by the site's role (prefix added when missing); refused at pgsql.dbasenum."""
-        self._applier().create_database(self._site(ctx), db)
-        return True
-
-    @export(roles=Role.SITE)
-    def list_databases(self, ctx) -> list[str]:
-        """The site's PostgreSQL databases (named with its prefix or owned by its role)."""
-        return self._applier().list_databases(self._site(ctx))
 
 
 @hookimpl

@@ -51,8 +51,7 @@ def urls(path: str) -> dict:
 
 
 def test_init_makes_the_servers_own_database_users_once(config_path):
-    """Both URLs are written with the server's user and a 30-character a-zA-Z0-9 password, the
-    file is 0600, the users connect and can make and drop a site's user; init again changes nothing."""
+    """Both URLs: the server's user, a 30-character password, a 0600 file, working; init again changes nothing."""
     path, name = config_path
     assert not MariaDbAdmin(ROOT_MYSQL).user_exists(name) and not PostgresAdmin(ROOT_PGSQL).user_exists(name)
     out = init(path)

@@ -181,3 +181,20 @@ def test_a_local_account_that_is_no_sites_user_is_refused_by_name(server, sshd):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "uid 65534 is neither root nor the system user of a site's account" in done.stderr, done.stderr
+
+
+def test_a_suspended_sites_users_are_refused_at_the_cli_and_over_ssh(server, sshd):
+    """Suspended: SSH login refused, cpcmd on the socket told the site is suspended; activated: both work again."""
+    assert xmlrpc_call(server, "admin_deactivate_site", DOMAIN, {"reason": "Overdue on Payment"},
+                       key=server.admin_key) is True
+    try:
+        login = sshd(USER, cpcmd_line(server, "common:whoami"))
+        assert login.returncode != 0 and USER not in login.stdout, login
+        assert pwd.getpwnam(host_name(server, USER)).pw_shell.endswith("nologin")
+        console = subprocess.run(["runuser", "-u", host_name(server, USER), "--", "sh", "-c",
+                                  cpcmd_line(server, "common:whoami")], capture_output=True, text=True, timeout=60)
+        assert console.returncode != 0 and f"site {DOMAIN} is suspended" in console.stderr, console
+    finally:
+        assert xmlrpc_call(server, "admin_activate_site", DOMAIN, key=server.admin_key) is True
+    done = sshd(USER, cpcmd_line(server, "-o", "json", "common:whoami"))
+    assert done.returncode == 0 and json.loads(done.stdout)["username"] == USER, done.stderr

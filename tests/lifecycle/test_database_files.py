@@ -62,8 +62,7 @@ def check_private(path: str, identity) -> bytes:
 
 
 def test_files_are_in_the_admin_home_and_read_by_the_clients(accounts_harness):
-    """The files are in fst/home/<admin>, the admin's own, 0600; mysql and psql run as the admin
-    with only HOME set connect with them; another site's administrator cannot read them."""
+    """The admin's own 0600 files in its home; mysql and psql connect with them; another admin reads nothing."""
     h, tag = accounts_harness
     both = {"mysql.enabled": 1, "pgsql.enabled": 1}
     h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", both)
@@ -88,9 +87,7 @@ def test_files_are_in_the_admin_home_and_read_by_the_clients(accounts_harness):
 
 
 def test_migrate_sites_moves_old_files_into_the_admin_home(accounts_harness):
-    """Files an earlier version wrote in fst/ move to the admin's home with the same bytes, the
-    admin's and 0600; the client still connects; a second run changes nothing; a file already in
-    the home is kept and the old one left beside it."""
+    """Files left in fst/ move intact into the admin's home, 0600, once; a newer one already there is kept."""
     h, tag = accounts_harness
     h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1})
     accounts = h.app.site_accounts
@@ -116,3 +113,23 @@ def test_migrate_sites_moves_old_files_into_the_admin_home(accounts_harness):
     mine = as_account(admin_a, "mysql", "--batch", "--skip-column-names", "-h", "127.0.0.1", "-e", "SELECT 1")
     assert mine.returncode == 0 and mine.stdout.strip() == "1", mine.stderr
     assert h.app.prepare_sites() == []
+
+
+def test_migrate_sites_leaves_a_hard_link_planted_in_fst_alone(accounts_harness, tmp_path):
+    """A .my.cnf in fst/ that is a hard link to another file (root's) is neither given to the admin nor moved."""
+    h, tag = accounts_harness
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1})
+    accounts = h.app.site_accounts
+    admin_a = wait(h.app.run_blocking(accounts.identity, 1, f"{tag}a"))
+    fst = accounts.layout(1).fst
+    os.unlink(os.path.join(admin_a.home, ".my.cnf"))  # the home has none: the migration would move one
+    target = tmp_path / "roots-secret"
+    target.write_text("root's\n", encoding="utf-8")
+    os.chmod(target, 0o600)
+    os.link(target, os.path.join(fst, ".my.cnf"))
+
+    assert [c for c in h.app.prepare_sites() if "moved" in c] == []
+    info = os.stat(target)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o600)
+    assert not os.path.lexists(os.path.join(admin_a.home, ".my.cnf"))
+    os.unlink(os.path.join(fst, ".my.cnf"))

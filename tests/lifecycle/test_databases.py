@@ -58,6 +58,16 @@ def reachable(path: str, user: str) -> None:
         path = os.path.dirname(path)
 
 
+def made_site(h, tag: str, opts: dict) -> tuple:
+    """Test set-up: the site a.example of ``<tag>a`` with ``opts``; (its identity, the administrator's
+    home, the files' owner, who may reach that home)."""
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", opts)
+    home = h.app.site_accounts.identity(1, f"{tag}a").home
+    owner = h.app.site_homes.get("a.example").owner.name
+    reachable(home, owner)
+    return h.app.directory.identity_for("a.example", None), home, owner
+
+
 def as_owner(owner: str, *argv: str, env: dict = None) -> subprocess.CompletedProcess:
     """``argv`` run as ``owner`` (the site's files' owner) through ``runuser``."""
     prefix = ["runuser", "-u", owner, "--"]
@@ -186,19 +196,12 @@ def test_a_server_without_database_administration_refuses_the_service(harness):
 
 
 def test_dbasenum_limits_the_databases_a_site_makes(db_harness):
-    """With mysql/pgsql.dbasenum 2 a site makes two databases through mysql_/pgsql_create_database
-    and the third is refused (ApisCP's "database limit reached"); the MariaDB user cannot make one
-    beside the API with its own client; lifting the limit gives it the prefix back, and setting it
-    again takes it away without losing access to the existing databases."""
+    """dbasenum 2: two databases through the API, a third refused, none beside it; limit off and on switch rights."""
     from apiserver.errors import Denied, Exists
 
     h, tag, mysql_admin, pgsql_admin = db_harness
-    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1,
-                                                               "mysql.dbasenum": 2, "pgsql.dbasenum": 2})
-    site = h.app.directory.identity_for("a.example", None)
-    home = h.app.site_accounts.identity(1, f"{tag}a").home
-    owner = h.app.site_homes.get("a.example").owner.name
-    reachable(home, owner)
+    site, home, owner = made_site(h, tag, {"mysql.enabled": 1, "pgsql.enabled": 1, "mysql.dbasenum": 2,
+                                           "pgsql.dbasenum": 2})
     prefix = f"{tag}a_"
     for module in ("mysql", "pgsql"):
         assert h.call(site, f"{module}_create_database", "one") is True
@@ -243,3 +246,52 @@ def test_creating_databases_needs_the_service(db_harness):
     with pytest.raises(Denied, match=r"mysql.enabled"):
         h.call(site, "mysql_create_database", "one")
     assert mysql_admin.databases(f"{tag}a_") == []
+
+
+def test_hostile_database_names_are_refused_and_nothing_is_made(db_harness):
+    """Hostile names (quotes, backquotes, patterns, breaks, capitals, too long): InvalidArgument, nothing made."""
+    h, tag, mysql_admin, pgsql_admin = db_harness
+    h.call(h.admin, "admin_add_site", "a.example", f"{tag}a", {"mysql.enabled": 1, "pgsql.enabled": 1})
+    site = h.app.directory.identity_for("a.example", None)
+    prefix = f"{tag}a_"
+    hostile = ("x`; DROP DATABASE mysql; --", "a'b", 'x"y; DROP DATABASE postgres', "pct%", "b\\s", "UPPER",
+               "\u00fcn\u00ef", "a b", "", "one\n", "x" * 64, prefix, f"{prefix}%", f"{tag}b_x\x00")
+    for module in ("mysql", "pgsql"):
+        for name in hostile:
+            with pytest.raises(InvalidArgument, match="invalid database name"):
+                h.call(site, f"{module}_create_database", name)
+        with pytest.raises(InvalidArgument, match="a value is required"):
+            h.call(site, f"{module}_create_database", None)
+        assert h.call(site, f"{module}_list_databases") == []
+    assert mysql_admin.databases(prefix) == [] and pgsql_admin.databases(prefix, f"{tag}a") == []
+    assert "mysql" in mysql_admin.databases("mysql") and pgsql_admin.databases("postgres") == ["postgres"]
+
+
+def test_a_password_with_quotes_backslashes_and_colons_reaches_both_clients(db_harness):
+    """A given passwd with every character .my.cnf and .pgpass escape is written so that mysql and psql log in."""
+    h, tag, _, _ = db_harness
+    password = 'Q"b\\c:d#e;f g\'h'
+    site, home, owner = made_site(h, tag, {"mysql.enabled": 1, "pgsql.enabled": 1, "mysql.passwd": password,
+                                           "pgsql.passwd": password})
+    h.call(site, "pgsql_create_database", "app")
+    done = mysql(owner, home, "SELECT CURRENT_USER()")
+    assert done.returncode == 0 and done.stdout.startswith(f"{tag}a@"), done.stderr
+    done = psql(owner, home, f"{tag}a", f"{tag}a_app", "SELECT current_user")
+    assert done.returncode == 0 and done.stdout.strip() == f"{tag}a", done.stderr
+
+
+def test_a_dropped_database_leaves_no_room_past_dbasenum(db_harness):
+    """dbasenum 2: after a drop and an API create, the user's client cannot remake the dropped one (a third)."""
+    h, tag, mysql_admin, _ = db_harness
+    site, home, owner = made_site(h, tag, {"mysql.enabled": 1, "mysql.dbasenum": 2})
+    prefix = f"{tag}a_"
+    for name in ("one", "two"):
+        assert h.call(site, "mysql_create_database", name) is True
+    dropped = mysql(owner, home, f"DROP DATABASE {prefix}two")
+    assert dropped.returncode == 0, dropped.stderr
+    assert h.call(site, "mysql_create_database", "three") is True
+    again = mysql(owner, home, f"CREATE DATABASE {prefix}two")
+    assert again.returncode != 0 and "denied" in again.stderr, again
+    assert mysql_admin.databases(prefix) == [f"{prefix}one", f"{prefix}three"]
+    used = mysql(owner, home, f"CREATE TABLE {prefix}three.t (n INT); USE {prefix}one")
+    assert used.returncode == 0, used.stderr

@@ -49,6 +49,15 @@ def test_unknown_names_and_bad_values_are_refused_naming_service_param():
             validate(param(*name.split(".")), value)
 
 
+def test_a_database_password_with_a_control_character_is_refused():
+    """mysql/pgsql.passwd with a line break (an option of its own in .my.cnf) is refused naming it; printable kept."""
+    for service in ("mysql", "pgsql"):
+        for bad in ('x"\nhost=192.0.2.1', "a\rb", "tab\there", "del\x7f"):
+            with pytest.raises(InvalidArgument, match=f"{service}.passwd: control characters"):
+                validate(param(service, "passwd"), bad)
+        assert validate(param(service, "passwd"), 'q"b\\c:d#e;f g') == 'q"b\\c:d#e;f g'
+
+
 def test_values_are_converted_as_apiscp_reads_them():
     """Switches take true/1/'1'/'true' (the one boolean reader) and become 0/1; null words are null."""
     enabled = param("ssh", "enabled")

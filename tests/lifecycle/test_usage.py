@@ -193,8 +193,7 @@ def test_a_failed_flush_keeps_the_bytes(harness):
 
 
 def test_the_recount_uses_the_sites_own_group_only(account_prefix):  # noqa: F811 - fixture
-    """The group counted is the site's ``<prefix>-admin<N>`` when the server makes system accounts;
-    without them no group is used (a host group that happens to be named ``admin<N>`` is not the site's)."""
+    """The recount counts the group <prefix>-admin<N> with system accounts, none without (admin<N> is not taken)."""
     from apiserver.host.accounts import SiteAccounts
     from apiserver.lifecycle.recount import site_group_of
 
