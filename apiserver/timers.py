@@ -66,6 +66,11 @@ class WorkTimer:
         """Whether a run is in progress or due to start when the current one ends."""
         return self._running or self._again
 
+    @property
+    def next_run(self) -> Optional[float]:
+        """The clock time the next run is due at, None when none is."""
+        return self._call.getTime() if self._call is not None and self._call.active() else None
+
     def start(self, now: bool = True) -> None:
         """Begin the periodic runs: the first now (``now``) or one interval from now."""
         if self.interval is None:

@@ -192,6 +192,26 @@ def read_attribute(target: Target, kind: str, follow_symlinks: bool = True) -> O
         raise
 
 
+def folder_access(target: Target, st: os.stat_result) -> tuple:
+    """Blocking.  (access ACL, default ACL or None) of the folder ``target`` (whose stat is ``st``):
+    one ``listxattr`` says which there are, a ``getxattr`` reads each that is."""
+    try:
+        names = os.listxattr(target)
+    except OSError as exc:
+        if exc.errno != errno.EOPNOTSUPP:
+            raise
+        names = ()
+    access = read_attribute(target, ACCESS) if ACCESS in names else None
+    default = read_attribute(target, DEFAULT) if DEFAULT in names else None
+    return (of_mode(st.st_mode) if access is None else _decoded(access),
+            None if default is None else _decoded(default))
+
+
+def decoded(data: Optional[bytes], mode: int) -> Acl:
+    """The ACL of the attribute bytes ``data`` (None: the mode bits ``mode``); shared: never change it."""
+    return of_mode(mode) if data is None else _decoded(data)
+
+
 def _stored(target: Target) -> tuple:
     """Blocking.  (access attribute, default attribute) of ``target``, each bytes or None; one
     ``listxattr``, and a ``getxattr`` only for what is there."""

@@ -20,6 +20,7 @@ than one hard link is listed too, whoever owns it: its other names may be outsid
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import grp
 import os
@@ -227,13 +228,17 @@ def _writable(st: os.stat_result, access: Optional[acl.Acl], reachable: dict, te
     if stat.S_ISLNK(st.st_mode) or not reachable.get(user.pw_uid, False):
         return False
     # No ACL read: the mode alone decides (see _Test).
-    rights = access or acl.of_mode(st.st_mode)
-    # A tree's files share a few ACLs and owners: each answer is worked out once per audit (the
-    # memo holds the ACL, so its id is not reused while the key is there).
+    return _may_write(test.memo, access or acl.of_mode(st.st_mode), st, user.pw_uid, test.gids)
+
+
+def _may_write(memo: dict, rights: acl.Acl, st: os.stat_result, uid: int, gids) -> bool:
+    """Whether ``uid`` (in the groups ``gids``) may write an entry with the ACL ``rights`` and the
+    lstat ``st``.  A tree's files share a few ACLs and owners: each answer is worked out once per
+    audit in ``memo`` (which holds the ACL, so its id is not reused while the key is there)."""
     key = (id(rights), st.st_uid, st.st_gid)
-    known = test.memo.get(key)
+    known = memo.get(key)
     if known is None:
-        known = test.memo[key] = (rights, rights.allows(st, user.pw_uid, test.gids, acl.WRITE))
+        known = memo[key] = (rights, rights.allows(st, uid, gids, acl.WRITE))
     return known[1]
 
 
@@ -245,72 +250,85 @@ def _web_default(name, st, access, reachable) -> bool:
 def _audit_web(root: str, home: SiteHome, shown: str, test: _Test) -> list:
     """Blocking.  The default audit of the folder ``root`` in one loop: what :func:`_walk` and the
     default requirement find together, without a tuple per entry, and without reading the ACL of a
-    file the web user cannot reach (it cannot write there, whatever the ACL says)."""
+    file the web user cannot reach (it cannot write there, whatever the ACL says).
+
+    Per file one ``fstatat`` (as ``find`` does), except in a folder whose default ACL grants the
+    web user write (a folder Fortification made writable: its files have such ACLs as a rule),
+    where each file is opened straight away and its owner and ACL read on that descriptor.  Per
+    folder one ``listxattr`` says which ACLs it has.  Verdicts are memoised by the ACL's bytes,
+    owner and group."""
     uid, gids, memo = test.user.pw_uid, test.gids, test.memo
+    verdicts: dict = {}  # (ACL bytes or mode bits, owner, group) -> whether the web user may write
     found = []
+    add = found.append
+    open_, fstat, close, getxattr = os.open, os.fstat, os.close, os.getxattr
     for folder in walk_inside(root, home.real_root, shown=shown):
         st = folder.stat
         reach = folder.parent.data if folder.parent is not None else True
-        access = acl.access_of(folder.fd, st)
+        access, default = acl.folder_access(folder.fd, st)
         if st.st_uid == uid or (reach and access.allows(st, uid, gids, acl.WRITE)):
-            found.append(folder.rel)
+            add(folder.rel)
         folder.data = here = reach and access.allows(st, uid, gids, acl.EXECUTE)
         prefix = f"{folder.rel}/" if folder.rel else ""
-        # In a folder with a default ACL (a writable one) files have ACLs as a rule: each is opened
-        # straight away, its fstat standing for the lstat (one call fewer per file).
-        inherits = here and acl.DEFAULT in os.listxattr(folder.fd)
+        dir_fd = folder.fd
+        # In a folder whose default ACL grants the web user write, files have ACLs as a rule: each is
+        # opened straight away, its fstat standing for the lstat (one call fewer per file).  A default
+        # ACL left without that entry (after a setfacl -x) does not count: its files rarely need one.
+        inherits = here and default is not None and default.users.get(uid, 0) & acl.WRITE
         for entry in folder.entries:
             if entry.is_dir(follow_symlinks=False):
                 continue  # judged on its own descriptor when the walk enters it
             if inherits and entry.is_file(follow_symlinks=False):
                 try:
-                    fd = target = os.open(entry.name, FILE_FLAGS, dir_fd=folder.fd)
+                    fd = open_(entry.name, FILE_FLAGS, dir_fd=dir_fd)
                 except OSError:
                     fd = -1
                 if fd >= 0:
                     try:
-                        st = os.fstat(fd)
+                        st = fstat(fd)
                         if st.st_uid == uid:
-                            found.append(prefix + entry.name)
+                            add(prefix + entry.name)
                             continue
-                        if not st.st_mode & 0o022:
+                        mode = st.st_mode
+                        if not mode & 0o022:
                             continue
-                        rights = acl.access_of(target, st, expected=True)
+                        try:
+                            data = getxattr(fd, acl.ACCESS)
+                        except OSError as exc:
+                            if exc.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+                                raise
+                            data = None
                     finally:
-                        os.close(fd)
-                    key = (id(rights), st.st_uid, st.st_gid)
-                    known = memo.get(key)
-                    if known is None:
-                        known = memo[key] = (rights, rights.allows(st, uid, gids, acl.WRITE))
-                    if known[1]:
-                        found.append(prefix + entry.name)
+                        close(fd)
+                    key = (data or mode & 0o777, st.st_uid, st.st_gid)
+                    verdict = verdicts.get(key)
+                    if verdict is None:
+                        verdict = verdicts[key] = acl.decoded(data, mode).allows(st, uid, gids, acl.WRITE)
+                    if verdict:
+                        add(prefix + entry.name)
                     continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if st.st_uid == uid:
-                found.append(prefix + entry.name)
+                add(prefix + entry.name)
                 continue
             mode = st.st_mode
             if not here or not mode & 0o022 or stat.S_ISLNK(mode):
                 continue  # unreachable, or neither the mask (group bits) nor other gives write
             if entry.is_file(follow_symlinks=False):
-                read = _file_access(folder.fd, entry.name)
+                read = _file_access(dir_fd, entry.name)
                 if read is None:
                     continue
                 st, rights = read
                 if st.st_uid == uid:
-                    found.append(prefix + entry.name)
+                    add(prefix + entry.name)
                     continue
             else:
-                rights = acl.access_of(f"{acl.handle(folder.fd)}/{entry.name}", st, follow_symlinks=False)
-            key = (id(rights), st.st_uid, st.st_gid)
-            known = memo.get(key)
-            if known is None:
-                known = memo[key] = (rights, rights.allows(st, uid, gids, acl.WRITE))
-            if known[1]:
-                found.append(prefix + entry.name)
+                rights = acl.access_of(f"{acl.handle(dir_fd)}/{entry.name}", st, follow_symlinks=False)
+            if _may_write(memo, rights, st, uid, gids):
+                add(prefix + entry.name)
         if len(found) > MAX_RESULTS:
             raise InvalidArgument(f"more than {MAX_RESULTS} paths match: audit a smaller folder")
     return found

@@ -3,20 +3,24 @@
 A *profile* (:mod:`apiserver.sites.profiles`, or the folder's Web App Manifest:
 :mod:`apiserver.sites.manifest`) says which paths of an application the web server may write
 (``max``) and a wider set for updates and plugin installs (``min``).  Modes (api.md): ``max``,
-``min``, ``learn`` and ``write`` (everything writable for a window, then ``max``), ``release``
-(everything), ``reset`` (nothing, and what was learned is forgotten).  Writable means an access
+``min``, ``learn`` (everything writable for a window, then ``max`` with what was learned),
+``write`` (everything writable for a window, then the mode the folder had before: ``max``,
+``min``, ``release`` or ``reset``), ``release`` (everything), ``reset`` (nothing, and what was
+learned is forgotten).  Writable means an access
 ACL ``u:WEB:rwx`` on the entry plus, on folders, the default ACL so that new entries inherit it;
 reading stays with the ordinary mode bits.  Outside the writable paths the web server user has
 no ACL entry, and files it owns there are given to the site's owner (a file's owner can always
 chmod it, so ownership would undo the fortification).  The manifest is never granted.
 
-Windows live in the database (``fortifications``) on the injected clock: a restart closes
-overdue windows at once and sets a timer for pending ones.  When a learn window closes, what
+Windows live in the database (``fortifications``, with the mode a write window returns to) on
+the injected clock, closed by one :class:`~apiserver.timers.WorkTimer` (``Fortifier.windows``)
+due at the earliest end on record: a restart closes overdue windows at once and makes the timer
+due at the next one; a test advancing the clock waits for ``windows.idle()``.  When a learn window closes, what
 the web server user made in it (:mod:`apiserver.sites.learning`) is added to what the folder
 learned before, kept in its row, and ``max`` applies: the profile's paths plus the learned ones.
 
 :class:`Fortifier` is ``app.fortifier``: its public methods return Deferreds and run the disk
-and database work through the injected ``run_blocking``; its timers run on the reactor.
+and database work through the injected ``run_blocking``; its timer runs on the reactor.
 """
 
 from __future__ import annotations
@@ -42,12 +46,15 @@ from apiserver.sites.walk import PATH_FLAGS, Folder, open_below, open_file, open
 from apiserver.sites.profiles import Profile, detect, expand
 from apiserver.sites.records import FortificationInfo
 from apiserver.storage import utcnow
+from apiserver.timers import WorkTimer
 
 log = Logger(namespace="apiserver.sites.fortify")
 
 MODES = ("max", "min", "learn", "write", "release", "reset")
 #: Modes that end by themselves, and the [security] key giving their length in seconds.
 WINDOWS = {"learn": "learning_window", "write": "write_window"}
+#: What a write window may return to (anything else, or nothing on record, returns to max).
+RESTORABLE = ("max", "min", "release", "reset")
 #: The profile entry meaning "the fortified folder and everything under it".
 EVERYTHING = "./"
 #: Retry a window whose closing failed (disk or database error) after this many seconds.
@@ -82,8 +89,10 @@ class Fortifier(service.Service):
         self.site_homes = site_homes
         self.web_user = web_user
         self.settings = settings
-        self._timers: dict = {}    # (domain, key) -> IDelayedCall
         self._locks: dict = {}     # domain -> DeferredLock: one change per site at a time
+        #: Closes every window that is due, then makes itself due at the next end on record.
+        self.windows = WorkTimer(clock, None, self._close_due, None, name="fortification windows",
+                                 on_failure=self._windows_failed)
 
     # --- service ----------------------------------------------------------------------------
     def startService(self):
@@ -91,22 +100,18 @@ class Fortifier(service.Service):
         return self.start()
 
     def stopService(self):
-        self.stop()
-        return super().stopService()
+        super().stopService()
+        return self.stop()
 
     def start(self) -> defer.Deferred:
-        """Close overdue windows at once and set a timer for each pending one."""
-        d = self.run_blocking(self._open_windows)
-        d.addCallback(self._schedule_all)
-        d.addErrback(lambda f: log.failure("cannot read or close Fortification windows", f))
-        return d
+        """Close overdue windows at once and make the timer due at the next end on record
+        (fires when the overdue ones are closed)."""
+        return self.windows.run_now()
 
-    def stop(self) -> None:
-        """Cancel the timers (the windows stay in the database for the next start)."""
-        for call in self._timers.values():
-            if call.active():
-                call.cancel()
-        self._timers.clear()
+    def stop(self) -> defer.Deferred:
+        """Stop the timer (the windows stay in the database for the next start); fires when a
+        run under way has ended."""
+        return self.windows.stop()
 
     # --- API --------------------------------------------------------------------------------
     def fortify(self, home: SiteHome, path: str, mode: str) -> defer.Deferred:
@@ -117,9 +122,9 @@ class Fortifier(service.Service):
         mode = mode.strip().lower()
         now = self.clock.seconds()
 
-        def scheduled(result):
-            key, until = result
-            self._schedule(home.domain, key, until)
+        def scheduled(until):
+            if until is not None:
+                self.windows.run_after(until - self.clock.seconds())
             return True
 
         d = self._lock(home.domain).run(self.run_blocking, self._fortify_blocking, home, path, mode, now)
@@ -129,35 +134,32 @@ class Fortifier(service.Service):
         """A Deferred :class:`FortificationInfo` of the folder ``path`` of ``home``'s document root."""
         return self.run_blocking(self._info_blocking, home, path)
 
-    # --- timers (reactor thread) ----------------------------------------------------------
-    def _schedule_all(self, windows: list) -> defer.Deferred:
-        """Timers for pending windows; overdue ones close now (fires when they are closed)."""
-        closing = [self._schedule(domain, key, until) for domain, key, until in windows]
-        return defer.gatherResults([d for d in closing if d is not None])
-
-    def _schedule(self, domain: str, key: str, until: Optional[float]) -> Optional[defer.Deferred]:
-        old = self._timers.pop((domain, key), None)
-        if old is not None and old.active():
-            old.cancel()
-        if until is None:
-            return None
-        delay = until - self.clock.seconds()
-        if delay <= 0:
-            return self._close(domain, key)
-        self._timers[(domain, key)] = self.clock.callLater(delay, self._close, domain, key)
-        return None
-
-    def _close(self, domain: str, key: str) -> defer.Deferred:
-        self._timers.pop((domain, key), None)
+    # --- the window timer (reactor thread) -------------------------------------------------
+    @defer.inlineCallbacks
+    def _close_due(self):
+        """One run of :attr:`windows`: close every window that has ended, each under its site's
+        lock; the timer is then due at the next end on record (a failed close: a retry)."""
+        windows = yield self.run_blocking(self._open_windows)
         now = self.clock.seconds()
-        d = self._lock(domain).run(self.run_blocking, self._close_blocking, domain, key, now)
+        pending = [until for _domain, _key, until in windows if until > now + 1e-6]
+        closing = []
+        for domain, key, until in windows:
+            if until <= now + 1e-6:
+                d = self._lock(domain).run(self.run_blocking, self._close_blocking, domain, key, now)
+                closing.append(d.addErrback(self._close_failed, domain, key, pending))
+        yield defer.DeferredList(closing)
+        if pending:
+            self.windows.run_after(max(0.0, min(pending) - self.clock.seconds()))
 
-        def failed(failure):
-            log.failure("closing the Fortification window of {domain} {key!r} failed; retrying in {retry}s",
-                        failure, domain=domain, key=key, retry=RETRY_SECONDS)
-            self._schedule(domain, key, self.clock.seconds() + RETRY_SECONDS)
+    def _close_failed(self, failure, domain: str, key: str, pending: list) -> None:
+        log.failure("closing the Fortification window of {domain} {key!r} failed; retrying in {retry}s",
+                    failure, domain=domain, key=key, retry=RETRY_SECONDS)
+        pending.append(self.clock.seconds() + RETRY_SECONDS)
 
-        return d.addErrback(failed)
+    def _windows_failed(self, failure) -> None:
+        """The windows could not be read (the database is down): try again in RETRY_SECONDS."""
+        log.failure("cannot read the Fortification windows; retrying in {retry}s", failure, retry=RETRY_SECONDS)
+        self.windows.run_after(RETRY_SECONDS)
 
     def _lock(self, domain: str) -> defer.DeferredLock:
         lock = self._locks.get(domain)
@@ -167,7 +169,7 @@ class Fortifier(service.Service):
 
     # --- blocking work ----------------------------------------------------------------------
     def _fortify_blocking(self, home: SiteHome, path: str, mode: str, now: float):
-        """Blocking.  Apply ``mode``; returns (key, window end or None)."""
+        """Blocking.  Apply ``mode``; returns the window's end or None."""
         target = self._target(home, path)
         profile = self._profile(target.folder, strict=mode in ("max", "min"))
         app_name = profile.name if profile else "unknown"
@@ -180,18 +182,24 @@ class Fortifier(service.Service):
         until = None
         if mode in WINDOWS:
             until = now + self.settings.get("security", WINDOWS[mode])
+        restore = _restore_mode(row) if mode == "write" else None
         # The window is on record before the folder is opened: a crash in between still closes it.
-        self._save(site_id, target.key, app_name, mode, until, None, learned, now)
+        self._save(site_id, target.key, app_name, mode, until, None, learned, now, restore)
         self._apply(target, self._writable(mode, profile, learned))
         if mode == "learn":  # learning counts what changes from now on (opening changed every ctime)
             self._save(site_id, target.key, app_name, mode, until, filesystem_now_ns(home.root), learned, now)
-        if mode == "min" and profile is not None:
-            for rel in profile.control_files:
-                give_to_web(target.folder, rel, home.owner, self._web_uid())
-        return target.key, until
+        if mode == "min":
+            self._give_control_files(target, profile)
+        return until
+
+    def _give_control_files(self, target: _Target, profile: Optional[Profile]) -> None:
+        """Blocking.  min: the profile's control files become the web user's (see give_to_web)."""
+        for rel in profile.control_files if profile is not None else ():
+            give_to_web(target.folder, rel, target.home.owner, self._web_uid())
 
     def _close_blocking(self, domain: str, key: str, now: float) -> None:
-        """Blocking.  Close the window of ``domain``'s folder ``key`` when it is due: learn, then max."""
+        """Blocking.  Close the window of ``domain``'s folder ``key`` when it is due: learn, then
+        max; write, then the mode the folder had before the window."""
         try:
             site_id, row = self._load(domain, key)
         except NotFound:
@@ -208,14 +216,19 @@ class Fortifier(service.Service):
             self._delete(row["id"])
             return
         learned = _learned(row)
+        mode = "max"
         if row["mode"] == "learn":
             known = profile.max if profile else ()
             # A control file is the web user's because min made it so, not because it wrote it.
             made = [e for e in learn(target.folder, self._web_uid(), home.real_root, row["learn_since_ns"] or 0)
                     if not profile or e not in profile.control_files]
             learned = added_to(known, learned, made)
-        self._apply(target, self._writable("max", profile, learned))
-        self._save(site_id, key, profile.name if profile else "unknown", "max", None, None, learned, now)
+        elif row["mode"] == "write":
+            mode = _restore_mode(row)
+        self._apply(target, self._writable(mode, profile, learned))
+        if mode == "min":
+            self._give_control_files(target, profile)
+        self._save(site_id, key, profile.name if profile else "unknown", mode, None, None, learned, now)
 
     def _info_blocking(self, home: SiteHome, path: str) -> FortificationInfo:
         """Blocking.  The folder's FortificationInfo from its row and what exists on disk."""
@@ -340,10 +353,11 @@ class Fortifier(service.Service):
                 t.fortifications.c.site_id == site_id, t.fortifications.c.path == key)).mappings().first()
         return site_id, row
 
-    def _save(self, site_id: int, key: str, app: str, mode: str, until, since, learned, now: float) -> None:
-        """Blocking.  Insert or update the folder's row."""
+    def _save(self, site_id: int, key: str, app: str, mode: str, until, since, learned, now: float,
+              restore: Optional[str] = None) -> None:
+        """Blocking.  Insert or update the folder's row (``restore``: where a write window returns)."""
         t = self.storage.tables
-        values = dict(app=app, mode=mode, until=until, learn_since_ns=since,
+        values = dict(app=app, mode=mode, until=until, learn_since_ns=since, restore_mode=restore,
                       profile=json.dumps(learned) if learned else None, updated_at=utcnow(_At(now)))
         with self.storage.write() as conn:
             updated = conn.execute(t.fortifications.update().where(
@@ -547,6 +561,16 @@ def _give_back(target, owner, rel: str) -> None:
         os.chmod(target, stat.S_IMODE(os.stat(target).st_mode) & ~0o022)
     except PermissionError:
         log.warn("cannot give {rel} to {owner}: the server does not run as root", rel=rel, owner=owner.name)
+
+
+def _restore_mode(row) -> str:
+    """The mode a write window opened now on the folder's ``row`` returns to: the folder's mode,
+    or during a write window the one that window returns to; max when none is on record (a
+    folder never fortified, or a learn window, which would have ended in max)."""
+    if row is None:
+        return "max"
+    mode = row["restore_mode"] if row["mode"] == "write" else row["mode"]
+    return mode if mode in RESTORABLE else "max"
 
 
 def _learned(row) -> list:

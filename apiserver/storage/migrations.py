@@ -101,6 +101,15 @@ def _v12_usage(conn: sa.Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.site_usage, schema.site_traffic])
 
 
+def _v13_fortification_restore_mode(conn: sa.Connection) -> None:
+    # Version 3 creates the table as it is now: a database made by this code has the column.
+    table = schema.fortifications.name
+    if "restore_mode" not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN restore_mode VARCHAR(8)"))
+        # A write window open during the upgrade returns where every window returned before: max.
+        conn.execute(sa.text(f"UPDATE {table} SET restore_mode = 'max' WHERE mode = 'write'"))
+
+
 MIGRATIONS = (
     Migration(1, "sites, users, api keys, IP restrictions, login history, scope changes, sessions", _v1_create_tables),
     Migration(2, "sessions.data for a UI login's sealed password", _v2_session_data),
@@ -118,4 +127,6 @@ MIGRATIONS = (
     Migration(11, "dav_properties and dav_locks: WebDAV dead properties and locks per site", _v11_dav_state),
     Migration(12, "site_usage (the last count of each site's files) and site_traffic (bytes per site and day)",
               _v12_usage),
+    Migration(13, "fortifications.restore_mode: the mode a write window returns to when it closes",
+              _v13_fortification_restore_mode),
 )

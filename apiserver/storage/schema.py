@@ -142,6 +142,8 @@ fortifications = sa.Table(
     sa.Column("learn_since_ns", sa.BigInteger, nullable=True),
     # The learned profile: JSON list of paths relative to the folder ('dir/' means the whole tree).
     sa.Column("profile", sa.Text, nullable=True),
+    # The mode a write window returns to (the folder's mode before it); NULL otherwise.  Migration 13.
+    sa.Column("restore_mode", sa.String(8), nullable=True),
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.UniqueConstraint("site_id", "path", name="uq_fortifications_site_path"),
 )

@@ -69,10 +69,11 @@ class Harness:
 
     def timers(self) -> list:
         """The application's WorkTimers: the trail's writer and pruning, the outbox, API key usage,
-        the lockdown's re-apply, the storage recount and the traffic meter (the last three once started)."""
+        the lockdown's re-apply, the storage recount and the traffic meter (these three once started),
+        and Fortification's windows."""
         app, events = self.app, self.app.security_events
         timers = [events.flush_timer, events.prune_timer, app.notices.sender.timer, app.accounts.keys.flush_timer,
-                  app.lockdown._timer, app.storage_recount.timer, app.traffic.timer]
+                  app.lockdown._timer, app.storage_recount.timer, app.traffic.timer, app.fortifier.windows]
         return [timer for timer in timers if timer is not None]
 
     def settle(self) -> None:

@@ -23,7 +23,7 @@ import urllib.parse
 import pytest
 
 from apiserver.errors import InvalidArgument
-from tests.accounts.support import Harness, eventually, wait
+from tests.accounts.support import Harness, wait
 from tests.conftest import stop_process
 from tests.sites.support import WEB_USER, remove_tree
 
@@ -261,7 +261,7 @@ def _info(h, admin, path: str = ""):
 
 
 def test_wordpress_under_apache_does_exactly_what_each_mode_allows(world):
-    """max, min, release, reset, and write (its window closing by itself into max), as PHP under Apache."""
+    """max, min, release, reset, and write (its window closing by itself into the mode before it), as PHP in Apache."""
     h, admin, home, root, apache = world
     probe = Probe(apache)
     control = os.path.join(root, "wp-admin/includes/file.php")
@@ -282,11 +282,16 @@ def test_wordpress_under_apache_does_exactly_what_each_mode_allows(world):
     assert probe.matrix() == ALL
     _fortify(h, admin, "reset")
     assert probe.matrix() == NONE
-    _fortify(h, admin, "write")
-    assert probe.matrix() == ALL
-    h.clock.advance(600)
-    eventually(lambda: _info(h, admin).mode == "max")
-    assert probe.matrix() == MAX
+    # write: everything for the window, then the mode before it (ApisCP's Web App Write Mode)
+    for before, expected in (("reset", NONE), ("min", MIN), ("max", MAX)):
+        _fortify(h, admin, before)
+        _fortify(h, admin, "write")
+        assert probe.matrix() == ALL
+        h.advance(599)
+        assert _info(h, admin).mode == "write"
+        h.advance(1)
+        assert _info(h, admin).mode == before, before
+        assert probe.matrix() == expected, before
 
 
 def test_learning_adds_what_wordpress_made_and_reset_forgets_it(world):
@@ -303,9 +308,9 @@ def test_learning_adds_what_wordpress_made_and_reset_forgets_it(world):
     with open(os.path.join(root, "wp-includes", "owner-edit.php"), "w") as fh:  # the owner's own work
         fh.write("<?php")
     assert _info(h, admin).mode == "learn"
-    h.clock.advance(1800)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1800)
     info = _info(h, admin)
+    assert info.mode == "max"
     assert info.learned == ["/var/www/html/wp-content/plugins/learned-plugin"]
     assert {"/var/www/html/wp-content/uploads", "/var/www/html/wp-content/cache"} <= set(info.writable)
     assert probe.matrix() == MAX  # after learning: the profile still holds, nothing wider

@@ -162,3 +162,26 @@ def test_acl_entries_decide_where_mode_bits_would_not(site):
     listed = _audit(h, admin)
     assert listed == [f"{DOC}/group.txt", f"{DOC}/open.txt"]
     assert set(listed) == _probe(root, home)
+
+
+def test_in_a_writable_folder_each_file_s_own_acl_decides(site):
+    """Inside a folder with a default ACL (uploads after max): an inherited grant, a narrowed mask, a removed
+    ACL with or without world-write, a link and the web user's own file; audit agrees with trying each."""
+    h, admin, home = site
+    root = os.path.realpath(home.document_root)
+    make_tree(root, WORDPRESS, home.owner)
+    h.call(admin, "security_fortify", "example.com", "", "max")
+    uploads = os.path.join(root, "wp-content/uploads")
+    make_tree(uploads, {name: "" for name in ("granted.jpg", "masked.jpg", "bare.jpg", "bare-open.jpg")}, home.owner)
+    subprocess.run(["chmod", "664", os.path.join(uploads, "granted.jpg")], check=True)  # the mask: rw
+    subprocess.run(["chmod", "644", os.path.join(uploads, "masked.jpg")], check=True)   # the mask: r
+    for name, mode in (("bare.jpg", "644"), ("bare-open.jpg", "646")):
+        subprocess.run(["setfacl", "-b", os.path.join(uploads, name)], check=True)
+        subprocess.run(["chmod", mode, os.path.join(uploads, name)], check=True)
+    os.symlink("/etc/passwd", os.path.join(uploads, "link.jpg"))
+    assert as_web('echo x > "$1"', os.path.join(uploads, "own.jpg")).returncode == 0
+    listed = _audit(h, admin, f"{DOC}/wp-content/uploads")
+    assert set(listed) == _probe(uploads, home)
+    names = {path.rsplit("/", 1)[-1] for path in listed}
+    assert {"granted.jpg", "bare-open.jpg", "own.jpg"} <= names
+    assert not names & {"masked.jpg", "bare.jpg", "link.jpg"}

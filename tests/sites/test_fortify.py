@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from apiserver.errors import Denied, InvalidArgument, NotFound
-from apiserver.sites.fortify import Fortifier, detect
-from tests.accounts.support import Harness, eventually, wait
+from apiserver.sites.fortify import detect
+from tests.accounts.support import Harness
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
     WEB_USER, WORDPRESS, as_web, as_web_in, make_deep, make_tree, requires_root, sites_root, stat_below,
     swap_for_link_before_listing, web_can_write, web_can_write_below,
@@ -188,10 +188,10 @@ def test_learn_window_turns_what_the_web_user_wrote_into_the_profile(site):
     assert made.returncode == 0, made.stderr
     with open(os.path.join(root, "lib/code.php"), "a") as fh:  # the owner's own edit during the window
         fh.write("// edited")
-    h.clock.advance(1799)
+    h.advance(1799)
     assert _info(h, admin).mode == "learn"
-    h.clock.advance(1)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1)
+    assert _info(h, admin).mode == "max"
     info = _info(h, admin)
     assert info.until is None
     assert info.writable == info.learned == [f"{DOC}/cache/page.html", f"{DOC}/data"]
@@ -217,8 +217,8 @@ def test_learning_counts_only_what_the_web_user_made_or_changed_in_the_window(si
     h.call(admin, "security_fortify", "example.com", "", "learn")
     assert as_web('echo c > "$1/new.php" && echo more >> "$1/touched.txt" && echo d > "$1/data/old/x"',
                   root).returncode == 0
-    h.clock.advance(1800)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1800)
+    assert _info(h, admin).mode == "max"
     assert _info(h, admin).learned == [f"{DOC}/data/old", f"{DOC}/new.php", f"{DOC}/touched.txt"]
     assert not web_can_write(os.path.join(root, "old.php"))
     assert os.stat(os.path.join(root, "old.php")).st_uid == home.owner.uid  # given back by max
@@ -231,8 +231,8 @@ def test_learning_adds_to_the_profile_never_replacing_it(site):
     h.call(admin, "security_fortify", "example.com", "", "learn")
     assert as_web('mkdir -p "$1/wp-content/uploads/2026/12" "$1/wp-content/backup-db" && '
                   'echo x > "$1/wp-content/backup-db/a.sql"', root).returncode == 0
-    h.clock.advance(1800)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1800)
+    assert _info(h, admin).mode == "max"
     info = _info(h, admin)
     assert info.learned == [f"{DOC}/wp-content/backup-db"]  # the new month is under uploads/ already
     assert {f"{DOC}/wp-content/uploads", f"{DOC}/wp-content/cache", f"{DOC}/wp-content/backup-db"} <= set(info.writable)
@@ -250,75 +250,13 @@ def test_learning_adds_to_the_profile_never_replacing_it(site):
     h.call(admin, "security_fortify", "example.com", "", "min")
     assert os.stat(control).st_uid == _uid()
     h.call(admin, "security_fortify", "example.com", "", "learn")
-    h.clock.advance(1800)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1800)
+    assert _info(h, admin).mode == "max"
     assert _info(h, admin).learned == [f"{DOC}/wp-content/backup-db"]
     assert os.stat(control).st_uid == home.owner.uid
     h.call(admin, "security_fortify", "example.com", "", "min")
     assert f"{DOC}/wp-content/backup-db" in _info(h, admin).writable
     assert web_can_write(os.path.join(root, "wp-config.php"))
-
-
-def test_write_window_ends_in_max(site):
-    """write opens everything for [security] write_window seconds, then max applies again."""
-    h, admin, home = site
-    root = _wordpress(home)
-    h.call(admin, "security_fortify", "example.com", "", "write")
-    assert web_can_write(os.path.join(root, "wp-config.php"))
-    h.clock.advance(600)
-    eventually(lambda: _info(h, admin).mode == "max")
-    assert not web_can_write(os.path.join(root, "wp-config.php"))
-    assert web_can_write(os.path.join(root, "wp-content/uploads"))
-
-
-def test_a_new_mode_cancels_the_window(site):
-    """release during a write window is not undone when the old window would have ended."""
-    h, admin, home = site
-    root = _wordpress(home)
-    h.call(admin, "security_fortify", "example.com", "", "write")
-    h.call(admin, "security_fortify", "example.com", "", "release")
-    h.clock.advance(700)
-    assert _info(h, admin).mode == "release"
-    assert web_can_write(os.path.join(root, "wp-config.php"))
-
-
-def _restarted(h, seconds_later):
-    """A second Fortifier on the same database, as after a restart, its clock ``seconds_later`` on."""
-    from twisted.internet import task
-
-    clock = task.Clock()
-    clock.advance(h.clock.seconds() + seconds_later)
-    app = h.app
-    return Fortifier(app.storage, clock, app.run_blocking, app.site_homes, app.site_homes.web_user, app.config), clock
-
-
-def test_restart_closes_overdue_windows_at_once(site):
-    """A window that ended while the server was down is closed when it starts again."""
-    h, admin, home = site
-    root = _wordpress(home)
-    h.call(admin, "security_fortify", "example.com", "", "write")
-    h.app.fortifier.stop()  # the server goes down
-    fortifier, _clock = _restarted(h, 3600)
-    wait(fortifier.start())
-    eventually(lambda: _info(h, admin).mode == "max")
-    assert not web_can_write(os.path.join(root, "wp-config.php"))
-
-
-def test_restart_keeps_pending_windows(site):
-    """A window still open at start gets a timer for the time that is left, not a new full window."""
-    h, admin, home = site
-    root = _wordpress(home)
-    h.call(admin, "security_fortify", "example.com", "", "learn")
-    until = _info(h, admin).until
-    h.app.fortifier.stop()
-    fortifier, clock = _restarted(h, 1000)
-    wait(fortifier.start())
-    assert _info(h, admin).until == until and web_can_write(os.path.join(root, "wp-config.php"))
-    clock.advance(799)
-    assert _info(h, admin).mode == "learn"
-    clock.advance(1)
-    eventually(lambda: _info(h, admin).mode == "max")
-    fortifier.stop()
 
 
 def test_bad_calls_are_client_faults(site):
@@ -370,42 +308,6 @@ def test_what_the_web_user_opened_to_the_world_is_closed_when_given_back(site):
         st = os.stat(os.path.join(root, rel))
         assert (st.st_uid, st.st_mode & 0o777) == (home.owner.uid, mode), rel
         assert not web_can_write(os.path.join(root, rel)), rel
-
-
-def test_a_window_of_a_deleted_site_ends_quietly(site):
-    """When the site is deleted during a window, its timer finds nothing to close and sets no retry."""
-    h, admin, home = site
-    _wordpress(home)
-    h.call(admin, "security_fortify", "example.com", "", "write")
-    h.call(h.admin, "admin_delete_site", "example.com")
-    h.clock.advance(600)
-    eventually(lambda: not h.app.fortifier._timers and not h.app.fortifier._locks["example.com"].locked)
-    h.clock.advance(120)  # a retry would have been scheduled within RETRY_SECONDS
-    assert h.app.fortifier._timers == {}
-
-
-def test_closing_a_window_runs_on_the_blocking_pool(site):
-    """The timer hands the ACL work to the run-blocking callable: it never runs on the reactor thread."""
-    import threading
-
-    h, admin, home = site
-    root = _wordpress(home)
-    threads = []
-    app = h.app
-
-    def run_blocking(fn, *args, **kwargs):
-        def recorded(*a, **k):
-            threads.append((fn.__name__, threading.current_thread() is threading.main_thread()))
-            return fn(*a, **k)
-        return app.run_blocking(recorded, *args, **kwargs)
-
-    fortifier = Fortifier(app.storage, h.clock, run_blocking, app.site_homes, app.site_homes.web_user, app.config)
-    wait(fortifier.fortify(home, "", "write"))
-    h.clock.advance(600)
-    eventually(lambda: ("_close_blocking", False) in threads)
-    assert all(not on_main for _name, on_main in threads)
-    eventually(lambda: not web_can_write(os.path.join(root, "wp-config.php")))
-    fortifier.stop()
 
 
 def test_learning_never_follows_a_folder_swapped_for_a_link(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 
 from apiserver.errors import InvalidArgument
 from apiserver.sites import manifest
-from tests.accounts.support import Harness, eventually
+from tests.accounts.support import Harness
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
     WORDPRESS, as_web, make_tree, sites_root, web_can_write,
 )
@@ -144,8 +144,8 @@ def test_manifest_create_writes_what_was_learned_for_the_owner(site):
         h.call(admin, "security_manifest_create", "example.com", "")
     h.call(admin, "security_fortify", "example.com", "", "learn")
     assert as_web('mkdir "$1/data/cache" && echo x > "$1/counter.txt"', root).returncode == 0
-    h.clock.advance(1800)
-    eventually(lambda: _info(h, admin).mode == "max")
+    h.advance(1800)
+    assert _info(h, admin).mode == "max"
     assert h.call(admin, "security_manifest_create", "example.com", "") == f"{DOC}/.webapp.yml"
     path = os.path.join(root, ".webapp.yml")
     assert os.stat(path).st_uid == home.owner.uid and os.stat(path).st_mode & 0o777 == 0o644

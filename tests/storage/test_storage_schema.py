@@ -414,3 +414,23 @@ def test_switching_to_wal_is_tried_again_while_the_file_is_locked():
         _switch_to_wal(Cursor([sqlite3.OperationalError("disk I/O error")]))
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         _switch_to_wal(Cursor([sqlite3.OperationalError("database is locked")] * 1000), patience=0.05)
+
+
+def test_migration_13_gives_open_write_windows_max_to_return_to(storage):
+    """Migration 13 adds fortifications.restore_mode to a version-12 database: an open write window returns to max."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:  # back to what version 12 had
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 12))
+        conn.execute(sa.text("ALTER TABLE fortifications DROP COLUMN restore_mode"))
+        site = _add_site(conn, t)
+        for path, mode, until in (("", "write", 1800000600.0), ("blog", "min", None)):
+            conn.execute(sa.text("INSERT INTO fortifications (site_id, path, app, mode, until, updated_at) "
+                                 "VALUES (:site, :path, 'wordpress', :mode, :until, :now)"),
+                         {"site": site, "path": path, "mode": mode, "until": until, "now": _now()})
+    assert storage.version() == 12
+    assert storage.migrate() == [m.version for m in MIGRATIONS if m.version > 12]
+    storage.check()
+    with storage.read() as conn:
+        rows = dict(conn.execute(sa.select(t.fortifications.c.path, t.fortifications.c.restore_mode)).all())
+    assert rows == {"": "max", "blog": None}
