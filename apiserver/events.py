@@ -252,8 +252,9 @@ def apiserver_login_succeeded(api, identity, address, gate, method):
 
 @hookimpl
 def apiserver_login_failed(api, address, gate, reason):
-    """Trail: a failed authentication (``reason``: key, password, session, ip)."""
-    detail = "address refused by an IP restriction" if reason == "ip" else f"method {reason}"
+    """Trail: a failed authentication (``reason``: key, password, session, ip, blocked)."""
+    detail = {"ip": "address refused by an IP restriction",
+              "blocked": "attempt while the address is blocked"}.get(reason, f"method {reason}")
     _record(api, "login_failed", address=address, gate=gate, detail=detail)
 
 

@@ -156,7 +156,8 @@ def apiserver_login_failed(api, address, gate, reason):
     """Called after an authentication failed (bad key, password or session, refused address).
 
     ``api`` is the plugin API, ``address`` the client address, ``gate`` the gate, ``reason`` a short
-    word (``key``, ``password``, ``session``, ``ip``).  Anvil has already counted it.
+    word (``key``, ``password``, ``session``, ``ip``; ``blocked`` for a DAV attempt from an address
+    Anvil refuses, counted again).  Anvil has already counted it.
     """
 
 

@@ -238,6 +238,10 @@ class PluginHooks:
         """The answer of hook ``hook`` called with ``kwargs`` (pluggy's: firstresult or a list)."""
         return getattr(self._plugin_manager.hook, hook)(api=self._api, **kwargs)
 
+    def implemented(self, hook: str) -> bool:
+        """Some plugin implements hook ``hook`` (else calling it would answer nothing)."""
+        return bool(getattr(self._plugin_manager.hook, hook).get_hookimpls())
+
     def collect(self, hook: str) -> list:
         """The items of every implementation's list answer of a collecting hook, in one list."""
         return [item for group in self.call(hook) for item in group]

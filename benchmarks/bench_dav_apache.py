@@ -75,13 +75,24 @@ Alias /dav "{folder}"
 """
 
 
+def site_owner(folder: str) -> tuple[int, int]:
+    """(uid, gid) the site's files belong to: the folder's owner, or the administrator's host
+    account (``benchadmin.<N>``) when root owns the folder (system accounts: Apache may not run as root)."""
+    info = os.stat(folder)
+    if info.st_uid == 0:
+        for entry in pwd.getpwall():
+            if entry.pw_name.startswith(ADMIN + "."):
+                return entry.pw_uid, entry.pw_gid
+    return info.st_uid, info.st_gid
+
+
 def start_apache(workdir: str, folder: str) -> tuple[list, int]:
-    """(argv, port) of an Apache serving ``folder`` as the folder's owner, with its htpasswd."""
+    """(argv, port) of an Apache serving ``folder`` as the site's owner, with its htpasswd."""
     root = os.path.join(workdir, "apache")
     os.makedirs(root, exist_ok=True)
-    owner = os.stat(folder)
-    user, group = pwd.getpwuid(owner.st_uid).pw_name, owner.st_gid
-    os.chown(root, owner.st_uid, owner.st_gid)  # the lock database and the runtime files
+    uid, gid = site_owner(folder)
+    user, group = pwd.getpwuid(uid).pw_name, gid
+    os.chown(root, uid, gid)  # the lock database and the runtime files
     subprocess.run(["htpasswd", "-b", "-c", "-s", os.path.join(root, "htpasswd"), ADMIN, PASSWORD],
                    check=True, capture_output=True)
     port = h.free_port()
@@ -102,10 +113,11 @@ def fill(folder: str) -> None:
         fh.write(os.urandom(64 * 1024))
     with open(os.path.join(folder, "file10m.bin"), "wb") as fh:
         fh.write(os.urandom(1024 * 1024) * 10)
-    owner = os.stat(folder)
+    uid, gid = site_owner(folder)
+    os.chown(folder, uid, gid)
     for base, dirs, files in os.walk(folder):
         for name in dirs + files:
-            os.chown(os.path.join(base, name), owner.st_uid, owner.st_gid)
+            os.chown(os.path.join(base, name), uid, gid)
 
 
 def wrk_script(method: str, headers: dict, body_file: str | None) -> str:
@@ -166,34 +178,37 @@ def main() -> None:
         with h.pinned_server(setup.serve_argv(), setup.port, os.path.join(workdir, "apiserver.log")) as api_proc:
             api = xmlrpc.client.ServerProxy(f"{setup.url}/xmlrpc?authkey={setup.admin_key}", allow_none=True)
             api.admin_add_site(DOMAIN, ADMIN, {"siteinfo.email": f"owner@{DOMAIN}", "auth.tpasswd": PASSWORD})
-            folder = os.path.join(setup.state_dir, "sites", DOMAIN, "var/www/html")
-            fill(folder)
-            argv, port = start_apache(workdir, folder)
-            with h.pinned_server(argv, port, os.path.join(workdir, "apache.log")) as apache_proc:
-                ours = base64.b64encode(f"{ADMIN}@{DOMAIN}:{PASSWORD}".encode()).decode()
-                theirs = base64.b64encode(f"{ADMIN}:{PASSWORD}".encode()).decode()
-                targets = [(h.Target("apiserver /dav/", setup.url, api_proc.pid),
-                            {"Authorization": f"Basic {ours}"}, "/dav/var/www/html"),
-                           (h.Target("Apache mod_dav", f"http://{h.HOST}:{port}", apache_proc.pid),
-                            {"Authorization": f"Basic {theirs}"}, "/dav")]
-                body64k, body100m = os.path.join(workdir, "body64k"), os.path.join(workdir, "body100m")
-                with open(body64k, "wb") as fh:
-                    fh.write(os.urandom(64 * 1024))
-                with open(body100m, "wb") as fh:
-                    fh.write(os.urandom(1024 * 1024) * 100)
-                cases = [
-                    ("PROPFIND Depth 1, 1,000 files", "/listing/", "PROPFIND", {"Depth": "1"}, None, 16, 0.5),
-                    ("GET 64 KB", "/file64k.bin", "GET", {}, None, 16, 0.3),
-                    ("GET 10 MB", "/file10m.bin", "GET", {}, None, 4, 0.8),
-                    ("PUT 64 KB", "/put64k.bin", "PUT", {}, body64k, 16, 0.3),
-                    ("PUT 100 MB", "/put100m.bin", "PUT", {}, body100m, 4, 0.8),
-                ]
-                summary = []
-                for name, path, method, headers, body, connections, target in cases:
-                    if args.only not in name:
-                        continue
-                    got = compare(name, targets, path, method, headers, body, connections, args, workdir)
-                    summary.append((name, got, target))
+            try:
+                folder = os.path.join(setup.state_dir, "sites", DOMAIN, "fst", "var/www/html")
+                fill(folder)
+                argv, port = start_apache(workdir, folder)
+                with h.pinned_server(argv, port, os.path.join(workdir, "apache.log")) as apache_proc:
+                    ours = base64.b64encode(f"{ADMIN}@{DOMAIN}:{PASSWORD}".encode()).decode()
+                    theirs = base64.b64encode(f"{ADMIN}:{PASSWORD}".encode()).decode()
+                    targets = [(h.Target("apiserver /dav/", setup.url, api_proc.pid),
+                                {"Authorization": f"Basic {ours}"}, "/dav/var/www/html"),
+                               (h.Target("Apache mod_dav", f"http://{h.HOST}:{port}", apache_proc.pid),
+                                {"Authorization": f"Basic {theirs}"}, "/dav")]
+                    body64k, body100m = os.path.join(workdir, "body64k"), os.path.join(workdir, "body100m")
+                    with open(body64k, "wb") as fh:
+                        fh.write(os.urandom(64 * 1024))
+                    with open(body100m, "wb") as fh:
+                        fh.write(os.urandom(1024 * 1024) * 100)
+                    cases = [
+                        ("PROPFIND Depth 1, 1,000 files", "/listing/", "PROPFIND", {"Depth": "1"}, None, 16, 0.5),
+                        ("GET 64 KB", "/file64k.bin", "GET", {}, None, 16, 0.3),
+                        ("GET 10 MB", "/file10m.bin", "GET", {}, None, 4, 0.8),
+                        ("PUT 64 KB", "/put64k.bin", "PUT", {}, body64k, 16, 0.3),
+                        ("PUT 100 MB", "/put100m.bin", "PUT", {}, body100m, 4, 0.8),
+                    ]
+                    summary = []
+                    for name, path, method, headers, body, connections, target in cases:
+                        if args.only not in name:
+                            continue
+                        got = compare(name, targets, path, method, headers, body, connections, args, workdir)
+                        summary.append((name, got, target))
+            finally:  # its system accounts (admin<N>, benchadmin.<N>) go with it
+                api.admin_delete_site(DOMAIN)
     print("\nSummary (apiserver / Apache, requests per second; figures only, nothing asserted):")
     for name, got, target in summary:
         print(f"  {name:<32} {got:5.2f}x   (target >= {target}x)")

@@ -84,3 +84,18 @@ def test_no_web_server_user_is_a_config_error_naming_the_key(tmp_path, monkeypat
     with pytest.raises(ConfigError) as caught:
         _web_user(config)
     assert (caught.value.section, caught.value.key) == ("web", "user")
+
+
+class LoginSource:
+    @hookimpl
+    def apiserver_authenticate(self, username, site, password, gate, address):
+        return None
+
+
+def test_implemented_tells_whether_any_plugin_answers_a_hook():
+    """implemented() is true only once a plugin implements the hook (password logins skip the hop otherwise)."""
+    pm = make_plugin_manager(load_entrypoints=False, extra=[Recorder()])
+    assert not PluginHooks(pm, API).implemented("apiserver_authenticate")
+    assert PluginHooks(pm, API).implemented("apiserver_site_added")
+    pm.register(LoginSource())
+    assert PluginHooks(pm, API).implemented("apiserver_authenticate")

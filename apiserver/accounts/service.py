@@ -143,8 +143,10 @@ class Accounts:
 
     async def _password_login(self, credentials: Credentials, gate: Gate, address: str) -> Identity:
         username, site, password = credentials.username or "", credentials.site, credentials.password
-        decided = await self._pools.run_blocking(self._hooks.call, "apiserver_authenticate", username=username,
-                                                 site=site, password=password, gate=gate, address=address)
+        decided = None
+        if self._hooks.implemented("apiserver_authenticate"):  # no thread hop when no plugin decides
+            decided = await self._pools.run_blocking(self._hooks.call, "apiserver_authenticate", username=username,
+                                                     site=site, password=password, gate=gate, address=address)
         if decided is False:
             raise AuthenticationFailed("password")
         if isinstance(decided, Identity):

@@ -196,20 +196,20 @@ class DavApplication:
             files.reach(identity)
         return root, identity
 
-    def open_file(self, account: DavAccount, path: str) -> Optional[FileAnswer]:
+    def open_file(self, account: DavAccount, path: str, read_small: bool = True) -> Optional[FileAnswer]:
         """Blocking (DAV thread).  A plain GET of the file at DAV ``path``, opened and checked as
         WsgiDAV's GET opens it (as the account), or None when WsgiDAV must answer (not a file,
-        refused)."""
+        refused); a small file read whole when ``read_small``."""
         try:
             root, identity = self._locate(account)
         except (NotFound, OSError):
             return None
         if identity is None:
-            return self._open(root, path, account)
+            return self._open(root, path, account, read_small)
         with self.site_files.threads.acting_as(identity):
-            return self._open(root, path, account)
+            return self._open(root, path, account, read_small)
 
-    def _open(self, root: str, path: str, account: DavAccount) -> Optional[FileAnswer]:
+    def _open(self, root: str, path: str, account: DavAccount, read_small: bool) -> Optional[FileAnswer]:
         try:
             provider = self.provider_for(root, account)
             environ = {"wsgidav.provider": provider, "wsgidav.config": {}, "REQUEST_METHOD": "GET"}
@@ -220,7 +220,7 @@ class DavApplication:
         except (DAVError, OSError, NotFound):
             return None
         try:
-            return FileAnswer.of(fileobj, res.get_content_type())
+            return FileAnswer.of(fileobj, res.get_content_type(), read_small)
         except BaseException:
             fileobj.close()
             raise
@@ -320,15 +320,15 @@ class FileAnswer:
     content: Optional[bytes] = None
 
     @classmethod
-    def of(cls, fileobj, content_type: str) -> "FileAnswer":
-        """Blocking.  The answer for ``fileobj`` (read whole and closed when small)."""
+    def of(cls, fileobj, content_type: str, read_small: bool = True) -> "FileAnswer":
+        """Blocking.  The answer for ``fileobj`` (read whole and closed when small and ``read_small``)."""
         info = os.fstat(fileobj.fileno())
         size = info.st_size
         headers = [("Content-Length", str(size)), ("Last-Modified", wsgidav_util.get_rfc1123_time(info.st_mtime)),
                    ("Content-Type", content_type), ("Date", wsgidav_util.get_rfc1123_time()),
                    ("ETag", f'"{info.st_ino}-{int(info.st_mtime)}-{size}"'), ("Accept-Ranges", "bytes"),
                    ("MS-Author-Via", "DAV")]
-        if size <= READ_WHOLE:
+        if read_small and size <= READ_WHOLE:
             with fileobj:
                 content = fileobj.read(size + 1)
             if len(content) != size:  # changed while read: let the stream send what it is

@@ -7,6 +7,7 @@ Order, for every gate (SOAP, XML-RPC, UI, DAV, CLI socket)::
                        or the DAV toggle (DAV)
     admit              API toggle (SOAP gate), DAV toggle (DAV)    -> Client.Disabled
                        Anvil check: blocked?  delay?               -> Client.Throttled
+                       (at gate DAV each such refusal counts again, reason "blocked")
                        accounts.authenticate                       -> AuthenticationFailed
                        (a password is hashed within its address's share, [auth]
                        hashes_per_address, and Anvil judges it again first)
@@ -110,11 +111,14 @@ class GateKeeper:
             # Nothing to guess: the kernel vouches for the caller.  Local failures counted
             # against the socket's address (an emptied whitelist) must not lock root out.
             return self._authenticate(None, auth_request)
+        counted = auth_request.gate is Gate.DAV
         try:
             waiting = self.anvil.check_now(auth_request.address)
         except Throttled:
-            return defer.fail()
+            return self._count_refused(Failure(), auth_request) if counted else defer.fail()
         if waiting is not None:
+            if counted:
+                waiting.addErrback(self._count_refused, auth_request)
             return waiting.addCallback(self._authenticate, auth_request)
         return self._authenticate(None, auth_request)
 
@@ -152,6 +156,14 @@ class GateKeeper:
     def _count_failure(self, failure: Failure, request: AuthRequest) -> defer.Deferred:
         failure.trap(AuthenticationFailed)  # anything else (a database error) is no failed login
         d = self.anvil.fail(request.address, request.gate, failure.value.reason)
+        return d.addCallback(lambda throttled: Failure(throttled) if throttled is not None else failure)
+
+    def _count_refused(self, failure: Failure, request: AuthRequest) -> defer.Deferred:
+        """A DAV attempt Anvil refused before its credentials (and body) were read counts once more
+        (reason ``blocked``): a blocked client that keeps sending is seen, not only refused.  The
+        block still ends ``ttl`` after it began; Throttled carries the time left."""
+        failure.trap(Throttled)
+        d = defer.maybeDeferred(self.anvil.fail, request.address, request.gate, "blocked")
         return d.addCallback(lambda throttled: Failure(throttled) if throttled is not None else failure)
 
     def _context(self, identity: Identity, request: AuthRequest) -> CallContext:

@@ -26,9 +26,11 @@ refused with ``Client.Throttled`` (``retry_after`` = seconds left), even with co
 credentials, without touching the credentials; an attempt of a concurrent burst whose
 credentials turn out right after the block began is refused the same way
 (:meth:`Anvil.refuse_if_blocked_now`), so a burst learns nothing past ``limit``.  Attempts
-refused while blocked are not counted, so the block ends by itself ``ttl`` seconds after it
-began.  Each block is logged once (warn) and each unblock once (info) with the address, by
-the node that saw the blocking failure; neither ever mentions a key or password.
+refused while blocked are not counted, except at gate DAV, where each one counts again
+(reason ``blocked``, see :class:`apiserver.middleware.GateKeeper`); either way the block ends
+by itself ``ttl`` seconds after it began.  Each block is logged once (warn) and each unblock
+once (info) with the address, by the node that saw the blocking failure; neither ever mentions
+a key or password.
 ``apiserver_login_failed`` is called for every failure and ``apiserver_login_blocked`` once
 per block.
 

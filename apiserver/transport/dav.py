@@ -51,7 +51,7 @@ from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
 from apiserver.pools import KeyedSlots, share_of
 from apiserver.transport.body_gate import BodyRefused
-from apiserver.transport.dav_files import plain_get_path, send_answer
+from apiserver.transport.dav_files import plain_get_path, send_answer, sendfile_transport
 from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, note_site, refuse
 
 log = Logger(namespace="apiserver.dav")
@@ -196,9 +196,11 @@ class DavResource(resource.Resource):
         if path is None:
             self._through_wsgidav(request, account)
             return
-        # A plain GET: opened on a DAV thread within the site's share, sent by the reactor.
+        # A plain GET: opened on a DAV thread within the site's share, sent by the reactor
+        # (with sendfile on plain TCP: then even a small file is not read on the thread).
+        read_small = sendfile_transport(request) is None
         d = self.site_slots.run(account.site, lambda: threads.deferToThreadPool(
-            self.reactor, self.pool, self.dav_app.open_file, account, path))
+            self.reactor, self.pool, self.dav_app.open_file, account, path, read_small))
         d.addCallback(self._send_file, request, account)
         d.addErrback(self._last_resort, request)
 

@@ -8,15 +8,19 @@ anything else (a folder, a refusal, a conditional or partial GET) goes to WsgiDA
 file is read whole on that thread and written at once; a larger one is sent by
 :class:`FileStream`: one block read on a DAV thread each time the connection can take more,
 nothing while it cannot, the connection closed after :data:`STALLED_CLIENT_TIMEOUT` seconds
-of a client reading nothing.
+of a client reading nothing.  On plain TCP (no TLS) the file, whatever its size, is sent by
+:class:`SendfileStream` instead: ``os.sendfile`` from the reactor into the socket each time it
+can take more, no thread and no buffer in between.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 from zope.interface import implementer
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
@@ -26,6 +30,8 @@ log = Logger(namespace="apiserver.dav")
 STALLED_CLIENT_TIMEOUT = 60
 #: Bytes read per step of a stream.
 STREAM_BLOCK = 256 * 1024
+#: Bytes sent with sendfile in one reactor turn at most, before other connections get theirs.
+SENDFILE_TURN = 1024 * 1024
 
 _CONDITIONS = (b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
                b"if-range", b"if", b"content-length", b"transfer-encoding")
@@ -44,6 +50,16 @@ def plain_get_path(request) -> Optional[str]:
         return None
 
 
+def sendfile_transport(request):
+    """The TCP connection of ``request`` when its answer may be sent with ``os.sendfile`` (plain
+    TCP, no TLS, still open), else None."""
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if (isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False)
+            and not transport.disconnecting and hasattr(os, "sendfile")):
+        return transport
+    return None
+
+
 def send_answer(request, answer, read_block: Callable, clock) -> None:
     """Send a :class:`apiserver.dav.wsgi.FileAnswer` as a 200 (its file closed when done)."""
     request.setResponseCode(200)
@@ -53,7 +69,11 @@ def send_answer(request, answer, read_block: Callable, clock) -> None:
         request.write(answer.content)
         request.finish()
         return
-    FileStream(request, answer.fileobj, answer.size, read_block, clock).start()
+    transport = sendfile_transport(request)
+    if transport is not None:
+        SendfileStream(request, transport, answer.fileobj, answer.size, clock).start()
+    else:
+        FileStream(request, answer.fileobj, answer.size, read_block, clock).start()
 
 
 @implementer(IPushProducer)
@@ -149,3 +169,88 @@ class FileStream:
             if self._stall.active():
                 self._stall.cancel()
             self._stall = None
+
+
+class SendfileStream(FileStream):
+    """Sends ``size`` bytes of ``fileobj`` into the plain TCP connection ``transport`` with
+    ``os.sendfile``, from the reactor: as much as the socket takes (at most
+    :data:`SENDFILE_TURN` per turn), then it waits for the socket to be writable again, as
+    Twisted's own buffer does (the transport pauses it and resumes it when writable).  A client
+    that reads nothing holds no thread and no buffer, and is cut off after the stall timeout."""
+
+    def __init__(self, request, transport, fileobj, size: int, clock, stall_timeout: float = STALLED_CLIENT_TIMEOUT):
+        super().__init__(request, fileobj, size, None, clock, stall_timeout)
+        self.transport = transport
+        self._turn = None  # the next turn's call while the socket still takes data
+
+    def start(self) -> None:
+        self.request.write(b"")  # the status line and headers, into the transport's buffer
+        super().start()
+
+    def _next(self) -> None:
+        if self._paused or self._done:
+            return
+        transport = self.transport
+        if transport.disconnected or self.request.channel is None:
+            self.stopProducing()
+            return
+        if _buffered(transport):  # the headers (or anything before) go first: now, not a turn later
+            transport.doWrite()
+            if _buffered(transport):
+                self._wait_writable()
+                return
+        sent_before, budget = self.sent, SENDFILE_TURN
+        socket_fd, file_fd = transport.fileno(), self.fileobj.fileno()
+        full = False
+        try:
+            while budget > 0 and self.sent < self.size:
+                count = os.sendfile(socket_fd, file_fd, self.sent, min(budget, self.size - self.sent))
+                if count == 0:  # the file shrank: its promised length cannot be kept
+                    log.info("DAV GET {path}: the file changed while it was sent; connection closed",
+                             path=self.request.path)
+                    self._end(complete=False)
+                    return
+                self.sent += count
+                budget -= count
+        except BlockingIOError:
+            full = True
+        except OSError as exc:  # the client is gone (EPIPE, ECONNRESET) or the file unreadable
+            log.info("DAV GET {path}: sending stopped: {error}", path=self.request.path, error=exc.strerror)
+            self._end(complete=False)
+            return
+        finally:
+            self.request.sentLength += self.sent - sent_before
+        if self.sent > sent_before:
+            self.request.channel.resetTimeout()
+        if self.sent >= self.size:
+            self._end(complete=True)
+        elif full:
+            self._wait_writable()
+        else:  # the socket takes more: the next turn goes on, after other connections had theirs
+            self._turn = self._clock.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        self._next()
+
+    def stopProducing(self) -> None:
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
+        super().stopProducing()
+
+    def _wait_writable(self) -> None:
+        """Be paused until the socket is writable, exactly as the transport pauses its producer
+        when its buffer is full: it resumes it from ``doWrite`` once everything is sent."""
+        transport = self.transport
+        if transport.producer is not None and not transport.producerPaused:
+            transport.producerPaused = True
+            transport.producer.pauseProducing()  # the channel: pauses this stream (stall timer)
+        else:
+            self.pauseProducing()
+        transport.startWriting()
+
+
+def _buffered(transport) -> bool:
+    """The transport still holds bytes it has not sent."""
+    return len(transport.dataBuffer) > transport.offset or bool(transport._tempDataLen)

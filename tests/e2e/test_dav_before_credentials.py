@@ -8,10 +8,11 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import time
 
 import pytest
 
-from tests.e2e.clients.dav_clients import Dav, add_site, let_owner_reach, site_home
+from tests.e2e.clients.dav_clients import Dav, add_site, let_owner_reach, site_home, xmlrpc_call
 
 DOMAIN, ADMIN, PASSWORD = "stranger.example.com", "stranger", "Stranger-passw0rd"
 LOGIN = f"{ADMIN}@{DOMAIN}"
@@ -67,6 +68,21 @@ def upload(server, password: str, size: int = BODY, address: str = "192.0.2.50",
         return status or answer.split(b"\r\n", 1)[0].decode(), sent
 
 
+def failed_logins(server) -> list:
+    """The trail's failed logins at gate DAV, newest first."""
+    events = xmlrpc_call(server, "admin_get_security_events", {"kind": "login_failed"}, key=server.admin_key)
+    return [e for e in events if e["gate"] == "DAV"]
+
+
+def until(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll the running server until ``predicate()`` holds (it records the trail on the real clock)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        time.sleep(0.1)
+
+
 def test_bogus_credentials_store_nothing_and_count(server_factory):
     """Three 150 MB PUTs with a wrong password: 401 before the body, < 5 MB written, counted to a block."""
     server = server_factory({"anvil": {"limit": "3", "min_attempts": "1000"}})
@@ -79,11 +95,15 @@ def test_bogus_credentials_store_nothing_and_count(server_factory):
     assert results[2][0] == "HTTP/1.1 429 Too Many Requests"  # the third failure starts the block
     assert all(sent < BODY for _, sent in results), "the server read a refused body to its end"
     assert written < MAX_WRITTEN, f"the server wrote {written} bytes while refusing three uploads"
-    # Counted: the address is blocked now, even with the right password and before its body.
+    # Counted: the address is blocked now, even with the right password and before its body,
+    # and each such attempt counts again.
     before = written_bytes(server.process.pid)
-    status, sent = upload(server, PASSWORD)
-    assert status == "HTTP/1.1 429 Too Many Requests" and sent < BODY
-    assert written_bytes(server.process.pid) - before < MAX_WRITTEN
+    for _ in range(2):
+        status, sent = upload(server, PASSWORD)
+        assert status == "HTTP/1.1 429 Too Many Requests" and sent < BODY
+    assert written_bytes(server.process.pid) - before < 2 * MAX_WRITTEN
+    until(lambda: len(failed_logins(server)) == 5, what="five failed DAV logins in the trail")
+    assert [e["detail"] for e in failed_logins(server)][:2] == ["attempt while the address is blocked"] * 2
     assert not any(name.startswith("upload") for name in os.listdir(site_home(server, DOMAIN)))
     assert Dav(server.url, LOGIN, PASSWORD, address="192.0.2.51").propfind(depth="0").status_code == 207
 

@@ -117,6 +117,38 @@ def test_blocked_address_does_not_reach_authentication(node_factory, clock):
     assert calls == []
 
 
+def test_blocked_dav_attempts_count_again_without_extending_the_block(node_factory, clock):
+    """At gate DAV each attempt refused while blocked counts (reason "blocked"); the block still ends at ttl."""
+    node = node_factory({"anvil": {"limit": "2", "min_attempts": "5", "ttl": "900"}})
+    gatekeeper = keeper(node)
+    for _ in range(2):
+        error_of(attempt(gatekeeper, BAD_KEY, gate=Gate.DAV))
+    calls = []
+    node.accounts.authenticate = lambda *a: calls.append(a) or defer.succeed(ADMIN)
+    clock.advance(100)
+    for expected in (3, 4):
+        refused = error_of(attempt(gatekeeper, gate=Gate.DAV))
+        assert isinstance(refused, Throttled) and refused.retry_after == 800
+        assert result_of(gatekeeper.anvil.status(REMOTE)).count == expected
+    assert calls == [] and [r for _, _, r in node.recorder.failed] == ["key", "key", "blocked", "blocked"]
+    error_of(attempt(gatekeeper, gate=Gate.SOAP))  # other gates: refused, not counted
+    assert result_of(gatekeeper.anvil.status(REMOTE)).count == 4
+    clock.advance(800)
+    assert result_of(attempt(gatekeeper, gate=Gate.DAV)).identity == ADMIN
+
+
+def test_a_dav_attempt_blocked_during_its_delay_counts(node_factory, clock):
+    """A DAV attempt waiting out its delay whose address gets blocked meanwhile is refused and counted."""
+    node = node_factory({"anvil": {"limit": "3", "min_attempts": "1", "base_delay": "1000"}})
+    gatekeeper = keeper(node)
+    error_of(attempt(gatekeeper, BAD_KEY, gate=Gate.DAV))
+    waiting = attempt(gatekeeper, gate=Gate.DAV)  # delayed 1 s before its credentials are looked at
+    for _ in range(2):
+        result_of(gatekeeper.anvil.fail(REMOTE, Gate.SOAP, "key"))  # blocked meanwhile
+    assert isinstance(error_of(settle(waiting, clock)), Throttled)
+    assert result_of(gatekeeper.anvil.status(REMOTE)).count == 4
+
+
 def test_success_does_not_erase_failures(node_factory, clock):
     """A good login between failures leaves the count as it was."""
     gatekeeper = keeper(node_factory())

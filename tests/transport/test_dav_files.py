@@ -4,11 +4,14 @@ the client takes data, closes a stalled connection after its timeout and its fil
 from __future__ import annotations
 
 import io
+import os
+import socket
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, tcp
 from twisted.web.http_headers import Headers
 
-from apiserver.transport.dav_files import STREAM_BLOCK, FileStream, plain_get_path
+from apiserver.transport import dav_files
+from apiserver.transport.dav_files import STREAM_BLOCK, FileStream, SendfileStream, plain_get_path, sendfile_transport
 
 
 class FakeRequest:
@@ -102,3 +105,173 @@ def test_a_client_gone_stops_the_stream_and_closes_the_file():
     short = FakeRequest()
     FileStream(short, io.BytesIO(b"z" * 10), 100, reads_counted([]), task.Clock()).start()
     assert short.lost and not short.finished
+
+
+class SocketTransport(tcp.Connection):
+    """The parts of Twisted's TCP connection SendfileStream uses, on a real non-blocking socket;
+    :meth:`writable` does what the reactor's ``doWrite`` does once the buffer is sent."""
+
+    def __init__(self, sock, channel):  # no reactor: the test plays it
+        self.socket, self.producer = sock, channel
+        self.dataBuffer, self.offset, self._tempDataLen = b"", 0, 0
+        self.disconnected = self.disconnecting = self.writing = self.producerPaused = False
+
+    def fileno(self):
+        return self.socket.fileno()
+
+    def startWriting(self):
+        self.writing = True
+
+    def doWrite(self):  # nothing buffered in these tests: the headers are written by FakeRequest
+        return None
+
+    def writable(self):
+        self.writing = False
+        if self.producerPaused:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+
+
+class FakeChannel:
+    """HTTPChannel's part: it forwards the transport's pause and resume to the request's producer."""
+
+    def __init__(self, request):
+        self.request, self.timeouts_reset = request, 0
+
+    def pauseProducing(self):
+        self.request.producer.pauseProducing()
+
+    def resumeProducing(self):
+        if self.request.producer is not None:
+            self.request.producer.resumeProducing()
+
+    def resetTimeout(self):
+        self.timeouts_reset += 1
+
+
+def tcp_pair(send_buffer=64 * 1024):
+    """A connected loopback TCP pair: the server's end non-blocking with a small send buffer."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, send_buffer)
+    server.setblocking(False)
+    return server, client
+
+
+def sendfile_request():
+    request = FakeRequest()
+    request.sentLength = 0
+    request.channel = FakeChannel(request)
+    return request
+
+
+def read_available(sock) -> bytes:
+    sock.setblocking(False)
+    parts = []
+    try:
+        while chunk := sock.recv(1 << 20):
+            parts.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(parts)
+
+
+def test_sendfile_sends_only_while_the_socket_takes_data(tmp_path):
+    """Sent until the socket is full, then paused (stall timer on) until writable; all of the file arrives."""
+    data = os.urandom(8 * 1024 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    server, client = tcp_pair()
+    request, clock = sendfile_request(), task.Clock()
+    transport = SocketTransport(server, request.channel)
+    fileobj = open(tmp_path / "f", "rb")
+    stream = SendfileStream(request, transport, fileobj, len(data), clock)
+    try:
+        stream.start()
+        assert 0 < stream.sent < len(data)  # the socket's buffer is far smaller than the file
+        assert transport.producerPaused and transport.writing and len(clock.getDelayedCalls()) == 1
+        sent_while_unread = stream.sent
+        clock.advance(30)
+        assert stream.sent == sent_while_unread and not request.lost  # nothing more while unread
+        received = []
+        for _ in range(100000):
+            received.append(read_available(client))
+            if request.finished:
+                break
+            transport.writable()
+        received.append(read_available(client))
+        assert b"".join(received) == data and request.finished and fileobj.closed
+        assert request.sentLength == len(data) and request.producer is None and not clock.getDelayedCalls()
+    finally:
+        server.close(), client.close(), fileobj.close()
+
+
+def test_sendfile_gives_other_connections_a_turn(tmp_path, monkeypatch):
+    """While the socket takes data, each turn sends at most SENDFILE_TURN and the next follows on the clock."""
+    monkeypatch.setattr(dav_files, "SENDFILE_TURN", 16 * 1024)
+    data = os.urandom(64 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    server, client = tcp_pair(send_buffer=1024 * 1024)
+    request, clock = sendfile_request(), task.Clock()
+    transport = SocketTransport(server, request.channel)
+    fileobj = open(tmp_path / "f", "rb")
+    try:
+        stream = SendfileStream(request, transport, fileobj, len(data), clock)
+        stream.start()
+        assert stream.sent == 16 * 1024 and not request.finished
+        assert not transport.producerPaused and len(clock.getDelayedCalls()) == 1  # the next turn, no stall timer
+        clock.advance(0)  # runs the turns due now, one after another
+        assert stream.sent == len(data) and request.finished and not clock.getDelayedCalls()
+        assert read_available(client) == data and fileobj.closed
+    finally:
+        server.close(), client.close(), fileobj.close()
+
+
+def test_sendfile_to_a_client_that_reads_nothing_is_cut_off(tmp_path):
+    """A client that reads nothing for the stall timeout loses its connection; the file is closed."""
+    (tmp_path / "f").write_bytes(b"x" * (4 * 1024 * 1024))
+    server, client = tcp_pair()
+    request, clock = sendfile_request(), task.Clock()
+    fileobj = open(tmp_path / "f", "rb")
+    try:
+        SendfileStream(request, SocketTransport(server, request.channel), fileobj, 4 * 1024 * 1024, clock,
+                       stall_timeout=60).start()
+        clock.advance(59)
+        assert not request.lost
+        clock.advance(2)
+        assert request.lost and not request.finished and fileobj.closed
+    finally:
+        server.close(), client.close(), fileobj.close()
+
+
+def test_sendfile_of_a_file_that_shrank_closes_the_connection(tmp_path):
+    """A file shorter than the length promised ends the answer with a closed connection, never a finish."""
+    (tmp_path / "f").write_bytes(b"z" * 1000)
+    server, client = tcp_pair()
+    request = sendfile_request()
+    fileobj = open(tmp_path / "f", "rb")
+    try:
+        SendfileStream(request, SocketTransport(server, request.channel), fileobj, 2000, task.Clock()).start()
+        assert request.lost and not request.finished and fileobj.closed
+        assert read_available(client) == b"z" * 1000
+    finally:
+        server.close(), client.close(), fileobj.close()
+
+
+def test_sendfile_only_on_plain_tcp():
+    """Plain TCP gets sendfile; TLS, a closing connection or another transport keep the read stream."""
+    server, client = tcp_pair()
+    try:
+        request = sendfile_request()
+        transport = SocketTransport(server, request.channel)
+        request.channel.transport = transport
+        assert sendfile_transport(request) is transport
+        transport.TLS = True
+        assert sendfile_transport(request) is None
+        transport.TLS, transport.disconnecting = False, True
+        assert sendfile_transport(request) is None
+        request.channel.transport = object()
+        assert sendfile_transport(request) is None
+    finally:
+        server.close(), client.close()
