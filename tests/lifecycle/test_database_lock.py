@@ -46,7 +46,7 @@ def race(appliers: list, site, names: list) -> list:
 
 
 @pytest.mark.parametrize("module", ["mysql", "pgsql"])
-def test_two_nodes_racing_at_dbasenum_one_make_exactly_one_database(db_harness, module):
+def test_nodes_racing_at_dbasenum_one_make_exactly_one_database(db_harness, module):
     """dbasenum 1, four nodes racing, five rounds: each round one database is made, the others get the limit fault."""
     h, tag, mysql_admin, pgsql_admin = db_harness
     made_site(h, tag, {f"{module}.enabled": 1, f"{module}.dbasenum": 1})
