@@ -12,6 +12,11 @@ Two administrators, one per server, connected with the admin URL of ``[databases
   create databases itself (PostgreSQL has no per-prefix right), as in ApisCP, where databases
   are made by the panel.
 
+The count behind ``dbasenum`` and the create after it are one step across every node using a
+server: :meth:`MariaDbAdmin.site_lock` holds ``GET_LOCK('apiserver-dbasenum-<site>')``,
+:meth:`PostgresAdmin.site_lock` ``pg_advisory_lock`` of the same name, on a connection of their
+own (the server frees it when that connection ends, a crashed node included).
+
 Locking (a suspended site) is ``ACCOUNT LOCK`` / ``NOLOGIN`` and the user's open connections
 ended; deletion drops the site's databases, then the user.  Names are checked by the caller
 (lower-case letters, digits, ``_``); they are still quoted as identifiers and literals here.
@@ -28,8 +33,12 @@ import string
 import urllib.parse
 from typing import Iterator, Optional
 
-from apiserver.errors import Exists, ServerError
+from apiserver.errors import Exists, InvalidArgument, ServerError
 
+#: Seconds a create waits for another create for the same site (any node) before it is refused.
+SITE_LOCK_TIMEOUT = 10.0
+#: The character set of a MariaDB database made without one (its collation: the server's default for it).
+DEFAULT_CHARSET = "utf8mb4"
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 16
 #: The hosts a MariaDB user is made for: the local socket and TCP on the loopback address.
@@ -61,6 +70,16 @@ def parse_admin_url(url: str, scheme: str) -> dict:
             "database": urllib.parse.unquote(parts.path.lstrip("/"))}
 
 
+def site_lock_name(site_id: int) -> str:
+    """The name of a site's lock on a database server."""
+    return f"apiserver-dbasenum-{int(site_id)}"
+
+
+def _lock_refused(kind: str, site_id: int, timeout: float) -> ServerError:
+    return ServerError(f"another database is being made for this site (the {kind} lock "
+                       f"{site_lock_name(site_id)!r} was not free within {timeout:g} s); try again")
+
+
 class MariaDbAdmin:
     """Users of the MariaDB server at ``url`` (``mysql://root@127.0.0.1:3306``)."""
 
@@ -85,6 +104,46 @@ class MariaDbAdmin:
                 yield cursor
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def site_lock(self, site_id: int, timeout: float = SITE_LOCK_TIMEOUT) -> Iterator[None]:
+        """Held while the body runs: ``GET_LOCK('apiserver-dbasenum-<site>', timeout)`` on a
+        connection of its own, released after; ServerError when another holder keeps it ``timeout`` s."""
+        name = site_lock_name(site_id)
+        with self._cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, %s)", (name, timeout))
+            if cursor.fetchone()[0] != 1:  # 0: timed out; NULL: an error
+                raise _lock_refused(self.kind, site_id, timeout)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):  # a lost connection frees it too
+                    cursor.execute("SELECT RELEASE_LOCK(%s)", (name,))
+
+    def charset_of(self, charset: Optional[str], collation: Optional[str]) -> tuple:
+        """``(charset, collation or None)`` checked against the server's ``SHOW CHARACTER SET`` and
+        ``SHOW COLLATION`` (a collation alone names its character set; neither: utf8mb4);
+        InvalidArgument naming the unknown one or a collation of another character set."""
+        if charset is None and collation is None:
+            return DEFAULT_CHARSET, None
+        with self._cursor() as cursor:
+            if collation is not None:
+                cursor.execute("SHOW COLLATION WHERE Collation = %s", (str(collation),))
+                row = cursor.fetchone()
+                if row is None:
+                    raise InvalidArgument(f"collation: {collation!r} is no collation of this MariaDB server "
+                                          "(SHOW COLLATION)")
+                collation, of = row[0], row[1]
+                if charset is not None and str(charset).lower() != of.lower():
+                    raise InvalidArgument(f"collation: {collation!r} is a collation of {of!r}, not of "
+                                          f"the charset {charset!r}")
+                return of, collation
+            cursor.execute("SHOW CHARACTER SET WHERE Charset = %s", (str(charset),))
+            row = cursor.fetchone()
+            if row is None:
+                raise InvalidArgument(f"charset: {charset!r} is no character set of this MariaDB server "
+                                      "(SHOW CHARACTER SET)")
+            return row[0], None
 
     @staticmethod
     def _account(cursor, user: str, host: str) -> str:
@@ -134,13 +193,16 @@ class MariaDbAdmin:
         with self._cursor() as cursor:
             self._grant(cursor, user, prefix, limited)
 
-    def create_database(self, user: str, name: str) -> None:
-        """The database ``name`` (utf8mb4) with every right on it for ``user``; Exists when it exists."""
+    def create_database(self, user: str, name: str, charset: str = DEFAULT_CHARSET,
+                        collation: Optional[str] = None) -> None:
+        """The database ``name`` in ``charset`` (``collation``: its default when None), checked
+        by :meth:`charset_of`, with every right on it for ``user``; Exists when it exists."""
+        collate = f" COLLATE {_quote_name(collation)}" if collation else ""
         with self._cursor() as cursor:
             cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
             if cursor.fetchone() is not None:
                 raise Exists(f"a MariaDB database {name!r} exists already")
-            cursor.execute(f"CREATE DATABASE {_quote_name(name)} CHARACTER SET utf8mb4")
+            cursor.execute(f"CREATE DATABASE {_quote_name(name)} CHARACTER SET {_quote_name(charset)}{collate}")
             for host in MARIADB_HOSTS:
                 cursor.execute(f"GRANT ALL PRIVILEGES ON {_quote_name(exact_name(name))}.* TO "
                                f"{self._account(cursor, user, host)}")
@@ -221,6 +283,27 @@ class PostgresAdmin:
                 yield cursor
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def site_lock(self, site_id: int, timeout: float = SITE_LOCK_TIMEOUT) -> Iterator[None]:
+        """Held while the body runs: ``pg_advisory_lock`` keyed by ``apiserver-dbasenum-<site>`` on a
+        connection of its own (``lock_timeout`` bounds the wait), unlocked after; ServerError when
+        another holder keeps it ``timeout`` s."""
+        import psycopg
+
+        key = "SELECT {}(hashtextextended(%s, 0))"
+        name = site_lock_name(site_id)
+        with self._cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(timeout * 1000))}ms",))
+            try:
+                cursor.execute(key.format("pg_advisory_lock"), (name,))
+            except psycopg.errors.LockNotAvailable:
+                raise _lock_refused(self.kind, site_id, timeout) from None
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):  # a lost connection frees it too
+                    cursor.execute(key.format("pg_advisory_unlock"), (name,))
 
     def user_exists(self, user: str) -> bool:
         with self._cursor() as cursor:

@@ -16,7 +16,9 @@ name held by another site, or already on the server, is refused too.
 
 ``dbasenum`` (null: unlimited) is the most databases a site may have, as ApisCP's
 ``mysql_create_database``/``pgsql_create_database`` enforce it: those functions
-(:meth:`DatabaseApplier.create_database`) count the site's databases and refuse one more.  A
+(:meth:`DatabaseApplier.create_database`) count the site's databases and refuse one more, the
+count and the create under the database server's own lock for the site (held across every node
+using that server; see :mod:`apiserver.host.databases`).  A
 PostgreSQL role never creates databases itself, so the count holds there; a MariaDB user with a
 limit gets its rights per database instead of on the prefix pattern (it uses and drops its
 databases but cannot make one beside the API, and its rights on a database it dropped are taken back
@@ -33,11 +35,10 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from typing import Callable, Optional
 
 from apiserver.errors import Denied, Exists, InvalidArgument, ServerError
-from apiserver.host.databases import MariaDbAdmin, PostgresAdmin, new_password
+from apiserver.host.databases import SITE_LOCK_TIMEOUT, MariaDbAdmin, PostgresAdmin, new_password
 from apiserver.lifecycle import services, store
 from apiserver.lifecycle.appliers import Applier
 from apiserver.storage import schema
@@ -94,9 +95,10 @@ class DatabaseApplier(Applier):
     (:class:`apiserver.host.databases.MariaDbAdmin` or ``PostgresAdmin``; None when ``[databases]``
     names none: enabling the service is then refused); ``storage``: the sites' rows (other sites'
     names, and the names chosen); ``admin_of``: ``(site_id, user)`` ->
-    :class:`apiserver.host.accounts.HostIdentity` (its ``home``, ``uid`` and ``gid``)."""
+    :class:`apiserver.host.accounts.HostIdentity` (its ``home``, ``uid`` and ``gid``);
+    ``lock_timeout``: seconds a create waits for another create for the same site."""
 
-    def __init__(self, name: str, admin, storage, admin_of: Callable):
+    def __init__(self, name: str, admin, storage, admin_of: Callable, lock_timeout: float = SITE_LOCK_TIMEOUT):
         if name not in ("mysql", "pgsql"):
             raise ValueError(f"no database service {name!r}")
         self.name = name
@@ -104,7 +106,7 @@ class DatabaseApplier(Applier):
         self._storage = storage
         self._admin_of = admin_of
         self.file_name = ".my.cnf" if name == "mysql" else ".pgpass"
-        self._counting = threading.Lock()  # one database made at a time: the count stays true
+        self.lock_timeout = lock_timeout
 
     # --- what the site's values say -------------------------------------------------------------
     def names(self, site) -> tuple:
@@ -205,17 +207,21 @@ class DatabaseApplier(Applier):
         found = self._admin().databases(prefix) if self.name == "mysql" else self._admin().databases(prefix, user)
         return sorted(found)
 
-    def create_database(self, site, name: str) -> str:
+    def create_database(self, site, name: str, charset: Optional[str] = None, collation: Optional[str] = None) -> str:
         """The database ``name`` (the site's prefix added when missing) made for the site's user;
         its full name.  Denied once the site has ``dbasenum`` databases (ApisCP's "database
-        limit reached"); InvalidArgument for a bad name; Exists when it exists."""
+        limit reached"); InvalidArgument for a bad name, or a ``charset``/``collation`` the
+        MariaDB server lacks; Exists when it exists; ServerError when another create for the
+        site (any node) holds the server's lock past ``lock_timeout``."""
         self._enabled(site)
         user, prefix = self.names(site)
         full = name if name.startswith(prefix) else prefix + name
         if not re.fullmatch(r"[a-z0-9_]+", name or "") or len(full) > _NAME_LIMIT[self.name] or full == prefix:
             raise InvalidArgument(f"db: invalid database name {name!r}: lower-case letters, digits and '_', "
                                   f"at most {_NAME_LIMIT[self.name]} characters with the prefix {prefix!r}")
-        with self._counting:
+        if self.name == "mysql":
+            charset, collation = self._admin().charset_of(charset, collation)
+        with self._admin().site_lock(site.id, self.lock_timeout):  # count and create: one step on every node
             existing = self.list_databases(site)
             if full in existing:
                 raise Exists(f"database {full!r} exists")
@@ -225,7 +231,10 @@ class DatabaseApplier(Applier):
                              f"databases")
             if limit is not None:  # rights on the existing databases only, none left on dropped ones
                 self._admin().limit(user, prefix, limited=True)
-            self._admin().create_database(user, full)
+            if self.name == "mysql":
+                self._admin().create_database(user, full, charset, collation)
+            else:
+                self._admin().create_database(user, full)
         return full
 
     def _enabled(self, site) -> None:

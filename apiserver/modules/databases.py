@@ -9,6 +9,8 @@ pool: they talk to the database server).
 
 from __future__ import annotations
 
+from typing import Optional
+
 from apiserver.hookspecs import hookimpl
 from apiserver.module import BuiltinModule, Role, export
 
@@ -38,6 +40,15 @@ class MysqlModule(_SiteDatabases):
     """The site's MariaDB databases."""
 
     name = "mysql"
+
+    @export(roles=Role.SITE)
+    def create_database(self, ctx, db: str, charset: Optional[str] = None, collation: Optional[str] = None) -> bool:
+        """Make the database DB (prefix added) in CHARSET, COLLATION (default utf8mb4); refused at the site's dbasenum.
+
+        Omitted, the charset is the collation's (else utf8mb4) and the collation the charset's default;
+        either unknown to the server (SHOW CHARACTER SET, SHOW COLLATION) is an InvalidArgument."""
+        self._applier().create_database(self._site(ctx), db, charset, collation)
+        return True
 
 
 class PgsqlModule(_SiteDatabases):
