@@ -61,6 +61,11 @@ def escape(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+def attribute(text: str) -> str:
+    """XML attribute text (in double quotes)."""
+    return escape(text).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
+
+
 def read_request(environ: dict):
     """``(mode, names)`` of the PROPFIND body: ``("allprop", None)`` or ``("named", [clark names])``;
     :class:`Fallback` otherwise.  The body read is put back for WsgiDAV."""
@@ -171,7 +176,7 @@ class Writer:
         if missing:
             parts.append("<D:propstat><D:prop>")
             for ns, local in missing:
-                parts.append(f'<D:{local}/>' if ns == "DAV:" else f'<X:{local} xmlns:X="{escape(ns).replace(chr(34), "&quot;")}"/>')
+                parts.append(f"<D:{local}/>" if ns == "DAV:" else f'<X:{local} xmlns:X="{attribute(ns)}"/>')
             parts.append(f"</D:prop><D:status>{NOT_FOUND}</D:status></D:propstat>")
         parts.append("</D:response>")
 
