@@ -49,6 +49,8 @@ SUPPORTED_LOCK = ("<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:
 FILE_PROPS = ("resourcetype", "creationdate", "getcontentlength", "getcontenttype", "getlastmodified",
               "displayname", "getetag", "lockdiscovery", "supportedlock")
 FOLDER_PROPS = ("resourcetype", "creationdate", "getlastmodified", "displayname", "lockdiscovery", "supportedlock")
+#: A name that ``quote`` leaves as it is, with or without WsgiDAV's extra safe characters.
+PLAIN_NAME = re.compile("[A-Za-z0-9_.~-]+").fullmatch
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 
 
@@ -58,7 +60,9 @@ class Fallback(Exception):
 
 def escape(text: str) -> str:
     """XML text as lxml writes it (``\\r`` too, which a parser would turn into ``\\n``)."""
-    return text.translate(_ESCAPES)
+    if "&" in text or "<" in text or ">" in text or "\r" in text:
+        return text.translate(_ESCAPES)
+    return text
 
 
 def attribute(text: str) -> str:
@@ -80,6 +84,7 @@ def read_request(environ: dict):
         raise Fallback()
     body = environ["wsgi.input"].read(size)
     environ["wsgi.input"] = io.BytesIO(body)  # WsgiDAV reads it again if it answers
+    environ["wsgidav.all_input_read"] = 1
     try:
         root = etree.XML(body, parser=etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.Error:
@@ -131,20 +136,20 @@ class Writer:
         return created, modified
 
     def content_type(self, name: str) -> str:
-        """WsgiDAV's guess (``mimetypes`` reads only the suffixes): cached per suffixes."""
+        """WsgiDAV's guess (``mimetypes`` reads only the suffixes), escaped: cached per suffixes."""
         dot = name.find(".", 1)
         if dot < 0:
-            return util.guess_mime_type("/" + name, self.config)
+            return escape(util.guess_mime_type("/" + name, self.config))
         key = name[dot:]
         found = self._types.get(key)
         if found is None:
-            found = self._types[key] = util.guess_mime_type("/x" + key, self.config)
+            found = self._types[key] = escape(util.guess_mime_type("/x" + key, self.config))
         return found
 
     # --- one plain member -----------------------------------------------------------------------
-    def plain(self, path: str, name: str, info: os.stat_result, folder: bool) -> None:
-        """The response of a member without dead properties or locks."""
-        href = quote(self.href_prefix + path, safe=HREF_SAFE)
+    def plain(self, href: str, name: str, info: os.stat_result, folder: bool) -> None:
+        """The response of a member without dead properties or locks (``href`` quoted: nothing in
+        it needs XML escaping)."""
         created, modified = self.date_pair(int(info.st_ctime), int(info.st_mtime))
         values = {"resourcetype": "<D:resourcetype><D:collection/></D:resourcetype>" if folder
                   else "<D:resourcetype></D:resourcetype>",
@@ -156,10 +161,10 @@ class Writer:
         if not folder:
             size = info.st_size
             values["getcontentlength"] = f"<D:getcontentlength>{size}</D:getcontentlength>"
-            values["getcontenttype"] = f"<D:getcontenttype>{escape(self.content_type(name))}</D:getcontenttype>"
+            values["getcontenttype"] = f"<D:getcontenttype>{self.content_type(name)}</D:getcontenttype>"
             values["getetag"] = f"<D:getetag>{info.st_ino}-{int(info.st_mtime)}-{size}</D:getetag>"
         parts = self.parts
-        parts.append(f"<D:response><D:href>{escape(href)}</D:href><D:propstat><D:prop>")
+        parts.append(f"<D:response><D:href>{href}</D:href><D:propstat><D:prop>")
         if self.mode == "allprop":
             parts.extend(values[key] for key in (FOLDER_PROPS if folder else FILE_PROPS))
             parts.append(f"</D:prop><D:status>{OK}</D:status></D:propstat></D:response>")
@@ -246,20 +251,31 @@ def _members(writer: Writer, folder, folder_fd_checker) -> None:
                 entries.append((name, info))
     finally:
         os.close(fd)
+    # Most folders have no dead properties and no locks: then no member is asked about them.
+    state, scope = getattr(prop_manager, "state", None), getattr(prop_manager, "scope", None)
+    folder_ref = quote(provider.share_path + folder.get_preferred_path())
+    check = True
+    if state is not None and scope is not None:
+        check = bool(state.folder_properties(scope.site_id, scope.to_site(folder_ref))
+                     or state.live_locks(scope))
+    href_folder = quote(writer.href_prefix + folder.get_preferred_path(), safe=HREF_SAFE)
     for name, info in entries:
         is_folder = stat.S_ISDIR(info.st_mode)
         if not is_folder and not stat.S_ISREG(info.st_mode):
             continue
-        path = util.join_uri(folder.path, name)
-        if is_folder:
-            path += "/"
-        if NOT_XML.search(name):
-            raise Fallback()
-        ref = quote(provider.share_path + path)
-        if prop_manager.get_properties(ref, environ) or lock_manager.get_url_lock_list(ref):
+        slash = "/" if is_folder else ""
+        if PLAIN_NAME(name):  # quoted as it is (both ways)
+            href, ref = href_folder + name + slash, folder_ref + name + slash
+        else:
+            if NOT_XML.search(name):
+                raise Fallback()
+            href = href_folder + quote(name, safe=HREF_SAFE) + slash
+            ref = folder_ref + quote(name) + slash
+        if check and (prop_manager.get_properties(ref, environ) or lock_manager.get_url_lock_list(ref)):
+            path = util.join_uri(folder.path, name)
             file_path = os.path.join(folder._file_path, name)
-            member = (HomeFolderResource(path.rstrip("/"), environ, file_path) if is_folder
+            member = (HomeFolderResource(path, environ, file_path) if is_folder
                       else HomeFileResource(path, environ, file_path, info=info))
             writer.wsgidav(member)
         else:
-            writer.plain(path, name, info, is_folder)
+            writer.plain(href, name, info, is_folder)
