@@ -202,10 +202,12 @@ def _wsgidav_response(res, mode: str, names: Optional[list]) -> str:
     return etree.tostring(multistatus[0], encoding="unicode")
 
 
-def answer(provider, environ: dict, start_response, folder_fd_checker) -> Optional[list]:
+def answer(provider, environ: dict, start_response) -> Optional[list]:
     """Blocking.  The 207 answer of a common PROPFIND, or None when WsgiDAV must answer.
 
-    ``folder_fd_checker(fd)``: raises when the open folder ``fd`` is not inside the home."""
+    ``provider``: a :class:`apiserver.dav.provider.HomeProvider` (``check_inside(fd)`` raises when
+    the open folder ``fd`` is not inside the home, ``hides(name)`` says a name is never listed,
+    ``member_of(folder, name, info)`` is WsgiDAV's resource of a member)."""
     depth = environ.get("HTTP_DEPTH")
     if depth not in ("0", "1") or any(key in environ for key in CONDITIONS):
         return None
@@ -220,7 +222,7 @@ def answer(provider, environ: dict, start_response, folder_fd_checker) -> Option
         writer = Writer(provider, environ, mode, names)
         writer.wsgidav(res)
         if depth == "1" and res.is_collection:
-            _members(writer, res, folder_fd_checker)
+            _members(writer, res)
         body = writer.body()
     except Exception:  # noqa: BLE001 - anything unusual: WsgiDAV answers (and reports) it
         return None
@@ -229,20 +231,18 @@ def answer(provider, environ: dict, start_response, folder_fd_checker) -> Option
     return [body]
 
 
-def _members(writer: Writer, folder, folder_fd_checker) -> None:
+def _members(writer: Writer, folder) -> None:
     """Every member of ``folder`` from one listing of its checked descriptor."""
-    from apiserver.dav.provider import TEMP_PREFIX, HomeFileResource, HomeFolderResource
-
     provider, environ = writer.provider, writer.environ
     lock_manager, prop_manager = provider.lock_manager, provider.prop_manager
     fd = os.open(folder._file_path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        folder_fd_checker(fd)
+        provider.check_inside(fd)
         with os.scandir(fd) as listing:
             entries = []
             for entry in listing:
                 name = entry.name
-                if name.startswith(TEMP_PREFIX):
+                if provider.hides(name):
                     continue
                 try:
                     info = entry.stat(follow_symlinks=False)
@@ -272,10 +272,6 @@ def _members(writer: Writer, folder, folder_fd_checker) -> None:
             href = href_folder + quote(name, safe=HREF_SAFE) + slash
             ref = folder_ref + quote(name) + slash
         if check and (prop_manager.get_properties(ref, environ) or lock_manager.get_url_lock_list(ref)):
-            path = util.join_uri(folder.path, name)
-            file_path = os.path.join(folder._file_path, name)
-            member = (HomeFolderResource(path, environ, file_path) if is_folder
-                      else HomeFileResource(path, environ, file_path, info=info))
-            writer.wsgidav(member)
+            writer.wsgidav(provider.member_of(folder, name, info))
         else:
             writer.plain(href, name, info, is_folder)

@@ -427,7 +427,7 @@ class HomeProvider(FilesystemProvider):
         default_handler.__self__.allow_propfind_infinite = False
         method = environ.get("REQUEST_METHOD")
         if method == "PROPFIND":
-            answered = propfind.answer(self, environ, start_response, self._check_inside)
+            answered = propfind.answer(self, environ, start_response)
             return default_handler(environ, start_response) if answered is None else answered
         if method != "LOCK":
             return default_handler(environ, start_response)
@@ -446,10 +446,25 @@ class HomeProvider(FilesystemProvider):
             _remove_lock_file(environ)
         return result
 
-    def _check_inside(self, fd: int) -> None:
+    # --- what apiserver.dav.propfind asks of a listing ---------------------------------------
+    def check_inside(self, fd: int) -> None:
         """Raise when the open folder ``fd`` is not inside the root (a link swapped in)."""
         if not is_inside(fd_path(fd), self.root_folder_path_real):
             raise _forbidden("the folder is not inside the site's home")
+
+    @staticmethod
+    def hides(name: str) -> bool:
+        """A name never listed: the temporary file of an upload in progress."""
+        return name.startswith(TEMP_PREFIX)
+
+    @staticmethod
+    def member_of(folder: "HomeFolderResource", name: str, info: os.stat_result):
+        """The resource of member ``name`` (a file or folder, ``lstat`` ``info``) of ``folder``."""
+        path = util.join_uri(folder.path, name)
+        file_path = os.path.join(folder._file_path, name)
+        if stat.S_ISDIR(info.st_mode):
+            return HomeFolderResource(path, folder.environ, file_path)
+        return HomeFileResource(path, folder.environ, file_path, info=info)
 
     def get_resource_inst(self, path: str, environ: dict):
         self._count_get_resource_inst += 1
