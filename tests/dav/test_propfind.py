@@ -167,3 +167,25 @@ def test_unusual_requests_get_wsgidavs_answer(app, monkeypatch, body, headers):
     assert status == their_status
     if status == 207:
         assert canonical(ours) == canonical(theirs)
+
+
+def test_a_folder_outside_the_home_is_not_listed(tmp_path):
+    """The listing's folder descriptor is checked: one outside the home is refused (403), one inside passes."""
+    from wsgidav.dav_error import DAVError
+
+    from apiserver.dav.provider import HomeProvider
+
+    (tmp_path / "home/inside").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    provider = HomeProvider(str(tmp_path / "home"))
+    for name, refused in (("home/inside", False), ("outside", True)):
+        fd = os.open(tmp_path / name, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if refused:
+                with pytest.raises(DAVError) as caught:
+                    provider.check_inside(fd)
+                assert caught.value.value == 403
+            else:
+                provider.check_inside(fd)
+        finally:
+            os.close(fd)
