@@ -33,7 +33,7 @@ from wsgidav.dav_error import (
 )
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
 
-from apiserver.dav import descriptors
+from apiserver.dav import descriptors, propfind
 from apiserver.errors import InvalidArgument
 from apiserver.sites.home import is_inside, split_site_path
 
@@ -421,10 +421,15 @@ class HomeProvider(FilesystemProvider):
 
     def custom_request_handler(self, environ, start_response, default_handler):
         """Refuse PROPFIND with Depth infinity (403 with DAV:propfind-finite-depth, RFC 4918 9.1):
-        one request would walk the whole home.  A refused LOCK of an unmapped URL (conflict, a
+        one request would walk the whole home; Depth 0 and 1 of the common forms are answered by
+        :mod:`apiserver.dav.propfind`.  A refused LOCK of an unmapped URL (conflict, a
         bound of the site) leaves no empty file behind."""
         default_handler.__self__.allow_propfind_infinite = False
-        if environ.get("REQUEST_METHOD") != "LOCK":
+        method = environ.get("REQUEST_METHOD")
+        if method == "PROPFIND":
+            answered = propfind.answer(self, environ, start_response)
+            return default_handler(environ, start_response) if answered is None else answered
+        if method != "LOCK":
             return default_handler(environ, start_response)
         statuses = []
 
@@ -440,6 +445,26 @@ class HomeProvider(FilesystemProvider):
         if not statuses or not statuses[0].startswith("2"):
             _remove_lock_file(environ)
         return result
+
+    # --- what apiserver.dav.propfind asks of a listing ---------------------------------------
+    def check_inside(self, fd: int) -> None:
+        """Raise when the open folder ``fd`` is not inside the root (a link swapped in)."""
+        if not is_inside(fd_path(fd), self.root_folder_path_real):
+            raise _forbidden("the folder is not inside the site's home")
+
+    @staticmethod
+    def hides(name: str) -> bool:
+        """A name never listed: the temporary file of an upload in progress."""
+        return name.startswith(TEMP_PREFIX)
+
+    @staticmethod
+    def member_of(folder: "HomeFolderResource", name: str, info: os.stat_result):
+        """The resource of member ``name`` (a file or folder, ``lstat`` ``info``) of ``folder``."""
+        path = util.join_uri(folder.path, name)
+        file_path = os.path.join(folder._file_path, name)
+        if stat.S_ISDIR(info.st_mode):
+            return HomeFolderResource(path, folder.environ, file_path)
+        return HomeFileResource(path, folder.environ, file_path, info=info)
 
     def get_resource_inst(self, path: str, environ: dict):
         self._count_get_resource_inst += 1
