@@ -184,7 +184,8 @@ def count_tree_at(rev: str):
 
 
 def recount_against_du(top: str, rounds: int, before: str = "") -> None:
-    """Alternating rounds (the order turned each round, warm cache) of ``count_tree(top)``,
+    """Rounds (warm cache; the order rotated each round, as the first count of a round is often the
+    slowest in wall time) of ``count_tree(top)``,
     ``count_tree(top, gid)`` (what the recount runs for a site: only its group), the bare
     ``lstat`` floor and ``du -s``: wall time and CPU time (user + system: what the count costs the
     machine, less swayed by other load on a shared host) of each; ratios are medians of each
@@ -201,7 +202,8 @@ def recount_against_du(top: str, rounds: int, before: str = "") -> None:
     cpu: dict = {name: [] for name in wall}
     results: dict = {}
     for n in range(rounds):
-        order = list(wall) if n % 2 == 0 else list(wall)[::-1]
+        names = list(wall)
+        order = names[n % len(names):] + names[:n % len(names)]  # each takes every place in turn
         line = []
         for which in order:
             start = time.perf_counter()
