@@ -11,11 +11,13 @@ against ``du -s`` on the same tree.
    5,000 bytes, the rest empty) is made once in ``--tree`` (default
    ``/var/tmp/apiserver-bench-usage-<files>``; reused when it is complete), then, in alternating
    rounds with a warm cache, :func:`apiserver.sites.count.count_tree` (what the recount runs for
-   each site) against ``du -s``.  Target: within 1.5x of ``du -s``.
+   each site, with and without its group) against ``du -s``, and the bare ``lstat`` loop (the
+   floor of any Python count) for scale.  Target: within 1.5x of ``du -s``.
 
 Printed: the figures and ratios; nothing is asserted.
 
-    python benchmarks/bench_usage.py [--sites 1000] [--calls 100] [--files 1000000] [--rounds 3]
+    python benchmarks/bench_usage.py [--sites 1000] [--calls 100] [--files 1000000] [--rounds 5]
+        [--skip-sites] [--before GIT-REV]
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import argparse
 import http.client
 import os
 import resource
+import stat
 import statistics
 import subprocess
 import sys
 import time
+import types
 import urllib.parse
 import xmlrpc.client
 from concurrent.futures import ThreadPoolExecutor
@@ -151,33 +155,84 @@ def _cpu_of_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def recount_against_du(top: str, rounds: int) -> None:
-    """Alternating rounds of count_tree and ``du -s``: wall time and CPU time (user + system: what
-    the count costs the machine, less swayed by other load on a shared host) of each."""
+def bare_lstat_count(top: str) -> int:
+    """The language's floor for this count: one ``os.lstat`` per name of ``os.listdir`` and a sum,
+    no link, filesystem or hard-link care (the tree is two levels of folders): what any Python
+    count pays above ``du``."""
+    blocks, lstat = 0, os.lstat
+    stack = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    while stack:
+        fd = stack.pop()
+        for name in os.listdir(fd):
+            st = lstat(name, dir_fd=fd)
+            blocks += st.st_blocks
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd))
+        os.close(fd)
+    return blocks
+
+
+def count_tree_at(rev: str):
+    """``count_tree`` as ``apiserver/sites/count.py`` was at git revision ``rev`` (the rest of the
+    package as it is now): a before/after in the same run."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(["git", "-C", root, "show", f"{rev}:apiserver/sites/count.py"], check=True,
+                            capture_output=True, text=True).stdout
+    module = sys.modules[f"count_at_{rev}"] = types.ModuleType(f"count_at_{rev}")  # dataclasses look it up
+    exec(compile(source, f"count.py@{rev}", "exec"), module.__dict__)  # noqa: S102 - our own file at a revision
+    return module.count_tree
+
+
+def recount_against_du(top: str, rounds: int, before: str = "") -> None:
+    """Rounds (warm cache; the order rotated each round, as the first count of a round is often the
+    slowest in wall time) of ``count_tree(top)``,
+    ``count_tree(top, gid)`` (what the recount runs for a site: only its group), the bare
+    ``lstat`` floor and ``du -s``: wall time and CPU time (user + system: what the count costs the
+    machine, less swayed by other load on a shared host) of each; ratios are medians of each
+    round's ratio to that round's ``du -s``.  ``before``: a git revision whose count_tree is
+    measured too."""
     subprocess.run(["du", "-s", top], check=True, capture_output=True)  # warm the cache for both
-    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
+    gid = os.stat(top).st_gid
+    runs = {"count_tree": lambda: count_tree(top), "count_tree(gid)": lambda: count_tree(top, gid),
+            "bare lstat": lambda: bare_lstat_count(top)}
+    if before:
+        earlier = count_tree_at(before)
+        runs[f"count_tree@{before}"] = lambda: earlier(top)
+    wall: dict = {name: [] for name in (*runs, "du -s")}
+    cpu: dict = {name: [] for name in wall}
+    results: dict = {}
     for n in range(rounds):
-        order = ("ours", "du") if n % 2 == 0 else ("du", "ours")
+        names = list(wall)
+        order = names[n % len(names):] + names[:n % len(names)]  # each takes every place in turn
+        line = []
         for which in order:
             start = time.perf_counter()
-            if which == "ours":
-                cpu = _cpu_of_self()
-                counted = count_tree(top)
-                ours.append(time.perf_counter() - start)
-                ours_cpu.append(_cpu_of_self() - cpu)
-            else:
-                cpu = _cpu_of_children()
+            if which == "du -s":
+                before = _cpu_of_children()
                 du_kb = int(subprocess.run(["du", "-s", top], check=True, capture_output=True, text=True)
                             .stdout.split()[0])
-                theirs.append(time.perf_counter() - start)
-                theirs_cpu.append(_cpu_of_children() - cpu)
-        print(f"  round {n + 1}: count_tree {ours[-1]:.2f} s ({ours_cpu[-1]:.2f} s CPU), du -s {theirs[-1]:.2f} s "
-              f"({theirs_cpu[-1]:.2f} s CPU) (KB {counted.kilobytes} vs {du_kb}, {counted.files} inodes)")
-    ratio = statistics.median(a / b for a, b in zip(ours, theirs))
-    cpu_ratio = statistics.median(a / b for a, b in zip(ours_cpu, theirs_cpu))
-    print(f"  median count_tree {statistics.median(ours):.2f} s, du -s {statistics.median(theirs):.2f} s, "
-          f"ratio {ratio:.2f}x; CPU {statistics.median(ours_cpu):.2f} s vs {statistics.median(theirs_cpu):.2f} s, "
-          f"ratio {cpu_ratio:.2f}x (target: within 1.5x)")
+                used = _cpu_of_children() - before
+            else:
+                before = _cpu_of_self()
+                results[which] = runs[which]()
+                used = _cpu_of_self() - before
+            wall[which].append(time.perf_counter() - start)
+            cpu[which].append(used)
+            line.append(f"{which} {wall[which][-1]:.2f} s ({used:.2f} s CPU)")
+        print(f"  round {n + 1}: " + ", ".join(line))
+    whole = results["count_tree"]
+    print(f"  count_tree: {whole.kilobytes} KB, {whole.files} inodes; du -s: {du_kb} KB; count_tree(gid): "
+          f"{results['count_tree(gid)'].kilobytes} KB")
+    for name in runs:
+        ratio = statistics.median(a / b for a, b in zip(wall[name], wall["du -s"]))
+        cpu_ratio = statistics.median(a / b for a, b in zip(cpu[name], cpu["du -s"]))
+        median, median_cpu = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"  {name:16s} median {median:.2f} s ({median_cpu:.2f} s CPU) vs du -s "
+              f"{statistics.median(wall['du -s']):.2f} s ({statistics.median(cpu['du -s']):.2f} s CPU): "
+              f"wall {ratio:.2f}x, CPU {cpu_ratio:.2f}x")
+    floor = statistics.median(a / b for a, b in zip(cpu["count_tree"], cpu["bare lstat"]))
+    print(f"  target: count_tree within 1.5x of du -s; count_tree / bare lstat CPU {floor:.2f}x (the part a Python "
+          "count can still gain)")
 
 
 def main() -> None:
@@ -186,7 +241,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--files", type=int, default=1_000_000)
     parser.add_argument("--tree", default=None)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--before", default="", help="also count with count_tree as at this git revision")
     parser.add_argument("--skip-sites", action="store_true", help="only the tree count")
     parser.add_argument("--skip-tree", action="store_true", help="only the sites' usage answers")
     args = parser.parse_args()
@@ -199,7 +255,8 @@ def main() -> None:
     top = args.tree or f"/var/tmp/apiserver-bench-usage-{args.files}"
     print(f"== a full count of {args.files} files against du -s")
     make_tree(top, args.files)
-    recount_against_du(top, args.rounds)
+    recount_against_du(top, args.rounds, args.before)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,43 @@ def test_count_tree_matches_du_and_counts_a_group_only(tmp_path):
     assert (grouped.kilobytes, grouped.files) == (expected, 2)
 
 
+def find_group(path: str, gid: int) -> tuple:
+    """KB and inodes of what group ``gid`` owns under ``path`` as ``find -group`` lists them (each
+    inode once, %b in 512-byte blocks): a second tool to check the group-only count against."""
+    out = subprocess.run(["find", path, "-xdev", "-group", str(gid), "-printf", "%i %b\n"], capture_output=True,
+                         text=True, check=True).stdout
+    blocks = dict(line.split() for line in out.splitlines())
+    return (sum(int(b) for b in blocks.values()) + 1) // 2, len(blocks)
+
+
+def test_count_tree_matches_du_on_links_odd_names_and_folders_of_another_group(tmp_path):
+    """Links across folders and to files outside the tree, a FIFO, empty folders and names that are
+    not UTF-8 count as ``du`` counts them; with a gid, folders and files of that group only (as
+    ``find -group`` lists them), whatever group their parent folder has."""
+    top = tmp_path / "tree"
+    make_tree(top)
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(os.urandom(20_000))
+    os.link(outside, top / "a" / "linked-from-outside.bin")
+    os.link(top / "small.txt", top / "a" / "b" / "c" / "third-link.txt")
+    os.makedirs(top / "empty" / "emptier")
+    os.mkfifo(top / "a" / "fifo")
+    odd = os.fsencode(str(top / "a")) + b"/caf\xe9-\xff.bin"
+    with open(odd, "wb") as fh:
+        fh.write(b"o" * 9000)
+    counted = count_tree(str(top))
+    assert (counted.kilobytes, counted.files) == (du(str(top)), du(str(top), "--inodes"))
+    if os.geteuid() != 0:
+        pytest.skip("giving files to another group needs root")
+    gid = grp.getgrnam("nogroup").gr_gid
+    for path in (top / "a" / "b", top / "a" / "b" / "c" / "deep.txt", odd, top / "a" / "linked-from-outside.bin",
+                 top / "empty" / "emptier", top / "link-to-etc"):
+        os.chown(path, -1, gid, follow_symlinks=False)
+    grouped = count_tree(str(top), gid)
+    assert (grouped.kilobytes, grouped.files) == find_group(str(top), gid)
+    assert grouped.files == 6
+
+
 def test_group_quota_is_none_where_the_filesystem_keeps_none(tmp_path):
     """A filesystem without group quotas answers None (the recount then walks the home)."""
     assert group_quota(str(tmp_path), os.getgid()) is None
