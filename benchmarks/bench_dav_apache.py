@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import os
 import pwd
+import secrets
 import statistics
 import subprocess
 import xmlrpc.client
@@ -174,7 +175,8 @@ def main() -> None:
     h.header("DAV: apiserver /dav/ vs Apache mod_dav (same files, same core, wrk)", args)
     with h.scratch_dir("bench-dav-apache-") as workdir:
         os.chmod(workdir, 0o755)  # the sites' owner (not root) must reach the site's home
-        setup = h.init_apiserver(workdir)
+        # Its own prefix: the host groups it makes never take a name (admin1) a test or another run needs.
+        setup = h.init_apiserver(workdir, {"web": {"account_prefix": "bench" + secrets.token_hex(2)}})
         with h.pinned_server(setup.serve_argv(), setup.port, os.path.join(workdir, "apiserver.log")) as api_proc:
             api = xmlrpc.client.ServerProxy(f"{setup.url}/xmlrpc?authkey={setup.admin_key}", allow_none=True)
             api.admin_add_site(DOMAIN, ADMIN, {"siteinfo.email": f"owner@{DOMAIN}", "auth.tpasswd": PASSWORD})
