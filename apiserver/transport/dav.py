@@ -14,8 +14,9 @@ On the reactor thread, for every request, in this order:
 4. the request goes to WsgiDAV on the DAV thread pool (:mod:`apiserver.dav.wsgi`), which
    serves the site's home to its administrator and ``/home/<user>`` to a user of the site;
    its answer is sent as fast as the client takes it (:class:`Backpressure`); a plain GET of a
-   file is opened there and sent by the reactor, holding no thread while the client does not
-   read (:mod:`apiserver.transport.dav_files`).  One site holds
+   file is opened there (or, on plain TCP once its account's root was located, on the reactor:
+   :mod:`apiserver.dav.located`) and sent by the reactor, holding no thread while the client
+   does not read (:mod:`apiserver.transport.dav_files`).  One site holds
    at most ``[core] account_threads`` of the DAV threads at once (its other requests wait,
    holding none): a site whose clients stall cannot take the threads of the others.
 
@@ -219,10 +220,16 @@ class DavResource(resource.Resource):
             if answer.fileobj is not None:
                 answer.fileobj.close()
         else:
-            send_answer(request, answer, self._read_block, self.reactor)
+            send_answer(request, answer, self._read_block, self.reactor, self._sender_for(account.site))
 
     def _read_block(self, fileobj, size: int):
         return threads.deferToThreadPool(self.reactor, self.pool, fileobj.read, size)
+
+    def _sender_for(self, site: str):
+        """``send_in(fn, *args)``: ``fn`` on a DAV thread within ``site``'s share (a large file's copy)."""
+        def send_in(fn, *args):
+            return self.site_slots.run(site, lambda: threads.deferToThreadPool(self.reactor, self.pool, fn, *args))
+        return send_in
 
     def _through_wsgidav(self, request, account: DavAccount) -> None:
         length = _body_length(request)
