@@ -220,16 +220,10 @@ class DavResource(resource.Resource):
             if answer.fileobj is not None:
                 answer.fileobj.close()
         else:
-            send_answer(request, answer, self._read_block, self.reactor, self._sender_for(account.site))
+            send_answer(request, answer, self._read_block, self.reactor)
 
     def _read_block(self, fileobj, size: int):
         return threads.deferToThreadPool(self.reactor, self.pool, fileobj.read, size)
-
-    def _sender_for(self, site: str):
-        """``send_in(fn, *args)``: ``fn`` on a DAV thread within ``site``'s share (a large file's copy)."""
-        def send_in(fn, *args):
-            return self.site_slots.run(site, lambda: threads.deferToThreadPool(self.reactor, self.pool, fn, *args))
-        return send_in
 
     def _through_wsgidav(self, request, account: DavAccount) -> None:
         length = _body_length(request)

@@ -11,15 +11,12 @@ file is read whole on that thread and written at once; a larger one is sent by
 nothing while it cannot, the connection closed after :data:`STALLED_CLIENT_TIMEOUT` seconds
 of a client reading nothing.  On plain TCP (no TLS) the file, whatever its size, is sent by
 :class:`SendfileStream` instead: ``os.sendfile`` from the reactor into the socket each time it
-can take more, no thread and no buffer in between; what is left of a large file beyond
-:data:`SENDFILE_TURN` is sent the same way by a DAV thread within the site's share, while the
-socket takes it.
+can take more, no thread and no buffer in between.
 """
 
 from __future__ import annotations
 
 import os
-import select
 from typing import Callable, Optional
 
 from zope.interface import implementer
@@ -36,11 +33,6 @@ STALLED_CLIENT_TIMEOUT = 60
 STREAM_BLOCK = 256 * 1024
 #: Bytes sent with sendfile in one reactor turn at most, before other connections get theirs.
 SENDFILE_TURN = 1024 * 1024
-#: Bytes a DAV thread sends with sendfile in one step at most (only while the socket takes them).
-THREAD_TURN = 16 * 1024 * 1024
-#: Milliseconds a DAV thread waits for a full socket to take more before it hands the wait to the
-#: reactor (and gives its thread back): a client reading steadily is not woken twice per step.
-THREAD_WAIT_MS = 100
 
 _CONDITIONS = (b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
                b"if-range", b"if", b"content-length", b"transfer-encoding")
@@ -69,9 +61,8 @@ def sendfile_transport(request):
     return None
 
 
-def send_answer(request, answer, read_block: Callable, clock, send_in: Optional[Callable] = None) -> None:
-    """Send a :class:`apiserver.dav.wsgi.FileAnswer` as a 200 (its file closed when done);
-    ``send_in(fn, *args)``: runs ``fn`` on a DAV thread (a Deferred), see :class:`SendfileStream`."""
+def send_answer(request, answer, read_block: Callable, clock) -> None:
+    """Send a :class:`apiserver.dav.wsgi.FileAnswer` as a 200 (its file closed when done)."""
     request.setResponseCode(200)
     for name, value in answer.headers:
         request.setHeader(name.encode("ascii"), value.encode("ascii"))
@@ -81,7 +72,7 @@ def send_answer(request, answer, read_block: Callable, clock, send_in: Optional[
         return
     transport = sendfile_transport(request)
     if transport is not None:
-        SendfileStream(request, transport, answer.fileobj, answer.size, clock, send_in=send_in).start()
+        SendfileStream(request, transport, answer.fileobj, answer.size, clock).start()
     else:
         FileStream(request, answer.fileobj, answer.size, read_block, clock).start()
 
@@ -186,22 +177,11 @@ class SendfileStream(FileStream):
     ``os.sendfile``: as much as the socket takes (at most :data:`SENDFILE_TURN` per reactor turn),
     then it waits for the socket to be writable again, as Twisted's own buffer does (the
     transport pauses it and resumes it when writable).  A client that reads nothing holds no
-    thread and no buffer, and is cut off after the stall timeout.
+    thread and no buffer, and is cut off after the stall timeout."""
 
-    With ``send_in`` (see :func:`send_answer`), more than :data:`SENDFILE_TURN` left is sent
-    by a DAV thread instead, up to :data:`THREAD_TURN` per step, while the socket takes it (a
-    full socket is waited for :data:`THREAD_WAIT_MS` at most, then the reactor waits, holding no
-    thread): the kernel's copy of a large file then leaves
-    the reactor free, and several large answers are copied side by side.  The thread sends
-    through its own duplicate of the socket's descriptor, so a connection closed meanwhile never
-    lets it write into another connection that reused the number."""
-
-    def __init__(self, request, transport, fileobj, size: int, clock, stall_timeout: float = STALLED_CLIENT_TIMEOUT,
-                 send_in: Optional[Callable] = None):
+    def __init__(self, request, transport, fileobj, size: int, clock, stall_timeout: float = STALLED_CLIENT_TIMEOUT):
         super().__init__(request, fileobj, size, None, clock, stall_timeout)
         self.transport = transport
-        self._send_in = send_in
-        self._socket_copy = None  # the thread's duplicate of the socket's descriptor
         self._turn = None  # the next turn's call while the socket still takes data
 
     def start(self) -> None:
@@ -212,7 +192,7 @@ class SendfileStream(FileStream):
         super().start()
 
     def _next(self) -> None:
-        if self._paused or self._done or self._reading:
+        if self._paused or self._done:
             return
         transport = self.transport
         if transport.disconnected or self.request.channel is None:
@@ -223,25 +203,13 @@ class SendfileStream(FileStream):
             if _buffered(transport):
                 self._wait_writable()
                 return
-        if self._send_in is not None and self.size - self.sent > SENDFILE_TURN:
-            if self._socket_copy is None:
-                self._socket_copy = os.dup(transport.fileno())
-            self._reading = True
-            d = self._send_in(send_some, self._socket_copy, self.fileobj.fileno(), self.sent, self.size, THREAD_TURN,
-                              THREAD_WAIT_MS)
-            d.addCallbacks(self._sent, self._failed)
-            return
         self._sent(send_some(transport.fileno(), self.fileobj.fileno(), self.sent, self.size, SENDFILE_TURN))
 
     def _sent(self, outcome) -> None:
-        """What :func:`send_some` did, on the reactor."""
-        self._reading = False
+        """What :func:`send_some` did."""
         count, state, error = outcome
         self.sent += count
         self.request.sentLength += count
-        if self._done:  # stopped while a thread sent
-            self._close()
-            return
         if state == SHRANK:  # the file shrank: its promised length cannot be kept
             log.info("DAV GET {path}: the file changed while it was sent; connection closed", path=self.request.path)
             self._end(complete=False)
@@ -269,12 +237,6 @@ class SendfileStream(FileStream):
         self._turn = None
         super().stopProducing()
 
-    def _close(self) -> None:
-        super()._close()
-        if not self._reading and self._socket_copy is not None:
-            os.close(self._socket_copy)
-            self._socket_copy = None
-
     def _wait_writable(self) -> None:
         """Be paused until the socket is writable, exactly as the transport pauses its producer
         when its buffer is full: it resumes it from ``doWrite`` once everything is sent."""
@@ -291,28 +253,19 @@ class SendfileStream(FileStream):
 MORE, FULL, SHRANK, FAILED = "more", "full", "shrank", "failed"
 
 
-def send_some(socket_fd: int, file_fd: int, offset: int, size: int, budget: int, wait_ms: int = 0) -> tuple:
-    """Blocking (a kernel copy).  ``sendfile`` from ``offset`` towards ``size`` until ``budget``
-    bytes are sent, the socket stays full for ``wait_ms`` (0: not waited for) or the file ends
-    early: ``(bytes sent, MORE | FULL | SHRANK | FAILED, error text)``."""
+def send_some(socket_fd: int, file_fd: int, offset: int, size: int, budget: int) -> tuple:
+    """``sendfile`` from ``offset`` towards ``size`` until ``budget`` bytes are sent, the socket
+    is full (it never waits) or the file ends early: ``(bytes sent, MORE | FULL | SHRANK |
+    FAILED, error text)``."""
     sent = 0
-    poller = None
     try:
         while budget > sent and offset + sent < size:
-            try:
-                count = os.sendfile(socket_fd, file_fd, offset + sent, min(budget - sent, size - offset - sent))
-            except BlockingIOError:
-                if wait_ms <= 0:
-                    return sent, FULL, ""
-                if poller is None:
-                    poller = select.poll()
-                    poller.register(socket_fd, select.POLLOUT)
-                if not poller.poll(wait_ms):
-                    return sent, FULL, ""
-                continue  # writable again, or an error the next sendfile reports
+            count = os.sendfile(socket_fd, file_fd, offset + sent, min(budget - sent, size - offset - sent))
             if count == 0:
                 return sent, SHRANK, ""
             sent += count
+    except BlockingIOError:
+        return sent, FULL, ""
     except OSError as exc:
         return sent, FAILED, exc.strerror or str(exc)
     return sent, MORE, ""
