@@ -17,6 +17,7 @@ can take more, no thread and no buffer in between.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Callable, Optional
 
 from zope.interface import implementer
@@ -198,12 +199,20 @@ class SendfileStream(FileStream):
         if transport.disconnected or self.request.channel is None:
             self.stopProducing()
             return
+        corked = False
         if _buffered(transport):  # the headers (or anything before) go first: now, not a turn later
+            # Corked, they leave in the file's first segment, not in one of their own.
+            corked = self.sent < self.size and _cork(transport, True)
             transport.doWrite()
             if _buffered(transport):
+                if corked:
+                    _cork(transport, False)
                 self._wait_writable()
                 return
-        self._sent(send_some(transport.fileno(), self.fileobj.fileno(), self.sent, self.size, SENDFILE_TURN))
+        outcome = send_some(transport.fileno(), self.fileobj.fileno(), self.sent, self.size, SENDFILE_TURN)
+        if corked:
+            _cork(transport, False)
+        self._sent(outcome)
 
     def _sent(self, outcome) -> None:
         """What :func:`send_some` did."""
@@ -269,6 +278,18 @@ def send_some(socket_fd: int, file_fd: int, offset: int, size: int, budget: int)
     except OSError as exc:
         return sent, FAILED, exc.strerror or str(exc)
     return sent, MORE, ""
+
+
+def _cork(transport, on: bool) -> bool:
+    """``TCP_CORK`` on or off (Linux): True when it was set."""
+    option = getattr(socket, "TCP_CORK", None)
+    if option is None:
+        return False
+    try:
+        transport.socket.setsockopt(socket.IPPROTO_TCP, option, int(on))
+    except OSError:
+        return False
+    return True
 
 
 def _buffered(transport) -> bool:
