@@ -5,12 +5,13 @@ home, the account's identity, the user's folder made if needed, the provider wit
 state: reads of ``/etc/passwd`` and the database, all blocking) and remembers it for
 :data:`LOCATED_TTL` seconds.  While it is remembered, :meth:`LocatedRoots.open_now` opens a
 plain GET's file on the calling (reactor) thread: the root's ``stat`` compared with the one
-remembered, then the file resolved and opened as WsgiDAV's GET opens it
-(:func:`open_answer`), as the account (``setfsuid`` of the calling thread for the length of the
-call), ``O_NONBLOCK|O_NOFOLLOW``, checked on its descriptor to be a regular file inside the home
-with one link.  That is one path resolution, one open and two ``fstat``: nothing that can wait
-on a FIFO, a device or a lock, no folder walk.  A root that changed (site deleted or
-re-created) or is not remembered goes to the DAV thread again (:data:`MISSING`).
+remembered, then the file reached through descriptors from it (:func:`walk_open`: each folder
+``O_NOFOLLOW``, the file ``O_NONBLOCK|O_NOFOLLOW``, checked on its descriptor to be a regular
+file inside the home with one link), as the account (``setfsuid`` of the calling thread for
+the length of the call): a few ``openat`` and ``fstat``, nothing that can wait on a FIFO, a
+device or a lock, no folder listing.  Anything else (a root that changed or is not remembered,
+a link, a missing or refused file) goes to a DAV thread (:data:`MISSING`), where WsgiDAV's GET
+answers as it always did.
 
 The first profile of a 64 KB GET (py-spy) showed the hop to a DAV thread, and the reactor
 waiting for the GIL those threads held, as most of its cost.
@@ -21,14 +22,17 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import stat
 import threading
 from typing import Optional
 
+from wsgidav import util as wsgidav_util
 from wsgidav.dav_error import DAVError
 
-from apiserver.dav.provider import HomeFileResource
+from apiserver.dav.provider import BLOCK_SIZE, NAME_MAX, PATH_MAX, TEMP_PREFIX, HomeFileResource, fd_path
 from apiserver.dav.wsgi import FileAnswer
-from apiserver.errors import NotFound
+from apiserver.errors import InvalidArgument, NotFound
+from apiserver.sites.home import is_inside, split_site_path
 
 #: Seconds a located root is used without locating it again on a DAV thread (its owner's
 #: identity, the user's folder): a change of the site's owner is seen at most this late.
@@ -94,15 +98,27 @@ class LocatedRoots:
             located = self._entries.get(account)
         if located is None or located.until <= self.clock.seconds():
             return MISSING
+        if located.identity is None:
+            return self._walk_open(located, account, path)
+        with self.dav_app.site_files.threads.acting_as(located.identity):
+            return self._walk_open(located, account, path)
+
+    def _walk_open(self, located: Located, account, path: str):
+        """:func:`walk_open` from ``located``'s root, checked to be the one remembered; MISSING
+        (the root forgotten) when it is not."""
         try:
-            info = os.stat(located.root)
+            root_fd = os.open(located.root, _FOLDER)
         except OSError:
             self.forget(account)
             return MISSING
-        if (info.st_dev, info.st_ino) != located.key:
-            self.forget(account)
-            return MISSING
-        return self.open_in(located, path, read_small=False)
+        try:
+            info = os.fstat(root_fd)
+            if (info.st_dev, info.st_ino) != located.key:
+                self.forget(account)
+                return MISSING
+            return walk_open(root_fd, located.root, path)
+        finally:
+            os.close(root_fd)
 
     def open_located(self, account, path: str, read_small: bool):
         """Blocking (DAV thread).  :meth:`locate`, then the file opened as in :meth:`open_now`;
@@ -118,6 +134,53 @@ class LocatedRoots:
             return open_answer(located.provider, path, read_small)
         with self.dav_app.site_files.threads.acting_as(located.identity):
             return open_answer(located.provider, path, read_small)
+
+
+_FOLDER = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def walk_open(root_fd: int, root: str, path: str):
+    """The :class:`FileAnswer` (not read) of the regular file at DAV ``path`` below the folder
+    ``root_fd`` (real path ``root``), reached through descriptors: each folder opened from the
+    one before with ``O_NOFOLLOW``, the file with ``O_NOFOLLOW|O_NONBLOCK`` (a FIFO never
+    waited on), checked on its descriptor to be a regular file with one link inside ``root``.
+    :data:`MISSING` for anything else (a link, a reserved name, no such file, refused): WsgiDAV
+    then decides on a DAV thread, with the same answer as before."""
+    try:
+        parts = split_site_path(path)
+    except InvalidArgument:
+        return MISSING
+    if (not parts or len(path) > PATH_MAX or parts[-1].startswith(TEMP_PREFIX)
+            or any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in parts)):
+        return MISSING
+    opened = []
+    try:
+        folder = root_fd
+        for part in parts[:-1]:
+            folder = os.open(part, _FOLDER, dir_fd=folder)
+            opened.append(folder)
+        fd = os.open(parts[-1], _FILE, dir_fd=folder)
+    except (OSError, ValueError):
+        return MISSING
+    finally:
+        for fd_ in opened:
+            os.close(fd_)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or not is_inside(fd_path(fd), root):
+            os.close(fd)
+            return MISSING
+        os.set_blocking(fd, True)
+        fileobj = os.fdopen(fd, "rb", BLOCK_SIZE)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        return FileAnswer.of(fileobj, wsgidav_util.guess_mime_type(path, {}), read_small=False)
+    except BaseException:
+        fileobj.close()
+        raise
 
 
 def open_answer(provider, path: str, read_small: bool):

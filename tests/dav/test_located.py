@@ -48,27 +48,42 @@ def test_opened_here_as_the_account_once_located(sites_root, users):
     answer = roots.open_now(account, f"{HTML}/page.html")
     try:
         assert answer.content is None and answer.fileobj.read() == b"<p>a</p>" and answer.size == 8
-        assert ("Content-Length", "8") in answer.headers
+        assert ("Content-Length", "8") in answer.headers and ("Content-Type", "text/html") in answer.headers
     finally:
         answer.fileobj.close()
-    assert roots.open_now(account, f"{HTML}/root-only.txt") is None  # root could: the account may not
-    assert roots.open_now(account, f"{HTML}/absent.txt") is None
+    # root could open it, the account may not: left to WsgiDAV on a thread (which refuses it too)
+    assert roots.open_now(account, f"{HTML}/root-only.txt") is MISSING
+    assert roots.open_located(account, f"{HTML}/root-only.txt", read_small=True) is None
+    assert roots.open_now(account, f"{HTML}/absent.txt") is MISSING
     assert thread_ids() == {"Uid": ["0", "0", "0", "0"], "Gid": ["0", "0", "0", "0"]}
 
 
-def test_a_fifo_or_a_link_is_refused_here_without_waiting(sites_root, users):
-    """A FIFO answers None at once (no writer waited for); a link to another file is never followed."""
+def test_a_fifo_a_link_or_a_hard_link_is_left_to_a_thread_without_waiting(sites_root, users):
+    """A FIFO is not waited on, links (last part or folder), hard links and upload names are not
+    served here: MISSING, and on a DAV thread WsgiDAV refuses them (None)."""
     roots, account = LocatedRoots(dav_app(sites_root, users), Clock()), DavAccount(A)
     target = own_file(sites_root, users, "target.txt", b"t")
     html = os.path.dirname(target)
     os.mkfifo(os.path.join(html, "pipe"))
     os.chown(os.path.join(html, "pipe"), users[A][0].uid, users[A][0].gid)
     os.symlink(target, os.path.join(html, "link.txt"))
+    os.link(target, os.path.join(html, "hard.txt"))
+    own_file(sites_root, users, ".dav-upload-x", b"partial")
+    os.symlink(html, os.path.join(sites_root, A, "var/www/linked"))
     assert roots.locate(account) is not None
     started = time.monotonic()
-    assert roots.open_now(account, f"{HTML}/pipe") is None
+    assert roots.open_now(account, f"{HTML}/pipe") is MISSING
     assert time.monotonic() - started < 5  # a blocking open would never return at all
-    assert roots.open_now(account, f"{HTML}/link.txt") is None
+    for name in ("pipe", "link.txt", "hard.txt", ".dav-upload-x"):
+        assert roots.open_now(account, f"{HTML}/{name}") is MISSING, name
+        assert roots.open_located(account, f"{HTML}/{name}", read_small=True) is None, name
+    assert roots.open_now(account, "/var/www/linked/target.txt") is MISSING  # a folder link: WsgiDAV decides
+    os.unlink(os.path.join(html, "hard.txt"))
+    answer = roots.open_now(account, f"{HTML}/target.txt")
+    try:
+        assert answer.fileobj.read() == b"t"
+    finally:
+        answer.fileobj.close()
 
 
 def test_expired_or_recreated_roots_go_back_to_a_thread(sites_root, users):
