@@ -92,8 +92,8 @@ class LocatedRoots:
 
     def open_now(self, account, path: str):
         """A plain GET's :class:`FileAnswer` opened on the calling thread (not read: it is sent
-        with sendfile), None when WsgiDAV must answer, or :data:`MISSING` when the root is not
-        remembered or changed."""
+        with sendfile), or :data:`MISSING` when a DAV thread must decide (the root not
+        remembered or changed, or anything :func:`walk_open` does not serve)."""
         with self._lock:
             located = self._entries.get(account)
         if located is None or located.until <= self.clock.seconds():
