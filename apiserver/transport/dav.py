@@ -14,8 +14,9 @@ On the reactor thread, for every request, in this order:
 4. the request goes to WsgiDAV on the DAV thread pool (:mod:`apiserver.dav.wsgi`), which
    serves the site's home to its administrator and ``/home/<user>`` to a user of the site;
    its answer is sent as fast as the client takes it (:class:`Backpressure`); a plain GET of a
-   file is opened there and sent by the reactor, holding no thread while the client does not
-   read (:mod:`apiserver.transport.dav_files`).  One site holds
+   file is opened there (or, on plain TCP once its account's root was located, on the reactor:
+   :mod:`apiserver.dav.located`) and sent by the reactor, holding no thread while the client
+   does not read (:mod:`apiserver.transport.dav_files`).  One site holds
    at most ``[core] account_threads`` of the DAV threads at once (its other requests wait,
    holding none): a site whose clients stall cannot take the threads of the others.
 
@@ -46,6 +47,7 @@ from twisted.web.wsgi import WSGIResource
 
 from apiserver.accounts.passwords import MAX_PASSWORD_LENGTH
 from apiserver.context import Credentials, Gate
+from apiserver.dav.located import MISSING, LocatedRoots
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
@@ -122,6 +124,7 @@ class DavResource(resource.Resource):
         self.reactor = reactor
         self.pool = pool or ThreadPool(minthreads=0, maxthreads=settings.get("dav", "threads"), name="apiserver-dav")
         self.dav_app = dav_app or DavApplication(site_homes, dav_state)
+        self.located = LocatedRoots(self.dav_app, reactor)
         self._started = False
         threads = settings.get("dav", "threads")
         #: each site holds at most its share of the DAV threads; its other requests wait behind it
@@ -196,11 +199,17 @@ class DavResource(resource.Resource):
         if path is None:
             self._through_wsgidav(request, account)
             return
-        # A plain GET: opened on a DAV thread within the site's share, sent by the reactor
-        # (with sendfile on plain TCP: then even a small file is not read on the thread).
+        # A plain GET on plain TCP, its root located recently: opened here and sent with
+        # sendfile, no thread hop (see apiserver.dav.located).  Else opened on a DAV thread
+        # within the site's share (which locates the root), sent by the reactor.
         read_small = sendfile_transport(request) is None
+        if not read_small:
+            answer = self.located.open_now(account, path)
+            if answer is not MISSING:
+                self._send_file(answer, request, account)
+                return
         d = self.site_slots.run(account.site, lambda: threads.deferToThreadPool(
-            self.reactor, self.pool, self.dav_app.open_file, account, path, read_small))
+            self.reactor, self.pool, self.located.open_located, account, path, read_small))
         d.addCallback(self._send_file, request, account)
         d.addErrback(self._last_resort, request)
 

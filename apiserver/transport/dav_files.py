@@ -2,8 +2,9 @@
 while the client does not read.
 
 A GET without ``Range``, ``If-*`` headers or a body, of a path that does not end in ``/``, is
-opened on a DAV thread exactly as WsgiDAV's GET opens it
-(:meth:`apiserver.dav.wsgi.DavApplication.open_file`: the same checks, as the sites' owner);
+opened exactly as WsgiDAV's GET opens it (:func:`apiserver.dav.located.open_answer`: the same
+checks, as the sites' owner), on a DAV thread or, on plain TCP once the account's root was
+located, on the reactor (:mod:`apiserver.dav.located`);
 anything else (a folder, a refusal, a conditional or partial GET) goes to WsgiDAV.  A small
 file is read whole on that thread and written at once; a larger one is sent by
 :class:`FileStream`: one block read on a DAV thread each time the connection can take more,
@@ -16,6 +17,7 @@ can take more, no thread and no buffer in between.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Callable, Optional
 
 from zope.interface import implementer
@@ -173,10 +175,10 @@ class FileStream:
 
 class SendfileStream(FileStream):
     """Sends ``size`` bytes of ``fileobj`` into the plain TCP connection ``transport`` with
-    ``os.sendfile``, from the reactor: as much as the socket takes (at most
-    :data:`SENDFILE_TURN` per turn), then it waits for the socket to be writable again, as
-    Twisted's own buffer does (the transport pauses it and resumes it when writable).  A client
-    that reads nothing holds no thread and no buffer, and is cut off after the stall timeout."""
+    ``os.sendfile``: as much as the socket takes (at most :data:`SENDFILE_TURN` per reactor turn),
+    then it waits for the socket to be writable again, as Twisted's own buffer does (the
+    transport pauses it and resumes it when writable).  A client that reads nothing holds no
+    thread and no buffer, and is cut off after the stall timeout."""
 
     def __init__(self, request, transport, fileobj, size: int, clock, stall_timeout: float = STALLED_CLIENT_TIMEOUT):
         super().__init__(request, fileobj, size, None, clock, stall_timeout)
@@ -184,6 +186,9 @@ class SendfileStream(FileStream):
         self._turn = None  # the next turn's call while the socket still takes data
 
     def start(self) -> None:
+        # As Apache does: no segment waits for an earlier one's acknowledgement (Nagle), so
+        # the headers and the end of the file leave at once.
+        self.transport.setTcpNoDelay(True)
         self.request.write(b"")  # the status line and headers, into the transport's buffer
         super().start()
 
@@ -194,37 +199,39 @@ class SendfileStream(FileStream):
         if transport.disconnected or self.request.channel is None:
             self.stopProducing()
             return
+        corked = False
         if _buffered(transport):  # the headers (or anything before) go first: now, not a turn later
+            # Corked, they leave in the file's first segment, not in one of their own.
+            corked = self.sent < self.size and _cork(transport, True)
             transport.doWrite()
             if _buffered(transport):
+                if corked:
+                    _cork(transport, False)
                 self._wait_writable()
                 return
-        sent_before, budget = self.sent, SENDFILE_TURN
-        socket_fd, file_fd = transport.fileno(), self.fileobj.fileno()
-        full = False
-        try:
-            while budget > 0 and self.sent < self.size:
-                count = os.sendfile(socket_fd, file_fd, self.sent, min(budget, self.size - self.sent))
-                if count == 0:  # the file shrank: its promised length cannot be kept
-                    log.info("DAV GET {path}: the file changed while it was sent; connection closed",
-                             path=self.request.path)
-                    self._end(complete=False)
-                    return
-                self.sent += count
-                budget -= count
-        except BlockingIOError:
-            full = True
-        except OSError as exc:  # the client is gone (EPIPE, ECONNRESET) or the file unreadable
-            log.info("DAV GET {path}: sending stopped: {error}", path=self.request.path, error=exc.strerror)
+        outcome = send_some(transport.fileno(), self.fileobj.fileno(), self.sent, self.size, SENDFILE_TURN)
+        if corked:
+            _cork(transport, False)
+        self._sent(outcome)
+
+    def _sent(self, outcome) -> None:
+        """What :func:`send_some` did."""
+        count, state, error = outcome
+        self.sent += count
+        self.request.sentLength += count
+        if state == SHRANK:  # the file shrank: its promised length cannot be kept
+            log.info("DAV GET {path}: the file changed while it was sent; connection closed", path=self.request.path)
             self._end(complete=False)
             return
-        finally:
-            self.request.sentLength += self.sent - sent_before
-        if self.sent > sent_before:
+        if state == FAILED:  # the client is gone (EPIPE, ECONNRESET) or the file unreadable
+            log.info("DAV GET {path}: sending stopped: {error}", path=self.request.path, error=error)
+            self._end(complete=False)
+            return
+        if count and self.request.channel is not None:
             self.request.channel.resetTimeout()
         if self.sent >= self.size:
             self._end(complete=True)
-        elif full:
+        elif state == FULL:
             self._wait_writable()
         else:  # the socket takes more: the next turn goes on, after other connections had theirs
             self._turn = self._clock.callLater(0, self._next_turn)
@@ -249,6 +256,40 @@ class SendfileStream(FileStream):
         else:
             self.pauseProducing()
         transport.startWriting()
+
+
+#: What :func:`send_some` ended with.
+MORE, FULL, SHRANK, FAILED = "more", "full", "shrank", "failed"
+
+
+def send_some(socket_fd: int, file_fd: int, offset: int, size: int, budget: int) -> tuple:
+    """``sendfile`` from ``offset`` towards ``size`` until ``budget`` bytes are sent, the socket
+    is full (it never waits) or the file ends early: ``(bytes sent, MORE | FULL | SHRANK |
+    FAILED, error text)``."""
+    sent = 0
+    try:
+        while budget > sent and offset + sent < size:
+            count = os.sendfile(socket_fd, file_fd, offset + sent, min(budget - sent, size - offset - sent))
+            if count == 0:
+                return sent, SHRANK, ""
+            sent += count
+    except BlockingIOError:
+        return sent, FULL, ""
+    except OSError as exc:
+        return sent, FAILED, exc.strerror or str(exc)
+    return sent, MORE, ""
+
+
+def _cork(transport, on: bool) -> bool:
+    """``TCP_CORK`` on or off (Linux): True when it was set."""
+    option = getattr(socket, "TCP_CORK", None)
+    if option is None:
+        return False
+    try:
+        transport.socket.setsockopt(socket.IPPROTO_TCP, option, int(on))
+    except OSError:
+        return False
+    return True
 
 
 def _buffered(transport) -> bool:

@@ -275,3 +275,37 @@ def test_sendfile_only_on_plain_tcp():
         assert sendfile_transport(request) is None
     finally:
         server.close(), client.close()
+
+
+class BufferingTransport(SocketTransport):
+    """SocketTransport with Twisted's own buffer and doWrite: what the request wrote first is sent by them."""
+
+    doWrite = tcp.Connection.doWrite
+
+    def stopWriting(self):
+        self.writing = False
+
+
+def test_buffered_headers_leave_corked_with_the_file_and_the_cork_is_removed(tmp_path):
+    """Headers still buffered go first, corked with the file's first bytes; the socket is uncorked after."""
+    data = os.urandom(64 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    server, client = tcp_pair(send_buffer=1024 * 1024)
+    request, clock = sendfile_request(), task.Clock()
+    transport = BufferingTransport(server, request.channel)
+    transport.streamingProducer = True  # the channel, as Twisted registers it
+    transport._tempDataBuffer, transport._tempDataLen = [b"HTTP/1.1 200 OK\r\n\r\n"], 19
+    fileobj = open(tmp_path / "f", "rb")
+    try:
+        SendfileStream(request, transport, fileobj, len(data), clock).start()
+        assert request.finished and fileobj.closed
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        received = b""
+        for _ in range(1000):
+            received += read_available(client)
+            if len(received) >= 19 + len(data):
+                break
+        assert received == b"HTTP/1.1 200 OK\r\n\r\n" + data
+    finally:
+        server.close(), client.close(), fileobj.close()
