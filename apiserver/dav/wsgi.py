@@ -40,7 +40,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from apiserver.dav.errors import REFUSED_BY_FILE_SYSTEM, PlainErrors, client_gone
-from apiserver.dav.provider import BLOCK_SIZE, HomeFileResource, HomeProvider, fd_path
+from apiserver.dav.provider import BLOCK_SIZE, HomeProvider, fd_path
 from apiserver.dav.state import DavScope, DavState, SiteLockStorage, SitePropertyManager
 from apiserver.errors import NotFound
 from apiserver.logs import one_line_error
@@ -195,35 +195,6 @@ class DavApplication:
         if identity is not None:
             files.reach(identity)
         return root, identity
-
-    def open_file(self, account: DavAccount, path: str, read_small: bool = True) -> Optional[FileAnswer]:
-        """Blocking (DAV thread).  A plain GET of the file at DAV ``path``, opened and checked as
-        WsgiDAV's GET opens it (as the account), or None when WsgiDAV must answer (not a file,
-        refused); a small file read whole when ``read_small``."""
-        try:
-            root, identity = self._locate(account)
-        except (NotFound, OSError):
-            return None
-        if identity is None:
-            return self._open(root, path, account, read_small)
-        with self.site_files.threads.acting_as(identity):
-            return self._open(root, path, account, read_small)
-
-    def _open(self, root: str, path: str, account: DavAccount, read_small: bool) -> Optional[FileAnswer]:
-        try:
-            provider = self.provider_for(root, account)
-            environ = {"wsgidav.provider": provider, "wsgidav.config": {}, "REQUEST_METHOD": "GET"}
-            res = provider.get_resource_inst(path, environ)
-            if not isinstance(res, HomeFileResource):
-                return None
-            fileobj = res.get_content()
-        except (DAVError, OSError, NotFound):
-            return None
-        try:
-            return FileAnswer.of(fileobj, res.get_content_type(), read_small)
-        except BaseException:
-            fileobj.close()
-            raise
 
     def __call__(self, environ, start_response):
         _serving.provider = None
