@@ -206,7 +206,7 @@ def answer(provider, environ: dict, start_response) -> Optional[list]:
     """Blocking.  The 207 answer of a common PROPFIND, or None when WsgiDAV must answer.
 
     ``provider``: a :class:`apiserver.dav.provider.HomeProvider` (``check_inside(fd)`` raises when
-    the open folder ``fd`` is not inside the home, ``hides(name)`` says a name is never listed,
+    the open folder ``fd`` is not inside the home, ``listed(fd)`` lists its members with their ``lstat``,
     ``member_of(folder, name, info)`` is WsgiDAV's resource of a member)."""
     depth = environ.get("HTTP_DEPTH")
     if depth not in ("0", "1") or any(key in environ for key in CONDITIONS):
@@ -238,17 +238,7 @@ def _members(writer: Writer, folder) -> None:
     fd = os.open(folder._file_path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         provider.check_inside(fd)
-        with os.scandir(fd) as listing:
-            entries = []
-            for entry in listing:
-                name = entry.name
-                if provider.hides(name):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # gone since the listing
-                entries.append((name, info))
+        entries = [(entry.name, info) for entry, info in provider.listed(fd)]
     finally:
         os.close(fd)
     # Most folders have no dead properties and no locks: then no member is asked about them.

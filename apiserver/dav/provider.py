@@ -298,6 +298,21 @@ def _keep_permissions(folder_fd: int, name: str, fd: int) -> None:
     os.setxattr(fd, ACL_XATTR, acl)
 
 
+def listed(folder) -> list:
+    """Blocking.  ``(entry, lstat)`` of each member of ``folder`` (a path or a descriptor) from one
+    listing, less the temporary files of uploads in progress and members gone since the listing."""
+    found = []
+    with os.scandir(folder) as listing:
+        for entry in listing:
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                found.append((entry, entry.stat(follow_symlinks=False)))
+            except OSError:
+                continue  # gone since the listing
+    return found
+
+
 class HomeFolderResource(FolderResource):
     """A folder of the home: links that lead out and temporary uploads are not listed."""
 
@@ -315,20 +330,12 @@ class HomeFolderResource(FolderResource):
         """The members, from one listing with one ``lstat`` each (WsgiDAV resolves and stats every
         name again): folders and files only, no links, no uploads in progress."""
         members = []
-        with os.scandir(self._file_path) as listing:
-            for entry in listing:
-                name = entry.name
-                if name.startswith(TEMP_PREFIX):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # gone since the listing
-                path = util.join_uri(self.path, name)
-                if stat.S_ISREG(info.st_mode):
-                    members.append(HomeFileResource(path, self.environ, entry.path, info=info))
-                elif stat.S_ISDIR(info.st_mode):
-                    members.append(HomeFolderResource(path, self.environ, entry.path))
+        for entry, info in listed(self._file_path):
+            path = util.join_uri(self.path, entry.name)
+            if stat.S_ISREG(info.st_mode):
+                members.append(HomeFileResource(path, self.environ, entry.path, info=info))
+            elif stat.S_ISDIR(info.st_mode):
+                members.append(HomeFolderResource(path, self.environ, entry.path))
         return members
 
     def get_member_names(self) -> list:
@@ -453,9 +460,9 @@ class HomeProvider(FilesystemProvider):
             raise _forbidden("the folder is not inside the site's home")
 
     @staticmethod
-    def hides(name: str) -> bool:
-        """A name never listed: the temporary file of an upload in progress."""
-        return name.startswith(TEMP_PREFIX)
+    def listed(folder) -> list:
+        """:func:`listed` (for :mod:`apiserver.dav.propfind`, which does not import this module)."""
+        return listed(folder)
 
     @staticmethod
     def member_of(folder: "HomeFolderResource", name: str, info: os.stat_result):

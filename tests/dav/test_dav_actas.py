@@ -11,14 +11,12 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import datetime
-import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
-import wsgiref.util
 
 import pytest
 
@@ -32,6 +30,8 @@ from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.sites.actas import SiteFiles, ThreadIdentity
 from apiserver.sites.home import SiteHomes
 from apiserver.storage import Storage
+from tests.dav_support import real_folder_back_with_a_decoy
+from tests.dav_support import wsgi_call as call
 from tests.host_accounts import host_accounts, requires_root
 
 pytestmark = requires_root()
@@ -96,24 +96,6 @@ def dav_state(sites_root) -> DavState:
         return pool.submit(fn, *args).result()
 
     return DavState(database, database, DavLimits(settings), Clock(), call_blocking)
-
-
-def call(app, method, path, account, body=b"", **headers):
-    """One request as Twisted's WSGIResource makes it: the call and every step in this thread."""
-    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "/dav", "PATH_INFO": path,
-               "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
-               "apiserver.dav.account": account}
-    environ.update({f"HTTP_{k.upper()}": v for k, v in headers.items()})
-    wsgiref.util.setup_testing_defaults(environ)
-    status = []
-    result = app(environ, lambda s, h, e=None: status.append(s))
-    try:
-        data = b"".join(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close:
-            close()
-    return int(status[0][:3]), data
 
 
 def test_put_mkcol_copy_move_make_files_of_the_account(sites_root, users):
@@ -235,13 +217,7 @@ def test_move_and_delete_race_replay_never_wins(sites_root, users):
     past_the_checks = sum(count for status, count in statuses.items() if status != 403)
     assert statuses.get(403, 0) > 0 and past_the_checks > 0, statuses
     # Once the swapping stops, the same MOVE of A's own file works: the refusals were the race, not the server.
-    if os.path.islink(up):
-        os.rename(up, up + ".swap")
-        os.rename(alt, up)
-        os.rename(up + ".swap", alt)
-    with open(os.path.join(up, "wp-config.php"), "wb") as fh:
-        fh.write(b"decoy")
-    os.chown(os.path.join(up, "wp-config.php"), admin.uid, admin.gid)
+    real_folder_back_with_a_decoy(up, alt, admin.uid, admin.gid)
     status, _ = call(app, "MOVE", "/var/www/html/up/wp-config.php", DavAccount(A),
                      destination="http://127.0.0.1/dav/var/www/html/moved.php")
     assert status == 201 and open(os.path.join(html, "moved.php"), "rb").read() == b"decoy"

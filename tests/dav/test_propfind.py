@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
-import io
 import os
 import re
-import wsgiref.util
 
 import pytest
 from lxml import etree
@@ -22,6 +20,7 @@ from apiserver.dav.state_db import DbDavState
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.sites.home import SiteHomes
 from apiserver.storage import Storage
+from tests.dav_support import wsgi_call
 
 DOMAIN = "pf.example.com"
 ACCOUNT = DavAccount(DOMAIN)
@@ -56,18 +55,7 @@ def app(tmp_path):
 
 def call(app, method, path, body=b"", **headers):
     """One request as Twisted's WSGIResource makes it (``path`` decoded, its UTF-8 as Latin-1)."""
-    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "/dav", "PATH_INFO": path.encode().decode("latin-1"),
-               "HTTP_HOST": "127.0.0.1",
-               "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), "apiserver.dav.account": ACCOUNT}
-    environ.update({f"HTTP_{k.upper()}": v for k, v in headers.items()})
-    wsgiref.util.setup_testing_defaults(environ)
-    status = []
-    result = app(environ, lambda s, h, e=None: status.append(s))
-    try:
-        data = b"".join(result)
-    finally:
-        getattr(result, "close", lambda: None)()
-    return int(status[0][:3]), data
+    return wsgi_call(app, method, path.encode().decode("latin-1"), ACCOUNT, body, **headers)
 
 
 def shape(element, tail: str = "") -> tuple:

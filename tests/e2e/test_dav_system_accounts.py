@@ -20,6 +20,7 @@ import textwrap
 import pytest
 
 from tests.conftest import start_server
+from tests.dav_support import real_folder_back_with_a_decoy
 from tests.e2e.clients.dav_clients import Dav, add_site, xmlrpc_call
 from tests.host.support import remove_accounts_with, requires_root
 
@@ -148,14 +149,7 @@ def test_the_move_and_delete_race_replayed_over_http_never_reaches_another_site(
     past_the_checks = sum(count for status, count in statuses.items() if status != 403)
     assert statuses.get(403, 0) > 0 and past_the_checks > 0, statuses
     # Once the swapping stops, the same MOVE of A's own file works: the refusals were the race, not the server.
-    if os.path.islink(up):
-        os.rename(up, up + ".swap")
-        os.rename(alt, up)
-        os.rename(up + ".swap", alt)
-    decoy = os.path.join(up, "wp-config.php")
-    with open(decoy, "wb") as fh:
-        fh.write(b"decoy")
-    os.chown(decoy, a_admin.pw_uid, a_admin.pw_gid)
+    real_folder_back_with_a_decoy(up, alt, a_admin.pw_uid, a_admin.pw_gid)
     moved = dav.request("MOVE", "var/www/html/up/wp-config.php",
                         headers={"Destination": dav.url("var/www/html/moved.php")})
     assert moved.status_code == 201, moved.text
