@@ -26,6 +26,8 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from apiserver.transport.tcp_buffer import ConnectionBuffer
+
 log = Logger(namespace="apiserver.dav")
 
 #: Seconds a paused stream waits for its client to read before the connection is closed.
@@ -183,6 +185,7 @@ class SendfileStream(FileStream):
     def __init__(self, request, transport, fileobj, size: int, clock, stall_timeout: float = STALLED_CLIENT_TIMEOUT):
         super().__init__(request, fileobj, size, None, clock, stall_timeout)
         self.transport = transport
+        self.buffer = ConnectionBuffer(transport)
         self._turn = None  # the next turn's call while the socket still takes data
 
     def start(self) -> None:
@@ -200,11 +203,10 @@ class SendfileStream(FileStream):
             self.stopProducing()
             return
         corked = False
-        if _buffered(transport):  # the headers (or anything before) go first: now, not a turn later
+        if self.buffer.holds_bytes():  # the headers (or anything before) go first: now, not a turn later
             # Corked, they leave in the file's first segment, not in one of their own.
             corked = self.sent < self.size and _cork(transport, True)
-            transport.doWrite()
-            if _buffered(transport):
+            if not self.buffer.send_now():
                 if corked:
                     _cork(transport, False)
                 self._wait_writable()
@@ -247,15 +249,9 @@ class SendfileStream(FileStream):
         super().stopProducing()
 
     def _wait_writable(self) -> None:
-        """Be paused until the socket is writable, exactly as the transport pauses its producer
-        when its buffer is full: it resumes it from ``doWrite`` once everything is sent."""
-        transport = self.transport
-        if transport.producer is not None and not transport.producerPaused:
-            transport.producerPaused = True
-            transport.producer.pauseProducing()  # the channel: pauses this stream (stall timer)
-        else:
-            self.pauseProducing()
-        transport.startWriting()
+        """Be paused until the socket is writable, as the connection pauses its own producer (the
+        channel, which pauses this stream and starts its stall timer)."""
+        self.buffer.pause_until_writable(self.pauseProducing)
 
 
 #: What :func:`send_some` ended with.
@@ -290,8 +286,3 @@ def _cork(transport, on: bool) -> bool:
     except OSError:
         return False
     return True
-
-
-def _buffered(transport) -> bool:
-    """The transport still holds bytes it has not sent."""
-    return len(transport.dataBuffer) > transport.offset or bool(transport._tempDataLen)
