@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from apiserver.config_values import (  # noqa: F401
     Key, Section, choice, int_range, parse_account_prefix, parse_bool, parse_host, parse_names, parse_networks,
-    parse_plan_name, parse_str, parse_system_user_or_auto, port, server_url,
+    parse_plan_name, parse_positive_seconds, parse_str, parse_system_user_or_auto, port, server_url,
 )
 
 K = Key
@@ -165,6 +165,10 @@ BUILTIN_SECTIONS = (
         K("pgsql_admin_url", server_url("postgresql"), "",
           "How apiserver administers PostgreSQL roles: postgresql://user[:password]@host[:port][/database] of a "
           "superuser (postgres); empty: no site may enable pgsql.", secret=True),
+        K("lock_timeout", parse_positive_seconds, "10",
+          "Seconds a database create (mysql_create_database, pgsql_create_database) waits for the server's lock of "
+          "its site, held by another create for that site (on any node, to keep dbasenum), before it fails with a "
+          "fault naming the lock."),
     )),
     Section("usage", "Measured use of sites: storage (admin_get_usage('storage')) and traffic (bandwidth).", (
         K("recount_interval", int_range(60, 86400 * 7), "3600",

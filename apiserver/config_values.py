@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import urllib.parse
 from typing import Any, Callable, Optional
 
@@ -38,6 +39,17 @@ def int_range(low: Optional[int] = None, high: Optional[int] = None) -> Callable
 
 def parse_str(raw: str) -> str:
     return raw.strip()
+
+
+def parse_positive_seconds(raw: str) -> float:
+    """Seconds, fractions allowed: a finite number above 0."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive number of seconds, got {raw.strip()!r}")
+    return value
 
 
 def parse_networks(raw: str) -> tuple:
@@ -133,6 +145,7 @@ parse_bool.type_name = "bool"
 parse_names.type_name = "names"
 parse_plan_name.type_name = "name"
 parse_str.type_name = "string"
+parse_positive_seconds.type_name = "seconds"
 parse_host.type_name = "host"
 parse_networks.type_name = "networks"
 port = int_range(0, 65535)

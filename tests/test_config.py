@@ -40,6 +40,11 @@ def test_defaults_without_keys(tmp_path):
     ("[core]\nhttp_trusted_forward = 10.0.0.0/33\n", "core", "http_trusted_forward"),
     ("[anvil]\nbackend = memcached\n", "anvil", "backend"),
     ("[auth]\nno_such_key = 1\n", "auth", "no_such_key"),
+    ("[databases]\nlock_timeout = 0\n", "databases", "lock_timeout"),
+    ("[databases]\nlock_timeout = -2\n", "databases", "lock_timeout"),
+    ("[databases]\nlock_timeout = soon\n", "databases", "lock_timeout"),
+    ("[databases]\nlock_timeout = inf\n", "databases", "lock_timeout"),
+    ("[databases]\nlock_timeout = nan\n", "databases", "lock_timeout"),
 ])
 def test_bad_value_names_section_and_key(tmp_path, text, section, key):
     """A bad or unknown value raises ConfigError naming [section] key."""
@@ -47,6 +52,13 @@ def test_bad_value_names_section_and_key(tmp_path, text, section, key):
         load_config(write(tmp_path, text))
     assert (info.value.section, info.value.key) == (section, key)
     assert f"[{section}] {key}" in str(info.value)
+
+
+@pytest.mark.parametrize("raw, seconds", [("", 10.0), ("2.5", 2.5), (" 30 ", 30.0), ("0.05", 0.05)])
+def test_databases_lock_timeout_takes_positive_seconds(tmp_path, raw, seconds):
+    """[databases] lock_timeout: 10 s by default, any positive number of seconds (fractions too) when given."""
+    text = f"[databases]\nlock_timeout = {raw}\n" if raw else ""
+    assert load_config(write(tmp_path, text)).get("databases", "lock_timeout") == seconds
 
 
 def test_unknown_section_refused(tmp_path):

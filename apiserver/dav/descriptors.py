@@ -16,6 +16,7 @@ import errno
 import os
 import shutil
 import stat
+from typing import Optional
 
 from apiserver.sites.home import is_inside
 
@@ -72,6 +73,27 @@ def rename_noreplace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
     if _renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), RENAME_NOREPLACE) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), dst)
+
+
+def lstat_inside(file_path: str, root: str) -> Optional[os.stat_result]:
+    """Blocking.  ``lstat`` of ``file_path`` (not ``root`` itself) taken in its folder, opened
+    (``O_PATH``: search permission is enough) and checked on its descriptor to lie inside ``root``:
+    a folder swapped for a link since the path was checked raises :class:`OutsideHome`, never
+    stats what the link leads to.  None when nothing is there."""
+    folder, name = os.path.split(file_path)
+    try:
+        fd = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        if not is_inside(fd_path(fd), root):
+            raise OutsideHome(f"{folder} is not inside the site's home")
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+    finally:
+        os.close(fd)
 
 
 def remove_file(file_path: str, root: str) -> None:

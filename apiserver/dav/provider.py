@@ -180,10 +180,12 @@ class HomeFileResource(FileResource):
         self.file_stat = os.stat(self._file_path)
 
     def copy_move_single(self, dest_path, *, is_move):
-        """COPY of one file: through a temporary file and a rename, like PUT."""
+        """COPY of one file (and MOVE across file systems): through a temporary file and a rename,
+        like PUT.  A refusal of the file system is a DAV answer here (WsgiDAV's COPY and MOVE
+        would answer any other exception 500)."""
         dest_file = self.provider._loc_to_file_path(dest_path, self.environ)
         target = HomeFileResource(dest_path, self.environ, dest_file, pending=True)
-        with self.get_content() as source:
+        with _as_dav_errors(), self.get_content() as source:
             copied = os.fstat(source.fileno())  # the file opened (and checked), not whatever the path is now
             writer = target.begin_write()
             try:
@@ -209,6 +211,7 @@ class HomeFileResource(FileResource):
         """DELETE through the checked folder's descriptor (``unlinkat``)."""
         with _as_dav_errors():
             descriptors.remove_file(self._file_path, self.provider.root_folder_path_real)
+        self.environ.setdefault(REMOVED, set()).add(self.path)
         self.remove_all_properties(recursive=True)
         self.remove_all_locks(recursive=True)
 
@@ -262,6 +265,9 @@ def _ref_url(res, base) -> str:
     return ref
 
 
+#: environ key: the DAV paths this DELETE removed (for :meth:`HomeProvider.exists`, WsgiDAV's
+#: check after each one).
+REMOVED = "apiserver.dav.removed"
 #: environ key: the empty file a LOCK of an unmapped URL made (path, st_dev, st_ino).
 LOCK_MADE_FILE = "apiserver.dav.lock_made_file"
 
@@ -314,7 +320,18 @@ def listed(folder) -> list:
 
 
 class HomeFolderResource(FolderResource):
-    """A folder of the home: links that lead out and temporary uploads are not listed."""
+    """A folder of the home: links that lead out and temporary uploads are not listed; ``info``,
+    its ``lstat`` when the caller has it (checked), spares FolderResource's ``stat`` by path."""
+
+    def __init__(self, path: str, environ: dict, file_path: str, info: Optional[os.stat_result] = None):
+        if info is None:
+            super().__init__(path, environ, file_path)
+            return
+        super(FolderResource, self).__init__(path, environ)  # DAVCollection's, without the stat
+        self._file_path = file_path
+        self.file_stat = info
+        self.fs_opts = self.provider
+        self.name = util.to_str(os.path.basename(file_path))
 
     def get_used_bytes(self):
         """No RFC 4331 quota properties: the figures would be the host disk's, shared by every site."""
@@ -335,7 +352,7 @@ class HomeFolderResource(FolderResource):
             if stat.S_ISREG(info.st_mode):
                 members.append(HomeFileResource(path, self.environ, entry.path, info=info))
             elif stat.S_ISDIR(info.st_mode):
-                members.append(HomeFolderResource(path, self.environ, entry.path))
+                members.append(HomeFolderResource(path, self.environ, entry.path, info=info))
         return members
 
     def get_member_names(self) -> list:
@@ -366,6 +383,7 @@ class HomeFolderResource(FolderResource):
         """DELETE of the folder and all in it, from its parent's checked descriptor, links never followed."""
         with _as_dav_errors():
             descriptors.remove_tree(self._file_path, self.provider.root_folder_path_real)
+        self.environ.setdefault(REMOVED, set()).add(self.path)
         self.remove_all_properties(recursive=True)
         self.remove_all_locks(recursive=True)
 
@@ -416,7 +434,10 @@ class HomeProvider(FilesystemProvider):
             return root
         if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in parts) or len(path) > PATH_MAX:
             raise DAVError(HTTP_BAD_REQUEST, f"a name may have at most {NAME_MAX} bytes, a path {PATH_MAX}")
-        folder = os.path.realpath(os.path.join(root, *parts[:-1]))
+        try:
+            folder = os.path.realpath(os.path.join(root, *parts[:-1]))
+        except OSError:  # a link on the way swapped while it was resolved (readlink of a link no more)
+            raise _forbidden("the path changed while it was checked") from None
         if not is_inside(folder, root):
             raise _forbidden("the path leads out of the site's home")
         file_path = os.path.join(folder, parts[-1])
@@ -470,19 +491,35 @@ class HomeProvider(FilesystemProvider):
         path = util.join_uri(folder.path, name)
         file_path = os.path.join(folder._file_path, name)
         if stat.S_ISDIR(info.st_mode):
-            return HomeFolderResource(path, folder.environ, file_path)
+            return HomeFolderResource(path, folder.environ, file_path, info=info)
         return HomeFileResource(path, folder.environ, file_path, info=info)
 
     def get_resource_inst(self, path: str, environ: dict):
+        """The resource at DAV ``path``, from an ``lstat`` in its folder checked on the descriptor
+        (:func:`descriptors.lstat_inside`): a folder swapped for a link after the path check is
+        403, as the path check answers, never a stat of what the link leads to; None when nothing is there."""
         self._count_get_resource_inst += 1
         file_path = self._loc_to_file_path(path, environ)
+        root = self.root_folder_path_real
         try:
-            info = os.lstat(file_path)
+            info = os.lstat(root) if file_path == root else descriptors.lstat_inside(file_path, root)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except descriptors.OutsideHome:
+            raise _forbidden("the path leads out of the site's home") from None
+        if info is None:
+            return None
         if stat.S_ISDIR(info.st_mode):
-            return HomeFolderResource(path, environ, file_path)
+            return HomeFolderResource(path, environ, file_path, info=info)
         if stat.S_ISREG(info.st_mode):
-            return HomeFileResource(path, environ, file_path)
+            return HomeFileResource(path, environ, file_path, info=info)
         raise _forbidden("only files and folders are served over DAV")
+
+    def exists(self, path: str, environ: dict) -> bool:
+        """WsgiDAV's check after each DELETE that the resource is gone (else it answers 500): by
+        :meth:`get_resource_inst`, so a folder swapped for a link since is 403, the path checks'
+        verdict.  A path this DELETE removed (``unlinkat`` or ``rmtree`` on the checked folder,
+        which raise when they fail) is gone even if something was made at its name since."""
+        res = self.get_resource_inst(path, environ)
+        return res is not None and path not in environ.get(REMOVED, ())
 

@@ -35,7 +35,8 @@ from typing import Iterator, Optional
 
 from apiserver.errors import Exists, InvalidArgument, ServerError
 
-#: Seconds a create waits for another create for the same site (any node) before it is refused.
+#: Seconds a create waits for another create for the same site (any node) before it is refused:
+#: the default of ``[databases] lock_timeout``.
 SITE_LOCK_TIMEOUT = 10.0
 #: The character set of a MariaDB database made without one (its collation: the server's default for it).
 DEFAULT_CHARSET = "utf8mb4"

@@ -259,11 +259,12 @@ class DatabaseApplier(Applier):
 
 def database_appliers(settings, storage, site_accounts) -> list:
     """The ``mysql`` and ``pgsql`` appliers of ``[databases]`` (``site_accounts``:
-    :class:`apiserver.host.accounts.SiteAccounts`, who the administrator is on the host)."""
+    :class:`apiserver.host.accounts.SiteAccounts`, who the administrator is on the host;
+    ``lock_timeout``: how long a create waits for its site's lock)."""
     mysql_url, pgsql_url = settings.get("databases", "mysql_admin_url"), settings.get("databases", "pgsql_admin_url")
-    admin_of = site_accounts.identity
-    return [DatabaseApplier("mysql", MariaDbAdmin(mysql_url) if mysql_url else None, storage, admin_of),
-            DatabaseApplier("pgsql", PostgresAdmin(pgsql_url) if pgsql_url else None, storage, admin_of)]
+    admin_of, lock_timeout = site_accounts.identity, settings.get("databases", "lock_timeout")
+    return [DatabaseApplier("mysql", MariaDbAdmin(mysql_url) if mysql_url else None, storage, admin_of, lock_timeout),
+            DatabaseApplier("pgsql", PostgresAdmin(pgsql_url) if pgsql_url else None, storage, admin_of, lock_timeout)]
 
 
 def default_prefix(user: str) -> str:

@@ -272,6 +272,9 @@ class ApiRequest(server.Request):
 IDLE_TIMEOUT = 60
 #: Bytes dropped after a refusal (so a reset does not lose the answer) before the connection is cut.
 DRAIN_LIMIT = 4 << 20
+#: Seconds a refused request's connection is drained (the client reading its answer, then closing;
+#: over TLS its close_notify) before it is cut, however little the client sends meanwhile.
+DRAIN_TIMEOUT = 10
 #: Seconds from the first byte of a request to its last.  The idle timeout restarts on every
 #: byte, so without this a client sending a byte a minute holds a connection for hours.
 REQUEST_TIMEOUT = 60
@@ -287,6 +290,7 @@ class ApiChannel(http.HTTPChannel):
     _request_deadline = None
     _draining = False  # a refused request was answered: what the client still sends is dropped
     _drained = 0
+    _drain_deadline = None  # when the draining is given up (DRAIN_TIMEOUT)
 
     def dataReceived(self, data):
         if self._draining:
@@ -309,6 +313,8 @@ class ApiChannel(http.HTTPChannel):
 
     def connectionLost(self, reason):
         self._cancel_deadline()
+        if self._drain_deadline is not None and self._drain_deadline.active():
+            self._drain_deadline.cancel()
         super().connectionLost(reason)
         self.site.channel_closed(self)
 
@@ -335,8 +341,9 @@ class ApiChannel(http.HTTPChannel):
         """Answer a plain-text error for a request that will not be processed, then close.
 
         For refusals before a request reaches a resource (nothing else was written for it).
-        Up to :data:`DRAIN_LIMIT` bytes the client still sends are dropped; a client that does
-        not read the answer (or, over TLS, close) is cut off after Twisted's ``abortTimeout``.
+        Up to :data:`DRAIN_LIMIT` bytes the client still sends are dropped; a client that has not
+        closed (over TLS: sent its close_notify) :data:`DRAIN_TIMEOUT` seconds after the answer is
+        cut off, by a timer on the site's clock.
         """
         self._cancel_deadline()
         body = (message + "\n").encode("utf-8")
@@ -349,13 +356,20 @@ class ApiChannel(http.HTTPChannel):
             # Closing with unread data sends a reset that may destroy the answer: drop what the
             # client still sends (reading again if a body awaiting admission paused it).
             self._draining = True
+            if self._drain_deadline is None:
+                self._drain_deadline = self.callLater(DRAIN_TIMEOUT, self._give_up_draining)
             self.transport.resumeProducing()
         if isinstance(self.transport, tcp.Server):
             self.transport.loseWriteConnection()  # FIN after the answer; reading goes on
         else:
             self.loseConnection()  # TLS: close_notify, then Twisted reads on until the client closes
-        if self.abortTimeout is not None and self._abortingCall is None:
+        if not self._draining and self.abortTimeout is not None and self._abortingCall is None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
+    def _give_up_draining(self) -> None:
+        """The client neither closed nor sent past DRAIN_LIMIT within DRAIN_TIMEOUT: cut it off."""
+        self._drain_deadline = None
+        self.transport.abortConnection()
 
 
 class ApiSite(server.Site):

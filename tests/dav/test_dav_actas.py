@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import datetime
+import errno
 import os
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ from twisted.internet.task import Clock
 from apiserver.config import BUILTIN_SECTIONS, Config
 from apiserver.dav.state import DavLimits, DavState
 from apiserver.dav.state_db import DbDavState
-from apiserver.dav.provider import HomeFileResource
+from apiserver.dav.provider import HomeFileResource, HomeProvider
 from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.sites.actas import SiteFiles, ThreadIdentity
 from apiserver.sites.home import SiteHomes
@@ -162,6 +163,101 @@ def test_a_lost_path_check_never_reaches_the_other_site(sites_root, users, monke
     assert not os.path.exists(os.path.join(sites_root, A, "var/www/html/stolen.php"))
 
 
+def searchable_by_all(sites_root, domain: str) -> None:
+    """The folders down to ``domain``'s document root passable by every account (``o+x``), as a real
+    host may have them: a check that strays there as another account meets the files."""
+    path = os.path.join(sites_root, domain)
+    for part in ("", "var", "www", "html"):
+        path = os.path.join(path, part)
+        os.chmod(path, os.stat(path).st_mode | 0o001)
+
+
+@pytest.mark.parametrize("acting", [False, True], ids=["as-root", "as-the-account"])
+def test_the_check_after_a_delete_meeting_a_swapped_link_answers_403(sites_root, users, monkeypatch, acting):
+    """WsgiDAV's check after DELETE passes its path check, then the folder becomes a link to B's root: 403, not 500."""
+    app = dav_app(sites_root, users, acting=acting)
+    searchable_by_all(sites_root, B)
+    up = os.path.join(sites_root, A, "var/www/html/up")
+    os.mkdir(up)
+    os.chown(up, users[A][0].uid, users[A][0].gid)
+    with open(os.path.join(up, "wp-config.php"), "wb") as fh:
+        fh.write(b"decoy")
+    deleted = []
+    delete, loc_to_file_path = HomeFileResource.delete, HomeProvider._loc_to_file_path
+
+    def delete_and_note(self):
+        delete(self)
+        deleted.append(self.path)
+
+    def checked_then_swapped(self, path, environ=None):
+        file_path = loc_to_file_path(self, path, environ)
+        if deleted and not os.path.islink(up):  # the check after the delete: its path check passed
+            os.rename(up, up + ".real")
+            os.symlink(os.path.join(sites_root, B, "var/www/html"), up)
+        return file_path
+
+    monkeypatch.setattr(HomeFileResource, "delete", delete_and_note)
+    monkeypatch.setattr(HomeProvider, "_loc_to_file_path", checked_then_swapped)
+    status, body = call(app, "DELETE", "/var/www/html/up/wp-config.php", DavAccount(A))
+    assert deleted == ["/var/www/html/up/wp-config.php"] and os.path.islink(up)
+    assert status == 403, body
+    assert open(os.path.join(sites_root, B, "var/www/html/wp-config.php"), "rb").read() == SECRET
+    assert os.listdir(up + ".real") == []  # A's own file was the one deleted
+
+
+def test_a_file_made_at_the_name_after_a_delete_is_not_a_failed_delete(sites_root, users, monkeypatch):
+    """A new file made at the deleted name before WsgiDAV's check (the race replay's decoy) leaves the DELETE a 204."""
+    app = dav_app(sites_root, users)
+    target = os.path.join(sites_root, A, "var/www/html/wp-config.php")
+    with open(target, "wb") as fh:
+        fh.write(b"first")
+    delete = HomeFileResource.delete
+
+    def delete_then_made_again(self):
+        delete(self)
+        with open(target, "wb") as fh:
+            fh.write(b"made since")
+
+    monkeypatch.setattr(HomeFileResource, "delete", delete_then_made_again)
+    status, body = call(app, "DELETE", "/var/www/html/wp-config.php", DavAccount(A))
+    assert status == 204, body
+    assert open(target, "rb").read() == b"made since"
+
+
+@pytest.mark.parametrize("method", ["MOVE", "DELETE"])
+def test_a_link_swapped_while_its_path_is_resolved_answers_403(sites_root, users, monkeypatch, method):
+    """The path check's realpath meeting a link that is one no more (readlink: EINVAL) answers 403, not 500."""
+    app = dav_app(sites_root, users)
+    html = os.path.join(sites_root, A, "var/www/html")
+    os.mkdir(os.path.join(html, "real"))
+    with open(os.path.join(html, "real/wp-config.php"), "wb") as fh:
+        fh.write(b"decoy")
+    os.symlink("real", os.path.join(html, "up"))
+    readlink = os.readlink
+
+    def swapped_back_meanwhile(path, *args, **kwargs):
+        if os.fspath(path) == os.path.join(html, "up"):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), path)
+        return readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "readlink", swapped_back_meanwhile)
+    status, body = call(app, method, "/var/www/html/up/wp-config.php", DavAccount(A),
+                        destination="http://127.0.0.1/dav/var/www/html/moved.php")
+    assert status == 403, body
+    assert open(os.path.join(html, "real/wp-config.php"), "rb").read() == b"decoy"
+
+
+def test_a_delete_that_left_its_file_is_still_a_failed_delete(sites_root, users, monkeypatch):
+    """WsgiDAV's check after DELETE still answers 500 for a delete that removed nothing without raising."""
+    app = dav_app(sites_root, users)
+    target = os.path.join(sites_root, A, "var/www/html/kept.php")
+    with open(target, "wb") as fh:
+        fh.write(b"kept")
+    monkeypatch.setattr(HomeFileResource, "delete", lambda self: None)  # fails silently
+    status, _ = call(app, "DELETE", "/var/www/html/kept.php", DavAccount(A))
+    assert status == 500 and open(target, "rb").read() == b"kept"
+
+
 SWAPPER = textwrap.dedent("""
     import ctypes, os, sys
     libc = ctypes.CDLL(None, use_errno=True)
@@ -197,20 +293,22 @@ def test_move_and_delete_race_replay_never_wins(sites_root, users):
     stop = os.path.join(sites_root, "stop")
     swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, up, alt, stop])
     victim = os.path.join(sites_root, B, "var/www/html/wp-config.php")
-    statuses = {}
+    statuses, failures = {}, []
     try:
         for attempt in range(1500):
-            status, _ = call(app, "MOVE", "/var/www/html/up/wp-config.php", DavAccount(A),
-                             destination=f"http://127.0.0.1/dav/var/www/html/stolen-{attempt}.php")
-            statuses[status] = statuses.get(status, 0) + 1
-            status, _ = call(app, "DELETE", "/var/www/html/up/wp-config.php", DavAccount(A))
-            statuses[status] = statuses.get(status, 0) + 1
+            for method, headers in (("MOVE", {"destination": f"http://127.0.0.1/dav/var/www/html/stolen-{attempt}.php"}),
+                                    ("DELETE", {})):
+                status, body = call(app, method, "/var/www/html/up/wp-config.php", DavAccount(A), **headers)
+                statuses[status] = statuses.get(status, 0) + 1
+                if status >= 500:
+                    failures.append((method, body[:300]))
     finally:
         open(stop, "w").close()
         swapper.wait(30)
     stolen = [name for name in os.listdir(html) if name.startswith("stolen-")
               and open(os.path.join(html, name), "rb").read() == SECRET]
     assert stolen == [] and open(victim, "rb").read() == SECRET, statuses
+    assert failures == [], statuses  # refused is 403, never a failure of the server
     # The attack really raced: some requests were refused by the path checks (they saw the link), others
     # got past them (the decoy moved, deleted or gone, or the kernel refusing the account); how many of
     # each is the scheduler's choice, so neither count is asked for more than once.

@@ -12,7 +12,9 @@ import pytest
 from apiserver.errors import Denied, InvalidArgument, ServerError
 from apiserver.host.databases import MariaDbAdmin, PostgresAdmin
 from apiserver.lifecycle.databases import DatabaseApplier
-from tests.lifecycle.test_databases import MYSQL_URL, PGSQL_URL, db_harness, made_site  # noqa: F401 - fixture
+from tests.lifecycle.test_databases import (  # noqa: F401 - fixture
+    MYSQL_URL, PGSQL_URL, database_harness, db_harness, made_site,
+)
 
 ADMINS = {"mysql": (MariaDbAdmin, MYSQL_URL), "pgsql": (PostgresAdmin, PGSQL_URL)}
 
@@ -77,6 +79,20 @@ def test_a_lock_held_elsewhere_past_the_timeout_is_a_clear_fault(db_harness, mod
             waiter.create_database(site, "one")
     assert waiter.list_databases(site) == []
     assert waiter.create_database(site, "one") == f"{tag}a_one"
+
+
+@pytest.mark.parametrize("module", ["mysql", "pgsql"])
+def test_the_configured_lock_timeout_reaches_the_appliers(module):
+    """[databases] lock_timeout = 0.3: a create through the API, its lock held by another node, fails after 0.3 s."""
+    with database_harness({"lock_timeout": "0.3"}) as (h, tag, _mysql, _pgsql):
+        site, _, _ = made_site(h, tag, {f"{module}.enabled": 1, f"{module}.dbasenum": 2})
+        record = h.app.lifecycle.record_of(site)
+        holder = node_applier(h, module)
+        with holder.admin.site_lock(record.id):
+            with pytest.raises(ServerError, match=rf"lock 'apiserver-dbasenum-{record.id}' was not free within 0.3 s"):
+                h.call(site, f"{module}_create_database", "one")
+        assert h.call(site, f"{module}_list_databases") == []
+        assert h.call(site, f"{module}_create_database", "one") is True
 
 
 def test_mysql_charset_and_collation_are_checked_against_the_server(db_harness):

@@ -4,6 +4,7 @@ out of reach, locking on suspension, new passwords, and everything dropped on de
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -12,6 +13,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from typing import Optional
 
 import pytest
 
@@ -26,17 +28,17 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser")
                                 reason="acts as the sites' owner through runuser (root)")
 
 
-@pytest.fixture
-def db_harness():
-    """A real application administering both servers, its state in a folder of its own that the
-    sites' owner may pass (pytest's shared tmp root is re-chmodded by other pytest runs); every
-    user and database whose name starts with this test's tag is dropped afterwards, even when
-    the test failed."""
+@contextlib.contextmanager
+def database_harness(databases: Optional[dict] = None):
+    """A real application administering both servers (``databases``: more ``[databases]`` keys),
+    its state in a folder of its own that the sites' owner may pass (pytest's shared tmp root is
+    re-chmodded by other pytest runs); every user and database whose name starts with this
+    test's tag is dropped afterwards, even when the test failed."""
     tag = f"t{secrets.token_hex(3)}"
     base = tempfile.mkdtemp(prefix="apiserver-dbtest-")
     os.chmod(base, 0o711)
     h = Harness(os.path.join(base, "state"),
-                {"databases": {"mysql_admin_url": MYSQL_URL, "pgsql_admin_url": PGSQL_URL}})
+                {"databases": {"mysql_admin_url": MYSQL_URL, "pgsql_admin_url": PGSQL_URL, **(databases or {})}})
     mysql, pgsql = MariaDbAdmin(MYSQL_URL), PostgresAdmin(PGSQL_URL)
     try:
         yield h, tag, mysql, pgsql
@@ -46,6 +48,13 @@ def db_harness():
             for suffix in ("a", "b", "c"):
                 admin.drop(f"{tag}{suffix}", f"{tag}{suffix}_")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def db_harness():
+    """:func:`database_harness` with the default ``[databases]`` keys."""
+    with database_harness() as made:
+        yield made
 
 
 def reachable(path: str, user: str) -> None:

@@ -11,6 +11,7 @@ from apiserver.errors import (AuthenticationFailed, Denied, Exists, InvalidArgum
                               SiteSuspended)
 from apiserver.lifecycle.appliers import Applier
 from tests.accounts.support import wait
+from tests.lifecycle.support import plans_config
 
 WHMCS_OPTS = {  # what the WHMCS module sends (all strings)
     "auth.tpasswd": "Whmcs-pass-1", "siteinfo.enabled": "1", "siteinfo.domain": "Example.COM",
@@ -32,13 +33,9 @@ def collect(h, fields=None, match=None, sites=None):
 @pytest.fixture
 def two_plans(tmp_path):
     """A plans folder with basic and pro (pro: more quota, shell access)."""
-    folder = tmp_path / "plans"
-    folder.mkdir()
-    (folder / ".skeleton.ini").write_text("[users]\nmax = 10\n", encoding="utf-8")
-    (folder / "basic.ini").write_text("[diskquota]\nquota = 100\n[ssh]\nenabled = 0\n", encoding="utf-8")
-    (folder / "pro.ini").write_text("[diskquota]\nquota = 900\n[ssh]\nenabled = 1\n[users]\nmax = 50\n",
-                                    encoding="utf-8")
-    return {"plans": {"dir": str(folder)}}
+    return plans_config(tmp_path, {".skeleton.ini": "[users]\nmax = 10\n",
+                                   "basic.ini": "[diskquota]\nquota = 100\n[ssh]\nenabled = 0\n",
+                                   "pro.ini": "[diskquota]\nquota = 900\n[ssh]\nenabled = 1\n[users]\nmax = 50\n"})
 
 
 def test_add_site_takes_the_plan_then_the_options(harness):

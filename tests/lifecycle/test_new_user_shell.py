@@ -7,16 +7,14 @@ import pytest
 from apiserver.host import tools
 from apiserver.lifecycle.system_accounts import new_user_shell
 from tests.accounts.support import Harness, wait
+from tests.lifecycle.support import plans_config
 
 
 @pytest.fixture
 def planned(tmp_path):
     """An application whose default plan ``shell`` sets ssh.enabled = 1, beside ``plain`` without it."""
-    folder = tmp_path / "plans"
-    folder.mkdir()
-    (folder / "shell.ini").write_text("[ssh]\nenabled = 1\n", encoding="utf-8")
-    (folder / "plain.ini").write_text("", encoding="utf-8")
-    h = Harness(tmp_path / "state", {"plans": {"dir": str(folder), "default": "shell"}})
+    h = Harness(tmp_path / "state", plans_config(tmp_path, {"shell.ini": "[ssh]\nenabled = 1\n", "plain.ini": ""},
+                                                 default="shell"))
     yield h
     h.close()
 

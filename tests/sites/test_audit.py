@@ -12,7 +12,7 @@ from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
     WEB_USER, WORDPRESS, as_web, make_deep, make_tree, requires_root, sites_root, swap_for_link_before_listing,
     web_can_write,
 )
-from tests.sites.test_fortify import site  # noqa: F401 - the fixture
+from tests.sites.fortify_support import site  # noqa: F401 - the fixture
 
 pytestmark = requires_root()
 

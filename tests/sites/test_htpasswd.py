@@ -18,7 +18,7 @@ from apiserver.sites.home import SiteHomes, ensure_system_user
 from tests.accounts.support import harness  # noqa: F401 - the fixture
 from tests.conftest import run_in_threads
 from tests.sites.support import sites_root  # noqa: F401 - a fixture
-from tests.sites.test_fortify import site  # noqa: F401 - a fixture
+from tests.sites.fortify_support import site  # noqa: F401 - a fixture
 
 HTPASSWD = shutil.which("htpasswd") or "/usr/bin/htpasswd"
 

@@ -9,7 +9,7 @@ import pytest
 
 from apiserver.errors import InvalidArgument
 from apiserver.sites import manifest
-from tests.accounts.support import Harness
+from tests.sites.fortify_support import document_root, fortification, running_site
 from tests.sites.support import (  # noqa: F401 - sites_root is a fixture
     WORDPRESS, as_web, make_tree, sites_root, web_can_write,
 )
@@ -71,16 +71,8 @@ def site(tmp_path, sites_root):
     """(harness, site administrator, document root) of example.com."""
     if os.geteuid() != 0:
         pytest.skip("acts as the web server user through runuser (root)")
-    h = Harness(tmp_path / "state", {"web": {"sites_root": sites_root}})
-    admin = h.add_site()
-    home = h.app.site_homes.get("example.com")
-    yield h, admin, home, os.path.realpath(home.document_root)
-    h.app.fortifier.stop()
-    h.close()
-
-
-def _info(h, admin):
-    return h.call(admin, "security_fortification_info", "example.com", "")
+    with running_site(tmp_path, sites_root) as (h, admin, home):
+        yield h, admin, home, document_root(home)
 
 
 def test_a_manifest_for_an_unknown_application_is_applied(site):
@@ -89,7 +81,7 @@ def test_a_manifest_for_an_unknown_application_is_applied(site):
     make_tree(root, {"index.php": "<?php", "var/cache/": None, "plugins/p.php": "<?php", "sitemap.xml": "<x/>",
                      ".webapp.yml": GOOD}, home.owner)
     assert h.call(admin, "security_fortify", "example.com", "", "max") is True
-    info = _info(h, admin)
+    info = fortification(h, admin)
     assert (info.app, info.mode) == ("Shop", "max")
     assert info.writable == [f"{DOC}/sitemap.xml", f"{DOC}/var/cache"]
     assert web_can_write(os.path.join(root, "var/cache")) and web_can_write(os.path.join(root, "sitemap.xml"))
@@ -105,7 +97,7 @@ def test_a_manifest_takes_precedence_over_detection(site):
     make_tree(root, dict(WORDPRESS, **{".webapp.yml": "name: Blog\nfortification:\n  max: [wp-content/media/]\n"}),
               home.owner)
     h.call(admin, "security_fortify", "example.com", "", "max")
-    assert _info(h, admin).app == "Blog"
+    assert fortification(h, admin).app == "Blog"
     assert web_can_write(os.path.join(root, "wp-content/media"))
     assert not web_can_write(os.path.join(root, "wp-content/uploads/2026"))
 
@@ -145,7 +137,7 @@ def test_manifest_create_writes_what_was_learned_for_the_owner(site):
     h.call(admin, "security_fortify", "example.com", "", "learn")
     assert as_web('mkdir "$1/data/cache" && echo x > "$1/counter.txt"', root).returncode == 0
     h.advance(1800)
-    assert _info(h, admin).mode == "max"
+    assert fortification(h, admin).mode == "max"
     assert h.call(admin, "security_manifest_create", "example.com", "") == f"{DOC}/.webapp.yml"
     path = os.path.join(root, ".webapp.yml")
     assert os.stat(path).st_uid == home.owner.uid and os.stat(path).st_mode & 0o777 == 0o644

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import stat
@@ -38,6 +39,27 @@ def _add_user(conn, t, site_id, username, role="user") -> int:
     return conn.execute(t.users.insert().values(
         site_id=site_id, username=username, role=role, password_hash="$pbkdf2-sha512$1000$x$y",
         email=f"{username}@example.com", created_at=_now())).inserted_primary_key[0]
+
+
+@contextlib.contextmanager
+def back_to_version(storage, version: int, *undo: str):
+    """Test set-up: the current schema taken back to ``version`` (later versions no longer recorded,
+    ``undo``'s SQL run), ``(conn, tables)`` yielded for more of that and the rows of that version,
+    in one transaction; the database then says it is at ``version``."""
+    storage.create_schema()
+    t = storage.tables
+    with storage.write() as conn:
+        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > version))
+        for sql in undo:
+            conn.execute(sa.text(sql))
+        yield conn, t
+    assert storage.version() == version
+
+
+def _migrated_from(storage, version: int) -> None:
+    """Every migration after ``version`` applied, in order, and the schema then checks out."""
+    assert storage.migrate() == [m.version for m in MIGRATIONS if m.version > version]
+    storage.check()
 
 
 def test_create_schema_creates_every_table_once(storage):
@@ -87,17 +109,11 @@ def test_a_migration_that_landed_after_a_higher_one_is_applied(storage):
 
 def test_version_1_database_gains_session_data(storage):
     """Migration 2 adds sessions.data to a version-1 database, keeping its sessions; data round-trips."""
-    storage.create_schema()
-    t = storage.tables
-    with storage.write() as conn:  # back to what version 1 shipped: no data column, no later versions
-        conn.execute(sa.text("ALTER TABLE sessions DROP COLUMN data"))
-        conn.execute(t.schema_version.delete().where(t.schema_version.c.version >= 2))
+    with back_to_version(storage, 1, "ALTER TABLE sessions DROP COLUMN data") as (conn, t):
         admin = _add_user(conn, t, None, "admin", role="admin")
         conn.execute(sa.text("INSERT INTO sessions (id_hash, user_id, gate, created, last_seen) "
                              "VALUES ('old', :uid, 'SOAP', 1.0, 2.0)"), {"uid": admin})
-    assert storage.version() == 1
-    assert storage.migrate() == [m.version for m in MIGRATIONS if m.version >= 2]
-    storage.check()
+    _migrated_from(storage, 1)
     with storage.write() as conn:
         conn.execute(t.sessions.insert().values(id_hash="new", user_id=admin, data="sealed", created=3.0,
                                                 last_seen=3.0))
@@ -107,12 +123,8 @@ def test_version_1_database_gains_session_data(storage):
 
 def test_version_2_database_gains_fortifications(storage):
     """Migration 3 adds the fortifications table to a version-2 database; a row round-trips."""
-    storage.create_schema()
-    t = storage.tables
-    with storage.write() as conn:
+    with back_to_version(storage, 2) as (conn, t):
         t.fortifications.drop(conn)
-        conn.execute(t.schema_version.delete().where(t.schema_version.c.version >= 3))
-    assert storage.version() == 2
     assert 3 in storage.migrate()
     with storage.write() as conn:
         site = _add_site(conn, t)
@@ -125,14 +137,9 @@ def test_version_2_database_gains_fortifications(storage):
 
 def test_migration_6_counts_existing_restrictions_and_indexes_roles(storage):
     """Migration 6 gives a version-2 database users.ip_restriction_count, set from the rows, and ix_users_role."""
-    storage.create_schema()
-    t = storage.tables
-    with storage.write() as conn:  # back to what version 2 had: no counter, no role index
-        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 2))
-        conn.execute(sa.text("DROP INDEX ix_users_role" + (" ON users" if storage.engine.dialect.name in
-                                                            ("mysql", "mariadb") else "")))
-        conn.execute(sa.text("ALTER TABLE users DROP COLUMN ip_restriction_count"))
-    with storage.write() as conn:
+    on_users = " ON users" if storage.engine.dialect.name in ("mysql", "mariadb") else ""
+    with back_to_version(storage, 2, "DROP INDEX ix_users_role" + on_users,  # no counter, no role index
+                         "ALTER TABLE users DROP COLUMN ip_restriction_count") as (conn, t):
         site = _add_site(conn, t)
         conn.execute(sa.text("INSERT INTO users (site_id, username, role, created_at) "
                              "VALUES (:site, 'busy', 'site', :now)"), {"site": site, "now": _now()})
@@ -141,7 +148,6 @@ def test_migration_6_counts_existing_restrictions_and_indexes_roles(storage):
                              "VALUES (:site, 'idle', 'user', :now)"), {"site": site, "now": _now()})
         conn.execute(t.ip_restrictions.insert(), [{"user_id": busy_id, "network": f"192.0.2.{i}", "gate": None}
                                                   for i in range(3)])
-    assert storage.version() == 2
     assert 6 in storage.migrate()
     storage.check()
     with storage.read() as conn:
@@ -152,17 +158,11 @@ def test_migration_6_counts_existing_restrictions_and_indexes_roles(storage):
 
 def test_migration_7_adds_the_restriction_generation(storage):
     """Migration 7 gives a version-6 database users.ip_restriction_generation, 0 for every account."""
-    storage.create_schema()
-    t = storage.tables
-    with storage.write() as conn:  # back to what version 6 had
-        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 6))
-        conn.execute(sa.text("ALTER TABLE users DROP COLUMN ip_restriction_generation"))
+    with back_to_version(storage, 6, "ALTER TABLE users DROP COLUMN ip_restriction_generation") as (conn, t):
         site = _add_site(conn, t)
         conn.execute(sa.text("INSERT INTO users (site_id, username, role, created_at) "
                              "VALUES (:site, 'old', 'site', :now)"), {"site": site, "now": _now()})
-    assert storage.version() == 6
-    assert storage.migrate() == [m.version for m in MIGRATIONS if m.version > 6]
-    storage.check()
+    _migrated_from(storage, 6)
     with storage.read() as conn:
         assert conn.execute(sa.select(t.users.c.username, t.users.c.ip_restriction_generation)).all() == [("old", 0)]
 
@@ -170,21 +170,16 @@ def test_migration_7_adds_the_restriction_generation(storage):
 def test_migration_9_adds_site_services_and_seeds_the_site_counter(storage):
     """Migration 9 gives a version-7 database the sites' service columns, rampart_entries and a
     site counter starting above the highest site id, so site<N> is never handed out twice."""
-    storage.create_schema()
-    t = storage.tables
-    mysql = storage.engine.dialect.name in ("mysql", "mariadb")
-    with storage.write() as conn:  # back to what version 7 had
-        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 7))
-        for index in ("ix_sites_invoice", "ix_sites_parent_invoice"):
-            conn.execute(sa.text(f"DROP INDEX {index}" + (" ON sites" if mysql else "")))
-        for column in ("plan", "services", "invoice", "parent_invoice", "suspended_at", "suspension_reason"):
-            conn.execute(sa.text(f"ALTER TABLE sites DROP COLUMN {column}"))
+    on_sites = " ON sites" if storage.engine.dialect.name in ("mysql", "mariadb") else ""
+    columns = ("plan", "services", "invoice", "parent_invoice", "suspended_at", "suspension_reason")
+    with back_to_version(storage, 7, *(f"DROP INDEX {index}{on_sites}" for index in ("ix_sites_invoice",
+                                                                                      "ix_sites_parent_invoice")),
+                         *(f"ALTER TABLE sites DROP COLUMN {column}" for column in columns)) as (conn, t):
         t.rampart_entries.drop(conn)
         t.id_counters.drop(conn)
         conn.execute(sa.text("INSERT INTO sites (domain, created_at) VALUES ('a.example', :now), ('b.example', :now)"),
                      {"now": _now()})
         highest = conn.execute(sa.text("SELECT max(id) FROM sites")).scalar()
-    assert storage.version() == 7
     assert 9 in storage.migrate()
     storage.check()
     with storage.write() as conn:
@@ -418,19 +413,13 @@ def test_switching_to_wal_is_tried_again_while_the_file_is_locked():
 
 def test_migration_13_gives_open_write_windows_max_to_return_to(storage):
     """Migration 13 adds fortifications.restore_mode to a version-12 database: an open write window returns to max."""
-    storage.create_schema()
-    t = storage.tables
-    with storage.write() as conn:  # back to what version 12 had
-        conn.execute(t.schema_version.delete().where(t.schema_version.c.version > 12))
-        conn.execute(sa.text("ALTER TABLE fortifications DROP COLUMN restore_mode"))
+    with back_to_version(storage, 12, "ALTER TABLE fortifications DROP COLUMN restore_mode") as (conn, t):
         site = _add_site(conn, t)
         for path, mode, until in (("", "write", 1800000600.0), ("blog", "min", None)):
             conn.execute(sa.text("INSERT INTO fortifications (site_id, path, app, mode, until, updated_at) "
                                  "VALUES (:site, :path, 'wordpress', :mode, :until, :now)"),
                          {"site": site, "path": path, "mode": mode, "until": until, "now": _now()})
-    assert storage.version() == 12
-    assert storage.migrate() == [m.version for m in MIGRATIONS if m.version > 12]
-    storage.check()
+    _migrated_from(storage, 12)
     with storage.read() as conn:
         rows = dict(conn.execute(sa.select(t.fortifications.c.path, t.fortifications.c.restore_mode)).all())
     assert rows == {"": "max", "blog": None}
