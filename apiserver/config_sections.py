@@ -222,6 +222,10 @@ BUILTIN_SECTIONS = (
           "Total bytes of DAV request bodies received or kept at once, all clients together (each is read only"
           " after its credentials are checked); past it 503 with Retry-After.", runtime=True),
         K("threads", int_range(1, 256), "10", "Threads serving DAV requests (file work runs there, off the reactor)."),
+        K("sendfile", parse_bool, "false",
+          "Send plain GETs on plain TCP with sendfile (no copy; less server CPU) instead of the kernel copying from a"
+          " read-only mapping of the file, as Apache's EnableSendfile Off does (faster for clients on this machine).",
+          runtime=True),
         K("verified_password_ttl", int_range(0, 86400), "300",
           "Seconds a verified DAV password (kept as a keyed hash) is trusted without hashing again; a password change,"
           " reset or deletion ends it at once on this node, within 10 s on others (0: hash on every request).",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import os
 import pwd
+import resource
 import secrets
 import statistics
 import subprocess
@@ -137,10 +138,15 @@ def run(url: str, method: str, headers: dict, body_file, connections: int, durat
     argv = ["taskset", "-c", h.CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
             "--timeout", "30s", "--latency", "-s", script, url]
     cpu_before = h.process_cpu_seconds(pid) if pid else None
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120)
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     result = h.parse_wrk(done.stdout)
+    # The client's share of its core: near 100% means wrk, not the server, sets the pace.
+    result.client_busy = ((client_after.ru_utime + client_after.ru_stime)
+                          - (client_before.ru_utime + client_before.ru_stime)) / duration
     if cpu_before is not None and result.requests:
         result.cpu_ms = (h.process_cpu_seconds(pid) - cpu_before) * 1000.0 / result.requests
     return result
@@ -159,7 +165,8 @@ def compare(name: str, targets, path: str, method: str, headers: dict, body_file
             result = run(target.url + prefix + path, method, {**headers, **auth}, body_file, connections,
                          args.duration, workdir, target.pid)
             results[target.label].append(result)
-            print(result.row(f"round {round_no + 1}: {target.label}"), flush=True)
+            print(result.row(f"round {round_no + 1}: {target.label}") + f"   wrk busy {result.client_busy:.0%}",
+                  flush=True)
     ours, theirs = targets[0][0].label, targets[1][0].label
     ratios = [h.ratio(a.rps, b.rps) for a, b in zip(results[ours], results[theirs])]
     print(f"  {ours} / {theirs}: {statistics.median(ratios):.2f}x "

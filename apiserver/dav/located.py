@@ -92,7 +92,7 @@ class LocatedRoots:
 
     def open_now(self, account, path: str):
         """A plain GET's :class:`FileAnswer` opened on the calling thread (not read: it is sent
-        with sendfile), or :data:`MISSING` when a DAV thread must decide (the root not
+        straight into the socket), or :data:`MISSING` when a DAV thread must decide (the root not
         remembered or changed, or anything :func:`walk_open` does not serve)."""
         with self._lock:
             located = self._entries.get(account)

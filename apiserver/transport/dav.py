@@ -53,7 +53,7 @@ from apiserver.errors import ApiError, AuthenticationFailed, Throttled
 from apiserver.module import Role
 from apiserver.pools import KeyedSlots, share_of
 from apiserver.transport.body_gate import BodyRefused
-from apiserver.transport.dav_files import plain_get_path, send_answer, sendfile_transport
+from apiserver.transport.dav_files import plain_get_path, plain_tcp_transport, send_answer
 from apiserver.transport.http import DAV_CHALLENGE, answerable, auth_request, finish_with, note_site, refuse
 
 log = Logger(namespace="apiserver.dav")
@@ -115,7 +115,7 @@ class DavResource(resource.Resource):
     def __init__(self, gatekeeper, reactor, settings, site_homes, dav_app: Optional[DavApplication] = None,
                  pool: Optional[ThreadPool] = None, dav_access=None, dav_state=None):
         """``gatekeeper``: HTTP checks and admission at gate DAV; ``reactor``: where WsgiDAV's answers
-        come back to; ``settings``: the config (``[dav] threads``); ``site_homes``: the homes served;
+        come back to; ``settings``: the config (``[dav] threads``, ``sendfile``); ``site_homes``: the homes served;
         ``dav_access``: which sites' ``dav.enabled`` lets them in (None: every site); ``dav_state``:
         where the sites' dead properties and locks live (:mod:`apiserver.dav.state`)."""
         super().__init__()
@@ -125,6 +125,7 @@ class DavResource(resource.Resource):
         self.pool = pool or ThreadPool(minthreads=0, maxthreads=settings.get("dav", "threads"), name="apiserver-dav")
         self.dav_app = dav_app or DavApplication(site_homes, dav_state)
         self.located = LocatedRoots(self.dav_app, reactor)
+        self.use_sendfile = lambda: settings.get("dav", "sendfile")
         self._started = False
         threads = settings.get("dav", "threads")
         #: each site holds at most its share of the DAV threads; its other requests wait behind it
@@ -199,10 +200,10 @@ class DavResource(resource.Resource):
         if path is None:
             self._through_wsgidav(request, account)
             return
-        # A plain GET on plain TCP, its root located recently: opened here and sent with
-        # sendfile, no thread hop (see apiserver.dav.located).  Else opened on a DAV thread
+        # A plain GET on plain TCP, its root located recently: opened here and written straight
+        # into the socket, no thread hop (see apiserver.dav.located).  Else opened on a DAV thread
         # within the site's share (which locates the root), sent by the reactor.
-        read_small = sendfile_transport(request) is None
+        read_small = plain_tcp_transport(request) is None
         if not read_small:
             answer = self.located.open_now(account, path)
             if answer is not MISSING:
@@ -220,7 +221,7 @@ class DavResource(resource.Resource):
             if answer.fileobj is not None:
                 answer.fileobj.close()
         else:
-            send_answer(request, answer, self._read_block, self.reactor)
+            send_answer(request, answer, self._read_block, self.reactor, self.use_sendfile())
 
     def _read_block(self, fileobj, size: int):
         return threads.deferToThreadPool(self.reactor, self.pool, fileobj.read, size)

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.e2e.clients.dav_clients import Dav, add_site, let_owner_reach, site_home
 
 SITE, ADMIN, PASSWORD = "reactor-get.example.com", "reactorget", "Reactor-passw0rd"
 
 
-def test_repeated_gets_answer_alike_and_refusals_stay(server_factory):
+@pytest.mark.parametrize("sendfile", ["false", "true"], ids=["mapped", "sendfile"])
+def test_repeated_gets_answer_alike_and_refusals_stay(server_factory, sendfile):
     """Second and later GETs (reactor) match the first (thread); links, FIFOs, hard links, unreadable stay refused."""
-    server = server_factory()
+    server = server_factory({"dav": {"sendfile": sendfile}})
     add_site(server, SITE, ADMIN, PASSWORD)
     let_owner_reach(server)
     dav = Dav(server.url, f"{ADMIN}@{SITE}", PASSWORD)
     html = os.path.join(site_home(server, SITE), "var/www/html")
-    data = os.urandom(300 * 1024)
+    data = os.urandom(9 * 1024 * 1024 + 1234)  # more than two 4 MiB windows of the mapping
     with open(os.path.join(html, "page.html"), "wb") as fh:
         fh.write(data)
     answers = [dav.request("GET", "var/www/html/page.html") for _ in range(3)]

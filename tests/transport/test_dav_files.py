@@ -11,7 +11,11 @@ from twisted.internet import defer, task, tcp
 from twisted.web.http_headers import Headers
 
 from apiserver.transport import dav_files
-from apiserver.transport.dav_files import STREAM_BLOCK, FileStream, SendfileStream, plain_get_path, sendfile_transport
+import pytest
+
+from apiserver.transport.dav_files import STREAM_BLOCK, FileStream, SocketStream, plain_get_path, plain_tcp_transport
+from apiserver.dav.wsgi import FileAnswer
+from apiserver.transport.file_senders import MappedSender, SendfileSender
 
 
 class FakeRequest:
@@ -26,6 +30,12 @@ class FakeRequest:
 
     def getHeader(self, name):
         return self.requestHeaders.getRawHeaders(name, [None])[0]
+
+    def setResponseCode(self, code):
+        self.code = code
+
+    def setHeader(self, name, value):
+        self.requestHeaders.setRawHeaders(b"answer-" + name, [value])
 
     def registerProducer(self, producer, streaming):
         self.producer = producer
@@ -108,7 +118,7 @@ def test_a_client_gone_stops_the_stream_and_closes_the_file():
 
 
 class SocketTransport(tcp.Connection):
-    """The parts of Twisted's TCP connection SendfileStream uses, on a real non-blocking socket;
+    """The parts of Twisted's TCP connection SocketStream uses, on a real non-blocking socket;
     :meth:`writable` does what the reactor's ``doWrite`` does once the buffer is sent."""
 
     def __init__(self, sock, channel):  # no reactor: the test plays it
@@ -160,11 +170,15 @@ def tcp_pair(send_buffer=64 * 1024):
     return server, client
 
 
-def sendfile_request():
+def socket_request():
     request = FakeRequest()
     request.sentLength = 0
     request.channel = FakeChannel(request)
     return request
+
+
+#: Both ways of moving the file's bytes: the kernel's copy from a mapping, and sendfile.
+SENDERS = pytest.mark.parametrize("sender", [MappedSender, SendfileSender], ids=["mapped", "sendfile"])
 
 
 def read_available(sock) -> bytes:
@@ -178,18 +192,20 @@ def read_available(sock) -> bytes:
     return b"".join(parts)
 
 
-def test_sendfile_sends_only_while_the_socket_takes_data(tmp_path):
+@SENDERS
+def test_socket_stream_sends_only_while_the_socket_takes_data(tmp_path, sender):
     """Sent until the socket is full, then paused (stall timer on) until writable; all of the file arrives."""
     data = os.urandom(8 * 1024 * 1024)
     (tmp_path / "f").write_bytes(data)
     server, client = tcp_pair()
-    request, clock = sendfile_request(), task.Clock()
+    request, clock = socket_request(), task.Clock()
     transport = SocketTransport(server, request.channel)
     fileobj = open(tmp_path / "f", "rb")
-    stream = SendfileStream(request, transport, fileobj, len(data), clock)
+    stream = SocketStream(request, transport, fileobj, len(data), clock, sender(fileobj))
     try:
         stream.start()
         assert 0 < stream.sent < len(data)  # the socket's buffer is far smaller than the file
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == dav_files.NOT_SENT_LOW
         assert transport.producerPaused and transport.writing and len(clock.getDelayedCalls()) == 1
         sent_while_unread = stream.sent
         clock.advance(30)
@@ -207,17 +223,18 @@ def test_sendfile_sends_only_while_the_socket_takes_data(tmp_path):
         server.close(), client.close(), fileobj.close()
 
 
-def test_sendfile_gives_other_connections_a_turn(tmp_path, monkeypatch):
-    """While the socket takes data, each turn sends at most SENDFILE_TURN and the next follows on the clock."""
-    monkeypatch.setattr(dav_files, "SENDFILE_TURN", 16 * 1024)
+@SENDERS
+def test_socket_stream_gives_other_connections_a_turn(tmp_path, monkeypatch, sender):
+    """While the socket takes data, each turn sends at most SEND_TURN and the next follows on the clock."""
+    monkeypatch.setattr(dav_files, "SEND_TURN", 16 * 1024)
     data = os.urandom(64 * 1024)
     (tmp_path / "f").write_bytes(data)
     server, client = tcp_pair(send_buffer=1024 * 1024)
-    request, clock = sendfile_request(), task.Clock()
+    request, clock = socket_request(), task.Clock()
     transport = SocketTransport(server, request.channel)
     fileobj = open(tmp_path / "f", "rb")
     try:
-        stream = SendfileStream(request, transport, fileobj, len(data), clock)
+        stream = SocketStream(request, transport, fileobj, len(data), clock, sender(fileobj))
         stream.start()
         assert stream.sent == 16 * 1024 and not request.finished
         assert not transport.producerPaused and len(clock.getDelayedCalls()) == 1  # the next turn, no stall timer
@@ -228,15 +245,16 @@ def test_sendfile_gives_other_connections_a_turn(tmp_path, monkeypatch):
         server.close(), client.close(), fileobj.close()
 
 
-def test_sendfile_to_a_client_that_reads_nothing_is_cut_off(tmp_path):
+@SENDERS
+def test_socket_stream_to_a_client_that_reads_nothing_is_cut_off(tmp_path, sender):
     """A client that reads nothing for the stall timeout loses its connection; the file is closed."""
     (tmp_path / "f").write_bytes(b"x" * (4 * 1024 * 1024))
     server, client = tcp_pair()
-    request, clock = sendfile_request(), task.Clock()
+    request, clock = socket_request(), task.Clock()
     fileobj = open(tmp_path / "f", "rb")
     try:
-        SendfileStream(request, SocketTransport(server, request.channel), fileobj, 4 * 1024 * 1024, clock,
-                       stall_timeout=60).start()
+        SocketStream(request, SocketTransport(server, request.channel), fileobj, 4 * 1024 * 1024, clock,
+                     sender(fileobj), stall_timeout=60).start()
         clock.advance(59)
         assert not request.lost
         clock.advance(2)
@@ -245,34 +263,36 @@ def test_sendfile_to_a_client_that_reads_nothing_is_cut_off(tmp_path):
         server.close(), client.close(), fileobj.close()
 
 
-def test_sendfile_of_a_file_that_shrank_closes_the_connection(tmp_path):
+@SENDERS
+def test_socket_stream_of_a_file_that_shrank_closes_the_connection(tmp_path, sender):
     """A file shorter than the length promised ends the answer with a closed connection, never a finish."""
     (tmp_path / "f").write_bytes(b"z" * 1000)
     server, client = tcp_pair()
-    request = sendfile_request()
+    request = socket_request()
     fileobj = open(tmp_path / "f", "rb")
     try:
-        SendfileStream(request, SocketTransport(server, request.channel), fileobj, 2000, task.Clock()).start()
+        SocketStream(request, SocketTransport(server, request.channel), fileobj, 2000, task.Clock(),
+                     sender(fileobj)).start()
         assert request.lost and not request.finished and fileobj.closed
         assert read_available(client) == b"z" * 1000
     finally:
         server.close(), client.close(), fileobj.close()
 
 
-def test_sendfile_only_on_plain_tcp():
-    """Plain TCP gets sendfile; TLS, a closing connection or another transport keep the read stream."""
+def test_straight_into_the_socket_only_on_plain_tcp():
+    """Plain TCP is written into straight; TLS, a closing connection or another transport keep the read stream."""
     server, client = tcp_pair()
     try:
-        request = sendfile_request()
+        request = socket_request()
         transport = SocketTransport(server, request.channel)
         request.channel.transport = transport
-        assert sendfile_transport(request) is transport
+        assert plain_tcp_transport(request) is transport
         transport.TLS = True
-        assert sendfile_transport(request) is None
+        assert plain_tcp_transport(request) is None
         transport.TLS, transport.disconnecting = False, True
-        assert sendfile_transport(request) is None
+        assert plain_tcp_transport(request) is None
         request.channel.transport = object()
-        assert sendfile_transport(request) is None
+        assert plain_tcp_transport(request) is None
     finally:
         server.close(), client.close()
 
@@ -286,21 +306,23 @@ class BufferingTransport(SocketTransport):
         self.writing = False
 
 
-def test_buffered_headers_leave_corked_with_the_file_and_the_cork_is_removed(tmp_path):
+@SENDERS
+def test_buffered_headers_leave_corked_with_the_file_and_the_cork_is_removed(tmp_path, sender):
     """Headers still buffered go first, corked with the file's first bytes; the socket is uncorked after."""
     data = os.urandom(64 * 1024)
     (tmp_path / "f").write_bytes(data)
     server, client = tcp_pair(send_buffer=1024 * 1024)
-    request, clock = sendfile_request(), task.Clock()
+    request, clock = socket_request(), task.Clock()
     transport = BufferingTransport(server, request.channel)
     transport.streamingProducer = True  # the channel, as Twisted registers it
     transport._tempDataBuffer, transport._tempDataLen = [b"HTTP/1.1 200 OK\r\n\r\n"], 19
     fileobj = open(tmp_path / "f", "rb")
     try:
-        SendfileStream(request, transport, fileobj, len(data), clock).start()
+        SocketStream(request, transport, fileobj, len(data), clock, sender(fileobj)).start()
         assert request.finished and fileobj.closed
         assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
         assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) != dav_files.NOT_SENT_LOW  # small
         received = b""
         for _ in range(1000):
             received += read_available(client)
@@ -309,3 +331,74 @@ def test_buffered_headers_leave_corked_with_the_file_and_the_cork_is_removed(tmp
         assert received == b"HTTP/1.1 200 OK\r\n\r\n" + data
     finally:
         server.close(), client.close(), fileobj.close()
+
+
+def mapped(path) -> bool:
+    """``path`` is mapped into this process now."""
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        return any(line.rstrip().endswith(str(path)) for line in maps)
+
+
+def test_a_file_truncated_while_mapped_ends_the_answer_and_the_server_lives(tmp_path):
+    """Truncated mid-answer: the kernel's copy fails (no SIGBUS), the connection is closed, nothing stays mapped."""
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(8 * 1024 * 1024))
+    server, client = tcp_pair()
+    request, clock = socket_request(), task.Clock()
+    transport = SocketTransport(server, request.channel)
+    fileobj = open(path, "rb")
+    try:
+        stream = SocketStream(request, transport, fileobj, 8 * 1024 * 1024, clock, MappedSender(fileobj))
+        stream.start()
+        assert 0 < stream.sent < 1024 * 1024 and mapped(path)  # paused inside the first window
+        os.truncate(path, 4096)
+        for _ in range(1000):
+            read_available(client)
+            if request.lost:
+                break
+            transport.writable()
+        assert request.lost and not request.finished and fileobj.closed and not mapped(path)
+        assert stream.sent < 8 * 1024 * 1024
+    finally:
+        server.close(), client.close(), fileobj.close()
+
+
+def test_a_mapped_sender_moves_window_by_window_and_a_file_shorter_than_the_next_window_shrank(tmp_path):
+    """Windows follow one another with the right bytes; a file cut before the next window ends in SHRANK."""
+    data = os.urandom(256 * 1024)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    server, client = tcp_pair(send_buffer=1024 * 1024)
+    fileobj = open(path, "rb")
+    sender = MappedSender(fileobj, window=64 * 1024)
+    try:
+        count, state, _ = sender.send(server.fileno(), 0, len(data), 128 * 1024)
+        assert (count, state) == (128 * 1024, "more")  # two windows, the budget spent
+        assert read_available(client) == data[:128 * 1024]
+        os.truncate(path, 100 * 1024)
+        count, state, _ = sender.send(server.fileno(), 128 * 1024, len(data), 128 * 1024)
+        assert (count, state) == (0, "shrank")
+        sender.close()
+        assert not mapped(path)
+    finally:
+        sender.close(), server.close(), client.close(), fileobj.close()
+
+
+def test_large_answers_are_copied_from_a_mapping_small_ones_and_the_sendfile_setting_use_sendfile(monkeypatch):
+    """From MAPPED_FROM bytes a mapping (unless [dav] sendfile); below it, or with the setting, sendfile."""
+    chosen = []
+    monkeypatch.setattr(dav_files, "plain_tcp_transport", lambda request: object())
+    monkeypatch.setattr(dav_files, "SocketStream", lambda *args: chosen.append(type(args[-1])) or FakeStart())
+    with open(__file__, "rb") as fileobj:
+        for size, use_sendfile in ((dav_files.MAPPED_FROM, False), (dav_files.MAPPED_FROM - 1, False),
+                                   (dav_files.MAPPED_FROM, True)):
+            answer = FileAnswer(fileobj=fileobj, size=size, headers=[])
+            dav_files.send_answer(socket_request(), answer, None, task.Clock(), use_sendfile)
+    assert chosen == [MappedSender, SendfileSender, SendfileSender]
+
+
+class FakeStart:
+    """A stream that is only started."""
+
+    def start(self):
+        return None
