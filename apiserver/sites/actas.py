@@ -38,6 +38,8 @@ _SYSCALLS = {
 EXIT_IDENTITY_LOST = 70
 #: Most supplementary groups an identity may carry (Linux's NGROUPS_MAX is 65536).
 MAX_GROUPS = 65536
+#: Most group lists whose C arrays :class:`Syscalls` keeps built.
+_MAX_GROUP_ARRAYS = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Syscalls:
         self._numbers = numbers
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
+        self._arrays: dict = {}  # groups tuple -> its C array (read only once built)
 
     def setfsuid(self, uid: int) -> int:
         """Set the fs uid; the previous one (with -1: the current one, nothing changed)."""
@@ -89,7 +92,11 @@ class Syscalls:
 
     def setgroups(self, groups: tuple) -> int:
         """0, or the errno."""
-        array = (ctypes.c_uint * max(len(groups), 1))(*groups)
+        array = self._arrays.get(groups)
+        if array is None:  # the same few lists come back on every switch: built once
+            if len(self._arrays) >= _MAX_GROUP_ARRAYS:
+                self._arrays.clear()
+            array = self._arrays[groups] = (ctypes.c_uint * max(len(groups), 1))(*groups)
         if self._libc.syscall(self._numbers["setgroups"], ctypes.c_size_t(len(groups)), array) != 0:
             return ctypes.get_errno() or -1
         return 0
@@ -135,32 +142,33 @@ class ThreadIdentity:
         """How many ``acting_as`` blocks the calling thread is in."""
         return getattr(self._local, "depth", 0)
 
-    @contextlib.contextmanager
-    def acting_as(self, identity: FsIdentity) -> Iterator[FsIdentity]:
+    def acting_as(self, identity: FsIdentity) -> "_ActingBlock":
         """Blocking.  Run the block with the thread's file access checked as ``identity``; put back after.
 
         IdentityError if the identity cannot be taken (root's uid or gid is never taken: an
         account is never root); PermissionError when the server is not root and ``identity`` is
-        not its own uid.
+        not its own uid.  Both are raised on entering the ``with`` block.
         """
-        if identity.uid == 0 or identity.gid == 0:
-            raise IdentityError(f"refusing to act as {identity.describe()} with root's uid or gid")
-        if not self.privileged:
-            if identity.uid != os.geteuid():
-                raise PermissionError(f"the server does not run as root and cannot act as {identity.describe()}")
-            yield identity
-            return
-        saved = self.current()
-        self._take(identity, saved)
-        self._local.depth = self.depth() + 1
-        blocks = _acting.__dict__.setdefault("blocks", [])
-        blocks.append((self, saved))
-        try:
-            yield identity
-        finally:
-            blocks.pop()
-            self._local.depth -= 1
-            self._restore(saved)
+        return _ActingBlock(self, identity)
+
+    def _switch(self, identity: FsIdentity) -> FsIdentity:
+        """Take ``identity`` (as :meth:`_take`); the identity the thread had, read from the kernel:
+        its groups first, its fs uid and gid from what ``setfsgid``/``setfsuid`` return (the id in
+        force before them, whether or not they succeed), so nothing is read twice."""
+        calls = self._calls
+        groups = calls.getgroups()
+        errno_ = calls.setgroups(identity.all_groups)
+        if errno_ == 0:
+            gid = calls.setfsgid(identity.gid)
+            saved = FsIdentity(calls.setfsuid(identity.uid), gid, groups)
+            # Each call returns the id in force before it: a second call shows what took.
+            if calls.setfsuid(identity.uid) == identity.uid and calls.setfsgid(identity.gid) == identity.gid:
+                return saved
+        else:
+            saved = FsIdentity(calls.setfsuid(-1), calls.setfsgid(-1), groups)
+        self._restore(saved)
+        raise IdentityError(f"cannot act as {identity.describe()} for file access"
+                            + (f": setgroups errno {errno_}" if errno_ else ""))
 
     @contextlib.contextmanager
     def _as_before(self, saved: FsIdentity) -> Iterator[None]:
@@ -197,6 +205,44 @@ class ThreadIdentity:
         if not ok or calls.setfsuid(saved.uid) != saved.uid or calls.setfsgid(saved.gid) != saved.gid:
             self._lost(f"thread {threading.current_thread().name} cannot take back uid {saved.uid} "
                        f"after acting as another account")
+
+
+class _ActingBlock:
+    """The ``with`` block of :meth:`ThreadIdentity.acting_as` (a class, not a generator: it runs
+    on every DAV request, on the reactor too)."""
+
+    __slots__ = ("threads", "identity", "saved")
+
+    def __init__(self, threads: ThreadIdentity, identity: FsIdentity):
+        self.threads = threads
+        self.identity = identity
+        self.saved: Optional[FsIdentity] = None
+
+    def __enter__(self) -> FsIdentity:
+        threads, identity = self.threads, self.identity
+        if identity.uid == 0 or identity.gid == 0:
+            raise IdentityError(f"refusing to act as {identity.describe()} with root's uid or gid")
+        if not threads.privileged:
+            if identity.uid != os.geteuid():
+                raise PermissionError(f"the server does not run as root and cannot act as {identity.describe()}")
+            return identity
+        if self.saved is not None:
+            raise RuntimeError("an acting_as block is entered once")
+        saved = threads._switch(identity)
+        self.saved = saved
+        threads._local.depth = threads.depth() + 1
+        blocks = _acting.__dict__.setdefault("blocks", [])
+        blocks.append((threads, saved))
+        return identity
+
+    def __exit__(self, *exc_info) -> bool:
+        saved = self.saved
+        if saved is not None:
+            threads = self.threads
+            _acting.blocks.pop()
+            threads._local.depth -= 1
+            threads._restore(saved)
+        return False
 
 
 def server_step():

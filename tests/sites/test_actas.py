@@ -296,3 +296,20 @@ def test_site_files_run_as_the_homes_account(two_sites, tmp_path):
     with files.acting(Home(), "someone") as identity:
         assert identity == b.identity and fs_ids()[:2] == (b.uid, b.gid)
     assert fs_ids()[:2] == (0, 0)
+
+
+def test_a_block_is_entered_once_and_its_groups_come_back_alike(two_sites):
+    """One acting_as block object cannot be entered twice; repeated blocks keep switching and restoring exactly."""
+    a, b = two_sites
+    threads = ThreadIdentity()
+    before = fs_ids()
+    block = threads.acting_as(a.identity)
+    with block:
+        with pytest.raises(RuntimeError, match="entered once"):
+            with block:
+                pass  # pragma: no cover - never entered
+        assert fs_ids() == (a.uid, a.gid, [str(a.gid)])
+    for identity in (a.identity, b.identity, a.identity):  # the C arrays of the groups are reused
+        with threads.acting_as(identity):
+            assert fs_ids() == (identity.uid, identity.gid, [str(identity.gid)])
+        assert fs_ids() == before and threads.depth() == 0
