@@ -20,6 +20,7 @@ waiting for the GIL those threads held, as most of its cost.
 from __future__ import annotations
 
 import collections
+import functools
 import dataclasses
 import os
 import stat
@@ -29,7 +30,7 @@ from typing import Optional
 from wsgidav import util as wsgidav_util
 from wsgidav.dav_error import DAVError
 
-from apiserver.dav.provider import BLOCK_SIZE, NAME_MAX, PATH_MAX, TEMP_PREFIX, HomeFileResource, fd_path
+from apiserver.dav.provider import NAME_MAX, PATH_MAX, TEMP_PREFIX, HomeFileResource, fd_path
 from apiserver.dav.wsgi import FileAnswer
 from apiserver.errors import InvalidArgument, NotFound
 from apiserver.sites.home import is_inside, split_site_path
@@ -172,15 +173,23 @@ def walk_open(root_fd: int, root: str, path: str):
             os.close(fd)
             return MISSING
         os.set_blocking(fd, True)
-        fileobj = os.fdopen(fd, "rb", BLOCK_SIZE)
+        # Unbuffered: the file is sent by the kernel (sendfile, a mapping), never read through it.
+        fileobj = os.fdopen(fd, "rb", 0)
     except BaseException:
         os.close(fd)
         raise
     try:
-        return FileAnswer.of(fileobj, wsgidav_util.guess_mime_type(path, {}), read_small=False)
+        return FileAnswer.of(fileobj, mime_type(parts[-1]), read_small=False, info=info)
     except BaseException:
         fileobj.close()
         raise
+
+
+@functools.lru_cache(maxsize=1024)
+def mime_type(name: str) -> str:
+    """WsgiDAV's Content-Type for a file named ``name`` (the same few names come back); as a
+    path's last part, so that a name like ``data:x`` is not read as a URL."""
+    return wsgidav_util.guess_mime_type("/" + name, {})
 
 
 def open_answer(provider, path: str, read_small: bool):

@@ -28,6 +28,7 @@ import threading
 from typing import Optional
 
 from twisted.logger import Logger
+from twisted.web.http import datetimeToString
 from wsgidav import dav_provider as wsgidav_dav_provider
 from wsgidav import error_printer as wsgidav_error_printer
 from wsgidav import request_server as wsgidav_request_server
@@ -291,14 +292,16 @@ class FileAnswer:
     content: Optional[bytes] = None
 
     @classmethod
-    def of(cls, fileobj, content_type: str, read_small: bool = True) -> "FileAnswer":
-        """Blocking.  The answer for ``fileobj`` (read whole and closed when small and ``read_small``)."""
-        info = os.fstat(fileobj.fileno())
+    def of(cls, fileobj, content_type: str, read_small: bool = True, info: Optional[os.stat_result] = None
+           ) -> "FileAnswer":
+        """Blocking.  The answer for ``fileobj`` (read whole and closed when small and ``read_small``);
+        ``info``: its ``fstat`` when the caller has it.  No ``Date``: Twisted gives every answer one."""
+        if info is None:
+            info = os.fstat(fileobj.fileno())
         size = info.st_size
-        headers = [("Content-Length", str(size)), ("Last-Modified", wsgidav_util.get_rfc1123_time(info.st_mtime)),
-                   ("Content-Type", content_type), ("Date", wsgidav_util.get_rfc1123_time()),
-                   ("ETag", f'"{info.st_ino}-{int(info.st_mtime)}-{size}"'), ("Accept-Ranges", "bytes"),
-                   ("MS-Author-Via", "DAV")]
+        headers = [("Content-Length", str(size)), ("Last-Modified", http_date(info.st_mtime)),
+                   ("Content-Type", content_type), ("ETag", f'"{info.st_ino}-{int(info.st_mtime)}-{size}"'),
+                   ("Accept-Ranges", "bytes"), ("MS-Author-Via", "DAV")]
         if read_small and size <= READ_WHOLE:
             with fileobj:
                 content = fileobj.read(size + 1)
@@ -306,6 +309,11 @@ class FileAnswer:
                 return cls(None, len(content), headers[1:] + [("Content-Length", str(len(content)))], content)
             return cls(None, size, headers, content)
         return cls(fileobj, size, headers)
+
+
+def http_date(seconds: float) -> str:
+    """``seconds`` as an HTTP date (RFC 9110's IMF-fixdate), as WsgiDAV writes Last-Modified."""
+    return datetimeToString(seconds).decode("ascii")
 
 
 def _plain(start_response, status: str, message: str):

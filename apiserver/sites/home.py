@@ -154,7 +154,7 @@ def split_site_path(site_path: str) -> list:
     if "\\" in site_path:
         raise InvalidArgument(f"path {display_path(site_path)!r} contains a backslash")
     parts = [p for p in site_path.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
+    if ".." in parts:
         raise InvalidArgument(f"path {display_path(site_path)!r} contains '..'")
     return parts
 

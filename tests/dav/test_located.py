@@ -101,3 +101,23 @@ def test_expired_or_recreated_roots_go_back_to_a_thread(sites_root, users):
     os.makedirs(os.path.join(home, HTML.lstrip("/")))
     assert roots.open_now(account, f"{HTML}/p.txt") is MISSING  # another folder at the same path
     assert roots.open_now(account, f"{HTML}/p.txt") is MISSING  # and forgotten, not retried here
+
+
+def test_headers_as_wsgidav_writes_them_and_content_types_by_name(sites_root, users):
+    """open_now's Last-Modified is WsgiDAV's format, it adds no Date (Twisted does), and mime_type is WsgiDAV's type."""
+    from wsgidav import util as wsgidav_util
+
+    from apiserver.dav.located import mime_type
+
+    path = own_file(sites_root, users, "page.html", b"<p>a</p>")
+    roots, account = LocatedRoots(dav_app(sites_root, users), Clock()), DavAccount(A)
+    roots.open_located(account, f"{HTML}/page.html", read_small=True)
+    answer = roots.open_now(account, f"{HTML}/page.html")
+    try:
+        headers = dict(answer.headers)
+    finally:
+        answer.fileobj.close()
+    assert headers["Last-Modified"] == wsgidav_util.get_rfc1123_time(os.stat(path).st_mtime)
+    assert "Date" not in headers and headers["Content-Type"] == "text/html"
+    for name in ("a.html", "b.TXT", "x.tar.gz", "data:text,x.png", "noext", "a.mp4", ".hidden"):
+        assert mime_type(name) == wsgidav_util.guess_mime_type(f"{HTML}/{name}", {}), name

@@ -28,6 +28,7 @@ def test_repeated_gets_answer_alike_and_refusals_stay(server_factory, sendfile):
     for got in answers:
         assert (got.status_code, got.content) == (200, data)
         assert got.headers["Content-Type"] == "text/html"
+        assert got.headers["Date"].count("GMT") == 1  # one Date (Twisted's), not a second one
         for name in ("Content-Length", "ETag", "Last-Modified"):
             assert got.headers[name] == answers[0].headers[name], name
     os.symlink(os.path.join(html, "page.html"), os.path.join(html, "link.html"))
