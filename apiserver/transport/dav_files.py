@@ -12,7 +12,9 @@ nothing while it cannot, the connection closed after :data:`STALLED_CLIENT_TIMEO
 of a client reading nothing.  On plain TCP (no TLS) the file, whatever its size, is sent by
 :class:`SocketStream` instead: straight from the reactor into the socket each time it can take
 more (copied by the kernel from a mapping of the file, or with ``sendfile``: see
-:mod:`apiserver.transport.file_senders`), no thread and no buffer in between.
+:mod:`apiserver.transport.file_senders`), no thread and no buffer in between; its status line
+and headers go into the socket the same way (:meth:`SocketStream.start`), not through Twisted's
+write buffer.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ MAPPED_FROM = 1024 * 1024
 #: the acknowledgements' path, on the client's own core when it is on this machine; this keeps
 #: that work with the server (measured: 0.65x -> 0.76x of Apache for a 10 MB GET).
 NOT_SENT_LOW = 1024 * 1024
+
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 _CONDITIONS = (b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
                b"if-range", b"if", b"content-length", b"transfer-encoding")
@@ -204,13 +208,32 @@ class SocketStream(FileStream):
         self._turn = None  # the next turn's call while the socket still takes data
 
     def start(self) -> None:
-        # As Apache does: no segment waits for an earlier one's acknowledgement (Nagle), so
-        # the headers and the end of the file leave at once.
-        self.transport.setTcpNoDelay(True)
+        channel = self.request.channel
+        if not getattr(channel, "tcp_no_delay", False):  # once per connection: it stays set
+            # As Apache does: no segment waits for an earlier one's acknowledgement (Nagle), so
+            # the headers and the end of the file leave at once.
+            self.transport.setTcpNoDelay(True)
+            channel.tcp_no_delay = True
         if self.size > NOT_SENT_LOW:  # a smaller answer leaves in one turn anyway
             _set_not_sent_low(self.transport, NOT_SENT_LOW)
-        self.request.write(b"")  # the status line and headers, into the transport's buffer
+        take_headers = getattr(channel, "take_headers", None)
+        if take_headers is not None and self.size > 0 and not self.buffer.holds_bytes():
+            self._send_headers(take_headers(self.request))
+        else:
+            self.request.write(b"")  # the status line and headers, into the transport's buffer
         super().start()
+
+    def _send_headers(self, headers: bytes) -> None:
+        """The status line and headers straight into the socket, held back (``MSG_MORE``) to leave
+        in the file's first segment; what the socket does not take goes into the transport's
+        buffer, sent first by :meth:`_next` as before.  Twisted's buffer is not used when it need
+        not be: no registering for writability and unregistering again on every answer."""
+        try:
+            sent = self.transport.socket.send(headers, _MSG_MORE)
+        except OSError:  # full, or broken: the transport's own write finds out and tells the request
+            sent = 0
+        if sent < len(headers):
+            self.transport.write(headers[sent:])
 
     def _next(self) -> None:
         if self._paused or self._done:

@@ -402,3 +402,92 @@ class FakeStart:
 
     def start(self):
         return None
+
+
+class TakingChannel(FakeChannel):
+    """A channel that hands its headers over (ApiChannel.take_headers) and counts how often."""
+
+    HEADERS = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n"
+
+    def __init__(self, request):
+        super().__init__(request)
+        self.taken = 0
+
+    def take_headers(self, request):
+        self.taken += 1
+        request.write(b"")
+        return self.HEADERS
+
+
+class NoDelayCounted(BufferingTransport):
+    """BufferingTransport counting its setTcpNoDelay calls."""
+
+    no_delay_set = 0
+
+    def setTcpNoDelay(self, enabled):
+        self.no_delay_set += 1
+        super().setTcpNoDelay(enabled)
+
+
+@SENDERS
+def test_taken_headers_go_straight_into_the_socket_and_no_delay_is_set_once(tmp_path, sender):
+    """Headers taken from the channel go into the socket unbuffered, then the file; TCP_NODELAY once per connection."""
+    data = os.urandom(64 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    server, client = tcp_pair(send_buffer=1024 * 1024)
+    request = socket_request()
+    request.channel = channel = TakingChannel(request)
+    transport = NoDelayCounted(server, channel)
+    transport.streamingProducer = True
+    transport._tempDataBuffer = []
+    try:
+        for _ in range(2):  # two answers on one connection
+            request.finished = False
+            fileobj = open(tmp_path / "f", "rb")
+            SocketStream(request, transport, fileobj, len(data), task.Clock(), sender(fileobj)).start()
+            assert request.finished and fileobj.closed and not transport.writing
+            received = b""
+            for _ in range(1000):
+                received += read_available(client)
+                if len(received) >= len(TakingChannel.HEADERS) + len(data):
+                    break
+            assert received == TakingChannel.HEADERS + data
+        assert channel.taken == 2 and transport.no_delay_set == 1
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+    finally:
+        server.close(), client.close()
+
+
+def test_headers_the_socket_does_not_take_are_buffered_and_leave_first(tmp_path):
+    """A full socket takes none of the taken headers: they wait in Twisted's buffer and arrive before the file."""
+    data = os.urandom(256 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    server, client = tcp_pair()
+    request = socket_request()
+    request.channel = channel = TakingChannel(request)
+    transport = BufferingTransport(server, channel)
+    transport.streamingProducer = transport.connected = True
+    transport._tempDataBuffer = []
+    filler = b""
+    try:
+        while True:  # the client reads nothing yet: fill the socket
+            try:
+                filler += b"f" * server.send(b"f" * 65536)
+            except BlockingIOError:
+                break
+        fileobj = open(tmp_path / "f", "rb")
+        stream = SocketStream(request, transport, fileobj, len(data), task.Clock(), SendfileSender(fileobj))
+        stream.start()
+        assert stream.sent == 0 and transport._tempDataLen + len(transport.dataBuffer) > 0
+        received = []
+        for _ in range(100000):
+            received.append(read_available(client))
+            if request.finished:
+                break
+            transport.doWrite()
+            transport.writable()
+        received.append(read_available(client))
+        assert b"".join(received) == filler + TakingChannel.HEADERS + data and fileobj.closed
+    finally:
+        server.close(), client.close()

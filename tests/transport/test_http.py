@@ -231,3 +231,67 @@ def test_overlong_header_line_gets_431_not_a_silent_close(server):
     """A header line past Twisted's line limit is answered 431 naming the limit."""
     answer = raw_exchange(server, b"GET /apnscp.wsdl HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ") and b"longer than 16384 bytes" in answer
+
+
+class ChannelsOnly:
+    """The part of ApiSite an ApiChannel uses when it connects and closes."""
+
+    def __init__(self):
+        self.channels = set()
+
+    def channel_closed(self, channel):
+        self.channels.discard(channel)
+
+
+def bare_channel():
+    """An ApiChannel of no listener, no idle timer (nothing on the global reactor)."""
+    from apiserver.transport.http import ApiChannel
+
+    channel = ApiChannel()
+    channel.site, channel.timeOut = ChannelsOnly(), None
+    return channel
+
+
+def test_taken_headers_are_twisteds_and_never_reach_the_transport():
+    """ApiChannel.take_headers returns exactly what Twisted writes (header values sanitised), writing nothing."""
+    from twisted.internet.testing import StringTransport
+    from twisted.web import http as twisted_http
+
+    def answered(take: bool):
+        channel, transport = bare_channel(), StringTransport()
+        channel.makeConnection(transport)
+        request = twisted_http.Request(channel)
+        request.clientproto, request.method = b"HTTP/1.1", b"GET"
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Length", b"5")
+        request.setHeader(b"ETag", b'"1-2-5"\r\nInjected: yes')  # Twisted turns CR/LF into spaces
+        request.responseHeaders.addRawHeader(b"X-Twice", b"a")
+        request.responseHeaders.addRawHeader(b"X-Twice", b"b")
+        taken = channel.take_headers(request) if take else request.write(b"")
+        written = transport.value()
+        channel.connectionLost(None)
+        return taken, written, request.startedWriting
+
+    taken, written, started = answered(take=True)
+    twisted_taken, twisted_written, _ = answered(take=False)
+    assert written == b"" and started and twisted_taken is None
+    assert taken == twisted_written and b"\r\nInjected" not in taken and taken.endswith(b"\r\n\r\n")
+
+
+def test_the_local_address_is_asked_once_per_connection():
+    """ApiChannel.getHost asks its transport once; every later request gets the same address."""
+    from twisted.internet.testing import StringTransport
+
+    class CountingTransport(StringTransport):
+        asked = 0
+
+        def getHost(self):
+            self.asked += 1
+            return super().getHost()
+
+    channel, transport = bare_channel(), CountingTransport()
+    channel.makeConnection(transport)
+    try:
+        assert channel.getHost() is channel.getHost() and transport.asked == 1
+    finally:
+        channel.connectionLost(None)
