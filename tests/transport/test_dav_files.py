@@ -3,7 +3,9 @@ the client takes data, closes a stalled connection after its timeout and its fil
 
 from __future__ import annotations
 
+import errno
 import io
+import mmap
 import os
 import socket
 
@@ -402,3 +404,22 @@ class FakeStart:
 
     def start(self):
         return None
+
+
+def test_a_file_that_cannot_be_mapped_is_sent_with_sendfile(tmp_path, monkeypatch):
+    """A file system without mmap (ENODEV): the whole file still arrives, sent with sendfile."""
+    def no_mmap(*args, **kwargs):
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", no_mmap)
+    data = os.urandom(300 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    server, client = tcp_pair(send_buffer=1024 * 1024)
+    fileobj = open(tmp_path / "f", "rb")
+    sender = MappedSender(fileobj)
+    try:
+        count, state, _ = sender.send(server.fileno(), 0, len(data), len(data))
+        assert (count, state) == (len(data), "more")
+        assert read_available(client) == data
+    finally:
+        sender.close(), server.close(), client.close(), fileobj.close()
