@@ -18,6 +18,7 @@ import pytest
 from apiserver.transport.dav_files import STREAM_BLOCK, FileStream, SocketStream, plain_get_path, plain_tcp_transport
 from apiserver.dav.wsgi import FileAnswer
 from apiserver.transport.file_senders import MappedSender, SendfileSender
+from tests.transport.socket_pairs import tcp_pair
 
 
 class FakeRequest:
@@ -159,17 +160,6 @@ class FakeChannel:
 
     def resetTimeout(self):
         self.timeouts_reset += 1
-
-
-def tcp_pair(send_buffer=64 * 1024):
-    """A connected loopback TCP pair: the server's end non-blocking with a small send buffer."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, send_buffer)
-    server.setblocking(False)
-    return server, client
 
 
 def socket_request():
