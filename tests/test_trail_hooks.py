@@ -9,7 +9,7 @@ import pytest
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import AuthenticationFailed, Throttled
 from apiserver.hookspecs import hookimpl
-from tests.accounts.support import Harness, wait
+from tests.accounts.support import harness_with_plugin, wait
 
 
 class TrailHooks:
@@ -44,11 +44,8 @@ class TrailHooks:
 
 @pytest.fixture
 def hooked(tmp_path):
-    plugin = TrailHooks()
-    h = Harness(tmp_path / "state", {"anvil": {"limit": "1", "min_attempts": "5", "ttl": "30", "whitelist": ""}},
-                plugins=[plugin])
-    yield h, plugin
-    h.close()
+    yield from harness_with_plugin(tmp_path, TrailHooks(),
+                                   {"anvil": {"limit": "1", "min_attempts": "5", "ttl": "30", "whitelist": ""}})
 
 
 def test_trail_hooks_fire_on_the_reactor_thread(hooked):

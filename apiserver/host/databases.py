@@ -31,7 +31,7 @@ import contextlib
 import secrets
 import string
 import urllib.parse
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from apiserver.errors import Exists, InvalidArgument, ServerError
 
@@ -81,6 +81,21 @@ def _lock_refused(kind: str, site_id: int, timeout: float) -> ServerError:
                        f"{site_lock_name(site_id)!r} was not free within {timeout:g} s); try again")
 
 
+@contextlib.contextmanager
+def _cursor_on(connect: Callable[[], Any], client_error: type[Exception], server: str) -> Iterator:
+    """A cursor on the connection ``connect()`` opens, the connection closed after; the client
+    library's ``client_error`` while connecting is a ServerError: cannot reach the ``server``."""
+    try:
+        conn = connect()
+    except client_error as exc:
+        raise ServerError(f"cannot reach the {server}: {exc}") from None
+    try:
+        with conn.cursor() as cursor:
+            yield cursor
+    finally:
+        conn.close()
+
+
 class MariaDbAdmin:
     """Users of the MariaDB server at ``url`` (``mysql://root@127.0.0.1:3306``)."""
 
@@ -90,21 +105,14 @@ class MariaDbAdmin:
         self.url = url
         self._target = parse_admin_url(url, "mysql")
 
-    @contextlib.contextmanager
-    def _cursor(self) -> Iterator:
+    def _cursor(self) -> contextlib.AbstractContextManager:
         import pymysql  # the client library is needed only when a site has MariaDB
 
         t = self._target
-        try:
-            conn = pymysql.connect(host=t["host"], port=t["port"] or 3306, user=t["user"] or "root",
-                                   password=t["password"], autocommit=True, connect_timeout=10, charset="utf8mb4")
-        except pymysql.MySQLError as exc:
-            raise ServerError(f"cannot reach the MariaDB server of [databases] mysql_admin_url: {exc}") from None
-        try:
-            with conn.cursor() as cursor:
-                yield cursor
-        finally:
-            conn.close()
+        return _cursor_on(lambda: pymysql.connect(host=t["host"], port=t["port"] or 3306, user=t["user"] or "root",
+                                                  password=t["password"], autocommit=True, connect_timeout=10,
+                                                  charset="utf8mb4"),
+                          pymysql.MySQLError, "MariaDB server of [databases] mysql_admin_url")
 
     @contextlib.contextmanager
     def site_lock(self, site_id: int, timeout: float = SITE_LOCK_TIMEOUT) -> Iterator[None]:
@@ -268,22 +276,15 @@ class PostgresAdmin:
         self.url = url
         self._target = parse_admin_url(url, "postgresql")
 
-    @contextlib.contextmanager
-    def _cursor(self, database: Optional[str] = None) -> Iterator:
+    def _cursor(self, database: Optional[str] = None) -> contextlib.AbstractContextManager:
         import psycopg  # the client library is needed only when a site has PostgreSQL
 
         t = self._target
-        try:
-            conn = psycopg.connect(host=t["host"], port=t["port"] or 5432, user=t["user"] or "postgres",
-                                   password=t["password"] or None, dbname=database or t["database"] or "postgres",
-                                   autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise ServerError(f"cannot reach the PostgreSQL server of [databases] pgsql_admin_url: {exc}") from None
-        try:
-            with conn.cursor() as cursor:
-                yield cursor
-        finally:
-            conn.close()
+        return _cursor_on(lambda: psycopg.connect(host=t["host"], port=t["port"] or 5432, user=t["user"] or "postgres",
+                                                  password=t["password"] or None,
+                                                  dbname=database or t["database"] or "postgres",
+                                                  autocommit=True, connect_timeout=10),
+                          psycopg.Error, "PostgreSQL server of [databases] pgsql_admin_url")
 
     @contextlib.contextmanager
     def site_lock(self, site_id: int, timeout: float = SITE_LOCK_TIMEOUT) -> Iterator[None]:

@@ -102,21 +102,21 @@ def set_password_hashes(hashes: dict) -> None:
 def delete_user(name: str) -> bool:
     """Blocking.  Remove the user ``name`` (its files are removed by the caller); False when it did
     not exist."""
-    done = _run(["userdel", "--", name])
-    if done.returncode == _NO_SUCH_ACCOUNT:
-        return False
-    if done.returncode:
-        raise _fail(f"userdel {name}", done)
-    return True
+    return _delete("userdel", name)
 
 
 def delete_group(name: str) -> bool:
     """Blocking.  Remove the group ``name``; False when it did not exist."""
-    done = _run(["groupdel", "--", name])
+    return _delete("groupdel", name)
+
+
+def _delete(command: str, name: str) -> bool:
+    """Blocking.  ``command -- name`` (userdel, groupdel); False when there was no such account."""
+    done = _run([command, "--", name])
     if done.returncode == _NO_SUCH_ACCOUNT:
         return False
     if done.returncode:
-        raise _fail(f"groupdel {name}", done)
+        raise _fail(f"{command} {name}", done)
     return True
 
 

@@ -74,7 +74,18 @@ def targets(names, search_path, trees, template_root: str) -> list:
 def apply(paths, web_uid: int) -> list:
     """Blocking.  Deny ``web_uid`` each of ``paths`` (links followed, each file once); returns the
     LockdownEntry of each path."""
-    done = {}
+    return _entries(paths, web_uid, deny=True)
+
+
+def status(paths, web_uid: int) -> list:
+    """Blocking.  The LockdownEntry of each of ``paths``: whether the web user can neither run nor read it."""
+    return _entries(paths, web_uid, deny=False)
+
+
+def _entries(paths, web_uid: int, deny: bool) -> list:
+    """Blocking.  The LockdownEntry of each of ``paths`` that leads to a file or folder, each file
+    first denied to ``web_uid`` (once) when ``deny``."""
+    denied_files = set()
     out = []
     for path in paths:
         fd, st = _open(path)
@@ -82,23 +93,9 @@ def apply(paths, web_uid: int) -> list:
             continue
         try:
             key = (st.st_dev, st.st_ino)
-            if key not in done:
+            if deny and key not in denied_files:
                 acl.deny(acl.handle(fd), st, web_uid)
-                done[key] = True
-            out.append(LockdownEntry(path=path, denied=_denied(fd, st, web_uid)))
-        finally:
-            os.close(fd)
-    return out
-
-
-def status(paths, web_uid: int) -> list:
-    """Blocking.  The LockdownEntry of each of ``paths``: whether the web user can neither run nor read it."""
-    out = []
-    for path in paths:
-        fd, st = _open(path)
-        if fd is None:
-            continue
-        try:
+                denied_files.add(key)
             out.append(LockdownEntry(path=path, denied=_denied(fd, st, web_uid)))
         finally:
             os.close(fd)

@@ -56,18 +56,26 @@ class SendfileSender:
         """Nothing is held beyond the file, which its stream closes."""
 
 
+class _Unmappable(Exception):
+    """The file system cannot map this file."""
+
+
 class MappedSender:
     """The file ``fileobj`` written into the socket from read-only mapped windows of it."""
 
     def __init__(self, fileobj, window: int = MAP_WINDOW):
         self.file_fd = fileobj.fileno()
+        self._unmappable = None  # the SendfileSender used once the file cannot be mapped
         self.window = max(mmap.ALLOCATIONGRANULARITY, window - window % mmap.ALLOCATIONGRANULARITY)
         self._map = self._view = None
         self._start = self._end = 0
 
     def send(self, socket_fd: int, offset: int, size: int, budget: int) -> tuple:
         """As :meth:`SendfileSender.send`; a file shorter than ``size`` (now, or truncated while
-        mapped) ends in SHRANK once what it holds is sent."""
+        mapped) ends in SHRANK once what it holds is sent.  A file that cannot be mapped (a file
+        system without ``mmap``) is sent with ``sendfile`` instead."""
+        if self._unmappable is not None:
+            return self._unmappable.send(socket_fd, offset, size, budget)
         sent = 0
         try:
             while budget > sent and offset + sent < size:
@@ -80,6 +88,9 @@ class MappedSender:
                 sent += count
                 if count < stop - position:
                     return sent, FULL, ""
+        except _Unmappable:
+            count, state, error = self._unmappable.send(socket_fd, offset + sent, size, budget - sent)
+            return sent + count, state, error
         except BlockingIOError:
             return sent, FULL, ""
         except ValueError:  # the file was cut between its size and its mapping
@@ -99,11 +110,21 @@ class MappedSender:
             length = min(self.window, size - start, os.fstat(self.file_fd).st_size - start)
             if start + length <= position:
                 return None
-            self._map = mmap.mmap(self.file_fd, length, access=mmap.ACCESS_READ, offset=start)
+            try:
+                self._map = mmap.mmap(self.file_fd, length, access=mmap.ACCESS_READ, offset=start)
+            except OSError as exc:
+                if exc.errno not in (errno.ENODEV, errno.EACCES, errno.EINVAL):
+                    raise
+                self._unmappable = SendfileSender(self)
+                raise _Unmappable() from exc
             self._map.madvise(mmap.MADV_WILLNEED)
             self._view = memoryview(self._map)
             self._start, self._end = start, start + length
         return self._view
+
+    def fileno(self) -> int:
+        """The file's descriptor (what :class:`SendfileSender` is given when mapping fails)."""
+        return self.file_fd
 
     def close(self) -> None:
         """Unmap the window (the views written from are gone by now)."""

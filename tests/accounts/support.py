@@ -116,3 +116,11 @@ def harness(tmp_path):
     h = Harness(tmp_path / "state")
     yield h
     h.close()
+
+
+def harness_with_plugin(tmp_path, plugin, sections: Optional[dict] = None):
+    """A fixture's body: ``(harness, plugin)``, a Harness on ``tmp_path/state`` with ``plugin``
+    registered (a test plugin recording hooks), closed after the test."""
+    h = Harness(tmp_path / "state", sections, plugins=[plugin])
+    yield h, plugin
+    h.close()

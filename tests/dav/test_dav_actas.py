@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 
 import pytest
 
@@ -31,7 +30,7 @@ from apiserver.dav.wsgi import DavAccount, DavApplication
 from apiserver.sites.actas import SiteFiles, ThreadIdentity
 from apiserver.sites.home import SiteHomes
 from apiserver.storage import Storage
-from tests.dav_support import real_folder_back_with_a_decoy
+from tests.dav_support import RACE_SWAPPER, real_folder_back_with_a_decoy
 from tests.dav_support import wsgi_call as call
 from tests.host_accounts import host_accounts, requires_root
 
@@ -258,25 +257,6 @@ def test_a_delete_that_left_its_file_is_still_a_failed_delete(sites_root, users,
     assert status == 500 and open(target, "rb").read() == b"kept"
 
 
-SWAPPER = textwrap.dedent("""
-    import ctypes, os, sys
-    libc = ctypes.CDLL(None, use_errno=True)
-    RENAME_EXCHANGE = 2
-    up, alt, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-    n = 0
-    while not os.path.exists(stop):
-        libc.renameat2(-100, up.encode(), -100, alt.encode(), RENAME_EXCHANGE)
-        n += 1
-        if n % 64 == 0 and not os.path.exists(os.path.join(up if not os.path.islink(up) else alt, "wp-config.php")):
-            d = up if not os.path.islink(up) else alt
-            try:
-                with open(os.path.join(d, "wp-config.php"), "x") as fh:
-                    fh.write("decoy")
-            except OSError:
-                pass
-""")
-
-
 def test_move_and_delete_race_replay_never_wins(sites_root, users):
     """Issue 19's attack, replayed: A's folder swapped for a link to B's document root (another process,
     RENAME_EXCHANGE) while A sends 1,500 MOVEs and 1,500 DELETEs; B's file is never taken nor deleted."""
@@ -291,7 +271,7 @@ def test_move_and_delete_race_replay_never_wins(sites_root, users):
     for path in (up,):
         os.chown(path, admin.uid, admin.gid)
     stop = os.path.join(sites_root, "stop")
-    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, up, alt, stop])
+    swapper = subprocess.Popen([sys.executable, "-c", RACE_SWAPPER, up, alt, stop, "64"])
     victim = os.path.join(sites_root, B, "var/www/html/wp-config.php")
     statuses, failures = {}, []
     try:

@@ -12,6 +12,7 @@ from wsgidav.dav_error import DAVError
 
 from apiserver.dav import descriptors
 from apiserver.dav.provider import HomeProvider
+from tests.dav_support import environ_for, home_provider
 
 
 @pytest.fixture
@@ -27,13 +28,7 @@ def home(tmp_path):
 
 @pytest.fixture
 def provider(home):
-    provider = HomeProvider(str(home))
-    provider.set_share_path("/")
-    return provider
-
-
-def env(provider, method):
-    return {"wsgidav.provider": provider, "wsgidav.config": {}, "REQUEST_METHOD": method}
+    return home_provider(home)
 
 
 def swap_folder_after_check(monkeypatch, home, outside, folder="a"):
@@ -54,7 +49,7 @@ def swap_folder_after_check(monkeypatch, home, outside, folder="a"):
 def test_delete_through_a_folder_swapped_for_a_link_changes_nothing_outside(provider, home, tmp_path):
     """DELETE of a/victim.txt after a/ became a link to an outside folder: 403, the outside file stays."""
     (home / "a/victim.txt").write_text("inside copy")
-    res = provider.get_resource_inst("/a/victim.txt", env(provider, "DELETE"))
+    res = provider.get_resource_inst("/a/victim.txt", environ_for(provider, "DELETE"))
     os.rename(home / "a", home / "a-moved")  # the race: after WsgiDAV resolved the path
     os.symlink(tmp_path / "outside", home / "a")
     with pytest.raises(DAVError) as refused:
@@ -65,7 +60,7 @@ def test_delete_through_a_folder_swapped_for_a_link_changes_nothing_outside(prov
 
 def test_move_into_a_folder_swapped_for_a_link_is_refused(provider, home, tmp_path, monkeypatch):
     """MOVE to b/x.txt after b/ became a link out: 403, nothing appears outside, the source stays."""
-    res = provider.get_resource_inst("/a/file.txt", env(provider, "MOVE"))
+    res = provider.get_resource_inst("/a/file.txt", environ_for(provider, "MOVE"))
     swap_folder_after_check(monkeypatch, home, tmp_path / "outside", folder="b")
     with pytest.raises(DAVError) as refused:
         res.move_recursive("/b/x.txt")
@@ -76,7 +71,7 @@ def test_move_into_a_folder_swapped_for_a_link_is_refused(provider, home, tmp_pa
 
 def test_move_never_replaces_what_appeared_meanwhile(provider, home):
     """The rename is RENAME_NOREPLACE: a target made after WsgiDAV's check gets 412, not replaced."""
-    res = provider.get_resource_inst("/a/file.txt", env(provider, "MOVE"))
+    res = provider.get_resource_inst("/a/file.txt", environ_for(provider, "MOVE"))
     (home / "b/x.txt").write_text("appeared")
     with pytest.raises(DAVError) as refused:
         res.move_recursive("/b/x.txt")
@@ -89,20 +84,20 @@ def test_move_never_replaces_what_appeared_meanwhile(provider, home):
 def test_folder_delete_never_follows_links_inside(provider, home, tmp_path):
     """DELETE of a folder holding a link to an outside folder removes the link, not what it points to."""
     os.symlink(tmp_path / "outside", home / "a/out")
-    provider.get_resource_inst("/a", env(provider, "DELETE")).delete()
+    provider.get_resource_inst("/a", environ_for(provider, "DELETE")).delete()
     assert not (home / "a").exists() and (tmp_path / "outside/victim.txt").read_text() == "victim"
     with pytest.raises(DAVError) as refused:
-        provider.get_resource_inst("/", env(provider, "DELETE")).delete()
+        provider.get_resource_inst("/", environ_for(provider, "DELETE")).delete()
     assert refused.value.value == 403 and home.is_dir()
 
 
 def test_mkcol_and_folder_copy_in_checked_folders(provider, home, tmp_path, monkeypatch):
     """MKCOL and a folder COPY make their folder in the checked parent; through a swapped link, 403."""
-    provider.get_resource_inst("/", env(provider, "MKCOL")).create_collection("new")
+    provider.get_resource_inst("/", environ_for(provider, "MKCOL")).create_collection("new")
     assert (home / "new").is_dir()
-    provider.get_resource_inst("/a", env(provider, "COPY")).copy_move_single("/b/a-copy", is_move=False)
+    provider.get_resource_inst("/a", environ_for(provider, "COPY")).copy_move_single("/b/a-copy", is_move=False)
     assert (home / "b/a-copy").is_dir()
-    folder = provider.get_resource_inst("/b", env(provider, "MKCOL"))
+    folder = provider.get_resource_inst("/b", environ_for(provider, "MKCOL"))
     swap_folder_after_check(monkeypatch, home, tmp_path / "outside", folder="b")
     with pytest.raises(DAVError) as refused:
         folder.create_collection("evil")
@@ -111,7 +106,7 @@ def test_mkcol_and_folder_copy_in_checked_folders(provider, home, tmp_path, monk
 
 def test_get_never_waits_on_a_fifo(provider, home):
     """A file swapped for a FIFO after the check: GET is refused at once (O_NONBLOCK), no thread hangs."""
-    res = provider.get_resource_inst("/a/file.txt", env(provider, "GET"))
+    res = provider.get_resource_inst("/a/file.txt", environ_for(provider, "GET"))
     os.unlink(home / "a/file.txt")
     os.mkfifo(home / "a/file.txt")
     outcome = []
@@ -124,7 +119,7 @@ def test_get_never_waits_on_a_fifo(provider, home):
 def test_a_file_with_other_hard_links_is_not_served(provider, home, tmp_path):
     """A hard link to an outside file planted in the home: GET 403, its content never read."""
     os.link(tmp_path / "outside/victim.txt", home / "a/planted.txt")
-    res = provider.get_resource_inst("/a/planted.txt", env(provider, "GET"))
+    res = provider.get_resource_inst("/a/planted.txt", environ_for(provider, "GET"))
     assert _refusal(res.get_content) == 403
 
 

@@ -15,12 +15,11 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import textwrap
 
 import pytest
 
 from tests.conftest import start_server
-from tests.dav_support import real_folder_back_with_a_decoy
+from tests.dav_support import RACE_SWAPPER, real_folder_back_with_a_decoy
 from tests.e2e.clients.dav_clients import Dav, add_site, xmlrpc_call
 from tests.host.support import remove_accounts_with, requires_root
 
@@ -86,24 +85,6 @@ def test_what_dav_makes_belongs_to_the_account_that_made_it(server):
     assert a_bob.pw_uid != a_admin.pw_uid and a_bob.pw_gid == a_admin.pw_gid
 
 
-SWAPPER = textwrap.dedent("""
-    import ctypes, os, sys
-    libc = ctypes.CDLL(None, use_errno=True)
-    up, alt, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-    n = 0
-    while not os.path.exists(stop):
-        libc.renameat2(-100, up.encode(), -100, alt.encode(), 2)  # RENAME_EXCHANGE
-        n += 1
-        if n % 32 == 0:
-            real = alt if os.path.islink(up) else up
-            try:
-                with open(os.path.join(real, "wp-config.php"), "x") as fh:
-                    fh.write("decoy")
-            except OSError:
-                pass
-""")
-
-
 def test_the_move_and_delete_race_replayed_over_http_never_reaches_another_site(server, tmp_path):
     """Issue 19's attack against real accounts: A's folder swapped (by A's own system user) for a link to
     B's document root during 500 MOVEs and 500 DELETEs; B's wp-config.php is never taken nor deleted."""
@@ -125,8 +106,8 @@ def test_the_move_and_delete_race_replayed_over_http_never_reaches_another_site(
                             "open(os.path.join(sys.argv[3], 'wp-config.php'), 'w').write('decoy')",
                             docroot(server, B), alt, up], capture_output=True, text=True)
     assert setup.returncode == 0, setup.stderr
-    swapper = subprocess.Popen(["runuser", "-u", a_admin.pw_name, "--", "/usr/bin/python3", "-c", SWAPPER,
-                                up, alt, stop])
+    swapper = subprocess.Popen(["runuser", "-u", a_admin.pw_name, "--", "/usr/bin/python3", "-c", RACE_SWAPPER,
+                                up, alt, stop, "32"])
     statuses: dict = {}
     try:
         for attempt in range(TRIES):

@@ -10,26 +10,21 @@ so learn and write windows close by themselves without waiting."""
 from __future__ import annotations
 
 import glob
-import http.client
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 
 import pytest
 
 from apiserver.errors import InvalidArgument
 from tests.accounts.support import Harness, wait
-from tests.conftest import stop_process
-from tests.sites.support import WEB_USER, remove_tree
+from tests.sites.apache_support import MODULES, ApacheServer, load_modules
+from tests.sites.support import WEB_USER, lockdown_machine, remove_tree
 
 WORDPRESS_PACKAGE = "/usr/share/wordpress"
-APACHE = "/usr/sbin/apache2"
-MODULES = "/usr/lib/apache2/modules"
 PHP_MODULE = (sorted(glob.glob(os.path.join(MODULES, "libphp*.so"))) or [os.path.join(MODULES, "libphp.so")])[-1]
 SITE_USER = "nobody"
 
@@ -100,31 +95,11 @@ ALL = dict.fromkeys(OPS, True)
 NONE = dict.fromkeys(OPS, False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Apache:
+class Apache(ApacheServer):
     """One Apache (prefork, mod_php) in the foreground as a child of the test, serving ``document_root``."""
 
     def __init__(self, directory: str, document_root: str):
-        self.port = _free_port()
-        self.error_log = os.path.join(directory, "error.log")
-        loads = "\n".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so"
-                          for m in ("mpm_prefork", "authz_core", "mime", "dir"))
-        config = f"""ServerRoot {directory}
-Listen 127.0.0.1:{self.port}
-ServerName 127.0.0.1
-PidFile {directory}/httpd.pid
-ErrorLog {self.error_log}
-LogLevel warn
-DefaultRuntimeDir {directory}
-Mutex file:{directory} default
-User {WEB_USER}
-Group {WEB_USER}
-{loads}
+        super().__init__(directory, f"""{load_modules(("mpm_prefork", "authz_core", "mime", "dir"))}
 LoadModule php_module {PHP_MODULE}
 StartServers 1
 MinSpareServers 1
@@ -145,45 +120,12 @@ DocumentRoot {document_root}
   SetHandler application/x-httpd-php
 </FilesMatch>
 php_admin_flag display_errors off
-"""
-        self.config_path = os.path.join(directory, "httpd.conf")
-        with open(self.config_path, "w") as fh:
-            fh.write(config)
-        check = subprocess.run([APACHE, "-t", "-f", self.config_path], capture_output=True, text=True, timeout=60)
-        assert check.returncode == 0, check.stderr
-        # Its own session: teardown ends exactly this Apache's process group.
-        self.process = subprocess.Popen([APACHE, "-f", self.config_path, "-DFOREGROUND"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"apache2 exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)  # readiness polling of a child process
-        self.stop()
-        raise RuntimeError(f"apache2 did not listen within 20s:\n{self.log()}")
+""", WEB_USER)
 
     def get(self, path: str) -> tuple:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read().decode("utf-8", "replace")
-        finally:
-            conn.close()
-
-    def log(self) -> str:
-        try:
-            with open(self.error_log, encoding="utf-8", errors="replace") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return ""
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=10, group=True)
+        """(status, body as text) of a GET of ``path``."""
+        status, body = super().get(path, timeout=30)
+        return status, body.decode("utf-8", "replace")
 
 
 @pytest.fixture(scope="module")
@@ -368,15 +310,7 @@ def test_a_manifest_for_an_unknown_application_under_apache(world):
 @pytest.fixture
 def binaries():
     """Copies of whoami and cat in a folder PHP may reach, with a template root hard-linking cat."""
-    top = tempfile.mkdtemp(prefix="apiserver-lockdown-", dir="/tmp")
-    os.chmod(top, 0o755)
-    bin_dir = os.path.join(top, "bin")
-    os.mkdir(bin_dir)
-    for name in ("whoami", "cat", "perl"):
-        shutil.copy2(shutil.which(name), os.path.join(bin_dir, name))
-    shadow = os.path.join(top, "template", bin_dir.lstrip("/"))
-    os.makedirs(shadow)
-    os.link(os.path.join(bin_dir, "cat"), os.path.join(shadow, "cat"))
+    top = lockdown_machine()
     yield top
     remove_tree(top)
 

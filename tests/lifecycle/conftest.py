@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from apiserver.hookspecs import hookimpl
-from tests.accounts.support import Harness, harness  # noqa: F401 - the fixture
+from tests.accounts.support import harness  # noqa: F401 - the fixture
+from tests.accounts.support import harness_with_plugin
 
 
 class SiteEvents:
@@ -31,7 +32,4 @@ class SiteEvents:
 @pytest.fixture
 def recorded(tmp_path):
     """(harness, site events)."""
-    events = SiteEvents()
-    h = Harness(tmp_path / "state", plugins=[events])
-    yield h, events
-    h.close()
+    yield from harness_with_plugin(tmp_path, SiteEvents())

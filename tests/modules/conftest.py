@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from apiserver.hookspecs import hookimpl
-from tests.accounts.support import Harness, harness  # noqa: F401 - the fixture
+from tests.accounts.support import harness  # noqa: F401 - the fixture
+from tests.accounts.support import harness_with_plugin
 
 
 class EventLog:
@@ -46,7 +47,4 @@ class EventLog:
 @pytest.fixture
 def recorded(tmp_path):
     """(harness, event log): an application with the recording plugin registered."""
-    log = EventLog()
-    h = Harness(tmp_path / "state", plugins=[log])
-    yield h, log
-    h.close()
+    yield from harness_with_plugin(tmp_path, EventLog())

@@ -180,6 +180,22 @@ def web_can_write_below(folder: str, rel: str, name: str = "") -> bool:
     if name:
         return as_web_in(folder, rel, f'echo x >> "{name}"').returncode == 0
     return as_web_in(folder, rel, "echo x > .probe-web && rm -f .probe-web").returncode == 0
+def lockdown_machine() -> str:
+    """Test set-up for the lockdown of binaries: a fresh 0755 folder in /tmp holding ``bin/`` with
+    copies of the host's cat, whoami and perl, and a template root ``template/`` whose copy of that
+    ``bin/`` hard-links cat.  The caller removes it (:func:`remove_tree`)."""
+    top = tempfile.mkdtemp(prefix="apiserver-lockdown-", dir="/tmp")
+    os.chmod(top, 0o755)
+    bin_dir = os.path.join(top, "bin")
+    os.mkdir(bin_dir)
+    for name in ("cat", "whoami", "perl"):
+        shutil.copy2(shutil.which(name), os.path.join(bin_dir, name))
+    shadow = os.path.join(top, "template", bin_dir.lstrip("/"))
+    os.makedirs(shadow)
+    os.link(os.path.join(bin_dir, "cat"), os.path.join(shadow, "cat"))
+    return top
+
+
 def remove_tree(path: str) -> None:
     """Remove the folder ``path`` however deep it goes, never through a link: by descriptors, one
     level at a time (shutil.rmtree recurses past Python's limit, rm -rf slows down with depth)."""

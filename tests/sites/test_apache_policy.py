@@ -6,26 +6,19 @@ the FileInfo and Options classes excepted: served, without effect), and the seed
 from __future__ import annotations
 
 import base64
-import ctypes
-import http.client
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
 from apiserver.sites import htaccess, htpasswd
 from apiserver.sites.acl import grant_search
 from apiserver.sites.home import SiteHomes, ensure_system_user
-from tests.conftest import stop_process
+from tests.sites.apache_support import APACHE, ApacheServer, load_modules
 
-APACHE = "/usr/sbin/apache2"
-MODULES = "/usr/lib/apache2/modules"
 LOADED = ["mpm_event", "authz_core", "mime", "include", "dir", "alias", "rewrite", "headers", "filter",
           "auth_basic", "authn_core", "authn_file", "authz_user"]
 SECRET = "DB_PASSWORD=other-owners-secret-7f3a"
@@ -96,12 +89,6 @@ CORPUS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _reachable_for(user: str, path: str) -> None:
     """Let ``user`` pass through every ancestor of ``path`` (pytest's tmp folders are 0700, and
     pytest's chmod at each session start empties the ACL mask, so ask as the user itself)."""
@@ -118,32 +105,12 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL (Linux prctl)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-class Apache:
+class Apache(ApacheServer):
     """One Apache in the foreground, a child of the test process, on a loopback port."""
 
     def __init__(self, directory: str, document_root: str, control_root: str, policy: str):
-        self.directory = directory
-        self.port = _free_port()
-        self.error_log = os.path.join(directory, "error.log")
-        loads = "\n".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so" for m in LOADED)
         policy_lines = "\n".join("  " + line for line in policy.splitlines())
-        config = f"""ServerRoot {directory}
-Listen 127.0.0.1:{self.port}
-ServerName 127.0.0.1
-PidFile {directory}/httpd.pid
-ErrorLog {self.error_log}
-LogLevel warn
-DefaultRuntimeDir {directory}
-Mutex file:{directory} default
-User www-data
-Group www-data
-{loads}
+        super().__init__(directory, f"""{load_modules(LOADED)}
 StartServers 1
 ServerLimit 1
 ThreadsPerChild 8
@@ -167,45 +134,7 @@ Alias /control/ {control_root}/
   Options FollowSymLinks Includes
   Require all granted
 </Directory>
-"""
-        self.config_path = os.path.join(directory, "httpd.conf")
-        _write(self.config_path, config)
-        check = subprocess.run([APACHE, "-t", "-f", self.config_path], capture_output=True, text=True, timeout=60)
-        assert check.returncode == 0, check.stderr
-        # Its own session: teardown ends exactly this Apache's process group, nothing else.
-        self.process = subprocess.Popen([APACHE, "-f", self.config_path, "-DFOREGROUND"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"apache2 exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)  # readiness polling of a child process
-        self.stop()
-        raise RuntimeError(f"apache2 did not listen within 20s:\n{self.log()}")
-
-    def get(self, path: str, headers=None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", path, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def log(self) -> str:
-        try:
-            with open(self.error_log, encoding="utf-8", errors="replace") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return ""
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=10, group=True)
+""", "www-data", die_with_parent=True)
 
 
 def _chown_tree(top: str, uid: int, gid: int) -> None:

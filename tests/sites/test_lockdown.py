@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
 from apiserver.errors import Denied, InvalidArgument
 from apiserver.sites.lockdown import targets
 from tests.accounts.support import Harness, wait
-from tests.sites.support import WEB_USER, remove_tree, requires_root
+from tests.sites.support import WEB_USER, lockdown_machine, remove_tree, requires_root
 
 pytestmark = requires_root()
 
@@ -25,22 +24,15 @@ SITE_USER = "nobody"  # stands for a site's own user: not the web server user, n
 def machine():
     """A fake machine in /tmp: bin/ with copies of cat, whoami and perl, a pyenv tree, and a template root
     holding the same paths (cat hard-linked to the host's, whoami a copy of its own)."""
-    top = tempfile.mkdtemp(prefix="apiserver-lockdown-", dir="/tmp")
-    os.chmod(top, 0o755)
+    top = lockdown_machine()
     bin_dir = os.path.join(top, "bin")
-    os.mkdir(bin_dir)
-    for name in ("cat", "whoami", "perl"):
-        shutil.copy2(shutil.which(name), os.path.join(bin_dir, name))
     os.symlink("cat", os.path.join(bin_dir, "kitty"))  # a link: its file gets the ACL
     pyenv = os.path.join(top, "pyenv", "bin")
     os.makedirs(pyenv)
     shutil.copy2(shutil.which("true"), os.path.join(pyenv, "python"))
     for folder in (top, os.path.join(top, "pyenv")):
         os.chmod(folder, 0o755)
-    template = os.path.join(top, "template")
-    shadow = os.path.join(template, bin_dir.lstrip("/"))
-    os.makedirs(shadow)
-    os.link(os.path.join(bin_dir, "cat"), os.path.join(shadow, "cat"))
+    shadow = os.path.join(top, "template", bin_dir.lstrip("/"))
     shutil.copy2(os.path.join(bin_dir, "whoami"), os.path.join(shadow, "whoami"))
     with open(os.path.join(top, "note.txt"), "w") as fh:
         fh.write("hello\n")

@@ -11,8 +11,9 @@ import subprocess
 import pytest
 from wsgidav.dav_error import DAVError
 
-from apiserver.dav.provider import TEMP_PREFIX, HomeProvider
+from apiserver.dav.provider import TEMP_PREFIX
 from apiserver.transport.dav import basic_credentials, escapes_home
+from tests.dav_support import environ_for, home_provider
 
 
 class FakeRequest:
@@ -75,13 +76,7 @@ def home(tmp_path):
 
 @pytest.fixture
 def provider(home):
-    provider = HomeProvider(str(home))
-    provider.set_share_path("/")
-    return provider
-
-
-def environ_for(provider, method="GET"):
-    return {"wsgidav.provider": provider, "wsgidav.config": {}, "REQUEST_METHOD": method}
+    return home_provider(home)
 
 
 def test_paths_resolve_inside_the_home(provider, home):

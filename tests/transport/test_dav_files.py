@@ -3,7 +3,9 @@ the client takes data, closes a stalled connection after its timeout and its fil
 
 from __future__ import annotations
 
+import errno
 import io
+import mmap
 import os
 import socket
 
@@ -16,6 +18,7 @@ import pytest
 from apiserver.transport.dav_files import STREAM_BLOCK, FileStream, SocketStream, plain_get_path, plain_tcp_transport
 from apiserver.dav.wsgi import FileAnswer
 from apiserver.transport.file_senders import MappedSender, SendfileSender
+from tests.transport.socket_pairs import tcp_pair
 
 
 class FakeRequest:
@@ -157,17 +160,6 @@ class FakeChannel:
 
     def resetTimeout(self):
         self.timeouts_reset += 1
-
-
-def tcp_pair(send_buffer=64 * 1024):
-    """A connected loopback TCP pair: the server's end non-blocking with a small send buffer."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, send_buffer)
-    server.setblocking(False)
-    return server, client
 
 
 def socket_request():
@@ -491,3 +483,22 @@ def test_headers_the_socket_does_not_take_are_buffered_and_leave_first(tmp_path)
         assert b"".join(received) == filler + TakingChannel.HEADERS + data and fileobj.closed
     finally:
         server.close(), client.close()
+
+
+def test_a_file_that_cannot_be_mapped_is_sent_with_sendfile(tmp_path, monkeypatch):
+    """A file system without mmap (ENODEV): the whole file still arrives, sent with sendfile."""
+    def no_mmap(*args, **kwargs):
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", no_mmap)
+    data = os.urandom(300 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    server, client = tcp_pair(send_buffer=1024 * 1024)
+    fileobj = open(tmp_path / "f", "rb")
+    sender = MappedSender(fileobj)
+    try:
+        count, state, _ = sender.send(server.fileno(), 0, len(data), len(data))
+        assert (count, state) == (len(data), "more")
+        assert read_available(client) == data
+    finally:
+        sender.close(), server.close(), client.close(), fileobj.close()

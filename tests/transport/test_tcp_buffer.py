@@ -3,7 +3,6 @@ reads are the ones Twisted keeps, so an upgrade that changes them fails here."""
 
 from __future__ import annotations
 
-import socket
 
 from zope.interface import implementer
 
@@ -12,6 +11,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 
 from apiserver.transport.tcp_buffer import ConnectionBuffer
+from tests.transport.socket_pairs import tcp_pair
 
 
 class WriterRegistry:
@@ -46,11 +46,7 @@ class RecordingProducer:
 
 def connection_pair(send_buffer=64 * 1024):
     """(Twisted tcp.Connection on the server end, its reactor stand-in, the client socket)."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, send_buffer)
+    server, client = tcp_pair(send_buffer)
     reactor = WriterRegistry()
     connection = tcp.Connection(server, Protocol(), reactor)
     connection.connected = True
