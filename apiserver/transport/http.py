@@ -30,12 +30,12 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
-from twisted.web.http_headers import Headers
 
 from apiserver.context import AuthRequest, Credentials, Gate
 from apiserver.errors import Denied
 from apiserver.logs import masked_uri
 from apiserver.transport.body_gate import BodyRefused, InFlightBodies, busy
+from apiserver.transport.channel_shortcuts import ChannelShortcuts
 from apiserver.transport.waitable import WaitableSet
 
 log = Logger(namespace="apiserver.access")
@@ -281,50 +281,18 @@ DRAIN_TIMEOUT = 10
 REQUEST_TIMEOUT = 60
 
 
-class ApiChannel(http.HTTPChannel):
+class ApiChannel(ChannelShortcuts, http.HTTPChannel):
     """The HTTP/1.1 connection of every API listener (HTTP/2 is never negotiated).
 
     On top of Twisted's: a request must arrive whole within :data:`REQUEST_TIMEOUT` (else 408),
-    and an over-long request or header line gets 431 instead of a silent close.
+    and an over-long request or header line gets 431 instead of a silent close; headers handed to
+    a writer that sends into the socket itself (:class:`ChannelShortcuts`).
     """
 
     _request_deadline = None
     _draining = False  # a refused request was answered: what the client still sends is dropped
     _drained = 0
     _drain_deadline = None  # when the draining is given up (DRAIN_TIMEOUT)
-    _host = None  # the connection's local address, asked once (Twisted asks it for every request)
-    _headers_kept: Optional[list] = None  # see take_headers
-    #: ``TCP_NODELAY`` was set on this connection (by a writer that wants it, once)
-    tcp_no_delay = False
-
-    def getHost(self):
-        host = self._host
-        if host is None:
-            host = self._host = super().getHost()
-        return host
-
-    def take_headers(self, request) -> bytes:
-        """The status line and headers of ``request`` (its first ``write``, of nothing), returned
-        instead of written to the transport: for a writer that sends them into the socket itself."""
-        kept = self._headers_kept = []
-        try:
-            request.write(b"")
-        finally:
-            self._headers_kept = None
-        return b"".join(kept)
-
-    def writeHeaders(self, version, code, reason, headers):
-        kept = self._headers_kept
-        if kept is None or not isinstance(headers, Headers):
-            super().writeHeaders(version, code, reason, headers)
-            return
-        # Twisted's own lines (HTTPChannel.writeHeaders, whose Headers sanitised the values),
-        # kept; tests/transport/test_http.py compares the two.
-        kept.extend((version, b" ", code, b" ", reason, b"\r\n"))
-        for name, values in headers.getAllRawHeaders():
-            for value in values:
-                kept.extend((name, b": ", value, b"\r\n"))
-        kept.append(b"\r\n")
 
     def dataReceived(self, data):
         if self._draining:
