@@ -5,10 +5,11 @@ home, the account's identity, the user's folder made if needed, the provider wit
 state: reads of ``/etc/passwd`` and the database, all blocking) and remembers it for
 :data:`LOCATED_TTL` seconds.  While it is remembered, :meth:`LocatedRoots.open_now` opens a
 plain GET's file on the calling (reactor) thread: the root's ``stat`` compared with the one
-remembered, then the file reached through descriptors from it (:func:`walk_open`: each folder
-``O_NOFOLLOW``, the file ``O_NONBLOCK|O_NOFOLLOW``, checked on its descriptor to be a regular
-file inside the home with one link), as the account (``setfsuid`` of the calling thread for
-the length of the call): a few ``openat`` and ``fstat``, nothing that can wait on a FIFO, a
+remembered, then the file reached from its descriptor (:func:`walk_open`: one ``openat2``
+beneath it through no link, or without ``openat2`` each folder ``O_NOFOLLOW``; the file
+``O_NONBLOCK|O_NOFOLLOW``, checked on its descriptor to be a regular file inside the home with
+one link), as the account (``setfsuid`` of the calling thread for the length of the call): a
+few ``openat`` and ``fstat``, nothing that can wait on a FIFO, a
 device or a lock, no folder listing.  Anything else (a root that changed or is not remembered,
 a link, a missing or refused file) goes to a DAV thread (:data:`MISSING`), where WsgiDAV's GET
 answers as it always did.
@@ -30,6 +31,7 @@ from typing import Optional
 from wsgidav import util as wsgidav_util
 from wsgidav.dav_error import DAVError
 
+from apiserver.dav.beneath import opener as beneath_opener
 from apiserver.dav.provider import NAME_MAX, PATH_MAX, TEMP_PREFIX, HomeFileResource, fd_path
 from apiserver.dav.wsgi import FileAnswer
 from apiserver.errors import InvalidArgument, NotFound
@@ -143,9 +145,11 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 def walk_open(root_fd: int, root: str, path: str):
     """The :class:`FileAnswer` (not read) of the regular file at DAV ``path`` below the folder
-    ``root_fd`` (real path ``root``), reached through descriptors: each folder opened from the
-    one before with ``O_NOFOLLOW``, the file with ``O_NOFOLLOW|O_NONBLOCK`` (a FIFO never
-    waited on), checked on its descriptor to be a regular file with one link inside ``root``.
+    ``root_fd`` (real path ``root``), opened with ``O_NOFOLLOW|O_NONBLOCK`` (a FIFO never
+    waited on) through no link: with ``openat2`` (:mod:`apiserver.dav.beneath`: the kernel
+    refuses a link anywhere on the path and a file not beneath ``root_fd``), else each folder
+    opened from the one before with ``O_NOFOLLOW`` and the file's place checked by its
+    ``/proc/self/fd`` link; checked on its descriptor to be a regular file with one link.
     :data:`MISSING` for anything else (a link, a reserved name, no such file, refused): WsgiDAV
     then decides on a DAV thread, with the same answer as before."""
     try:
@@ -155,21 +159,22 @@ def walk_open(root_fd: int, root: str, path: str):
     if (not parts or len(path) > PATH_MAX or parts[-1].startswith(TEMP_PREFIX)
             or any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in parts)):
         return MISSING
-    opened = []
-    try:
-        folder = root_fd
-        for part in parts[:-1]:
-            folder = os.open(part, _FOLDER, dir_fd=folder)
-            opened.append(folder)
-        fd = os.open(parts[-1], _FILE, dir_fd=folder)
-    except (OSError, ValueError):
-        return MISSING
-    finally:
-        for fd_ in opened:
-            os.close(fd_)
+    beneath = beneath_opener(_FILE)
+    if beneath is not None:  # the kernel walks, refuses links and checks the file is beneath the root
+        try:
+            fd = beneath.open(root_fd, "/".join(parts))
+        except (OSError, ValueError):
+            return MISSING
+        inside = True
+    else:
+        fd = _walk_folders(root_fd, parts)
+        if fd is None:
+            return MISSING
+        inside = None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or not is_inside(fd_path(fd), root):
+        if (not stat.S_ISREG(info.st_mode) or info.st_nlink != 1
+                or not (inside or is_inside(fd_path(fd), root))):
             os.close(fd)
             return MISSING
         os.set_blocking(fd, True)
@@ -190,6 +195,23 @@ def mime_type(name: str) -> str:
     """WsgiDAV's Content-Type for a file named ``name`` (the same few names come back); as a
     path's last part, so that a name like ``data:x`` is not read as a URL."""
     return wsgidav_util.guess_mime_type("/" + name, {})
+
+
+def _walk_folders(root_fd: int, parts: list) -> Optional[int]:
+    """Without ``openat2``: each folder opened from the one before with ``O_NOFOLLOW``, then the
+    file (its place checked by the caller); None when any step fails."""
+    opened = []
+    try:
+        folder = root_fd
+        for part in parts[:-1]:
+            folder = os.open(part, _FOLDER, dir_fd=folder)
+            opened.append(folder)
+        return os.open(parts[-1], _FILE, dir_fd=folder)
+    except (OSError, ValueError):
+        return None
+    finally:
+        for fd_ in opened:
+            os.close(fd_)
 
 
 def open_answer(provider, path: str, read_small: bool):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from twisted.internet.task import Clock
 
+from apiserver.dav import beneath, located
 from apiserver.dav.located import LOCATED_TTL, MISSING, LocatedRoots
 from apiserver.dav.wsgi import DavAccount
 from tests.dav.test_dav_actas import A, dav_app, sites_root, users  # noqa: F401 (fixtures)
@@ -37,7 +39,17 @@ def thread_ids() -> dict:
         return {line.split(":")[0]: line.split()[1:] for line in fh if line.startswith(("Uid:", "Gid:"))}
 
 
-def test_opened_here_as_the_account_once_located(sites_root, users):
+@pytest.fixture(params=["openat2", "folder by folder"])
+def opened_by(request, monkeypatch):
+    """Both ways walk_open reaches a file: openat2 beneath the root, and (a kernel without it) folder by folder."""
+    if request.param == "openat2":
+        assert beneath.opener(located._FILE) is not None  # this kernel has it: the test means something
+    else:
+        monkeypatch.setattr(located, "beneath_opener", lambda flags: None)
+    return request.param
+
+
+def test_opened_here_as_the_account_once_located(sites_root, users, opened_by):
     """Not located: MISSING; after a DAV thread located it, opened here as the account, the thread root again."""
     own_file(sites_root, users, "page.html", b"<p>a</p>")
     own_file(sites_root, users, "root-only.txt", b"secret", owner=(0, 0), mode=0o600)
@@ -58,7 +70,7 @@ def test_opened_here_as_the_account_once_located(sites_root, users):
     assert thread_ids() == {"Uid": ["0", "0", "0", "0"], "Gid": ["0", "0", "0", "0"]}
 
 
-def test_a_fifo_a_link_or_a_hard_link_is_left_to_a_thread_without_waiting(sites_root, users):
+def test_a_fifo_a_link_or_a_hard_link_is_left_to_a_thread_without_waiting(sites_root, users, opened_by):
     """A FIFO is not waited on, links (last part or folder), hard links and upload names are not
     served here: MISSING, and on a DAV thread WsgiDAV refuses them (None)."""
     roots, account = LocatedRoots(dav_app(sites_root, users), Clock()), DavAccount(A)
@@ -121,3 +133,25 @@ def test_headers_as_wsgidav_writes_them_and_content_types_by_name(sites_root, us
     assert "Date" not in headers and headers["Content-Type"] == "text/html"
     for name in ("a.html", "b.TXT", "x.tar.gz", "data:text,x.png", "noext", "a.mp4", ".hidden"):
         assert mime_type(name) == wsgidav_util.guess_mime_type(f"{HTML}/{name}", {}), name
+
+
+def test_openat2_stays_beneath_the_folder_and_follows_no_link(tmp_path):
+    """BeneathOpener: a file below opens; '..' out of the folder is EXDEV, a link (even inside) ELOOP."""
+    import errno
+
+    opener = beneath.opener(located._FILE)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "sub" / "f").write_bytes(b"f")
+    (tmp_path / "outside").write_bytes(b"o")
+    (tmp_path / "in" / "link").symlink_to(tmp_path / "in" / "sub")
+    folder = os.open(tmp_path / "in", located._FOLDER)
+    try:
+        fd = opener.open(folder, "sub/f")
+        assert os.read(fd, 10) == b"f"
+        os.close(fd)
+        for path, code in (("../outside", errno.EXDEV), ("link/f", errno.ELOOP), ("sub/missing", errno.ENOENT)):
+            with pytest.raises(OSError) as raised:
+                opener.open(folder, path)
+            assert raised.value.errno == code, path
+    finally:
+        os.close(folder)
