@@ -158,14 +158,21 @@ class ThreadIdentity:
         calls = self._calls
         groups = calls.getgroups()
         errno_ = calls.setgroups(identity.all_groups)
+        took = False
         if errno_ == 0:
             gid = calls.setfsgid(identity.gid)
-            saved = FsIdentity(calls.setfsuid(identity.uid), gid, groups)
+            uid = calls.setfsuid(identity.uid)
             # Each call returns the id in force before it: a second call shows what took.
-            if calls.setfsuid(identity.uid) == identity.uid and calls.setfsgid(identity.gid) == identity.gid:
-                return saved
+            took = calls.setfsuid(identity.uid) == identity.uid and calls.setfsgid(identity.gid) == identity.gid
         else:
-            saved = FsIdentity(calls.setfsuid(-1), calls.setfsgid(-1), groups)
+            uid, gid = calls.setfsuid(-1), calls.setfsgid(-1)
+        try:
+            saved = FsIdentity(uid, gid, groups)
+        except ValueError as exc:  # not ids the kernel keeps: nothing sure to put back
+            self._lost(f"thread {threading.current_thread().name} had no identity to take back: {exc}")
+            raise
+        if took:
+            return saved
         self._restore(saved)
         raise IdentityError(f"cannot act as {identity.describe()} for file access"
                             + (f": setgroups errno {errno_}" if errno_ else ""))

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from apiserver.sites.actas import (
-    ActingIterator, FsIdentity, IdentityError, SiteFiles, Syscalls, ThreadIdentity, server_step,
+    MAX_GROUPS, ActingIterator, FsIdentity, IdentityError, SiteFiles, Syscalls, ThreadIdentity, server_step,
 )
 from tests.host_accounts import host_accounts, requires_root
 
@@ -313,3 +313,29 @@ def test_a_block_is_entered_once_and_its_groups_come_back_alike(two_sites):
         with threads.acting_as(identity):
             assert fs_ids() == (identity.uid, identity.gid, [str(identity.gid)])
         assert fs_ids() == before and threads.depth() == 0
+
+
+class NoGroupsBack(Syscalls):
+    """getgroups answers a list no identity may hold (more than MAX_GROUPS): nothing sure to put back."""
+
+    def getgroups(self):
+        return (1,) * (MAX_GROUPS + 1)
+
+
+def test_a_switch_whose_identity_before_is_not_valid_stops_the_process(two_sites):
+    """When what the thread had cannot be kept to put back, the 'lost' handler runs (the process would stop)."""
+    a, _b = two_sites
+    lost = []
+
+    def run():
+        with pytest.raises(ValueError):
+            with ThreadIdentity(NoGroupsBack(), lost=lost.append).acting_as(a.identity):
+                pass  # pragma: no cover - never entered
+        Syscalls().setgroups(())  # what the handler left: put it back by hand so this test thread ends clean
+        Syscalls().setfsgid(0)
+        Syscalls().setfsuid(0)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(10)
+    assert len(lost) == 1 and "no identity to take back" in lost[0]
