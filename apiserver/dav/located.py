@@ -165,16 +165,16 @@ def walk_open(root_fd: int, root: str, path: str):
             fd = beneath.open(root_fd, "/".join(parts))
         except (OSError, ValueError):
             return MISSING
-        inside = True
+        placed = True  # beneath the root: the kernel checked it
     else:
         fd = _walk_folders(root_fd, parts)
         if fd is None:
             return MISSING
-        inside = None
+        placed = False
     try:
         info = os.fstat(fd)
         if (not stat.S_ISREG(info.st_mode) or info.st_nlink != 1
-                or not (inside or is_inside(fd_path(fd), root))):
+                or not (placed or is_inside(fd_path(fd), root))):
             os.close(fd)
             return MISSING
         os.set_blocking(fd, True)
