@@ -12,11 +12,11 @@ Bounds, per site (``[dav]``, read at each use): ``max_properties`` and ``max_pro
 (507 Insufficient Storage past them), ``max_locks`` (507), ``max_lock_timeout`` (a longer or
 infinite timeout is cut to it) and ``max_lock_owner`` (403 for a larger ``<owner>``).
 
-Blocking: the DAV threads call these managers; every storage call goes to the blocking pool
-through ``call_blocking`` (a DAV thread acts as the sites' owner, who may not open the
-database).  Within one request what was read is kept on the thread (:meth:`DavState.begin_request`),
-so a ``PROPFIND`` of a folder of 1,000 files reads the folder's properties once and the
-site's locks once, not once per file.
+Blocking: the DAV threads call these managers; every storage call goes through ``call_blocking``
+(:func:`storage_caller`: on the DAV thread, as the server again for the call, since the thread
+acts as the sites' owner, who may not open the database).  Within one request what was read
+is kept on the thread (:meth:`DavState.begin_request`), so a ``PROPFIND`` of a folder of 1,000
+files reads the folder's properties once and the site's locks once, not once per file.
 """
 
 from __future__ import annotations
@@ -332,19 +332,34 @@ class SiteLockStorage:
         return found
 
 
-def dav_state_from_config(settings, storage, reactor, run_blocking: Callable) -> DavState:
+def storage_caller(most_at_once: int) -> Callable:
+    """``call(fn, *args)`` for a DAV thread: ``fn(*args)`` (storage work) on the calling thread as
+    the server (:func:`apiserver.sites.actas.server_step`: root again, for the database's own file
+    or socket, then the account again), at most ``most_at_once`` threads at once (the database
+    connections the blocking pool does not hold); its result, or its exception raised.
+
+    Not handed through the reactor to the blocking pool and back (``blockingCallFromThread``):
+    that cost four thread switches and work on the reactor and a pool thread per DAV write."""
+    from apiserver.sites.actas import server_step
+
+    slots = threading.BoundedSemaphore(most_at_once)
+
+    def call(fn, *args):
+        with slots, server_step():
+            return fn(*args)
+
+    return call
+
+
+def dav_state_from_config(settings, storage, clock) -> DavState:
     """The DAV state of ``settings``: properties in ``storage``; locks in the Redis of ``[anvil]
     redis_url`` when ``[anvil] backend=redis``, else in ``storage`` too.  Its calls, made on DAV
-    threads, run on ``run_blocking``'s pool (``reactor`` carries them there and back)."""
-    from twisted.internet.threads import blockingCallFromThread
-
-    def call_blocking(fn, *args):
-        return blockingCallFromThread(reactor, run_blocking, fn, *args)
-
+    threads, run there (:func:`storage_caller`, at most ``[core] db_threads`` at once)."""
+    call_blocking = storage_caller(settings.get("core", "db_threads"))
     database = DbDavState(storage)
     locks = database
     if settings.get("anvil", "backend") == "redis":
         from apiserver.dav.state_redis import RedisDavLocks
 
         locks = RedisDavLocks(settings.get("anvil", "redis_url"))
-    return DavState(database, locks, DavLimits(settings), reactor, call_blocking)
+    return DavState(database, locks, DavLimits(settings), clock, call_blocking)

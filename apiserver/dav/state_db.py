@@ -1,8 +1,8 @@
 """WebDAV dead properties and locks of every site in the database (tables of migration 11).
 
-Blocking: every method is database work; :mod:`apiserver.dav.state` calls them on the blocking
-pool, never on a DAV thread (which acts as the sites' owner and could not open the SQLite file)
-nor on the reactor.  Paths are DAV reference URLs from the site's home down (quoted, no
+Blocking: every method is database work; :mod:`apiserver.dav.state` calls them on a DAV thread
+made the server again for the call (acting as the sites' owner it could not open the SQLite
+file), never on the reactor.  Paths are DAV reference URLs from the site's home down (quoted, no
 trailing slash); the bounds are checked in the transaction that writes, so a site never keeps
 more than they allow whatever its clients send at once (up to the writes of one moment on
 PostgreSQL and MariaDB, whose transactions do not queue as SQLite's do).

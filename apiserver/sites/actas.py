@@ -255,7 +255,8 @@ class _ActingBlock:
 def server_step():
     """Blocking.  A ``with`` block in which the calling thread is the server again (root), when it is
     acting as an account; nothing changes otherwise.  Only for a step on something already opened
-    as the account (``fchown`` of an open descriptor): nothing in it may resolve a path."""
+    as the account (``fchown`` of an open descriptor), or on the server's own storage (a DAV
+    thread's database or Redis call): nothing in it may resolve a path a client named."""
     blocks = getattr(_acting, "blocks", None)
     if not blocks:
         return contextlib.nullcontext()

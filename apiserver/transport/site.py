@@ -33,7 +33,7 @@ def build_site(*, settings, reactor, gatekeeper, registry, accounts, devices, si
     root.putChild(b"login", LoginResource(gatekeeper, accounts, devices))
     root.putChild(b"logout", LogoutResource(gatekeeper, accounts, devices))
     root.putChild(b"apps", AppsResource(gatekeeper, accounts))
-    dav_state = dav_state_from_config(settings, storage, reactor, run_blocking)
+    dav_state = dav_state_from_config(settings, storage, reactor)
     dav_app = DavApplication(site_homes, dav_state, site_files=site_files) if site_files is not None else None
     dav = DavResource(gatekeeper, reactor, settings, site_homes, dav_app=dav_app, dav_access=dav_access,
                       dav_state=dav_state)

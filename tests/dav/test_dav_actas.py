@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
 from twisted.internet.task import Clock
 
 from apiserver.config import BUILTIN_SECTIONS, Config
-from apiserver.dav.state import DavLimits, DavState
+from apiserver.dav.state import DavLimits, DavScope, DavState, storage_caller
 from apiserver.dav.state_db import DbDavState
 from apiserver.dav.provider import HomeFileResource, HomeProvider
 from apiserver.dav.wsgi import DavAccount, DavApplication
@@ -70,24 +71,31 @@ def sites_root(users):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def dav_app(sites_root, users, acting=True) -> DavApplication:
-    """The DAV application over ``sites_root``; each account acts as its own system user."""
+def dav_app(sites_root, users, acting=True, state=None) -> DavApplication:
+    """The DAV application over ``sites_root`` (``state``: its DAV state, default
+    :func:`dav_state`); each account acts as its own system user."""
     def identity_of(home, user_name):
         admin, user = users[home.domain]
         return user.identity if user_name else admin.identity
 
     homes = SiteHomes(sites_root, "root")
-    return DavApplication(homes, dav_state(sites_root), as_owner=acting,
+    return DavApplication(homes, state or dav_state(sites_root), as_owner=acting,
                           site_files=SiteFiles(ThreadIdentity(), homes, identity_of))
 
 
-def dav_state(sites_root) -> DavState:
-    """Dead properties and locks in a SQLite file beside the sites, which both sites are rows of."""
+def state_store(sites_root) -> Storage:
+    """A SQLite file beside the sites (root's, 0600), which both sites are rows of."""
     store = Storage.from_url(f"sqlite:///{os.path.join(sites_root, 'state.db')}", pool_size=2)
     store.create_schema()
     for domain in (A, B):
         with store.write() as conn:
             conn.execute(store.tables.sites.insert().values(domain=domain, created_at=datetime.datetime(2026, 1, 1)))
+    return store
+
+
+def dav_state(sites_root) -> DavState:
+    """Dead properties and locks in :func:`state_store`."""
+    store = state_store(sites_root)
     database = DbDavState(store)
     settings = Config(BUILTIN_SECTIONS, {}, None)
     pool = concurrent.futures.ThreadPoolExecutor(1)  # the blocking pool: its thread stays the server
@@ -123,6 +131,34 @@ def test_put_mkcol_copy_move_make_files_of_the_account(sites_root, users):
     with open("/proc/thread-self/status") as fh:  # the thread that served them is root again
         ids = {line.split(":")[0]: line.split()[1:] for line in fh if line.startswith(("Uid:", "Gid:"))}
     assert ids == {"Uid": ["0", "0", "0", "0"], "Gid": ["0", "0", "0", "0"]}
+
+
+def test_a_dav_thread_reads_locks_itself_as_the_server_and_honours_another_nodes(sites_root, users):
+    """Lock lookups on the DAV thread, root for the call only (the 0600 database opens); another node's lock: 423."""
+    store = state_store(sites_root)
+    store.engine.dispose()  # no connection opened yet: the DAV thread opens the first
+    database = DbDavState(store)
+    seen = []
+    live_locks = database.live_locks
+
+    def recorded(site, now):
+        with open("/proc/thread-self/status") as fh:
+            fsuid = next(line.split()[4] for line in fh if line.startswith("Uid:"))
+        seen.append((threading.get_ident(), fsuid))
+        return live_locks(site, now)
+
+    database.live_locks = recorded
+    state = DavState(database, database, DavLimits(Config(BUILTIN_SECTIONS, {}, None)), Clock(), storage_caller(2))
+    app = dav_app(sites_root, users, state=state)
+    other_node = DbDavState(Storage.from_url(f"sqlite:///{os.path.join(sites_root, 'state.db')}"))
+    site_a = DavScope.of(other_node.site_id(A), A, None)
+    other_node.create_lock(site_a, {"token": "opaquelocktoken:other-node", "root": "/var/www/html/taken.php",
+                                    "scope": "exclusive", "depth": "0", "principal": A, "owner": b"",
+                                    "timeout": 600.0, "expire": 600.0}, 0.0, 10)
+    assert call(app, "PUT", "/var/www/html/free.php", DavAccount(A), b"<?php")[0] == 201
+    assert call(app, "PUT", "/var/www/html/taken.php", DavAccount(A), b"<?php")[0] == 423
+    assert not os.path.exists(os.path.join(sites_root, A, "var/www/html/taken.php"))
+    assert seen and all(entry == (threading.get_ident(), "0") for entry in seen)
 
 
 def swap_before_acting(monkeypatch, folder: str, link_to: str) -> None:
