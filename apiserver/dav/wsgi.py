@@ -207,9 +207,10 @@ class DavApplication:
             return _plain(start_response, "404 Not Found", f"site {account.site} has no files on this server")
         if identity is None:
             return self._serve(environ, start_response, root, account)
-        with self.site_files.threads.acting_as(identity):
-            body = self._serve(environ, start_response, root, account)
-        return ActingIterator(body, identity, self.site_files.threads)
+        # WsgiDAV's call and the first chunk in one block as the account (its body is a generator:
+        # the call alone does little), the end of the body and its close in another.
+        return ActingIterator.of_call(lambda: self._serve(environ, start_response, root, account), identity,
+                                      self.site_files.threads)
 
     def _serve(self, environ, start_response, root: str, account: DavAccount):
         try:

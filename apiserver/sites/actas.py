@@ -324,25 +324,57 @@ def account_identities(site_accounts) -> Callable:
 
 class ActingIterator:
     """A WSGI body whose every step (``next``, ``close``) runs as ``identity``: the thread acts as
-    the account only while the application works, whichever thread takes the next step."""
+    the account only while the application works, whichever thread takes the next step.
 
-    def __init__(self, body, identity: FsIdentity, threads: ThreadIdentity):
+    ``body`` is the application's body or, for :meth:`of_call`, made by the first step.  The step
+    that finds the body ended closes it in the same block (a later ``close`` has nothing left to
+    do): one identity switch fewer per request.
+    """
+
+    def __init__(self, body, identity: FsIdentity, threads: ThreadIdentity, make: Optional[Callable] = None):
         self._body = body
+        self._make = make
         self._iter = None
+        self._closed = False
         self.identity = identity
         self._threads = threads
+
+    @classmethod
+    def of_call(cls, make: Callable, identity: FsIdentity, threads: ThreadIdentity) -> "ActingIterator":
+        """The body ``make()`` returns, called (as ``identity``) by the first step: the application
+        call and its first chunk in one block."""
+        return cls(None, identity, threads, make)
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        if self._closed:
+            raise StopIteration
         with self._threads.acting_as(self.identity):
             if self._iter is None:
+                if self._make is not None:
+                    make, self._make = self._make, None
+                    self._body = make()
                 self._iter = iter(self._body)
-            return next(self._iter)
+            try:
+                return next(self._iter)
+            except StopIteration:
+                self._close_body()
+                raise
 
-    def close(self):
+    def _close_body(self) -> None:
+        self._closed = True
         close = getattr(self._body, "close", None)
         if close is not None:
-            with self._threads.acting_as(self.identity):
-                close()
+            close()
+
+    def close(self):
+        if self._closed or self._make is not None:  # closed already, or never made
+            self._closed = True
+            return
+        if getattr(self._body, "close", None) is None:
+            self._closed = True
+            return
+        with self._threads.acting_as(self.identity):
+            self._close_body()

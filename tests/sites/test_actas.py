@@ -259,6 +259,44 @@ def test_acting_iterator_runs_each_step_as_the_account(two_sites):
     assert between == [0, 0] and fs_ids()[0] == 0
 
 
+class CountingThreads(ThreadIdentity):
+    """A ThreadIdentity that counts the blocks entered."""
+
+    blocks = 0
+
+    def acting_as(self, identity):
+        self.blocks += 1
+        return super().acting_as(identity)
+
+
+def test_acting_iterator_of_call_makes_the_body_in_its_first_step_and_closes_it_in_its_last(two_sites):
+    """of_call: the application is called as the account with the first step; the step that ends the body closes it."""
+    a, _b = two_sites
+    steps = []
+
+    def app():
+        steps.append(("called", fs_ids()[0]))
+
+        def body():
+            try:
+                yield b"x"
+            finally:
+                steps.append(("closed", fs_ids()[0]))
+
+        return body()
+
+    threads = CountingThreads()
+    acting = ActingIterator.of_call(app, a.identity, threads)
+    assert steps == [] and threads.blocks == 0
+    assert list(acting) == [b"x"]
+    assert steps == [("called", a.uid), ("closed", a.uid)] and threads.blocks == 2
+    acting.close()  # nothing left to close: no third block
+    assert threads.blocks == 2 and fs_ids()[0] == 0
+    never = ActingIterator.of_call(app, a.identity, threads)
+    never.close()  # never started: the application is not called
+    assert len(steps) == 2 and threads.blocks == 2
+
+
 def test_a_server_step_inside_a_block_is_root_for_an_opened_file_then_the_account_again(two_sites, tmp_path):
     """server_step: root's fchown on a descriptor opened as A (to B's group), then A again; outside a block a no-op."""
     a, b = two_sites
