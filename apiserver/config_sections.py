@@ -82,7 +82,9 @@ BUILTIN_SECTIONS = (
         K("state_dir", parse_str, "../state", "Database, secret and certificate; relative to this file."),
         K("http_trusted_forward", parse_networks, "",
           "Proxies whose X-Forwarded-For is believed (comma separated).", runtime=True),
-        K("db_threads", int_range(1, 256), "8", "Threads for database calls and blocking module functions."),
+        K("db_threads", int_range(1, 256), "8",
+          "Threads for database calls and blocking module functions; also the most DAV threads asking the "
+          "database at once."),
         K("account_threads", int_range(1, 256), "3",
           "Most threads of the blocking pool (and of the DAV pool) one account's work holds at once (always one less"
           " than the pool): the rest of its work waits behind itself, never in front of other accounts'.",
