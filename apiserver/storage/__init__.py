@@ -68,7 +68,10 @@ class Storage:
         # the statement's values (password hashes, sealed UI passwords, addresses).
         if parsed.get_backend_name() == "sqlite":
             _create_private_file(parsed.database)
-            engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, hide_parameters=True)
+            # As many connections as the other backends get: the blocking pool's threads and as
+            # many DAV threads asking themselves (apiserver.dav.state.storage_caller).
+            engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, pool_size=pool_size,
+                                      max_overflow=pool_size, hide_parameters=True)
             _configure_sqlite(engine)
         else:
             engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=pool_size,

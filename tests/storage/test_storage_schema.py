@@ -423,3 +423,15 @@ def test_migration_13_gives_open_write_windows_max_to_return_to(storage):
     with storage.read() as conn:
         rows = dict(conn.execute(sa.select(t.fortifications.c.path, t.fortifications.c.restore_mode)).all())
     assert rows == {"": "max", "blog": None}
+
+
+def test_a_sqlite_file_gets_connections_for_the_pool_and_as_many_dav_threads(tmp_path):
+    """SQLite's pool holds db_threads connections and db_threads more: the blocking pool's and DAV threads' at once."""
+    store = Storage.from_url(f"sqlite:///{tmp_path / 'apiserver.db'}", pool_size=3)
+    try:
+        opened = [store.engine.connect() for _ in range(6)]
+        assert store.engine.pool.size() == 3 and store.engine.pool.overflow() == 3
+        for conn in opened:
+            conn.close()
+    finally:
+        store.dispose()
