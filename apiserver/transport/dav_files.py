@@ -215,7 +215,7 @@ class SocketStream(FileStream):
             self.transport.setTcpNoDelay(True)
             channel.tcp_no_delay = True
         if self.size > NOT_SENT_LOW:  # a smaller answer leaves in one turn anyway
-            _set_not_sent_low(self.transport, NOT_SENT_LOW)
+            _tcp_option(self.transport, "TCP_NOTSENT_LOWAT", NOT_SENT_LOW)
         take_headers = getattr(channel, "take_headers", None)
         if take_headers is not None and self.size > 0 and not self.buffer.holds_bytes():
             self._send_headers(take_headers(self.request))
@@ -245,15 +245,15 @@ class SocketStream(FileStream):
         corked = False
         if self.buffer.holds_bytes():  # the headers (or anything before) go first: now, not a turn later
             # Corked, they leave in the file's first segment, not in one of their own.
-            corked = self.sent < self.size and _cork(transport, True)
+            corked = self.sent < self.size and _tcp_option(transport, "TCP_CORK", 1)
             if not self.buffer.send_now():
                 if corked:
-                    _cork(transport, False)
+                    _tcp_option(transport, "TCP_CORK", 0)
                 self._wait_writable()
                 return
         outcome = self.sender.send(transport.fileno(), self.sent, self.size, SEND_TURN)
         if corked:
-            _cork(transport, False)
+            _tcp_option(transport, "TCP_CORK", 0)
         self._sent(outcome)
 
     def _sent(self, outcome) -> None:
@@ -298,23 +298,14 @@ class SocketStream(FileStream):
         self.buffer.pause_until_writable(self.pauseProducing)
 
 
-def _set_not_sent_low(transport, limit: int) -> None:
-    """``TCP_NOTSENT_LOWAT`` (Linux) of the connection; elsewhere nothing."""
-    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
-    if option is not None:
-        try:
-            transport.socket.setsockopt(socket.IPPROTO_TCP, option, limit)
-        except OSError:
-            pass
-
-
-def _cork(transport, on: bool) -> bool:
-    """``TCP_CORK`` on or off (Linux): True when it was set."""
-    option = getattr(socket, "TCP_CORK", None)
+def _tcp_option(transport, name: str, value: int) -> bool:
+    """Set the TCP option ``name`` (``TCP_CORK``, ``TCP_NOTSENT_LOWAT``: Linux) of the connection;
+    False where the system has no such option or refuses it."""
+    option = getattr(socket, name, None)
     if option is None:
         return False
     try:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, option, int(on))
+        transport.socket.setsockopt(socket.IPPROTO_TCP, option, value)
     except OSError:
         return False
     return True
